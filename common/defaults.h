@@ -1,0 +1,45 @@
+/* common/defaults.h - defaults, timeouts and exit codes shared by mapper's
+ * coordinator and worker. No magic numbers in .c files: they live here. */
+#ifndef MAPPER_DEFAULTS_H
+#define MAPPER_DEFAULTS_H
+
+#define MAPPER_VERSION "0.1.0"
+
+/* Exit statuses (documented in README and --help). */
+#define MAPPER_EXIT_OK 0          /* every chunk done */
+#define MAPPER_EXIT_FAILED 1      /* finished with failed chunks or rows */
+#define MAPPER_EXIT_USAGE 2       /* usage or configuration error */
+#define MAPPER_EXIT_CANNOT_RUN 3  /* a database unreachable, a table missing */
+#define MAPPER_EXIT_INTERRUPTED 75 /* SIGINT/SIGTERM; EX_TEMPFAIL */
+
+#define MAPPER_DEFAULT_CHUNK_SIZE 50000
+#define MAPPER_MAX_WORKERS 1024
+/* A crashed worker's chunk is re-run this many times (core policy). */
+#define MAPPER_CRASH_RETRIES 3
+
+/* libpq session settings for every connection we open. */
+#define MAPPER_CONNECT_TIMEOUT_S "10"
+#define MAPPER_KEEPALIVES_IDLE_S "10"
+#define MAPPER_KEEPALIVES_INTERVAL_S "5"
+#define MAPPER_KEEPALIVES_COUNT "3"
+#define MAPPER_TCP_USER_TIMEOUT_MS "30000"
+
+/* Worker progress reports while a chunk streams. */
+#define MAPPER_PROGRESS_EVERY_ROWS 10000
+#define MAPPER_PROGRESS_EVERY_MS 100
+
+/* ctid planning: rows per page assumed when statistics are missing. */
+#define MAPPER_DEFAULT_ROWS_PER_PAGE 60
+
+/* Coordinator event loop tick (ms): upper bound on timer lateness. */
+#define MAPPER_LOOP_TICK_MS 200
+/* How long shutdown waits for workers before SIGKILL (ms). */
+#define MAPPER_SHUTDOWN_WAIT_MS 5000
+
+/* Environment variables. */
+#define MAPPER_ENV_SOURCE "MAPPER_SOURCE_URL"
+#define MAPPER_ENV_TARGET "MAPPER_TARGET_URL"
+#define MAPPER_ENV_WORKER_BIN "MAPPER_WORKER_BIN"
+#define MAPPER_ENV_FAULT "MAPPER_FAULT"
+
+#endif

@@ -1,0 +1,118 @@
+/* common/proto.h - the wire protocol between mapper-coord and mapper-worker:
+ * message kinds, fields, limits and protocol version live here and nowhere
+ * else. Every message body is one msgpack map with "type" and "version". */
+#ifndef MAPPER_PROTO_H
+#define MAPPER_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PROTO_VERSION 1
+
+/* Size limits. A frame larger than PROTO_MAX_FRAME is refused by ZeroMQ
+ * itself (ZMQ_MAXMSGSIZE) and by proto_decode. */
+#define PROTO_MAX_FRAME (4 * 1024 * 1024)
+#define PROTO_MAX_SQL (1024 * 1024)  /* source_sql, target_sql */
+#define PROTO_MAX_MESSAGE 4096       /* an error message */
+#define PROTO_MAX_ID 64              /* worker id, snapshot id */
+#define PROTO_SQLSTATE_LEN 5
+#define PROTO_MAX_FIELDS 16          /* keys in one message map */
+
+/* Field names on the wire. */
+#define PROTO_F_TYPE "type"
+#define PROTO_F_VERSION "version"
+#define PROTO_F_WORKER "worker"
+#define PROTO_F_PID "pid"
+#define PROTO_F_CHUNK "chunk_id"
+#define PROTO_F_ATTEMPT "attempt"
+#define PROTO_F_SNAPSHOT "snapshot"
+#define PROTO_F_SOURCE_SQL "source_sql"
+#define PROTO_F_TARGET_SQL "target_sql"
+#define PROTO_F_ROWS "rows"
+#define PROTO_F_BYTES "bytes"
+#define PROTO_F_SIDE "side"
+#define PROTO_F_SQLSTATE "sqlstate"
+#define PROTO_F_CONN_BAD "conn_bad"
+#define PROTO_F_MESSAGE "message"
+
+/* Message kinds; the wire carries the name ("ready", "assign", ...). */
+typedef enum {
+    PROTO_READY = 1, /* worker -> coord: worker, pid */
+    PROTO_ASSIGN,    /* coord -> worker: chunk_id, attempt, snapshot,
+                        source_sql, target_sql */
+    PROTO_PROGRESS,  /* worker -> coord: chunk_id, attempt, rows, bytes */
+    PROTO_DONE,      /* worker -> coord: chunk_id, attempt, rows, bytes */
+    PROTO_FAILED,    /* worker -> coord: chunk_id, attempt, side, sqlstate,
+                        conn_bad, message */
+    PROTO_STOP,      /* coord -> worker: no fields; finish and exit */
+    PROTO_HEARTBEAT, /* both ways: no fields */
+} proto_kind_t;
+
+/* Which database an error came from. */
+typedef enum {
+    PROTO_SIDE_NONE = 0, /* neither: worker-internal */
+    PROTO_SIDE_SOURCE = 1,
+    PROTO_SIDE_TARGET = 2,
+} proto_side_t;
+
+/* One decoded (or to-be-encoded) message. Only the fields of its kind are
+ * meaningful. source_sql, target_sql and message are heap strings owned by
+ * the message (proto_msg_clear frees them). */
+typedef struct {
+    proto_kind_t kind;                  /* message kind */
+    char worker[PROTO_MAX_ID + 1];      /* ready: worker's routing id */
+    int64_t pid;                        /* ready: worker's process id */
+    int64_t chunk_id;                   /* assign..failed: chunk id (>= 0) */
+    int32_t attempt;                    /* assign..failed: attempt (>= 1) */
+    char snapshot[PROTO_MAX_ID + 1];    /* assign: exported snapshot id */
+    char *source_sql;                   /* assign: COPY (...) TO STDOUT */
+    char *target_sql;                   /* assign: COPY ... FROM STDIN */
+    int64_t rows;                       /* progress/done: rows (>= 0) */
+    int64_t bytes;                      /* progress/done: bytes (>= 0) */
+    proto_side_t side;                  /* failed: which database */
+    char sqlstate[PROTO_SQLSTATE_LEN + 1]; /* failed: "" when none */
+    bool conn_bad;                      /* failed: connection was lost */
+    char *message;                      /* failed: one-line error text */
+} proto_msg_t;
+
+/* The wire name of a kind ("ready", ...), or "unknown". */
+const char *proto_kind_name(proto_kind_t kind);
+
+/* Encode msg as one msgpack map into a malloc'd buffer (*buf_out, *len_out).
+ * Fails (logged) when a field of the kind is missing or over its limit. */
+bool proto_encode(const proto_msg_t *msg, char **buf_out, size_t *len_out)
+    __attribute__((warn_unused_result));
+
+/* Decode one frame into *out (zeroed first). Rejects, without crashing, any
+ * frame that is not exactly one map with a known type, the current version,
+ * every required field of that kind with the right type and size, no
+ * unknown or duplicate field, and no bytes left over. On failure writes a
+ * one-line reason into err (size errlen) and leaves *out empty. */
+bool proto_decode(const void *buf, size_t len, proto_msg_t *out, char *err,
+                  size_t errlen) __attribute__((warn_unused_result));
+
+/* Free the heap strings of msg and zero it. Accepts NULL. */
+void proto_msg_clear(proto_msg_t *msg);
+
+/* Set the socket options every mapper socket gets: ZMQ_LINGER 0,
+ * ZMQ_MAXMSGSIZE PROTO_MAX_FRAME; on a ROUTER also ZMQ_ROUTER_MANDATORY. */
+bool proto_socket_setup(void *socket, bool is_router)
+    __attribute__((warn_unused_result));
+
+/* Send msg on a socket. With peer (a ROUTER), frames are [peer][body];
+ * without (a DEALER), [body]. Non-blocking (ZMQ_DONTWAIT); every failure is
+ * logged and returns false. */
+bool proto_send(void *socket, const void *peer, size_t peer_len,
+                const proto_msg_t *msg) __attribute__((warn_unused_result));
+
+/* Receive one message without blocking. On a ROUTER (peer_out non-NULL) the
+ * first frame is the sender's routing id, copied into peer_out (capacity
+ * peer_cap, length in *peer_len_out). Returns false when nothing is waiting
+ * (errno EAGAIN) or when the message was malformed (logged with the peer,
+ * and dropped; all its frames are consumed). */
+bool proto_recv(void *socket, void *peer_out, size_t peer_cap,
+                size_t *peer_len_out, proto_msg_t *out)
+    __attribute__((warn_unused_result));
+
+#endif
