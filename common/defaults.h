@@ -42,4 +42,16 @@
 #define MAPPER_ENV_WORKER_BIN "MAPPER_WORKER_BIN"
 #define MAPPER_ENV_FAULT "MAPPER_FAULT"
 
+/* ---- retry policy (common/retry.h) ---- */
+#define MAPPER_RETRY_ENABLED true        /* retry failed chunks at all */
+#define MAPPER_RETRY_MAX_RETRIES 3       /* retries after the first attempt */
+#define MAPPER_RETRY_INITIAL_DELAY_S 1.0 /* delay before retry 1 */
+#define MAPPER_RETRY_MAX_DELAY_S 60.0    /* cap on any one delay */
+#define MAPPER_RETRY_EXPONENTIAL_BASE 2.0 /* delay growth per retry */
+#define MAPPER_RETRY_JITTER true         /* full jitter: uniform in [0, d] */
+#define MAPPER_RETRY_DEADLINE_S 0.0      /* per-chunk retry deadline; 0 = off */
+#define MAPPER_ENV_RETRY_ENABLED "MAPPER_PARALLEL_RETRY_ENABLED"
+#define MAPPER_ENV_MAX_RETRIES "MAPPER_PARALLEL_MAX_RETRIES"
+/* ---- end retry policy ---- */
+
 #endif

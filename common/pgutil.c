@@ -1,0 +1,103 @@
+/* common/pgutil.c - PostgreSQL helpers: connect, capture errors, quote. */
+#include "pgutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "defaults.h"
+#include "log.h"
+
+const char *pgutil_side_name(proto_side_t side)
+{
+    switch (side) {
+    case PROTO_SIDE_SOURCE:
+        return "source";
+    case PROTO_SIDE_TARGET:
+        return "target";
+    default:
+        return "worker";
+    }
+}
+
+PGconn *pgutil_connect(const char *conninfo, proto_side_t side,
+                       const char *app_name, pgutil_error_t *err)
+{
+    /* Our settings first: the user's conninfo (expanded last) wins. */
+    const char *keys[] = {"connect_timeout",  "keepalives",
+                          "keepalives_idle",  "keepalives_interval",
+                          "keepalives_count", "tcp_user_timeout",
+                          "application_name", "dbname",
+                          NULL};
+    const char *vals[] = {MAPPER_CONNECT_TIMEOUT_S,
+                          "1",
+                          MAPPER_KEEPALIVES_IDLE_S,
+                          MAPPER_KEEPALIVES_INTERVAL_S,
+                          MAPPER_KEEPALIVES_COUNT,
+                          MAPPER_TCP_USER_TIMEOUT_MS,
+                          app_name,
+                          conninfo ? conninfo : "",
+                          NULL};
+    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+    if (conn && PQstatus(conn) == CONNECTION_OK) return conn;
+    pgutil_capture(conn, NULL, side, err);
+    if (!conn) snprintf(err->message, sizeof err->message, "out of memory");
+    err->conn_bad = true;
+    PQfinish(conn);
+    return NULL;
+}
+
+void pgutil_capture(PGconn *conn, const PGresult *res, proto_side_t side,
+                    pgutil_error_t *err)
+{
+    memset(err, 0, sizeof *err);
+    err->side = side;
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (state && strlen(state) == PROTO_SQLSTATE_LEN)
+        memcpy(err->sqlstate, state, PROTO_SQLSTATE_LEN + 1);
+    err->conn_bad = !conn || PQstatus(conn) == CONNECTION_BAD;
+    const char *msg = NULL;
+    if (res) msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    if (!msg || !*msg) msg = res ? PQresultErrorMessage(res) : NULL;
+    if ((!msg || !*msg) && conn) msg = PQerrorMessage(conn);
+    if (!msg || !*msg) msg = "unknown error";
+    log_one_line(err->message, sizeof err->message, msg);
+}
+
+bool pgutil_exec(PGconn *conn, const char *sql, proto_side_t side,
+                 pgutil_error_t *err)
+{
+    PGresult *res = PQexec(conn, sql);
+    ExecStatusType st = PQresultStatus(res);
+    bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+    if (!ok) pgutil_capture(conn, res, side, err);
+    PQclear(res);
+    return ok;
+}
+
+PGresult *pgutil_query(PGconn *conn, const char *sql, int nparams,
+                       const char *const *params, proto_side_t side,
+                       pgutil_error_t *err)
+{
+    PGresult *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) == PGRES_TUPLES_OK) return res;
+    pgutil_capture(conn, res, side, err);
+    PQclear(res);
+    return NULL;
+}
+
+char *pgutil_quote_ident(PGconn *conn, const char *ident)
+{
+    char *q = PQescapeIdentifier(conn, ident, strlen(ident));
+    if (!q) return NULL;
+    char *copy = strdup(q);
+    PQfreemem(q);
+    return copy;
+}
+
+void pgutil_log_error(const char *context, const pgutil_error_t *err)
+{
+    log_error("%s: %s: %s%s%s%s", context, pgutil_side_name(err->side),
+              err->sqlstate[0] ? "[" : "", err->sqlstate,
+              err->sqlstate[0] ? "] " : "", err->message);
+}

@@ -1,0 +1,50 @@
+/* common/pgutil.h - PostgreSQL helpers both sides use: connecting with our
+ * session settings, capturing an error (before anything closes the
+ * connection), quoting identifiers. */
+#ifndef MAPPER_PGUTIL_H
+#define MAPPER_PGUTIL_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+#include "proto.h"
+
+/* An error from one side, captured while the connection is still intact. */
+typedef struct {
+    proto_side_t side;                     /* which database */
+    char sqlstate[PROTO_SQLSTATE_LEN + 1]; /* "" when libpq gave none */
+    bool conn_bad;                         /* connection is lost */
+    char message[PROTO_MAX_MESSAGE];       /* one line, no password */
+} pgutil_error_t;
+
+/* "source", "target" or "worker". */
+const char *pgutil_side_name(proto_side_t side);
+
+/* Connect with conninfo (a connection string or URI; "" = libpq defaults),
+ * adding connect_timeout, TCP keepalives and application_name unless the
+ * conninfo sets them. On failure returns NULL and fills *err. */
+PGconn *pgutil_connect(const char *conninfo, proto_side_t side,
+                       const char *app_name, pgutil_error_t *err);
+
+/* Fill *err from res (may be NULL) and conn: SQLSTATE, connection status,
+ * and a one-line message prefixed by nothing (the side is a field). */
+void pgutil_capture(PGconn *conn, const PGresult *res, proto_side_t side,
+                    pgutil_error_t *err);
+
+/* Run a statement that returns no rows (or rows we ignore). */
+bool pgutil_exec(PGconn *conn, const char *sql, proto_side_t side,
+                 pgutil_error_t *err) __attribute__((warn_unused_result));
+
+/* Run a query with text parameters; returns its PGRES_TUPLES_OK result
+ * (caller PQclear()s) or NULL with *err filled. */
+PGresult *pgutil_query(PGconn *conn, const char *sql, int nparams,
+                       const char *const *params, proto_side_t side,
+                       pgutil_error_t *err);
+
+/* A malloc'd, quoted identifier ("My Table" -> "\"My Table\""), or NULL. */
+char *pgutil_quote_ident(PGconn *conn, const char *ident);
+
+/* Log err once: "<side>: [SQLSTATE] message" with a context prefix. */
+void pgutil_log_error(const char *context, const pgutil_error_t *err);
+
+#endif

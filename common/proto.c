@@ -1,0 +1,857 @@
+/* common/proto.c - the coordinator<->worker wire protocol: msgpack encoding,
+ * decoding that survives hostile frames, and sending over ZeroMQ. */
+#include "proto.h"
+
+#include "log.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <msgpack.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+/* Every field of every kind, in wire order after "type" and "version". */
+typedef enum {
+    S_F_TYPE,
+    S_F_VERSION,
+    S_F_WORKER,
+    S_F_PID,
+    S_F_CHUNK,
+    S_F_ATTEMPT,
+    S_F_SNAPSHOT,
+    S_F_SOURCE_SQL,
+    S_F_TARGET_SQL,
+    S_F_ROWS,
+    S_F_BYTES,
+    S_F_SIDE,
+    S_F_SQLSTATE,
+    S_F_CONN_BAD,
+    S_F_MESSAGE,
+    S_F_COUNT
+} s_field_t;
+
+#define S_BIT(f) (1u << (f))
+
+/* What a field's value is on the wire. */
+typedef enum { S_T_INT, S_T_STR, S_T_BOOL } s_type_t;
+
+/* Which bytes a string field may hold. */
+typedef enum {
+    S_C_TEXT,    /* anything but NUL */
+    S_C_ID,      /* printable ASCII, no space */
+    S_C_SQLSTATE /* "" or PROTO_SQLSTATE_LEN of [0-9A-Z] */
+} s_charset_t;
+
+/* A field's name, type and limits (integers: min..max; strings: lengths). */
+typedef struct {
+    const char *name;    /* key on the wire */
+    s_type_t type;       /* msgpack type it must have */
+    int64_t min;         /* smallest integer, or shortest string */
+    int64_t max;         /* largest integer, or longest string */
+    s_charset_t charset; /* strings: allowed bytes */
+} s_spec_t;
+
+static const s_spec_t s_specs[S_F_COUNT] = {
+    [S_F_TYPE] = {PROTO_F_TYPE, S_T_STR, 1, PROTO_MAX_ID, S_C_ID},
+    [S_F_VERSION] = {PROTO_F_VERSION, S_T_INT, PROTO_VERSION, PROTO_VERSION,
+                     S_C_TEXT},
+    [S_F_WORKER] = {PROTO_F_WORKER, S_T_STR, 1, PROTO_MAX_ID, S_C_ID},
+    [S_F_PID] = {PROTO_F_PID, S_T_INT, 1, INT64_MAX, S_C_TEXT},
+    [S_F_CHUNK] = {PROTO_F_CHUNK, S_T_INT, 0, INT64_MAX, S_C_TEXT},
+    [S_F_ATTEMPT] = {PROTO_F_ATTEMPT, S_T_INT, 1, INT32_MAX, S_C_TEXT},
+    [S_F_SNAPSHOT] = {PROTO_F_SNAPSHOT, S_T_STR, 0, PROTO_MAX_ID, S_C_ID},
+    [S_F_SOURCE_SQL] = {PROTO_F_SOURCE_SQL, S_T_STR, 1, PROTO_MAX_SQL,
+                        S_C_TEXT},
+    [S_F_TARGET_SQL] = {PROTO_F_TARGET_SQL, S_T_STR, 1, PROTO_MAX_SQL,
+                        S_C_TEXT},
+    [S_F_ROWS] = {PROTO_F_ROWS, S_T_INT, 0, INT64_MAX, S_C_TEXT},
+    [S_F_BYTES] = {PROTO_F_BYTES, S_T_INT, 0, INT64_MAX, S_C_TEXT},
+    [S_F_SIDE] = {PROTO_F_SIDE, S_T_INT, PROTO_SIDE_NONE, PROTO_SIDE_TARGET,
+                  S_C_TEXT},
+    [S_F_SQLSTATE] = {PROTO_F_SQLSTATE, S_T_STR, 0, PROTO_SQLSTATE_LEN,
+                      S_C_SQLSTATE},
+    [S_F_CONN_BAD] = {PROTO_F_CONN_BAD, S_T_BOOL, 0, 1, S_C_TEXT},
+    [S_F_MESSAGE] = {PROTO_F_MESSAGE, S_T_STR, 0, PROTO_MAX_MESSAGE, S_C_TEXT},
+};
+
+#define S_HEADER (S_BIT(S_F_TYPE) | S_BIT(S_F_VERSION))
+#define S_CHUNK_FIELDS (S_BIT(S_F_CHUNK) | S_BIT(S_F_ATTEMPT))
+#define S_COUNT_FIELDS (S_CHUNK_FIELDS | S_BIT(S_F_ROWS) | S_BIT(S_F_BYTES))
+
+/* Each kind's wire name and fields (all required, no others allowed). */
+static const struct {
+    const char *name;
+    uint32_t fields;
+} s_kinds[] = {
+    [PROTO_READY] = {"ready", S_BIT(S_F_WORKER) | S_BIT(S_F_PID)},
+    [PROTO_ASSIGN] = {"assign", S_CHUNK_FIELDS | S_BIT(S_F_SNAPSHOT) |
+                                    S_BIT(S_F_SOURCE_SQL) |
+                                    S_BIT(S_F_TARGET_SQL)},
+    [PROTO_PROGRESS] = {"progress", S_COUNT_FIELDS},
+    [PROTO_DONE] = {"done", S_COUNT_FIELDS},
+    [PROTO_FAILED] = {"failed", S_CHUNK_FIELDS | S_BIT(S_F_SIDE) |
+                                    S_BIT(S_F_SQLSTATE) |
+                                    S_BIT(S_F_CONN_BAD) | S_BIT(S_F_MESSAGE)},
+    [PROTO_STOP] = {"stop", 0},
+    [PROTO_HEARTBEAT] = {"heartbeat", 0},
+};
+
+#define S_KIND_FIRST PROTO_READY
+#define S_KIND_LAST PROTO_HEARTBEAT
+
+/* How much of a hostile string goes into an error message. */
+#define S_QUOTE_MAX 32
+
+/* One field's value, whichever side of the wire it came from. Strings point
+ * into the message or the frame and are not NUL-terminated. */
+typedef struct {
+    int64_t i;     /* S_T_INT */
+    bool b;        /* S_T_BOOL */
+    const char *s; /* S_T_STR; NULL when missing */
+    size_t len;    /* S_T_STR: bytes at s */
+} s_value_t;
+
+/* Write a one-line reason into err and return false. */
+__attribute__((format(printf, 3, 4))) static bool
+s_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0) return false;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    char line[PROTO_ERR_LEN];
+    log_one_line(line, sizeof line, err);
+    snprintf(err, errlen, "%s", line);
+    return false;
+}
+
+/* Copy up to S_QUOTE_MAX bytes of an untrusted string into dst, printable
+ * ASCII only (others become '?'), for quoting in an error message. */
+static const char *s_quote(char *dst, size_t n, const char *s, size_t len)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < len && i < S_QUOTE_MAX && j + 1 < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        dst[j++] = (c >= ' ' && c <= '~') ? (char)c : '?';
+    }
+    if (n > 0) dst[j] = '\0';
+    return dst;
+}
+
+const char *proto_kind_name(proto_kind_t kind)
+{
+    if (kind < S_KIND_FIRST || kind > S_KIND_LAST) return "unknown";
+    return s_kinds[kind].name;
+}
+
+const char *proto_peer_text(const void *peer, size_t len, char *dst, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = peer;
+    size_t show = len > PROTO_MAX_PEER ? PROTO_MAX_PEER : len;
+    bool printable = true;
+    for (size_t i = 0; i < show && printable; i++)
+        printable = p[i] > ' ' && p[i] <= '~';
+    if (n == 0) return dst;
+    if (show == 0) {
+        snprintf(dst, n, "(empty)");
+    } else if (printable) {
+        snprintf(dst, n, "%.*s", (int)show, (const char *)p);
+    } else {
+        snprintf(dst, n, "0x");
+        size_t j = strlen(dst);
+        for (size_t i = 0; i < show && j + 2 < n; i++) {
+            dst[j++] = hex[p[i] >> 4];
+            dst[j++] = hex[p[i] & 0x0f];
+        }
+        dst[j] = '\0';
+    }
+    return dst;
+}
+
+/* Check a value against its field's limits (the same rules both ways). */
+static bool s_check(s_field_t f, const s_value_t *v, char *err, size_t errlen)
+{
+    const s_spec_t *spec = &s_specs[f];
+    if (spec->type == S_T_BOOL) return true;
+    if (spec->type == S_T_INT) {
+        if (v->i >= spec->min && v->i <= spec->max) return true;
+        return s_fail(err, errlen, "field '%s' is %lld, allowed %lld..%lld",
+                      spec->name, (long long)v->i, (long long)spec->min,
+                      (long long)spec->max);
+    }
+    if (!v->s) return s_fail(err, errlen, "field '%s' is missing", spec->name);
+    if (v->len < (size_t)spec->min || v->len > (size_t)spec->max)
+        return s_fail(err, errlen, "field '%s' has %zu bytes, allowed %lld..%lld",
+                      spec->name, v->len, (long long)spec->min,
+                      (long long)spec->max);
+    if (memchr(v->s, '\0', v->len))
+        return s_fail(err, errlen, "field '%s' contains a NUL byte",
+                      spec->name);
+    for (size_t i = 0; i < v->len; i++) {
+        char c = v->s[i];
+        bool ok = true;
+        if (spec->charset == S_C_ID) ok = c > ' ' && c <= '~';
+        if (spec->charset == S_C_SQLSTATE)
+            ok = (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z');
+        if (!ok)
+            return s_fail(err, errlen, "field '%s' has a bad byte 0x%02x",
+                          spec->name, (unsigned char)c);
+    }
+    if (spec->charset == S_C_SQLSTATE && v->len != 0 &&
+        v->len != PROTO_SQLSTATE_LEN)
+        return s_fail(err, errlen, "field '%s' must be empty or %d characters",
+                      spec->name, PROTO_SQLSTATE_LEN);
+    return true;
+}
+
+/* The value of field f in msg, for encoding. */
+static s_value_t s_get(const proto_msg_t *msg, s_field_t f)
+{
+    s_value_t v = {0};
+    switch (f) {
+    case S_F_TYPE:
+        v.s = proto_kind_name(msg->kind);
+        break;
+    case S_F_VERSION:
+        v.i = PROTO_VERSION;
+        break;
+    case S_F_WORKER:
+        v.s = msg->worker;
+        v.len = strnlen(msg->worker, sizeof msg->worker);
+        break;
+    case S_F_PID:
+        v.i = msg->pid;
+        break;
+    case S_F_CHUNK:
+        v.i = msg->chunk_id;
+        break;
+    case S_F_ATTEMPT:
+        v.i = msg->attempt;
+        break;
+    case S_F_SNAPSHOT:
+        v.s = msg->snapshot;
+        v.len = strnlen(msg->snapshot, sizeof msg->snapshot);
+        break;
+    case S_F_SOURCE_SQL:
+        v.s = msg->source_sql;
+        break;
+    case S_F_TARGET_SQL:
+        v.s = msg->target_sql;
+        break;
+    case S_F_ROWS:
+        v.i = msg->rows;
+        break;
+    case S_F_BYTES:
+        v.i = msg->bytes;
+        break;
+    case S_F_SIDE:
+        v.i = msg->side;
+        break;
+    case S_F_SQLSTATE:
+        v.s = msg->sqlstate;
+        v.len = strnlen(msg->sqlstate, sizeof msg->sqlstate);
+        break;
+    case S_F_CONN_BAD:
+        v.b = msg->conn_bad;
+        break;
+    case S_F_MESSAGE:
+        v.s = msg->message;
+        break;
+    case S_F_COUNT:
+        break;
+    }
+    if (s_specs[f].type == S_T_STR && v.s && v.len == 0) v.len = strlen(v.s);
+    return v;
+}
+
+/* Copy a checked string into a fixed array of size cap (> len). */
+static void s_copy_fixed(char *dst, size_t cap, const s_value_t *v)
+{
+    assert(v->len < cap);
+    if (v->len) memcpy(dst, v->s, v->len);
+    dst[v->len] = '\0';
+}
+
+/* Copy a checked string into a new heap string. */
+static bool s_copy_heap(char **dst, const s_value_t *v, char *err,
+                        size_t errlen)
+{
+    *dst = malloc(v->len + 1);
+    if (!*dst) return s_fail(err, errlen, "out of memory");
+    if (v->len) memcpy(*dst, v->s, v->len);
+    (*dst)[v->len] = '\0';
+    return true;
+}
+
+/* Store a checked value of field f into msg. */
+static bool s_set(proto_msg_t *msg, s_field_t f, const s_value_t *v, char *err,
+                  size_t errlen)
+{
+    switch (f) {
+    case S_F_WORKER:
+        s_copy_fixed(msg->worker, sizeof msg->worker, v);
+        return true;
+    case S_F_PID:
+        msg->pid = v->i;
+        return true;
+    case S_F_CHUNK:
+        msg->chunk_id = v->i;
+        return true;
+    case S_F_ATTEMPT:
+        msg->attempt = (int32_t)v->i;
+        return true;
+    case S_F_SNAPSHOT:
+        s_copy_fixed(msg->snapshot, sizeof msg->snapshot, v);
+        return true;
+    case S_F_SOURCE_SQL:
+        return s_copy_heap(&msg->source_sql, v, err, errlen);
+    case S_F_TARGET_SQL:
+        return s_copy_heap(&msg->target_sql, v, err, errlen);
+    case S_F_ROWS:
+        msg->rows = v->i;
+        return true;
+    case S_F_BYTES:
+        msg->bytes = v->i;
+        return true;
+    case S_F_SIDE:
+        msg->side = (proto_side_t)v->i;
+        return true;
+    case S_F_SQLSTATE:
+        s_copy_fixed(msg->sqlstate, sizeof msg->sqlstate, v);
+        return true;
+    case S_F_CONN_BAD:
+        msg->conn_bad = v->b;
+        return true;
+    case S_F_MESSAGE:
+        return s_copy_heap(&msg->message, v, err, errlen);
+    case S_F_TYPE:
+    case S_F_VERSION:
+    case S_F_COUNT:
+        break;
+    }
+    return true;
+}
+
+/* Pack one checked value; returns the msgpack status (0 = ok). */
+static int s_pack(msgpack_packer *pk, s_field_t f, const s_value_t *v)
+{
+    const char *name = s_specs[f].name;
+    int rc = msgpack_pack_str_with_body(pk, name, strlen(name));
+    switch (s_specs[f].type) {
+    case S_T_INT:
+        return rc | msgpack_pack_int64(pk, v->i);
+    case S_T_BOOL:
+        return rc | (v->b ? msgpack_pack_true(pk) : msgpack_pack_false(pk));
+    case S_T_STR:
+        return rc | msgpack_pack_str_with_body(pk, v->s, v->len);
+    }
+    return -1;
+}
+
+/* One-line context for an encode failure: kind, and chunk when it has one. */
+static void s_describe(const proto_msg_t *msg, char *dst, size_t n)
+{
+    const char *kind = proto_kind_name(msg->kind);
+    if (msg->kind >= S_KIND_FIRST && msg->kind <= S_KIND_LAST &&
+        (s_kinds[msg->kind].fields & S_BIT(S_F_CHUNK)))
+        snprintf(dst, n, "'%s' message (chunk %lld, attempt %d)", kind,
+                 (long long)msg->chunk_id, (int)msg->attempt);
+    else
+        snprintf(dst, n, "'%s' message", kind);
+}
+
+bool proto_encode(const proto_msg_t *msg, char **buf_out, size_t *len_out)
+{
+    assert(msg && buf_out && len_out);
+    *buf_out = NULL;
+    *len_out = 0;
+    char what[PROTO_ERR_LEN];
+    char err[PROTO_ERR_LEN];
+    s_describe(msg, what, sizeof what);
+    if (msg->kind < S_KIND_FIRST || msg->kind > S_KIND_LAST) {
+        log_error("cannot encode message of unknown kind %d", (int)msg->kind);
+        return false;
+    }
+    uint32_t fields = S_HEADER | s_kinds[msg->kind].fields;
+    uint32_t count = 0;
+    for (s_field_t f = 0; f < S_F_COUNT; f++) {
+        if (!(fields & S_BIT(f))) continue;
+        s_value_t v = s_get(msg, f);
+        if (!s_check(f, &v, err, sizeof err)) {
+            log_error("cannot encode %s: %s", what, err);
+            return false;
+        }
+        count++;
+    }
+
+    msgpack_sbuffer sbuf;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sbuf);
+    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
+    int rc = msgpack_pack_map(&pk, count); /* sticky: checked once below */
+    for (s_field_t f = 0; f < S_F_COUNT; f++) {
+        if (!(fields & S_BIT(f))) continue;
+        s_value_t v = s_get(msg, f);
+        rc |= s_pack(&pk, f, &v);
+    }
+    if (rc != 0) {
+        log_error("cannot encode %s: out of memory", what);
+        msgpack_sbuffer_destroy(&sbuf);
+        return false;
+    }
+    if (sbuf.size > PROTO_MAX_FRAME) {
+        log_error("cannot encode %s: %zu bytes, more than %d", what, sbuf.size,
+                  PROTO_MAX_FRAME);
+        msgpack_sbuffer_destroy(&sbuf);
+        return false;
+    }
+    *len_out = sbuf.size;
+    *buf_out = msgpack_sbuffer_release(&sbuf);
+    return true;
+}
+
+/* Read an n-byte big-endian unsigned integer. */
+static uint64_t s_be(const unsigned char *p, size_t n)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) v = (v << 8) | p[i];
+    return v;
+}
+
+/* Walk one msgpack object at *pos without building it, so that msgpack
+ * never sees a container bigger than the frame could hold, more than
+ * PROTO_MAX_FIELDS entries, or nesting deeper than PROTO_MAX_DEPTH. */
+static bool s_walk(const unsigned char *p, size_t len, size_t *pos, int depth,
+                   char *err, size_t errlen)
+{
+    if (*pos >= len)
+        return s_fail(err, errlen, "frame truncated at byte %zu", *pos);
+    size_t at = *pos;
+    unsigned char b = p[(*pos)++];
+    size_t hdr = 0;     /* bytes of the length field after b */
+    uint64_t skip = 0;  /* payload bytes after the length field */
+    bool payload = false; /* the length field counts payload bytes */
+    int container = 0;    /* elements per entry: 1 array, 2 map */
+    uint64_t n = 0;       /* entries (container) */
+
+    if (b <= 0x7f || b >= 0xe0) return true; /* fixint */
+    if (b <= 0x8f) {
+        container = 2, n = b & 0x0f; /* fixmap */
+    } else if (b <= 0x9f) {
+        container = 1, n = b & 0x0f; /* fixarray */
+    } else if (b <= 0xbf) {
+        skip = b & 0x1f; /* fixstr */
+    } else {
+        switch (b) {
+        case 0xc0: /* nil */
+        case 0xc2: /* false */
+        case 0xc3: /* true */
+            return true;
+        case 0xc4: /* bin 8 */
+        case 0xd9: /* str 8 */
+            hdr = 1, payload = true;
+            break;
+        case 0xc5: /* bin 16 */
+        case 0xda: /* str 16 */
+            hdr = 2, payload = true;
+            break;
+        case 0xc6: /* bin 32 */
+        case 0xdb: /* str 32 */
+            hdr = 4, payload = true;
+            break;
+        case 0xc7: /* ext 8: length, type byte, data */
+            hdr = 1, payload = true, skip = 1;
+            break;
+        case 0xc8: /* ext 16 */
+            hdr = 2, payload = true, skip = 1;
+            break;
+        case 0xc9: /* ext 32 */
+            hdr = 4, payload = true, skip = 1;
+            break;
+        case 0xcc: /* uint 8 */
+        case 0xd0: /* int 8 */
+            skip = 1;
+            break;
+        case 0xcd: /* uint 16 */
+        case 0xd1: /* int 16 */
+            skip = 2;
+            break;
+        case 0xca: /* float 32 */
+        case 0xce: /* uint 32 */
+        case 0xd2: /* int 32 */
+            skip = 4;
+            break;
+        case 0xcb: /* float 64 */
+        case 0xcf: /* uint 64 */
+        case 0xd3: /* int 64 */
+            skip = 8;
+            break;
+        case 0xd4: /* fixext 1, 2, 4, 8, 16: type byte and data */
+        case 0xd5:
+        case 0xd6:
+        case 0xd7:
+        case 0xd8:
+            skip = 1 + (1u << (b - 0xd4));
+            break;
+        case 0xdc: /* array 16 */
+            hdr = 2, container = 1;
+            break;
+        case 0xdd: /* array 32 */
+            hdr = 4, container = 1;
+            break;
+        case 0xde: /* map 16 */
+            hdr = 2, container = 2;
+            break;
+        case 0xdf: /* map 32 */
+            hdr = 4, container = 2;
+            break;
+        default: /* 0xc1, never used */
+            return s_fail(err, errlen, "invalid msgpack byte 0x%02x at %zu", b,
+                          at);
+        }
+    }
+    if (len - *pos < hdr)
+        return s_fail(err, errlen, "frame truncated at byte %zu", *pos);
+    if (hdr) {
+        uint64_t v = s_be(p + *pos, hdr);
+        *pos += hdr;
+        if (container) n = v;
+        if (payload) skip += v;
+    }
+    if (!container) {
+        if (skip > len - *pos)
+            return s_fail(err, errlen,
+                          "object at byte %zu announces %llu bytes, only %zu "
+                          "left",
+                          at, (unsigned long long)skip, len - *pos);
+        *pos += skip;
+        return true;
+    }
+    if (n * container > len - *pos)
+        return s_fail(err, errlen,
+                      "container at byte %zu announces %llu items, only %zu "
+                      "bytes left",
+                      at, (unsigned long long)n, len - *pos);
+    if (depth >= PROTO_MAX_DEPTH)
+        return s_fail(err, errlen,
+                      "nested container at byte %zu (at most %d level)", at,
+                      PROTO_MAX_DEPTH);
+    if (n > PROTO_MAX_FIELDS)
+        return s_fail(err, errlen,
+                      "container at byte %zu has %llu entries, at most %d", at,
+                      (unsigned long long)n, PROTO_MAX_FIELDS);
+    for (uint64_t i = 0; i < n * container; i++)
+        if (!s_walk(p, len, pos, depth + 1, err, errlen)) return false;
+    return true;
+}
+
+/* Check the frame's structure before msgpack allocates anything for it. */
+static bool s_prescan(const void *buf, size_t len, char *err, size_t errlen)
+{
+    if (!buf || len == 0) return s_fail(err, errlen, "empty frame");
+    if (len > PROTO_MAX_FRAME)
+        return s_fail(err, errlen, "frame of %zu bytes, more than %d", len,
+                      PROTO_MAX_FRAME);
+    size_t pos = 0;
+    if (!s_walk(buf, len, &pos, 0, err, errlen)) return false;
+    if (pos != len)
+        return s_fail(err, errlen, "%zu trailing bytes after the message",
+                      len - pos);
+    return true;
+}
+
+/* Turn a msgpack object into a value of field f's type (not yet checked). */
+static bool s_from_object(s_field_t f, const msgpack_object *o, s_value_t *v,
+                          char *err, size_t errlen)
+{
+    const s_spec_t *spec = &s_specs[f];
+    switch (spec->type) {
+    case S_T_INT:
+        if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+            v->i = o->via.i64;
+            return true;
+        }
+        if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER) break;
+        if (o->via.u64 > (uint64_t)INT64_MAX)
+            return s_fail(err, errlen, "field '%s' is %llu, too large",
+                          spec->name, (unsigned long long)o->via.u64);
+        v->i = (int64_t)o->via.u64;
+        return true;
+    case S_T_BOOL:
+        if (o->type != MSGPACK_OBJECT_BOOLEAN) break;
+        v->b = o->via.boolean;
+        return true;
+    case S_T_STR:
+        if (o->type != MSGPACK_OBJECT_STR) break;
+        v->s = o->via.str.size ? o->via.str.ptr : "";
+        v->len = o->via.str.size;
+        return true;
+    }
+    static const char *const want[] = {
+        [S_T_INT] = "an integer", [S_T_STR] = "a string", [S_T_BOOL] = "a bool"};
+    return s_fail(err, errlen, "field '%s' must be %s (msgpack type %d)",
+                  spec->name, want[spec->type], (int)o->type);
+}
+
+/* The field whose wire name is key, or S_F_COUNT. */
+static s_field_t s_field_by_name(const char *key, size_t len)
+{
+    for (s_field_t f = 0; f < S_F_COUNT; f++)
+        if (strlen(s_specs[f].name) == len && !memcmp(s_specs[f].name, key, len))
+            return f;
+    return S_F_COUNT;
+}
+
+/* The kind whose wire name is name, or 0. */
+static proto_kind_t s_kind_by_name(const char *name, size_t len)
+{
+    for (proto_kind_t k = S_KIND_FIRST; k <= S_KIND_LAST; k++)
+        if (strlen(s_kinds[k].name) == len && !memcmp(s_kinds[k].name, name, len))
+            return k;
+    return 0;
+}
+
+/* Read a value and check it: the one path every field comes in by. */
+static bool s_read(s_field_t f, const msgpack_object *o, s_value_t *v,
+                   char *err, size_t errlen)
+{
+    return s_from_object(f, o, v, err, errlen) && s_check(f, v, err, errlen);
+}
+
+/* Validate the unpacked top-level object and fill *out. */
+static bool s_decode_map(const msgpack_object *top, proto_msg_t *out,
+                         char *err, size_t errlen)
+{
+    char q[S_QUOTE_MAX + 1];
+    if (top->type != MSGPACK_OBJECT_MAP)
+        return s_fail(err, errlen, "message is not a map (msgpack type %d)",
+                      (int)top->type);
+    if (top->via.map.size > PROTO_MAX_FIELDS)
+        return s_fail(err, errlen, "message has %u fields, at most %d",
+                      (unsigned)top->via.map.size, PROTO_MAX_FIELDS);
+
+    const msgpack_object *vals[S_F_COUNT] = {0};
+    for (uint32_t i = 0; i < top->via.map.size; i++) {
+        const msgpack_object_kv *kv = &top->via.map.ptr[i];
+        if (kv->key.type != MSGPACK_OBJECT_STR)
+            return s_fail(err, errlen, "key %u is not a string", i);
+        const char *key = kv->key.via.str.ptr;
+        size_t klen = kv->key.via.str.size;
+        s_field_t f = s_field_by_name(key, klen);
+        if (f == S_F_COUNT)
+            return s_fail(err, errlen, "unknown field '%s'",
+                          s_quote(q, sizeof q, key, klen));
+        if (vals[f])
+            return s_fail(err, errlen, "duplicate field '%s'", s_specs[f].name);
+        vals[f] = &kv->val;
+    }
+
+    s_value_t type = {0}, version = {0};
+    if (!vals[S_F_TYPE]) return s_fail(err, errlen, "missing field 'type'");
+    if (!vals[S_F_VERSION])
+        return s_fail(err, errlen, "missing field 'version'");
+    if (!s_from_object(S_F_VERSION, vals[S_F_VERSION], &version, err, errlen))
+        return false;
+    if (version.i != PROTO_VERSION)
+        return s_fail(err, errlen, "protocol version %lld, expected %d",
+                      (long long)version.i, PROTO_VERSION);
+    if (!s_read(S_F_TYPE, vals[S_F_TYPE], &type, err, errlen)) return false;
+    proto_kind_t kind = s_kind_by_name(type.s, type.len);
+    if (!kind)
+        return s_fail(err, errlen, "unknown message type '%s'",
+                      s_quote(q, sizeof q, type.s, type.len));
+
+    uint32_t fields = S_HEADER | s_kinds[kind].fields;
+    for (s_field_t f = 0; f < S_F_COUNT; f++) {
+        bool wanted = fields & S_BIT(f);
+        if (vals[f] && !wanted)
+            return s_fail(err, errlen, "field '%s' not allowed in '%s'",
+                          s_specs[f].name, s_kinds[kind].name);
+        if (!vals[f] && wanted)
+            return s_fail(err, errlen, "missing field '%s' in '%s'",
+                          s_specs[f].name, s_kinds[kind].name);
+    }
+    out->kind = kind;
+    for (s_field_t f = 0; f < S_F_COUNT; f++) {
+        if (!(s_kinds[kind].fields & S_BIT(f))) continue;
+        s_value_t v = {0};
+        if (!s_read(f, vals[f], &v, err, errlen) ||
+            !s_set(out, f, &v, err, errlen))
+            return false;
+    }
+    return true;
+}
+
+bool proto_decode(const void *buf, size_t len, proto_msg_t *out, char *err,
+                  size_t errlen)
+{
+    assert(out);
+    memset(out, 0, sizeof *out);
+    if (err && errlen) err[0] = '\0';
+    if (!s_prescan(buf, len, err, errlen)) return false;
+
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    msgpack_unpack_return rc = msgpack_unpack_next(&up, buf, len, &off);
+    bool ok;
+    if (rc != MSGPACK_UNPACK_SUCCESS)
+        ok = s_fail(err, errlen, "msgpack cannot unpack the frame (%d)",
+                    (int)rc);
+    else if (off != len)
+        ok = s_fail(err, errlen, "%zu trailing bytes after the message",
+                    len - off);
+    else
+        ok = s_decode_map(&up.data, out, err, errlen);
+    msgpack_unpacked_destroy(&up);
+    if (!ok) proto_msg_clear(out);
+    return ok;
+}
+
+void proto_msg_clear(proto_msg_t *msg)
+{
+    if (!msg) return;
+    free(msg->source_sql);
+    free(msg->target_sql);
+    free(msg->message);
+    memset(msg, 0, sizeof *msg);
+}
+
+/* Set one socket option, logging a failure. */
+static bool s_setopt(void *socket, int option, const char *name,
+                     const void *value, size_t size)
+{
+    if (zmq_setsockopt(socket, option, value, size) == 0) return true;
+    log_error("zmq_setsockopt(%s): %s", name, zmq_strerror(errno));
+    return false;
+}
+
+bool proto_socket_setup(void *socket, bool is_router)
+{
+    int linger = 0;
+    int64_t max_size = PROTO_MAX_FRAME;
+    int mandatory = 1;
+    return s_setopt(socket, ZMQ_LINGER, "ZMQ_LINGER", &linger,
+                    sizeof linger) &&
+           s_setopt(socket, ZMQ_MAXMSGSIZE, "ZMQ_MAXMSGSIZE", &max_size,
+                    sizeof max_size) &&
+           (!is_router ||
+            s_setopt(socket, ZMQ_ROUTER_MANDATORY, "ZMQ_ROUTER_MANDATORY",
+                     &mandatory, sizeof mandatory));
+}
+
+/* Log a failed zmq_send and keep its errno for the caller. */
+static bool s_send_failed(const proto_msg_t *msg, const char *who)
+{
+    int e = errno;
+    char what[PROTO_ERR_LEN];
+    s_describe(msg, what, sizeof what);
+    if (e == EAGAIN || e == EHOSTUNREACH)
+        log_warn("cannot send %s to %s: %s", what, who, zmq_strerror(e));
+    else
+        log_error("cannot send %s to %s: %s", what, who, zmq_strerror(e));
+    errno = e;
+    return false;
+}
+
+bool proto_send(void *socket, const void *peer, size_t peer_len,
+                const proto_msg_t *msg)
+{
+    char who[PROTO_PEER_TEXT] = "the router";
+    if (peer) proto_peer_text(peer, peer_len, who, sizeof who);
+    if (peer && (peer_len == 0 || peer_len > PROTO_MAX_PEER)) {
+        log_error("cannot send to peer %s: routing id of %zu bytes", who,
+                  peer_len);
+        errno = EINVAL;
+        return false;
+    }
+    char *buf;
+    size_t len;
+    if (!proto_encode(msg, &buf, &len)) {
+        errno = EINVAL;
+        return false;
+    }
+    bool ok = true;
+    if (peer && zmq_send(socket, peer, peer_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        ok = s_send_failed(msg, who);
+    if (ok && zmq_send(socket, buf, len, ZMQ_DONTWAIT) < 0)
+        ok = s_send_failed(msg, who);
+    free(buf);
+    return ok;
+}
+
+/* Receive the next frame. Only a first frame may find nothing waiting. */
+static bool s_recv_frame(void *socket, zmq_msg_t *frame, bool first)
+{
+    zmq_msg_init(frame);
+    if (zmq_msg_recv(frame, socket, ZMQ_DONTWAIT) >= 0) return true;
+    int e = errno;
+    zmq_msg_close(frame);
+    if (!first || (e != EAGAIN && e != EINTR))
+        log_error("zmq_msg_recv: %s", zmq_strerror(e));
+    errno = e;
+    return false;
+}
+
+bool proto_recv(void *socket, void *peer_out, size_t peer_cap,
+                size_t *peer_len_out, proto_msg_t *out)
+{
+    assert(out);
+    memset(out, 0, sizeof *out);
+    if (peer_len_out) *peer_len_out = 0;
+
+    /* Take the frames we want ([peer][body] or [body]) and count the rest. */
+    size_t want = peer_out ? 2 : 1;
+    zmq_msg_t frames[2];
+    size_t got = 0, extra = 0;
+    for (bool more = true; more;) {
+        zmq_msg_t spare;
+        zmq_msg_t *frame = got < want ? &frames[got] : &spare;
+        if (!s_recv_frame(socket, frame, got == 0)) {
+            int e = errno;
+            for (size_t i = 0; i < got; i++) zmq_msg_close(&frames[i]);
+            errno = e;
+            return false;
+        }
+        more = zmq_msg_more(frame);
+        if (frame == &spare) {
+            extra++;
+            zmq_msg_close(&spare);
+        } else {
+            got++;
+        }
+    }
+
+    char who[PROTO_PEER_TEXT] = "the router";
+    char err[PROTO_ERR_LEN] = "";
+    if (peer_out)
+        proto_peer_text(zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]),
+                        who, sizeof who);
+    bool ok;
+    if (got < want || extra > 0) {
+        ok = s_fail(err, sizeof err, "%zu frames, expected %zu", got + extra,
+                    want);
+    } else if (peer_out && zmq_msg_size(&frames[0]) > peer_cap) {
+        ok = s_fail(err, sizeof err, "routing id of %zu bytes, room for %zu",
+                    zmq_msg_size(&frames[0]), peer_cap);
+    } else {
+        zmq_msg_t *body = &frames[want - 1];
+        ok = proto_decode(zmq_msg_data(body), zmq_msg_size(body), out, err,
+                          sizeof err);
+    }
+    if (ok && peer_out) {
+        memcpy(peer_out, zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]));
+        if (peer_len_out) *peer_len_out = zmq_msg_size(&frames[0]);
+    }
+    for (size_t i = 0; i < got; i++) zmq_msg_close(&frames[i]);
+    if (!ok) {
+        log_warn("dropping malformed message from %s: %s", who, err);
+        errno = EPROTO;
+    }
+    return ok;
+}

@@ -1,0 +1,431 @@
+/* coordinator/dispatch.c - the coordinator's event loop (dispatch.h). */
+#include "dispatch.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "defaults.h"
+#include "log.h"
+#include "pgutil.h"
+#include "proto.h"
+
+/* Workers that die before saying ready, in a row, before we give up. */
+#define DISPATCH_MAX_EARLY_DEATHS 8
+#define DISPATCH_ID_LEN 32
+
+typedef enum {
+    S_PENDING, /* not yet run, or waiting for its retry time */
+    S_RUNNING, /* held by a worker */
+    S_DONE,    /* committed */
+    S_FAILED,  /* failed for good */
+} s_state_t;
+
+typedef struct {
+    s_state_t state;       /* where the chunk is */
+    int attempts;          /* attempts started */
+    double not_before;     /* monotonic time its next attempt may start */
+    int worker;            /* index of the worker holding it, or -1 */
+    int64_t rows;          /* rows committed (or reported in flight) */
+    int64_t bytes;         /* bytes likewise */
+    pgutil_error_t error;  /* last error */
+} s_chunk_t;
+
+typedef struct {
+    pid_t pid;                  /* process id, 0 when reaped */
+    char id[DISPATCH_ID_LEN];   /* routing id */
+    bool ready;                 /* said ready */
+    int64_t chunk;              /* chunk held, or -1 */
+} s_worker_t;
+
+typedef struct {
+    const dispatch_config_t *cfg; /* what to run */
+    s_chunk_t *chunks;            /* one per plan chunk */
+    size_t nchunks;               /* plan->n */
+    size_t next_pending;          /* first chunk never started */
+    size_t unfinished;            /* chunks not DONE or FAILED */
+    s_worker_t *workers;          /* every worker started, alive or not */
+    size_t nworkers;              /* entries used */
+    size_t cap_workers;           /* entries allocated */
+    int alive;                    /* workers not yet reaped */
+    int early_deaths;             /* deaths before ready, in a row */
+    unsigned seq;                 /* routing id sequence */
+    bool stopping;                /* a stop signal arrived */
+    mapper_result *out;           /* result being filled */
+} s_loop_t;
+
+static double s_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static bool s_spawn(s_loop_t *l)
+{
+    if (l->nworkers == l->cap_workers) {
+        size_t cap = l->cap_workers ? l->cap_workers * 2 : 16;
+        s_worker_t *w = realloc(l->workers, cap * sizeof *w);
+        if (!w) return false;
+        l->workers = w;
+        l->cap_workers = cap;
+    }
+    s_worker_t *w = &l->workers[l->nworkers];
+    memset(w, 0, sizeof *w);
+    w->chunk = -1;
+    snprintf(w->id, sizeof w->id, "w%u-%ld", ++l->seq, (long)getpid());
+    w->pid = spawn_worker(l->cfg->spawn, w->id);
+    if (w->pid < 0) return false;
+    l->nworkers++;
+    l->alive++;
+    log_debug("started worker %s (pid %ld)", w->id, (long)w->pid);
+    return true;
+}
+
+static s_worker_t *s_worker_by_id(s_loop_t *l, const char *id, size_t len)
+{
+    for (size_t i = 0; i < l->nworkers; i++)
+        if (l->workers[i].pid > 0 && strlen(l->workers[i].id) == len &&
+            !memcmp(l->workers[i].id, id, len))
+            return &l->workers[i];
+    return NULL;
+}
+
+static bool s_send(s_loop_t *l, s_worker_t *w, const proto_msg_t *m)
+{
+    return proto_send(l->cfg->router, w->id, strlen(w->id), m);
+}
+
+/* Decide what happens to a chunk whose attempt failed. */
+static void s_attempt_failed(s_loop_t *l, size_t ci, bool crashed)
+{
+    s_chunk_t *c = &l->chunks[ci];
+    c->state = S_PENDING;
+    c->worker = -1;
+    c->rows = c->bytes = 0;
+    bool retryable = crashed || c->error.conn_bad;
+    if (retryable && c->attempts <= l->cfg->max_crash_retries) {
+        c->not_before = s_now();
+        log_warn("chunk %zu attempt %d failed (%s: %s%s%s); retrying", ci,
+                 c->attempts, pgutil_side_name(c->error.side),
+                 c->error.sqlstate, c->error.sqlstate[0] ? " " : "",
+                 c->error.message);
+        return;
+    }
+    c->state = S_FAILED;
+    l->unfinished--;
+    log_error("chunk %zu failed after %d attempt%s: %s: %s%s%s", ci,
+              c->attempts, c->attempts == 1 ? "" : "s",
+              pgutil_side_name(c->error.side), c->error.sqlstate,
+              c->error.sqlstate[0] ? " " : "", c->error.message);
+}
+
+/* The next chunk that may start now: retries first, then fresh ones. */
+static ssize_t s_next_chunk(s_loop_t *l, double now)
+{
+    for (size_t i = 0; i < l->next_pending; i++)
+        if (l->chunks[i].state == S_PENDING && l->chunks[i].not_before <= now)
+            return (ssize_t)i;
+    if (l->next_pending < l->nchunks) return (ssize_t)l->next_pending++;
+    return -1;
+}
+
+static void s_assign(s_loop_t *l, s_worker_t *w)
+{
+    ssize_t ci = s_next_chunk(l, s_now());
+    if (ci < 0) {
+        if (l->unfinished == 0) {
+            proto_msg_t stop = {.kind = PROTO_STOP};
+            if (!s_send(l, w, &stop)) { /* logged; SIGCHLD will tell */
+            }
+        }
+        return;
+    }
+    s_chunk_t *c = &l->chunks[ci];
+    proto_msg_t m = {.kind = PROTO_ASSIGN, .chunk_id = ci};
+    if (!schema_chunk_sql(l->cfg->schema, &l->cfg->plan->chunks[ci],
+                          &m.source_sql, &m.target_sql)) {
+        c->state = S_FAILED;
+        l->unfinished--;
+        return;
+    }
+    c->attempts++;
+    m.attempt = c->attempts;
+    snprintf(m.snapshot, sizeof m.snapshot, "%s", l->cfg->snapshot);
+    c->state = S_RUNNING;
+    c->worker = (int)(w - l->workers);
+    w->chunk = ci;
+    if (!s_send(l, w, &m)) {
+        /* The worker is going away; its SIGCHLD puts the chunk back. */
+        log_warn("chunk %zd: could not assign to %s", ci, w->id);
+    }
+    log_debug("chunk %zd attempt %d -> %s", ci, m.attempt, w->id);
+    proto_msg_clear(&m);
+}
+
+/* The chunk a result is about, if the sender really holds that attempt. */
+static s_chunk_t *s_held(s_loop_t *l, s_worker_t *w, const proto_msg_t *m)
+{
+    if (m->chunk_id < 0 || (size_t)m->chunk_id >= l->nchunks ||
+        w->chunk != m->chunk_id)
+        return NULL;
+    s_chunk_t *c = &l->chunks[m->chunk_id];
+    if (c->state != S_RUNNING || c->attempts != m->attempt) return NULL;
+    return c;
+}
+
+static void s_on_message(s_loop_t *l, const char *peer, size_t peer_len,
+                         proto_msg_t *m)
+{
+    s_worker_t *w = s_worker_by_id(l, peer, peer_len);
+    if (!w) {
+        log_warn("message %s from unknown peer ignored",
+                 proto_kind_name(m->kind));
+        return;
+    }
+    if (m->kind == PROTO_READY) {
+        w->ready = true;
+        l->early_deaths = 0;
+        if (!l->stopping) s_assign(l, w);
+        return;
+    }
+    if (m->kind != PROTO_PROGRESS && m->kind != PROTO_DONE &&
+        m->kind != PROTO_FAILED) {
+        log_warn("unexpected %s from %s ignored", proto_kind_name(m->kind),
+                 w->id);
+        return;
+    }
+    s_chunk_t *c = s_held(l, w, m);
+    if (!c) {
+        log_debug("stale %s for chunk %" PRId64 " attempt %d from %s ignored",
+                  proto_kind_name(m->kind), m->chunk_id, m->attempt, w->id);
+        return;
+    }
+    size_t ci = (size_t)m->chunk_id;
+    if (m->kind == PROTO_PROGRESS) {
+        c->rows = m->rows;
+        c->bytes = m->bytes;
+        return;
+    }
+    w->chunk = -1;
+    if (m->kind == PROTO_DONE) {
+        c->state = S_DONE;
+        c->worker = -1;
+        c->rows = m->rows;
+        c->bytes = m->bytes;
+        l->unfinished--;
+        log_debug("chunk %zu done: %" PRId64 " rows", ci, m->rows);
+    } else {
+        memset(&c->error, 0, sizeof c->error);
+        c->error.side = m->side;
+        memcpy(c->error.sqlstate, m->sqlstate, sizeof c->error.sqlstate);
+        c->error.conn_bad = m->conn_bad;
+        snprintf(c->error.message, sizeof c->error.message, "%s",
+                 m->message ? m->message : "");
+        s_attempt_failed(l, ci, false);
+    }
+    if (!l->stopping) s_assign(l, w);
+}
+
+static void s_reap(s_loop_t *l)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        s_worker_t *w = NULL;
+        for (size_t i = 0; i < l->nworkers; i++)
+            if (l->workers[i].pid == pid) w = &l->workers[i];
+        if (!w) continue;
+        w->pid = 0;
+        l->alive--;
+        bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        if (!clean) {
+            if (WIFSIGNALED(status))
+                log_warn("worker %s (pid %ld) killed by signal %d", w->id,
+                         (long)pid, WTERMSIG(status));
+            else
+                log_warn("worker %s (pid %ld) exited with status %d", w->id,
+                         (long)pid, WEXITSTATUS(status));
+        }
+        if (!w->ready) l->early_deaths++;
+        if (w->chunk >= 0) {
+            s_chunk_t *c = &l->chunks[w->chunk];
+            memset(&c->error, 0, sizeof c->error);
+            c->error.side = PROTO_SIDE_NONE;
+            snprintf(c->error.message, sizeof c->error.message,
+                     "worker %s died (%s %d) during the chunk", w->id,
+                     WIFSIGNALED(status) ? "signal" : "exit status",
+                     WIFSIGNALED(status) ? WTERMSIG(status)
+                                         : WEXITSTATUS(status));
+            s_attempt_failed(l, (size_t)w->chunk, true);
+            w->chunk = -1;
+        }
+    }
+}
+
+/* Read the self-pipe: 'C' reaps children, 'T' starts the stop. */
+static void s_on_signals(s_loop_t *l)
+{
+    char buf[64];
+    ssize_t n;
+    while ((n = read(l->cfg->signal_fd, buf, sizeof buf)) > 0) {
+        for (ssize_t i = 0; i < n; i++) {
+            if (buf[i] == 'C') s_reap(l);
+            if (buf[i] == 'T' && !l->stopping) {
+                log_warn("interrupted: stopping workers");
+                l->stopping = true;
+                l->out->interrupted = true;
+            }
+        }
+    }
+}
+
+static void s_drain_router(s_loop_t *l)
+{
+    char peer[256];
+    size_t peer_len = 0;
+    proto_msg_t m;
+    for (;;) {
+        int more_ready = 0;
+        size_t sz = sizeof more_ready;
+        if (zmq_getsockopt(l->cfg->router, ZMQ_EVENTS, &more_ready, &sz) ||
+            !(more_ready & ZMQ_POLLIN))
+            return;
+        if (!proto_recv(l->cfg->router, peer, sizeof peer, &peer_len, &m))
+            continue; /* malformed and dropped (logged) */
+        s_on_message(l, peer, peer_len, &m);
+        proto_msg_clear(&m);
+    }
+}
+
+/* Keep min(workers, unfinished chunks) workers alive. */
+static bool s_top_up(s_loop_t *l)
+{
+    int want = l->cfg->workers;
+    if ((size_t)want > l->unfinished) want = (int)l->unfinished;
+    while (!l->stopping && l->alive < want) {
+        if (l->early_deaths >= DISPATCH_MAX_EARLY_DEATHS) {
+            snprintf(l->out->error, sizeof l->out->error,
+                     "%d workers in a row died before they started (see "
+                     "the log above)",
+                     l->early_deaths);
+            return false;
+        }
+        if (!s_spawn(l)) {
+            snprintf(l->out->error, sizeof l->out->error,
+                     "cannot start a worker process");
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Hand chunks whose retry time has come to idle workers. */
+static void s_assign_idle(s_loop_t *l)
+{
+    for (size_t i = 0; i < l->nworkers && !l->stopping; i++) {
+        s_worker_t *w = &l->workers[i];
+        if (w->pid > 0 && w->ready && w->chunk < 0) s_assign(l, w);
+    }
+}
+
+static void s_poll(s_loop_t *l, long timeout_ms)
+{
+    zmq_pollitem_t items[] = {{l->cfg->router, 0, ZMQ_POLLIN, 0},
+                              {NULL, l->cfg->signal_fd, ZMQ_POLLIN, 0}};
+    if (zmq_poll(items, 2, timeout_ms) < 0 && errno != EINTR)
+        log_error("poll: %s", zmq_strerror(errno));
+    s_on_signals(l);
+    s_drain_router(l);
+}
+
+/* Tell every worker to stop; SIGTERM them when interrupted; wait, then
+ * SIGKILL what is left. Every child is reaped. */
+static void s_shutdown(s_loop_t *l)
+{
+    proto_msg_t stop = {.kind = PROTO_STOP};
+    for (size_t i = 0; i < l->nworkers; i++) {
+        s_worker_t *w = &l->workers[i];
+        if (w->pid <= 0) continue;
+        if (w->ready && !s_send(l, w, &stop)) { /* logged */
+        }
+        if (l->stopping || !w->ready) kill(w->pid, SIGTERM);
+    }
+    double deadline = s_now() + MAPPER_SHUTDOWN_WAIT_MS / 1000.0;
+    while (l->alive > 0 && s_now() < deadline) {
+        s_poll(l, MAPPER_LOOP_TICK_MS);
+        s_reap(l);
+    }
+    for (size_t i = 0; i < l->nworkers; i++)
+        if (l->workers[i].pid > 0) {
+            log_warn("worker %s did not stop: SIGKILL", l->workers[i].id);
+            kill(l->workers[i].pid, SIGKILL);
+            waitpid(l->workers[i].pid, NULL, 0);
+            l->workers[i].pid = 0;
+            l->alive--;
+        }
+}
+
+static void s_fill_result(s_loop_t *l)
+{
+    mapper_result *out = l->out;
+    out->chunks_total = (int64_t)l->nchunks;
+    size_t nfail = 0;
+    for (size_t i = 0; i < l->nchunks; i++)
+        if (l->chunks[i].state == S_FAILED) nfail++;
+    out->chunk_errors = nfail ? calloc(nfail, sizeof *out->chunk_errors) : NULL;
+    for (size_t i = 0; i < l->nchunks; i++) {
+        s_chunk_t *c = &l->chunks[i];
+        if (c->state == S_DONE) {
+            out->chunks_succeeded++;
+            out->total_rows_successful += c->rows;
+            out->bytes += c->bytes;
+        } else if (c->state == S_FAILED) {
+            out->chunks_failed++;
+            out->total_rows_failed += l->cfg->plan->chunks[i].est_rows;
+            if (!out->chunk_errors) continue;
+            mapper_chunk_error *e = &out->chunk_errors[out->n_chunk_errors++];
+            e->chunk_id = (int64_t)i;
+            e->attempts = c->attempts;
+            snprintf(e->error, sizeof e->error, "%s", c->error.message);
+            snprintf(e->sqlstate, sizeof e->sqlstate, "%s", c->error.sqlstate);
+            snprintf(e->side, sizeof e->side, "%s",
+                     pgutil_side_name(c->error.side));
+        }
+    }
+    out->total_rows_processed =
+        out->total_rows_successful + out->total_rows_failed;
+}
+
+bool dispatch_run(const dispatch_config_t *cfg, mapper_result *out)
+{
+    s_loop_t l = {.cfg = cfg, .out = out, .nchunks = cfg->plan->n};
+    l.unfinished = l.nchunks;
+    l.chunks = calloc(l.nchunks ? l.nchunks : 1, sizeof *l.chunks);
+    if (!l.chunks) {
+        snprintf(out->error, sizeof out->error, "out of memory");
+        return false;
+    }
+    for (size_t i = 0; i < l.nchunks; i++) l.chunks[i].worker = -1;
+    bool ok = true;
+    while (l.unfinished > 0 && !l.stopping) {
+        if (!s_top_up(&l)) {
+            ok = false;
+            break;
+        }
+        s_assign_idle(&l);
+        s_poll(&l, MAPPER_LOOP_TICK_MS);
+    }
+    s_shutdown(&l);
+    s_fill_result(&l);
+    free(l.chunks);
+    free(l.workers);
+    return ok;
+}

@@ -1,0 +1,32 @@
+/* coordinator/dispatch.h - the coordinator's event loop: one thread,
+ * zmq_poll over the ROUTER and the signal self-pipe, timers for retries.
+ * Hands out chunks, tracks attempts, restarts dead workers, decides. */
+#ifndef MAPPER_DISPATCH_H
+#define MAPPER_DISPATCH_H
+
+#include <stdbool.h>
+
+#include "mapper.h"
+#include "plan.h"
+#include "schema.h"
+#include "spawn.h"
+
+typedef struct {
+    const schema_t *schema; /* tables, columns, split key */
+    const plan_t *plan;     /* the chunks */
+    const char *snapshot;   /* exported snapshot id */
+    const spawn_t *spawn;   /* how to start a local worker */
+    int workers;            /* local workers wanted */
+    void *router;           /* bound ROUTER socket */
+    int signal_fd;          /* self-pipe read end: 'C' child, 'T' stop */
+    int max_crash_retries;  /* re-runs of a chunk whose worker died */
+} dispatch_config_t;
+
+/* Run every chunk to an end (done or failed for good), or until a stop
+ * signal; reap every worker before returning. Fills the counters, errors
+ * and `interrupted` of *out. Returns false when the job could not run at
+ * all (e.g. workers die before they start), with out->error set. */
+bool dispatch_run(const dispatch_config_t *cfg, mapper_result *out)
+    __attribute__((warn_unused_result));
+
+#endif

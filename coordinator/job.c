@@ -1,0 +1,288 @@
+/* coordinator/job.c - mapper_job_run: connect, export the snapshot, read
+ * the schema, plan, start the workers and run the event loop. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "defaults.h"
+#include "dispatch.h"
+#include "log.h"
+#include "mapper.h"
+#include "pgutil.h"
+#include "plan.h"
+#include "schema.h"
+#include "spawn.h"
+
+#define JOB_SOCKET_NAME "coord.sock"
+
+static int s_sigpipe_w = -1;
+static volatile sig_atomic_t s_stop_signals;
+
+static void s_on_signal(int sig)
+{
+    int saved = errno;
+    char c = sig == SIGCHLD ? 'C' : 'T';
+    if (sig != SIGCHLD && ++s_stop_signals >= 2)
+        _exit(MAPPER_EXIT_INTERRUPTED); /* second ^C: workers die with us */
+    if (write(s_sigpipe_w, &c, 1) < 0) { /* pipe full: a byte is pending */
+    }
+    errno = saved;
+}
+
+typedef struct {
+    struct sigaction chld, intr, term, pipe; /* to restore */
+    int fds[2];                              /* self-pipe */
+} s_signals_t;
+
+static bool s_signals_install(s_signals_t *s)
+{
+    if (pipe2(s->fds, O_NONBLOCK | O_CLOEXEC)) return false;
+    s_sigpipe_w = s->fds[1];
+    s_stop_signals = 0;
+    struct sigaction sa = {.sa_handler = s_on_signal,
+                           .sa_flags = SA_RESTART | SA_NOCLDSTOP};
+    sigemptyset(&sa.sa_mask);
+    struct sigaction ign = {.sa_handler = SIG_IGN};
+    sigemptyset(&ign.sa_mask);
+    sigaction(SIGCHLD, &sa, &s->chld);
+    sigaction(SIGINT, &sa, &s->intr);
+    sigaction(SIGTERM, &sa, &s->term);
+    sigaction(SIGPIPE, &ign, &s->pipe);
+    return true;
+}
+
+static void s_signals_restore(s_signals_t *s)
+{
+    sigaction(SIGCHLD, &s->chld, NULL);
+    sigaction(SIGINT, &s->intr, NULL);
+    sigaction(SIGTERM, &s->term, NULL);
+    sigaction(SIGPIPE, &s->pipe, NULL);
+    close(s->fds[0]);
+    close(s->fds[1]);
+    s_sigpipe_w = -1;
+}
+
+static double s_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int s_fail(mapper_result *out, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int s_fail(mapper_result *out, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out->error, sizeof out->error, fmt, ap);
+    va_end(ap);
+    out->exit_code = code;
+    return code;
+}
+
+void mapper_job_spec_init(mapper_job_spec *spec)
+{
+    memset(spec, 0, sizeof *spec);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    spec->workers = cpus > 0 ? (int)cpus : 1;
+    spec->chunk_size = MAPPER_DEFAULT_CHUNK_SIZE;
+    spec->max_crash_retries = MAPPER_CRASH_RETRIES;
+}
+
+static int s_validate(const mapper_job_spec *spec, mapper_result *out)
+{
+    if (!spec->table || !*spec->table)
+        return s_fail(out, MAPPER_EXIT_USAGE, "no table given (--table)");
+    if (spec->workers < 1 || spec->workers > MAPPER_MAX_WORKERS)
+        return s_fail(out, MAPPER_EXIT_USAGE,
+                      "workers must be between 1 and %d, not %d",
+                      MAPPER_MAX_WORKERS, spec->workers);
+    if (spec->chunk_size < 1)
+        return s_fail(out, MAPPER_EXIT_USAGE,
+                      "chunk size must be at least 1, not %" PRId64,
+                      spec->chunk_size);
+    if (spec->max_crash_retries < 0)
+        return s_fail(out, MAPPER_EXIT_USAGE, "retries must be >= 0");
+    return MAPPER_EXIT_OK;
+}
+
+/* Connect one side; on failure fill out and return NULL. */
+static PGconn *s_connect(const char *conninfo, proto_side_t side,
+                         mapper_result *out)
+{
+    pgutil_error_t err;
+    PGconn *c = pgutil_connect(conninfo, side, "mapper-coord", &err);
+    if (!c) {
+        char where[256];
+        log_describe_conninfo(where, sizeof where, conninfo);
+        s_fail(out, MAPPER_EXIT_CANNOT_RUN, "%s database unreachable (%s): %s",
+               pgutil_side_name(side), where, err.message);
+    }
+    return c;
+}
+
+/* Begin the job's snapshot transaction on src and export its snapshot. */
+static bool s_export_snapshot(PGconn *src, char *id, size_t n,
+                              mapper_result *out)
+{
+    pgutil_error_t err;
+    PGresult *res = NULL;
+    if (pgutil_exec(src,
+                    "SET idle_in_transaction_session_timeout = 0; "
+                    "SET statement_timeout = 0; SET lock_timeout = 0; "
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                    PROTO_SIDE_SOURCE, &err))
+        res = pgutil_query(src, "SELECT pg_export_snapshot()", 0, NULL,
+                           PROTO_SIDE_SOURCE, &err);
+    if (!res) {
+        s_fail(out, MAPPER_EXIT_CANNOT_RUN, "source: cannot export a snapshot: %s",
+               err.message);
+        return false;
+    }
+    snprintf(id, n, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return true;
+}
+
+static bool s_plan(PGconn *src, const schema_t *s, int64_t chunk_size,
+                   plan_t *plan)
+{
+    if (s->qsplit) return plan_keyset_pg(src, s->qsource, s->qsplit, chunk_size, plan);
+    if (s->relkind == 'r' || s->relkind == 'm') {
+        double rpp = s->pages > 0 && s->reltuples > 0
+                         ? s->reltuples / (double)s->pages
+                         : MAPPER_DEFAULT_ROWS_PER_PAGE;
+        return plan_ctid(s->pages, rpp, chunk_size, plan);
+    }
+    return plan_all(s->reltuples > 0 ? (int64_t)s->reltuples : 0, plan);
+}
+
+typedef struct {
+    PGconn *src, *dst;    /* the coordinator's sessions */
+    schema_t schema;      /* tables and columns */
+    plan_t plan;          /* chunks */
+    char snapshot[64];    /* exported snapshot id */
+    char dir[256];        /* private directory for the ipc socket */
+    char endpoint[300];   /* ipc:// endpoint */
+    void *zctx, *router;  /* ZeroMQ */
+    spawn_t spawn;        /* worker start-up */
+} s_job_t;
+
+static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
+                     const char *source, const char *target, mapper_result *out)
+{
+    if (!(j->src = s_connect(source, PROTO_SIDE_SOURCE, out))) return out->exit_code;
+    if (!(j->dst = s_connect(target, PROTO_SIDE_TARGET, out))) return out->exit_code;
+    if (!s_export_snapshot(j->src, j->snapshot, sizeof j->snapshot, out))
+        return out->exit_code;
+    bool usage = false;
+    char err[512];
+    if (!schema_load(j->src, j->dst, spec->table, spec->target_table,
+                     spec->split_by, &j->schema, &usage, err, sizeof err))
+        return s_fail(out, usage ? MAPPER_EXIT_USAGE : MAPPER_EXIT_CANNOT_RUN,
+                      "%s", err);
+    double t0 = s_now();
+    if (!s_plan(j->src, &j->schema, spec->chunk_size, &j->plan))
+        return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "planning the chunks failed");
+    log_info("planned %zu chunks (%s%s, about %" PRId64 " rows) in %.2f s, "
+             "%s COPY",
+             j->plan.n, j->schema.qsplit ? "key ranges on " : "ctid page ranges",
+             j->schema.qsplit ? j->schema.qsplit : "", j->plan.est_rows,
+             s_now() - t0, j->schema.binary ? "binary" : "text");
+
+    char perr[512];
+    char *bin = spawn_find_worker(spec->worker_bin, perr, sizeof perr);
+    if (!bin) return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "%s", perr);
+    const char *tmp = getenv("TMPDIR");
+    snprintf(j->dir, sizeof j->dir, "%s/mapper-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(j->dir)) {
+        j->dir[0] = '\0';
+        free(bin);
+        return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "cannot create a directory in %s: %s",
+                      tmp && *tmp ? tmp : "/tmp", strerror(errno));
+    }
+    snprintf(j->endpoint, sizeof j->endpoint, "ipc://%s/" JOB_SOCKET_NAME, j->dir);
+    j->zctx = zmq_ctx_new();
+    j->router = j->zctx ? zmq_socket(j->zctx, ZMQ_ROUTER) : NULL;
+    if (!j->router || !proto_socket_setup(j->router, true) ||
+        zmq_bind(j->router, j->endpoint)) {
+        free(bin);
+        return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "cannot bind %s: %s",
+                      j->endpoint, zmq_strerror(errno));
+    }
+    bool ok = spawn_init(&j->spawn, bin, j->endpoint, source, target,
+                         log_get_level() >= LOG_DEBUG);
+    free(bin);
+    if (!ok) return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "out of memory");
+    return MAPPER_EXIT_OK;
+}
+
+static void s_cleanup(s_job_t *j)
+{
+    if (j->router) zmq_close(j->router);
+    if (j->zctx) zmq_ctx_term(j->zctx);
+    if (j->dir[0]) {
+        char sock[300];
+        snprintf(sock, sizeof sock, "%s/" JOB_SOCKET_NAME, j->dir);
+        unlink(sock);
+        rmdir(j->dir);
+    }
+    spawn_free(&j->spawn);
+    plan_free(&j->plan);
+    schema_free(&j->schema);
+    PQfinish(j->src);
+    PQfinish(j->dst);
+}
+
+int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
+{
+    memset(out, 0, sizeof *out);
+    if (s_validate(spec, out) != MAPPER_EXIT_OK) return out->exit_code;
+    const char *source = spec->source ? spec->source : getenv(MAPPER_ENV_SOURCE);
+    const char *target = spec->target ? spec->target : getenv(MAPPER_ENV_TARGET);
+    double t0 = s_now();
+    s_job_t j = {0};
+    s_signals_t sig;
+    if (!s_signals_install(&sig))
+        return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "pipe: %s", strerror(errno));
+    int rc = s_prepare(spec, &j, source ? source : "", target ? target : "", out);
+    if (rc == MAPPER_EXIT_OK) {
+        dispatch_config_t cfg = {.schema = &j.schema,
+                                 .plan = &j.plan,
+                                 .snapshot = j.snapshot,
+                                 .spawn = &j.spawn,
+                                 .workers = spec->workers,
+                                 .router = j.router,
+                                 .signal_fd = sig.fds[0],
+                                 .max_crash_retries = spec->max_crash_retries};
+        if (!dispatch_run(&cfg, out)) rc = MAPPER_EXIT_CANNOT_RUN;
+        else if (out->interrupted) rc = MAPPER_EXIT_INTERRUPTED;
+        else if (out->chunks_failed > 0) rc = MAPPER_EXIT_FAILED;
+    }
+    s_cleanup(&j);
+    s_signals_restore(&sig);
+    out->elapsed_s = s_now() - t0;
+    out->rows_per_s = out->elapsed_s > 0
+                          ? (double)out->total_rows_successful / out->elapsed_s
+                          : 0;
+    out->exit_code = rc;
+    return rc;
+}
+
+void mapper_result_free(mapper_result *result)
+{
+    if (!result) return;
+    free(result->chunk_errors);
+    result->chunk_errors = NULL;
+    result->n_chunk_errors = 0;
+}

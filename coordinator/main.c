@@ -1,0 +1,213 @@
+/* coordinator/main.c - mapper-coord: the command line around
+ * mapper_job_run(). */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "defaults.h"
+#include "log.h"
+#include "mapper.h"
+
+static void s_help(FILE *out)
+{
+    fprintf(
+        out,
+        "usage: mapper-coord --table [SCHEMA.]TABLE [options]\n"
+        "\n"
+        "Copy a PostgreSQL table from a source database into a target table,\n"
+        "in parallel chunks, each in its own target transaction, all read\n"
+        "from one consistent snapshot of the source.\n"
+        "\n"
+        "  --source CONNINFO      source connection string or URI\n"
+        "                         (default: $" MAPPER_ENV_SOURCE
+        ", then libpq's PG* defaults)\n"
+        "  --target CONNINFO      target connection string or URI\n"
+        "                         (default: $" MAPPER_ENV_TARGET
+        ", then libpq's PG* defaults)\n"
+        "  --table NAME           source table, SQL syntax: sales.orders or\n"
+        "                         '\"Sales\".\"Order Items\"' (required)\n"
+        "  --target-table NAME    target table (default: same as --table);\n"
+        "                         it must exist; columns are matched by name\n"
+        "  --workers N            local worker processes, 1..%d\n"
+        "                         (default: number of CPUs)\n"
+        "  --chunk-size ROWS      rows per chunk, a target (default: %d)\n"
+        "  --split-by COLUMN      integer column to range-split on (default:\n"
+        "                         the single-column integer primary key, else\n"
+        "                         ctid page ranges)\n"
+        "  --summary-json FILE    also write the result as JSON to FILE\n"
+        "  -v, --verbose          more log lines (debug)\n"
+        "  -q, --quiet            errors only, no summary table\n"
+        "  -h, --help             this help\n"
+        "  -V, --version          print the version\n"
+        "\n"
+        "Environment: " MAPPER_ENV_WORKER_BIN
+        " (path of mapper-worker). Passwords given\n"
+        "in --source/--target are hidden from ps and never logged; workers\n"
+        "get connection strings through their environment.\n"
+        "\n"
+        "Exit status: 0 every chunk done; 1 finished with failed chunks;\n"
+        "2 usage or configuration error; 3 could not run (database\n"
+        "unreachable, table or column missing); 75 interrupted by\n"
+        "SIGINT/SIGTERM.\n",
+        MAPPER_MAX_WORKERS, MAPPER_DEFAULT_CHUNK_SIZE);
+}
+
+/* Parse a whole decimal integer in [min, max]. */
+static bool s_parse_int(const char *opt, const char *s, int64_t min,
+                        int64_t max, int64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max) {
+        log_error("%s: expected a whole number from %" PRId64 " to %" PRId64
+                  ", got '%s'",
+                  opt, min, max, s);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* Overwrite the password in a connection string held in argv, so that ps
+ * and /proc/PID/cmdline never show it (we keep our own copy). */
+static void s_scrub(char *arg)
+{
+    char *p = strstr(arg, "password=");
+    if (p)
+        for (p += strlen("password="); *p && *p != ' '; p++) *p = 'x';
+    char *scheme = strstr(arg, "://");
+    if (!scheme) return;
+    char *at = strchr(scheme + 3, '@');
+    char *colon = strchr(scheme + 3, ':');
+    if (at && colon && colon < at)
+        for (p = colon + 1; p < at; p++) *p = 'x';
+}
+
+static bool s_write_json(const char *path, const mapper_result *r)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    bool ok = f && mapper_result_write_json(r, f);
+    if (f && fclose(f)) ok = false;
+    if (ok && rename(tmp, path)) ok = false;
+    if (!ok) {
+        log_error("--summary-json %s: %s", path, strerror(errno));
+        unlink(tmp);
+    }
+    return ok;
+}
+
+enum { OPT_SOURCE = 256, OPT_TARGET, OPT_TABLE, OPT_TARGET_TABLE, OPT_WORKERS,
+       OPT_CHUNK, OPT_SPLIT, OPT_JSON };
+
+int main(int argc, char **argv)
+{
+    log_init("coord", LOG_INFO);
+    mapper_job_spec spec;
+    mapper_job_spec_init(&spec);
+    const char *json = NULL;
+    bool quiet = false;
+    char *source = NULL, *target = NULL;
+    static const struct option opts[] = {
+        {"source", required_argument, 0, OPT_SOURCE},
+        {"target", required_argument, 0, OPT_TARGET},
+        {"table", required_argument, 0, OPT_TABLE},
+        {"target-table", required_argument, 0, OPT_TARGET_TABLE},
+        {"workers", required_argument, 0, OPT_WORKERS},
+        {"chunk-size", required_argument, 0, OPT_CHUNK},
+        {"split-by", required_argument, 0, OPT_SPLIT},
+        {"summary-json", required_argument, 0, OPT_JSON},
+        {"verbose", no_argument, 0, 'v'},
+        {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'},
+        {"version", no_argument, 0, 'V'},
+        {0, 0, 0, 0}};
+    opterr = 0;
+    int o, idx;
+    int64_t v;
+    while ((o = getopt_long(argc, argv, ":vqhV", opts, &idx)) != -1) {
+        switch (o) {
+        case OPT_SOURCE:
+        case OPT_TARGET: {
+            char *copy = strdup(optarg);
+            if (!copy) return MAPPER_EXIT_CANNOT_RUN;
+            if (o == OPT_SOURCE) free(source), source = copy;
+            else free(target), target = copy;
+            s_scrub(optarg);
+            break;
+        }
+        case OPT_TABLE:
+            spec.table = optarg;
+            break;
+        case OPT_TARGET_TABLE:
+            spec.target_table = optarg;
+            break;
+        case OPT_WORKERS:
+            if (!s_parse_int("--workers", optarg, 1, MAPPER_MAX_WORKERS, &v))
+                return MAPPER_EXIT_USAGE;
+            spec.workers = (int)v;
+            break;
+        case OPT_CHUNK:
+            if (!s_parse_int("--chunk-size", optarg, 1, INT64_MAX / 2, &v))
+                return MAPPER_EXIT_USAGE;
+            spec.chunk_size = v;
+            break;
+        case OPT_SPLIT:
+            spec.split_by = optarg;
+            break;
+        case OPT_JSON:
+            json = optarg;
+            break;
+        case 'v':
+            log_set_level(LOG_DEBUG);
+            break;
+        case 'q':
+            quiet = true;
+            log_set_level(LOG_ERROR);
+            break;
+        case 'h':
+            s_help(stdout);
+            return MAPPER_EXIT_OK;
+        case 'V':
+            printf("mapper-coord %s\n", MAPPER_VERSION);
+            return MAPPER_EXIT_OK;
+        case ':':
+            log_error("option %s needs a value (see --help)", argv[optind - 1]);
+            return MAPPER_EXIT_USAGE;
+        default:
+            log_error("unknown option '%s' (see --help)", argv[optind - 1]);
+            return MAPPER_EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        log_error("unexpected argument '%s' (see --help)", argv[optind]);
+        return MAPPER_EXIT_USAGE;
+    }
+    if (!spec.table) {
+        log_error("--table is required (see --help)");
+        return MAPPER_EXIT_USAGE;
+    }
+    spec.source = source;
+    spec.target = target;
+
+    mapper_result r;
+    int rc = mapper_job_run(&spec, &r);
+    if (rc == MAPPER_EXIT_USAGE || (rc == MAPPER_EXIT_CANNOT_RUN && r.chunks_total == 0)) {
+        log_error("%s", r.error);
+    } else {
+        if (!quiet) mapper_result_print(&r, stdout);
+        if (r.error[0]) log_error("%s", r.error);
+    }
+    if (json && !s_write_json(json, &r) && rc == MAPPER_EXIT_OK)
+        rc = MAPPER_EXIT_FAILED;
+    mapper_result_free(&r);
+    free(source);
+    free(target);
+    return rc;
+}

@@ -1,0 +1,71 @@
+/* coordinator/mapper.h - the public face of libmapper: run one copy job
+ * (the C form of the seed design's execute_query_parallel). */
+#ifndef MAPPER_H
+#define MAPPER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* What to copy, and how. Fill with mapper_job_spec_init() first. */
+typedef struct {
+    const char *source;       /* libpq conninfo/URI; NULL: $MAPPER_SOURCE_URL,
+                                 then libpq's defaults */
+    const char *target;       /* likewise, $MAPPER_TARGET_URL */
+    const char *table;        /* source [SCHEMA.]TABLE (SQL syntax, quotes
+                                 allowed) */
+    const char *target_table; /* target [SCHEMA.]TABLE; NULL: same as table */
+    const char *split_by;     /* integer column to range-split on; NULL: the
+                                 single-column integer primary key, else ctid */
+    int workers;              /* local worker processes (>= 1) */
+    int64_t chunk_size;       /* rows per chunk, a target (>= 1) */
+    const char *worker_bin;   /* mapper-worker path; NULL: $MAPPER_WORKER_BIN,
+                                 then next to this executable, then $PATH */
+    int max_crash_retries;    /* re-runs of a chunk whose worker died */
+} mapper_job_spec;
+
+/* One chunk that failed for good. */
+typedef struct {
+    int64_t chunk_id;    /* the chunk */
+    char error[512];     /* one-line error message */
+    char sqlstate[6];    /* "" when none (e.g. a crashed worker) */
+    char side[8];        /* "source", "target" or "worker" */
+    int attempts;        /* attempts made */
+} mapper_chunk_error;
+
+/* The job's result; field names are the seed design's. */
+typedef struct {
+    int64_t total_rows_processed;     /* successful + failed */
+    int64_t total_rows_successful;    /* rows committed in the target */
+    int64_t total_rows_failed;        /* rows of chunks that failed */
+    int64_t chunks_total;             /* chunks planned */
+    int64_t chunks_succeeded;         /* chunks committed */
+    int64_t chunks_failed;            /* chunks failed for good */
+    mapper_chunk_error *chunk_errors; /* chunks_failed entries (malloc'd) */
+    size_t n_chunk_errors;            /* entries in chunk_errors */
+    double elapsed_s;                 /* wall time of the job */
+    double rows_per_s;                /* successful rows / elapsed */
+    int64_t bytes;                    /* COPY bytes committed */
+    bool interrupted;                 /* stopped by SIGINT/SIGTERM */
+    int exit_code;                    /* see MAPPER_EXIT_* in defaults.h */
+    char error[1024];                 /* why the job could not run, or "" */
+} mapper_result;
+
+/* Defaults: workers = CPUs, chunk_size 50000, everything else NULL. */
+void mapper_job_spec_init(mapper_job_spec *spec);
+
+/* Run one job to its end. Fills *out (free with mapper_result_free) and
+ * returns its exit code: 0 all chunks done, 1 some chunk failed, 2 bad spec,
+ * 3 could not run, 75 interrupted. Installs handlers for SIGCHLD, SIGINT,
+ * SIGTERM and ignores SIGPIPE while it runs; restores them afterwards. */
+int mapper_job_run(const mapper_job_spec *spec, mapper_result *out);
+
+/* Free what *result owns. */
+void mapper_result_free(mapper_result *result);
+
+/* Print the summary table, and write the result as one JSON object. */
+void mapper_result_print(const mapper_result *result, FILE *out);
+bool mapper_result_write_json(const mapper_result *result, FILE *out);
+
+#endif

@@ -1,0 +1,241 @@
+/* coordinator/plan.c - chunk planning (see plan.h). */
+#include "plan.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "pgutil.h"
+
+static plan_chunk_t *s_add(plan_t *p, plan_kind_t kind)
+{
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 64;
+        plan_chunk_t *c = realloc(p->chunks, cap * sizeof *c);
+        if (!c) {
+            log_error("plan: out of memory at %zu chunks", p->n);
+            return NULL;
+        }
+        p->chunks = c;
+        p->cap = cap;
+    }
+    plan_chunk_t *c = &p->chunks[p->n];
+    memset(c, 0, sizeof *c);
+    c->id = (int64_t)p->n;
+    c->kind = kind;
+    p->n++;
+    return c;
+}
+
+bool plan_keyset_walk(plan_step_fn step, void *ctx, int64_t chunk_size,
+                      int64_t null_rows, plan_t *out)
+{
+    memset(out, 0, sizeof *out);
+    bool found = false;
+    int64_t key = 0, moved = 0;
+    if (!step(ctx, 0, &found, &key, &moved)) goto fail;
+    plan_chunk_t *cur = NULL;
+    while (found) {
+        /* key is the first row of a new chunk, unless a duplicate key
+         * would make an empty range: then the rows join the current one. */
+        if (!cur || key > cur->lo) {
+            if (cur) {
+                cur->has_hi = true;
+                cur->hi = key;
+            }
+            cur = s_add(out, PLAN_KEY_RANGE);
+            if (!cur) goto fail;
+            cur->has_lo = out->n > 1;
+            cur->lo = key;
+        }
+        int64_t skip = chunk_size - 1;
+        if (!step(ctx, skip, &found, &key, &moved)) goto fail;
+        cur->est_rows += 1 + moved;
+    }
+    if (!cur) {
+        cur = s_add(out, PLAN_KEY_RANGE); /* no keys: one open range */
+        if (!cur) goto fail;
+    }
+    if (null_rows > 0) {
+        plan_chunk_t *n = s_add(out, PLAN_KEY_NULL);
+        if (!n) goto fail;
+        n->est_rows = null_rows;
+    }
+    for (size_t i = 0; i < out->n; i++) out->est_rows += out->chunks[i].est_rows;
+    return true;
+fail:
+    plan_free(out);
+    return false;
+}
+
+bool plan_ctid(int64_t pages, double rows_per_page, int64_t chunk_size,
+               plan_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (rows_per_page < 1) rows_per_page = 1;
+    int64_t per = (int64_t)((double)chunk_size / rows_per_page);
+    if (per < 1) per = 1;
+    int64_t page = 0;
+    do {
+        plan_chunk_t *c = s_add(out, PLAN_CTID);
+        if (!c) goto fail;
+        c->has_lo = true;
+        c->lo = page;
+        page += per;
+        c->has_hi = page < pages;
+        c->hi = page;
+        int64_t span = (c->has_hi ? page : pages) - c->lo;
+        c->est_rows = (int64_t)((double)(span > 0 ? span : 0) * rows_per_page);
+        out->est_rows += c->est_rows;
+    } while (page < pages);
+    return true;
+fail:
+    plan_free(out);
+    return false;
+}
+
+bool plan_all(int64_t est_rows, plan_t *out)
+{
+    memset(out, 0, sizeof *out);
+    plan_chunk_t *c = s_add(out, PLAN_ALL);
+    if (!c) return false;
+    c->est_rows = est_rows;
+    out->est_rows = est_rows;
+    return true;
+}
+
+typedef struct {
+    PGconn *conn; /* inside the snapshot transaction */
+} s_pg_walk_t;
+
+/* MOVE FORWARD skip; FETCH 1, sent as one query so both results come back
+ * on one round trip. MOVE FORWARD 0 would re-read the current row, so a
+ * zero skip sends only the FETCH. */
+static bool s_pg_step(void *ctx, int64_t skip, bool *found, int64_t *key_out,
+                      int64_t *moved_out)
+{
+    s_pg_walk_t *w = ctx;
+    char sql[160];
+    if (skip > 0)
+        snprintf(sql, sizeof sql,
+                 "MOVE FORWARD %" PRId64
+                 " IN mapper_plan; FETCH 1 FROM mapper_plan",
+                 skip);
+    else
+        snprintf(sql, sizeof sql, "FETCH 1 FROM mapper_plan");
+    *found = false;
+    *moved_out = 0;
+    if (!PQsendQuery(w->conn, sql)) {
+        pgutil_error_t err;
+        pgutil_capture(w->conn, NULL, PROTO_SIDE_SOURCE, &err);
+        pgutil_log_error("planning", &err);
+        return false;
+    }
+    bool ok = true;
+    PGresult *res;
+    while ((res = PQgetResult(w->conn))) {
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_COMMAND_OK && !strncmp(PQcmdStatus(res), "MOVE", 4)) {
+            *moved_out = strtoll(PQcmdTuples(res), NULL, 10);
+        } else if (st == PGRES_TUPLES_OK) {
+            if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)) {
+                *found = true;
+                *key_out = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+            }
+        } else if (ok) {
+            pgutil_error_t err;
+            pgutil_capture(w->conn, res, PROTO_SIDE_SOURCE, &err);
+            pgutil_log_error("planning", &err);
+            ok = false;
+        }
+        PQclear(res);
+    }
+    return ok;
+}
+
+bool plan_keyset_pg(PGconn *conn, const char *qtable, const char *qcol,
+                    int64_t chunk_size, plan_t *out)
+{
+    memset(out, 0, sizeof *out);
+    pgutil_error_t err;
+    size_t len = strlen(qtable) + 2 * strlen(qcol) + 160;
+    char *sql = malloc(len);
+    if (!sql) return false;
+    snprintf(sql, len, "SELECT count(*) FROM %s WHERE %s IS NULL", qtable,
+             qcol);
+    PGresult *res = pgutil_query(conn, sql, 0, NULL, PROTO_SIDE_SOURCE, &err);
+    if (!res) {
+        pgutil_log_error("planning", &err);
+        free(sql);
+        return false;
+    }
+    int64_t nulls = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    snprintf(sql, len,
+             "DECLARE mapper_plan NO SCROLL CURSOR FOR SELECT %s FROM %s "
+             "WHERE %s IS NOT NULL ORDER BY %s",
+             qcol, qtable, qcol, qcol);
+    bool ok = pgutil_exec(conn, sql, PROTO_SIDE_SOURCE, &err);
+    free(sql);
+    if (!ok) {
+        pgutil_log_error("planning", &err);
+        return false;
+    }
+    s_pg_walk_t w = {conn};
+    ok = plan_keyset_walk(s_pg_step, &w, chunk_size, nulls, out);
+    if (!pgutil_exec(conn, "CLOSE mapper_plan", PROTO_SIDE_SOURCE, &err)) {
+        pgutil_log_error("planning", &err);
+        plan_free(out);
+        ok = false;
+    }
+    return ok;
+}
+
+bool plan_chunk_where(const plan_chunk_t *c, const char *qcol, char *buf,
+                      size_t n)
+{
+    int w = 0;
+    switch (c->kind) {
+    case PLAN_ALL:
+        w = snprintf(buf, n, "%s", "");
+        break;
+    case PLAN_KEY_NULL:
+        w = snprintf(buf, n, " WHERE %s IS NULL", qcol);
+        break;
+    case PLAN_KEY_RANGE:
+        if (c->has_lo && c->has_hi)
+            w = snprintf(buf, n, " WHERE %s >= %" PRId64 " AND %s < %" PRId64,
+                         qcol, c->lo, qcol, c->hi);
+        else if (c->has_lo)
+            w = snprintf(buf, n, " WHERE %s >= %" PRId64, qcol, c->lo);
+        else if (c->has_hi)
+            w = snprintf(buf, n, " WHERE %s < %" PRId64, qcol, c->hi);
+        else
+            w = snprintf(buf, n, " WHERE %s IS NOT NULL", qcol);
+        break;
+    case PLAN_CTID:
+        if (c->has_hi)
+            w = snprintf(buf, n,
+                         " WHERE ctid >= '(%" PRId64 ",0)'::tid AND ctid < "
+                         "'(%" PRId64 ",0)'::tid",
+                         c->lo, c->hi);
+        else
+            w = snprintf(buf, n, " WHERE ctid >= '(%" PRId64 ",0)'::tid",
+                         c->lo);
+        break;
+    }
+    if (w < 0 || (size_t)w >= n) {
+        log_error("plan: WHERE clause of chunk %" PRId64 " too long", c->id);
+        return false;
+    }
+    return true;
+}
+
+void plan_free(plan_t *plan)
+{
+    if (!plan) return;
+    free(plan->chunks);
+    memset(plan, 0, sizeof *plan);
+}

@@ -1,0 +1,73 @@
+/* coordinator/plan.h - chunk planning: integer-key ranges from a keyset
+ * walk of the key's index, or ctid page ranges. Every source row falls in
+ * exactly one chunk: the first range is open below, the last open above,
+ * and rows with a NULL key get a chunk of their own. */
+#ifndef MAPPER_PLAN_H
+#define MAPPER_PLAN_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    PLAN_KEY_RANGE, /* key >= lo (if has_lo) AND key < hi (if has_hi) */
+    PLAN_KEY_NULL,  /* key IS NULL */
+    PLAN_CTID,      /* ctid >= (lo,0) AND ctid < (hi,0) (if has_hi) */
+    PLAN_ALL,       /* every row (no usable key and no ctid) */
+} plan_kind_t;
+
+typedef struct {
+    int64_t id;         /* 0..n-1, in key order */
+    plan_kind_t kind;   /* how the range is expressed */
+    bool has_lo;        /* lower bound present */
+    bool has_hi;        /* upper bound present */
+    int64_t lo;         /* inclusive lower key or first page */
+    int64_t hi;         /* exclusive upper key or page */
+    int64_t est_rows;   /* rows expected in the chunk */
+} plan_chunk_t;
+
+typedef struct {
+    plan_chunk_t *chunks; /* n chunks */
+    size_t n;             /* number of chunks */
+    size_t cap;           /* allocated */
+    int64_t est_rows;     /* sum of est_rows */
+} plan_t;
+
+/* One step of a keyset walk: skip `skip` keys forward, then read the next
+ * one. Sets *found and *key_out when there was a next key, and *moved_out
+ * to the number of keys actually skipped. Returns false on error. */
+typedef bool (*plan_step_fn)(void *ctx, int64_t skip, bool *found,
+                             int64_t *key_out, int64_t *moved_out);
+
+/* Walk the non-NULL keys in order with step() and build key ranges of about
+ * chunk_size rows; null_rows > 0 adds a NULL-key chunk. An empty key set
+ * with no NULLs gives one open chunk (it copies nothing, checks the path). */
+bool plan_keyset_walk(plan_step_fn step, void *ctx, int64_t chunk_size,
+                      int64_t null_rows, plan_t *out)
+    __attribute__((warn_unused_result));
+
+/* ctid page ranges over `pages` heap pages with about rows_per_page rows
+ * each; the last range is open-ended (relation sizes go stale). */
+bool plan_ctid(int64_t pages, double rows_per_page, int64_t chunk_size,
+               plan_t *out) __attribute__((warn_unused_result));
+
+/* One chunk for every row. */
+bool plan_all(int64_t est_rows, plan_t *out)
+    __attribute__((warn_unused_result));
+
+/* Plan an integer key's ranges on conn (inside the job's snapshot
+ * transaction) with a cursor walk: MOVE FORWARD n; FETCH 1. qtable and qcol
+ * are quoted identifiers. */
+bool plan_keyset_pg(PGconn *conn, const char *qtable, const char *qcol,
+                    int64_t chunk_size, plan_t *out)
+    __attribute__((warn_unused_result));
+
+/* The WHERE clause (with leading " WHERE ", or "" for PLAN_ALL) selecting
+ * chunk c on quoted column qcol, written into buf (size n). */
+bool plan_chunk_where(const plan_chunk_t *c, const char *qcol, char *buf,
+                      size_t n) __attribute__((warn_unused_result));
+
+void plan_free(plan_t *plan);
+
+#endif

@@ -1,0 +1,82 @@
+/* coordinator/summary.c - the job's result as a table and as JSON. */
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "mapper.h"
+
+static void s_json_string(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') fprintf(out, "\\%c", *p);
+        else if (*p < 0x20) fprintf(out, "\\u%04x", *p);
+        else fputc(*p, out);
+    }
+    fputc('"', out);
+}
+
+void mapper_result_print(const mapper_result *r, FILE *out)
+{
+    fprintf(out,
+            "\nmapper summary\n"
+            "  total_rows_processed   %" PRId64 "\n"
+            "  total_rows_successful  %" PRId64 "\n"
+            "  total_rows_failed      %" PRId64 "\n"
+            "  chunks_total           %" PRId64 "\n"
+            "  chunks_succeeded       %" PRId64 "\n"
+            "  chunks_failed          %" PRId64 "\n"
+            "  elapsed_s              %.2f\n"
+            "  rows_per_s             %.0f\n",
+            r->total_rows_processed, r->total_rows_successful,
+            r->total_rows_failed, r->chunks_total, r->chunks_succeeded,
+            r->chunks_failed, r->elapsed_s, r->rows_per_s);
+    if (r->n_chunk_errors) {
+        fprintf(out, "\nfailed chunks\n  %-8s %-8s %-7s %-8s %s\n", "chunk",
+                "attempts", "side", "sqlstate", "error");
+        for (size_t i = 0; i < r->n_chunk_errors; i++) {
+            const mapper_chunk_error *e = &r->chunk_errors[i];
+            fprintf(out, "  %-8" PRId64 " %-8d %-7s %-8s %s\n", e->chunk_id,
+                    e->attempts, e->side, e->sqlstate[0] ? e->sqlstate : "-",
+                    e->error);
+        }
+    }
+    if (r->interrupted)
+        fprintf(out, "\ninterrupted: %" PRId64 " of %" PRId64
+                     " chunks were not finished\n",
+                r->chunks_total - r->chunks_succeeded - r->chunks_failed,
+                r->chunks_total);
+    if (r->error[0]) fprintf(out, "\nerror: %s\n", r->error);
+    fflush(out);
+}
+
+bool mapper_result_write_json(const mapper_result *r, FILE *out)
+{
+    fprintf(out,
+            "{\"total_rows_processed\": %" PRId64
+            ", \"total_rows_successful\": %" PRId64
+            ", \"total_rows_failed\": %" PRId64 ", \"chunks_total\": %" PRId64
+            ", \"chunks_succeeded\": %" PRId64 ", \"chunks_failed\": %" PRId64
+            ", \"elapsed_s\": %.3f, \"rows_per_s\": %.1f, \"bytes\": %" PRId64
+            ", \"interrupted\": %s, \"exit_code\": %d, \"error\": ",
+            r->total_rows_processed, r->total_rows_successful,
+            r->total_rows_failed, r->chunks_total, r->chunks_succeeded,
+            r->chunks_failed, r->elapsed_s, r->rows_per_s, r->bytes,
+            r->interrupted ? "true" : "false", r->exit_code);
+    if (r->error[0]) s_json_string(out, r->error);
+    else fputs("null", out);
+    fputs(", \"chunk_errors\": [", out);
+    for (size_t i = 0; i < r->n_chunk_errors; i++) {
+        const mapper_chunk_error *e = &r->chunk_errors[i];
+        fprintf(out, "%s{\"chunk_id\": %" PRId64 ", \"error\": ", i ? ", " : "",
+                e->chunk_id);
+        s_json_string(out, e->error);
+        fputs(", \"sqlstate\": ", out);
+        if (e->sqlstate[0]) s_json_string(out, e->sqlstate);
+        else fputs("null", out);
+        fputs(", \"side\": ", out);
+        s_json_string(out, e->side);
+        fprintf(out, ", \"attempts\": %d}", e->attempts);
+    }
+    fputs("]}\n", out);
+    return fflush(out) == 0 && !ferror(out);
+}

@@ -1,0 +1,71 @@
+# tests/integration/lib.sh - helpers for the integration tests, which run
+# inside scripts/with-postgres.sh (MAPPER_PG_PORT etc. are set) with
+# MAPPER_BIN pointing at the directory holding mapper-coord.
+set -uo pipefail
+
+: "${MAPPER_BIN:?MAPPER_BIN not set}"
+: "${MAPPER_PG_PORT:?not inside scripts/with-postgres.sh}"
+COORD="$MAPPER_BIN/mapper-coord"
+export MAPPER_WORKER_BIN="$MAPPER_BIN/mapper-worker"
+T_FAILS=0
+T_OUT=$(mktemp -d)
+trap 'rm -rf "$T_OUT"' EXIT
+
+url() { echo "postgresql://postgres@127.0.0.1:$MAPPER_PG_PORT/$1"; }
+
+# fresh_dbs NAME: new empty source and target databases for one test;
+# sets SRC and DST (URLs) and exports them as the default connections.
+fresh_dbs() {
+    local s="${1}_src" d="${1}_dst"
+    psql -q -d postgres -c "DROP DATABASE IF EXISTS $s" -c "DROP DATABASE IF EXISTS $d" \
+        -c "CREATE DATABASE $s" -c "CREATE DATABASE $d" >/dev/null
+    SRC=$(url "$s") DST=$(url "$d")
+    export MAPPER_SOURCE_URL=$SRC MAPPER_TARGET_URL=$DST
+}
+
+q() { psql -X -v ON_ERROR_STOP=1 -qAt -d "$1" -c "$2"; }
+
+# checksum URL TABLE: row count and an order-independent digest of rows.
+checksum() {
+    q "$1" "SELECT count(*) || ':' || coalesce(md5(string_agg(md5(t::text), '' ORDER BY md5(t::text))), '-') FROM $2 t"
+}
+
+ok() { echo "ok - $*"; }
+fail() { echo "FAIL - $*"; T_FAILS=$((T_FAILS + 1)); }
+
+# check DESCRIPTION EXPECTED ACTUAL
+check() {
+    if [ "$2" == "$3" ]; then ok "$1"; else fail "$1: expected '$2', got '$3'"; fi
+}
+
+# check_match DESCRIPTION REGEX TEXT
+check_match() {
+    if [[ "$3" =~ $2 ]]; then ok "$1"; else fail "$1: '$3' does not match /$2/"; fi
+}
+
+# run_coord ARGS...: run mapper-coord, capturing stdout, stderr, status.
+run_coord() {
+    "$COORD" "$@" >"$T_OUT/stdout" 2>"$T_OUT/stderr"
+    RC=$?
+    OUT=$(cat "$T_OUT/stdout")
+    ERR=$(cat "$T_OUT/stderr")
+}
+
+# json_field FILE FIELD: one field of a JSON file.
+json_field() { jq -r ".$2" "$1"; }
+
+# no_workers_left: no mapper-worker process remains.
+no_workers_left() {
+    local n
+    for _ in $(seq 50); do
+        n=$(pgrep -c -f "$MAPPER_BIN/mapper-worker" || true)
+        [ "$n" = 0 ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+finish() {
+    if [ "$T_FAILS" -gt 0 ]; then exit 1; fi
+    exit 0
+}

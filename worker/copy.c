@@ -1,0 +1,224 @@
+/* worker/copy.c - stream one chunk from source to target (copy.h). */
+#include "copy.h"
+
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "defaults.h"
+#include "log.h"
+
+/* Rows are gathered into one CopyData message of about this size: fewer
+ * messages and system calls than one message per row. */
+#define COPY_BATCH_BYTES (64 * 1024)
+#define COPY_SESSION_SQL                                                       \
+    "SET statement_timeout = 0; SET lock_timeout = 0; "                        \
+    "SET idle_in_transaction_session_timeout = 0"
+
+static double s_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+void copy_fault(const char *point, int64_t chunk_id, int32_t attempt)
+{
+    const char *spec = getenv(MAPPER_ENV_FAULT);
+    if (!spec || attempt != 1) return;
+    size_t n = strlen(point);
+    if (strncmp(spec, point, n) || spec[n] != ':') return;
+    if (strtoll(spec + n + 1, NULL, 10) != chunk_id) return;
+    log_warn("chunk %" PRId64 ": fault injection at %s: SIGKILL", chunk_id,
+             point);
+    raise(SIGKILL);
+}
+
+void copy_conns_close(copy_conns_t *conns)
+{
+    PQfinish(conns->src);
+    PQfinish(conns->dst);
+    conns->src = conns->dst = NULL;
+}
+
+static bool s_open(PGconn **conn, const char *conninfo, proto_side_t side,
+                   pgutil_error_t *err)
+{
+    if (*conn && PQstatus(*conn) == CONNECTION_OK &&
+        PQtransactionStatus(*conn) == PQTRANS_IDLE)
+        return true;
+    PQfinish(*conn);
+    *conn = pgutil_connect(conninfo, side, "mapper-worker", err);
+    if (!*conn) return false;
+    if (!pgutil_exec(*conn, COPY_SESSION_SQL, side, err)) {
+        PQfinish(*conn);
+        *conn = NULL;
+        return false;
+    }
+    return true;
+}
+
+/* Expect one result of status want from conn, then no more. */
+static bool s_result(PGconn *conn, ExecStatusType want, proto_side_t side,
+                     pgutil_error_t *err)
+{
+    PGresult *res = PQgetResult(conn);
+    bool ok = PQresultStatus(res) == want;
+    if (!ok) pgutil_capture(conn, res, side, err);
+    PQclear(res);
+    while ((res = PQgetResult(conn))) PQclear(res);
+    return ok;
+}
+
+static bool s_start(copy_conns_t *c, const copy_job_t *job, bool *binary_out,
+                    pgutil_error_t *err)
+{
+    char *lit = PQescapeLiteral(c->src, job->snapshot, strlen(job->snapshot));
+    if (!lit) {
+        pgutil_capture(c->src, NULL, PROTO_SIDE_SOURCE, err);
+        return false;
+    }
+    size_t n = strlen(lit) + 128;
+    char *sql = malloc(n);
+    if (sql)
+        snprintf(sql, n,
+                 "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "
+                 "SET TRANSACTION SNAPSHOT %s",
+                 lit);
+    PQfreemem(lit);
+    if (!sql) {
+        snprintf(err->message, sizeof err->message, "out of memory");
+        return false;
+    }
+    bool ok = pgutil_exec(c->src, sql, PROTO_SIDE_SOURCE, err);
+    free(sql);
+    if (!ok) return false;
+    PGresult *res = PQexec(c->src, job->source_sql);
+    ok = PQresultStatus(res) == PGRES_COPY_OUT;
+    if (!ok) pgutil_capture(c->src, res, PROTO_SIDE_SOURCE, err);
+    *binary_out = ok && PQbinaryTuples(res);
+    PQclear(res);
+    if (!ok) return false;
+    if (!pgutil_exec(c->dst, "BEGIN", PROTO_SIDE_TARGET, err)) return false;
+    res = PQexec(c->dst, job->target_sql);
+    ok = PQresultStatus(res) == PGRES_COPY_IN;
+    if (!ok) pgutil_capture(c->dst, res, PROTO_SIDE_TARGET, err);
+    PQclear(res);
+    return ok;
+}
+
+static bool s_put(PGconn *dst, const char *buf, size_t len,
+                  pgutil_error_t *err)
+{
+    if (len == 0 || PQputCopyData(dst, buf, (int)len) == 1) return true;
+    pgutil_capture(dst, NULL, PROTO_SIDE_TARGET, err);
+    return false;
+}
+
+/* Stream rows until the source's COPY ends. */
+/* Binary COPY sends one CopyData message per row, the file header riding
+ * on the first and a trailer message after the last (header and trailer
+ * share one message when there is no row): rows = messages - 1. */
+static copy_status_t s_stream(copy_conns_t *c, copy_tick_fn tick, void *arg,
+                              const copy_job_t *job, bool binary,
+                              int64_t *rows_out, int64_t *bytes_out,
+                              pgutil_error_t *err)
+{
+    char *batch = malloc(COPY_BATCH_BYTES);
+    if (!batch) {
+        snprintf(err->message, sizeof err->message, "out of memory");
+        return COPY_FAILED;
+    }
+    size_t used = 0;
+    int64_t rows = 0, bytes = 0, next_tick_rows = MAPPER_PROGRESS_EVERY_ROWS;
+    double next_tick_ms = s_now_ms() + MAPPER_PROGRESS_EVERY_MS;
+    copy_status_t st = COPY_FAILED;
+    for (;;) {
+        char *row = NULL;
+        int n = PQgetCopyData(c->src, &row, 0);
+        if (n == -1) break;
+        if (n < 0) {
+            pgutil_capture(c->src, NULL, PROTO_SIDE_SOURCE, err);
+            goto out;
+        }
+        if (used + (size_t)n > COPY_BATCH_BYTES) {
+            bool ok = s_put(c->dst, batch, used, err);
+            used = 0;
+            if (!ok) {
+                PQfreemem(row);
+                goto out;
+            }
+        }
+        if ((size_t)n > COPY_BATCH_BYTES) {
+            bool ok = s_put(c->dst, row, (size_t)n, err);
+            PQfreemem(row);
+            if (!ok) goto out;
+        } else {
+            memcpy(batch + used, row, (size_t)n);
+            used += (size_t)n;
+            PQfreemem(row);
+        }
+        rows++;
+        bytes += n;
+        if (rows >= next_tick_rows || (rows % 256 == 0 && s_now_ms() >= next_tick_ms)) {
+            copy_fault("mid-copy", job->chunk_id, job->attempt);
+            if (!tick(arg, rows, bytes)) {
+                st = COPY_ABORTED;
+                goto out;
+            }
+            next_tick_rows = rows + MAPPER_PROGRESS_EVERY_ROWS;
+            next_tick_ms = s_now_ms() + MAPPER_PROGRESS_EVERY_MS;
+        }
+    }
+    if (!s_result(c->src, PGRES_COMMAND_OK, PROTO_SIDE_SOURCE, err)) goto out;
+    if (!s_put(c->dst, batch, used, err)) goto out;
+    if (PQputCopyEnd(c->dst, NULL) != 1) {
+        pgutil_capture(c->dst, NULL, PROTO_SIDE_TARGET, err);
+        goto out;
+    }
+    if (!s_result(c->dst, PGRES_COMMAND_OK, PROTO_SIDE_TARGET, err)) goto out;
+    *rows_out = binary && rows > 0 ? rows - 1 : rows;
+    *bytes_out = bytes;
+    st = COPY_OK;
+out:
+    free(batch);
+    return st;
+}
+
+copy_status_t copy_chunk(copy_conns_t *conns, const copy_job_t *job,
+                         copy_tick_fn tick, void *arg, int64_t *rows_out,
+                         int64_t *bytes_out, pgutil_error_t *err)
+{
+    memset(err, 0, sizeof *err);
+    *rows_out = *bytes_out = 0;
+    copy_status_t st = COPY_FAILED;
+    bool binary = false;
+    if (!s_open(&conns->src, conns->source_conninfo, PROTO_SIDE_SOURCE, err) ||
+        !s_open(&conns->dst, conns->target_conninfo, PROTO_SIDE_TARGET, err) ||
+        !s_start(conns, job, &binary, err))
+        goto fail;
+    int64_t rows = 0, bytes = 0;
+    st = s_stream(conns, tick, arg, job, binary, &rows, &bytes, err);
+    if (st != COPY_OK) goto fail;
+    copy_fault("before-commit", job->chunk_id, job->attempt);
+    st = COPY_FAILED;
+    if (!pgutil_exec(conns->dst, "COMMIT", PROTO_SIDE_TARGET, err)) goto fail;
+    copy_fault("after-commit", job->chunk_id, job->attempt);
+    /* The data is committed; the read-only source transaction just ends. */
+    pgutil_error_t ignored;
+    if (!pgutil_exec(conns->src, "COMMIT", PROTO_SIDE_SOURCE, &ignored)) {
+        PQfinish(conns->src);
+        conns->src = NULL;
+    }
+    *rows_out = rows;
+    *bytes_out = bytes;
+    return COPY_OK;
+fail:
+    /* Closing the sessions rolls both transactions back, and also ends a
+     * COPY still streaming on the other side. */
+    copy_conns_close(conns);
+    return st;
+}

@@ -1,0 +1,55 @@
+/* worker/copy.h - copy one chunk: the source's COPY TO STDOUT stream fed
+ * straight into the target's COPY FROM STDIN, in one target transaction.
+ * Rows are never parsed; memory does not grow with the chunk. */
+#ifndef MAPPER_COPY_H
+#define MAPPER_COPY_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "pgutil.h"
+
+/* The worker's two connections, kept open across chunks. */
+typedef struct {
+    const char *source_conninfo; /* from the environment, never argv */
+    const char *target_conninfo; /* likewise */
+    PGconn *src;                 /* source session, or NULL */
+    PGconn *dst;                 /* target session, or NULL */
+} copy_conns_t;
+
+typedef enum {
+    COPY_OK,      /* committed */
+    COPY_FAILED,  /* rolled back; *err says why */
+    COPY_ABORTED, /* rolled back because tick() asked to stop */
+} copy_status_t;
+
+/* Called every few thousand rows or ~100 ms with the rows and bytes so far;
+ * returns false to abort the chunk (a stop request). */
+typedef bool (*copy_tick_fn)(void *arg, int64_t rows, int64_t bytes);
+
+/* What a chunk needs: the snapshot to import and the two statements. */
+typedef struct {
+    int64_t chunk_id;       /* for fault injection and logs */
+    int32_t attempt;        /* likewise */
+    const char *snapshot;   /* exported snapshot id */
+    const char *source_sql; /* COPY (SELECT ...) TO STDOUT ... */
+    const char *target_sql; /* COPY t (...) FROM STDIN ... */
+} copy_job_t;
+
+/* Copy one chunk. On COPY_OK, *rows_out and *bytes_out hold what committed. On
+ * failure the connections are closed (the server rolls back) and reopened
+ * by the next call; *err was captured before they were closed. */
+copy_status_t copy_chunk(copy_conns_t *conns, const copy_job_t *job,
+                         copy_tick_fn tick, void *arg, int64_t *rows_out,
+                         int64_t *bytes_out, pgutil_error_t *err);
+
+/* Close both connections. */
+void copy_conns_close(copy_conns_t *conns);
+
+/* Test-only fault injection: when $MAPPER_FAULT is POINT:CHUNK and this is
+ * CHUNK's first attempt reaching POINT (mid-copy, before-commit,
+ * after-commit), the process SIGKILLs itself. Inert otherwise. */
+void copy_fault(const char *point, int64_t chunk_id, int32_t attempt);
+
+#endif
