@@ -6,27 +6,27 @@
 #define MAPPER_VERSION "0.1.0"
 
 /* Exit statuses (documented in README and --help). */
-#define MAPPER_EXIT_OK 0          /* every chunk done */
-#define MAPPER_EXIT_FAILED 1      /* finished with failed chunks or rows */
-#define MAPPER_EXIT_USAGE 2       /* usage or configuration error */
-#define MAPPER_EXIT_CANNOT_RUN 3  /* a database unreachable, a table missing */
+#define MAPPER_EXIT_OK          0  /* every chunk done */
+#define MAPPER_EXIT_FAILED      1  /* finished with failed chunks or rows */
+#define MAPPER_EXIT_USAGE       2  /* usage or configuration error */
+#define MAPPER_EXIT_CANNOT_RUN  3  /* a database unreachable, a table missing */
 #define MAPPER_EXIT_INTERRUPTED 75 /* SIGINT/SIGTERM; EX_TEMPFAIL */
 
 #define MAPPER_DEFAULT_CHUNK_SIZE 50000
-#define MAPPER_MAX_WORKERS 1024
+#define MAPPER_MAX_WORKERS        1024
 /* A crashed worker's chunk is re-run this many times (core policy). */
 #define MAPPER_CRASH_RETRIES 3
 
 /* libpq session settings for every connection we open. */
-#define MAPPER_CONNECT_TIMEOUT_S "10"
-#define MAPPER_KEEPALIVES_IDLE_S "10"
+#define MAPPER_CONNECT_TIMEOUT_S     "10"
+#define MAPPER_KEEPALIVES_IDLE_S     "10"
 #define MAPPER_KEEPALIVES_INTERVAL_S "5"
-#define MAPPER_KEEPALIVES_COUNT "3"
-#define MAPPER_TCP_USER_TIMEOUT_MS "30000"
+#define MAPPER_KEEPALIVES_COUNT      "3"
+#define MAPPER_TCP_USER_TIMEOUT_MS   "30000"
 
 /* Worker progress reports while a chunk streams. */
 #define MAPPER_PROGRESS_EVERY_ROWS 10000
-#define MAPPER_PROGRESS_EVERY_MS 100
+#define MAPPER_PROGRESS_EVERY_MS   100
 
 /* ctid planning: rows per page assumed when statistics are missing. */
 #define MAPPER_DEFAULT_ROWS_PER_PAGE 60
@@ -37,21 +37,21 @@
 #define MAPPER_SHUTDOWN_WAIT_MS 5000
 
 /* Environment variables. */
-#define MAPPER_ENV_SOURCE "MAPPER_SOURCE_URL"
-#define MAPPER_ENV_TARGET "MAPPER_TARGET_URL"
+#define MAPPER_ENV_SOURCE     "MAPPER_SOURCE_URL"
+#define MAPPER_ENV_TARGET     "MAPPER_TARGET_URL"
 #define MAPPER_ENV_WORKER_BIN "MAPPER_WORKER_BIN"
-#define MAPPER_ENV_FAULT "MAPPER_FAULT"
+#define MAPPER_ENV_FAULT      "MAPPER_FAULT"
 
 /* ---- retry policy (common/retry.h) ---- */
-#define MAPPER_RETRY_ENABLED true        /* retry failed chunks at all */
-#define MAPPER_RETRY_MAX_RETRIES 3       /* retries after the first attempt */
-#define MAPPER_RETRY_INITIAL_DELAY_S 1.0 /* delay before retry 1 */
-#define MAPPER_RETRY_MAX_DELAY_S 60.0    /* cap on any one delay */
-#define MAPPER_RETRY_EXPONENTIAL_BASE 2.0 /* delay growth per retry */
-#define MAPPER_RETRY_JITTER true         /* full jitter: uniform in [0, d] */
-#define MAPPER_RETRY_DEADLINE_S 0.0      /* per-chunk retry deadline; 0 = off */
-#define MAPPER_ENV_RETRY_ENABLED "MAPPER_PARALLEL_RETRY_ENABLED"
-#define MAPPER_ENV_MAX_RETRIES "MAPPER_PARALLEL_MAX_RETRIES"
+#define MAPPER_RETRY_ENABLED          true /* retry failed chunks at all */
+#define MAPPER_RETRY_MAX_RETRIES      3    /* retries after the first attempt */
+#define MAPPER_RETRY_INITIAL_DELAY_S  1.0  /* delay before retry 1 */
+#define MAPPER_RETRY_MAX_DELAY_S      60.0 /* cap on any one delay */
+#define MAPPER_RETRY_EXPONENTIAL_BASE 2.0  /* delay growth per retry */
+#define MAPPER_RETRY_JITTER           true /* full jitter: uniform in [0, d] */
+#define MAPPER_RETRY_DEADLINE_S       0.0 /* per-chunk retry deadline; 0 = off */
+#define MAPPER_ENV_RETRY_ENABLED      "MAPPER_PARALLEL_RETRY_ENABLED"
+#define MAPPER_ENV_MAX_RETRIES        "MAPPER_PARALLEL_MAX_RETRIES"
 /* ---- end retry policy ---- */
 
 #endif

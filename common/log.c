@@ -12,7 +12,8 @@ static log_level_t s_level = LOG_INFO;
 static log_hook_fn s_hook;
 static void *s_hook_arg;
 
-static const char *const s_level_names[] = {"error", "warning", "info", "debug"};
+static const char *const s_level_names[] = {"error", "warning", "info",
+                                            "debug"};
 
 void log_init(const char *role, log_level_t level)
 {
@@ -20,9 +21,15 @@ void log_init(const char *role, log_level_t level)
     s_level = level;
 }
 
-void log_set_level(log_level_t level) { s_level = level; }
+void log_set_level(log_level_t level)
+{
+    s_level = level;
+}
 
-log_level_t log_get_level(void) { return s_level; }
+log_level_t log_get_level(void)
+{
+    return s_level;
+}
 
 void log_set_hook(log_hook_fn hook, void *arg)
 {
@@ -67,7 +74,8 @@ char *log_one_line(char *dst, size_t n, const char *src)
         }
         dst[j++] = c;
     }
-    while (j > 0 && dst[j - 1] == ' ') j--;
+    while (j > 0 && dst[j - 1] == ' ')
+        j--;
     dst[j] = '\0';
     return dst;
 }
@@ -79,10 +87,14 @@ void log_describe_conninfo(char *dst, size_t n, const char *conninfo)
     if (opts) {
         for (PQconninfoOption *o = opts; o->keyword; o++) {
             if (!o->val) continue;
-            if (!strcmp(o->keyword, "host")) host = o->val;
-            else if (!strcmp(o->keyword, "port")) port = o->val;
-            else if (!strcmp(o->keyword, "dbname")) db = o->val;
-            else if (!strcmp(o->keyword, "user")) user = o->val;
+            if (!strcmp(o->keyword, "host"))
+                host = o->val;
+            else if (!strcmp(o->keyword, "port"))
+                port = o->val;
+            else if (!strcmp(o->keyword, "dbname"))
+                db = o->val;
+            else if (!strcmp(o->keyword, "user"))
+                user = o->val;
         }
     }
     snprintf(dst, n, "host=%s port=%s dbname=%s user=%s",

@@ -24,15 +24,15 @@ void log_write(log_level_t level, const char *fmt, ...)
 #define log_error(...) log_write(LOG_ERROR, __VA_ARGS__)
 #define log_warn(...)                                                          \
     do {                                                                       \
-        if (log_get_level() >= LOG_WARN) log_write(LOG_WARN, __VA_ARGS__);    \
+        if (log_get_level() >= LOG_WARN) log_write(LOG_WARN, __VA_ARGS__);     \
     } while (0)
 #define log_info(...)                                                          \
     do {                                                                       \
-        if (log_get_level() >= LOG_INFO) log_write(LOG_INFO, __VA_ARGS__);    \
+        if (log_get_level() >= LOG_INFO) log_write(LOG_INFO, __VA_ARGS__);     \
     } while (0)
 #define log_debug(...)                                                         \
     do {                                                                       \
-        if (log_get_level() >= LOG_DEBUG) log_write(LOG_DEBUG, __VA_ARGS__);  \
+        if (log_get_level() >= LOG_DEBUG) log_write(LOG_DEBUG, __VA_ARGS__);   \
     } while (0)
 
 /* Copy src into dst (size n) as one line: newlines and tabs become spaces,

@@ -24,11 +24,10 @@ PGconn *pgutil_connect(const char *conninfo, proto_side_t side,
                        const char *app_name, pgutil_error_t *err)
 {
     /* Our settings first: the user's conninfo (expanded last) wins. */
-    const char *keys[] = {"connect_timeout",  "keepalives",
-                          "keepalives_idle",  "keepalives_interval",
-                          "keepalives_count", "tcp_user_timeout",
-                          "application_name", "dbname",
-                          NULL};
+    const char *keys[] = {
+        "connect_timeout",     "keepalives",       "keepalives_idle",
+        "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+        "application_name",    "dbname",           NULL};
     const char *vals[] = {MAPPER_CONNECT_TIMEOUT_S,
                           "1",
                           MAPPER_KEEPALIVES_IDLE_S,
@@ -79,7 +78,8 @@ PGresult *pgutil_query(PGconn *conn, const char *sql, int nparams,
                        const char *const *params, proto_side_t side,
                        pgutil_error_t *err)
 {
-    PGresult *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    PGresult *res =
+        PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) == PGRES_TUPLES_OK) return res;
     pgutil_capture(conn, res, side, err);
     PQclear(res);

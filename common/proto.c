@@ -77,7 +77,7 @@ static const s_spec_t s_specs[S_F_COUNT] = {
     [S_F_MESSAGE] = {PROTO_F_MESSAGE, S_T_STR, 0, PROTO_MAX_MESSAGE, S_C_TEXT},
 };
 
-#define S_HEADER (S_BIT(S_F_TYPE) | S_BIT(S_F_VERSION))
+#define S_HEADER       (S_BIT(S_F_TYPE) | S_BIT(S_F_VERSION))
 #define S_CHUNK_FIELDS (S_BIT(S_F_CHUNK) | S_BIT(S_F_ATTEMPT))
 #define S_COUNT_FIELDS (S_CHUNK_FIELDS | S_BIT(S_F_ROWS) | S_BIT(S_F_BYTES))
 
@@ -93,14 +93,14 @@ static const struct {
     [PROTO_PROGRESS] = {"progress", S_COUNT_FIELDS},
     [PROTO_DONE] = {"done", S_COUNT_FIELDS},
     [PROTO_FAILED] = {"failed", S_CHUNK_FIELDS | S_BIT(S_F_SIDE) |
-                                    S_BIT(S_F_SQLSTATE) |
-                                    S_BIT(S_F_CONN_BAD) | S_BIT(S_F_MESSAGE)},
+                                    S_BIT(S_F_SQLSTATE) | S_BIT(S_F_CONN_BAD) |
+                                    S_BIT(S_F_MESSAGE)},
     [PROTO_STOP] = {"stop", 0},
     [PROTO_HEARTBEAT] = {"heartbeat", 0},
 };
 
 #define S_KIND_FIRST PROTO_READY
-#define S_KIND_LAST PROTO_HEARTBEAT
+#define S_KIND_LAST  PROTO_HEARTBEAT
 
 /* How much of a hostile string goes into an error message. */
 #define S_QUOTE_MAX 32
@@ -186,9 +186,9 @@ static bool s_check(s_field_t f, const s_value_t *v, char *err, size_t errlen)
     }
     if (!v->s) return s_fail(err, errlen, "field '%s' is missing", spec->name);
     if (v->len < (size_t)spec->min || v->len > (size_t)spec->max)
-        return s_fail(err, errlen, "field '%s' has %zu bytes, allowed %lld..%lld",
-                      spec->name, v->len, (long long)spec->min,
-                      (long long)spec->max);
+        return s_fail(
+            err, errlen, "field '%s' has %zu bytes, allowed %lld..%lld",
+            spec->name, v->len, (long long)spec->min, (long long)spec->max);
     if (memchr(v->s, '\0', v->len))
         return s_fail(err, errlen, "field '%s' contains a NUL byte",
                       spec->name);
@@ -419,7 +419,8 @@ bool proto_encode(const proto_msg_t *msg, char **buf_out, size_t *len_out)
 static uint64_t s_be(const unsigned char *p, size_t n)
 {
     uint64_t v = 0;
-    for (size_t i = 0; i < n; i++) v = (v << 8) | p[i];
+    for (size_t i = 0; i < n; i++)
+        v = (v << 8) | p[i];
     return v;
 }
 
@@ -433,8 +434,8 @@ static bool s_walk(const unsigned char *p, size_t len, size_t *pos, int depth,
         return s_fail(err, errlen, "frame truncated at byte %zu", *pos);
     size_t at = *pos;
     unsigned char b = p[(*pos)++];
-    size_t hdr = 0;     /* bytes of the length field after b */
-    uint64_t skip = 0;  /* payload bytes after the length field */
+    size_t hdr = 0;       /* bytes of the length field after b */
+    uint64_t skip = 0;    /* payload bytes after the length field */
     bool payload = false; /* the length field counts payload bytes */
     int container = 0;    /* elements per entry: 1 array, 2 map */
     uint64_t n = 0;       /* entries (container) */
@@ -592,8 +593,9 @@ static bool s_from_object(s_field_t f, const msgpack_object *o, s_value_t *v,
         v->len = o->via.str.size;
         return true;
     }
-    static const char *const want[] = {
-        [S_T_INT] = "an integer", [S_T_STR] = "a string", [S_T_BOOL] = "a bool"};
+    static const char *const want[] = {[S_T_INT] = "an integer",
+                                       [S_T_STR] = "a string",
+                                       [S_T_BOOL] = "a bool"};
     return s_fail(err, errlen, "field '%s' must be %s (msgpack type %d)",
                   spec->name, want[spec->type], (int)o->type);
 }
@@ -602,7 +604,8 @@ static bool s_from_object(s_field_t f, const msgpack_object *o, s_value_t *v,
 static s_field_t s_field_by_name(const char *key, size_t len)
 {
     for (s_field_t f = 0; f < S_F_COUNT; f++)
-        if (strlen(s_specs[f].name) == len && !memcmp(s_specs[f].name, key, len))
+        if (strlen(s_specs[f].name) == len &&
+            !memcmp(s_specs[f].name, key, len))
             return f;
     return S_F_COUNT;
 }
@@ -611,7 +614,8 @@ static s_field_t s_field_by_name(const char *key, size_t len)
 static proto_kind_t s_kind_by_name(const char *name, size_t len)
 {
     for (proto_kind_t k = S_KIND_FIRST; k <= S_KIND_LAST; k++)
-        if (strlen(s_kinds[k].name) == len && !memcmp(s_kinds[k].name, name, len))
+        if (strlen(s_kinds[k].name) == len &&
+            !memcmp(s_kinds[k].name, name, len))
             return k;
     return 0;
 }
@@ -624,8 +628,8 @@ static bool s_read(s_field_t f, const msgpack_object *o, s_value_t *v,
 }
 
 /* Validate the unpacked top-level object and fill *out. */
-static bool s_decode_map(const msgpack_object *top, proto_msg_t *out,
-                         char *err, size_t errlen)
+static bool s_decode_map(const msgpack_object *top, proto_msg_t *out, char *err,
+                         size_t errlen)
 {
     char q[S_QUOTE_MAX + 1];
     if (top->type != MSGPACK_OBJECT_MAP)
@@ -736,8 +740,7 @@ bool proto_socket_setup(void *socket, bool is_router)
     int linger = 0;
     int64_t max_size = PROTO_MAX_FRAME;
     int mandatory = 1;
-    return s_setopt(socket, ZMQ_LINGER, "ZMQ_LINGER", &linger,
-                    sizeof linger) &&
+    return s_setopt(socket, ZMQ_LINGER, "ZMQ_LINGER", &linger, sizeof linger) &&
            s_setopt(socket, ZMQ_MAXMSGSIZE, "ZMQ_MAXMSGSIZE", &max_size,
                     sizeof max_size) &&
            (!is_router ||
@@ -777,11 +780,14 @@ bool proto_send(void *socket, const void *peer, size_t peer_len,
         return false;
     }
     bool ok = true;
-    if (peer && zmq_send(socket, peer, peer_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+    if (peer &&
+        zmq_send(socket, peer, peer_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
         ok = s_send_failed(msg, who);
     if (ok && zmq_send(socket, buf, len, ZMQ_DONTWAIT) < 0)
         ok = s_send_failed(msg, who);
+    int e = errno;
     free(buf);
+    errno = e;
     return ok;
 }
 
@@ -814,7 +820,8 @@ bool proto_recv(void *socket, void *peer_out, size_t peer_cap,
         zmq_msg_t *frame = got < want ? &frames[got] : &spare;
         if (!s_recv_frame(socket, frame, got == 0)) {
             int e = errno;
-            for (size_t i = 0; i < got; i++) zmq_msg_close(&frames[i]);
+            for (size_t i = 0; i < got; i++)
+                zmq_msg_close(&frames[i]);
             errno = e;
             return false;
         }
@@ -830,8 +837,8 @@ bool proto_recv(void *socket, void *peer_out, size_t peer_cap,
     char who[PROTO_PEER_TEXT] = "the router";
     char err[PROTO_ERR_LEN] = "";
     if (peer_out)
-        proto_peer_text(zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]),
-                        who, sizeof who);
+        proto_peer_text(zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]), who,
+                        sizeof who);
     bool ok;
     if (got < want || extra > 0) {
         ok = s_fail(err, sizeof err, "%zu frames, expected %zu", got + extra,
@@ -848,7 +855,8 @@ bool proto_recv(void *socket, void *peer_out, size_t peer_cap,
         memcpy(peer_out, zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]));
         if (peer_len_out) *peer_len_out = zmq_msg_size(&frames[0]);
     }
-    for (size_t i = 0; i < got; i++) zmq_msg_close(&frames[i]);
+    for (size_t i = 0; i < got; i++)
+        zmq_msg_close(&frames[i]);
     if (!ok) {
         log_warn("dropping malformed message from %s: %s", who, err);
         errno = EPROTO;

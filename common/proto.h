@@ -12,29 +12,33 @@
 
 /* Size limits. A frame larger than PROTO_MAX_FRAME is refused by ZeroMQ
  * itself (ZMQ_MAXMSGSIZE) and by proto_decode. */
-#define PROTO_MAX_FRAME (4 * 1024 * 1024)
-#define PROTO_MAX_SQL (1024 * 1024)  /* source_sql, target_sql */
-#define PROTO_MAX_MESSAGE 4096       /* an error message */
-#define PROTO_MAX_ID 64              /* worker id, snapshot id */
+#define PROTO_MAX_FRAME    (4 * 1024 * 1024)
+#define PROTO_MAX_SQL      (1024 * 1024) /* source_sql, target_sql */
+#define PROTO_MAX_MESSAGE  4096          /* an error message */
+#define PROTO_MAX_ID       64            /* worker id, snapshot id */
 #define PROTO_SQLSTATE_LEN 5
-#define PROTO_MAX_FIELDS 16          /* keys in one message map */
+#define PROTO_MAX_FIELDS   16  /* keys in one message map */
+#define PROTO_MAX_DEPTH    1   /* container nesting: the top map only */
+#define PROTO_MAX_PEER     255 /* bytes in a ZeroMQ routing id */
+#define PROTO_PEER_TEXT    (2 * PROTO_MAX_PEER + 3) /* proto_peer_text buffer */
+#define PROTO_ERR_LEN      256 /* a proto_decode reason buffer */
 
 /* Field names on the wire. */
-#define PROTO_F_TYPE "type"
-#define PROTO_F_VERSION "version"
-#define PROTO_F_WORKER "worker"
-#define PROTO_F_PID "pid"
-#define PROTO_F_CHUNK "chunk_id"
-#define PROTO_F_ATTEMPT "attempt"
-#define PROTO_F_SNAPSHOT "snapshot"
+#define PROTO_F_TYPE       "type"
+#define PROTO_F_VERSION    "version"
+#define PROTO_F_WORKER     "worker"
+#define PROTO_F_PID        "pid"
+#define PROTO_F_CHUNK      "chunk_id"
+#define PROTO_F_ATTEMPT    "attempt"
+#define PROTO_F_SNAPSHOT   "snapshot"
 #define PROTO_F_SOURCE_SQL "source_sql"
 #define PROTO_F_TARGET_SQL "target_sql"
-#define PROTO_F_ROWS "rows"
-#define PROTO_F_BYTES "bytes"
-#define PROTO_F_SIDE "side"
-#define PROTO_F_SQLSTATE "sqlstate"
-#define PROTO_F_CONN_BAD "conn_bad"
-#define PROTO_F_MESSAGE "message"
+#define PROTO_F_ROWS       "rows"
+#define PROTO_F_BYTES      "bytes"
+#define PROTO_F_SIDE       "side"
+#define PROTO_F_SQLSTATE   "sqlstate"
+#define PROTO_F_CONN_BAD   "conn_bad"
+#define PROTO_F_MESSAGE    "message"
 
 /* Message kinds; the wire carries the name ("ready", "assign", ...). */
 typedef enum {
@@ -60,27 +64,33 @@ typedef enum {
  * meaningful. source_sql, target_sql and message are heap strings owned by
  * the message (proto_msg_clear frees them). */
 typedef struct {
-    proto_kind_t kind;                  /* message kind */
-    char worker[PROTO_MAX_ID + 1];      /* ready: worker's routing id */
-    int64_t pid;                        /* ready: worker's process id */
-    int64_t chunk_id;                   /* assign..failed: chunk id (>= 0) */
-    int32_t attempt;                    /* assign..failed: attempt (>= 1) */
-    char snapshot[PROTO_MAX_ID + 1];    /* assign: exported snapshot id */
-    char *source_sql;                   /* assign: COPY (...) TO STDOUT */
-    char *target_sql;                   /* assign: COPY ... FROM STDIN */
-    int64_t rows;                       /* progress/done: rows (>= 0) */
-    int64_t bytes;                      /* progress/done: bytes (>= 0) */
-    proto_side_t side;                  /* failed: which database */
+    proto_kind_t kind;                     /* message kind */
+    char worker[PROTO_MAX_ID + 1];         /* ready: worker's routing id */
+    int64_t pid;                           /* ready: worker's process id */
+    int64_t chunk_id;                      /* assign..failed: chunk id (>= 0) */
+    int32_t attempt;                       /* assign..failed: attempt (>= 1) */
+    char snapshot[PROTO_MAX_ID + 1];       /* assign: exported snapshot id */
+    char *source_sql;                      /* assign: COPY (...) TO STDOUT */
+    char *target_sql;                      /* assign: COPY ... FROM STDIN */
+    int64_t rows;                          /* progress/done: rows (>= 0) */
+    int64_t bytes;                         /* progress/done: bytes (>= 0) */
+    proto_side_t side;                     /* failed: which database */
     char sqlstate[PROTO_SQLSTATE_LEN + 1]; /* failed: "" when none */
-    bool conn_bad;                      /* failed: connection was lost */
-    char *message;                      /* failed: one-line error text */
+    bool conn_bad;                         /* failed: connection was lost */
+    char *message;                         /* failed: one-line error text */
 } proto_msg_t;
 
 /* The wire name of a kind ("ready", ...), or "unknown". */
 const char *proto_kind_name(proto_kind_t kind);
 
-/* Encode msg as one msgpack map into a malloc'd buffer (*buf_out, *len_out).
- * Fails (logged) when a field of the kind is missing or over its limit. */
+/* Encode msg as one msgpack map into a malloc'd buffer (*buf_out, *len_out;
+ * the caller frees it with free()).
+ * Fails (logged) when a field of the kind is missing or over its limit.
+ * Limits, checked on encode and decode alike: worker 1..PROTO_MAX_ID and
+ * snapshot 0..PROTO_MAX_ID printable ASCII without spaces; source_sql and
+ * target_sql 1..PROTO_MAX_SQL, message 0..PROTO_MAX_MESSAGE bytes without
+ * NUL; sqlstate "" or 5 of [0-9A-Z]; pid > 0, chunk_id >= 0, attempt >= 1,
+ * rows/bytes >= 0, side 0..2. */
 bool proto_encode(const proto_msg_t *msg, char **buf_out, size_t *len_out)
     __attribute__((warn_unused_result));
 
@@ -94,6 +104,11 @@ bool proto_decode(const void *buf, size_t len, proto_msg_t *out, char *err,
 
 /* Free the heap strings of msg and zero it. Accepts NULL. */
 void proto_msg_clear(proto_msg_t *msg);
+
+/* Write a ZeroMQ routing id (binary) into dst (size n, PROTO_PEER_TEXT is
+ * always enough) for logging: as is when all printable, else "0x" + hex.
+ * Returns dst. */
+const char *proto_peer_text(const void *peer, size_t len, char *dst, size_t n);
 
 /* Set the socket options every mapper socket gets: ZMQ_LINGER 0,
  * ZMQ_MAXMSGSIZE PROTO_MAX_FRAME; on a ROUTER also ZMQ_ROUTER_MANDATORY. */
@@ -110,7 +125,8 @@ bool proto_send(void *socket, const void *peer, size_t peer_len,
  * first frame is the sender's routing id, copied into peer_out (capacity
  * peer_cap, length in *peer_len_out). Returns false when nothing is waiting
  * (errno EAGAIN) or when the message was malformed (logged with the peer,
- * and dropped; all its frames are consumed). */
+ * and dropped; all its frames are consumed; errno EPROTO), so a drain loop
+ * stops on errno == EAGAIN only. */
 bool proto_recv(void *socket, void *peer_out, size_t peer_cap,
                 size_t *peer_len_out, proto_msg_t *out)
     __attribute__((warn_unused_result));

@@ -19,7 +19,7 @@
 
 /* Workers that die before saying ready, in a row, before we give up. */
 #define DISPATCH_MAX_EARLY_DEATHS 8
-#define DISPATCH_ID_LEN 32
+#define DISPATCH_ID_LEN           32
 
 typedef enum {
     S_PENDING, /* not yet run, or waiting for its retry time */
@@ -29,20 +29,20 @@ typedef enum {
 } s_state_t;
 
 typedef struct {
-    s_state_t state;       /* where the chunk is */
-    int attempts;          /* attempts started */
-    double not_before;     /* monotonic time its next attempt may start */
-    int worker;            /* index of the worker holding it, or -1 */
-    int64_t rows;          /* rows committed (or reported in flight) */
-    int64_t bytes;         /* bytes likewise */
-    pgutil_error_t error;  /* last error */
+    s_state_t state;      /* where the chunk is */
+    int attempts;         /* attempts started */
+    double not_before;    /* monotonic time its next attempt may start */
+    int worker;           /* index of the worker holding it, or -1 */
+    int64_t rows;         /* rows committed (or reported in flight) */
+    int64_t bytes;        /* bytes likewise */
+    pgutil_error_t error; /* last error */
 } s_chunk_t;
 
 typedef struct {
-    pid_t pid;                  /* process id, 0 when reaped */
-    char id[DISPATCH_ID_LEN];   /* routing id */
-    bool ready;                 /* said ready */
-    int64_t chunk;              /* chunk held, or -1 */
+    pid_t pid;                /* process id, 0 when reaped */
+    char id[DISPATCH_ID_LEN]; /* routing id */
+    bool ready;               /* said ready */
+    int64_t chunk;            /* chunk held, or -1 */
 } s_worker_t;
 
 typedef struct {
@@ -413,7 +413,8 @@ bool dispatch_run(const dispatch_config_t *cfg, mapper_result *out)
         snprintf(out->error, sizeof out->error, "out of memory");
         return false;
     }
-    for (size_t i = 0; i < l.nchunks; i++) l.chunks[i].worker = -1;
+    for (size_t i = 0; i < l.nchunks; i++)
+        l.chunks[i].worker = -1;
     bool ok = true;
     while (l.unfinished > 0 && !l.stopping) {
         if (!s_top_up(&l)) {

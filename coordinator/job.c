@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -31,7 +32,7 @@ static void s_on_signal(int sig)
     int saved = errno;
     char c = sig == SIGCHLD ? 'C' : 'T';
     if (sig != SIGCHLD && ++s_stop_signals >= 2)
-        _exit(MAPPER_EXIT_INTERRUPTED); /* second ^C: workers die with us */
+        _exit(MAPPER_EXIT_INTERRUPTED);  /* second ^C: workers die with us */
     if (write(s_sigpipe_w, &c, 1) < 0) { /* pipe full: a byte is pending */
     }
     errno = saved;
@@ -145,8 +146,8 @@ static bool s_export_snapshot(PGconn *src, char *id, size_t n,
         res = pgutil_query(src, "SELECT pg_export_snapshot()", 0, NULL,
                            PROTO_SIDE_SOURCE, &err);
     if (!res) {
-        s_fail(out, MAPPER_EXIT_CANNOT_RUN, "source: cannot export a snapshot: %s",
-               err.message);
+        s_fail(out, MAPPER_EXIT_CANNOT_RUN,
+               "source: cannot export a snapshot: %s", err.message);
         return false;
     }
     snprintf(id, n, "%s", PQgetvalue(res, 0, 0));
@@ -157,7 +158,8 @@ static bool s_export_snapshot(PGconn *src, char *id, size_t n,
 static bool s_plan(PGconn *src, const schema_t *s, int64_t chunk_size,
                    plan_t *plan)
 {
-    if (s->qsplit) return plan_keyset_pg(src, s->qsource, s->qsplit, chunk_size, plan);
+    if (s->qsplit)
+        return plan_keyset_pg(src, s->qsource, s->qsplit, chunk_size, plan);
     if (s->relkind == 'r' || s->relkind == 'm') {
         double rpp = s->pages > 0 && s->reltuples > 0
                          ? s->reltuples / (double)s->pages
@@ -168,21 +170,23 @@ static bool s_plan(PGconn *src, const schema_t *s, int64_t chunk_size,
 }
 
 typedef struct {
-    PGconn *src, *dst;    /* the coordinator's sessions */
-    schema_t schema;      /* tables and columns */
-    plan_t plan;          /* chunks */
-    char snapshot[64];    /* exported snapshot id */
-    char dir[256];        /* private directory for the ipc socket */
-    char endpoint[300];   /* ipc:// endpoint */
-    void *zctx, *router;  /* ZeroMQ */
-    spawn_t spawn;        /* worker start-up */
+    PGconn *src, *dst;   /* the coordinator's sessions */
+    schema_t schema;     /* tables and columns */
+    plan_t plan;         /* chunks */
+    char snapshot[64];   /* exported snapshot id */
+    char dir[256];       /* private directory for the ipc socket */
+    char endpoint[300];  /* ipc:// endpoint */
+    void *zctx, *router; /* ZeroMQ */
+    spawn_t spawn;       /* worker start-up */
 } s_job_t;
 
 static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
                      const char *source, const char *target, mapper_result *out)
 {
-    if (!(j->src = s_connect(source, PROTO_SIDE_SOURCE, out))) return out->exit_code;
-    if (!(j->dst = s_connect(target, PROTO_SIDE_TARGET, out))) return out->exit_code;
+    if (!(j->src = s_connect(source, PROTO_SIDE_SOURCE, out)))
+        return out->exit_code;
+    if (!(j->dst = s_connect(target, PROTO_SIDE_TARGET, out)))
+        return out->exit_code;
     if (!s_export_snapshot(j->src, j->snapshot, sizeof j->snapshot, out))
         return out->exit_code;
     bool usage = false;
@@ -193,25 +197,31 @@ static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
                       "%s", err);
     double t0 = s_now();
     if (!s_plan(j->src, &j->schema, spec->chunk_size, &j->plan))
-        return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "planning the chunks failed");
+        return s_fail(out, MAPPER_EXIT_CANNOT_RUN,
+                      "planning the chunks failed");
+    out->planning_s = s_now() - t0;
     log_info("planned %zu chunks (%s%s, about %" PRId64 " rows) in %.2f s, "
              "%s COPY",
-             j->plan.n, j->schema.qsplit ? "key ranges on " : "ctid page ranges",
+             j->plan.n,
+             j->schema.qsplit ? "key ranges on " : "ctid page ranges",
              j->schema.qsplit ? j->schema.qsplit : "", j->plan.est_rows,
-             s_now() - t0, j->schema.binary ? "binary" : "text");
+             out->planning_s, j->schema.binary ? "binary" : "text");
 
     char perr[512];
     char *bin = spawn_find_worker(spec->worker_bin, perr, sizeof perr);
     if (!bin) return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "%s", perr);
     const char *tmp = getenv("TMPDIR");
-    snprintf(j->dir, sizeof j->dir, "%s/mapper-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    snprintf(j->dir, sizeof j->dir, "%s/mapper-XXXXXX",
+             tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(j->dir)) {
         j->dir[0] = '\0';
         free(bin);
-        return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "cannot create a directory in %s: %s",
+        return s_fail(out, MAPPER_EXIT_CANNOT_RUN,
+                      "cannot create a directory in %s: %s",
                       tmp && *tmp ? tmp : "/tmp", strerror(errno));
     }
-    snprintf(j->endpoint, sizeof j->endpoint, "ipc://%s/" JOB_SOCKET_NAME, j->dir);
+    snprintf(j->endpoint, sizeof j->endpoint, "ipc://%s/" JOB_SOCKET_NAME,
+             j->dir);
     j->zctx = zmq_ctx_new();
     j->router = j->zctx ? zmq_socket(j->zctx, ZMQ_ROUTER) : NULL;
     if (!j->router || !proto_socket_setup(j->router, true) ||
@@ -244,18 +254,39 @@ static void s_cleanup(s_job_t *j)
     PQfinish(j->dst);
 }
 
+static double s_cpu(const struct rusage *u)
+{
+    return (double)(u->ru_utime.tv_sec + u->ru_stime.tv_sec) +
+           (double)(u->ru_utime.tv_usec + u->ru_stime.tv_usec) / 1e6;
+}
+
+/* Resource figures; children are counted once reaped (all are, by now). */
+static void s_resources(mapper_result *out)
+{
+    struct rusage self, kids;
+    getrusage(RUSAGE_SELF, &self);
+    getrusage(RUSAGE_CHILDREN, &kids);
+    out->coord_max_rss_kb = self.ru_maxrss;
+    out->worker_max_rss_kb = kids.ru_maxrss;
+    out->coord_cpu_s = s_cpu(&self);
+    out->workers_cpu_s = s_cpu(&kids);
+}
+
 int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
 {
     memset(out, 0, sizeof *out);
     if (s_validate(spec, out) != MAPPER_EXIT_OK) return out->exit_code;
-    const char *source = spec->source ? spec->source : getenv(MAPPER_ENV_SOURCE);
-    const char *target = spec->target ? spec->target : getenv(MAPPER_ENV_TARGET);
+    const char *source =
+        spec->source ? spec->source : getenv(MAPPER_ENV_SOURCE);
+    const char *target =
+        spec->target ? spec->target : getenv(MAPPER_ENV_TARGET);
     double t0 = s_now();
     s_job_t j = {0};
     s_signals_t sig;
     if (!s_signals_install(&sig))
         return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "pipe: %s", strerror(errno));
-    int rc = s_prepare(spec, &j, source ? source : "", target ? target : "", out);
+    int rc =
+        s_prepare(spec, &j, source ? source : "", target ? target : "", out);
     if (rc == MAPPER_EXIT_OK) {
         dispatch_config_t cfg = {.schema = &j.schema,
                                  .plan = &j.plan,
@@ -265,9 +296,12 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
                                  .router = j.router,
                                  .signal_fd = sig.fds[0],
                                  .max_crash_retries = spec->max_crash_retries};
-        if (!dispatch_run(&cfg, out)) rc = MAPPER_EXIT_CANNOT_RUN;
-        else if (out->interrupted) rc = MAPPER_EXIT_INTERRUPTED;
-        else if (out->chunks_failed > 0) rc = MAPPER_EXIT_FAILED;
+        if (!dispatch_run(&cfg, out))
+            rc = MAPPER_EXIT_CANNOT_RUN;
+        else if (out->interrupted)
+            rc = MAPPER_EXIT_INTERRUPTED;
+        else if (out->chunks_failed > 0)
+            rc = MAPPER_EXIT_FAILED;
     }
     s_cleanup(&j);
     s_signals_restore(&sig);
@@ -276,6 +310,7 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
                           ? (double)out->total_rows_successful / out->elapsed_s
                           : 0;
     out->exit_code = rc;
+    s_resources(out);
     return rc;
 }
 

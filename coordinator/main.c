@@ -79,13 +79,15 @@ static void s_scrub(char *arg)
 {
     char *p = strstr(arg, "password=");
     if (p)
-        for (p += strlen("password="); *p && *p != ' '; p++) *p = 'x';
+        for (p += strlen("password="); *p && *p != ' '; p++)
+            *p = 'x';
     char *scheme = strstr(arg, "://");
     if (!scheme) return;
     char *at = strchr(scheme + 3, '@');
     char *colon = strchr(scheme + 3, ':');
     if (at && colon && colon < at)
-        for (p = colon + 1; p < at; p++) *p = 'x';
+        for (p = colon + 1; p < at; p++)
+            *p = 'x';
 }
 
 static bool s_write_json(const char *path, const mapper_result *r)
@@ -103,8 +105,16 @@ static bool s_write_json(const char *path, const mapper_result *r)
     return ok;
 }
 
-enum { OPT_SOURCE = 256, OPT_TARGET, OPT_TABLE, OPT_TARGET_TABLE, OPT_WORKERS,
-       OPT_CHUNK, OPT_SPLIT, OPT_JSON };
+enum {
+    OPT_SOURCE = 256,
+    OPT_TARGET,
+    OPT_TABLE,
+    OPT_TARGET_TABLE,
+    OPT_WORKERS,
+    OPT_CHUNK,
+    OPT_SPLIT,
+    OPT_JSON
+};
 
 int main(int argc, char **argv)
 {
@@ -137,8 +147,10 @@ int main(int argc, char **argv)
         case OPT_TARGET: {
             char *copy = strdup(optarg);
             if (!copy) return MAPPER_EXIT_CANNOT_RUN;
-            if (o == OPT_SOURCE) free(source), source = copy;
-            else free(target), target = copy;
+            if (o == OPT_SOURCE)
+                free(source), source = copy;
+            else
+                free(target), target = copy;
             s_scrub(optarg);
             break;
         }
@@ -198,7 +210,8 @@ int main(int argc, char **argv)
 
     mapper_result r;
     int rc = mapper_job_run(&spec, &r);
-    if (rc == MAPPER_EXIT_USAGE || (rc == MAPPER_EXIT_CANNOT_RUN && r.chunks_total == 0)) {
+    if (rc == MAPPER_EXIT_USAGE ||
+        (rc == MAPPER_EXIT_CANNOT_RUN && r.chunks_total == 0)) {
         log_error("%s", r.error);
     } else {
         if (!quiet) mapper_result_print(&r, stdout);

@@ -27,11 +27,11 @@ typedef struct {
 
 /* One chunk that failed for good. */
 typedef struct {
-    int64_t chunk_id;    /* the chunk */
-    char error[512];     /* one-line error message */
-    char sqlstate[6];    /* "" when none (e.g. a crashed worker) */
-    char side[8];        /* "source", "target" or "worker" */
-    int attempts;        /* attempts made */
+    int64_t chunk_id; /* the chunk */
+    char error[512];  /* one-line error message */
+    char sqlstate[6]; /* "" when none (e.g. a crashed worker) */
+    char side[8];     /* "source", "target" or "worker" */
+    int attempts;     /* attempts made */
 } mapper_chunk_error;
 
 /* The job's result; field names are the seed design's. */
@@ -47,6 +47,11 @@ typedef struct {
     double elapsed_s;                 /* wall time of the job */
     double rows_per_s;                /* successful rows / elapsed */
     int64_t bytes;                    /* COPY bytes committed */
+    double planning_s;                /* time spent planning chunks */
+    int64_t coord_max_rss_kb;         /* coordinator's peak RSS */
+    int64_t worker_max_rss_kb;        /* largest worker's peak RSS */
+    double coord_cpu_s;               /* coordinator's CPU (user + sys) */
+    double workers_cpu_s;             /* all workers' CPU (user + sys) */
     bool interrupted;                 /* stopped by SIGINT/SIGTERM */
     int exit_code;                    /* see MAPPER_EXIT_* in defaults.h */
     char error[1024];                 /* why the job could not run, or "" */

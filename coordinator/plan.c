@@ -63,7 +63,8 @@ bool plan_keyset_walk(plan_step_fn step, void *ctx, int64_t chunk_size,
         if (!n) goto fail;
         n->est_rows = null_rows;
     }
-    for (size_t i = 0; i < out->n; i++) out->est_rows += out->chunks[i].est_rows;
+    for (size_t i = 0; i < out->n; i++)
+        out->est_rows += out->chunks[i].est_rows;
     return true;
 fail:
     plan_free(out);

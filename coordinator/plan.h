@@ -18,13 +18,13 @@ typedef enum {
 } plan_kind_t;
 
 typedef struct {
-    int64_t id;         /* 0..n-1, in key order */
-    plan_kind_t kind;   /* how the range is expressed */
-    bool has_lo;        /* lower bound present */
-    bool has_hi;        /* upper bound present */
-    int64_t lo;         /* inclusive lower key or first page */
-    int64_t hi;         /* exclusive upper key or page */
-    int64_t est_rows;   /* rows expected in the chunk */
+    int64_t id;       /* 0..n-1, in key order */
+    plan_kind_t kind; /* how the range is expressed */
+    bool has_lo;      /* lower bound present */
+    bool has_hi;      /* upper bound present */
+    int64_t lo;       /* inclusive lower key or first page */
+    int64_t hi;       /* exclusive upper key or page */
+    int64_t est_rows; /* rows expected in the chunk */
 } plan_chunk_t;
 
 typedef struct {

@@ -11,13 +11,13 @@
 /* Types with OIDs below this are built in, the same in every database, so
  * binary COPY between them is safe (user types' binary forms embed OIDs). */
 #define SCHEMA_FIRST_USER_OID 16384
-#define SCHEMA_SQL_MAX 256
+#define SCHEMA_SQL_MAX        256
 
 typedef struct {
-    char *name;    /* column name */
-    char *type;    /* type OID as text */
-    char *typmod;  /* typmod as text */
-    bool is_int;   /* int2, int4 or int8 */
+    char *name;   /* column name */
+    char *type;   /* type OID as text */
+    char *typmod; /* typmod as text */
+    bool is_int;  /* int2, int4 or int8 */
 } s_col_t;
 
 typedef struct {
@@ -117,7 +117,8 @@ static bool s_table_load(PGconn *conn, proto_side_t side, const char *name,
     }
     if (PQntuples(res) == 1) t->pk = strdup(PQgetvalue(res, 0, 0));
     PQclear(res);
-    if (!t->cols || !t->qname) return s_fail(err, errlen, side, name, "- out of memory");
+    if (!t->cols || !t->qname)
+        return s_fail(err, errlen, side, name, "- out of memory");
     return true;
 }
 
@@ -141,9 +142,8 @@ static bool s_append(char **buf, size_t *len, const char *s)
 }
 
 bool schema_load(PGconn *src, PGconn *dst, const char *table,
-                 const char *target_table, const char *split_by,
-                 schema_t *out, bool *usage_error_out, char *err,
-                 size_t errlen)
+                 const char *target_table, const char *split_by, schema_t *out,
+                 bool *usage_error_out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     *usage_error_out = false;
@@ -183,7 +183,8 @@ bool schema_load(PGconn *src, PGconn *dst, const char *table,
     if (split_by) {
         const s_col_t *c = s_find(&s, split_by);
         if (!c) {
-            snprintf(err, errlen, "--split-by: source table %s has no column \"%s\"",
+            snprintf(err, errlen,
+                     "--split-by: source table %s has no column \"%s\"",
                      s.qname, split_by);
             *usage_error_out = true;
             goto done;

@@ -25,7 +25,8 @@ static bool s_executable(const char *path)
 char *spawn_find_worker(const char *explicit_path, char *err, size_t errlen)
 {
     const char *env = getenv(MAPPER_ENV_WORKER_BIN);
-    const char *want = explicit_path ? explicit_path : (env && *env ? env : NULL);
+    const char *want =
+        explicit_path ? explicit_path : (env && *env ? env : NULL);
     if (want) {
         if (s_executable(want)) return strdup(want);
         snprintf(err, errlen, "worker binary %s: %s", want, strerror(errno));
@@ -73,7 +74,8 @@ bool spawn_init(spawn_t *s, const char *bin, const char *endpoint,
 {
     memset(s, 0, sizeof *s);
     size_t n = 0;
-    while (environ[n]) n++;
+    while (environ[n])
+        n++;
     s->envp = calloc(n + 3, sizeof *s->envp);
     s->bin = strdup(bin);
     s->endpoint = strdup(endpoint);
@@ -103,8 +105,10 @@ pid_t spawn_worker(const spawn_t *s, const char *id)
 {
     char parent[32];
     snprintf(parent, sizeof parent, "%ld", (long)getpid());
-    char *argv[] = {s->bin,  "--connect", s->endpoint, "--id", (char *)id,
-                    "--parent", parent,   s->verbose ? "-v" : NULL, NULL};
+    char *argv[] = {
+        s->bin,     "--connect", s->endpoint, "--id",
+        (char *)id, "--parent",  parent,      s->verbose ? "-v" : NULL,
+        NULL};
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork();
@@ -127,7 +131,8 @@ pid_t spawn_worker(const spawn_t *s, const char *id)
 void spawn_free(spawn_t *s)
 {
     if (!s) return;
-    for (size_t i = 0; s->envp && s->envp[i]; i++) free(s->envp[i]);
+    for (size_t i = 0; s->envp && s->envp[i]; i++)
+        free(s->envp[i]);
     free(s->envp);
     free(s->bin);
     free(s->endpoint);

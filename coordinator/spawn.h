@@ -8,10 +8,10 @@
 #include <sys/types.h>
 
 typedef struct {
-    char *bin;    /* mapper-worker path */
-    char **envp;  /* environ with MAPPER_SOURCE_URL/TARGET_URL set */
+    char *bin;      /* mapper-worker path */
+    char **envp;    /* environ with MAPPER_SOURCE_URL/TARGET_URL set */
     char *endpoint; /* coordinator's ipc:// endpoint */
-    bool verbose; /* pass -v */
+    bool verbose;   /* pass -v */
 } spawn_t;
 
 /* Find the worker binary: explicit path, $MAPPER_WORKER_BIN, the directory

@@ -8,9 +8,12 @@ static void s_json_string(FILE *out, const char *s)
 {
     fputc('"', out);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(out, "\\%c", *p);
-        else if (*p < 0x20) fprintf(out, "\\u%04x", *p);
-        else fputc(*p, out);
+        if (*p == '"' || *p == '\\')
+            fprintf(out, "\\%c", *p);
+        else if (*p < 0x20)
+            fprintf(out, "\\u%04x", *p);
+        else
+            fputc(*p, out);
     }
     fputc('"', out);
 }
@@ -41,8 +44,9 @@ void mapper_result_print(const mapper_result *r, FILE *out)
         }
     }
     if (r->interrupted)
-        fprintf(out, "\ninterrupted: %" PRId64 " of %" PRId64
-                     " chunks were not finished\n",
+        fprintf(out,
+                "\ninterrupted: %" PRId64 " of %" PRId64
+                " chunks were not finished\n",
                 r->chunks_total - r->chunks_succeeded - r->chunks_failed,
                 r->chunks_total);
     if (r->error[0]) fprintf(out, "\nerror: %s\n", r->error);
@@ -62,8 +66,16 @@ bool mapper_result_write_json(const mapper_result *r, FILE *out)
             r->total_rows_failed, r->chunks_total, r->chunks_succeeded,
             r->chunks_failed, r->elapsed_s, r->rows_per_s, r->bytes,
             r->interrupted ? "true" : "false", r->exit_code);
-    if (r->error[0]) s_json_string(out, r->error);
-    else fputs("null", out);
+    if (r->error[0])
+        s_json_string(out, r->error);
+    else
+        fputs("null", out);
+    fprintf(out,
+            ", \"planning_s\": %.3f, \"coord_max_rss_kb\": %" PRId64
+            ", \"worker_max_rss_kb\": %" PRId64
+            ", \"coord_cpu_s\": %.3f, \"workers_cpu_s\": %.3f",
+            r->planning_s, r->coord_max_rss_kb, r->worker_max_rss_kb,
+            r->coord_cpu_s, r->workers_cpu_s);
     fputs(", \"chunk_errors\": [", out);
     for (size_t i = 0; i < r->n_chunk_errors; i++) {
         const mapper_chunk_error *e = &r->chunk_errors[i];
@@ -71,8 +83,10 @@ bool mapper_result_write_json(const mapper_result *r, FILE *out)
                 e->chunk_id);
         s_json_string(out, e->error);
         fputs(", \"sqlstate\": ", out);
-        if (e->sqlstate[0]) s_json_string(out, e->sqlstate);
-        else fputs("null", out);
+        if (e->sqlstate[0])
+            s_json_string(out, e->sqlstate);
+        else
+            fputs("null", out);
         fputs(", \"side\": ", out);
         s_json_string(out, e->side);
         fprintf(out, ", \"attempts\": %d}", e->attempts);

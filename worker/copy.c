@@ -69,7 +69,8 @@ static bool s_result(PGconn *conn, ExecStatusType want, proto_side_t side,
     bool ok = PQresultStatus(res) == want;
     if (!ok) pgutil_capture(conn, res, side, err);
     PQclear(res);
-    while ((res = PQgetResult(conn))) PQclear(res);
+    while ((res = PQgetResult(conn)))
+        PQclear(res);
     return ok;
 }
 
@@ -110,8 +111,7 @@ static bool s_start(copy_conns_t *c, const copy_job_t *job, bool *binary_out,
     return ok;
 }
 
-static bool s_put(PGconn *dst, const char *buf, size_t len,
-                  pgutil_error_t *err)
+static bool s_put(PGconn *dst, const char *buf, size_t len, pgutil_error_t *err)
 {
     if (len == 0 || PQputCopyData(dst, buf, (int)len) == 1) return true;
     pgutil_capture(dst, NULL, PROTO_SIDE_TARGET, err);
@@ -163,7 +163,8 @@ static copy_status_t s_stream(copy_conns_t *c, copy_tick_fn tick, void *arg,
         }
         rows++;
         bytes += n;
-        if (rows >= next_tick_rows || (rows % 256 == 0 && s_now_ms() >= next_tick_ms)) {
+        if (rows >= next_tick_rows ||
+            (rows % 256 == 0 && s_now_ms() >= next_tick_ms)) {
             copy_fault("mid-copy", job->chunk_id, job->attempt);
             if (!tick(arg, rows, bytes)) {
                 st = COPY_ABORTED;

@@ -27,9 +27,9 @@ static void s_on_signal(int sig)
 }
 
 typedef struct {
-    void *sock;        /* DEALER to the coordinator */
-    int64_t chunk_id;  /* chunk being copied */
-    int32_t attempt;   /* its attempt */
+    void *sock;       /* DEALER to the coordinator */
+    int64_t chunk_id; /* chunk being copied */
+    int32_t attempt;  /* its attempt */
 } s_worker_t;
 
 static void s_usage(FILE *out)
@@ -47,9 +47,11 @@ static bool s_should_stop(s_worker_t *w)
 {
     proto_msg_t msg;
     while (!s_stop && proto_recv(w->sock, NULL, 0, NULL, &msg)) {
-        if (msg.kind == PROTO_STOP) s_stop = 1;
-        else log_warn("chunk %" PRId64 ": ignoring %s while copying",
-                      w->chunk_id, proto_kind_name(msg.kind));
+        if (msg.kind == PROTO_STOP)
+            s_stop = 1;
+        else
+            log_warn("chunk %" PRId64 ": ignoring %s while copying",
+                     w->chunk_id, proto_kind_name(msg.kind));
         proto_msg_clear(&msg);
     }
     return s_stop;
@@ -89,8 +91,8 @@ static void s_run_chunk(s_worker_t *w, copy_conns_t *conns,
         r.side = err.side;
         memcpy(r.sqlstate, err.sqlstate, sizeof r.sqlstate);
         r.conn_bad = err.conn_bad;
-        r.message = st == COPY_ABORTED ? "aborted: worker asked to stop"
-                                       : err.message;
+        r.message =
+            st == COPY_ABORTED ? "aborted: worker asked to stop" : err.message;
         if (st == COPY_FAILED)
             log_warn("chunk %" PRId64 " attempt %d: %s: %s%s%s", a->chunk_id,
                      a->attempt, pgutil_side_name(err.side), err.sqlstate,
@@ -154,7 +156,8 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
 
-    const char *src = getenv(MAPPER_ENV_SOURCE), *dst = getenv(MAPPER_ENV_TARGET);
+    const char *src = getenv(MAPPER_ENV_SOURCE),
+               *dst = getenv(MAPPER_ENV_TARGET);
     copy_conns_t conns = {src ? src : "", dst ? dst : "", NULL, NULL};
     void *ctx = zmq_ctx_new();
     s_worker_t w = {zmq_socket(ctx, ZMQ_DEALER), -1, 0};
@@ -179,8 +182,10 @@ int main(int argc, char **argv)
         }
         proto_msg_t msg;
         while (!s_stop && proto_recv(w.sock, NULL, 0, NULL, &msg)) {
-            if (msg.kind == PROTO_ASSIGN) s_run_chunk(&w, &conns, &msg);
-            else if (msg.kind == PROTO_STOP) s_stop = 1;
+            if (msg.kind == PROTO_ASSIGN)
+                s_run_chunk(&w, &conns, &msg);
+            else if (msg.kind == PROTO_STOP)
+                s_stop = 1;
             else if (msg.kind != PROTO_HEARTBEAT)
                 log_warn("ignoring unexpected %s", proto_kind_name(msg.kind));
             proto_msg_clear(&msg);
