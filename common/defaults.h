@@ -14,8 +14,13 @@
 
 #define MAPPER_DEFAULT_CHUNK_SIZE 50000
 #define MAPPER_MAX_WORKERS        1024
-/* A crashed worker's chunk is re-run this many times (core policy). */
-#define MAPPER_CRASH_RETRIES 3
+/* Outages: this many connection failures in a row on one database, from
+ * different chunks, pause dispatching to probe it; the job gives up after
+ * the outage timeout. Probes back off from the first delay to the cap. */
+#define MAPPER_OUTAGE_STREAK      3
+#define MAPPER_OUTAGE_TIMEOUT_S   300.0
+#define MAPPER_OUTAGE_PROBE_MIN_S 0.5
+#define MAPPER_OUTAGE_PROBE_MAX_S 5.0
 
 /* libpq session settings for every connection we open. */
 #define MAPPER_CONNECT_TIMEOUT_S     "10"

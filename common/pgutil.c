@@ -20,6 +20,14 @@ const char *pgutil_side_name(proto_side_t side)
     }
 }
 
+bool pgutil_ping(const char *conninfo)
+{
+    const char *keys[] = {"connect_timeout", "dbname", NULL};
+    const char *vals[] = {MAPPER_CONNECT_TIMEOUT_S, conninfo ? conninfo : "",
+                          NULL};
+    return PQpingParams(keys, vals, 1) == PQPING_OK;
+}
+
 PGconn *pgutil_connect(const char *conninfo, proto_side_t side,
                        const char *app_name, pgutil_error_t *err)
 {

@@ -44,6 +44,10 @@ PGresult *pgutil_query(PGconn *conn, const char *sql, int nparams,
 /* A malloc'd, quoted identifier ("My Table" -> "\"My Table\""), or NULL. */
 char *pgutil_quote_ident(PGconn *conn, const char *ident);
 
+/* True when the server at conninfo accepts connections (PQping with our
+ * connect timeout). */
+bool pgutil_ping(const char *conninfo);
+
 /* Log err once: "<side>: [SQLSTATE] message" with a context prefix. */
 void pgutil_log_error(const char *context, const pgutil_error_t *err);
 

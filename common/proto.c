@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <msgpack.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,36 +46,61 @@ typedef enum {
     S_C_SQLSTATE /* "" or PROTO_SQLSTATE_LEN of [0-9A-Z] */
 } s_charset_t;
 
-/* A field's name, type and limits (integers: min..max; strings: lengths). */
+/* How proto_msg_t holds a field. */
+typedef enum {
+    S_AT_NONE,  /* type, version: not stored as such */
+    S_AT_I64,   /* int64_t */
+    S_AT_I32,   /* int32_t */
+    S_AT_SIDE,  /* proto_side_t */
+    S_AT_BOOL,  /* bool */
+    S_AT_CHARS, /* char[max + 1], NUL-terminated */
+    S_AT_HEAP,  /* char *, malloc'd */
+} s_store_t;
+
+/* A field's name, type, limits (integers: min..max; strings: lengths) and
+ * where proto_msg_t keeps it. */
 typedef struct {
     const char *name;    /* key on the wire */
     s_type_t type;       /* msgpack type it must have */
     int64_t min;         /* smallest integer, or shortest string */
     int64_t max;         /* largest integer, or longest string */
     s_charset_t charset; /* strings: allowed bytes */
+    s_store_t store;     /* how proto_msg_t holds it */
+    size_t offset;       /* where proto_msg_t holds it */
 } s_spec_t;
 
+#define S_AT(member) offsetof(proto_msg_t, member)
+
 static const s_spec_t s_specs[S_F_COUNT] = {
-    [S_F_TYPE] = {PROTO_F_TYPE, S_T_STR, 1, PROTO_MAX_ID, S_C_ID},
+    [S_F_TYPE] = {PROTO_F_TYPE, S_T_STR, 1, PROTO_MAX_ID, S_C_ID, S_AT_NONE, 0},
     [S_F_VERSION] = {PROTO_F_VERSION, S_T_INT, PROTO_VERSION, PROTO_VERSION,
-                     S_C_TEXT},
-    [S_F_WORKER] = {PROTO_F_WORKER, S_T_STR, 1, PROTO_MAX_ID, S_C_ID},
-    [S_F_PID] = {PROTO_F_PID, S_T_INT, 1, INT64_MAX, S_C_TEXT},
-    [S_F_CHUNK] = {PROTO_F_CHUNK, S_T_INT, 0, INT64_MAX, S_C_TEXT},
-    [S_F_ATTEMPT] = {PROTO_F_ATTEMPT, S_T_INT, 1, INT32_MAX, S_C_TEXT},
-    [S_F_SNAPSHOT] = {PROTO_F_SNAPSHOT, S_T_STR, 0, PROTO_MAX_ID, S_C_ID},
-    [S_F_SOURCE_SQL] = {PROTO_F_SOURCE_SQL, S_T_STR, 1, PROTO_MAX_SQL,
-                        S_C_TEXT},
-    [S_F_TARGET_SQL] = {PROTO_F_TARGET_SQL, S_T_STR, 1, PROTO_MAX_SQL,
-                        S_C_TEXT},
-    [S_F_ROWS] = {PROTO_F_ROWS, S_T_INT, 0, INT64_MAX, S_C_TEXT},
-    [S_F_BYTES] = {PROTO_F_BYTES, S_T_INT, 0, INT64_MAX, S_C_TEXT},
+                     S_C_TEXT, S_AT_NONE, 0},
+    [S_F_WORKER] = {PROTO_F_WORKER, S_T_STR, 1, PROTO_MAX_ID, S_C_ID,
+                    S_AT_CHARS, S_AT(worker)},
+    [S_F_PID] = {PROTO_F_PID, S_T_INT, 1, INT64_MAX, S_C_TEXT, S_AT_I64,
+                 S_AT(pid)},
+    [S_F_CHUNK] = {PROTO_F_CHUNK, S_T_INT, 0, INT64_MAX, S_C_TEXT, S_AT_I64,
+                   S_AT(chunk_id)},
+    [S_F_ATTEMPT] = {PROTO_F_ATTEMPT, S_T_INT, 1, INT32_MAX, S_C_TEXT, S_AT_I32,
+                     S_AT(attempt)},
+    [S_F_SNAPSHOT] = {PROTO_F_SNAPSHOT, S_T_STR, 0, PROTO_MAX_ID, S_C_ID,
+                      S_AT_CHARS, S_AT(snapshot)},
+    [S_F_SOURCE_SQL] = {PROTO_F_SOURCE_SQL, S_T_STR, 1, PROTO_MAX_SQL, S_C_TEXT,
+                        S_AT_HEAP, S_AT(source_sql)},
+    [S_F_TARGET_SQL] = {PROTO_F_TARGET_SQL, S_T_STR, 1, PROTO_MAX_SQL, S_C_TEXT,
+                        S_AT_HEAP, S_AT(target_sql)},
+    [S_F_ROWS] = {PROTO_F_ROWS, S_T_INT, 0, INT64_MAX, S_C_TEXT, S_AT_I64,
+                  S_AT(rows)},
+    [S_F_BYTES] = {PROTO_F_BYTES, S_T_INT, 0, INT64_MAX, S_C_TEXT, S_AT_I64,
+                   S_AT(bytes)},
     [S_F_SIDE] = {PROTO_F_SIDE, S_T_INT, PROTO_SIDE_NONE, PROTO_SIDE_TARGET,
-                  S_C_TEXT},
+                  S_C_TEXT, S_AT_SIDE, S_AT(side)},
     [S_F_SQLSTATE] = {PROTO_F_SQLSTATE, S_T_STR, 0, PROTO_SQLSTATE_LEN,
-                      S_C_SQLSTATE},
-    [S_F_CONN_BAD] = {PROTO_F_CONN_BAD, S_T_BOOL, 0, 1, S_C_TEXT},
-    [S_F_MESSAGE] = {PROTO_F_MESSAGE, S_T_STR, 0, PROTO_MAX_MESSAGE, S_C_TEXT},
+                      S_C_SQLSTATE, S_AT_CHARS, S_AT(sqlstate)},
+    [S_F_CONN_BAD] = {PROTO_F_CONN_BAD, S_T_BOOL, 0, 1, S_C_TEXT, S_AT_BOOL,
+                      S_AT(conn_bad)},
+    [S_F_MESSAGE] = {PROTO_F_MESSAGE, S_T_STR, 0, PROTO_MAX_MESSAGE, S_C_TEXT,
+                     S_AT_HEAP, S_AT(message)},
 };
 
 #define S_HEADER       (S_BIT(S_F_TYPE) | S_BIT(S_F_VERSION))
@@ -212,126 +238,65 @@ static bool s_check(s_field_t f, const s_value_t *v, char *err, size_t errlen)
 /* The value of field f in msg, for encoding. */
 static s_value_t s_get(const proto_msg_t *msg, s_field_t f)
 {
+    const s_spec_t *spec = &s_specs[f];
+    const char *at = (const char *)msg + spec->offset;
     s_value_t v = {0};
-    switch (f) {
-    case S_F_TYPE:
-        v.s = proto_kind_name(msg->kind);
+    switch (spec->store) {
+    case S_AT_I64:
+        v.i = *(const int64_t *)at;
         break;
-    case S_F_VERSION:
-        v.i = PROTO_VERSION;
+    case S_AT_I32:
+        v.i = *(const int32_t *)at;
         break;
-    case S_F_WORKER:
-        v.s = msg->worker;
-        v.len = strnlen(msg->worker, sizeof msg->worker);
+    case S_AT_SIDE:
+        v.i = *(const proto_side_t *)at;
         break;
-    case S_F_PID:
-        v.i = msg->pid;
+    case S_AT_BOOL:
+        v.b = *(const bool *)at;
         break;
-    case S_F_CHUNK:
-        v.i = msg->chunk_id;
+    case S_AT_CHARS: /* unterminated: max + 1 bytes, over the limit */
+        v.s = at;
+        v.len = strnlen(at, (size_t)spec->max + 1);
         break;
-    case S_F_ATTEMPT:
-        v.i = msg->attempt;
+    case S_AT_HEAP:
+        v.s = *(char *const *)at;
+        v.len = v.s ? strlen(v.s) : 0;
         break;
-    case S_F_SNAPSHOT:
-        v.s = msg->snapshot;
-        v.len = strnlen(msg->snapshot, sizeof msg->snapshot);
-        break;
-    case S_F_SOURCE_SQL:
-        v.s = msg->source_sql;
-        break;
-    case S_F_TARGET_SQL:
-        v.s = msg->target_sql;
-        break;
-    case S_F_ROWS:
-        v.i = msg->rows;
-        break;
-    case S_F_BYTES:
-        v.i = msg->bytes;
-        break;
-    case S_F_SIDE:
-        v.i = msg->side;
-        break;
-    case S_F_SQLSTATE:
-        v.s = msg->sqlstate;
-        v.len = strnlen(msg->sqlstate, sizeof msg->sqlstate);
-        break;
-    case S_F_CONN_BAD:
-        v.b = msg->conn_bad;
-        break;
-    case S_F_MESSAGE:
-        v.s = msg->message;
-        break;
-    case S_F_COUNT:
+    case S_AT_NONE:
         break;
     }
-    if (s_specs[f].type == S_T_STR && v.s && v.len == 0) v.len = strlen(v.s);
     return v;
 }
 
-/* Copy a checked string into a fixed array of size cap (> len). */
-static void s_copy_fixed(char *dst, size_t cap, const s_value_t *v)
-{
-    assert(v->len < cap);
-    if (v->len) memcpy(dst, v->s, v->len);
-    dst[v->len] = '\0';
-}
-
-/* Copy a checked string into a new heap string. */
-static bool s_copy_heap(char **dst, const s_value_t *v, char *err,
-                        size_t errlen)
-{
-    *dst = malloc(v->len + 1);
-    if (!*dst) return s_fail(err, errlen, "out of memory");
-    if (v->len) memcpy(*dst, v->s, v->len);
-    (*dst)[v->len] = '\0';
-    return true;
-}
-
-/* Store a checked value of field f into msg. */
+/* Store a checked value of field f into msg (strings are copied). */
 static bool s_set(proto_msg_t *msg, s_field_t f, const s_value_t *v, char *err,
                   size_t errlen)
 {
-    switch (f) {
-    case S_F_WORKER:
-        s_copy_fixed(msg->worker, sizeof msg->worker, v);
+    const s_spec_t *spec = &s_specs[f];
+    char *at = (char *)msg + spec->offset;
+    char *copy = at;
+    switch (spec->store) {
+    case S_AT_I64:
+        *(int64_t *)at = v->i;
         return true;
-    case S_F_PID:
-        msg->pid = v->i;
+    case S_AT_I32:
+        *(int32_t *)at = (int32_t)v->i;
         return true;
-    case S_F_CHUNK:
-        msg->chunk_id = v->i;
+    case S_AT_SIDE:
+        *(proto_side_t *)at = (proto_side_t)v->i;
         return true;
-    case S_F_ATTEMPT:
-        msg->attempt = (int32_t)v->i;
+    case S_AT_BOOL:
+        *(bool *)at = v->b;
         return true;
-    case S_F_SNAPSHOT:
-        s_copy_fixed(msg->snapshot, sizeof msg->snapshot, v);
+    case S_AT_HEAP:
+        copy = *(char **)at = malloc(v->len + 1);
+        if (!copy) return s_fail(err, errlen, "out of memory");
+        /* fall through */
+    case S_AT_CHARS:
+        if (v->len) memcpy(copy, v->s, v->len);
+        copy[v->len] = '\0';
         return true;
-    case S_F_SOURCE_SQL:
-        return s_copy_heap(&msg->source_sql, v, err, errlen);
-    case S_F_TARGET_SQL:
-        return s_copy_heap(&msg->target_sql, v, err, errlen);
-    case S_F_ROWS:
-        msg->rows = v->i;
-        return true;
-    case S_F_BYTES:
-        msg->bytes = v->i;
-        return true;
-    case S_F_SIDE:
-        msg->side = (proto_side_t)v->i;
-        return true;
-    case S_F_SQLSTATE:
-        s_copy_fixed(msg->sqlstate, sizeof msg->sqlstate, v);
-        return true;
-    case S_F_CONN_BAD:
-        msg->conn_bad = v->b;
-        return true;
-    case S_F_MESSAGE:
-        return s_copy_heap(&msg->message, v, err, errlen);
-    case S_F_TYPE:
-    case S_F_VERSION:
-    case S_F_COUNT:
+    case S_AT_NONE:
         break;
     }
     return true;
@@ -377,8 +342,8 @@ bool proto_encode(const proto_msg_t *msg, char **buf_out, size_t *len_out)
         log_error("cannot encode message of unknown kind %d", (int)msg->kind);
         return false;
     }
-    uint32_t fields = S_HEADER | s_kinds[msg->kind].fields;
-    uint32_t count = 0;
+    uint32_t fields = s_kinds[msg->kind].fields;
+    uint32_t count = 2; /* type and version */
     for (s_field_t f = 0; f < S_F_COUNT; f++) {
         if (!(fields & S_BIT(f))) continue;
         s_value_t v = s_get(msg, f);
@@ -393,7 +358,12 @@ bool proto_encode(const proto_msg_t *msg, char **buf_out, size_t *len_out)
     msgpack_packer pk;
     msgpack_sbuffer_init(&sbuf);
     msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
+    s_value_t type = {.s = s_kinds[msg->kind].name};
+    s_value_t version = {.i = PROTO_VERSION};
+    type.len = strlen(type.s);
     int rc = msgpack_pack_map(&pk, count); /* sticky: checked once below */
+    rc |= s_pack(&pk, S_F_TYPE, &type);
+    rc |= s_pack(&pk, S_F_VERSION, &version);
     for (s_field_t f = 0; f < S_F_COUNT; f++) {
         if (!(fields & S_BIT(f))) continue;
         s_value_t v = s_get(msg, f);
@@ -424,6 +394,65 @@ static uint64_t s_be(const unsigned char *p, size_t n)
     return v;
 }
 
+/* The layout of the msgpack formats 0xc0..0xdf (the fix* formats and fixint
+ * are decoded from the byte itself). */
+typedef struct {
+    bool valid;        /* false: 0xc1, never used */
+    uint8_t hdr;       /* bytes of the length or count after the format byte */
+    uint8_t skip;      /* fixed bytes after that */
+    bool payload;      /* the length counts more bytes to skip */
+    uint8_t container; /* count is of 1 (array) or 2 (map) objects each */
+} s_format_t;
+
+#define S_FORMAT_BASE 0xc0
+static const s_format_t s_formats[] = {
+    [0xc0 - S_FORMAT_BASE] = {true, 0, 0, false, 0},  /* nil */
+    [0xc1 - S_FORMAT_BASE] = {false, 0, 0, false, 0}, /* never used */
+    [0xc2 - S_FORMAT_BASE] = {true, 0, 0, false, 0},  /* false */
+    [0xc3 - S_FORMAT_BASE] = {true, 0, 0, false, 0},  /* true */
+    [0xc4 - S_FORMAT_BASE] = {true, 1, 0, true, 0},   /* bin 8 */
+    [0xc5 - S_FORMAT_BASE] = {true, 2, 0, true, 0},   /* bin 16 */
+    [0xc6 - S_FORMAT_BASE] = {true, 4, 0, true, 0},   /* bin 32 */
+    [0xc7 - S_FORMAT_BASE] = {true, 1, 1, true, 0},   /* ext 8 (+ type) */
+    [0xc8 - S_FORMAT_BASE] = {true, 2, 1, true, 0},   /* ext 16 */
+    [0xc9 - S_FORMAT_BASE] = {true, 4, 1, true, 0},   /* ext 32 */
+    [0xca - S_FORMAT_BASE] = {true, 0, 4, false, 0},  /* float 32 */
+    [0xcb - S_FORMAT_BASE] = {true, 0, 8, false, 0},  /* float 64 */
+    [0xcc - S_FORMAT_BASE] = {true, 0, 1, false, 0},  /* uint 8 */
+    [0xcd - S_FORMAT_BASE] = {true, 0, 2, false, 0},  /* uint 16 */
+    [0xce - S_FORMAT_BASE] = {true, 0, 4, false, 0},  /* uint 32 */
+    [0xcf - S_FORMAT_BASE] = {true, 0, 8, false, 0},  /* uint 64 */
+    [0xd0 - S_FORMAT_BASE] = {true, 0, 1, false, 0},  /* int 8 */
+    [0xd1 - S_FORMAT_BASE] = {true, 0, 2, false, 0},  /* int 16 */
+    [0xd2 - S_FORMAT_BASE] = {true, 0, 4, false, 0},  /* int 32 */
+    [0xd3 - S_FORMAT_BASE] = {true, 0, 8, false, 0},  /* int 64 */
+    [0xd4 - S_FORMAT_BASE] = {true, 0, 2, false, 0},  /* fixext 1 (+ type) */
+    [0xd5 - S_FORMAT_BASE] = {true, 0, 3, false, 0},  /* fixext 2 */
+    [0xd6 - S_FORMAT_BASE] = {true, 0, 5, false, 0},  /* fixext 4 */
+    [0xd7 - S_FORMAT_BASE] = {true, 0, 9, false, 0},  /* fixext 8 */
+    [0xd8 - S_FORMAT_BASE] = {true, 0, 17, false, 0}, /* fixext 16 */
+    [0xd9 - S_FORMAT_BASE] = {true, 1, 0, true, 0},   /* str 8 */
+    [0xda - S_FORMAT_BASE] = {true, 2, 0, true, 0},   /* str 16 */
+    [0xdb - S_FORMAT_BASE] = {true, 4, 0, true, 0},   /* str 32 */
+    [0xdc - S_FORMAT_BASE] = {true, 2, 0, false, 1},  /* array 16 */
+    [0xdd - S_FORMAT_BASE] = {true, 4, 0, false, 1},  /* array 32 */
+    [0xde - S_FORMAT_BASE] = {true, 2, 0, false, 2},  /* map 16 */
+    [0xdf - S_FORMAT_BASE] = {true, 4, 0, false, 2},  /* map 32 */
+};
+
+/* The layout of the object starting with byte b. */
+static s_format_t s_format(unsigned char b)
+{
+    if (b <= 0x7f || b >= 0xe0) return (s_format_t){.valid = true}; /* fixint */
+    if (b <= 0x8f)
+        return (s_format_t){.valid = true, .container = 2}; /* fixmap */
+    if (b <= 0x9f)
+        return (s_format_t){.valid = true, .container = 1}; /* fixarray */
+    if (b <= 0xbf)
+        return (s_format_t){.valid = true, .skip = b & 0x1f}; /* fixstr */
+    return s_formats[b - S_FORMAT_BASE];
+}
+
 /* Walk one msgpack object at *pos without building it, so that msgpack
  * never sees a container bigger than the frame could hold, more than
  * PROTO_MAX_FIELDS entries, or nesting deeper than PROTO_MAX_DEPTH. */
@@ -432,99 +461,17 @@ static bool s_walk(const unsigned char *p, size_t len, size_t *pos, int depth,
 {
     if (*pos >= len)
         return s_fail(err, errlen, "frame truncated at byte %zu", *pos);
-    size_t at = *pos;
-    unsigned char b = p[(*pos)++];
-    size_t hdr = 0;       /* bytes of the length field after b */
-    uint64_t skip = 0;    /* payload bytes after the length field */
-    bool payload = false; /* the length field counts payload bytes */
-    int container = 0;    /* elements per entry: 1 array, 2 map */
-    uint64_t n = 0;       /* entries (container) */
-
-    if (b <= 0x7f || b >= 0xe0) return true; /* fixint */
-    if (b <= 0x8f) {
-        container = 2, n = b & 0x0f; /* fixmap */
-    } else if (b <= 0x9f) {
-        container = 1, n = b & 0x0f; /* fixarray */
-    } else if (b <= 0xbf) {
-        skip = b & 0x1f; /* fixstr */
-    } else {
-        switch (b) {
-        case 0xc0: /* nil */
-        case 0xc2: /* false */
-        case 0xc3: /* true */
-            return true;
-        case 0xc4: /* bin 8 */
-        case 0xd9: /* str 8 */
-            hdr = 1, payload = true;
-            break;
-        case 0xc5: /* bin 16 */
-        case 0xda: /* str 16 */
-            hdr = 2, payload = true;
-            break;
-        case 0xc6: /* bin 32 */
-        case 0xdb: /* str 32 */
-            hdr = 4, payload = true;
-            break;
-        case 0xc7: /* ext 8: length, type byte, data */
-            hdr = 1, payload = true, skip = 1;
-            break;
-        case 0xc8: /* ext 16 */
-            hdr = 2, payload = true, skip = 1;
-            break;
-        case 0xc9: /* ext 32 */
-            hdr = 4, payload = true, skip = 1;
-            break;
-        case 0xcc: /* uint 8 */
-        case 0xd0: /* int 8 */
-            skip = 1;
-            break;
-        case 0xcd: /* uint 16 */
-        case 0xd1: /* int 16 */
-            skip = 2;
-            break;
-        case 0xca: /* float 32 */
-        case 0xce: /* uint 32 */
-        case 0xd2: /* int 32 */
-            skip = 4;
-            break;
-        case 0xcb: /* float 64 */
-        case 0xcf: /* uint 64 */
-        case 0xd3: /* int 64 */
-            skip = 8;
-            break;
-        case 0xd4: /* fixext 1, 2, 4, 8, 16: type byte and data */
-        case 0xd5:
-        case 0xd6:
-        case 0xd7:
-        case 0xd8:
-            skip = 1 + (1u << (b - 0xd4));
-            break;
-        case 0xdc: /* array 16 */
-            hdr = 2, container = 1;
-            break;
-        case 0xdd: /* array 32 */
-            hdr = 4, container = 1;
-            break;
-        case 0xde: /* map 16 */
-            hdr = 2, container = 2;
-            break;
-        case 0xdf: /* map 32 */
-            hdr = 4, container = 2;
-            break;
-        default: /* 0xc1, never used */
-            return s_fail(err, errlen, "invalid msgpack byte 0x%02x at %zu", b,
-                          at);
-        }
-    }
-    if (len - *pos < hdr)
+    size_t at = (*pos)++;
+    s_format_t fmt = s_format(p[at]);
+    if (!fmt.valid)
+        return s_fail(err, errlen, "invalid msgpack byte 0x%02x at %zu", p[at],
+                      at);
+    if (len - *pos < fmt.hdr)
         return s_fail(err, errlen, "frame truncated at byte %zu", *pos);
-    if (hdr) {
-        uint64_t v = s_be(p + *pos, hdr);
-        *pos += hdr;
-        if (container) n = v;
-        if (payload) skip += v;
-    }
-    if (!container) {
+    uint64_t n = s_be(p + *pos, fmt.hdr); /* count or length */
+    *pos += fmt.hdr;
+    if (!fmt.container) {
+        uint64_t skip = fmt.skip + (fmt.payload ? n : 0);
         if (skip > len - *pos)
             return s_fail(err, errlen,
                           "object at byte %zu announces %llu bytes, only %zu "
@@ -533,7 +480,8 @@ static bool s_walk(const unsigned char *p, size_t len, size_t *pos, int depth,
         *pos += skip;
         return true;
     }
-    if (n * container > len - *pos)
+    if (!fmt.hdr) n = p[at] & 0x0f; /* fixmap, fixarray */
+    if (n * fmt.container > len - *pos)
         return s_fail(err, errlen,
                       "container at byte %zu announces %llu items, only %zu "
                       "bytes left",
@@ -546,7 +494,7 @@ static bool s_walk(const unsigned char *p, size_t len, size_t *pos, int depth,
         return s_fail(err, errlen,
                       "container at byte %zu has %llu entries, at most %d", at,
                       (unsigned long long)n, PROTO_MAX_FIELDS);
-    for (uint64_t i = 0; i < n * container; i++)
+    for (uint64_t i = 0; i < n * fmt.container; i++)
         if (!s_walk(p, len, pos, depth + 1, err, errlen)) return false;
     return true;
 }

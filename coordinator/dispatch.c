@@ -16,6 +16,7 @@
 #include "log.h"
 #include "pgutil.h"
 #include "proto.h"
+#include "retry.h"
 
 /* Workers that die before saying ready, in a row, before we give up. */
 #define DISPATCH_MAX_EARLY_DEATHS 8
@@ -32,6 +33,8 @@ typedef struct {
     s_state_t state;      /* where the chunk is */
     int attempts;         /* attempts started */
     double not_before;    /* monotonic time its next attempt may start */
+    double first_start;   /* monotonic time of its first attempt */
+    const char *class_name; /* retry class of the last error */
     int worker;           /* index of the worker holding it, or -1 */
     int64_t rows;         /* rows committed (or reported in flight) */
     int64_t bytes;        /* bytes likewise */
@@ -45,8 +48,19 @@ typedef struct {
     int64_t chunk;            /* chunk held, or -1 */
 } s_worker_t;
 
+/* A database that stopped answering: dispatching waits while it lasts. */
+typedef struct {
+    int streak;        /* connection failures in a row on this side */
+    bool active;       /* in an outage now */
+    double since;      /* when it began */
+    double next_probe; /* when to PQping next */
+    double probe_wait; /* current probe interval */
+} s_outage_t;
+
 typedef struct {
     const dispatch_config_t *cfg; /* what to run */
+    s_outage_t outage[3];         /* by proto_side_t */
+    retry_rng rng;                /* jitter draws */
     s_chunk_t *chunks;            /* one per plan chunk */
     size_t nchunks;               /* plan->n */
     size_t next_pending;          /* first chunk never started */
@@ -103,28 +117,113 @@ static bool s_send(s_loop_t *l, s_worker_t *w, const proto_msg_t *m)
     return proto_send(l->cfg->router, w->id, strlen(w->id), m);
 }
 
-/* Decide what happens to a chunk whose attempt failed. */
+static bool s_in_outage(const s_loop_t *l)
+{
+    return l->outage[PROTO_SIDE_SOURCE].active ||
+           l->outage[PROTO_SIDE_TARGET].active;
+}
+
+static void s_outage_begin(s_loop_t *l, proto_side_t side, double now)
+{
+    s_outage_t *o = &l->outage[side];
+    o->active = true;
+    o->since = now;
+    o->probe_wait = MAPPER_OUTAGE_PROBE_MIN_S;
+    o->next_probe = now + o->probe_wait;
+    log_warn("%s database unreachable from %d chunks in a row: pausing "
+             "dispatch and probing it (giving up after %.0f s)",
+             pgutil_side_name(side), o->streak, l->cfg->outage_timeout);
+}
+
+/* Decide what happens to a chunk whose attempt failed: retry after a delay
+ * (the retry policy), or fail it for good. A connection failure on a
+ * database known to be in an outage does not use up an attempt. */
 static void s_attempt_failed(s_loop_t *l, size_t ci, bool crashed)
 {
     s_chunk_t *c = &l->chunks[ci];
+    double now = s_now();
     c->state = S_PENDING;
     c->worker = -1;
     c->rows = c->bytes = 0;
-    bool retryable = crashed || c->error.conn_bad;
-    if (retryable && c->attempts <= l->cfg->max_crash_retries) {
-        c->not_before = s_now();
-        log_warn("chunk %zu attempt %d failed (%s: %s%s%s); retrying", ci,
-                 c->attempts, pgutil_side_name(c->error.side),
-                 c->error.sqlstate, c->error.sqlstate[0] ? " " : "",
-                 c->error.message);
+    retry_error e = {.side = c->error.side,
+                     .conn_lost = c->error.conn_bad,
+                     .worker_crashed = crashed};
+    memcpy(e.sqlstate, c->error.sqlstate, sizeof e.sqlstate);
+    retry_verdict v = retry_classify(&e);
+    c->class_name = v.class_name;
+    const char *side = pgutil_side_name(c->error.side);
+    if (retry_is_connection_failure(&e)) {
+        s_outage_t *o = &l->outage[c->error.side];
+        if (!o->active && ++o->streak >= MAPPER_OUTAGE_STREAK)
+            s_outage_begin(l, c->error.side, now);
+        if (o->active) {
+            c->attempts--; /* the outage's fault, not the chunk's */
+            c->not_before = now;
+            log_info("chunk %zu: %s unreachable (outage): will run again "
+                     "when it answers",
+                     ci, side);
+            return;
+        }
+    }
+    retry_decision d = retry_decide_chunk(l->cfg->retry, c->attempts, &v,
+                                          c->first_start, NULL, &l->rng);
+    if (d.retry) {
+        c->not_before = now + d.delay;
+        log_warn("chunk %zu attempt %d failed (%s%s%s, %s: %s); retry in "
+                 "%.2f s",
+                 ci, c->attempts, side, c->error.sqlstate[0] ? " " : "",
+                 c->error.sqlstate, v.class_name, c->error.message, d.delay);
         return;
     }
     c->state = S_FAILED;
     l->unfinished--;
-    log_error("chunk %zu failed after %d attempt%s: %s: %s%s%s", ci,
-              c->attempts, c->attempts == 1 ? "" : "s",
-              pgutil_side_name(c->error.side), c->error.sqlstate,
-              c->error.sqlstate[0] ? " " : "", c->error.message);
+    log_error("chunk %zu failed after %d attempt%s (%s%s%s, %s, %s): %s", ci,
+              c->attempts, c->attempts == 1 ? "" : "s", side,
+              c->error.sqlstate[0] ? " " : "", c->error.sqlstate, v.class_name,
+              retry_reason_name(d.reason), c->error.message);
+}
+
+/* Probe databases in an outage; end the outage when one answers, or end
+ * the job (every undone chunk failed) when it lasted too long. */
+static void s_probe(s_loop_t *l)
+{
+    double now = s_now();
+    for (int side = PROTO_SIDE_SOURCE; side <= PROTO_SIDE_TARGET; side++) {
+        s_outage_t *o = &l->outage[side];
+        if (!o->active || now < o->next_probe) continue;
+        if (pgutil_ping(l->cfg->conninfo[side])) {
+            log_warn("%s database answers again after %.1f s: resuming",
+                     pgutil_side_name((proto_side_t)side), now - o->since);
+            memset(o, 0, sizeof *o);
+            continue;
+        }
+        if (now - o->since > l->cfg->outage_timeout) {
+            log_error("%s database unreachable for more than %.0f s: giving up",
+                      pgutil_side_name((proto_side_t)side),
+                      l->cfg->outage_timeout);
+            for (size_t i = 0; i < l->nchunks; i++) {
+                s_chunk_t *c = &l->chunks[i];
+                if (c->state != S_PENDING && c->state != S_RUNNING) continue;
+                if (c->state == S_RUNNING && c->worker >= 0)
+                    l->workers[c->worker].chunk = -1;
+                memset(&c->error, 0, sizeof c->error);
+                c->error.side = (proto_side_t)side;
+                c->error.conn_bad = true;
+                snprintf(c->error.message, sizeof c->error.message,
+                         "%s database unreachable for more than %.0f s",
+                         pgutil_side_name((proto_side_t)side),
+                         l->cfg->outage_timeout);
+                c->class_name = "outage";
+                c->state = S_FAILED;
+                l->unfinished--;
+            }
+            return;
+        }
+        o->probe_wait *= 2;
+        if (o->probe_wait > MAPPER_OUTAGE_PROBE_MAX_S)
+            o->probe_wait = MAPPER_OUTAGE_PROBE_MAX_S;
+        o->next_probe = now + o->probe_wait;
+    }
 }
 
 /* The next chunk that may start now: retries first, then fresh ones. */
@@ -157,6 +256,7 @@ static void s_assign(s_loop_t *l, s_worker_t *w)
         return;
     }
     c->attempts++;
+    if (c->attempts == 1) c->first_start = s_now();
     m.attempt = c->attempts;
     snprintf(m.snapshot, sizeof m.snapshot, "%s", l->cfg->snapshot);
     c->state = S_RUNNING;
@@ -193,7 +293,7 @@ static void s_on_message(s_loop_t *l, const char *peer, size_t peer_len,
     if (m->kind == PROTO_READY) {
         w->ready = true;
         l->early_deaths = 0;
-        if (!l->stopping) s_assign(l, w);
+        if (!l->stopping && !s_in_outage(l)) s_assign(l, w);
         return;
     }
     if (m->kind != PROTO_PROGRESS && m->kind != PROTO_DONE &&
@@ -218,6 +318,8 @@ static void s_on_message(s_loop_t *l, const char *peer, size_t peer_len,
     if (m->kind == PROTO_DONE) {
         c->state = S_DONE;
         c->worker = -1;
+        l->outage[PROTO_SIDE_SOURCE].streak = 0;
+        l->outage[PROTO_SIDE_TARGET].streak = 0;
         c->rows = m->rows;
         c->bytes = m->bytes;
         l->unfinished--;
@@ -231,7 +333,7 @@ static void s_on_message(s_loop_t *l, const char *peer, size_t peer_len,
                  m->message ? m->message : "");
         s_attempt_failed(l, ci, false);
     }
-    if (!l->stopping) s_assign(l, w);
+    if (!l->stopping && !s_in_outage(l)) s_assign(l, w);
 }
 
 static void s_reap(s_loop_t *l)
@@ -330,6 +432,7 @@ static bool s_top_up(s_loop_t *l)
 /* Hand chunks whose retry time has come to idle workers. */
 static void s_assign_idle(s_loop_t *l)
 {
+    if (s_in_outage(l)) return;
     for (size_t i = 0; i < l->nworkers && !l->stopping; i++) {
         s_worker_t *w = &l->workers[i];
         if (w->pid > 0 && w->ready && w->chunk < 0) s_assign(l, w);
@@ -394,10 +497,13 @@ static void s_fill_result(s_loop_t *l)
             mapper_chunk_error *e = &out->chunk_errors[out->n_chunk_errors++];
             e->chunk_id = (int64_t)i;
             e->attempts = c->attempts;
-            snprintf(e->error, sizeof e->error, "%s", c->error.message);
+            snprintf(e->error, sizeof e->error, "%.*s",
+                     (int)sizeof e->error - 1, c->error.message);
             snprintf(e->sqlstate, sizeof e->sqlstate, "%s", c->error.sqlstate);
             snprintf(e->side, sizeof e->side, "%s",
                      pgutil_side_name(c->error.side));
+            snprintf(e->classification, sizeof e->classification, "%s",
+                     c->class_name ? c->class_name : "other");
         }
     }
     out->total_rows_processed =
@@ -423,6 +529,7 @@ bool dispatch_run(const dispatch_config_t *cfg, mapper_result *out)
         }
         s_assign_idle(&l);
         s_poll(&l, MAPPER_LOOP_TICK_MS);
+        s_probe(&l);
     }
     s_shutdown(&l);
     s_fill_result(&l);

@@ -19,7 +19,9 @@ typedef struct {
     int workers;            /* local workers wanted */
     void *router;           /* bound ROUTER socket */
     int signal_fd;          /* self-pipe read end: 'C' child, 'T' stop */
-    int max_crash_retries;  /* re-runs of a chunk whose worker died */
+    const mapper_retry_config *retry; /* retry policy */
+    double outage_timeout;  /* seconds a database may stay unreachable */
+    const char *conninfo[3]; /* by proto_side_t: for probing in outages */
 } dispatch_config_t;
 
 /* Run every chunk to an end (done or failed for good), or until a stop

@@ -97,7 +97,8 @@ void mapper_job_spec_init(mapper_job_spec *spec)
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     spec->workers = cpus > 0 ? (int)cpus : 1;
     spec->chunk_size = MAPPER_DEFAULT_CHUNK_SIZE;
-    spec->max_crash_retries = MAPPER_CRASH_RETRIES;
+    retry_config_defaults(&spec->retry);
+    spec->outage_timeout = MAPPER_OUTAGE_TIMEOUT_S;
 }
 
 static int s_validate(const mapper_job_spec *spec, mapper_result *out)
@@ -112,8 +113,12 @@ static int s_validate(const mapper_job_spec *spec, mapper_result *out)
         return s_fail(out, MAPPER_EXIT_USAGE,
                       "chunk size must be at least 1, not %" PRId64,
                       spec->chunk_size);
-    if (spec->max_crash_retries < 0)
-        return s_fail(out, MAPPER_EXIT_USAGE, "retries must be >= 0");
+    char err[RETRY_ERR_MAX];
+    if (!retry_config_validate(&spec->retry, err, sizeof err))
+        return s_fail(out, MAPPER_EXIT_USAGE, "%s", err);
+    if (!(spec->outage_timeout > 0))
+        return s_fail(out, MAPPER_EXIT_USAGE,
+                      "outage timeout must be a positive number of seconds");
     return MAPPER_EXIT_OK;
 }
 
@@ -295,7 +300,10 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
                                  .workers = spec->workers,
                                  .router = j.router,
                                  .signal_fd = sig.fds[0],
-                                 .max_crash_retries = spec->max_crash_retries};
+                                 .retry = &spec->retry,
+                                 .outage_timeout = spec->outage_timeout,
+                                 .conninfo = {"", source ? source : "",
+                                              target ? target : ""}};
         if (!dispatch_run(&cfg, out))
             rc = MAPPER_EXIT_CANNOT_RUN;
         else if (out->interrupted)

@@ -39,6 +39,23 @@ static void s_help(FILE *out)
         "                         the single-column integer primary key, else\n"
         "                         ctid page ranges)\n"
         "  --summary-json FILE    also write the result as JSON to FILE\n"
+        "\n"
+        "Retries (a failed chunk runs again when its error is transient:\n"
+        "connection lost, deadlock, serialization, shutdown, a crashed\n"
+        "worker; never for syntax, data, integrity or privilege errors):\n"
+        "  --max-retries N        retries after the first attempt (default 3;\n"
+        "                         env MAPPER_PARALLEL_MAX_RETRIES)\n"
+        "  --initial-delay S      delay before the first retry (default 1.0)\n"
+        "  --max-delay S          cap on any delay (default 60.0)\n"
+        "  --backoff-base X       delay growth per retry (default 2.0)\n"
+        "  --no-jitter            exact delays instead of uniform in [0, d]\n"
+        "  --retry-deadline S     no retry starts later than S seconds after\n"
+        "                         the chunk's first attempt (default: off)\n"
+        "  --no-retry             never retry (env\n"
+        "                         MAPPER_PARALLEL_RETRY_ENABLED=false)\n"
+        "  --outage-timeout S     a database unreachable from several chunks\n"
+        "                         in a row pauses dispatch while it is probed;\n"
+        "                         give up after S seconds (default 300)\n"
         "  -v, --verbose          more log lines (debug)\n"
         "  -q, --quiet            errors only, no summary table\n"
         "  -h, --help             this help\n"
@@ -67,6 +84,20 @@ static bool s_parse_int(const char *opt, const char *s, int64_t min,
         log_error("%s: expected a whole number from %" PRId64 " to %" PRId64
                   ", got '%s'",
                   opt, min, max, s);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* Parse a finite decimal number >= 0. */
+static bool s_parse_seconds(const char *opt, const char *s, double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= 0) || v > 1e9) {
+        log_error("%s: expected a number of seconds >= 0, got '%s'", opt, s);
         return false;
     }
     *out = v;
@@ -113,7 +144,15 @@ enum {
     OPT_WORKERS,
     OPT_CHUNK,
     OPT_SPLIT,
-    OPT_JSON
+    OPT_JSON,
+    OPT_MAX_RETRIES,
+    OPT_INITIAL_DELAY,
+    OPT_MAX_DELAY,
+    OPT_BASE,
+    OPT_NO_JITTER,
+    OPT_NO_RETRY,
+    OPT_DEADLINE,
+    OPT_OUTAGE,
 };
 
 int main(int argc, char **argv)
@@ -133,11 +172,24 @@ int main(int argc, char **argv)
         {"chunk-size", required_argument, 0, OPT_CHUNK},
         {"split-by", required_argument, 0, OPT_SPLIT},
         {"summary-json", required_argument, 0, OPT_JSON},
+        {"max-retries", required_argument, 0, OPT_MAX_RETRIES},
+        {"initial-delay", required_argument, 0, OPT_INITIAL_DELAY},
+        {"max-delay", required_argument, 0, OPT_MAX_DELAY},
+        {"backoff-base", required_argument, 0, OPT_BASE},
+        {"no-jitter", no_argument, 0, OPT_NO_JITTER},
+        {"no-retry", no_argument, 0, OPT_NO_RETRY},
+        {"retry-deadline", required_argument, 0, OPT_DEADLINE},
+        {"outage-timeout", required_argument, 0, OPT_OUTAGE},
         {"verbose", no_argument, 0, 'v'},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0}};
+    char err[RETRY_ERR_MAX];
+    if (!retry_config_from_env(&spec.retry, err, sizeof err)) {
+        log_error("%s", err);
+        return MAPPER_EXIT_USAGE;
+    }
     opterr = 0;
     int o, idx;
     int64_t v;
@@ -175,6 +227,41 @@ int main(int argc, char **argv)
             break;
         case OPT_JSON:
             json = optarg;
+            break;
+        case OPT_MAX_RETRIES:
+            if (!s_parse_int("--max-retries", optarg, 0, 1000, &v))
+                return MAPPER_EXIT_USAGE;
+            spec.retry.max_retries = (int)v;
+            break;
+        case OPT_INITIAL_DELAY:
+            if (!s_parse_seconds("--initial-delay", optarg,
+                                 &spec.retry.initial_delay))
+                return MAPPER_EXIT_USAGE;
+            break;
+        case OPT_MAX_DELAY:
+            if (!s_parse_seconds("--max-delay", optarg, &spec.retry.max_delay))
+                return MAPPER_EXIT_USAGE;
+            break;
+        case OPT_BASE:
+            if (!s_parse_seconds("--backoff-base", optarg,
+                                 &spec.retry.exponential_base))
+                return MAPPER_EXIT_USAGE;
+            break;
+        case OPT_NO_JITTER:
+            spec.retry.jitter = false;
+            break;
+        case OPT_NO_RETRY:
+            spec.retry.enabled = false;
+            break;
+        case OPT_DEADLINE:
+            if (!s_parse_seconds("--retry-deadline", optarg,
+                                 &spec.retry.deadline))
+                return MAPPER_EXIT_USAGE;
+            break;
+        case OPT_OUTAGE:
+            if (!s_parse_seconds("--outage-timeout", optarg,
+                                 &spec.outage_timeout))
+                return MAPPER_EXIT_USAGE;
             break;
         case 'v':
             log_set_level(LOG_DEBUG);

@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "retry.h"
+
 /* What to copy, and how. Fill with mapper_job_spec_init() first. */
 typedef struct {
     const char *source;       /* libpq conninfo/URI; NULL: $MAPPER_SOURCE_URL,
@@ -22,7 +24,9 @@ typedef struct {
     int64_t chunk_size;       /* rows per chunk, a target (>= 1) */
     const char *worker_bin;   /* mapper-worker path; NULL: $MAPPER_WORKER_BIN,
                                  then next to this executable, then $PATH */
-    int max_crash_retries;    /* re-runs of a chunk whose worker died */
+    mapper_retry_config retry; /* retry policy (retry_config_defaults) */
+    double outage_timeout;     /* seconds a database may stay unreachable
+                                  before the job gives up (> 0) */
 } mapper_job_spec;
 
 /* One chunk that failed for good. */
@@ -31,6 +35,7 @@ typedef struct {
     char error[512];  /* one-line error message */
     char sqlstate[6]; /* "" when none (e.g. a crashed worker) */
     char side[8];     /* "source", "target" or "worker" */
+    char classification[16]; /* retry class: "integrity", "connection" */
     int attempts;     /* attempts made */
 } mapper_chunk_error;
 

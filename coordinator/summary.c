@@ -1,6 +1,7 @@
 /* coordinator/summary.c - the job's result as a table and as JSON. */
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "mapper.h"
 
@@ -16,6 +17,29 @@ static void s_json_string(FILE *out, const char *s)
             fputc(*p, out);
     }
     fputc('"', out);
+}
+
+static bool s_same_group(const mapper_chunk_error *a,
+                         const mapper_chunk_error *b)
+{
+    return !strcmp(a->side, b->side) && !strcmp(a->sqlstate, b->sqlstate);
+}
+
+/* True when an earlier error has the same (side, SQLSTATE) as error i. */
+static bool s_seen_before(const mapper_result *r, size_t i)
+{
+    for (size_t j = 0; j < i; j++)
+        if (s_same_group(&r->chunk_errors[j], &r->chunk_errors[i])) return true;
+    return false;
+}
+
+/* How many errors share error i's (side, SQLSTATE). */
+static size_t s_group_count(const mapper_result *r, size_t i)
+{
+    size_t n = 0;
+    for (size_t j = 0; j < r->n_chunk_errors; j++)
+        if (s_same_group(&r->chunk_errors[j], &r->chunk_errors[i])) n++;
+    return n;
 }
 
 void mapper_result_print(const mapper_result *r, FILE *out)
@@ -34,13 +58,21 @@ void mapper_result_print(const mapper_result *r, FILE *out)
             r->total_rows_failed, r->chunks_total, r->chunks_succeeded,
             r->chunks_failed, r->elapsed_s, r->rows_per_s);
     if (r->n_chunk_errors) {
-        fprintf(out, "\nfailed chunks\n  %-8s %-8s %-7s %-8s %s\n", "chunk",
-                "attempts", "side", "sqlstate", "error");
+        fprintf(out, "\nfailed chunks\n  %-8s %-8s %-7s %-8s %-12s %s\n",
+                "chunk", "attempts", "side", "sqlstate", "class", "error");
         for (size_t i = 0; i < r->n_chunk_errors; i++) {
             const mapper_chunk_error *e = &r->chunk_errors[i];
-            fprintf(out, "  %-8" PRId64 " %-8d %-7s %-8s %s\n", e->chunk_id,
-                    e->attempts, e->side, e->sqlstate[0] ? e->sqlstate : "-",
+            fprintf(out, "  %-8" PRId64 " %-8d %-7s %-8s %-12s %s\n",
+                    e->chunk_id, e->attempts, e->side,
+                    e->sqlstate[0] ? e->sqlstate : "-", e->classification,
                     e->error);
+        }
+        fprintf(out, "\nerrors by side and SQLSTATE\n");
+        for (size_t i = 0; i < r->n_chunk_errors; i++) {
+            if (s_seen_before(r, i)) continue;
+            const mapper_chunk_error *e = &r->chunk_errors[i];
+            fprintf(out, "  %-7s %-8s %zu chunk(s)\n", e->side,
+                    e->sqlstate[0] ? e->sqlstate : "-", s_group_count(r, i));
         }
     }
     if (r->interrupted)
@@ -89,7 +121,22 @@ bool mapper_result_write_json(const mapper_result *r, FILE *out)
             fputs("null", out);
         fputs(", \"side\": ", out);
         s_json_string(out, e->side);
+        fputs(", \"classification\": ", out);
+        s_json_string(out, e->classification);
         fprintf(out, ", \"attempts\": %d}", e->attempts);
+    }
+    fputs("], \"error_groups\": [", out);
+    bool first = true;
+    for (size_t i = 0; i < r->n_chunk_errors; i++) {
+        if (s_seen_before(r, i)) continue;
+        const mapper_chunk_error *e = &r->chunk_errors[i];
+        fputs(first ? "{\"side\": " : ", {\"side\": ", out);
+        first = false;
+        s_json_string(out, e->side);
+        fputs(", \"sqlstate\": ", out);
+        if (e->sqlstate[0]) s_json_string(out, e->sqlstate);
+        else fputs("null", out);
+        fprintf(out, ", \"count\": %zu}", s_group_count(r, i));
     }
     fputs("]}\n", out);
     return fflush(out) == 0 && !ferror(out);

@@ -1,6 +1,7 @@
 /* worker/copy.c - stream one chunk from source to target (copy.h). */
 #include "copy.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -18,6 +19,10 @@
     "SET statement_timeout = 0; SET lock_timeout = 0; "                        \
     "SET idle_in_transaction_session_timeout = 0"
 
+/* "pause-POINT:CHUNK" sleeps this long at POINT instead of dying. */
+#define COPY_FAULT_PAUSE "pause-"
+#define COPY_FAULT_PAUSE_S 3
+
 static double s_now_ms(void)
 {
     struct timespec ts;
@@ -29,12 +34,17 @@ void copy_fault(const char *point, int64_t chunk_id, int32_t attempt)
 {
     const char *spec = getenv(MAPPER_ENV_FAULT);
     if (!spec || attempt != 1) return;
+    bool pause = !strncmp(spec, COPY_FAULT_PAUSE, strlen(COPY_FAULT_PAUSE));
+    if (pause) spec += strlen(COPY_FAULT_PAUSE);
     size_t n = strlen(point);
     if (strncmp(spec, point, n) || spec[n] != ':') return;
     if (strtoll(spec + n + 1, NULL, 10) != chunk_id) return;
-    log_warn("chunk %" PRId64 ": fault injection at %s: SIGKILL", chunk_id,
-             point);
-    raise(SIGKILL);
+    log_warn("chunk %" PRId64 ": fault injection at %s: %s", chunk_id, point,
+             pause ? "pausing" : "SIGKILL");
+    if (!pause) raise(SIGKILL);
+    struct timespec ts = {COPY_FAULT_PAUSE_S, 0};
+    while (nanosleep(&ts, &ts) && errno == EINTR) {
+    }
 }
 
 void copy_conns_close(copy_conns_t *conns)
@@ -163,9 +173,9 @@ static copy_status_t s_stream(copy_conns_t *c, copy_tick_fn tick, void *arg,
         }
         rows++;
         bytes += n;
+        if (rows == 2) copy_fault("mid-copy", job->chunk_id, job->attempt);
         if (rows >= next_tick_rows ||
             (rows % 256 == 0 && s_now_ms() >= next_tick_ms)) {
-            copy_fault("mid-copy", job->chunk_id, job->attempt);
             if (!tick(arg, rows, bytes)) {
                 st = COPY_ABORTED;
                 goto out;
