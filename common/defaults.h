@@ -42,10 +42,11 @@
 #define MAPPER_SHUTDOWN_WAIT_MS 5000
 
 /* Environment variables. */
-#define MAPPER_ENV_SOURCE     "MAPPER_SOURCE_URL"
-#define MAPPER_ENV_TARGET     "MAPPER_TARGET_URL"
-#define MAPPER_ENV_WORKER_BIN "MAPPER_WORKER_BIN"
-#define MAPPER_ENV_FAULT      "MAPPER_FAULT"
+#define MAPPER_ENV_SOURCE           "MAPPER_SOURCE_URL"
+#define MAPPER_ENV_TARGET           "MAPPER_TARGET_URL"
+#define MAPPER_ENV_WORKER_BIN       "MAPPER_WORKER_BIN"
+#define MAPPER_ENV_FAULT            "MAPPER_FAULT"
+#define MAPPER_ENV_PROGRESS_ENABLED "MAPPER_PARALLEL_PROGRESS_ENABLED"
 
 /* ---- retry policy (common/retry.h) ---- */
 #define MAPPER_RETRY_ENABLED          true /* retry failed chunks at all */

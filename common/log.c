@@ -56,6 +56,9 @@ void log_write(log_level_t level, const char *fmt, ...)
     strftime(stamp, sizeof stamp, "%H:%M:%S", &tm);
 
     if (s_hook) s_hook(s_hook_arg, 0);
+    /* On a terminal, start from column 0 of a clean line: the coordinator's
+     * progress bar may be on it (workers share the terminal). */
+    if (isatty(STDERR_FILENO)) fputs("\r\033[K", stderr);
     fprintf(stderr, "%s.%03ld %s[%d] %s: %s\n", stamp, ts.tv_nsec / 1000000L,
             s_role, (int)getpid(), s_level_names[level], line);
     fflush(stderr);

@@ -30,15 +30,15 @@ typedef enum {
 } s_state_t;
 
 typedef struct {
-    s_state_t state;      /* where the chunk is */
-    int attempts;         /* attempts started */
-    double not_before;    /* monotonic time its next attempt may start */
-    double first_start;   /* monotonic time of its first attempt */
+    s_state_t state;        /* where the chunk is */
+    int attempts;           /* attempts started */
+    double not_before;      /* monotonic time its next attempt may start */
+    double first_start;     /* monotonic time of its first attempt */
     const char *class_name; /* retry class of the last error */
-    int worker;           /* index of the worker holding it, or -1 */
-    int64_t rows;         /* rows committed (or reported in flight) */
-    int64_t bytes;        /* bytes likewise */
-    pgutil_error_t error; /* last error */
+    int worker;             /* index of the worker holding it, or -1 */
+    int64_t rows;           /* rows committed (or reported in flight) */
+    int64_t bytes;          /* bytes likewise */
+    pgutil_error_t error;   /* last error */
 } s_chunk_t;
 
 typedef struct {
@@ -145,6 +145,7 @@ static void s_attempt_failed(s_loop_t *l, size_t ci, bool crashed)
     c->state = S_PENDING;
     c->worker = -1;
     c->rows = c->bytes = 0;
+    int attempt = c->attempts;
     retry_error e = {.side = c->error.side,
                      .conn_lost = c->error.conn_bad,
                      .worker_crashed = crashed};
@@ -157,6 +158,7 @@ static void s_attempt_failed(s_loop_t *l, size_t ci, bool crashed)
         if (!o->active && ++o->streak >= MAPPER_OUTAGE_STREAK)
             s_outage_begin(l, c->error.side, now);
         if (o->active) {
+            progress_chunk_attempt_failed(l->cfg->progress, ci, attempt, true);
             c->attempts--; /* the outage's fault, not the chunk's */
             c->not_before = now;
             log_info("chunk %zu: %s unreachable (outage): will run again "
@@ -167,6 +169,7 @@ static void s_attempt_failed(s_loop_t *l, size_t ci, bool crashed)
     }
     retry_decision d = retry_decide_chunk(l->cfg->retry, c->attempts, &v,
                                           c->first_start, NULL, &l->rng);
+    progress_chunk_attempt_failed(l->cfg->progress, ci, attempt, d.retry);
     if (d.retry) {
         c->not_before = now + d.delay;
         log_warn("chunk %zu attempt %d failed (%s%s%s, %s: %s); retry in "
@@ -177,6 +180,8 @@ static void s_attempt_failed(s_loop_t *l, size_t ci, bool crashed)
     }
     c->state = S_FAILED;
     l->unfinished--;
+    progress_chunk_failed(l->cfg->progress, ci,
+                          l->cfg->plan->chunks[ci].est_rows);
     log_error("chunk %zu failed after %d attempt%s (%s%s%s, %s, %s): %s", ci,
               c->attempts, c->attempts == 1 ? "" : "s", side,
               c->error.sqlstate[0] ? " " : "", c->error.sqlstate, v.class_name,
@@ -214,6 +219,11 @@ static void s_probe(s_loop_t *l)
                          pgutil_side_name((proto_side_t)side),
                          l->cfg->outage_timeout);
                 c->class_name = "outage";
+                if (c->state == S_RUNNING)
+                    progress_chunk_attempt_failed(l->cfg->progress, i,
+                                                  c->attempts, false);
+                progress_chunk_failed(l->cfg->progress, i,
+                                      l->cfg->plan->chunks[i].est_rows);
                 c->state = S_FAILED;
                 l->unfinished--;
             }
@@ -261,6 +271,7 @@ static void s_assign(s_loop_t *l, s_worker_t *w)
     snprintf(m.snapshot, sizeof m.snapshot, "%s", l->cfg->snapshot);
     c->state = S_RUNNING;
     c->worker = (int)(w - l->workers);
+    progress_chunk_started(l->cfg->progress, ci, m.attempt);
     w->chunk = ci;
     if (!s_send(l, w, &m)) {
         /* The worker is going away; its SIGCHLD puts the chunk back. */
@@ -312,6 +323,8 @@ static void s_on_message(s_loop_t *l, const char *peer, size_t peer_len,
     if (m->kind == PROTO_PROGRESS) {
         c->rows = m->rows;
         c->bytes = m->bytes;
+        progress_chunk_rows(l->cfg->progress, m->chunk_id, m->attempt, m->rows,
+                            m->bytes);
         return;
     }
     w->chunk = -1;
@@ -323,6 +336,8 @@ static void s_on_message(s_loop_t *l, const char *peer, size_t peer_len,
         c->rows = m->rows;
         c->bytes = m->bytes;
         l->unfinished--;
+        progress_chunk_committed(l->cfg->progress, m->chunk_id, m->attempt,
+                                 m->rows, m->bytes);
         log_debug("chunk %zu done: %" PRId64 " rows", ci, m->rows);
     } else {
         memset(&c->error, 0, sizeof c->error);
@@ -530,6 +545,7 @@ bool dispatch_run(const dispatch_config_t *cfg, mapper_result *out)
         s_assign_idle(&l);
         s_poll(&l, MAPPER_LOOP_TICK_MS);
         s_probe(&l);
+        progress_tick(cfg->progress);
     }
     s_shutdown(&l);
     s_fill_result(&l);

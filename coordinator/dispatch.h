@@ -8,6 +8,7 @@
 
 #include "mapper.h"
 #include "plan.h"
+#include "progress.h"
 #include "schema.h"
 #include "spawn.h"
 
@@ -20,8 +21,9 @@ typedef struct {
     void *router;           /* bound ROUTER socket */
     int signal_fd;          /* self-pipe read end: 'C' child, 'T' stop */
     const mapper_retry_config *retry; /* retry policy */
-    double outage_timeout;  /* seconds a database may stay unreachable */
+    double outage_timeout;   /* seconds a database may stay unreachable */
     const char *conninfo[3]; /* by proto_side_t: for probing in outages */
+    progress_t *progress;    /* told of every chunk event; ticked */
 } dispatch_config_t;
 
 /* Run every chunk to an end (done or failed for good), or until a stop

@@ -19,6 +19,8 @@
 #include "mapper.h"
 #include "pgutil.h"
 #include "plan.h"
+#include "progress.h"
+#include "report.h"
 #include "schema.h"
 #include "spawn.h"
 
@@ -292,25 +294,42 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
         return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "pipe: %s", strerror(errno));
     int rc =
         s_prepare(spec, &j, source ? source : "", target ? target : "", out);
+    char err[256];
+    report_t *report = NULL;
+    progress_t *progress = NULL;
+    if (rc == MAPPER_EXIT_OK && spec->progress != MAPPER_PROGRESS_NONE &&
+        !(report = report_new(spec, err, sizeof err)))
+        rc = s_fail(out, MAPPER_EXIT_USAGE, "%s", err);
+    if (rc == MAPPER_EXIT_OK &&
+        !(progress =
+              progress_new((int64_t)j.plan.n, report ? report_callback : NULL,
+                           report, report ? report_interval(report) : 0)))
+        rc = s_fail(out, MAPPER_EXIT_CANNOT_RUN, "out of memory");
     if (rc == MAPPER_EXIT_OK) {
-        dispatch_config_t cfg = {.schema = &j.schema,
-                                 .plan = &j.plan,
-                                 .snapshot = j.snapshot,
-                                 .spawn = &j.spawn,
-                                 .workers = spec->workers,
-                                 .router = j.router,
-                                 .signal_fd = sig.fds[0],
-                                 .retry = &spec->retry,
-                                 .outage_timeout = spec->outage_timeout,
-                                 .conninfo = {"", source ? source : "",
-                                              target ? target : ""}};
+        progress_set_rows_total_estimate(progress, j.plan.est_rows);
+        progress_set_workers(progress, spec->workers);
+        dispatch_config_t cfg = {
+            .schema = &j.schema,
+            .plan = &j.plan,
+            .snapshot = j.snapshot,
+            .spawn = &j.spawn,
+            .workers = spec->workers,
+            .router = j.router,
+            .signal_fd = sig.fds[0],
+            .retry = &spec->retry,
+            .outage_timeout = spec->outage_timeout,
+            .conninfo = {"", source ? source : "", target ? target : ""},
+            .progress = progress};
         if (!dispatch_run(&cfg, out))
             rc = MAPPER_EXIT_CANNOT_RUN;
         else if (out->interrupted)
             rc = MAPPER_EXIT_INTERRUPTED;
         else if (out->chunks_failed > 0)
             rc = MAPPER_EXIT_FAILED;
+        progress_finish(progress);
     }
+    progress_destroy(&progress);
+    report_destroy(&report);
     s_cleanup(&j);
     s_signals_restore(&sig);
     out->elapsed_s = s_now() - t0;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "defaults.h"
@@ -54,8 +55,18 @@ static void s_help(FILE *out)
         "  --no-retry             never retry (env\n"
         "                         MAPPER_PARALLEL_RETRY_ENABLED=false)\n"
         "  --outage-timeout S     a database unreachable from several chunks\n"
-        "                         in a row pauses dispatch while it is probed;\n"
+        "                         in a row pauses dispatch while it is "
+        "probed;\n"
         "                         give up after S seconds (default 300)\n"
+        "\n"
+        "Progress (rows, rate, ETA from rows; on by default):\n"
+        "  --progress MODE        auto (bar on a terminal, else log), bar,\n"
+        "                         log (key=value lines), json (JSON lines),\n"
+        "                         none (default: auto)\n"
+        "  --progress-interval S  seconds between log/json lines (default 2)\n"
+        "  --progress-file FILE   append progress lines to FILE, not stderr\n"
+        "  --no-progress          no progress output (env\n"
+        "                         MAPPER_PARALLEL_PROGRESS_ENABLED=false)\n"
         "  -v, --verbose          more log lines (debug)\n"
         "  -q, --quiet            errors only, no summary table\n"
         "  -h, --help             this help\n"
@@ -102,6 +113,38 @@ static bool s_parse_seconds(const char *opt, const char *s, double *out)
     }
     *out = v;
     return true;
+}
+
+static bool s_parse_progress(const char *s, mapper_progress_mode *out)
+{
+    static const char *const names[] = {"auto", "bar", "log", "json", "none"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(s, names[i])) {
+            *out = (mapper_progress_mode)i;
+            return true;
+        }
+    log_error("--progress: expected auto, bar, log, json or none, got '%s'", s);
+    return false;
+}
+
+/* MAPPER_PARALLEL_PROGRESS_ENABLED: true/false/1/0/yes/no (any case). */
+static bool s_progress_env(mapper_progress_mode *mode)
+{
+    const char *v = getenv(MAPPER_ENV_PROGRESS_ENABLED);
+    if (!v) return true;
+    static const char *const yes[] = {"true", "1", "yes"}, *const no[] = {
+                                                               "false", "0",
+                                                               "no"};
+    for (size_t i = 0; i < 3; i++) {
+        if (!strcasecmp(v, yes[i])) return true;
+        if (!strcasecmp(v, no[i])) {
+            *mode = MAPPER_PROGRESS_NONE;
+            return true;
+        }
+    }
+    log_error("%s: expected true or false, got '%.64s'",
+              MAPPER_ENV_PROGRESS_ENABLED, v);
+    return false;
 }
 
 /* Overwrite the password in a connection string held in argv, so that ps
@@ -153,6 +196,10 @@ enum {
     OPT_NO_RETRY,
     OPT_DEADLINE,
     OPT_OUTAGE,
+    OPT_PROGRESS,
+    OPT_PROGRESS_INTERVAL,
+    OPT_NO_PROGRESS,
+    OPT_PROGRESS_FILE,
 };
 
 int main(int argc, char **argv)
@@ -180,6 +227,10 @@ int main(int argc, char **argv)
         {"no-retry", no_argument, 0, OPT_NO_RETRY},
         {"retry-deadline", required_argument, 0, OPT_DEADLINE},
         {"outage-timeout", required_argument, 0, OPT_OUTAGE},
+        {"progress", required_argument, 0, OPT_PROGRESS},
+        {"progress-interval", required_argument, 0, OPT_PROGRESS_INTERVAL},
+        {"no-progress", no_argument, 0, OPT_NO_PROGRESS},
+        {"progress-file", required_argument, 0, OPT_PROGRESS_FILE},
         {"verbose", no_argument, 0, 'v'},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
@@ -190,6 +241,7 @@ int main(int argc, char **argv)
         log_error("%s", err);
         return MAPPER_EXIT_USAGE;
     }
+    if (!s_progress_env(&spec.progress)) return MAPPER_EXIT_USAGE;
     opterr = 0;
     int o, idx;
     int64_t v;
@@ -262,6 +314,25 @@ int main(int argc, char **argv)
             if (!s_parse_seconds("--outage-timeout", optarg,
                                  &spec.outage_timeout))
                 return MAPPER_EXIT_USAGE;
+            break;
+        case OPT_PROGRESS:
+            if (!s_parse_progress(optarg, &spec.progress))
+                return MAPPER_EXIT_USAGE;
+            break;
+        case OPT_PROGRESS_INTERVAL:
+            if (!s_parse_seconds("--progress-interval", optarg,
+                                 &spec.progress_interval) ||
+                spec.progress_interval <= 0) {
+                if (spec.progress_interval <= 0)
+                    log_error("--progress-interval must be > 0");
+                return MAPPER_EXIT_USAGE;
+            }
+            break;
+        case OPT_NO_PROGRESS:
+            spec.progress = MAPPER_PROGRESS_NONE;
+            break;
+        case OPT_PROGRESS_FILE:
+            spec.progress_file = optarg;
             break;
         case 'v':
             log_set_level(LOG_DEBUG);

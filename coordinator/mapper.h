@@ -10,33 +10,45 @@
 
 #include "retry.h"
 
+/* Where progress goes (--progress). */
+typedef enum {
+    MAPPER_PROGRESS_AUTO = 0, /* bar on a terminal, log lines otherwise */
+    MAPPER_PROGRESS_BAR,      /* one line redrawn in place */
+    MAPPER_PROGRESS_LOG,      /* key=value lines every interval */
+    MAPPER_PROGRESS_JSON,     /* one JSON object per line */
+    MAPPER_PROGRESS_NONE,     /* nothing */
+} mapper_progress_mode;
+
 /* What to copy, and how. Fill with mapper_job_spec_init() first. */
 typedef struct {
-    const char *source;       /* libpq conninfo/URI; NULL: $MAPPER_SOURCE_URL,
-                                 then libpq's defaults */
-    const char *target;       /* likewise, $MAPPER_TARGET_URL */
-    const char *table;        /* source [SCHEMA.]TABLE (SQL syntax, quotes
-                                 allowed) */
-    const char *target_table; /* target [SCHEMA.]TABLE; NULL: same as table */
-    const char *split_by;     /* integer column to range-split on; NULL: the
-                                 single-column integer primary key, else ctid */
-    int workers;              /* local worker processes (>= 1) */
-    int64_t chunk_size;       /* rows per chunk, a target (>= 1) */
-    const char *worker_bin;   /* mapper-worker path; NULL: $MAPPER_WORKER_BIN,
-                                 then next to this executable, then $PATH */
+    const char *source;        /* libpq conninfo/URI; NULL: $MAPPER_SOURCE_URL,
+                                  then libpq's defaults */
+    const char *target;        /* likewise, $MAPPER_TARGET_URL */
+    const char *table;         /* source [SCHEMA.]TABLE (SQL syntax, quotes
+                                  allowed) */
+    const char *target_table;  /* target [SCHEMA.]TABLE; NULL: same as table */
+    const char *split_by;      /* integer column to range-split on; NULL: the
+                                  single-column integer primary key, else ctid */
+    int workers;               /* local worker processes (>= 1) */
+    int64_t chunk_size;        /* rows per chunk, a target (>= 1) */
+    const char *worker_bin;    /* mapper-worker path; NULL: $MAPPER_WORKER_BIN,
+                                  then next to this executable, then $PATH */
     mapper_retry_config retry; /* retry policy (retry_config_defaults) */
     double outage_timeout;     /* seconds a database may stay unreachable
                                   before the job gives up (> 0) */
+    mapper_progress_mode progress; /* progress output */
+    double progress_interval;      /* seconds between log/JSON lines (0: 2.0) */
+    const char *progress_file; /* progress lines go here instead of stderr */
 } mapper_job_spec;
 
 /* One chunk that failed for good. */
 typedef struct {
-    int64_t chunk_id; /* the chunk */
-    char error[512];  /* one-line error message */
-    char sqlstate[6]; /* "" when none (e.g. a crashed worker) */
-    char side[8];     /* "source", "target" or "worker" */
+    int64_t chunk_id;        /* the chunk */
+    char error[512];         /* one-line error message */
+    char sqlstate[6];        /* "" when none (e.g. a crashed worker) */
+    char side[8];            /* "source", "target" or "worker" */
     char classification[16]; /* retry class: "integrity", "connection" */
-    int attempts;     /* attempts made */
+    int attempts;            /* attempts made */
 } mapper_chunk_error;
 
 /* The job's result; field names are the seed design's. */

@@ -134,8 +134,10 @@ bool mapper_result_write_json(const mapper_result *r, FILE *out)
         first = false;
         s_json_string(out, e->side);
         fputs(", \"sqlstate\": ", out);
-        if (e->sqlstate[0]) s_json_string(out, e->sqlstate);
-        else fputs("null", out);
+        if (e->sqlstate[0])
+            s_json_string(out, e->sqlstate);
+        else
+            fputs("null", out);
         fprintf(out, ", \"count\": %zu}", s_group_count(r, i));
     }
     fputs("]}\n", out);

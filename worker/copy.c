@@ -20,7 +20,7 @@
     "SET idle_in_transaction_session_timeout = 0"
 
 /* "pause-POINT:CHUNK" sleeps this long at POINT instead of dying. */
-#define COPY_FAULT_PAUSE "pause-"
+#define COPY_FAULT_PAUSE   "pause-"
 #define COPY_FAULT_PAUSE_S 3
 
 static double s_now_ms(void)

@@ -1,0 +1,197 @@
+/* common/progress.h - the coordinator's progress tracker: chunk and row
+ * counters, throughput, percentage and ETA, a throttled callback, and
+ * formatters for a log line, a JSON object and a terminal bar. */
+#ifndef MAPPER_PROGRESS_H
+#define MAPPER_PROGRESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Callback throttle: at most one call per interval (seconds). */
+#define PROGRESS_DEFAULT_UPDATE_INTERVAL_S 2.0
+/* estimated_remaining_time when eta_known is false. */
+#define PROGRESS_ETA_UNKNOWN (-1.0)
+
+/* Throughput: (time, work) samples in a ring, at least GAP seconds apart;
+ * the rate is the work done over the last WINDOW seconds. The ring holds
+ * a little more than WINDOW / GAP samples. */
+#define PROGRESS_RATE_WINDOW_S     30.0
+#define PROGRESS_RATE_SAMPLE_GAP_S 0.25
+#define PROGRESS_RATE_SAMPLES      128
+/* A rate measured over less than this (seconds) is not reported. */
+#define PROGRESS_RATE_MIN_SPAN_S 0.5
+/* The ETA stays unknown until this fraction of the work is done, or the
+ * rate has been measured for this long. */
+#define PROGRESS_ETA_MIN_FRACTION 0.02
+#define PROGRESS_ETA_MIN_SPAN_S   2.0
+
+/* Percentage bounds; below 100 until every chunk has finished. */
+#define PROGRESS_PCT_MAX            100.0
+#define PROGRESS_PCT_UNFINISHED_MAX 99.9
+
+/* Chunk table: open addressing, capacity a power of two, grown (doubled)
+ * above this load; Fibonacci hashing (2^64 / golden ratio) of chunk ids. */
+#define PROGRESS_TABLE_MIN_CAPACITY 64
+#define PROGRESS_TABLE_MAX_LOAD     0.5
+#define PROGRESS_HASH_MULTIPLIER    0x9E3779B97F4A7C15ULL
+
+/* Formatting: a buffer of PROGRESS_LINE_MAX bytes holds any line. */
+#define PROGRESS_LINE_MAX             1024
+#define PROGRESS_JOB_NAME_MAX         64 /* longer job names are cut */
+#define PROGRESS_FIELD_MAX            32 /* one formatted number or time */
+#define PROGRESS_BAR_DEFAULT_WIDTH    30
+#define PROGRESS_BAR_MAX_WIDTH        200
+#define PROGRESS_BAR_FILL             '#'
+#define PROGRESS_BAR_EMPTY            '-'
+#define PROGRESS_HUMAN_STEP           1000.0 /* k, M, G, T */
+#define PROGRESS_HUMAN_DECIMALS_BELOW 100.0  /* 12.3k but 123k */
+#define PROGRESS_BYTES_PER_MB         1e6
+#define PROGRESS_SECONDS_PER_MINUTE   60
+#define PROGRESS_SECONDS_PER_HOUR     3600
+#define PROGRESS_NS_PER_S             1e9
+
+/* Where a job stands, at one instant. Row and byte counters of committed
+ * work (successful, failed, processed, bytes, completed) never decrease. */
+typedef struct {
+    int64_t total_chunks;            /* chunks planned (0 while unknown) */
+    int64_t completed_chunks;        /* chunks whose transaction committed */
+    int64_t failed_chunks;           /* chunks failed for good */
+    int64_t chunks_in_progress;      /* chunks with an attempt copying now */
+    int64_t total_rows_processed;    /* successful + failed rows */
+    int64_t total_rows_successful;   /* rows of committed chunks */
+    int64_t total_rows_failed;       /* rows of chunks failed for good */
+    double elapsed_time;             /* seconds since the tracker started */
+    double estimated_remaining_time; /* seconds left; -1 unless eta_known */
+    bool eta_known;                  /* false until an estimate is meaningful */
+    double progress_percentage;      /* 0-100, 100 once every chunk finished */
+    int64_t rows_total_estimate;     /* planner's row estimate (0 = unknown) */
+    int64_t rows_in_flight;          /* rows of attempts still copying */
+    int64_t bytes_processed;         /* bytes of committed chunks */
+    double rows_per_second;          /* throughput, last ~30 s (0 = unknown) */
+    double bytes_per_second;         /* same, in bytes per second */
+    int64_t retries;                 /* failed attempts that will be retried */
+    int workers;                     /* workers configured (0 = unknown) */
+    int workers_busy;                /* workers copying a chunk now */
+} mapper_progress_snapshot;
+
+/* Called with a snapshot (valid during the call only) and the user pointer
+ * given to progress_new. Never called with the tracker's lock held, so it
+ * may call progress_snapshot. */
+typedef void (*progress_callback_fn)(const mapper_progress_snapshot *snap,
+                                     void *user);
+
+/* A monotonic clock in seconds; the default reads CLOCK_MONOTONIC. */
+typedef double (*progress_clock_fn)(void *user);
+
+typedef struct progress_t progress_t;
+
+/* Create a tracker for total_chunks chunks (0 when not planned yet), with
+ * an optional callback fired at most once per update_interval seconds from
+ * progress_tick and once more from progress_finish (update_interval <= 0:
+ * PROGRESS_DEFAULT_UPDATE_INTERVAL_S). The clock starts now. Returns NULL
+ * (logged) on failure. */
+progress_t *progress_new(int64_t total_chunks, progress_callback_fn callback,
+                         void *user, double update_interval);
+
+/* Destroy the tracker and set *self_p to NULL. Accepts NULL and *NULL. */
+void progress_destroy(progress_t **self_p);
+
+/* Replace the clock (NULL: CLOCK_MONOTONIC) and restart the elapsed time
+ * from its current reading. Call before the first event. */
+void progress_set_clock(progress_t *self, progress_clock_fn clock, void *user);
+
+/* The planner's figures, settable at any time: chunks planned, estimated
+ * rows in all of them (0 = unknown), workers (0 = unknown). Negative
+ * values count as 0. */
+void progress_set_total_chunks(progress_t *self, int64_t total_chunks);
+void progress_set_rows_total_estimate(progress_t *self, int64_t rows);
+void progress_set_workers(progress_t *self, int workers);
+
+/* Chunk events, safe from any thread. Chunk ids may be any int64. An event
+ * that does not fit the chunk's state (a stale attempt, a chunk already
+ * finished) is ignored and logged at debug level, so a stale or repeated
+ * report is never counted twice. None of them calls the callback. */
+
+/* Attempt `attempt` of a chunk started copying. If another attempt of it
+ * was still running, that attempt's in-flight rows are dropped. */
+void progress_chunk_started(progress_t *self, int64_t chunk_id,
+                            int32_t attempt);
+
+/* The running attempt reports rows and bytes copied so far (cumulative for
+ * the attempt, as workers send them). Smaller numbers than before are
+ * ignored. */
+void progress_chunk_rows(progress_t *self, int64_t chunk_id, int32_t attempt,
+                         int64_t rows, int64_t bytes);
+
+/* The chunk's transaction committed with rows and bytes (final figures).
+ * Accepted from the running attempt, or for a chunk with no attempt
+ * running (a chunk found done by --resume: counted without a start). */
+void progress_chunk_committed(progress_t *self, int64_t chunk_id,
+                              int32_t attempt, int64_t rows, int64_t bytes);
+
+/* The running attempt failed: its in-flight rows are dropped (they never
+ * reach committed counters). will_retry counts a retry. */
+void progress_chunk_attempt_failed(progress_t *self, int64_t chunk_id,
+                                   int32_t attempt, bool will_retry);
+
+/* The chunk failed for good (no more attempts); a running attempt's
+ * in-flight rows are dropped. rows_failed, when known (>= 0), counts in
+ * total_rows_failed; pass -1 when unknown. */
+void progress_chunk_failed(progress_t *self, int64_t chunk_id,
+                           int64_t rows_failed);
+
+/* Fire the callback if update_interval has passed since the last call (or
+ * the start), and take a throughput sample. The coordinator calls it from
+ * its loop. Does nothing after progress_finish. */
+void progress_tick(progress_t *self);
+
+/* The job ended: freeze the elapsed time and fire the callback one last
+ * time. Later calls do nothing. */
+void progress_finish(progress_t *self);
+
+/* The current state; callable at any time, from any thread. Percentage:
+ * rows committed, failed or in flight against the row estimate (without
+ * one, finished chunks against the total). Rate: rows moved per second
+ * over the last PROGRESS_RATE_WINDOW_S, counting attempts that later
+ * failed. ETA: rows left at the rate per busy worker, times the workers
+ * that can still be busy, plus the tail of the last chunks. */
+mapper_progress_snapshot progress_snapshot(progress_t *self);
+
+/* False once an event was lost to an allocation failure (logged then): the
+ * counters are no longer exact. */
+bool progress_ok(progress_t *self);
+
+/* A ready-made callback: one log_info line per call (progress_format_log)
+ * for the job named in a progress_log_job_t passed as user pointer. */
+typedef struct {
+    const char *name; /* job name on each line (not copied); NULL: "job" */
+} progress_log_job_t;
+void progress_log_callback(const mapper_progress_snapshot *snap, void *user);
+
+/* Formatters: pure, write one NUL-terminated line without newline into buf
+ * (size n). Return false when it did not fit (buf then holds a truncated
+ * prefix); PROGRESS_LINE_MAX bytes always fit. */
+
+/* Stable key=value fields: job (quoted) pct chunks
+ * (done/total) failed_chunks chunks_in_progress rows (committed)
+ * rows_failed rows_in_flight rows_total_estimate bytes rows_per_s
+ * bytes_per_s elapsed_s eta_s ("unknown" or seconds) retries workers
+ * (busy/configured). */
+bool progress_format_log(const mapper_progress_snapshot *snap, const char *job,
+                         char *buf, size_t n)
+    __attribute__((warn_unused_result));
+
+/* One JSON object with every snapshot field under its own name; an
+ * unknown estimated_remaining_time is null. */
+bool progress_format_json(const mapper_progress_snapshot *snap, char *buf,
+                          size_t n) __attribute__((warn_unused_result));
+
+/* A terminal line: "[####------] 42.0% 1.2M/2.9M rows 350k rows/s 12.3 MB/s
+ * 01:23 eta 02:10 chunks 3/10 busy 4/4", then "retries N" and "failed N"
+ * when non-zero. width is the bar's cells (<= 0: default, capped). */
+bool progress_format_bar(const mapper_progress_snapshot *snap, int width,
+                         char *buf, size_t n)
+    __attribute__((warn_unused_result));
+
+#endif
