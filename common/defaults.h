@@ -41,6 +41,11 @@
 /* How long shutdown waits for workers before SIGKILL (ms). */
 #define MAPPER_SHUTDOWN_WAIT_MS 5000
 
+/* The ledger's schema in the target, and how long running chunks may
+ * finish after SIGINT/SIGTERM. */
+#define MAPPER_DEFAULT_STATE_SCHEMA "mapper"
+#define MAPPER_GRACE_S              30.0
+
 /* Environment variables. */
 #define MAPPER_ENV_SOURCE           "MAPPER_SOURCE_URL"
 #define MAPPER_ENV_TARGET           "MAPPER_TARGET_URL"

@@ -28,6 +28,13 @@ bool pgutil_ping(const char *conninfo)
     return PQpingParams(keys, vals, 1) == PQPING_OK;
 }
 
+/* Server notices (e.g. "schema already exists, skipping") are debug lines,
+ * not stray text on stderr. */
+static void s_notice(void *arg, const char *message)
+{
+    log_debug("%s notice: %s", (const char *)arg, message);
+}
+
 PGconn *pgutil_connect(const char *conninfo, proto_side_t side,
                        const char *app_name, pgutil_error_t *err)
 {
@@ -46,7 +53,10 @@ PGconn *pgutil_connect(const char *conninfo, proto_side_t side,
                           conninfo ? conninfo : "",
                           NULL};
     PGconn *conn = PQconnectdbParams(keys, vals, 1);
-    if (conn && PQstatus(conn) == CONNECTION_OK) return conn;
+    if (conn && PQstatus(conn) == CONNECTION_OK) {
+        PQsetNoticeProcessor(conn, s_notice, (void *)pgutil_side_name(side));
+        return conn;
+    }
     pgutil_capture(conn, NULL, side, err);
     if (!conn) snprintf(err->message, sizeof err->message, "out of memory");
     err->conn_bad = true;

@@ -31,6 +31,9 @@ typedef enum {
     S_F_SQLSTATE,
     S_F_CONN_BAD,
     S_F_MESSAGE,
+    S_F_JOB_ID,
+    S_F_STATE_SCHEMA,
+    S_F_ALREADY,
     S_F_COUNT
 } s_field_t;
 
@@ -101,6 +104,12 @@ static const s_spec_t s_specs[S_F_COUNT] = {
                       S_AT(conn_bad)},
     [S_F_MESSAGE] = {PROTO_F_MESSAGE, S_T_STR, 0, PROTO_MAX_MESSAGE, S_C_TEXT,
                      S_AT_HEAP, S_AT(message)},
+    [S_F_JOB_ID] = {PROTO_F_JOB_ID, S_T_STR, 0, PROTO_MAX_ID, S_C_ID,
+                    S_AT_CHARS, S_AT(job_id)},
+    [S_F_STATE_SCHEMA] = {PROTO_F_STATE_SCHEMA, S_T_STR, 0, PROTO_MAX_ID,
+                          S_C_TEXT, S_AT_CHARS, S_AT(state_schema)},
+    [S_F_ALREADY] = {PROTO_F_ALREADY, S_T_BOOL, 0, 1, S_C_TEXT, S_AT_BOOL,
+                     S_AT(already)},
 };
 
 #define S_HEADER       (S_BIT(S_F_TYPE) | S_BIT(S_F_VERSION))
@@ -115,9 +124,10 @@ static const struct {
     [PROTO_READY] = {"ready", S_BIT(S_F_WORKER) | S_BIT(S_F_PID)},
     [PROTO_ASSIGN] = {"assign", S_CHUNK_FIELDS | S_BIT(S_F_SNAPSHOT) |
                                     S_BIT(S_F_SOURCE_SQL) |
-                                    S_BIT(S_F_TARGET_SQL)},
+                                    S_BIT(S_F_TARGET_SQL) | S_BIT(S_F_JOB_ID) |
+                                    S_BIT(S_F_STATE_SCHEMA)},
     [PROTO_PROGRESS] = {"progress", S_COUNT_FIELDS},
-    [PROTO_DONE] = {"done", S_COUNT_FIELDS},
+    [PROTO_DONE] = {"done", S_COUNT_FIELDS | S_BIT(S_F_ALREADY)},
     [PROTO_FAILED] = {"failed", S_CHUNK_FIELDS | S_BIT(S_F_SIDE) |
                                     S_BIT(S_F_SQLSTATE) | S_BIT(S_F_CONN_BAD) |
                                     S_BIT(S_F_MESSAGE)},

@@ -24,29 +24,34 @@
 #define PROTO_ERR_LEN      256 /* a proto_decode reason buffer */
 
 /* Field names on the wire. */
-#define PROTO_F_TYPE       "type"
-#define PROTO_F_VERSION    "version"
-#define PROTO_F_WORKER     "worker"
-#define PROTO_F_PID        "pid"
-#define PROTO_F_CHUNK      "chunk_id"
-#define PROTO_F_ATTEMPT    "attempt"
-#define PROTO_F_SNAPSHOT   "snapshot"
-#define PROTO_F_SOURCE_SQL "source_sql"
-#define PROTO_F_TARGET_SQL "target_sql"
-#define PROTO_F_ROWS       "rows"
-#define PROTO_F_BYTES      "bytes"
-#define PROTO_F_SIDE       "side"
-#define PROTO_F_SQLSTATE   "sqlstate"
-#define PROTO_F_CONN_BAD   "conn_bad"
-#define PROTO_F_MESSAGE    "message"
+#define PROTO_F_TYPE         "type"
+#define PROTO_F_VERSION      "version"
+#define PROTO_F_WORKER       "worker"
+#define PROTO_F_PID          "pid"
+#define PROTO_F_CHUNK        "chunk_id"
+#define PROTO_F_ATTEMPT      "attempt"
+#define PROTO_F_SNAPSHOT     "snapshot"
+#define PROTO_F_SOURCE_SQL   "source_sql"
+#define PROTO_F_TARGET_SQL   "target_sql"
+#define PROTO_F_ROWS         "rows"
+#define PROTO_F_BYTES        "bytes"
+#define PROTO_F_SIDE         "side"
+#define PROTO_F_SQLSTATE     "sqlstate"
+#define PROTO_F_CONN_BAD     "conn_bad"
+#define PROTO_F_JOB_ID       "job_id"
+#define PROTO_F_STATE_SCHEMA "state_schema"
+#define PROTO_F_ALREADY      "already"
+#define PROTO_F_MESSAGE      "message"
 
 /* Message kinds; the wire carries the name ("ready", "assign", ...). */
 typedef enum {
     PROTO_READY = 1, /* worker -> coord: worker, pid */
     PROTO_ASSIGN,    /* coord -> worker: chunk_id, attempt, snapshot,
+                        job_id, state_schema,
                         source_sql, target_sql */
     PROTO_PROGRESS,  /* worker -> coord: chunk_id, attempt, rows, bytes */
-    PROTO_DONE,      /* worker -> coord: chunk_id, attempt, rows, bytes */
+    PROTO_DONE,      /* worker -> coord: chunk_id, attempt, rows, bytes,
+                        already */
     PROTO_FAILED,    /* worker -> coord: chunk_id, attempt, side, sqlstate,
                         conn_bad, message */
     PROTO_STOP,      /* coord -> worker: no fields; finish and exit */
@@ -78,6 +83,10 @@ typedef struct {
     char sqlstate[PROTO_SQLSTATE_LEN + 1]; /* failed: "" when none */
     bool conn_bad;                         /* failed: connection was lost */
     char *message;                         /* failed: one-line error text */
+    char job_id[PROTO_MAX_ID + 1];         /* assign: ledger job, "" = none */
+    char state_schema[PROTO_MAX_ID + 1];   /* assign: ledger schema name */
+    bool already;                          /* done: the ledger said the chunk
+                                              was committed before */
 } proto_msg_t;
 
 /* The wire name of a kind ("ready", ...), or "unknown". */

@@ -72,6 +72,7 @@ typedef struct {
     int early_deaths;             /* deaths before ready, in a row */
     unsigned seq;                 /* routing id sequence */
     bool stopping;                /* a stop signal arrived */
+    double stop_at;               /* when */
     mapper_result *out;           /* result being filled */
 } s_loop_t;
 
@@ -135,12 +136,47 @@ static void s_outage_begin(s_loop_t *l, proto_side_t side, double now)
              pgutil_side_name(side), o->streak, l->cfg->outage_timeout);
 }
 
+/* Chunk ci's attempt committed (or the ledger says an earlier one did). */
+static void s_chunk_done(s_loop_t *l, size_t ci, int attempt, int64_t rows,
+                         int64_t bytes)
+{
+    s_chunk_t *c = &l->chunks[ci];
+    c->state = S_DONE;
+    c->worker = -1;
+    c->rows = rows;
+    c->bytes = bytes;
+    l->unfinished--;
+    l->outage[PROTO_SIDE_SOURCE].streak = 0;
+    l->outage[PROTO_SIDE_TARGET].streak = 0;
+    progress_chunk_committed(l->cfg->progress, (int64_t)ci, attempt, rows,
+                             bytes);
+    log_debug("chunk %zu done: %" PRId64 " rows", ci, rows);
+}
+
+/* An attempt whose outcome is unknown (its worker died, or the target
+ * connection broke, maybe during COMMIT) is settled by the ledger. */
+static bool s_settled_by_ledger(s_loop_t *l, size_t ci, bool crashed)
+{
+    s_chunk_t *c = &l->chunks[ci];
+    int64_t rows = 0;
+    if (!l->cfg->ledger || l->outage[PROTO_SIDE_TARGET].active) return false;
+    if (!crashed && !(c->error.conn_bad && c->error.side == PROTO_SIDE_TARGET))
+        return false;
+    if (!ledger_chunk_done(l->cfg->ledger, (int64_t)ci, &rows)) return false;
+    log_info("chunk %zu attempt %d: outcome unknown, the ledger says it "
+             "committed",
+             ci, c->attempts);
+    s_chunk_done(l, ci, c->attempts, rows, 0);
+    return true;
+}
+
 /* Decide what happens to a chunk whose attempt failed: retry after a delay
  * (the retry policy), or fail it for good. A connection failure on a
  * database known to be in an outage does not use up an attempt. */
 static void s_attempt_failed(s_loop_t *l, size_t ci, bool crashed)
 {
     s_chunk_t *c = &l->chunks[ci];
+    if (s_settled_by_ledger(l, ci, crashed)) return;
     double now = s_now();
     c->state = S_PENDING;
     c->worker = -1;
@@ -242,6 +278,9 @@ static ssize_t s_next_chunk(s_loop_t *l, double now)
     for (size_t i = 0; i < l->next_pending; i++)
         if (l->chunks[i].state == S_PENDING && l->chunks[i].not_before <= now)
             return (ssize_t)i;
+    while (l->next_pending < l->nchunks &&
+           l->chunks[l->next_pending].state != S_PENDING)
+        l->next_pending++;
     if (l->next_pending < l->nchunks) return (ssize_t)l->next_pending++;
     return -1;
 }
@@ -269,6 +308,11 @@ static void s_assign(s_loop_t *l, s_worker_t *w)
     if (c->attempts == 1) c->first_start = s_now();
     m.attempt = c->attempts;
     snprintf(m.snapshot, sizeof m.snapshot, "%s", l->cfg->snapshot);
+    if (l->cfg->ledger) {
+        snprintf(m.job_id, sizeof m.job_id, "%s", l->cfg->ledger->job_id);
+        snprintf(m.state_schema, sizeof m.state_schema, "%s",
+                 l->cfg->ledger->schema);
+    }
     c->state = S_RUNNING;
     c->worker = (int)(w - l->workers);
     progress_chunk_started(l->cfg->progress, ci, m.attempt);
@@ -329,16 +373,11 @@ static void s_on_message(s_loop_t *l, const char *peer, size_t peer_len,
     }
     w->chunk = -1;
     if (m->kind == PROTO_DONE) {
-        c->state = S_DONE;
-        c->worker = -1;
-        l->outage[PROTO_SIDE_SOURCE].streak = 0;
-        l->outage[PROTO_SIDE_TARGET].streak = 0;
-        c->rows = m->rows;
-        c->bytes = m->bytes;
-        l->unfinished--;
-        progress_chunk_committed(l->cfg->progress, m->chunk_id, m->attempt,
-                                 m->rows, m->bytes);
-        log_debug("chunk %zu done: %" PRId64 " rows", ci, m->rows);
+        if (m->already)
+            log_info("chunk %zu attempt %d: already committed by an earlier "
+                     "attempt (ledger)",
+                     ci, m->attempt);
+        s_chunk_done(l, ci, m->attempt, m->rows, m->bytes);
     } else {
         memset(&c->error, 0, sizeof c->error);
         c->error.side = m->side;
@@ -396,8 +435,11 @@ static void s_on_signals(s_loop_t *l)
         for (ssize_t i = 0; i < n; i++) {
             if (buf[i] == 'C') s_reap(l);
             if (buf[i] == 'T' && !l->stopping) {
-                log_warn("interrupted: stopping workers");
+                log_warn("interrupted: no new chunks; running ones may "
+                         "finish for %.0f s",
+                         l->cfg->grace);
                 l->stopping = true;
+                l->stop_at = s_now();
                 l->out->interrupted = true;
             }
         }
@@ -464,6 +506,22 @@ static void s_poll(s_loop_t *l, long timeout_ms)
     s_drain_router(l);
 }
 
+static size_t s_running(const s_loop_t *l)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < l->nchunks; i++)
+        if (l->chunks[i].state == S_RUNNING) n++;
+    return n;
+}
+
+/* After a stop signal, the loop goes on until the running chunks end or
+ * the grace period is over. */
+static bool s_stopped(const s_loop_t *l)
+{
+    if (!l->stopping) return false;
+    return s_running(l) == 0 || s_now() >= l->stop_at + l->cfg->grace;
+}
+
 /* Tell every worker to stop; SIGTERM them when interrupted; wait, then
  * SIGKILL what is left. Every child is reaped. */
 static void s_shutdown(s_loop_t *l)
@@ -509,6 +567,9 @@ static void s_fill_result(s_loop_t *l)
             out->chunks_failed++;
             out->total_rows_failed += l->cfg->plan->chunks[i].est_rows;
             if (!out->chunk_errors) continue;
+            if (l->cfg->ledger)
+                ledger_chunk_failed(l->cfg->ledger, (int64_t)i, c->attempts,
+                                    c->error.message);
             mapper_chunk_error *e = &out->chunk_errors[out->n_chunk_errors++];
             e->chunk_id = (int64_t)i;
             e->attempts = c->attempts;
@@ -534,10 +595,20 @@ bool dispatch_run(const dispatch_config_t *cfg, mapper_result *out)
         snprintf(out->error, sizeof out->error, "out of memory");
         return false;
     }
-    for (size_t i = 0; i < l.nchunks; i++)
+    retry_rng_seed_process(&l.rng);
+    for (size_t i = 0; i < l.nchunks; i++) {
         l.chunks[i].worker = -1;
+        if (cfg->done && cfg->done[i]) {
+            l.chunks[i].state = S_DONE;
+            l.chunks[i].rows = cfg->done_rows[i];
+            l.unfinished--;
+            progress_chunk_committed(cfg->progress, (int64_t)i, 0,
+                                     cfg->done_rows[i], 0);
+        }
+    }
+    l.next_pending = 0;
     bool ok = true;
-    while (l.unfinished > 0 && !l.stopping) {
+    while (l.unfinished > 0 && !s_stopped(&l)) {
         if (!s_top_up(&l)) {
             ok = false;
             break;

@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 
+#include "ledger.h"
 #include "mapper.h"
 #include "plan.h"
 #include "progress.h"
@@ -21,9 +22,14 @@ typedef struct {
     void *router;           /* bound ROUTER socket */
     int signal_fd;          /* self-pipe read end: 'C' child, 'T' stop */
     const mapper_retry_config *retry; /* retry policy */
-    double outage_timeout;   /* seconds a database may stay unreachable */
-    const char *conninfo[3]; /* by proto_side_t: for probing in outages */
-    progress_t *progress;    /* told of every chunk event; ticked */
+    double outage_timeout;    /* seconds a database may stay unreachable */
+    const char *conninfo[3];  /* by proto_side_t: for probing in outages */
+    progress_t *progress;     /* told of every chunk event; ticked */
+    ledger_t *ledger;         /* the job's ledger, or NULL (--no-ledger) */
+    const bool *done;         /* chunks already committed (resume), or NULL */
+    const int64_t *done_rows; /* their rows */
+    double grace;             /* seconds running chunks may finish after a
+                                 stop signal */
 } dispatch_config_t;
 
 /* Run every chunk to an end (done or failed for good), or until a stop

@@ -15,6 +15,7 @@
 
 #include "defaults.h"
 #include "dispatch.h"
+#include "ledger.h"
 #include "log.h"
 #include "mapper.h"
 #include "pgutil.h"
@@ -101,6 +102,16 @@ void mapper_job_spec_init(mapper_job_spec *spec)
     spec->chunk_size = MAPPER_DEFAULT_CHUNK_SIZE;
     retry_config_defaults(&spec->retry);
     spec->outage_timeout = MAPPER_OUTAGE_TIMEOUT_S;
+    spec->grace = MAPPER_GRACE_S;
+}
+
+static bool s_valid_id(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > PROTO_MAX_ID) return false;
+    for (size_t i = 0; i < n; i++)
+        if (id[i] <= ' ' || id[i] > '~') return false;
+    return true;
 }
 
 static int s_validate(const mapper_job_spec *spec, mapper_result *out)
@@ -115,6 +126,20 @@ static int s_validate(const mapper_job_spec *spec, mapper_result *out)
         return s_fail(out, MAPPER_EXIT_USAGE,
                       "chunk size must be at least 1, not %" PRId64,
                       spec->chunk_size);
+    if (spec->resume && (spec->restart || spec->truncate || spec->no_ledger))
+        return s_fail(out, MAPPER_EXIT_USAGE,
+                      "--resume cannot be combined with --restart, "
+                      "--truncate or --no-ledger");
+    if ((spec->resume || spec->restart) && spec->no_ledger)
+        return s_fail(out, MAPPER_EXIT_USAGE,
+                      "--restart needs the ledger (not --no-ledger)");
+    if (spec->job_id && !s_valid_id(spec->job_id))
+        return s_fail(out, MAPPER_EXIT_USAGE,
+                      "--job-id: expected 1 to %d printable characters "
+                      "without spaces",
+                      PROTO_MAX_ID);
+    if (!(spec->grace >= 0))
+        return s_fail(out, MAPPER_EXIT_USAGE, "grace must be >= 0 seconds");
     char err[RETRY_ERR_MAX];
     if (!retry_config_validate(&spec->retry, err, sizeof err))
         return s_fail(out, MAPPER_EXIT_USAGE, "%s", err);
@@ -185,24 +210,87 @@ typedef struct {
     char endpoint[300];  /* ipc:// endpoint */
     void *zctx, *router; /* ZeroMQ */
     spawn_t spawn;       /* worker start-up */
+    char source_id[256]; /* source database identity (fingerprint) */
+    ledger_t ledger;     /* the job's ledger */
+    bool has_ledger;     /* ledger is open */
+    bool *done;          /* resumed: chunks already committed */
+    int64_t *done_rows;  /* their rows */
 } s_job_t;
 
-static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
-                     const char *source, const char *target, mapper_result *out)
+/* The source database's identity: cluster system identifier (when we may
+ * read it) and database name. Runs before the snapshot transaction, since
+ * a refused query would abort it. */
+static void s_source_identity(PGconn *src, char *out, size_t n)
 {
-    if (!(j->src = s_connect(source, PROTO_SIDE_SOURCE, out)))
-        return out->exit_code;
-    if (!(j->dst = s_connect(target, PROTO_SIDE_TARGET, out)))
-        return out->exit_code;
-    if (!s_export_snapshot(j->src, j->snapshot, sizeof j->snapshot, out))
-        return out->exit_code;
-    bool usage = false;
-    char err[512];
-    if (!schema_load(j->src, j->dst, spec->table, spec->target_table,
-                     spec->split_by, &j->schema, &usage, err, sizeof err))
-        return s_fail(out, usage ? MAPPER_EXIT_USAGE : MAPPER_EXIT_CANNOT_RUN,
-                      "%s", err);
+    pgutil_error_t e;
+    PGresult *res =
+        pgutil_query(src,
+                     "SELECT current_database(), system_identifier FROM "
+                     "pg_control_system()",
+                     0, NULL, PROTO_SIDE_SOURCE, &e);
+    if (!res)
+        res = pgutil_query(src, "SELECT current_database(), ''", 0, NULL,
+                           PROTO_SIDE_SOURCE, &e);
+    if (!res) {
+        snprintf(out, n, "?");
+        return;
+    }
+    snprintf(out, n, "%s/%s", PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 0));
+    PQclear(res);
+}
+
+/* Plan afresh, or load the plan of the job being resumed; record a fresh
+ * plan in the ledger (with --truncate in the same transaction). */
+static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
+                      const char *target, mapper_result *out)
+{
+    char err[1024];
+    ledger_spec_t ls = {
+        j->source_id,      j->schema.qsource,
+        j->schema.qtarget, j->schema.qsplit ? j->schema.qsplit : "ctid",
+        spec->chunk_size,  j->schema.qcolumns};
+    bool exists = false;
+    ledger_mode_t mode = spec->resume    ? LEDGER_RESUME
+                         : spec->restart ? LEDGER_RESTART
+                                         : LEDGER_FRESH;
+    if (!spec->no_ledger) {
+        if (!ledger_open(&j->ledger, j->dst, target,
+                         spec->state_schema ? spec->state_schema
+                                            : MAPPER_DEFAULT_STATE_SCHEMA,
+                         err, sizeof err))
+            return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "%s", err);
+        j->has_ledger = true;
+        char id[PROTO_MAX_ID + 1];
+        if (!spec->job_id && !ledger_default_id(&j->ledger, &ls, id, sizeof id))
+            return s_fail(out, MAPPER_EXIT_CANNOT_RUN,
+                          "ledger: cannot derive the job id");
+        if (!ledger_check(&j->ledger, spec->job_id ? spec->job_id : id, &ls,
+                          mode, &exists, err, sizeof err))
+            return s_fail(out, MAPPER_EXIT_USAGE, "%s", err);
+        if (exists && spec->truncate && ledger_done_count(&j->ledger) != 0)
+            return s_fail(out, MAPPER_EXIT_USAGE,
+                          "--truncate refused: job %s has committed chunks "
+                          "(--restart alone keeps the target's rows)",
+                          j->ledger.job_id);
+        snprintf(out->job_id, sizeof out->job_id, "%s", j->ledger.job_id);
+        out->ledger = true;
+        log_info("job %s (ledger %s.jobs in the target)%s", out->job_id,
+                 j->ledger.qschema, mode == LEDGER_RESUME ? ": resuming" : "");
+    }
     double t0 = s_now();
+    if (mode == LEDGER_RESUME) {
+        if (!ledger_load(&j->ledger, &j->plan, &j->done, &j->done_rows, err,
+                         sizeof err))
+            return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "%s", err);
+        out->resumed = true;
+        size_t left = 0;
+        for (size_t i = 0; i < j->plan.n; i++)
+            left += !j->done[i];
+        log_warn("resumed job %s: %zu of %zu chunks left; they read a new "
+                 "snapshot of the source (the first run's died with it)",
+                 out->job_id, left, j->plan.n);
+        return MAPPER_EXIT_OK;
+    }
     if (!s_plan(j->src, &j->schema, spec->chunk_size, &j->plan))
         return s_fail(out, MAPPER_EXIT_CANNOT_RUN,
                       "planning the chunks failed");
@@ -213,6 +301,39 @@ static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
              j->schema.qsplit ? "key ranges on " : "ctid page ranges",
              j->schema.qsplit ? j->schema.qsplit : "", j->plan.est_rows,
              out->planning_s, j->schema.binary ? "binary" : "text");
+    char truncate[600];
+    snprintf(truncate, sizeof truncate, "TRUNCATE %s", j->schema.qtarget);
+    if (j->has_ledger) {
+        if (!ledger_create(&j->ledger, &ls, &j->plan, exists,
+                           spec->truncate ? truncate : NULL, err, sizeof err))
+            return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "%s", err);
+    } else if (spec->truncate) {
+        pgutil_error_t e;
+        if (!pgutil_exec(j->dst, truncate, PROTO_SIDE_TARGET, &e))
+            return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "--truncate: %s",
+                          e.message);
+    }
+    return MAPPER_EXIT_OK;
+}
+
+static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
+                     const char *source, const char *target, mapper_result *out)
+{
+    if (!(j->src = s_connect(source, PROTO_SIDE_SOURCE, out)))
+        return out->exit_code;
+    if (!(j->dst = s_connect(target, PROTO_SIDE_TARGET, out)))
+        return out->exit_code;
+    s_source_identity(j->src, j->source_id, sizeof j->source_id);
+    if (!s_export_snapshot(j->src, j->snapshot, sizeof j->snapshot, out))
+        return out->exit_code;
+    bool usage = false;
+    char err[512];
+    if (!schema_load(j->src, j->dst, spec->table, spec->target_table,
+                     spec->split_by, &j->schema, &usage, err, sizeof err))
+        return s_fail(out, usage ? MAPPER_EXIT_USAGE : MAPPER_EXIT_CANNOT_RUN,
+                      "%s", err);
+    int rc = s_plan_job(spec, j, target, out);
+    if (rc != MAPPER_EXIT_OK) return rc;
 
     char perr[512];
     char *bin = spawn_find_worker(spec->worker_bin, perr, sizeof perr);
@@ -255,6 +376,9 @@ static void s_cleanup(s_job_t *j)
         rmdir(j->dir);
     }
     spawn_free(&j->spawn);
+    if (j->has_ledger) ledger_close(&j->ledger);
+    free(j->done);
+    free(j->done_rows);
     plan_free(&j->plan);
     schema_free(&j->schema);
     PQfinish(j->src);
@@ -319,7 +443,11 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
             .retry = &spec->retry,
             .outage_timeout = spec->outage_timeout,
             .conninfo = {"", source ? source : "", target ? target : ""},
-            .progress = progress};
+            .progress = progress,
+            .ledger = j.has_ledger ? &j.ledger : NULL,
+            .done = j.done,
+            .done_rows = j.done_rows,
+            .grace = spec->grace};
         if (!dispatch_run(&cfg, out))
             rc = MAPPER_EXIT_CANNOT_RUN;
         else if (out->interrupted)
@@ -327,6 +455,11 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
         else if (out->chunks_failed > 0)
             rc = MAPPER_EXIT_FAILED;
         progress_finish(progress);
+        if (j.has_ledger)
+            ledger_finish(&j.ledger, rc == MAPPER_EXIT_OK ? "done"
+                                     : rc == MAPPER_EXIT_FAILED
+                                         ? "failed"
+                                         : "interrupted");
     }
     progress_destroy(&progress);
     report_destroy(&report);

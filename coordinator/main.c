@@ -59,6 +59,22 @@ static void s_help(FILE *out)
         "probed;\n"
         "                         give up after S seconds (default 300)\n"
         "\n"
+        "Exactly once and resuming (a ledger in the target records each\n"
+        "chunk in the same transaction as its rows):\n"
+        "  --job-id NAME          the job's id (default: derived from the\n"
+        "                         tables, columns, split and chunk size)\n"
+        "  --state-schema NAME    the ledger's schema in the target (default\n"
+        "                         mapper; created on first use)\n"
+        "  --resume               continue job NAME: skip its done chunks\n"
+        "  --restart              discard job NAME's ledger and start afresh\n"
+        "                         (target data is not touched)\n"
+        "  --truncate             empty the target table first (a fresh job\n"
+        "                         only; never with --resume)\n"
+        "  --no-ledger            no ledger (no schema is created); a\n"
+        "                         retried chunk may then be duplicated\n"
+        "  --grace S              after SIGINT/SIGTERM running chunks may\n"
+        "                         finish for S seconds (default 30)\n"
+        "\n"
         "Progress (rows, rate, ETA from rows; on by default):\n"
         "  --progress MODE        auto (bar on a terminal, else log), bar,\n"
         "                         log (key=value lines), json (JSON lines),\n"
@@ -80,7 +96,7 @@ static void s_help(FILE *out)
         "Exit status: 0 every chunk done; 1 finished with failed chunks;\n"
         "2 usage or configuration error; 3 could not run (database\n"
         "unreachable, table or column missing); 75 interrupted by\n"
-        "SIGINT/SIGTERM.\n",
+        "SIGINT/SIGTERM (resumable: the command to resume is printed).\n",
         MAPPER_MAX_WORKERS, MAPPER_DEFAULT_CHUNK_SIZE);
 }
 
@@ -147,6 +163,22 @@ static bool s_progress_env(mapper_progress_mode *mode)
     return false;
 }
 
+/* After an interruption, print the command that resumes the job: this
+ * one's arguments (passwords already scrubbed) with --resume and the id. */
+static void s_print_resume(int argc, char **argv, const char *job_id)
+{
+    fprintf(stderr, "interrupted: resume with:\n ");
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--restart") || !strcmp(argv[i], "--truncate"))
+            continue;
+        bool plain = strspn(argv[i], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLM"
+                                     "NOPQRSTUVWXYZ0123456789-_./=:@,") ==
+                     strlen(argv[i]);
+        fprintf(stderr, plain ? " %s" : " '%s'", argv[i]);
+    }
+    fprintf(stderr, " --resume --job-id %s\n", job_id);
+}
+
 /* Overwrite the password in a connection string held in argv, so that ps
  * and /proc/PID/cmdline never show it (we keep our own copy). */
 static void s_scrub(char *arg)
@@ -200,6 +232,13 @@ enum {
     OPT_PROGRESS_INTERVAL,
     OPT_NO_PROGRESS,
     OPT_PROGRESS_FILE,
+    OPT_JOB_ID,
+    OPT_STATE_SCHEMA,
+    OPT_RESUME,
+    OPT_RESTART,
+    OPT_TRUNCATE,
+    OPT_NO_LEDGER,
+    OPT_GRACE,
 };
 
 int main(int argc, char **argv)
@@ -231,6 +270,13 @@ int main(int argc, char **argv)
         {"progress-interval", required_argument, 0, OPT_PROGRESS_INTERVAL},
         {"no-progress", no_argument, 0, OPT_NO_PROGRESS},
         {"progress-file", required_argument, 0, OPT_PROGRESS_FILE},
+        {"job-id", required_argument, 0, OPT_JOB_ID},
+        {"state-schema", required_argument, 0, OPT_STATE_SCHEMA},
+        {"resume", no_argument, 0, OPT_RESUME},
+        {"restart", no_argument, 0, OPT_RESTART},
+        {"truncate", no_argument, 0, OPT_TRUNCATE},
+        {"no-ledger", no_argument, 0, OPT_NO_LEDGER},
+        {"grace", required_argument, 0, OPT_GRACE},
         {"verbose", no_argument, 0, 'v'},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
@@ -334,6 +380,28 @@ int main(int argc, char **argv)
         case OPT_PROGRESS_FILE:
             spec.progress_file = optarg;
             break;
+        case OPT_JOB_ID:
+            spec.job_id = optarg;
+            break;
+        case OPT_STATE_SCHEMA:
+            spec.state_schema = optarg;
+            break;
+        case OPT_RESUME:
+            spec.resume = true;
+            break;
+        case OPT_RESTART:
+            spec.restart = true;
+            break;
+        case OPT_TRUNCATE:
+            spec.truncate = true;
+            break;
+        case OPT_NO_LEDGER:
+            spec.no_ledger = true;
+            break;
+        case OPT_GRACE:
+            if (!s_parse_seconds("--grace", optarg, &spec.grace))
+                return MAPPER_EXIT_USAGE;
+            break;
         case 'v':
             log_set_level(LOG_DEBUG);
             break;
@@ -375,6 +443,10 @@ int main(int argc, char **argv)
         if (!quiet) mapper_result_print(&r, stdout);
         if (r.error[0]) log_error("%s", r.error);
     }
+    if (rc == MAPPER_EXIT_INTERRUPTED && r.job_id[0] && !spec.resume)
+        s_print_resume(argc, argv, r.job_id);
+    else if (rc == MAPPER_EXIT_INTERRUPTED && r.job_id[0])
+        fprintf(stderr, "interrupted: run the same command again to resume\n");
     if (json && !s_write_json(json, &r) && rc == MAPPER_EXIT_OK)
         rc = MAPPER_EXIT_FAILED;
     mapper_result_free(&r);

@@ -39,6 +39,14 @@ typedef struct {
     mapper_progress_mode progress; /* progress output */
     double progress_interval;      /* seconds between log/JSON lines (0: 2.0) */
     const char *progress_file; /* progress lines go here instead of stderr */
+    const char *job_id;        /* ledger job id; NULL: derived from the spec */
+    const char *state_schema;  /* ledger schema in the target ("mapper") */
+    bool resume;               /* continue job_id: skip its done chunks */
+    bool restart;              /* discard job_id's ledger, start afresh */
+    bool truncate;             /* empty the target first (fresh jobs only) */
+    bool no_ledger;            /* no ledger: a retried chunk may duplicate */
+    double grace;              /* seconds running chunks may finish after
+                                  SIGINT/SIGTERM before they are aborted */
 } mapper_job_spec;
 
 /* One chunk that failed for good. */
@@ -70,6 +78,9 @@ typedef struct {
     double coord_cpu_s;               /* coordinator's CPU (user + sys) */
     double workers_cpu_s;             /* all workers' CPU (user + sys) */
     bool interrupted;                 /* stopped by SIGINT/SIGTERM */
+    char job_id[65];                  /* the ledger's job id, "" without */
+    bool resumed;                     /* continued an earlier run's job */
+    bool ledger;                      /* chunks were recorded in a ledger */
     int exit_code;                    /* see MAPPER_EXIT_* in defaults.h */
     char error[1024];                 /* why the job could not run, or "" */
 } mapper_result;

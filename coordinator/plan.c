@@ -234,6 +234,15 @@ bool plan_chunk_where(const plan_chunk_t *c, const char *qcol, char *buf,
     return true;
 }
 
+bool plan_append(plan_t *plan, const plan_chunk_t *c)
+{
+    plan_chunk_t *slot = s_add(plan, c->kind);
+    if (!slot) return false;
+    *slot = *c;
+    plan->est_rows += c->est_rows;
+    return true;
+}
+
 void plan_free(plan_t *plan)
 {
     if (!plan) return;

@@ -68,6 +68,10 @@ bool plan_keyset_pg(PGconn *conn, const char *qtable, const char *qcol,
 bool plan_chunk_where(const plan_chunk_t *c, const char *qcol, char *buf,
                       size_t n) __attribute__((warn_unused_result));
 
+/* Append a copy of c (its id included) to plan. */
+bool plan_append(plan_t *plan, const plan_chunk_t *c)
+    __attribute__((warn_unused_result));
+
 void plan_free(plan_t *plan);
 
 #endif

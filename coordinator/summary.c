@@ -75,6 +75,15 @@ void mapper_result_print(const mapper_result *r, FILE *out)
                     e->sqlstate[0] ? e->sqlstate : "-", s_group_count(r, i));
         }
     }
+    if (r->job_id[0])
+        fprintf(out, "  job_id                 %s%s\n", r->job_id,
+                r->resumed ? " (resumed)" : "");
+    if (r->resumed)
+        fprintf(out, "\nresumed: chunks copied in this run read a new snapshot "
+                     "of the source, not the first run's\n");
+    if (!r->ledger && r->chunks_total > 0)
+        fprintf(out, "\nno ledger: a chunk retried after its commit may have "
+                     "been written twice\n");
     if (r->interrupted)
         fprintf(out,
                 "\ninterrupted: %" PRId64 " of %" PRId64
@@ -93,11 +102,13 @@ bool mapper_result_write_json(const mapper_result *r, FILE *out)
             ", \"total_rows_failed\": %" PRId64 ", \"chunks_total\": %" PRId64
             ", \"chunks_succeeded\": %" PRId64 ", \"chunks_failed\": %" PRId64
             ", \"elapsed_s\": %.3f, \"rows_per_s\": %.1f, \"bytes\": %" PRId64
-            ", \"interrupted\": %s, \"exit_code\": %d, \"error\": ",
+            ", \"interrupted\": %s, \"resumed\": %s, \"ledger\": %s"
+            ", \"exit_code\": %d, \"error\": ",
             r->total_rows_processed, r->total_rows_successful,
             r->total_rows_failed, r->chunks_total, r->chunks_succeeded,
             r->chunks_failed, r->elapsed_s, r->rows_per_s, r->bytes,
-            r->interrupted ? "true" : "false", r->exit_code);
+            r->interrupted ? "true" : "false", r->resumed ? "true" : "false",
+            r->ledger ? "true" : "false", r->exit_code);
     if (r->error[0])
         s_json_string(out, r->error);
     else
@@ -108,6 +119,11 @@ bool mapper_result_write_json(const mapper_result *r, FILE *out)
             ", \"coord_cpu_s\": %.3f, \"workers_cpu_s\": %.3f",
             r->planning_s, r->coord_max_rss_kb, r->worker_max_rss_kb,
             r->coord_cpu_s, r->workers_cpu_s);
+    fputs(", \"job_id\": ", out);
+    if (r->job_id[0])
+        s_json_string(out, r->job_id);
+    else
+        fputs("null", out);
     fputs(", \"chunk_errors\": [", out);
     for (size_t i = 0; i < r->n_chunk_errors; i++) {
         const mapper_chunk_error *e = &r->chunk_errors[i];

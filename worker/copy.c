@@ -19,6 +19,15 @@
     "SET statement_timeout = 0; SET lock_timeout = 0; "                        \
     "SET idle_in_transaction_session_timeout = 0"
 
+/* The ledger: lock the chunk's row and read its state; mark it done. */
+#define COPY_LEDGER_CHECK                                                      \
+    "SELECT state = 'done', coalesce(rows, 0) FROM %s.chunks "                 \
+    "WHERE job_id = $1 AND chunk_id = $2 FOR UPDATE"
+#define COPY_LEDGER_DONE                                                       \
+    "UPDATE %s.chunks SET state = 'done', rows = $3, attempts = $4, "          \
+    "last_error = NULL, updated_at = now() WHERE job_id = $1 AND chunk_id = "  \
+    "$2"
+
 /* "pause-POINT:CHUNK" sleeps this long at POINT instead of dying. */
 #define COPY_FAULT_PAUSE   "pause-"
 #define COPY_FAULT_PAUSE_S 3
@@ -84,8 +93,63 @@ static bool s_result(PGconn *conn, ExecStatusType want, proto_side_t side,
     return ok;
 }
 
-static bool s_start(copy_conns_t *c, const copy_job_t *job, bool *binary_out,
-                    pgutil_error_t *err)
+/* Run a ledger statement on the target: the check (job_id, chunk_id), or
+ * with mark_done the update (job_id, chunk_id, rows, attempt). Returns its
+ * result (caller clears) or NULL with *err filled. */
+static PGresult *s_ledger(copy_conns_t *c, const copy_job_t *job,
+                          bool mark_done, int64_t rows, pgutil_error_t *err)
+{
+    const char *tmpl = mark_done ? COPY_LEDGER_DONE : COPY_LEDGER_CHECK;
+    ExecStatusType want = mark_done ? PGRES_COMMAND_OK : PGRES_TUPLES_OK;
+    char *qs = pgutil_quote_ident(c->dst, job->state_schema);
+    size_t n = strlen(tmpl) + (qs ? strlen(qs) : 0) + 1;
+    char *sql = qs ? malloc(n) : NULL;
+    if (!sql) {
+        free(qs);
+        snprintf(err->message, sizeof err->message, "out of memory");
+        return NULL;
+    }
+    snprintf(sql, n, mark_done ? COPY_LEDGER_DONE : COPY_LEDGER_CHECK, qs);
+    free(qs);
+    char id[24], r[24], a[16];
+    snprintf(id, sizeof id, "%" PRId64, job->chunk_id);
+    snprintf(r, sizeof r, "%" PRId64, rows);
+    snprintf(a, sizeof a, "%d", job->attempt);
+    const char *params[] = {job->job_id, id, r, a};
+    PGresult *res = PQexecParams(c->dst, sql, mark_done ? 4 : 2, NULL, params,
+                                 NULL, NULL, 0);
+    free(sql);
+    if (PQresultStatus(res) == want) return res;
+    pgutil_capture(c->dst, res, PROTO_SIDE_TARGET, err);
+    PQclear(res);
+    return NULL;
+}
+
+/* In the target transaction: lock the chunk's ledger row and tell whether
+ * an earlier attempt already committed it. */
+static bool s_ledger_check(copy_conns_t *c, const copy_job_t *job,
+                           bool *done_out, int64_t *rows_out,
+                           pgutil_error_t *err)
+{
+    PGresult *res = s_ledger(c, job, false, 0, err);
+    if (!res) return false;
+    bool ok = PQntuples(res) == 1;
+    if (ok) {
+        *done_out = PQgetvalue(res, 0, 0)[0] == 't';
+        *rows_out = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+    } else {
+        err->side = PROTO_SIDE_TARGET;
+        snprintf(err->message, sizeof err->message,
+                 "the ledger has no row for job %s chunk %" PRId64, job->job_id,
+                 job->chunk_id);
+    }
+    PQclear(res);
+    return ok;
+}
+
+/* Source: import the job's snapshot and start COPY TO STDOUT. */
+static bool s_source_start(copy_conns_t *c, const copy_job_t *job,
+                           bool *binary_out, pgutil_error_t *err)
 {
     char *lit = PQescapeLiteral(c->src, job->snapshot, strlen(job->snapshot));
     if (!lit) {
@@ -112,10 +176,15 @@ static bool s_start(copy_conns_t *c, const copy_job_t *job, bool *binary_out,
     if (!ok) pgutil_capture(c->src, res, PROTO_SIDE_SOURCE, err);
     *binary_out = ok && PQbinaryTuples(res);
     PQclear(res);
-    if (!ok) return false;
-    if (!pgutil_exec(c->dst, "BEGIN", PROTO_SIDE_TARGET, err)) return false;
-    res = PQexec(c->dst, job->target_sql);
-    ok = PQresultStatus(res) == PGRES_COPY_IN;
+    return ok;
+}
+
+/* Target: start COPY FROM STDIN (the transaction is already open). */
+static bool s_target_start(copy_conns_t *c, const copy_job_t *job,
+                           pgutil_error_t *err)
+{
+    PGresult *res = PQexec(c->dst, job->target_sql);
+    bool ok = PQresultStatus(res) == PGRES_COPY_IN;
     if (!ok) pgutil_capture(c->dst, res, PROTO_SIDE_TARGET, err);
     PQclear(res);
     return ok;
@@ -206,16 +275,32 @@ copy_status_t copy_chunk(copy_conns_t *conns, const copy_job_t *job,
     memset(err, 0, sizeof *err);
     *rows_out = *bytes_out = 0;
     copy_status_t st = COPY_FAILED;
-    bool binary = false;
+    bool binary = false, done = false, ledger = job->job_id[0] != '\0';
+    int64_t rows = 0, bytes = 0;
     if (!s_open(&conns->src, conns->source_conninfo, PROTO_SIDE_SOURCE, err) ||
         !s_open(&conns->dst, conns->target_conninfo, PROTO_SIDE_TARGET, err) ||
-        !s_start(conns, job, &binary, err))
+        !pgutil_exec(conns->dst, "BEGIN", PROTO_SIDE_TARGET, err) ||
+        (ledger && !s_ledger_check(conns, job, &done, &rows, err)))
         goto fail;
-    int64_t rows = 0, bytes = 0;
+    if (done) {
+        pgutil_error_t ignored;
+        if (!pgutil_exec(conns->dst, "ROLLBACK", PROTO_SIDE_TARGET, &ignored))
+            copy_conns_close(conns);
+        *rows_out = rows;
+        return COPY_ALREADY;
+    }
+    if (!s_source_start(conns, job, &binary, err) ||
+        !s_target_start(conns, job, err))
+        goto fail;
     st = s_stream(conns, tick, arg, job, binary, &rows, &bytes, err);
     if (st != COPY_OK) goto fail;
-    copy_fault("before-commit", job->chunk_id, job->attempt);
     st = COPY_FAILED;
+    if (ledger) {
+        PGresult *res = s_ledger(conns, job, true, rows, err);
+        if (!res) goto fail;
+        PQclear(res);
+    }
+    copy_fault("before-commit", job->chunk_id, job->attempt);
     if (!pgutil_exec(conns->dst, "COMMIT", PROTO_SIDE_TARGET, err)) goto fail;
     copy_fault("after-commit", job->chunk_id, job->attempt);
     /* The data is committed; the read-only source transaction just ends. */

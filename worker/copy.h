@@ -22,6 +22,7 @@ typedef enum {
     COPY_OK,      /* committed */
     COPY_FAILED,  /* rolled back; *err says why */
     COPY_ABORTED, /* rolled back because tick() asked to stop */
+    COPY_ALREADY, /* the ledger says an earlier attempt committed it */
 } copy_status_t;
 
 /* Called every few thousand rows or ~100 ms with the rows and bytes so far;
@@ -30,11 +31,13 @@ typedef bool (*copy_tick_fn)(void *arg, int64_t rows, int64_t bytes);
 
 /* What a chunk needs: the snapshot to import and the two statements. */
 typedef struct {
-    int64_t chunk_id;       /* for fault injection and logs */
-    int32_t attempt;        /* likewise */
-    const char *snapshot;   /* exported snapshot id */
-    const char *source_sql; /* COPY (SELECT ...) TO STDOUT ... */
-    const char *target_sql; /* COPY t (...) FROM STDIN ... */
+    int64_t chunk_id;         /* for fault injection and logs */
+    int32_t attempt;          /* likewise */
+    const char *snapshot;     /* exported snapshot id */
+    const char *source_sql;   /* COPY (SELECT ...) TO STDOUT ... */
+    const char *target_sql;   /* COPY t (...) FROM STDIN ... */
+    const char *job_id;       /* ledger job id; "" = no ledger */
+    const char *state_schema; /* ledger schema (unquoted) */
 } copy_job_t;
 
 /* Copy one chunk. On COPY_OK, *rows_out and *bytes_out hold what committed. On

@@ -75,15 +75,16 @@ static void s_run_chunk(s_worker_t *w, copy_conns_t *conns,
 {
     w->chunk_id = a->chunk_id;
     w->attempt = a->attempt;
-    copy_job_t job = {a->chunk_id, a->attempt, a->snapshot, a->source_sql,
-                      a->target_sql};
+    copy_job_t job = {a->chunk_id,   a->attempt, a->snapshot,    a->source_sql,
+                      a->target_sql, a->job_id,  a->state_schema};
     int64_t rows = 0, bytes = 0;
     pgutil_error_t err;
     log_debug("chunk %" PRId64 " attempt %d: start", a->chunk_id, a->attempt);
     copy_status_t st = copy_chunk(conns, &job, s_tick, w, &rows, &bytes, &err);
     proto_msg_t r = {.chunk_id = a->chunk_id, .attempt = a->attempt};
-    if (st == COPY_OK) {
+    if (st == COPY_OK || st == COPY_ALREADY) {
         r.kind = PROTO_DONE;
+        r.already = st == COPY_ALREADY;
         r.rows = rows;
         r.bytes = bytes;
     } else {

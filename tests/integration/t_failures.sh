@@ -59,14 +59,14 @@ check "log shows no password" 0 "$(cat "$T_OUT/ps.err" "$T_OUT/ps.out" | grep -c
 fresh_dbs kill
 q "$SRC" "CREATE TABLE k(id bigint PRIMARY KEY, v text); INSERT INTO k SELECT g, md5(g::text) FROM generate_series(1, 100000) g"
 q "$DST" "CREATE TABLE k(id bigint PRIMARY KEY, v text)"
-MAPPER_FAULT=mid-copy:3 run_coord --table k --workers 3 --chunk-size 12000 --summary-json "$T_OUT/k.json"
+MAPPER_FAULT=mid-copy:3 run_coord --restart --table k --workers 3 --chunk-size 12000 --summary-json "$T_OUT/k.json"
 check "worker killed mid-copy: exit 0" 0 "$RC"
 check_match "the kill was seen" "killed by signal 9" "$ERR"
 check "worker killed mid-copy: exact content" "$(checksum "$SRC" k)" "$(checksum "$DST" k)"
 check "no failed chunk" 0 "$(json_field "$T_OUT/k.json" chunks_failed)"
 
 q "$DST" "TRUNCATE k"
-"$COORD" --table k --workers 2 --chunk-size 2000 >"$T_OUT/k2.out" 2>"$T_OUT/k2.err" &
+"$COORD" --restart --table k --workers 2 --chunk-size 2000 >"$T_OUT/k2.out" 2>"$T_OUT/k2.err" &
 pid=$!
 victim=""
 for _ in $(seq 200); do
@@ -82,7 +82,7 @@ check "no duplicate keys" 0 "$(q "$DST" "SELECT count(*) FROM (SELECT id FROM k 
 
 # SIGTERM: stop, exit 75, no orphans; committed chunks stay committed.
 q "$DST" "TRUNCATE k"
-"$COORD" --table k --workers 2 --chunk-size 500 >"$T_OUT/t.out" 2>"$T_OUT/t.err" &
+"$COORD" --restart --table k --workers 2 --chunk-size 500 >"$T_OUT/t.out" 2>"$T_OUT/t.err" &
 pid=$!
 for _ in $(seq 200); do
     [ "$(q "$DST" "SELECT count(*) > 0 FROM k")" = t ] && break

@@ -20,7 +20,7 @@ check_json() {
     check "$l: last line rows = source rows" 120000 "$(tail -1 "$f" | jq .total_rows_successful)"
 }
 
-run_coord --table p --workers 2 --chunk-size 8000 --progress json --progress-interval 0.05 \
+run_coord --restart --table p --workers 2 --chunk-size 8000 --progress json --progress-interval 0.05 \
     --progress-file "$T_OUT/p.jsonl"
 check "json progress: exit 0" 0 "$RC"
 check_json "$T_OUT/p.jsonl" "json progress"
@@ -29,21 +29,21 @@ check "json fields are the snapshot's" \
     "$(head -1 "$T_OUT/p.jsonl" | jq -r 'keys - ["bytes_per_second", "workers", "workers_busy"] | join(",")')"
 
 q "$DST" "TRUNCATE p"
-MAPPER_FAULT=mid-copy:4 run_coord --table p --workers 2 --chunk-size 8000 --progress json \
+MAPPER_FAULT=mid-copy:4 run_coord --restart --table p --workers 2 --chunk-size 8000 --progress json \
     --progress-interval 0.05 --progress-file "$T_OUT/k.jsonl"
 check "killed worker: exit 0" 0 "$RC"
 check_json "$T_OUT/k.jsonl" "killed worker"
 check "killed worker: a retry is shown" 1 "$(tail -1 "$T_OUT/k.jsonl" | jq .retries)"
 
 q "$DST" "TRUNCATE p"
-run_coord --table p --workers 2 --chunk-size 8000 --progress log --progress-interval 0.05
+run_coord --restart --table p --workers 2 --chunk-size 8000 --progress log --progress-interval 0.05
 check "log progress: exit 0" 0 "$RC"
 check_match "log progress: key=value line" 'progress job="p" pct=100\.0 chunks=15/15 .*rows=120000 ' "$ERR"
 MAPPER_PARALLEL_PROGRESS_ENABLED=false run_coord --table p
 check "MAPPER_PARALLEL_PROGRESS_ENABLED=false: no progress lines" 0 "$(printf '%s' "$ERR" | grep -c 'progress job=')"
 MAPPER_PARALLEL_PROGRESS_ENABLED=perhaps run_coord --table p
 check "MAPPER_PARALLEL_PROGRESS_ENABLED=perhaps: exit 2" 2 "$RC"
-run_coord --table p --progress fancy
+run_coord --restart --table p --progress fancy
 check "--progress fancy: exit 2" 2 "$RC"
 
 # The bar in a real terminal: a chunk pauses mid-copy so the pane can be
@@ -51,7 +51,7 @@ check "--progress fancy: exit 2" 2 "$RC"
 q "$DST" "TRUNCATE p"
 sock="$T_OUT/tmux.sock"
 tmux -S "$sock" new-session -d -x 160 -y 40 \
-    "env MAPPER_FAULT=pause-mid-copy:3 MAPPER_WORKER_BIN=$MAPPER_WORKER_BIN MAPPER_SOURCE_URL=$SRC MAPPER_TARGET_URL=$DST $COORD --table p --workers 2 --chunk-size 8000; echo EXIT=\$?; sleep 60"
+    "env MAPPER_FAULT=pause-mid-copy:3 MAPPER_WORKER_BIN=$MAPPER_WORKER_BIN MAPPER_SOURCE_URL=$SRC MAPPER_TARGET_URL=$DST $COORD --restart --table p --workers 2 --chunk-size 8000; echo EXIT=\$?; sleep 60"
 mid=""
 for _ in $(seq 200); do
     mid=$(tmux -S "$sock" capture-pane -p)

@@ -21,7 +21,7 @@ terminate_when_paused() {
               WHERE application_name = 'mapper-worker' AND datname = current_database()"
 }
 
-MAPPER_FAULT=pause-mid-copy:2 "$COORD" --table r --workers 2 --chunk-size 5000 \
+MAPPER_FAULT=pause-mid-copy:2 "$COORD" --restart --table r --workers 2 --chunk-size 5000 \
     --initial-delay 0.1 --summary-json "$T_OUT/r.json" >"$T_OUT/r.out" 2>"$T_OUT/r.err" &
 pid=$!
 check "target sessions were terminated" t "$(terminate_when_paused "$T_OUT/r.err")"
@@ -32,7 +32,7 @@ check "terminated connections: exact content" "$(checksum "$SRC" r)" "$(checksum
 check "no failed chunk" 0 "$(json_field "$T_OUT/r.json" chunks_failed)"
 
 q "$DST" "TRUNCATE r"
-MAPPER_FAULT=pause-mid-copy:2 "$COORD" --table r --workers 2 --chunk-size 5000 --no-retry \
+MAPPER_FAULT=pause-mid-copy:2 "$COORD" --restart --table r --workers 2 --chunk-size 5000 --no-retry \
     --summary-json "$T_OUT/n.json" >"$T_OUT/n.out" 2>"$T_OUT/n.err" &
 pid=$!
 terminate_when_paused "$T_OUT/n.err" >/dev/null
@@ -41,7 +41,7 @@ check "--no-retry: exit 1" 1 "$?"
 check "--no-retry: chunk 2 failed after 1 attempt" 1 "$(jq '[.chunk_errors[] | select(.chunk_id == 2 and .attempts == 1)] | length' "$T_OUT/n.json")"
 
 q "$DST" "TRUNCATE r; ALTER TABLE r ADD CONSTRAINT small CHECK (id < 31000 OR id > 34000)"
-run_coord --table r --workers 2 --chunk-size 5000 --summary-json "$T_OUT/c.json"
+run_coord --restart --table r --workers 2 --chunk-size 5000 --summary-json "$T_OUT/c.json"
 check "CHECK violation: exit 1" 1 "$RC"
 check "CHECK violation: one failed chunk" 1 "$(json_field "$T_OUT/c.json" chunks_failed)"
 check "CHECK violation: SQLSTATE 23514, attempts 1, integrity" "23514 1 integrity target" \
@@ -55,7 +55,7 @@ check "MAPPER_PARALLEL_RETRY_ENABLED=maybe: exit 2" 2 "$RC"
 check_match "MAPPER_PARALLEL_RETRY_ENABLED=maybe: named" "MAPPER_PARALLEL_RETRY_ENABLED" "$ERR"
 MAPPER_PARALLEL_MAX_RETRIES=-1 run_coord --table r
 check "MAPPER_PARALLEL_MAX_RETRIES=-1: exit 2" 2 "$RC"
-run_coord --table r --backoff-base 0.5
+run_coord --restart --table r --backoff-base 0.5
 check "--backoff-base 0.5: exit 2" 2 "$RC"
 check_match "--backoff-base 0.5: named" "exponential_base" "$ERR"
 

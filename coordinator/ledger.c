@@ -1,0 +1,433 @@
+/* coordinator/ledger.c - the job ledger in the target database (ledger.h). */
+#include "ledger.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "pgutil.h"
+
+#define LEDGER_SQL_MAX     2048
+#define LEDGER_ID_HASH_LEN 12
+
+static const char *const s_kind_names[] = {
+    [PLAN_KEY_RANGE] = "range",
+    [PLAN_KEY_NULL] = "null",
+    [PLAN_CTID] = "ctid",
+    [PLAN_ALL] = "all",
+};
+
+/* Copy tmpl into buf with the quoted schema in place of every "@S". */
+static void s_sql(const ledger_t *l, char *buf, size_t n, const char *tmpl)
+{
+    size_t j = 0, q = strlen(l->qschema);
+    for (const char *p = tmpl; *p && j + 1 < n; p++) {
+        if (p[0] == '@' && p[1] == 'S' && j + q + 1 < n) {
+            memcpy(buf + j, l->qschema, q);
+            j += q;
+            p++;
+        } else {
+            buf[j++] = *p;
+        }
+    }
+    buf[j] = '\0';
+}
+
+static bool s_fail(char *err, size_t errlen, const char *what,
+                   const pgutil_error_t *e)
+{
+    snprintf(err, errlen, "ledger: %s: %s%s%s", what, e->sqlstate,
+             e->sqlstate[0] ? " " : "", e->message);
+    return false;
+}
+
+/* The session, reconnected if an outage broke it. */
+static PGconn *s_conn(ledger_t *l)
+{
+    if (PQstatus(l->conn) != CONNECTION_OK) PQreset(l->conn);
+    return l->conn;
+}
+
+bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
+                 const char *schema, char *err, size_t errlen)
+{
+    memset(l, 0, sizeof *l);
+    l->conn = conn;
+    l->conninfo = conninfo;
+    if (strlen(schema) > PROTO_MAX_ID / 2 || !*schema) {
+        snprintf(err, errlen, "--state-schema '%s': expected 1 to %d bytes",
+                 schema, PROTO_MAX_ID / 2);
+        return false;
+    }
+    snprintf(l->schema, sizeof l->schema, "%s", schema);
+    l->qschema = pgutil_quote_ident(conn, schema);
+    if (!l->qschema) {
+        snprintf(err, errlen, "ledger: bad schema name '%s'", schema);
+        return false;
+    }
+    char sql[LEDGER_SQL_MAX];
+    s_sql(l, sql, sizeof sql,
+          "CREATE SCHEMA IF NOT EXISTS @S;"
+          "CREATE TABLE IF NOT EXISTS @S.jobs ("
+          " job_id text PRIMARY KEY, fingerprint text NOT NULL,"
+          " source text NOT NULL, source_table text NOT NULL,"
+          " target_table text NOT NULL, split_by text NOT NULL,"
+          " chunk_size bigint NOT NULL, columns text NOT NULL,"
+          " status text NOT NULL, created_at timestamptz NOT NULL DEFAULT "
+          "now(), finished_at timestamptz);"
+          "CREATE TABLE IF NOT EXISTS @S.chunks ("
+          " job_id text NOT NULL REFERENCES @S.jobs ON DELETE CASCADE,"
+          " chunk_id bigint NOT NULL, kind text NOT NULL, lo bigint,"
+          " hi bigint, est_rows bigint NOT NULL,"
+          " state text NOT NULL DEFAULT 'pending', rows bigint,"
+          " attempts int NOT NULL DEFAULT 0, last_error text,"
+          " updated_at timestamptz NOT NULL DEFAULT now(),"
+          " UNIQUE (job_id, chunk_id))");
+    pgutil_error_t e;
+    if (!pgutil_exec(conn, sql, PROTO_SIDE_TARGET, &e))
+        return s_fail(err, errlen, "cannot create its tables", &e);
+    return true;
+}
+
+/* The spec as one line: what the fingerprint hashes. */
+static void s_spec_text(const ledger_spec_t *s, char *buf, size_t n)
+{
+    snprintf(buf, n,
+             "source=%s table=%s target=%s split_by=%s chunk_size=%" PRId64
+             " columns=%s",
+             s->source, s->source_table, s->target_table, s->split_by,
+             s->chunk_size, s->columns);
+}
+
+static bool s_md5(ledger_t *l, const char *text, char *out, size_t n)
+{
+    const char *params[] = {text};
+    pgutil_error_t e;
+    PGresult *res = pgutil_query(s_conn(l), "SELECT md5($1)", 1, params,
+                                 PROTO_SIDE_TARGET, &e);
+    if (!res) {
+        pgutil_log_error("ledger", &e);
+        return false;
+    }
+    snprintf(out, n, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return true;
+}
+
+bool ledger_default_id(ledger_t *l, const ledger_spec_t *spec, char *id_out,
+                       size_t n)
+{
+    char text[LEDGER_SQL_MAX], md5[64];
+    s_spec_text(spec, text, sizeof text);
+    if (!s_md5(l, text, md5, sizeof md5)) return false;
+    snprintf(id_out, n, "job-%.*s", LEDGER_ID_HASH_LEN, md5);
+    return true;
+}
+
+bool ledger_check(ledger_t *l, const char *job_id, const ledger_spec_t *spec,
+                  ledger_mode_t mode, bool *exists_out, char *err,
+                  size_t errlen)
+{
+    snprintf(l->job_id, sizeof l->job_id, "%s", job_id);
+    char sql[LEDGER_SQL_MAX];
+    s_sql(l, sql, sizeof sql,
+          "SELECT source, source_table, target_table, split_by, chunk_size, "
+          "columns, status FROM @S.jobs WHERE job_id = $1");
+    const char *params[] = {job_id};
+    pgutil_error_t e;
+    PGresult *res =
+        pgutil_query(s_conn(l), sql, 1, params, PROTO_SIDE_TARGET, &e);
+    if (!res) return s_fail(err, errlen, "cannot read the jobs table", &e);
+    *exists_out = PQntuples(res) == 1;
+    bool ok = true;
+    if (mode == LEDGER_FRESH && *exists_out) {
+        snprintf(err, errlen,
+                 "job %s already exists in the ledger (status %s): use "
+                 "--resume to continue it, or --restart to discard its "
+                 "ledger",
+                 job_id, PQgetvalue(res, 0, 6));
+        ok = false;
+    } else if (mode == LEDGER_RESUME && !*exists_out) {
+        snprintf(err, errlen, "--resume: no job %s in the ledger", job_id);
+        ok = false;
+    } else if (mode == LEDGER_RESUME) {
+        char size[32];
+        snprintf(size, sizeof size, "%" PRId64, spec->chunk_size);
+        const char *names[] = {"source database", "table",
+                               "target table",    "split column",
+                               "--chunk-size",    "columns"};
+        const char *now[] = {spec->source,
+                             spec->source_table,
+                             spec->target_table,
+                             spec->split_by,
+                             size,
+                             spec->columns};
+        for (int i = 0; i < 6 && ok; i++)
+            if (strcmp(PQgetvalue(res, 0, i), now[i])) {
+                snprintf(err, errlen,
+                         "--resume: job %s was started with %s %s, not %s",
+                         job_id, names[i], PQgetvalue(res, 0, i), now[i]);
+                ok = false;
+            }
+    }
+    PQclear(res);
+    return ok;
+}
+
+/* Append v (or NULL when !present) to a PostgreSQL array literal. */
+static bool s_array_add(char **buf, size_t *len, size_t *cap, const char *v)
+{
+    size_t add = strlen(v) + 2;
+    if (*len + add + 2 > *cap) {
+        size_t ncap = (*cap + add + 2) * 2;
+        char *b = realloc(*buf, ncap);
+        if (!b) return false;
+        *buf = b;
+        *cap = ncap;
+    }
+    *len += (size_t)snprintf(*buf + *len, *cap - *len, "%s%s",
+                             *len > 1 ? "," : "", v);
+    return true;
+}
+
+bool ledger_create(ledger_t *l, const ledger_spec_t *spec, const plan_t *plan,
+                   bool restart, const char *truncate_sql, char *err,
+                   size_t errlen)
+{
+    enum { ID, KIND, LO, HI, EST, NARR };
+    char *arr[NARR] = {0};
+    size_t len[NARR] = {0}, cap[NARR] = {0};
+    bool ok = true;
+    for (int a = 0; a < NARR && ok; a++)
+        ok = s_array_add(&arr[a], &len[a], &cap[a], "");
+    for (int a = 0; a < NARR && ok; a++)
+        arr[a][0] = '{', len[a] = 1;
+    for (size_t i = 0; i < plan->n && ok; i++) {
+        const plan_chunk_t *c = &plan->chunks[i];
+        char id[24], lo[24], hi[24], est[24], kind[16];
+        /* Quoted: an unquoted null in an array literal is NULL. */
+        snprintf(kind, sizeof kind, "\"%s\"", s_kind_names[c->kind]);
+        snprintf(id, sizeof id, "%" PRId64, c->id);
+        snprintf(lo, sizeof lo, "%" PRId64, c->lo);
+        snprintf(hi, sizeof hi, "%" PRId64, c->hi);
+        snprintf(est, sizeof est, "%" PRId64, c->est_rows);
+        ok = s_array_add(&arr[ID], &len[ID], &cap[ID], id) &&
+             s_array_add(&arr[KIND], &len[KIND], &cap[KIND], kind) &&
+             s_array_add(&arr[LO], &len[LO], &cap[LO],
+                         c->has_lo ? lo : "NULL") &&
+             s_array_add(&arr[HI], &len[HI], &cap[HI],
+                         c->has_hi ? hi : "NULL") &&
+             s_array_add(&arr[EST], &len[EST], &cap[EST], est);
+    }
+    for (int a = 0; a < NARR && ok; a++)
+        ok = s_array_add(&arr[a], &len[a], &cap[a], ""),
+        arr[a][len[a] - 1] = '}';
+    if (!ok) {
+        snprintf(err, errlen, "ledger: out of memory");
+        goto out;
+    }
+    char text[LEDGER_SQL_MAX], md5[64], size[32];
+    s_spec_text(spec, text, sizeof text);
+    snprintf(size, sizeof size, "%" PRId64, spec->chunk_size);
+    if (!(ok = s_md5(l, text, md5, sizeof md5))) {
+        snprintf(err, errlen, "ledger: cannot compute the fingerprint");
+        goto out;
+    }
+    PGconn *c = s_conn(l);
+    pgutil_error_t e;
+    char sql[LEDGER_SQL_MAX];
+    ok = pgutil_exec(c, "BEGIN", PROTO_SIDE_TARGET, &e);
+    if (ok && restart) {
+        s_sql(l, sql, sizeof sql, "DELETE FROM @S.jobs WHERE job_id = $1");
+        const char *p[] = {l->job_id};
+        PGresult *r = PQexecParams(c, sql, 1, NULL, p, NULL, NULL, 0);
+        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok) pgutil_capture(c, r, PROTO_SIDE_TARGET, &e);
+        PQclear(r);
+    }
+    if (ok && truncate_sql)
+        ok = pgutil_exec(c, truncate_sql, PROTO_SIDE_TARGET, &e);
+    if (ok) {
+        s_sql(l, sql, sizeof sql,
+              "INSERT INTO @S.jobs (job_id, fingerprint, source, "
+              "source_table, target_table, split_by, chunk_size, columns, "
+              "status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running')");
+        const char *p[] = {l->job_id,
+                           md5,
+                           spec->source,
+                           spec->source_table,
+                           spec->target_table,
+                           spec->split_by,
+                           size,
+                           spec->columns};
+        PGresult *r = PQexecParams(c, sql, 8, NULL, p, NULL, NULL, 0);
+        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok) pgutil_capture(c, r, PROTO_SIDE_TARGET, &e);
+        PQclear(r);
+    }
+    if (ok) {
+        s_sql(l, sql, sizeof sql,
+              "INSERT INTO @S.chunks (job_id, chunk_id, kind, lo, hi, "
+              "est_rows) SELECT $1, unnest($2::bigint[]), "
+              "unnest($3::text[]), unnest($4::bigint[]), "
+              "unnest($5::bigint[]), unnest($6::bigint[])");
+        const char *p[] = {l->job_id, arr[ID], arr[KIND],
+                           arr[LO],   arr[HI], arr[EST]};
+        PGresult *r = PQexecParams(c, sql, 6, NULL, p, NULL, NULL, 0);
+        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok) pgutil_capture(c, r, PROTO_SIDE_TARGET, &e);
+        PQclear(r);
+    }
+    if (ok) ok = pgutil_exec(c, "COMMIT", PROTO_SIDE_TARGET, &e);
+    if (!ok) {
+        s_fail(err, errlen, "cannot record the job", &e);
+        pgutil_error_t ignored;
+        if (!pgutil_exec(c, "ROLLBACK", PROTO_SIDE_TARGET, &ignored)) {
+        }
+    }
+out:
+    for (int a = 0; a < NARR; a++)
+        free(arr[a]);
+    return ok;
+}
+
+static plan_kind_t s_kind(const char *name)
+{
+    for (size_t k = 0; k < sizeof s_kind_names / sizeof s_kind_names[0]; k++)
+        if (!strcmp(name, s_kind_names[k])) return (plan_kind_t)k;
+    return PLAN_ALL;
+}
+
+bool ledger_load(ledger_t *l, plan_t *plan, bool **done_out, int64_t **rows_out,
+                 char *err, size_t errlen)
+{
+    memset(plan, 0, sizeof *plan);
+    char sql[LEDGER_SQL_MAX];
+    s_sql(l, sql, sizeof sql,
+          "SELECT chunk_id, kind, lo, hi, est_rows, state = 'done', "
+          "coalesce(rows, 0) FROM @S.chunks WHERE job_id = $1 "
+          "ORDER BY chunk_id");
+    const char *params[] = {l->job_id};
+    pgutil_error_t e;
+    PGresult *res =
+        pgutil_query(s_conn(l), sql, 1, params, PROTO_SIDE_TARGET, &e);
+    if (!res) return s_fail(err, errlen, "cannot read the chunks", &e);
+    int n = PQntuples(res);
+    *done_out = calloc((size_t)n + 1, sizeof **done_out);
+    *rows_out = calloc((size_t)n + 1, sizeof **rows_out);
+    bool ok = *done_out && *rows_out;
+    for (int i = 0; i < n && ok; i++) {
+        plan_chunk_t c = {.id = strtoll(PQgetvalue(res, i, 0), NULL, 10),
+                          .kind = s_kind(PQgetvalue(res, i, 1)),
+                          .has_lo = !PQgetisnull(res, i, 2),
+                          .has_hi = !PQgetisnull(res, i, 3),
+                          .lo = strtoll(PQgetvalue(res, i, 2), NULL, 10),
+                          .hi = strtoll(PQgetvalue(res, i, 3), NULL, 10),
+                          .est_rows = strtoll(PQgetvalue(res, i, 4), NULL, 10)};
+        if (c.id != i) {
+            snprintf(err, errlen, "ledger: chunk %d of job %s is missing", i,
+                     l->job_id);
+            ok = false;
+            break;
+        }
+        (*done_out)[i] = PQgetvalue(res, i, 5)[0] == 't';
+        (*rows_out)[i] = strtoll(PQgetvalue(res, i, 6), NULL, 10);
+        ok = plan_append(plan, &c);
+    }
+    PQclear(res);
+    if (!ok) {
+        if (!err[0]) snprintf(err, errlen, "ledger: out of memory");
+        plan_free(plan);
+        free(*done_out);
+        free(*rows_out);
+        *done_out = NULL;
+        *rows_out = NULL;
+    }
+    return ok;
+}
+
+bool ledger_chunk_done(ledger_t *l, int64_t chunk_id, int64_t *rows_out)
+{
+    char sql[LEDGER_SQL_MAX], id[24];
+    s_sql(l, sql, sizeof sql,
+          "SELECT coalesce(rows, 0) FROM @S.chunks WHERE job_id = $1 AND "
+          "chunk_id = $2 AND state = 'done'");
+    snprintf(id, sizeof id, "%" PRId64, chunk_id);
+    const char *params[] = {l->job_id, id};
+    pgutil_error_t e;
+    PGresult *res =
+        pgutil_query(s_conn(l), sql, 2, params, PROTO_SIDE_TARGET, &e);
+    if (!res) {
+        pgutil_log_error("ledger: reading a chunk's state", &e);
+        return false;
+    }
+    bool done = PQntuples(res) == 1;
+    if (done) *rows_out = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return done;
+}
+
+int64_t ledger_done_count(ledger_t *l)
+{
+    char sql[LEDGER_SQL_MAX];
+    s_sql(l, sql, sizeof sql,
+          "SELECT count(*) FROM @S.chunks WHERE job_id = $1 AND state = "
+          "'done'");
+    const char *params[] = {l->job_id};
+    pgutil_error_t e;
+    PGresult *res =
+        pgutil_query(s_conn(l), sql, 1, params, PROTO_SIDE_TARGET, &e);
+    if (!res) {
+        pgutil_log_error("ledger: counting done chunks", &e);
+        return -1;
+    }
+    int64_t n = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return n;
+}
+
+void ledger_chunk_failed(ledger_t *l, int64_t chunk_id, int attempts,
+                         const char *error)
+{
+    char sql[LEDGER_SQL_MAX], id[24], att[16];
+    s_sql(l, sql, sizeof sql,
+          "UPDATE @S.chunks SET state = 'failed', attempts = $3, "
+          "last_error = $4, updated_at = now() WHERE job_id = $1 AND "
+          "chunk_id = $2 AND state <> 'done'");
+    snprintf(id, sizeof id, "%" PRId64, chunk_id);
+    snprintf(att, sizeof att, "%d", attempts);
+    const char *params[] = {l->job_id, id, att, error};
+    PGresult *res =
+        PQexecParams(s_conn(l), sql, 4, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        pgutil_error_t e;
+        pgutil_capture(l->conn, res, PROTO_SIDE_TARGET, &e);
+        pgutil_log_error("ledger: recording a failed chunk", &e);
+    }
+    PQclear(res);
+}
+
+void ledger_finish(ledger_t *l, const char *status)
+{
+    char sql[LEDGER_SQL_MAX];
+    s_sql(l, sql, sizeof sql,
+          "UPDATE @S.jobs SET status = $2, finished_at = now() WHERE "
+          "job_id = $1");
+    const char *params[] = {l->job_id, status};
+    PGresult *res =
+        PQexecParams(s_conn(l), sql, 2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        pgutil_error_t e;
+        pgutil_capture(l->conn, res, PROTO_SIDE_TARGET, &e);
+        pgutil_log_error("ledger: recording the job's status", &e);
+    }
+    PQclear(res);
+}
+
+void ledger_close(ledger_t *l)
+{
+    free(l->qschema);
+    memset(l, 0, sizeof *l);
+}

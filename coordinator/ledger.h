@@ -1,0 +1,83 @@
+/* coordinator/ledger.h - the job ledger in the target database: a jobs row
+ * per job and a chunks row per chunk. A worker marks its chunk done in the
+ * same transaction as the chunk's rows, so a chunk is never written twice
+ * and an interrupted job can be resumed with exactly the same plan. */
+#ifndef MAPPER_LEDGER_H
+#define MAPPER_LEDGER_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "plan.h"
+#include "proto.h"
+
+/* What identifies a job's spec; stored with the job and compared on
+ * --resume, one field at a time so a refusal can say what differs. */
+typedef struct {
+    const char *source;       /* source database identity */
+    const char *source_table; /* quoted source table */
+    const char *target_table; /* quoted target table */
+    const char *split_by;     /* quoted split column, or "ctid" */
+    int64_t chunk_size;       /* rows per chunk */
+    const char *columns;      /* quoted column list */
+} ledger_spec_t;
+
+typedef struct {
+    PGconn *conn;                  /* the coordinator's target session */
+    const char *conninfo;          /* to reconnect it after an outage */
+    char *qschema;                 /* quoted ledger schema */
+    char schema[PROTO_MAX_ID + 1]; /* the schema's name, as given */
+    char job_id[PROTO_MAX_ID + 1]; /* this job */
+} ledger_t;
+
+/* How a job starts. */
+typedef enum {
+    LEDGER_FRESH,   /* new job; refuse if the id exists */
+    LEDGER_RESUME,  /* continue an existing job with the same spec */
+    LEDGER_RESTART, /* discard the id's ledger, then start fresh */
+} ledger_mode_t;
+
+/* Create the schema and tables if missing. On failure, err says why. */
+bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
+                 const char *schema, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* The default job id for spec: "job-" and 12 hex digits of its hash. */
+bool ledger_default_id(ledger_t *l, const ledger_spec_t *spec, char *id_out,
+                       size_t n) __attribute__((warn_unused_result));
+
+/* Look the job up and check it against mode: a fresh job must not exist,
+ * a resumed one must exist with the same spec. Returns false with err set
+ * (a usage error) when refused. *exists_out tells whether it exists. */
+bool ledger_check(ledger_t *l, const char *job_id, const ledger_spec_t *spec,
+                  ledger_mode_t mode, bool *exists_out, char *err,
+                  size_t errlen) __attribute__((warn_unused_result));
+
+/* Record a fresh job and its plan; with truncate_sql (may be NULL) run it
+ * in the same transaction (--truncate). With restart, the old ledger of
+ * the id is discarded first. */
+bool ledger_create(ledger_t *l, const ledger_spec_t *spec, const plan_t *plan,
+                   bool restart, const char *truncate_sql, char *err,
+                   size_t errlen) __attribute__((warn_unused_result));
+
+/* Load a resumed job's plan; done[i] (malloc'd, plan->n entries) and
+ * rows[i] say which chunks are committed already, with how many rows. */
+bool ledger_load(ledger_t *l, plan_t *plan, bool **done_out, int64_t **rows_out,
+                 char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* Whether chunk_id is marked done (settles an attempt whose outcome is
+ * unknown). Reconnects if needed. */
+bool ledger_chunk_done(ledger_t *l, int64_t chunk_id, int64_t *rows_out);
+
+/* How many chunks of the job are committed (-1 when it cannot tell). */
+int64_t ledger_done_count(ledger_t *l);
+
+/* Record a chunk that failed for good, and the job's final status. */
+void ledger_chunk_failed(ledger_t *l, int64_t chunk_id, int attempts,
+                         const char *error);
+void ledger_finish(ledger_t *l, const char *status);
+
+void ledger_close(ledger_t *l);
+
+#endif
