@@ -83,6 +83,9 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(BUILD)/libmapper.a $(WORKER_OBJ)
 check: deps
 	@$(MAKE) --no-print-directory all $(UNIT_BIN)
 	@$(MAKE) --no-print-directory format-check
+	@$(MAKE) --no-print-directory fuzz-smoke >$(BUILD)/fuzz-smoke.log 2>&1 && \
+	    echo "fuzz-smoke: ok ($$(grep -o 'stat::number_of_executed_units: *[0-9]*' $(BUILD)/fuzz-smoke.log | grep -o '[0-9]*$$') inputs, no crash)" || \
+	    { tail -30 $(BUILD)/fuzz-smoke.log; echo "fuzz-smoke: FAILED"; exit 1; }
 	@tests/run-all.sh "$(BUILD)" "$(BIN)"
 
 unit: all $(UNIT_BIN)
@@ -126,3 +129,49 @@ format-check:
 
 clean:
 	rm -rf build build-asan bin
+
+# Fuzzing proto_decode with libFuzzer (clang; make deps installs it):
+# tests/fuzz/fuzz_proto.c decodes every input; what it accepts must obey the
+# documented limits and survive an encode/decode round trip.
+#   make fuzz          run for FUZZ_SECONDS (default 300)
+#   make fuzz-smoke    run for 20 s; fails on any crash, leak, UB or timeout
+#   make fuzz-corpus   regenerate the seed frames in tests/fuzz/corpus
+# Both runs copy the seeds into $(BUILD)/fuzz/corpus and grow that copy (the
+# committed seeds are never written); a crashing input is saved as
+# $(BUILD)/fuzz/crash-* (replay: $(BUILD)/fuzz/fuzz_proto FILE).
+# FUZZ_ARGS passes more libFuzzer flags (e.g. FUZZ_ARGS=-jobs=4).
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 300
+FUZZ_ARGS ?=
+FUZZ_CFLAGS := -fsanitize=fuzzer,address,undefined \
+    -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1 -std=c11 \
+    -D_GNU_SOURCE $(WARN) -Icommon
+FUZZ_SRC := tests/fuzz/fuzz_proto.c common/proto.c common/log.c
+FUZZ_RUN = @mkdir -p $(BUILD)/fuzz/corpus && \
+    cp tests/fuzz/corpus/* $(BUILD)/fuzz/corpus/ && \
+    UBSAN_OPTIONS=print_stacktrace=1 $(BUILD)/fuzz/fuzz_proto \
+    -dict=tests/fuzz/proto.dict -artifact_prefix=$(BUILD)/fuzz/ \
+    -print_final_stats=1 $(FUZZ_ARGS) $(BUILD)/fuzz/corpus
+
+.PHONY: fuzz fuzz-smoke fuzz-corpus
+
+$(BUILD)/fuzz/fuzz_proto: $(FUZZ_SRC) common/proto.h common/log.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(PKG_CFLAGS) -o $@ $(FUZZ_SRC) $(PKG_LIBS)
+
+fuzz: $(BUILD)/fuzz/fuzz_proto
+	$(FUZZ_RUN) -max_total_time=$(FUZZ_SECONDS)
+
+fuzz-smoke: $(BUILD)/fuzz/fuzz_proto
+	$(FUZZ_RUN) -max_total_time=20
+
+$(BUILD)/fuzz/make_corpus: tests/fuzz/make_corpus.c common/proto.c \
+    common/log.c common/proto.h common/log.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(PKG_CFLAGS) -o $@ $< common/proto.c common/log.c \
+	    $(LDLIBS_ALL)
+
+fuzz-corpus: $(BUILD)/fuzz/make_corpus
+	@mkdir -p tests/fuzz/corpus
+	rm -f tests/fuzz/corpus/*
+	$(BUILD)/fuzz/make_corpus tests/fuzz/corpus

@@ -46,11 +46,27 @@
 #define MAPPER_DEFAULT_STATE_SCHEMA "mapper"
 #define MAPPER_GRACE_S              30.0
 
+/* Heartbeats and leases (remote workers). The coordinator and the workers
+ * say something at least every MAPPER_HEARTBEAT_S; a worker silent for the
+ * worker timeout loses its chunk; a worker that has not heard the
+ * coordinator for the liveness limit abandons its chunk, and gives up
+ * after the coordinator timeout. */
+#define MAPPER_HEARTBEAT_S      1.0
+#define MAPPER_WORKER_TIMEOUT_S 30.0
+#define MAPPER_COORD_LIVENESS_S 10.0
+#define MAPPER_COORD_TIMEOUT_S  60.0
+/* What a worker reports for a chunk it rolled back on purpose (a stop):
+ * admin_shutdown, which the retry policy retries. */
+#define MAPPER_SQLSTATE_SHUTDOWN "57P01"
+
 /* Environment variables. */
-#define MAPPER_ENV_SOURCE           "MAPPER_SOURCE_URL"
-#define MAPPER_ENV_TARGET           "MAPPER_TARGET_URL"
-#define MAPPER_ENV_WORKER_BIN       "MAPPER_WORKER_BIN"
-#define MAPPER_ENV_FAULT            "MAPPER_FAULT"
+#define MAPPER_ENV_SOURCE     "MAPPER_SOURCE_URL"
+#define MAPPER_ENV_TARGET     "MAPPER_TARGET_URL"
+#define MAPPER_ENV_WORKER_BIN "MAPPER_WORKER_BIN"
+#define MAPPER_ENV_FAULT      "MAPPER_FAULT"
+/* CURVE keys handed to forked workers (never on argv). */
+#define MAPPER_ENV_CURVE_SERVER     "MAPPER_CURVE_SERVER_KEY"
+#define MAPPER_ENV_CURVE_SECRET     "MAPPER_CURVE_SECRET_KEY"
 #define MAPPER_ENV_PROGRESS_ENABLED "MAPPER_PARALLEL_PROGRESS_ENABLED"
 
 /* ---- retry policy (common/retry.h) ---- */

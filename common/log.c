@@ -105,3 +105,18 @@ void log_describe_conninfo(char *dst, size_t n, const char *conninfo)
              db ? db : "(default)", user ? user : "(default)");
     PQconninfoFree(opts);
 }
+
+void log_scrub_conninfo(char *arg)
+{
+    char *p = strstr(arg, "password=");
+    if (p)
+        for (p += strlen("password="); *p && *p != ' '; p++)
+            *p = 'x';
+    char *scheme = strstr(arg, "://");
+    if (!scheme) return;
+    char *at = strchr(scheme + 3, '@');
+    char *colon = strchr(scheme + 3, ':');
+    if (at && colon && colon < at)
+        for (p = colon + 1; p < at; p++)
+            *p = 'x';
+}

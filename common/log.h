@@ -43,4 +43,8 @@ char *log_one_line(char *dst, size_t n, const char *src);
  * dbname, user; never the password) into dst. */
 void log_describe_conninfo(char *dst, size_t n, const char *conninfo);
 
+/* Overwrite, in place, the password in a connection string or URI held in
+ * argv, so that ps and /proc/PID/cmdline never show it. */
+void log_scrub_conninfo(char *arg);
+
 #endif

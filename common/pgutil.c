@@ -119,3 +119,21 @@ void pgutil_log_error(const char *context, const pgutil_error_t *err)
               err->sqlstate[0] ? "[" : "", err->sqlstate,
               err->sqlstate[0] ? "] " : "", err->message);
 }
+
+void pgutil_source_identity(PGconn *conn, char *out, size_t n)
+{
+    pgutil_error_t e;
+    PGresult *res = pgutil_query(
+        conn,
+        "SELECT current_database(), system_identifier FROM pg_control_system()",
+        0, NULL, PROTO_SIDE_SOURCE, &e);
+    if (!res)
+        res = pgutil_query(conn, "SELECT current_database(), ''", 0, NULL,
+                           PROTO_SIDE_SOURCE, &e);
+    if (!res) {
+        snprintf(out, n, "?");
+        return;
+    }
+    snprintf(out, n, "%s/%s", PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 0));
+    PQclear(res);
+}

@@ -48,6 +48,11 @@ char *pgutil_quote_ident(PGconn *conn, const char *ident);
  * connect timeout). */
 bool pgutil_ping(const char *conninfo);
 
+/* The database's identity, "SYSTEM_IDENTIFIER/DBNAME" (the system
+ * identifier when this role may read it, else empty). Run it outside a
+ * transaction that matters: a refused query aborts it. */
+void pgutil_source_identity(PGconn *conn, char *out, size_t n);
+
 /* Log err once: "<side>: [SQLSTATE] message" with a context prefix. */
 void pgutil_log_error(const char *context, const pgutil_error_t *err);
 

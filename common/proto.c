@@ -34,6 +34,7 @@ typedef enum {
     S_F_JOB_ID,
     S_F_STATE_SCHEMA,
     S_F_ALREADY,
+    S_F_SOURCE_ID,
     S_F_COUNT
 } s_field_t;
 
@@ -108,6 +109,8 @@ static const s_spec_t s_specs[S_F_COUNT] = {
                     S_AT_CHARS, S_AT(job_id)},
     [S_F_STATE_SCHEMA] = {PROTO_F_STATE_SCHEMA, S_T_STR, 0, PROTO_MAX_ID,
                           S_C_TEXT, S_AT_CHARS, S_AT(state_schema)},
+    [S_F_SOURCE_ID] = {PROTO_F_SOURCE_ID, S_T_STR, 0, PROTO_MAX_SOURCE_ID,
+                       S_C_TEXT, S_AT_CHARS, S_AT(source_id)},
     [S_F_ALREADY] = {PROTO_F_ALREADY, S_T_BOOL, 0, 1, S_C_TEXT, S_AT_BOOL,
                      S_AT(already)},
 };
@@ -121,7 +124,8 @@ static const struct {
     const char *name;
     uint32_t fields;
 } s_kinds[] = {
-    [PROTO_READY] = {"ready", S_BIT(S_F_WORKER) | S_BIT(S_F_PID)},
+    [PROTO_READY] = {"ready",
+                     S_BIT(S_F_WORKER) | S_BIT(S_F_PID) | S_BIT(S_F_SOURCE_ID)},
     [PROTO_ASSIGN] = {"assign", S_CHUNK_FIELDS | S_BIT(S_F_SNAPSHOT) |
                                     S_BIT(S_F_SOURCE_SQL) |
                                     S_BIT(S_F_TARGET_SQL) | S_BIT(S_F_JOB_ID) |
@@ -131,7 +135,7 @@ static const struct {
     [PROTO_FAILED] = {"failed", S_CHUNK_FIELDS | S_BIT(S_F_SIDE) |
                                     S_BIT(S_F_SQLSTATE) | S_BIT(S_F_CONN_BAD) |
                                     S_BIT(S_F_MESSAGE)},
-    [PROTO_STOP] = {"stop", 0},
+    [PROTO_STOP] = {"stop", S_BIT(S_F_MESSAGE)},
     [PROTO_HEARTBEAT] = {"heartbeat", 0},
 };
 

@@ -12,16 +12,17 @@
 
 /* Size limits. A frame larger than PROTO_MAX_FRAME is refused by ZeroMQ
  * itself (ZMQ_MAXMSGSIZE) and by proto_decode. */
-#define PROTO_MAX_FRAME    (4 * 1024 * 1024)
-#define PROTO_MAX_SQL      (1024 * 1024) /* source_sql, target_sql */
-#define PROTO_MAX_MESSAGE  4096          /* an error message */
-#define PROTO_MAX_ID       64            /* worker id, snapshot id */
-#define PROTO_SQLSTATE_LEN 5
-#define PROTO_MAX_FIELDS   16  /* keys in one message map */
-#define PROTO_MAX_DEPTH    1   /* container nesting: the top map only */
-#define PROTO_MAX_PEER     255 /* bytes in a ZeroMQ routing id */
-#define PROTO_PEER_TEXT    (2 * PROTO_MAX_PEER + 3) /* proto_peer_text buffer */
-#define PROTO_ERR_LEN      256 /* a proto_decode reason buffer */
+#define PROTO_MAX_FRAME     (4 * 1024 * 1024)
+#define PROTO_MAX_SQL       (1024 * 1024) /* source_sql, target_sql */
+#define PROTO_MAX_MESSAGE   4096          /* an error message */
+#define PROTO_MAX_ID        64  /* worker id, snapshot id, job id, schema */
+#define PROTO_MAX_SOURCE_ID 160 /* "SYSTEM_IDENTIFIER/DBNAME" */
+#define PROTO_SQLSTATE_LEN  5
+#define PROTO_MAX_FIELDS    16  /* keys in one message map */
+#define PROTO_MAX_DEPTH     1   /* container nesting: the top map only */
+#define PROTO_MAX_PEER      255 /* bytes in a ZeroMQ routing id */
+#define PROTO_PEER_TEXT     (2 * PROTO_MAX_PEER + 3) /* proto_peer_text buffer */
+#define PROTO_ERR_LEN       256 /* a proto_decode reason buffer */
 
 /* Field names on the wire. */
 #define PROTO_F_TYPE         "type"
@@ -38,6 +39,7 @@
 #define PROTO_F_SIDE         "side"
 #define PROTO_F_SQLSTATE     "sqlstate"
 #define PROTO_F_CONN_BAD     "conn_bad"
+#define PROTO_F_SOURCE_ID    "source_id"
 #define PROTO_F_JOB_ID       "job_id"
 #define PROTO_F_STATE_SCHEMA "state_schema"
 #define PROTO_F_ALREADY      "already"
@@ -45,7 +47,7 @@
 
 /* Message kinds; the wire carries the name ("ready", "assign", ...). */
 typedef enum {
-    PROTO_READY = 1, /* worker -> coord: worker, pid */
+    PROTO_READY = 1, /* worker -> coord: worker, pid, source_id */
     PROTO_ASSIGN,    /* coord -> worker: chunk_id, attempt, snapshot,
                         job_id, state_schema,
                         source_sql, target_sql */
@@ -54,7 +56,8 @@ typedef enum {
                         already */
     PROTO_FAILED,    /* worker -> coord: chunk_id, attempt, side, sqlstate,
                         conn_bad, message */
-    PROTO_STOP,      /* coord -> worker: no fields; finish and exit */
+    PROTO_STOP,      /* coord -> worker: message ("" = the job is over,
+                        else why this worker is refused); exit */
     PROTO_HEARTBEAT, /* both ways: no fields */
 } proto_kind_t;
 
@@ -82,11 +85,13 @@ typedef struct {
     proto_side_t side;                     /* failed: which database */
     char sqlstate[PROTO_SQLSTATE_LEN + 1]; /* failed: "" when none */
     bool conn_bad;                         /* failed: connection was lost */
-    char *message;                         /* failed: one-line error text */
-    char job_id[PROTO_MAX_ID + 1];         /* assign: ledger job, "" = none */
-    char state_schema[PROTO_MAX_ID + 1];   /* assign: ledger schema name */
-    bool already;                          /* done: the ledger said the chunk
-                                              was committed before */
+    char *message; /* failed: one-line error text; stop: why refused, or "" */
+    char job_id[PROTO_MAX_ID + 1];           /* assign: ledger job, "" = none */
+    char state_schema[PROTO_MAX_ID + 1];     /* assign: ledger schema name */
+    char source_id[PROTO_MAX_SOURCE_ID + 1]; /* ready: the worker's source
+                                                database identity */
+    bool already;                            /* done: the ledger said the chunk
+                                                was committed before */
 } proto_msg_t;
 
 /* The wire name of a kind ("ready", ...), or "unknown". */
@@ -95,11 +100,14 @@ const char *proto_kind_name(proto_kind_t kind);
 /* Encode msg as one msgpack map into a malloc'd buffer (*buf_out, *len_out;
  * the caller frees it with free()).
  * Fails (logged) when a field of the kind is missing or over its limit.
- * Limits, checked on encode and decode alike: worker 1..PROTO_MAX_ID and
- * snapshot 0..PROTO_MAX_ID printable ASCII without spaces; source_sql and
- * target_sql 1..PROTO_MAX_SQL, message 0..PROTO_MAX_MESSAGE bytes without
- * NUL; sqlstate "" or 5 of [0-9A-Z]; pid > 0, chunk_id >= 0, attempt >= 1,
- * rows/bytes >= 0, side 0..2. */
+ * Limits, checked on encode and decode alike: worker 1..PROTO_MAX_ID,
+ * snapshot and job_id 0..PROTO_MAX_ID, printable ASCII without spaces;
+ * state_schema 0..PROTO_MAX_ID and source_id 0..PROTO_MAX_SOURCE_ID bytes
+ * without NUL; source_sql and target_sql 1..PROTO_MAX_SQL bytes without NUL;
+ * message (failed, and stop, where "" means the job is over)
+ * 0..PROTO_MAX_MESSAGE bytes without NUL, never NULL; sqlstate "" or 5 of
+ * [0-9A-Z]; pid > 0, chunk_id >= 0, attempt >= 1, rows/bytes >= 0,
+ * side 0..2. */
 bool proto_encode(const proto_msg_t *msg, char **buf_out, size_t *len_out)
     __attribute__((warn_unused_result));
 

@@ -22,6 +22,13 @@
 #define DISPATCH_MAX_EARLY_DEATHS 8
 #define DISPATCH_ID_LEN           32
 
+/* Why an attempt ended without a result. */
+typedef enum {
+    S_REPORTED,   /* the worker reported the failure */
+    S_CRASHED,    /* the worker process died */
+    S_LEASE_LOST, /* a remote worker stopped answering */
+} s_cause_t;
+
 typedef enum {
     S_PENDING, /* not yet run, or waiting for its retry time */
     S_RUNNING, /* held by a worker */
@@ -42,7 +49,10 @@ typedef struct {
 } s_chunk_t;
 
 typedef struct {
-    pid_t pid;                /* process id, 0 when reaped */
+    pid_t pid;                /* process id (local), 0 when reaped/remote */
+    bool alive;               /* running (local) or holding a lease (remote) */
+    bool remote;              /* connected by itself over --listen */
+    double last_heard;        /* monotonic time of its last message */
     char id[DISPATCH_ID_LEN]; /* routing id */
     bool ready;               /* said ready */
     int64_t chunk;            /* chunk held, or -1 */
@@ -72,6 +82,7 @@ typedef struct {
     int early_deaths;             /* deaths before ready, in a row */
     unsigned seq;                 /* routing id sequence */
     bool stopping;                /* a stop signal arrived */
+    double last_beat;             /* when heartbeats last went out */
     double stop_at;               /* when */
     mapper_result *out;           /* result being filled */
 } s_loop_t;
@@ -83,21 +94,32 @@ static double s_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static bool s_spawn(s_loop_t *l)
+static bool s_grow_workers(s_loop_t *l)
 {
     if (l->nworkers == l->cap_workers) {
         size_t cap = l->cap_workers ? l->cap_workers * 2 : 16;
         s_worker_t *w = realloc(l->workers, cap * sizeof *w);
-        if (!w) return false;
+        if (!w) {
+            log_error("out of memory for %zu workers", cap);
+            return false;
+        }
         l->workers = w;
         l->cap_workers = cap;
     }
+    return true;
+}
+
+static bool s_spawn(s_loop_t *l)
+{
+    if (!s_grow_workers(l)) return false;
     s_worker_t *w = &l->workers[l->nworkers];
     memset(w, 0, sizeof *w);
     w->chunk = -1;
     snprintf(w->id, sizeof w->id, "w%u-%ld", ++l->seq, (long)getpid());
     w->pid = spawn_worker(l->cfg->spawn, w->id);
     if (w->pid < 0) return false;
+    w->alive = true;
+    w->last_heard = s_now();
     l->nworkers++;
     l->alive++;
     log_debug("started worker %s (pid %ld)", w->id, (long)w->pid);
@@ -107,7 +129,7 @@ static bool s_spawn(s_loop_t *l)
 static s_worker_t *s_worker_by_id(s_loop_t *l, const char *id, size_t len)
 {
     for (size_t i = 0; i < l->nworkers; i++)
-        if (l->workers[i].pid > 0 && strlen(l->workers[i].id) == len &&
+        if (l->workers[i].alive && strlen(l->workers[i].id) == len &&
             !memcmp(l->workers[i].id, id, len))
             return &l->workers[i];
     return NULL;
@@ -155,12 +177,13 @@ static void s_chunk_done(s_loop_t *l, size_t ci, int attempt, int64_t rows,
 
 /* An attempt whose outcome is unknown (its worker died, or the target
  * connection broke, maybe during COMMIT) is settled by the ledger. */
-static bool s_settled_by_ledger(s_loop_t *l, size_t ci, bool crashed)
+static bool s_settled_by_ledger(s_loop_t *l, size_t ci, s_cause_t cause)
 {
     s_chunk_t *c = &l->chunks[ci];
     int64_t rows = 0;
     if (!l->cfg->ledger || l->outage[PROTO_SIDE_TARGET].active) return false;
-    if (!crashed && !(c->error.conn_bad && c->error.side == PROTO_SIDE_TARGET))
+    if (cause == S_REPORTED &&
+        !(c->error.conn_bad && c->error.side == PROTO_SIDE_TARGET))
         return false;
     if (!ledger_chunk_done(l->cfg->ledger, (int64_t)ci, &rows)) return false;
     log_info("chunk %zu attempt %d: outcome unknown, the ledger says it "
@@ -173,10 +196,10 @@ static bool s_settled_by_ledger(s_loop_t *l, size_t ci, bool crashed)
 /* Decide what happens to a chunk whose attempt failed: retry after a delay
  * (the retry policy), or fail it for good. A connection failure on a
  * database known to be in an outage does not use up an attempt. */
-static void s_attempt_failed(s_loop_t *l, size_t ci, bool crashed)
+static void s_attempt_failed(s_loop_t *l, size_t ci, s_cause_t cause)
 {
     s_chunk_t *c = &l->chunks[ci];
-    if (s_settled_by_ledger(l, ci, crashed)) return;
+    if (s_settled_by_ledger(l, ci, cause)) return;
     double now = s_now();
     c->state = S_PENDING;
     c->worker = -1;
@@ -184,7 +207,8 @@ static void s_attempt_failed(s_loop_t *l, size_t ci, bool crashed)
     int attempt = c->attempts;
     retry_error e = {.side = c->error.side,
                      .conn_lost = c->error.conn_bad,
-                     .worker_crashed = crashed};
+                     .worker_crashed = cause == S_CRASHED,
+                     .heartbeat_lost = cause == S_LEASE_LOST};
     memcpy(e.sqlstate, c->error.sqlstate, sizeof e.sqlstate);
     retry_verdict v = retry_classify(&e);
     c->class_name = v.class_name;
@@ -290,7 +314,7 @@ static void s_assign(s_loop_t *l, s_worker_t *w)
     ssize_t ci = s_next_chunk(l, s_now());
     if (ci < 0) {
         if (l->unfinished == 0) {
-            proto_msg_t stop = {.kind = PROTO_STOP};
+            proto_msg_t stop = {.kind = PROTO_STOP, .message = ""};
             if (!s_send(l, w, &stop)) { /* logged; SIGCHLD will tell */
             }
         }
@@ -336,19 +360,122 @@ static s_chunk_t *s_held(s_loop_t *l, s_worker_t *w, const proto_msg_t *m)
     return c;
 }
 
+/* A READY from a peer we hold no lease for: a remote worker (only with
+ * --listen), or one coming back after its lease was lost. */
+static s_worker_t *s_register(s_loop_t *l, const char *peer, size_t peer_len,
+                              const proto_msg_t *m)
+{
+    char who[PROTO_PEER_TEXT];
+    proto_peer_text(peer, peer_len, who, sizeof who);
+    if (!l->cfg->listen || peer_len >= DISPATCH_ID_LEN ||
+        peer_len != strlen(m->worker) || memcmp(peer, m->worker, peer_len)) {
+        log_warn("ready from unexpected peer %s ignored", who);
+        return NULL;
+    }
+    s_worker_t *w = NULL;
+    for (size_t i = 0; i < l->nworkers && !w; i++)
+        if (l->workers[i].remote && !strcmp(l->workers[i].id, m->worker))
+            w = &l->workers[i]; /* back after losing its lease */
+    if (!w) {
+        if (!s_grow_workers(l)) return NULL;
+        w = &l->workers[l->nworkers++];
+        memset(w, 0, sizeof *w);
+        snprintf(w->id, sizeof w->id, "%s", m->worker);
+        w->remote = true;
+    }
+    w->alive = true;
+    w->ready = false;
+    w->chunk = -1;
+    log_info("remote worker %s (pid %" PRId64 ") connected", w->id, m->pid);
+    return w;
+}
+
+/* READY: check the worker reads the job's source database, then give it a
+ * chunk. A READY from a worker that holds a chunk means it gave that
+ * attempt up (it lost us for a while). */
+static void s_on_ready(s_loop_t *l, s_worker_t *w, const proto_msg_t *m)
+{
+    if (w->chunk >= 0) {
+        s_chunk_t *c = &l->chunks[w->chunk];
+        memset(&c->error, 0, sizeof c->error);
+        snprintf(c->error.message, sizeof c->error.message,
+                 "worker %s gave the chunk up (it lost the coordinator)",
+                 w->id);
+        size_t ci = (size_t)w->chunk;
+        w->chunk = -1;
+        s_attempt_failed(l, ci, S_LEASE_LOST);
+    }
+    if (strcmp(m->source_id, l->cfg->source_id)) {
+        char why[PROTO_MAX_MESSAGE];
+        snprintf(why, sizeof why,
+                 "its source database is %s, the job's is %s: check its "
+                 "--source",
+                 m->source_id, l->cfg->source_id);
+        log_error("refusing worker %s: %s", w->id, why);
+        proto_msg_t stop = {.kind = PROTO_STOP, .message = why};
+        if (!s_send(l, w, &stop)) { /* logged */
+        }
+        w->alive = w->pid > 0; /* a local one exits; SIGCHLD reaps it */
+        return;
+    }
+    w->ready = true;
+    l->early_deaths = 0;
+    if (l->stopping) {
+        proto_msg_t stop = {.kind = PROTO_STOP, .message = ""};
+        if (!s_send(l, w, &stop)) { /* logged */
+        }
+    } else if (!s_in_outage(l)) {
+        s_assign(l, w);
+    }
+}
+
+/* Remote workers silent for the worker timeout lose their lease and their
+ * chunk; every live worker hears from us once a heartbeat interval. */
+static void s_leases(s_loop_t *l)
+{
+    double now = s_now();
+    bool beat = now - l->last_beat >= MAPPER_HEARTBEAT_S;
+    if (beat) l->last_beat = now;
+    proto_msg_t hb = {.kind = PROTO_HEARTBEAT};
+    for (size_t i = 0; i < l->nworkers; i++) {
+        s_worker_t *w = &l->workers[i];
+        if (!w->alive || !w->ready) continue;
+        if (w->remote && now - w->last_heard > l->cfg->worker_timeout) {
+            log_warn("worker %s silent for %.0f s: its lease is lost", w->id,
+                     now - w->last_heard);
+            w->alive = false;
+            if (w->chunk >= 0) {
+                s_chunk_t *c = &l->chunks[w->chunk];
+                memset(&c->error, 0, sizeof c->error);
+                snprintf(c->error.message, sizeof c->error.message,
+                         "worker %s lost its lease (silent for %.0f s)", w->id,
+                         now - w->last_heard);
+                size_t ci = (size_t)w->chunk;
+                w->chunk = -1;
+                s_attempt_failed(l, ci, S_LEASE_LOST);
+            }
+            continue;
+        }
+        if (beat && !s_send(l, w, &hb)) { /* logged */
+        }
+    }
+}
+
 static void s_on_message(s_loop_t *l, const char *peer, size_t peer_len,
                          proto_msg_t *m)
 {
     s_worker_t *w = s_worker_by_id(l, peer, peer_len);
+    if (!w && m->kind == PROTO_READY) w = s_register(l, peer, peer_len, m);
     if (!w) {
-        log_warn("message %s from unknown peer ignored",
-                 proto_kind_name(m->kind));
+        char who[PROTO_PEER_TEXT];
+        log_debug("%s from %s (no lease) ignored", proto_kind_name(m->kind),
+                  proto_peer_text(peer, peer_len, who, sizeof who));
         return;
     }
+    w->last_heard = s_now();
+    if (m->kind == PROTO_HEARTBEAT) return;
     if (m->kind == PROTO_READY) {
-        w->ready = true;
-        l->early_deaths = 0;
-        if (!l->stopping && !s_in_outage(l)) s_assign(l, w);
+        s_on_ready(l, w, m);
         return;
     }
     if (m->kind != PROTO_PROGRESS && m->kind != PROTO_DONE &&
@@ -385,7 +512,7 @@ static void s_on_message(s_loop_t *l, const char *peer, size_t peer_len,
         c->error.conn_bad = m->conn_bad;
         snprintf(c->error.message, sizeof c->error.message, "%s",
                  m->message ? m->message : "");
-        s_attempt_failed(l, ci, false);
+        s_attempt_failed(l, ci, S_REPORTED);
     }
     if (!l->stopping && !s_in_outage(l)) s_assign(l, w);
 }
@@ -400,6 +527,7 @@ static void s_reap(s_loop_t *l)
             if (l->workers[i].pid == pid) w = &l->workers[i];
         if (!w) continue;
         w->pid = 0;
+        w->alive = false;
         l->alive--;
         bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
         if (!clean) {
@@ -420,7 +548,7 @@ static void s_reap(s_loop_t *l)
                      WIFSIGNALED(status) ? "signal" : "exit status",
                      WIFSIGNALED(status) ? WTERMSIG(status)
                                          : WEXITSTATUS(status));
-            s_attempt_failed(l, (size_t)w->chunk, true);
+            s_attempt_failed(l, (size_t)w->chunk, S_CRASHED);
             w->chunk = -1;
         }
     }
@@ -492,16 +620,19 @@ static void s_assign_idle(s_loop_t *l)
     if (s_in_outage(l)) return;
     for (size_t i = 0; i < l->nworkers && !l->stopping; i++) {
         s_worker_t *w = &l->workers[i];
-        if (w->pid > 0 && w->ready && w->chunk < 0) s_assign(l, w);
+        if (w->alive && w->ready && w->chunk < 0) s_assign(l, w);
     }
 }
 
 static void s_poll(s_loop_t *l, long timeout_ms)
 {
-    zmq_pollitem_t items[] = {{l->cfg->router, 0, ZMQ_POLLIN, 0},
-                              {NULL, l->cfg->signal_fd, ZMQ_POLLIN, 0}};
-    if (zmq_poll(items, 2, timeout_ms) < 0 && errno != EINTR)
+    zmq_pollitem_t items[] = {
+        {l->cfg->router, 0, ZMQ_POLLIN, 0},
+        {NULL, l->cfg->signal_fd, ZMQ_POLLIN, 0},
+        {l->cfg->zap ? curve_zap_socket(l->cfg->zap) : NULL, 0, ZMQ_POLLIN, 0}};
+    if (zmq_poll(items, l->cfg->zap ? 3 : 2, timeout_ms) < 0 && errno != EINTR)
         log_error("poll: %s", zmq_strerror(errno));
+    if (l->cfg->zap) curve_zap_handle(l->cfg->zap);
     s_on_signals(l);
     s_drain_router(l);
 }
@@ -526,13 +657,13 @@ static bool s_stopped(const s_loop_t *l)
  * SIGKILL what is left. Every child is reaped. */
 static void s_shutdown(s_loop_t *l)
 {
-    proto_msg_t stop = {.kind = PROTO_STOP};
+    proto_msg_t stop = {.kind = PROTO_STOP, .message = ""};
     for (size_t i = 0; i < l->nworkers; i++) {
         s_worker_t *w = &l->workers[i];
-        if (w->pid <= 0) continue;
+        if (!w->alive) continue;
         if (w->ready && !s_send(l, w, &stop)) { /* logged */
         }
-        if (l->stopping || !w->ready) kill(w->pid, SIGTERM);
+        if (w->pid > 0 && (l->stopping || !w->ready)) kill(w->pid, SIGTERM);
     }
     double deadline = s_now() + MAPPER_SHUTDOWN_WAIT_MS / 1000.0;
     while (l->alive > 0 && s_now() < deadline) {
@@ -616,6 +747,7 @@ bool dispatch_run(const dispatch_config_t *cfg, mapper_result *out)
         s_assign_idle(&l);
         s_poll(&l, MAPPER_LOOP_TICK_MS);
         s_probe(&l);
+        s_leases(&l);
         progress_tick(cfg->progress);
     }
     s_shutdown(&l);

@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 
+#include "curve.h"
 #include "ledger.h"
 #include "mapper.h"
 #include "plan.h"
@@ -28,6 +29,11 @@ typedef struct {
     ledger_t *ledger;         /* the job's ledger, or NULL (--no-ledger) */
     const bool *done;         /* chunks already committed (resume), or NULL */
     const int64_t *done_rows; /* their rows */
+    const char *listen;       /* --listen endpoint: remote workers welcome */
+    double worker_timeout;    /* a remote worker silent this long loses its
+                                 lease */
+    const char *source_id;    /* the job's source database identity */
+    curve_zap_t *zap;         /* CURVE ZAP handler to poll, or NULL */
     double grace;             /* seconds running chunks may finish after a
                                  stop signal */
 } dispatch_config_t;

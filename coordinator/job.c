@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "curve.h"
 #include "defaults.h"
 #include "dispatch.h"
 #include "ledger.h"
@@ -103,6 +104,15 @@ void mapper_job_spec_init(mapper_job_spec *spec)
     retry_config_defaults(&spec->retry);
     spec->outage_timeout = MAPPER_OUTAGE_TIMEOUT_S;
     spec->grace = MAPPER_GRACE_S;
+    spec->worker_timeout = MAPPER_WORKER_TIMEOUT_S;
+}
+
+/* True for tcp://127.x.x.x:P, tcp://localhost:P and tcp://[::1]:P. */
+static bool s_loopback(const char *endpoint)
+{
+    const char *host = endpoint + strlen("tcp://");
+    return !strncmp(host, "127.", 4) || !strncmp(host, "localhost:", 10) ||
+           !strncmp(host, "[::1]:", 6);
 }
 
 static bool s_valid_id(const char *id)
@@ -118,10 +128,27 @@ static int s_validate(const mapper_job_spec *spec, mapper_result *out)
 {
     if (!spec->table || !*spec->table)
         return s_fail(out, MAPPER_EXIT_USAGE, "no table given (--table)");
-    if (spec->workers < 1 || spec->workers > MAPPER_MAX_WORKERS)
+    if (spec->workers < (spec->listen ? 0 : 1) ||
+        spec->workers > MAPPER_MAX_WORKERS)
         return s_fail(out, MAPPER_EXIT_USAGE,
-                      "workers must be between 1 and %d, not %d",
-                      MAPPER_MAX_WORKERS, spec->workers);
+                      "workers must be between %d and %d, not %d%s",
+                      spec->listen ? 0 : 1, MAPPER_MAX_WORKERS, spec->workers,
+                      spec->listen ? "" : " (0 needs --listen)");
+    if (spec->listen && strncmp(spec->listen, "tcp://", 6))
+        return s_fail(out, MAPPER_EXIT_USAGE,
+                      "--listen: expected tcp://ADDR:PORT, got '%s'",
+                      spec->listen);
+    if (spec->listen && !spec->curve_secret_key && !spec->insecure &&
+        !s_loopback(spec->listen))
+        return s_fail(out, MAPPER_EXIT_USAGE,
+                      "--listen %s is reachable from other hosts: use CURVE "
+                      "(--curve-secret-key, --curve-allow) or say --insecure",
+                      spec->listen);
+    if (spec->curve_allow && !spec->curve_secret_key)
+        return s_fail(out, MAPPER_EXIT_USAGE,
+                      "--curve-allow needs --curve-secret-key");
+    if (!(spec->worker_timeout > 0))
+        return s_fail(out, MAPPER_EXIT_USAGE, "worker timeout must be > 0");
     if (spec->chunk_size < 1)
         return s_fail(out, MAPPER_EXIT_USAGE,
                       "chunk size must be at least 1, not %" PRId64,
@@ -188,10 +215,17 @@ static bool s_export_snapshot(PGconn *src, char *id, size_t n,
 }
 
 static bool s_plan(PGconn *src, const schema_t *s, int64_t chunk_size,
-                   plan_t *plan)
+                   plan_t *plan, const char **how)
 {
-    if (s->qsplit)
-        return plan_keyset_pg(src, s->qsource, s->qsplit, chunk_size, plan);
+    if (s->qsplit) {
+        bool dense = false;
+        bool ok = plan_keyset_pg(src, s->qsource, s->qsplit, chunk_size,
+                                 s->reltuples, plan, &dense);
+        *how = dense ? "equal key ranges (dense key) on "
+                     : "key ranges (index walk) on ";
+        return ok;
+    }
+    *how = "ctid page ranges";
     if (s->relkind == 'r' || s->relkind == 'm') {
         double rpp = s->pages > 0 && s->reltuples > 0
                          ? s->reltuples / (double)s->pages
@@ -210,34 +244,14 @@ typedef struct {
     char endpoint[300];  /* ipc:// endpoint */
     void *zctx, *router; /* ZeroMQ */
     spawn_t spawn;       /* worker start-up */
-    char source_id[256]; /* source database identity (fingerprint) */
-    ledger_t ledger;     /* the job's ledger */
-    bool has_ledger;     /* ledger is open */
-    bool *done;          /* resumed: chunks already committed */
-    int64_t *done_rows;  /* their rows */
+    char source_id[PROTO_MAX_SOURCE_ID + 1]; /* source database identity */
+    ledger_t ledger;                         /* the job's ledger */
+    bool has_ledger;                         /* ledger is open */
+    bool *done;           /* resumed: chunks already committed */
+    int64_t *done_rows;   /* their rows */
+    curve_allow_t *allow; /* CURVE allow-list */
+    curve_zap_t *zap;     /* ZAP handler */
 } s_job_t;
-
-/* The source database's identity: cluster system identifier (when we may
- * read it) and database name. Runs before the snapshot transaction, since
- * a refused query would abort it. */
-static void s_source_identity(PGconn *src, char *out, size_t n)
-{
-    pgutil_error_t e;
-    PGresult *res =
-        pgutil_query(src,
-                     "SELECT current_database(), system_identifier FROM "
-                     "pg_control_system()",
-                     0, NULL, PROTO_SIDE_SOURCE, &e);
-    if (!res)
-        res = pgutil_query(src, "SELECT current_database(), ''", 0, NULL,
-                           PROTO_SIDE_SOURCE, &e);
-    if (!res) {
-        snprintf(out, n, "?");
-        return;
-    }
-    snprintf(out, n, "%s/%s", PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 0));
-    PQclear(res);
-}
 
 /* Plan afresh, or load the plan of the job being resumed; record a fresh
  * plan in the ledger (with --truncate in the same transaction). */
@@ -291,16 +305,16 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
                  out->job_id, left, j->plan.n);
         return MAPPER_EXIT_OK;
     }
-    if (!s_plan(j->src, &j->schema, spec->chunk_size, &j->plan))
+    const char *how = "";
+    if (!s_plan(j->src, &j->schema, spec->chunk_size, &j->plan, &how))
         return s_fail(out, MAPPER_EXIT_CANNOT_RUN,
                       "planning the chunks failed");
     out->planning_s = s_now() - t0;
     log_info("planned %zu chunks (%s%s, about %" PRId64 " rows) in %.2f s, "
              "%s COPY",
-             j->plan.n,
-             j->schema.qsplit ? "key ranges on " : "ctid page ranges",
-             j->schema.qsplit ? j->schema.qsplit : "", j->plan.est_rows,
-             out->planning_s, j->schema.binary ? "binary" : "text");
+             j->plan.n, how, j->schema.qsplit ? j->schema.qsplit : "",
+             j->plan.est_rows, out->planning_s,
+             j->schema.binary ? "binary" : "text");
     char truncate[600];
     snprintf(truncate, sizeof truncate, "TRUNCATE %s", j->schema.qtarget);
     if (j->has_ledger) {
@@ -316,6 +330,38 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
     return MAPPER_EXIT_OK;
 }
 
+/* CURVE on the ROUTER: the coordinator's key, the allow-list, a ZAP
+ * handler, and a key pair for this run's forked workers (handed to them
+ * through their environment, its public half allowed). */
+static int s_curve(const mapper_job_spec *spec, s_job_t *j, char *env_server,
+                   char *env_secret, size_t n, mapper_result *out)
+{
+    char err[512], secret[CURVE_KEY_LEN + 1], public[CURVE_KEY_LEN + 1];
+    char run_public[CURVE_KEY_LEN + 1], run_secret[CURVE_KEY_LEN + 1];
+    if (!curve_available())
+        return s_fail(out, MAPPER_EXIT_CANNOT_RUN,
+                      "this libzmq has no CURVE support");
+    if (!curve_read_key(spec->curve_secret_key, true, secret, err, sizeof err))
+        return s_fail(out, MAPPER_EXIT_USAGE, "%s", err);
+    j->allow = spec->curve_allow
+                   ? curve_allow_load(spec->curve_allow, err, sizeof err)
+                   : curve_allow_new();
+    if (!j->allow) return s_fail(out, MAPPER_EXIT_USAGE, "%s", err);
+    if (zmq_curve_keypair(run_public, run_secret) ||
+        !curve_public_from_secret(secret, public) ||
+        !curve_allow_add(j->allow, run_public))
+        return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "cannot make CURVE keys");
+    snprintf(env_server, n, "%s=%s", MAPPER_ENV_CURVE_SERVER, public);
+    snprintf(env_secret, n, "%s=%s", MAPPER_ENV_CURVE_SECRET, run_secret);
+    if (!(j->zap = curve_zap_new(j->zctx, j->allow)) ||
+        !curve_server_setup(j->router, secret))
+        return s_fail(out, MAPPER_EXIT_CANNOT_RUN,
+                      "cannot set up CURVE (see the log above)");
+    log_info("CURVE on: %zu allowed worker key(s) and this run's own",
+             curve_allow_count(j->allow) - 1);
+    return MAPPER_EXIT_OK;
+}
+
 static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
                      const char *source, const char *target, mapper_result *out)
 {
@@ -323,7 +369,7 @@ static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
         return out->exit_code;
     if (!(j->dst = s_connect(target, PROTO_SIDE_TARGET, out)))
         return out->exit_code;
-    s_source_identity(j->src, j->source_id, sizeof j->source_id);
+    pgutil_source_identity(j->src, j->source_id, sizeof j->source_id);
     if (!s_export_snapshot(j->src, j->snapshot, sizeof j->snapshot, out))
         return out->exit_code;
     bool usage = false;
@@ -352,13 +398,35 @@ static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
              j->dir);
     j->zctx = zmq_ctx_new();
     j->router = j->zctx ? zmq_socket(j->zctx, ZMQ_ROUTER) : NULL;
+    int handover = 1;
     if (!j->router || !proto_socket_setup(j->router, true) ||
-        zmq_bind(j->router, j->endpoint)) {
+        zmq_setsockopt(j->router, ZMQ_ROUTER_HANDOVER, &handover,
+                       sizeof handover)) {
         free(bin);
-        return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "cannot bind %s: %s",
-                      j->endpoint, zmq_strerror(errno));
+        return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "cannot make a socket: %s",
+                      zmq_strerror(errno));
     }
+    /* CURVE: the ZAP handler first, then the keys, then the binds. */
+    char env_server[80] = "", env_secret[80] = "";
+    const char *extra_env[] = {env_server, env_secret, NULL};
+    if (spec->curve_secret_key &&
+        (rc = s_curve(spec, j, env_server, env_secret, sizeof env_server,
+                      out)) != MAPPER_EXIT_OK) {
+        free(bin);
+        return rc;
+    }
+    const char *endpoints[] = {j->endpoint, spec->listen};
+    for (int i = 0; i < 2; i++) {
+        if (!endpoints[i] || !zmq_bind(j->router, endpoints[i])) continue;
+        free(bin);
+        return s_fail(out, i ? MAPPER_EXIT_USAGE : MAPPER_EXIT_CANNOT_RUN,
+                      "cannot bind %s: %s", endpoints[i], zmq_strerror(errno));
+    }
+    if (spec->listen)
+        log_info("listening for workers on %s%s", spec->listen,
+                 spec->curve_secret_key ? " (CURVE)" : "");
     bool ok = spawn_init(&j->spawn, bin, j->endpoint, source, target,
+                         env_server[0] ? extra_env : NULL,
                          log_get_level() >= LOG_DEBUG);
     free(bin);
     if (!ok) return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "out of memory");
@@ -368,6 +436,8 @@ static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
 static void s_cleanup(s_job_t *j)
 {
     if (j->router) zmq_close(j->router);
+    curve_zap_destroy(&j->zap);
+    curve_allow_destroy(&j->allow);
     if (j->zctx) zmq_ctx_term(j->zctx);
     if (j->dir[0]) {
         char sock[300];
@@ -447,7 +517,11 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
             .ledger = j.has_ledger ? &j.ledger : NULL,
             .done = j.done,
             .done_rows = j.done_rows,
-            .grace = spec->grace};
+            .grace = spec->grace,
+            .listen = spec->listen,
+            .worker_timeout = spec->worker_timeout,
+            .source_id = j.source_id,
+            .zap = j.zap};
         if (!dispatch_run(&cfg, out))
             rc = MAPPER_EXIT_CANNOT_RUN;
         else if (out->interrupted)

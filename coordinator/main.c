@@ -9,6 +9,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "curve.h"
 #include "defaults.h"
 #include "log.h"
 #include "mapper.h"
@@ -74,6 +75,20 @@ static void s_help(FILE *out)
         "                         retried chunk may then be duplicated\n"
         "  --grace S              after SIGINT/SIGTERM running chunks may\n"
         "                         finish for S seconds (default 30)\n"
+        "\n"
+        "Remote workers (mapper-worker --connect tcp://HOST:PORT on other\n"
+        "hosts; they bring their own connection strings):\n"
+        "  --listen tcp://ADDR:PORT  accept remote workers there too\n"
+        "  --workers 0            remote workers only (needs --listen)\n"
+        "  --worker-timeout S     a remote worker silent for S seconds loses\n"
+        "                         its chunk (default 30)\n"
+        "  --curve-secret-key FILE  CURVE: the coordinator's secret key\n"
+        "  --curve-allow FILE|DIR   CURVE: allowed workers' public keys (a "
+        "file\n"
+        "                         of keys, or a directory of *.pub files)\n"
+        "  --insecure             allow --listen beyond loopback without "
+        "CURVE\n"
+        "  mapper-coord keygen NAME  write NAME.key (secret) and NAME.pub\n"
         "\n"
         "Progress (rows, rate, ETA from rows; on by default):\n"
         "  --progress MODE        auto (bar on a terminal, else log), bar,\n"
@@ -179,23 +194,6 @@ static void s_print_resume(int argc, char **argv, const char *job_id)
     fprintf(stderr, " --resume --job-id %s\n", job_id);
 }
 
-/* Overwrite the password in a connection string held in argv, so that ps
- * and /proc/PID/cmdline never show it (we keep our own copy). */
-static void s_scrub(char *arg)
-{
-    char *p = strstr(arg, "password=");
-    if (p)
-        for (p += strlen("password="); *p && *p != ' '; p++)
-            *p = 'x';
-    char *scheme = strstr(arg, "://");
-    if (!scheme) return;
-    char *at = strchr(scheme + 3, '@');
-    char *colon = strchr(scheme + 3, ':');
-    if (at && colon && colon < at)
-        for (p = colon + 1; p < at; p++)
-            *p = 'x';
-}
-
 static bool s_write_json(const char *path, const mapper_result *r)
 {
     char tmp[4096];
@@ -209,6 +207,23 @@ static bool s_write_json(const char *path, const mapper_result *r)
         unlink(tmp);
     }
     return ok;
+}
+
+/* mapper-coord keygen NAME: NAME.key (secret, 0600) and NAME.pub. */
+static int s_keygen(int argc, char **argv)
+{
+    char err[512];
+    if (argc != 3) {
+        log_error("usage: mapper-coord keygen NAME");
+        return MAPPER_EXIT_USAGE;
+    }
+    if (!curve_keygen(argv[2], err, sizeof err)) {
+        log_error("%s", err);
+        return MAPPER_EXIT_CANNOT_RUN;
+    }
+    printf("wrote %s.key (secret, mode 0600) and %s.pub (public)\n", argv[2],
+           argv[2]);
+    return MAPPER_EXIT_OK;
 }
 
 enum {
@@ -239,11 +254,17 @@ enum {
     OPT_TRUNCATE,
     OPT_NO_LEDGER,
     OPT_GRACE,
+    OPT_LISTEN,
+    OPT_INSECURE,
+    OPT_WORKER_TIMEOUT,
+    OPT_CURVE_SECRET,
+    OPT_CURVE_ALLOW,
 };
 
 int main(int argc, char **argv)
 {
     log_init("coord", LOG_INFO);
+    if (argc >= 2 && !strcmp(argv[1], "keygen")) return s_keygen(argc, argv);
     mapper_job_spec spec;
     mapper_job_spec_init(&spec);
     const char *json = NULL;
@@ -277,6 +298,11 @@ int main(int argc, char **argv)
         {"truncate", no_argument, 0, OPT_TRUNCATE},
         {"no-ledger", no_argument, 0, OPT_NO_LEDGER},
         {"grace", required_argument, 0, OPT_GRACE},
+        {"listen", required_argument, 0, OPT_LISTEN},
+        {"insecure", no_argument, 0, OPT_INSECURE},
+        {"worker-timeout", required_argument, 0, OPT_WORKER_TIMEOUT},
+        {"curve-secret-key", required_argument, 0, OPT_CURVE_SECRET},
+        {"curve-allow", required_argument, 0, OPT_CURVE_ALLOW},
         {"verbose", no_argument, 0, 'v'},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
@@ -301,7 +327,7 @@ int main(int argc, char **argv)
                 free(source), source = copy;
             else
                 free(target), target = copy;
-            s_scrub(optarg);
+            log_scrub_conninfo(optarg);
             break;
         }
         case OPT_TABLE:
@@ -311,7 +337,7 @@ int main(int argc, char **argv)
             spec.target_table = optarg;
             break;
         case OPT_WORKERS:
-            if (!s_parse_int("--workers", optarg, 1, MAPPER_MAX_WORKERS, &v))
+            if (!s_parse_int("--workers", optarg, 0, MAPPER_MAX_WORKERS, &v))
                 return MAPPER_EXIT_USAGE;
             spec.workers = (int)v;
             break;
@@ -401,6 +427,23 @@ int main(int argc, char **argv)
         case OPT_GRACE:
             if (!s_parse_seconds("--grace", optarg, &spec.grace))
                 return MAPPER_EXIT_USAGE;
+            break;
+        case OPT_LISTEN:
+            spec.listen = optarg;
+            break;
+        case OPT_INSECURE:
+            spec.insecure = true;
+            break;
+        case OPT_WORKER_TIMEOUT:
+            if (!s_parse_seconds("--worker-timeout", optarg,
+                                 &spec.worker_timeout))
+                return MAPPER_EXIT_USAGE;
+            break;
+        case OPT_CURVE_SECRET:
+            spec.curve_secret_key = optarg;
+            break;
+        case OPT_CURVE_ALLOW:
+            spec.curve_allow = optarg;
             break;
         case 'v':
             log_set_level(LOG_DEBUG);

@@ -47,6 +47,11 @@ typedef struct {
     bool no_ledger;            /* no ledger: a retried chunk may duplicate */
     double grace;              /* seconds running chunks may finish after
                                   SIGINT/SIGTERM before they are aborted */
+    const char *listen;        /* tcp://ADDR:PORT for remote workers, or NULL */
+    bool insecure;             /* allow --listen off loopback without CURVE */
+    double worker_timeout;     /* a silent remote worker loses its lease */
+    const char *curve_secret_key; /* coordinator's CURVE secret key file */
+    const char *curve_allow; /* allowed workers' public keys: file or dir */
 } mapper_job_spec;
 
 /* One chunk that failed for good. */

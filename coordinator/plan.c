@@ -156,28 +156,90 @@ static bool s_pg_step(void *ctx, int64_t skip, bool *found, int64_t *key_out,
     return ok;
 }
 
-bool plan_keyset_pg(PGconn *conn, const char *qtable, const char *qcol,
-                    int64_t chunk_size, plan_t *out)
+bool plan_equal_width(int64_t min, int64_t max, int64_t rows_est,
+                      int64_t chunk_size, int64_t null_rows, plan_t *out)
 {
     memset(out, 0, sizeof *out);
-    pgutil_error_t err;
-    size_t len = strlen(qtable) + 2 * strlen(qcol) + 160;
+    double span = (double)max - (double)min + 1;
+    double per_key = span > 0 && rows_est > 0 ? (double)rows_est / span : 1;
+    int64_t lo = min;
+    do {
+        plan_chunk_t *c = s_add(out, PLAN_KEY_RANGE);
+        if (!c) goto fail;
+        c->has_lo = out->n > 1;
+        c->lo = lo;
+        /* Stop before overflowing: the last range is open above anyway. */
+        bool last = max - lo < chunk_size;
+        c->has_hi = !last;
+        c->hi = last ? 0 : lo + chunk_size;
+        double keys = last ? (double)max - (double)lo + 1 : (double)chunk_size;
+        c->est_rows = (int64_t)(keys * per_key + 0.5);
+        out->est_rows += c->est_rows;
+        if (last) break;
+        lo += chunk_size;
+    } while (true);
+    if (null_rows > 0) {
+        plan_chunk_t *n = s_add(out, PLAN_KEY_NULL);
+        if (!n) goto fail;
+        n->est_rows = null_rows;
+        out->est_rows += null_rows;
+    }
+    return true;
+fail:
+    plan_free(out);
+    return false;
+}
+
+/* min, max and the NULL count of the key: three index probes. */
+static bool s_key_stats(PGconn *conn, const char *qtable, const char *qcol,
+                        bool *empty, int64_t *min, int64_t *max, int64_t *nulls)
+{
+    size_t len = strlen(qtable) * 3 + strlen(qcol) * 5 + 200;
     char *sql = malloc(len);
     if (!sql) return false;
-    snprintf(sql, len, "SELECT count(*) FROM %s WHERE %s IS NULL", qtable,
-             qcol);
+    snprintf(sql, len,
+             "SELECT (SELECT min(%s) FROM %s), (SELECT max(%s) FROM %s), "
+             "(SELECT count(*) FROM %s WHERE %s IS NULL)",
+             qcol, qtable, qcol, qtable, qtable, qcol);
+    pgutil_error_t err;
     PGresult *res = pgutil_query(conn, sql, 0, NULL, PROTO_SIDE_SOURCE, &err);
+    free(sql);
     if (!res) {
         pgutil_log_error("planning", &err);
-        free(sql);
         return false;
     }
-    int64_t nulls = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    *empty = PQgetisnull(res, 0, 0);
+    *min = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    *max = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+    *nulls = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
     PQclear(res);
+    return true;
+}
+
+bool plan_keyset_pg(PGconn *conn, const char *qtable, const char *qcol,
+                    int64_t chunk_size, double reltuples, plan_t *out,
+                    bool *dense_out)
+{
+    memset(out, 0, sizeof *out);
+    *dense_out = false;
+    bool empty = true;
+    int64_t min = 0, max = 0, nulls = 0;
+    if (!s_key_stats(conn, qtable, qcol, &empty, &min, &max, &nulls))
+        return false;
+    double span = (double)max - (double)min + 1;
+    if (!empty && reltuples >= 1 && span <= PLAN_DENSE_SLACK * reltuples) {
+        *dense_out = true;
+        return plan_equal_width(min, max, (int64_t)reltuples, chunk_size, nulls,
+                                out);
+    }
+    size_t len = strlen(qtable) + 3 * strlen(qcol) + 160;
+    char *sql = malloc(len);
+    if (!sql) return false;
     snprintf(sql, len,
              "DECLARE mapper_plan NO SCROLL CURSOR FOR SELECT %s FROM %s "
              "WHERE %s IS NOT NULL ORDER BY %s",
              qcol, qtable, qcol, qcol);
+    pgutil_error_t err;
     bool ok = pgutil_exec(conn, sql, PROTO_SIDE_SOURCE, &err);
     free(sql);
     if (!ok) {

@@ -56,12 +56,25 @@ bool plan_ctid(int64_t pages, double rows_per_page, int64_t chunk_size,
 bool plan_all(int64_t est_rows, plan_t *out)
     __attribute__((warn_unused_result));
 
-/* Plan an integer key's ranges on conn (inside the job's snapshot
- * transaction) with a cursor walk: MOVE FORWARD n; FETCH 1. qtable and qcol
- * are quoted identifiers. */
-bool plan_keyset_pg(PGconn *conn, const char *qtable, const char *qcol,
-                    int64_t chunk_size, plan_t *out)
+/* Equal-width key ranges of chunk_size keys over [min, max], for a key
+ * that is dense (about one row per key): rows_est rows in all; null_rows
+ * > 0 adds a NULL-key chunk. First range open below, last open above. */
+bool plan_equal_width(int64_t min, int64_t max, int64_t rows_est,
+                      int64_t chunk_size, int64_t null_rows, plan_t *out)
     __attribute__((warn_unused_result));
+
+/* Plan an integer key's ranges on conn (inside the job's snapshot
+ * transaction). A key whose span max-min+1 is within PLAN_DENSE_SLACK of
+ * the planner's row count (reltuples, < 0 unknown) is dense: equal-width
+ * ranges are even, and cost two index probes. Otherwise a cursor walks
+ * the index (MOVE FORWARD n; FETCH 1), so gaps and skew still give even
+ * chunks. qtable and qcol are quoted identifiers. *dense_out tells which. */
+bool plan_keyset_pg(PGconn *conn, const char *qtable, const char *qcol,
+                    int64_t chunk_size, double reltuples, plan_t *out,
+                    bool *dense_out) __attribute__((warn_unused_result));
+
+/* A key spanning at most this many times its row count counts as dense. */
+#define PLAN_DENSE_SLACK 1.1
 
 /* The WHERE clause (with leading " WHERE ", or "" for PLAN_ALL) selecting
  * chunk c on quoted column qcol, written into buf (size n). */

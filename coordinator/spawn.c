@@ -70,13 +70,16 @@ static char *s_env_entry(const char *name, const char *value)
 }
 
 bool spawn_init(spawn_t *s, const char *bin, const char *endpoint,
-                const char *source, const char *target, bool verbose)
+                const char *source, const char *target,
+                const char *const *extra_env, bool verbose)
 {
     memset(s, 0, sizeof *s);
-    size_t n = 0;
+    size_t n = 0, extra = 0;
     while (environ[n])
         n++;
-    s->envp = calloc(n + 3, sizeof *s->envp);
+    while (extra_env && extra_env[extra])
+        extra++;
+    s->envp = calloc(n + extra + 3, sizeof *s->envp);
     s->bin = strdup(bin);
     s->endpoint = strdup(endpoint);
     s->verbose = verbose;
@@ -94,6 +97,8 @@ bool spawn_init(spawn_t *s, const char *bin, const char *endpoint,
         goto oom;
     if (!(s->envp[j++] = s_env_entry(MAPPER_ENV_TARGET, target ? target : "")))
         goto oom;
+    for (size_t i = 0; i < extra; i++)
+        if (!(s->envp[j++] = strdup(extra_env[i]))) goto oom;
     return true;
 oom:
     log_error("out of memory preparing the worker environment");

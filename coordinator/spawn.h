@@ -19,9 +19,12 @@ typedef struct {
  * (with a one-line reason in err). */
 char *spawn_find_worker(const char *explicit_path, char *err, size_t errlen);
 
-/* Prepare the environment handed to every worker. */
+/* Prepare the environment handed to every worker: ours, with the source
+ * and target connection strings, plus extra_env ("NAME=VALUE", NULL-ended;
+ * may be NULL). */
 bool spawn_init(spawn_t *s, const char *bin, const char *endpoint,
-                const char *source, const char *target, bool verbose)
+                const char *source, const char *target,
+                const char *const *extra_env, bool verbose)
     __attribute__((warn_unused_result));
 
 /* Start one worker with routing id `id`; returns its pid or -1 (logged). */

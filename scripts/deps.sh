@@ -3,7 +3,8 @@
 # Does nothing when all are present. Needs root or sudo to install.
 set -euo pipefail
 pkgs=(gcc make pkg-config libpq-dev libzmq3-dev libmsgpack-dev libcmocka-dev
-      postgresql postgresql-client jq clang-format procps tmux)
+      postgresql postgresql-client jq clang-format procps tmux
+      clang libclang-rt-dev)
 missing=()
 for p in "${pkgs[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then

@@ -15,14 +15,20 @@
 /* Rows are gathered into one CopyData message of about this size: fewer
  * messages and system calls than one message per row. */
 #define COPY_BATCH_BYTES (64 * 1024)
+/* No timeouts on the data path; server-side keepalives so that a worker
+ * whose host vanished does not hold its locks for the kernel's two hours
+ * (ignored on Unix sockets). */
 #define COPY_SESSION_SQL                                                       \
     "SET statement_timeout = 0; SET lock_timeout = 0; "                        \
-    "SET idle_in_transaction_session_timeout = 0"
+    "SET idle_in_transaction_session_timeout = 0; "                            \
+    "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; "          \
+    "SET tcp_keepalives_count = 3"
 
 /* The ledger: lock the chunk's row and read its state; mark it done. */
 #define COPY_LEDGER_CHECK                                                      \
     "SELECT state = 'done', coalesce(rows, 0) FROM %s.chunks "                 \
     "WHERE job_id = $1 AND chunk_id = $2 FOR UPDATE"
+#define COPY_LEDGER_LOCK_WAIT "5s"
 #define COPY_LEDGER_DONE                                                       \
     "UPDATE %s.chunks SET state = 'done', rows = $3, attempts = $4, "          \
     "last_error = NULL, updated_at = now() WHERE job_id = $1 AND chunk_id = "  \
@@ -47,7 +53,8 @@ void copy_fault(const char *point, int64_t chunk_id, int32_t attempt)
     if (pause) spec += strlen(COPY_FAULT_PAUSE);
     size_t n = strlen(point);
     if (strncmp(spec, point, n) || spec[n] != ':') return;
-    if (strtoll(spec + n + 1, NULL, 10) != chunk_id) return;
+    if (spec[n + 1] != '*' && strtoll(spec + n + 1, NULL, 10) != chunk_id)
+        return;
     log_warn("chunk %" PRId64 ": fault injection at %s: %s", chunk_id, point,
              pause ? "pausing" : "SIGKILL");
     if (!pause) raise(SIGKILL);
@@ -131,8 +138,19 @@ static bool s_ledger_check(copy_conns_t *c, const copy_job_t *job,
                            bool *done_out, int64_t *rows_out,
                            pgutil_error_t *err)
 {
+    /* Another attempt of this chunk (a stale worker) may hold the row:
+     * wait a little, then fail with 55P03, which is retried. */
+    if (!pgutil_exec(c->dst,
+                     "SET LOCAL lock_timeout = '" COPY_LEDGER_LOCK_WAIT "'",
+                     PROTO_SIDE_TARGET, err))
+        return false;
     PGresult *res = s_ledger(c, job, false, 0, err);
     if (!res) return false;
+    if (!pgutil_exec(c->dst, "SET LOCAL lock_timeout = 0", PROTO_SIDE_TARGET,
+                     err)) {
+        PQclear(res);
+        return false;
+    }
     bool ok = PQntuples(res) == 1;
     if (ok) {
         *done_out = PQgetvalue(res, 0, 0)[0] == 't';

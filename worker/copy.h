@@ -53,7 +53,8 @@ void copy_conns_close(copy_conns_t *conns);
 /* Test-only fault injection: when $MAPPER_FAULT is POINT:CHUNK and this is
  * CHUNK's first attempt reaching POINT (mid-copy, before-commit,
  * after-commit), the process SIGKILLs itself; with pause-POINT:CHUNK it
- * sleeps a few seconds there instead. Inert otherwise. */
+ * sleeps a few seconds there instead; CHUNK "*" is any chunk. Inert
+ * otherwise. */
 void copy_fault(const char *point, int64_t chunk_id, int32_t attempt);
 
 #endif

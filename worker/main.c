@@ -1,5 +1,7 @@
 /* worker/main.c - mapper-worker: connect a DEALER to the coordinator, say
- * ready, copy each assigned chunk, report progress and the outcome. */
+ * ready, copy each assigned chunk, report progress and the outcome, and
+ * exchange heartbeats. Forked by mapper-coord, or started by hand (or by
+ * runit, Kubernetes) on another host with --connect tcp://HOST:PORT. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -8,15 +10,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
 #include "copy.h"
+#include "curve.h"
 #include "defaults.h"
 #include "log.h"
 #include "proto.h"
 
-#define WORKER_POLL_MS 1000
+#define WORKER_POLL_MS          200
+#define WORKER_RECONNECT_MS     100
+#define WORKER_RECONNECT_MAX_MS 5000
 
 static volatile sig_atomic_t s_stop;
 
@@ -27,34 +33,121 @@ static void s_on_signal(int sig)
 }
 
 typedef struct {
-    void *sock;       /* DEALER to the coordinator */
-    int64_t chunk_id; /* chunk being copied */
-    int32_t attempt;  /* its attempt */
+    void *sock;                              /* DEALER to the coordinator */
+    char id[PROTO_MAX_ID + 1];               /* routing id */
+    char source_id[PROTO_MAX_SOURCE_ID + 1]; /* this worker's source */
+    bool remote;                             /* not forked by the coordinator */
+    double coord_timeout; /* remote: give up after this much silence */
+    double last_heard;    /* when the coordinator last spoke */
+    double last_sent;     /* when we last sent anything */
+    double last_ready;    /* when we last said ready */
+    bool heard;           /* the coordinator ever answered */
+    bool lost;            /* silence past the liveness limit */
+    bool refused;         /* the coordinator refused us */
+    int64_t chunk_id;     /* chunk being copied */
+    int32_t attempt;      /* its attempt */
 } s_worker_t;
+
+static double s_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static void s_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: mapper-worker --connect ENDPOINT --id ID [--parent PID] "
-            "[-v]\n"
-            "Started by mapper-coord. Database connection strings come from\n"
-            "the environment (" MAPPER_ENV_SOURCE ", " MAPPER_ENV_TARGET
-            "), never from the command line.\n");
+    fprintf(
+        out,
+        "usage: mapper-worker --connect ENDPOINT [options]\n"
+        "\n"
+        "Copies the chunks a mapper-coord hands out. Forked by mapper-coord,\n"
+        "or started on another host with --connect tcp://HOST:PORT.\n"
+        "\n"
+        "  --connect ENDPOINT        the coordinator (tcp://HOST:PORT, "
+        "ipc://...)\n"
+        "  --source CONNINFO         source database (default: "
+        "$" MAPPER_ENV_SOURCE ",\n"
+        "                            then libpq's PG* defaults, .pgpass)\n"
+        "  --target CONNINFO         target database (default: "
+        "$" MAPPER_ENV_TARGET ")\n"
+        "  --id ID                   routing id (default: HOSTNAME-PID)\n"
+        "  --coordinator-timeout S   exit after S seconds without hearing the\n"
+        "                            coordinator (default %.0f)\n"
+        "  --curve-server-key FILE   the coordinator's public key (CURVE)\n"
+        "  --curve-secret-key FILE   this worker's secret key (CURVE)\n"
+        "  -v, --verbose             debug logging\n"
+        "  -h, --help                this help\n"
+        "\n"
+        "Database credentials never cross the coordinator link. Exit status:\n"
+        "0 the job ended (or SIGTERM: the chunk in hand was rolled back and\n"
+        "reported); 2 usage; 3 refused by the coordinator, no coordinator, or\n"
+        "the source database unreachable; 75 lost the coordinator.\n",
+        MAPPER_COORD_TIMEOUT_S);
 }
 
-/* Read one message if there is one; a STOP (or a signal) ends the work. */
-static bool s_should_stop(s_worker_t *w)
+static bool s_send(s_worker_t *w, const proto_msg_t *m)
+{
+    w->last_sent = s_now();
+    return proto_send(w->sock, NULL, 0, m);
+}
+
+static void s_send_ready(s_worker_t *w)
+{
+    proto_msg_t ready = {.kind = PROTO_READY, .pid = getpid()};
+    snprintf(ready.worker, sizeof ready.worker, "%s", w->id);
+    snprintf(ready.source_id, sizeof ready.source_id, "%s", w->source_id);
+    w->last_ready = s_now();
+    if (!s_send(w, &ready)) { /* logged; the next one may get through */
+    }
+}
+
+/* Handle every waiting message; while copying, an ASSIGN is unexpected.
+ * Returns the first ASSIGN when idle (caller clears it). */
+static bool s_drain(s_worker_t *w, bool copying, proto_msg_t *assign)
 {
     proto_msg_t msg;
+    bool got = false;
     while (!s_stop && proto_recv(w->sock, NULL, 0, NULL, &msg)) {
-        if (msg.kind == PROTO_STOP)
+        w->last_heard = s_now();
+        w->heard = true;
+        if (w->lost) log_info("the coordinator answers again");
+        w->lost = false;
+        if (msg.kind == PROTO_STOP) {
+            if (msg.message && *msg.message) {
+                log_error("refused by the coordinator: %s", msg.message);
+                w->refused = true;
+            }
             s_stop = 1;
-        else
-            log_warn("chunk %" PRId64 ": ignoring %s while copying",
-                     w->chunk_id, proto_kind_name(msg.kind));
+        } else if (msg.kind == PROTO_ASSIGN && !copying && !got) {
+            *assign = msg;
+            got = true;
+            continue; /* the caller owns it now */
+        } else if (msg.kind != PROTO_HEARTBEAT) {
+            log_warn("ignoring unexpected %s", proto_kind_name(msg.kind));
+        }
         proto_msg_clear(&msg);
     }
-    return s_stop;
+    return got;
+}
+
+/* Remote workers watch the coordinator's heartbeats: past the liveness
+ * limit the chunk in hand is abandoned; past --coordinator-timeout the
+ * worker gives up. */
+static void s_watch(s_worker_t *w)
+{
+    if (!w->remote) return;
+    double now = s_now(), silent = now - w->last_heard;
+    if (!w->lost && silent > MAPPER_COORD_LIVENESS_S) {
+        log_warn("no word from the coordinator for %.0f s", silent);
+        w->lost = true;
+    }
+    if (silent > w->coord_timeout) {
+        log_error("%s for %.0f s: giving up",
+                  w->heard ? "lost the coordinator" : "no coordinator answered",
+                  silent);
+        s_stop = 1;
+    }
 }
 
 static bool s_tick(void *arg, int64_t rows, int64_t bytes)
@@ -65,9 +158,11 @@ static bool s_tick(void *arg, int64_t rows, int64_t bytes)
                      .attempt = w->attempt,
                      .rows = rows,
                      .bytes = bytes};
-    if (!proto_send(w->sock, NULL, 0, &m)) { /* logged; progress is advisory */
+    if (!s_send(w, &m)) { /* logged; progress is advisory */
     }
-    return !s_should_stop(w);
+    s_drain(w, true, NULL);
+    s_watch(w);
+    return !s_stop && !w->lost;
 }
 
 static void s_run_chunk(s_worker_t *w, copy_conns_t *conns,
@@ -82,74 +177,175 @@ static void s_run_chunk(s_worker_t *w, copy_conns_t *conns,
     log_debug("chunk %" PRId64 " attempt %d: start", a->chunk_id, a->attempt);
     copy_status_t st = copy_chunk(conns, &job, s_tick, w, &rows, &bytes, &err);
     proto_msg_t r = {.chunk_id = a->chunk_id, .attempt = a->attempt};
+    char msg[PROTO_MAX_MESSAGE];
     if (st == COPY_OK || st == COPY_ALREADY) {
         r.kind = PROTO_DONE;
         r.already = st == COPY_ALREADY;
         r.rows = rows;
         r.bytes = bytes;
+    } else if (st == COPY_ABORTED) {
+        /* Rolled back on purpose: a shutdown, which is worth a retry. */
+        r.kind = PROTO_FAILED;
+        r.side = PROTO_SIDE_NONE;
+        memcpy(r.sqlstate, MAPPER_SQLSTATE_SHUTDOWN, sizeof r.sqlstate);
+        snprintf(msg, sizeof msg, "worker %s rolled the chunk back: %s", w->id,
+                 w->lost ? "lost the coordinator" : "asked to stop");
+        r.message = msg;
+        log_warn("chunk %" PRId64 " attempt %d: %s", a->chunk_id, a->attempt,
+                 msg);
     } else {
         r.kind = PROTO_FAILED;
         r.side = err.side;
         memcpy(r.sqlstate, err.sqlstate, sizeof r.sqlstate);
         r.conn_bad = err.conn_bad;
-        r.message =
-            st == COPY_ABORTED ? "aborted: worker asked to stop" : err.message;
-        if (st == COPY_FAILED)
-            log_warn("chunk %" PRId64 " attempt %d: %s: %s%s%s", a->chunk_id,
-                     a->attempt, pgutil_side_name(err.side), err.sqlstate,
-                     err.sqlstate[0] ? " " : "", err.message);
+        r.message = err.message;
+        log_warn("chunk %" PRId64 " attempt %d: %s: %s%s%s", a->chunk_id,
+                 a->attempt, pgutil_side_name(err.side), err.sqlstate,
+                 err.sqlstate[0] ? " " : "", err.message);
     }
-    if (!proto_send(w->sock, NULL, 0, &r))
+    if (!s_send(w, &r))
         log_error("chunk %" PRId64 ": could not report the outcome",
                   a->chunk_id);
-    r.message = NULL; /* not ours to free */
+}
+
+/* The worker's own view of its source: refused by the coordinator when it
+ * is not the job's source. */
+static bool s_source_identity(copy_conns_t *conns, s_worker_t *w)
+{
+    pgutil_error_t err;
+    conns->src = pgutil_connect(conns->source_conninfo, PROTO_SIDE_SOURCE,
+                                "mapper-worker", &err);
+    if (!conns->src) {
+        char where[256];
+        log_describe_conninfo(where, sizeof where, conns->source_conninfo);
+        log_error("source database unreachable (%s): %s", where, err.message);
+        return false;
+    }
+    pgutil_source_identity(conns->src, w->source_id, sizeof w->source_id);
+    return true;
+}
+
+typedef struct {
+    const char *endpoint, *id, *source, *target, *server_key, *secret_key;
+    long parent;
+    double coord_timeout;
+    log_level_t level;
+} s_opts_t;
+
+static int s_parse(int argc, char **argv, s_opts_t *o)
+{
+    static const struct option opts[] = {
+        {"connect", required_argument, 0, 'c'},
+        {"id", required_argument, 0, 'i'},
+        {"parent", required_argument, 0, 'p'},
+        {"source", required_argument, 0, 's'},
+        {"target", required_argument, 0, 't'},
+        {"coordinator-timeout", required_argument, 0, 'T'},
+        {"curve-server-key", required_argument, 0, 'K'},
+        {"curve-secret-key", required_argument, 0, 'S'},
+        {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    int c;
+    char *end;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":vh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            o->endpoint = optarg;
+            break;
+        case 'i':
+            o->id = optarg;
+            break;
+        case 'p':
+            o->parent = strtol(optarg, NULL, 10);
+            break;
+        case 's':
+        case 't': {
+            char *copy = strdup(optarg);
+            if (!copy) return MAPPER_EXIT_CANNOT_RUN;
+            log_scrub_conninfo(optarg); /* hide the password from ps */
+            if (c == 's')
+                o->source = copy;
+            else
+                o->target = copy;
+            break;
+        }
+        case 'T':
+            o->coord_timeout = strtod(optarg, &end);
+            if (*end || end == optarg || !(o->coord_timeout > 0)) {
+                log_error("--coordinator-timeout: expected seconds > 0, got "
+                          "'%s'",
+                          optarg);
+                return MAPPER_EXIT_USAGE;
+            }
+            break;
+        case 'K':
+            o->server_key = optarg;
+            break;
+        case 'S':
+            o->secret_key = optarg;
+            break;
+        case 'v':
+            o->level = LOG_DEBUG;
+            break;
+        case 'h':
+            s_usage(stdout);
+            return -1;
+        case ':':
+            log_error("option %s needs a value (see --help)", argv[optind - 1]);
+            return MAPPER_EXIT_USAGE;
+        default:
+            log_error("unknown option '%s' (see --help)", argv[optind - 1]);
+            return MAPPER_EXIT_USAGE;
+        }
+    }
+    if (!o->endpoint) {
+        log_error("--connect ENDPOINT is required (see --help)");
+        return MAPPER_EXIT_USAGE;
+    }
+    if (!o->server_key != !o->secret_key) {
+        log_error("--curve-server-key and --curve-secret-key go together");
+        return MAPPER_EXIT_USAGE;
+    }
+    return MAPPER_EXIT_OK;
+}
+
+/* CURVE keys: from the files given, or (a forked worker) from the
+ * environment the coordinator set; none: plain. */
+static bool s_curve(void *sock, const s_opts_t *o)
+{
+    char server[CURVE_KEY_LEN + 1], secret[CURVE_KEY_LEN + 1], err[256];
+    const char *env_server = getenv(MAPPER_ENV_CURVE_SERVER);
+    const char *env_secret = getenv(MAPPER_ENV_CURVE_SECRET);
+    if (o->server_key) {
+        if (!curve_read_key(o->server_key, false, server, err, sizeof err) ||
+            !curve_read_key(o->secret_key, true, secret, err, sizeof err)) {
+            log_error("%s", err);
+            return false;
+        }
+    } else if (env_server && env_secret) {
+        snprintf(server, sizeof server, "%s", env_server);
+        snprintf(secret, sizeof secret, "%s", env_secret);
+    } else {
+        return true;
+    }
+    return curve_client_setup(sock, server, secret);
 }
 
 int main(int argc, char **argv)
 {
-    const char *endpoint = NULL, *id = NULL;
-    long parent = 0;
-    log_level_t level = LOG_INFO;
-    static const struct option opts[] = {{"connect", required_argument, 0, 'c'},
-                                         {"id", required_argument, 0, 'i'},
-                                         {"parent", required_argument, 0, 'p'},
-                                         {"verbose", no_argument, 0, 'v'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    int o;
-    while ((o = getopt_long(argc, argv, "v", opts, NULL)) != -1) {
-        switch (o) {
-        case 'c':
-            endpoint = optarg;
-            break;
-        case 'i':
-            id = optarg;
-            break;
-        case 'p':
-            parent = strtol(optarg, NULL, 10);
-            break;
-        case 'v':
-            level = LOG_DEBUG;
-            break;
-        case 'h':
-            s_usage(stdout);
-            return MAPPER_EXIT_OK;
-        default:
-            s_usage(stderr);
-            return MAPPER_EXIT_USAGE;
-        }
-    }
-    log_init("worker", level);
-    if (!endpoint || !id || strlen(id) > PROTO_MAX_ID) {
-        log_error("--connect and --id (at most %d bytes) are required",
-                  PROTO_MAX_ID);
-        return MAPPER_EXIT_USAGE;
-    }
-    /* A forked worker dies with its coordinator, even if it was SIGKILLed
-     * between fork and here. */
-    if (parent > 0) {
+    log_init("worker", LOG_INFO);
+    s_opts_t o = {.coord_timeout = MAPPER_COORD_TIMEOUT_S, .level = LOG_INFO};
+    int rc = s_parse(argc, argv, &o);
+    if (rc < 0) return MAPPER_EXIT_OK;
+    if (rc != MAPPER_EXIT_OK) return rc;
+    log_set_level(o.level);
+    /* A forked worker dies with its coordinator, even if that was
+     * SIGKILLed between fork and here. */
+    if (o.parent > 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != (pid_t)parent) return MAPPER_EXIT_CANNOT_RUN;
+        if (getppid() != (pid_t)o.parent) return MAPPER_EXIT_CANNOT_RUN;
     }
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa = {.sa_handler = s_on_signal};
@@ -157,44 +353,79 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
 
-    const char *src = getenv(MAPPER_ENV_SOURCE),
-               *dst = getenv(MAPPER_ENV_TARGET);
+    s_worker_t w = {.remote = o.parent <= 0,
+                    .coord_timeout = o.coord_timeout,
+                    .chunk_id = -1};
+    if (o.id && (strlen(o.id) == 0 || strlen(o.id) > PROTO_MAX_ID)) {
+        log_error("--id: expected 1 to %d bytes", PROTO_MAX_ID);
+        return MAPPER_EXIT_USAGE;
+    }
+    if (o.id) {
+        snprintf(w.id, sizeof w.id, "%s", o.id);
+    } else {
+        char host[PROTO_MAX_ID / 2] = "worker";
+        gethostname(host, sizeof host - 1);
+        snprintf(w.id, sizeof w.id, "%s-%ld", host, (long)getpid());
+    }
+    const char *src = o.source ? o.source : getenv(MAPPER_ENV_SOURCE);
+    const char *dst = o.target ? o.target : getenv(MAPPER_ENV_TARGET);
     copy_conns_t conns = {src ? src : "", dst ? dst : "", NULL, NULL};
     void *ctx = zmq_ctx_new();
-    s_worker_t w = {zmq_socket(ctx, ZMQ_DEALER), -1, 0};
-    int rc = MAPPER_EXIT_CANNOT_RUN;
-    if (!w.sock || zmq_setsockopt(w.sock, ZMQ_ROUTING_ID, id, strlen(id)) ||
-        !proto_socket_setup(w.sock, false) || zmq_connect(w.sock, endpoint)) {
-        log_error("cannot connect to %s: %s", endpoint, zmq_strerror(errno));
+    w.sock = ctx ? zmq_socket(ctx, ZMQ_DEALER) : NULL;
+    int ivl = WORKER_RECONNECT_MS, ivl_max = WORKER_RECONNECT_MAX_MS;
+    rc = MAPPER_EXIT_CANNOT_RUN;
+    if (!w.sock || zmq_setsockopt(w.sock, ZMQ_ROUTING_ID, w.id, strlen(w.id)) ||
+        zmq_setsockopt(w.sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl) ||
+        zmq_setsockopt(w.sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max,
+                       sizeof ivl_max) ||
+        !proto_socket_setup(w.sock, false)) {
+        log_error("cannot make a socket: %s", zmq_strerror(errno));
         goto out;
     }
-    proto_msg_t ready = {.kind = PROTO_READY, .pid = getpid()};
-    snprintf(ready.worker, sizeof ready.worker, "%s", id);
-    if (!proto_send(w.sock, NULL, 0, &ready)) goto out;
-
-    rc = MAPPER_EXIT_OK;
+    if (!s_curve(w.sock, &o)) {
+        rc = MAPPER_EXIT_USAGE;
+        goto out;
+    }
+    if (!s_source_identity(&conns, &w)) goto out;
+    if (zmq_connect(w.sock, o.endpoint)) {
+        log_error("cannot connect to %s: %s", o.endpoint, zmq_strerror(errno));
+        rc = MAPPER_EXIT_USAGE;
+        goto out;
+    }
+    w.last_heard = s_now();
+    s_send_ready(&w);
     while (!s_stop) {
         zmq_pollitem_t item = {w.sock, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&item, 1, WORKER_POLL_MS) < 0) {
-            if (errno == EINTR) continue;
+        if (zmq_poll(&item, 1, WORKER_POLL_MS) < 0 && errno != EINTR) {
             log_error("poll: %s", zmq_strerror(errno));
-            rc = MAPPER_EXIT_CANNOT_RUN;
             break;
         }
-        proto_msg_t msg;
-        while (!s_stop && proto_recv(w.sock, NULL, 0, NULL, &msg)) {
-            if (msg.kind == PROTO_ASSIGN)
-                s_run_chunk(&w, &conns, &msg);
-            else if (msg.kind == PROTO_STOP)
-                s_stop = 1;
-            else if (msg.kind != PROTO_HEARTBEAT)
-                log_warn("ignoring unexpected %s", proto_kind_name(msg.kind));
-            proto_msg_clear(&msg);
+        proto_msg_t assign;
+        if (s_drain(&w, false, &assign)) {
+            s_run_chunk(&w, &conns, &assign);
+            proto_msg_clear(&assign);
+        }
+        s_watch(&w);
+        double now = s_now();
+        /* Say ready again while unheard: the coordinator may have started
+         * after us, restarted, or dropped our lease. */
+        if ((w.lost || !w.heard) && now - w.last_ready > MAPPER_HEARTBEAT_S * 3)
+            s_send_ready(&w);
+        else if (now - w.last_sent > MAPPER_HEARTBEAT_S) {
+            proto_msg_t hb = {.kind = PROTO_HEARTBEAT};
+            if (!s_send(&w, &hb)) { /* logged */
+            }
         }
     }
+    rc = w.refused              ? MAPPER_EXIT_CANNOT_RUN
+         : w.remote && !w.heard ? MAPPER_EXIT_CANNOT_RUN
+         : w.remote && w.lost   ? MAPPER_EXIT_INTERRUPTED
+                                : MAPPER_EXIT_OK;
 out:
     copy_conns_close(&conns);
     if (w.sock) zmq_close(w.sock);
-    zmq_ctx_term(ctx);
+    if (ctx) zmq_ctx_term(ctx);
+    free((char *)o.source);
+    free((char *)o.target);
     return rc;
 }

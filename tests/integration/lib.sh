@@ -69,3 +69,24 @@ finish() {
     if [ "$T_FAILS" -gt 0 ]; then exit 1; fi
     exit 0
 }
+
+# free_port: a loopback TCP port nothing listens on now.
+free_port() {
+    local p
+    for _ in $(seq 100); do
+        p=$((20000 + RANDOM % 12000))
+        (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && continue
+        echo "$p"
+        return
+    done
+    return 1
+}
+
+# wait_for FILE REGEX [TRIES]: poll (0.05 s) until FILE matches REGEX.
+wait_for() {
+    for _ in $(seq "${3:-400}"); do
+        grep -Eq "$2" "$1" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    return 1
+}

@@ -16,7 +16,7 @@ expect_exit() { # DESCRIPTION CODE REGEX ARGS...
     check_match "$d: message" "$re" "$ERR"
     check "$d: one line on stderr" 1 "$(printf '%s\n' "$ERR" | grep -c .)"
 }
-expect_exit "--workers 0" 2 "--workers: expected a whole number" --table t --workers 0
+expect_exit "--workers 0" 2 "workers must be between 1 and 1024, not 0 \\(0 needs --listen\\)" --table t --workers 0
 expect_exit "--workers -3" 2 "--workers: expected a whole number" --table t --workers -3
 expect_exit "--workers abc" 2 "--workers: expected a whole number.*'abc'" --table t --workers abc
 expect_exit "--chunk-size 0" 2 "--chunk-size: expected a whole number" --table t --chunk-size 0

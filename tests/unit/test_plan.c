@@ -208,6 +208,37 @@ static void test_walk_is_linear(void **state)
     plan_free(&p);
 }
 
+static void test_equal_width(void **state)
+{
+    (void)state;
+    plan_t p;
+    assert_true(plan_equal_width(1, 1000, 1000, 100, 0, &p));
+    assert_int_equal(p.n, 10);
+    assert_false(p.chunks[0].has_lo);
+    assert_int_equal(p.chunks[0].hi, 101);
+    assert_int_equal(p.chunks[1].lo, 101);
+    assert_false(p.chunks[9].has_hi);
+    assert_int_equal(p.est_rows, 1000);
+    int64_t keys[1000];
+    for (int i = 0; i < 1000; i++)
+        keys[i] = i + 1;
+    check_cover(&p, keys, 1000, true);
+    plan_free(&p);
+    /* An uneven tail, and a NULL chunk. */
+    assert_true(plan_equal_width(-50, 49, 100, 30, 7, &p));
+    assert_int_equal(p.n, 5);
+    assert_int_equal(p.chunks[3].est_rows, 10);
+    assert_int_equal(p.chunks[4].kind, PLAN_KEY_NULL);
+    assert_int_equal(p.est_rows, 107);
+    plan_free(&p);
+    /* Keys up to INT64_MAX: no overflow, last range open. */
+    assert_true(plan_equal_width(INT64_MAX - 25, INT64_MAX, 26, 10, 0, &p));
+    assert_int_equal(p.n, 3);
+    assert_false(p.chunks[2].has_hi);
+    assert_int_equal(p.chunks[2].lo, INT64_MAX - 5);
+    plan_free(&p);
+}
+
 static void test_ctid(void **state)
 {
     (void)state;
@@ -271,6 +302,7 @@ int main(void)
         cmocka_unit_test(test_chunk_size_one),
         cmocka_unit_test(test_walk_is_linear),
         cmocka_unit_test(test_ctid),
+        cmocka_unit_test(test_equal_width),
         cmocka_unit_test(test_where),
     };
     return cmocka_run_group_tests(plan_tests, NULL, NULL);

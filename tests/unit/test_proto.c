@@ -37,6 +37,7 @@ static proto_msg_t s_sample(proto_kind_t kind)
     case PROTO_READY:
         strcpy(m.worker, "worker-7");
         m.pid = 4242;
+        strcpy(m.source_id, "7312345678901234567/app db");
         break;
     case PROTO_ASSIGN:
         m.chunk_id = 12;
@@ -45,6 +46,8 @@ static proto_msg_t s_sample(proto_kind_t kind)
         m.source_sql = strdup("COPY (SELECT * FROM t WHERE ctid >= '(0,0)' "
                               "AND ctid < '(100,0)') TO STDOUT");
         m.target_sql = strdup("COPY t FROM STDIN");
+        strcpy(m.job_id, "job-20240501-1a2b");
+        strcpy(m.state_schema, "mapper_state");
         break;
     case PROTO_PROGRESS:
     case PROTO_DONE:
@@ -52,6 +55,7 @@ static proto_msg_t s_sample(proto_kind_t kind)
         m.attempt = 1;
         m.rows = 5000000000LL;
         m.bytes = INT64_C(1) << 40;
+        m.already = kind == PROTO_DONE; /* not the zero default */
         break;
     case PROTO_FAILED:
         m.chunk_id = 12;
@@ -60,6 +64,10 @@ static proto_msg_t s_sample(proto_kind_t kind)
         strcpy(m.sqlstate, "23505");
         m.conn_bad = true;
         m.message = strdup("duplicate key value violates unique constraint");
+        break;
+    case PROTO_STOP: /* a refusal: not the "" of a finished job */
+        m.message = strdup("source database 7312345678901234567/other is "
+                           "not the job's");
         break;
     default:
         break;
@@ -92,6 +100,10 @@ static void s_assert_msg_equal(const proto_msg_t *a, const proto_msg_t *b)
     assert_string_equal(a->sqlstate, b->sqlstate);
     assert_int_equal(a->conn_bad, b->conn_bad);
     s_assert_str_or_null(a->message, b->message);
+    assert_string_equal(a->job_id, b->job_id);
+    assert_string_equal(a->state_schema, b->state_schema);
+    assert_int_equal(a->already, b->already);
+    assert_string_equal(a->source_id, b->source_id);
 }
 
 /* What a hand-built field's value is. */
@@ -148,6 +160,7 @@ static s_fields_t s_valid_fields(proto_kind_t kind)
     case PROTO_READY:
         f.kv[f.n++] = (s_kv_t)KV_STR("worker", "worker-7");
         f.kv[f.n++] = (s_kv_t)KV_INT("pid", 4242);
+        f.kv[f.n++] = (s_kv_t)KV_STR("source_id", "7312345678901234567/App DB");
         break;
     case PROTO_ASSIGN:
         f.kv[f.n++] = (s_kv_t)KV_INT("chunk_id", 12);
@@ -155,6 +168,8 @@ static s_fields_t s_valid_fields(proto_kind_t kind)
         f.kv[f.n++] = (s_kv_t)KV_STR("snapshot", "00000003-0000001B-1");
         f.kv[f.n++] = (s_kv_t)KV_STR("source_sql", "COPY (SELECT 1) TO STDOUT");
         f.kv[f.n++] = (s_kv_t)KV_STR("target_sql", "COPY t FROM STDIN");
+        f.kv[f.n++] = (s_kv_t)KV_STR("job_id", "job-7");
+        f.kv[f.n++] = (s_kv_t)KV_STR("state_schema", "Mapper State");
         break;
     case PROTO_PROGRESS:
     case PROTO_DONE:
@@ -162,6 +177,7 @@ static s_fields_t s_valid_fields(proto_kind_t kind)
         f.kv[f.n++] = (s_kv_t)KV_INT("attempt", 1);
         f.kv[f.n++] = (s_kv_t)KV_INT("rows", 5000000000LL);
         f.kv[f.n++] = (s_kv_t)KV_INT("bytes", 77);
+        if (kind == PROTO_DONE) f.kv[f.n++] = (s_kv_t)KV_BOOL("already", 1);
         break;
     case PROTO_FAILED:
         f.kv[f.n++] = (s_kv_t)KV_INT("chunk_id", 12);
@@ -170,6 +186,9 @@ static s_fields_t s_valid_fields(proto_kind_t kind)
         f.kv[f.n++] = (s_kv_t)KV_STR("sqlstate", "23505");
         f.kv[f.n++] = (s_kv_t)KV_BOOL("conn_bad", 1);
         f.kv[f.n++] = (s_kv_t)KV_STR("message", "boom");
+        break;
+    case PROTO_STOP:
+        f.kv[f.n++] = (s_kv_t)KV_STR("message", "refused: wrong source");
         break;
     default:
         break;
@@ -306,13 +325,17 @@ static void test_kind_names(void **state)
  * proto.h, restated independently of proto.c). */
 static const char *const *s_kind_keys(proto_kind_t kind)
 {
-    static const char *const ready[] = {"worker", "pid", NULL};
-    static const char *const assign[] = {"chunk_id",   "attempt",    "snapshot",
-                                         "source_sql", "target_sql", NULL};
-    static const char *const counts[] = {"chunk_id", "attempt", "rows", "bytes",
-                                         NULL};
+    static const char *const ready[] = {"worker", "pid", "source_id", NULL};
+    static const char *const assign[] = {
+        "chunk_id",   "attempt", "snapshot",     "source_sql",
+        "target_sql", "job_id",  "state_schema", NULL};
+    static const char *const progress[] = {"chunk_id", "attempt", "rows",
+                                           "bytes", NULL};
+    static const char *const done[] = {"chunk_id", "attempt", "rows",
+                                       "bytes",    "already", NULL};
     static const char *const failed[] = {
         "chunk_id", "attempt", "side", "sqlstate", "conn_bad", "message", NULL};
+    static const char *const stop[] = {"message", NULL};
     static const char *const none[] = {NULL};
     switch (kind) {
     case PROTO_READY:
@@ -320,17 +343,20 @@ static const char *const *s_kind_keys(proto_kind_t kind)
     case PROTO_ASSIGN:
         return assign;
     case PROTO_PROGRESS:
+        return progress;
     case PROTO_DONE:
-        return counts;
+        return done;
     case PROTO_FAILED:
         return failed;
+    case PROTO_STOP:
+        return stop;
     default:
         return none;
     }
 }
 
 /* The encoded frame is one map: "type" = kind name, "version" = 1, and
- * exactly the kind's keys, side an int and conn_bad a bool. */
+ * exactly the kind's keys, each once, with its wire type. */
 static void s_check_wire(const char *buf, size_t len, proto_kind_t kind)
 {
     msgpack_unpacked up;
@@ -365,18 +391,27 @@ static void s_check_wire(const char *buf, size_t len, proto_kind_t kind)
             assert_int_equal(v->via.u64, PROTO_VERSION);
             continue;
         }
-        bool known = false;
+        size_t known = 0;
         for (size_t j = 0; keys[j]; j++)
-            known |= !strcmp(keys[j], name);
-        if (!known)
+            known += !strcmp(keys[j], name);
+        if (known != 1)
             fail_msg("unexpected key %s in %s", name, proto_kind_name(kind));
+        for (uint32_t j = 0; j < i; j++) {
+            const msgpack_object *prev = &up.data.via.map.ptr[j].key;
+            if (prev->via.str.size == k->via.str.size &&
+                !memcmp(prev->via.str.ptr, k->via.str.ptr, k->via.str.size))
+                fail_msg("key %s twice in %s", name, proto_kind_name(kind));
+        }
         matched++;
         if (!strcmp(name, "side"))
             assert_int_equal(v->type, MSGPACK_OBJECT_POSITIVE_INTEGER);
-        if (!strcmp(name, "conn_bad"))
+        if (!strcmp(name, "conn_bad") || !strcmp(name, "already"))
             assert_int_equal(v->type, MSGPACK_OBJECT_BOOLEAN);
         if (!strcmp(name, "sqlstate") || !strcmp(name, "message") ||
-            !strcmp(name, "worker") || !strcmp(name, "snapshot"))
+            !strcmp(name, "worker") || !strcmp(name, "snapshot") ||
+            !strcmp(name, "source_sql") || !strcmp(name, "target_sql") ||
+            !strcmp(name, "job_id") || !strcmp(name, "state_schema") ||
+            !strcmp(name, "source_id"))
             assert_int_equal(v->type, MSGPACK_OBJECT_STR);
     }
     assert_int_equal(matched, nkeys);
@@ -419,6 +454,42 @@ static void test_round_trip_limits(void **state)
     m.pid = INT64_MAX;
     s_round_trip(&m);
 
+    /* source_id: empty, and at its limit with every kind of byte but NUL
+     * (it is compared, never parsed) */
+    m = s_sample(PROTO_READY);
+    m.source_id[0] = '\0';
+    s_round_trip(&m);
+    static const char any_bytes[] =
+        " \t\n\r\x01\x1f\x7f\x80\xc3\xa9\xff\"'\\;/";
+    for (size_t i = 0; i < PROTO_MAX_SOURCE_ID; i++)
+        m.source_id[i] = any_bytes[i % (sizeof any_bytes - 1)];
+    m.source_id[PROTO_MAX_SOURCE_ID] = '\0';
+    s_round_trip(&m);
+    memset(m.source_id, '9', PROTO_MAX_SOURCE_ID);
+    m.source_id[PROTO_MAX_SOURCE_ID - 1] = 'z';
+    s_round_trip(&m);
+
+    /* stop: "" (the job is over), a multi-line reason with any bytes, and
+     * a reason at its limit */
+    static const char *const reasons[] = {"", "line one\nline two",
+                                          "\x01\x7f\xff caf\xc3\xa9 \t\r"};
+    for (size_t i = 0; i < sizeof reasons / sizeof *reasons; i++) {
+        m = s_sample(PROTO_STOP);
+        free(m.message);
+        m.message = strdup(reasons[i]);
+        assert_non_null(m.message);
+        s_round_trip(&m);
+        proto_msg_clear(&m);
+    }
+    m = s_sample(PROTO_STOP);
+    free(m.message);
+    m.message = malloc(PROTO_MAX_MESSAGE + 1);
+    assert_non_null(m.message);
+    memset(m.message, 'r', PROTO_MAX_MESSAGE);
+    m.message[PROTO_MAX_MESSAGE] = '\0';
+    s_round_trip(&m);
+    proto_msg_clear(&m);
+
     m = s_sample(PROTO_ASSIGN);
     free(m.source_sql);
     m.source_sql = malloc(PROTO_MAX_SQL + 1);
@@ -431,10 +502,37 @@ static void test_round_trip_limits(void **state)
     s_round_trip(&m);
     proto_msg_clear(&m);
 
+    /* no ledger: job_id and state_schema empty */
+    m = s_sample(PROTO_ASSIGN);
+    m.job_id[0] = '\0';
+    m.state_schema[0] = '\0';
+    s_round_trip(&m);
+    proto_msg_clear(&m);
+
+    /* job_id at its limit, from the edges of its charset; state_schema at
+     * its limit, with every kind of byte but NUL (it is quoted, not an id) */
+    m = s_sample(PROTO_ASSIGN);
+    memset(m.job_id, 'j', PROTO_MAX_ID);
+    m.job_id[0] = '!';
+    m.job_id[PROTO_MAX_ID - 1] = '~';
+    m.job_id[PROTO_MAX_ID] = '\0';
+    static const char schema_bytes[] =
+        " \t\n\r\x01\x1f\x7f\x80\xc3\xa9\xff\"'\\;";
+    for (size_t i = 0; i < PROTO_MAX_ID; i++)
+        m.state_schema[i] = schema_bytes[i % (sizeof schema_bytes - 1)];
+    m.state_schema[PROTO_MAX_ID] = '\0';
+    s_round_trip(&m);
+    proto_msg_clear(&m);
+
     m = s_sample(PROTO_DONE);
     m.rows = INT64_MAX;
     m.bytes = 0;
     m.chunk_id = INT64_MAX;
+    s_round_trip(&m);
+    m.already = false;
+    s_round_trip(&m);
+    m.already = true;
+    m.rows = 0; /* already committed: nothing copied this attempt */
     s_round_trip(&m);
 
     static const char *const states[] = {"", "XX000", "40P01", "08006"};
@@ -468,6 +566,12 @@ static void test_encode_only_kind_fields(void **state)
     m.chunk_id = 5;
     m.rows = 9;
     strcpy(m.worker, "stray");
+    strcpy(m.job_id, "stray-job");
+    strcpy(m.state_schema, "stray schema");
+    strcpy(m.source_id, "stray/source");
+    m.message = strdup("stray message");
+    assert_non_null(m.message);
+    m.already = true;
     char *buf;
     size_t len;
     proto_msg_t out;
@@ -479,8 +583,79 @@ static void test_encode_only_kind_fields(void **state)
     assert_int_equal(out.chunk_id, 0);
     assert_int_equal(out.rows, 0);
     assert_string_equal(out.worker, "");
+    assert_string_equal(out.job_id, "");
+    assert_string_equal(out.state_schema, "");
+    assert_string_equal(out.source_id, "");
+    assert_null(out.message);
+    assert_false(out.already);
     proto_msg_clear(&out);
+    proto_msg_clear(&m);
     free(buf);
+
+    /* "already" belongs to done only, job_id and state_schema to assign
+     * only: a progress (or failed) message never carries them, even when
+     * set, and not even when over their limits */
+    static const proto_kind_t others[] = {PROTO_PROGRESS, PROTO_FAILED,
+                                          PROTO_READY};
+    for (size_t i = 0; i < sizeof others / sizeof *others; i++) {
+        m = s_sample(others[i]);
+        m.already = true;
+        memset(m.job_id, 'j', sizeof m.job_id); /* not terminated */
+        memset(m.state_schema, 's', sizeof m.state_schema);
+        assert_true(proto_encode(&m, &buf, &len));
+        s_check_wire(buf, len, others[i]);
+        assert_true(proto_decode(buf, len, &out, err, sizeof err));
+        assert_int_equal(out.kind, others[i]);
+        assert_false(out.already);
+        assert_string_equal(out.job_id, "");
+        assert_string_equal(out.state_schema, "");
+        proto_msg_clear(&out);
+        proto_msg_clear(&m);
+        free(buf);
+    }
+    /* and assign never carries "already" */
+    m = s_sample(PROTO_ASSIGN);
+    m.already = true;
+    assert_true(proto_encode(&m, &buf, &len));
+    s_check_wire(buf, len, PROTO_ASSIGN);
+    assert_true(proto_decode(buf, len, &out, err, sizeof err));
+    assert_false(out.already);
+    assert_string_equal(out.job_id, m.job_id);
+    proto_msg_clear(&out);
+    proto_msg_clear(&m);
+    free(buf);
+
+    /* source_id belongs to ready only, message to failed and stop only:
+     * every other kind leaves them out, even when set over their limits */
+    for (size_t k = 0; k < S_NKINDS; k++) {
+        proto_kind_t kind = s_all_kinds[k];
+        bool has_source = kind == PROTO_READY;
+        bool has_message = kind == PROTO_FAILED || kind == PROTO_STOP;
+        m = s_sample(kind);
+        if (!has_source) /* not terminated */
+            memset(m.source_id, 'i', sizeof m.source_id);
+        if (!has_message) {
+            m.message = malloc(PROTO_MAX_MESSAGE + 2);
+            assert_non_null(m.message);
+            memset(m.message, 'm', PROTO_MAX_MESSAGE + 1);
+            m.message[PROTO_MAX_MESSAGE + 1] = '\0';
+        }
+        assert_true(proto_encode(&m, &buf, &len));
+        s_check_wire(buf, len, kind);
+        assert_true(proto_decode(buf, len, &out, err, sizeof err));
+        assert_int_equal(out.kind, kind);
+        if (has_source)
+            assert_string_equal(out.source_id, m.source_id);
+        else
+            assert_string_equal(out.source_id, "");
+        if (has_message)
+            assert_string_equal(out.message, m.message);
+        else
+            assert_null(out.message);
+        proto_msg_clear(&out);
+        proto_msg_clear(&m);
+        free(buf);
+    }
 }
 
 static void s_expect_encode_fails(const proto_msg_t *m)
@@ -510,6 +685,10 @@ static void test_encode_rejects(void **state)
     m = s_sample(PROTO_READY);
     m.pid = 0;
     s_expect_encode_fails(&m);
+    /* source_id: any bytes, but at most PROTO_MAX_SOURCE_ID */
+    m = s_sample(PROTO_READY);
+    memset(m.source_id, 'i', sizeof m.source_id); /* not terminated */
+    s_expect_encode_fails(&m);
 
     m = s_sample(PROTO_ASSIGN);
     char *saved = m.source_sql;
@@ -531,6 +710,25 @@ static void test_encode_rejects(void **state)
     s_expect_encode_fails(&m);
     memset(m.snapshot, 'x', sizeof m.snapshot); /* not terminated */
     m.chunk_id = 1;
+    s_expect_encode_fails(&m);
+    proto_msg_clear(&m);
+
+    /* job_id: an id (printable ASCII, no space), at most PROTO_MAX_ID */
+    static const char *const bad_ids[] = {"job 1", "job\t1",    "job\n",
+                                          "\x7f",  "j\xc3\xa9", "\x01"};
+    for (size_t i = 0; i < sizeof bad_ids / sizeof *bad_ids; i++) {
+        m = s_sample(PROTO_ASSIGN);
+        strcpy(m.job_id, bad_ids[i]);
+        s_expect_encode_fails(&m);
+        proto_msg_clear(&m);
+    }
+    m = s_sample(PROTO_ASSIGN);
+    memset(m.job_id, 'j', sizeof m.job_id); /* not terminated */
+    s_expect_encode_fails(&m);
+    proto_msg_clear(&m);
+    /* state_schema: any bytes, but at most PROTO_MAX_ID */
+    m = s_sample(PROTO_ASSIGN);
+    memset(m.state_schema, 's', sizeof m.state_schema); /* not terminated */
     s_expect_encode_fails(&m);
     proto_msg_clear(&m);
 
@@ -561,18 +759,39 @@ static void test_encode_rejects(void **state)
     m.message[PROTO_MAX_MESSAGE + 1] = '\0';
     s_expect_encode_fails(&m);
     proto_msg_clear(&m);
+
+    /* stop: message is required ("" is not NULL) and limited */
+    m = s_sample(PROTO_STOP);
+    free(m.message);
+    m.message = NULL;
+    s_expect_encode_fails(&m);
+    m = (proto_msg_t){.kind = PROTO_STOP};
+    s_expect_encode_fails(&m);
+    m.message = malloc(PROTO_MAX_MESSAGE + 2);
+    assert_non_null(m.message);
+    memset(m.message, 'r', PROTO_MAX_MESSAGE + 1);
+    m.message[PROTO_MAX_MESSAGE + 1] = '\0';
+    s_expect_encode_fails(&m);
+    proto_msg_clear(&m);
 }
 
 /* ------------------------------------------------------------------ */
 /* Hostile frames                                                      */
 
 /* The hand-built frames are valid (so the rejections below mean something),
- * in any key order. */
+ * in any key order, and carry exactly the keys of the independent list. */
 static void test_decode_hand_built(void **state)
 {
     (void)state;
     for (size_t i = 0; i < S_NKINDS; i++) {
         s_fields_t f = s_valid_fields(s_all_kinds[i]);
+        const char *const *keys = s_kind_keys(s_all_kinds[i]);
+        size_t nkeys = 0;
+        for (; keys[nkeys]; nkeys++)
+            (void)s_find(&f, keys[nkeys]);
+        assert_int_equal(f.n, 2 + nkeys);
+        (void)s_find(&f, "type");
+        (void)s_find(&f, "version");
         proto_msg_t out;
         s_expect_accept_fields(&f, &out);
         assert_int_equal(out.kind, s_all_kinds[i]);
@@ -594,6 +813,60 @@ static void test_decode_hand_built(void **state)
     assert_string_equal(out.sqlstate, "23505");
     assert_true(out.conn_bad);
     assert_string_equal(out.message, "boom");
+    proto_msg_clear(&out);
+
+    f = s_valid_fields(PROTO_ASSIGN);
+    s_expect_accept_fields(&f, &out);
+    assert_int_equal(out.chunk_id, 12);
+    assert_int_equal(out.attempt, 2);
+    assert_string_equal(out.snapshot, "00000003-0000001B-1");
+    assert_string_equal(out.source_sql, "COPY (SELECT 1) TO STDOUT");
+    assert_string_equal(out.target_sql, "COPY t FROM STDIN");
+    assert_string_equal(out.job_id, "job-7");
+    assert_string_equal(out.state_schema, "Mapper State");
+    assert_false(out.already);
+    proto_msg_clear(&out);
+
+    f = s_valid_fields(PROTO_DONE);
+    s_expect_accept_fields(&f, &out);
+    assert_int_equal(out.chunk_id, 12);
+    assert_int_equal(out.attempt, 1);
+    assert_int_equal(out.rows, 5000000000LL);
+    assert_int_equal(out.bytes, 77);
+    assert_true(out.already);
+    proto_msg_clear(&out);
+    f = s_with(PROTO_DONE, "already", (s_kv_t)KV_BOOL("", 0));
+    s_expect_accept_fields(&f, &out);
+    assert_int_equal(out.kind, PROTO_DONE);
+    assert_false(out.already);
+    proto_msg_clear(&out);
+
+    f = s_valid_fields(PROTO_PROGRESS);
+    s_expect_accept_fields(&f, &out);
+    assert_int_equal(out.kind, PROTO_PROGRESS);
+    assert_false(out.already);
+    proto_msg_clear(&out);
+
+    f = s_valid_fields(PROTO_READY);
+    s_expect_accept_fields(&f, &out);
+    assert_string_equal(out.worker, "worker-7");
+    assert_int_equal(out.pid, 4242);
+    assert_string_equal(out.source_id, "7312345678901234567/App DB");
+    assert_null(out.message);
+    proto_msg_clear(&out);
+
+    f = s_valid_fields(PROTO_STOP);
+    s_expect_accept_fields(&f, &out);
+    assert_int_equal(out.kind, PROTO_STOP);
+    assert_string_equal(out.message, "refused: wrong source");
+    assert_string_equal(out.source_id, "");
+    proto_msg_clear(&out);
+    /* "" is a real, allocated empty string: the job is over */
+    f = s_with(PROTO_STOP, "message", (s_kv_t)KV_STR("", ""));
+    s_expect_accept_fields(&f, &out);
+    assert_int_equal(out.kind, PROTO_STOP);
+    assert_non_null(out.message);
+    assert_string_equal(out.message, "");
     proto_msg_clear(&out);
 }
 
@@ -677,7 +950,11 @@ static void test_decode_oversized_strings(void **state)
         {PROTO_ASSIGN, "snapshot", PROTO_MAX_ID + 1},
         {PROTO_ASSIGN, "source_sql", PROTO_MAX_SQL + 1},
         {PROTO_ASSIGN, "target_sql", PROTO_MAX_SQL + 1},
+        {PROTO_ASSIGN, "job_id", PROTO_MAX_ID + 1},
+        {PROTO_ASSIGN, "state_schema", PROTO_MAX_ID + 1},
         {PROTO_FAILED, "message", PROTO_MAX_MESSAGE + 1},
+        {PROTO_STOP, "message", PROTO_MAX_MESSAGE + 1},
+        {PROTO_READY, "source_id", PROTO_MAX_SOURCE_ID + 1},
         {PROTO_FAILED, "sqlstate", PROTO_SQLSTATE_LEN + 1},
         {PROTO_READY, "type", PROTO_MAX_ID + 1},
     };
@@ -703,6 +980,110 @@ static void test_decode_oversized_strings(void **state)
     s_expect_reject_fields(&f, "source_sql");
     f = s_with(PROTO_READY, "worker", (s_kv_t)KV_STR("", "bad id"));
     s_expect_reject_fields(&f, "worker");
+
+    /* empty is allowed where "none" is meaningful */
+    static const char *const may_be_empty[] = {"snapshot", "job_id",
+                                               "state_schema"};
+    for (size_t i = 0; i < sizeof may_be_empty / sizeof *may_be_empty; i++) {
+        f = s_with(PROTO_ASSIGN, may_be_empty[i], (s_kv_t)KV_STR("", ""));
+        proto_msg_t out;
+        s_expect_accept_fields(&f, &out);
+        assert_int_equal(out.kind, PROTO_ASSIGN);
+        assert_string_equal(out.snapshot, i == 0 ? "" : "00000003-0000001B-1");
+        assert_string_equal(out.job_id, i == 1 ? "" : "job-7");
+        assert_string_equal(out.state_schema, i == 2 ? "" : "Mapper State");
+        proto_msg_clear(&out);
+    }
+    f = s_with(PROTO_READY, "source_id", (s_kv_t)KV_STR("", ""));
+    proto_msg_t out;
+    s_expect_accept_fields(&f, &out);
+    assert_int_equal(out.kind, PROTO_READY);
+    assert_string_equal(out.source_id, "");
+    assert_string_equal(out.worker, "worker-7");
+    proto_msg_clear(&out);
+    f = s_with(PROTO_STOP, "message", (s_kv_t)KV_STR("", ""));
+    s_expect_accept_fields(&f, &out);
+    assert_string_equal(out.message, "");
+    proto_msg_clear(&out);
+}
+
+/* Id fields (worker, snapshot, job_id) take printable ASCII without space;
+ * state_schema (quoted on use), source_id (compared only) and message (in
+ * failed and stop) take any byte but NUL. */
+static void test_decode_string_charsets(void **state)
+{
+    (void)state;
+    static const char *const not_ids[] = {
+        "a b", " ", "a\tb", "a\nb", "\x01", "\x7f", "caf\xc3\xa9", "\xff",
+    };
+    static const char *const ids[] = {"!", "~", "job-7", "A_b.c:d/e@f"};
+    struct {
+        proto_kind_t kind;
+        const char *key;
+        bool id;
+    } cases[] = {
+        {PROTO_READY, "worker", true},
+        {PROTO_ASSIGN, "snapshot", true},
+        {PROTO_ASSIGN, "job_id", true},
+        {PROTO_ASSIGN, "state_schema", false},
+        {PROTO_FAILED, "message", false},
+        {PROTO_STOP, "message", false},
+        {PROTO_READY, "source_id", false},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        for (size_t i = 0; i < sizeof not_ids / sizeof *not_ids; i++) {
+            s_fields_t f = s_with(cases[c].kind, cases[c].key,
+                                  (s_kv_t)KV_STR("", not_ids[i]));
+            if (cases[c].id) {
+                s_expect_reject_fields(&f, cases[c].key);
+                continue;
+            }
+            proto_msg_t out;
+            s_expect_accept_fields(&f, &out);
+            const char *got = !strcmp(cases[c].key, "message") ? out.message
+                              : !strcmp(cases[c].key, "source_id")
+                                  ? out.source_id
+                                  : out.state_schema;
+            assert_string_equal(got, not_ids[i]);
+            proto_msg_clear(&out);
+        }
+        for (size_t i = 0; i < sizeof ids / sizeof *ids; i++) {
+            s_fields_t f =
+                s_with(cases[c].kind, cases[c].key, (s_kv_t)KV_STR("", ids[i]));
+            proto_msg_t out;
+            s_expect_accept_fields(&f, &out);
+            proto_msg_clear(&out);
+        }
+    }
+    /* the accepted bytes reach the message intact */
+    s_fields_t f =
+        s_with(PROTO_ASSIGN, "job_id", (s_kv_t)KV_STR("", "A_b.c:d/e@f"));
+    proto_msg_t out;
+    s_expect_accept_fields(&f, &out);
+    assert_string_equal(out.job_id, "A_b.c:d/e@f");
+    proto_msg_clear(&out);
+    /* every byte value but NUL, in one source_id and one stop message */
+    char all[256];
+    for (size_t i = 1; i < 256; i++)
+        all[i - 1] = (char)i;
+    s_fields_t bytes_ready =
+        s_with(PROTO_READY, "source_id",
+               (s_kv_t){.t = V_STR, .s = all, .n = PROTO_MAX_SOURCE_ID});
+    s_expect_accept_fields(&bytes_ready, &out);
+    assert_int_equal(strlen(out.source_id), PROTO_MAX_SOURCE_ID);
+    assert_memory_equal(out.source_id, all, PROTO_MAX_SOURCE_ID);
+    proto_msg_clear(&out);
+    s_fields_t bytes_stop =
+        s_with(PROTO_STOP, "message", (s_kv_t){.t = V_STR, .s = all, .n = 255});
+    s_expect_accept_fields(&bytes_stop, &out);
+    assert_int_equal(strlen(out.message), 255);
+    assert_memory_equal(out.message, all, 255);
+    proto_msg_clear(&out);
+    s_fields_t tail = s_with(PROTO_READY, "source_id",
+                             (s_kv_t){.t = V_STR, .s = all + 95, .n = 160});
+    s_expect_accept_fields(&tail, &out); /* bytes 0x60..0xff */
+    assert_memory_equal(out.source_id, all + 95, 160);
+    proto_msg_clear(&out);
 }
 
 static void test_decode_unknown_type(void **state)
@@ -746,7 +1127,9 @@ static void test_decode_missing_field(void **state)
             s_fields_t f = {.n = 0};
             for (size_t j = 0; j < base.n; j++)
                 if (j != i) f.kv[f.n++] = base.kv[j];
-            s_expect_reject_fields(&f, "missing");
+            char want[64];
+            snprintf(want, sizeof want, "missing field '%s'", base.kv[i].key);
+            s_expect_reject_fields(&f, want);
         }
     }
     s_fields_t empty = {.n = 0};
@@ -768,6 +1151,85 @@ static void test_decode_unknown_field(void **state)
     f = s_valid_fields(PROTO_HEARTBEAT);
     f.kv[f.n++] = (s_kv_t)KV_INT("chunk_id", 5);
     s_expect_reject_fields(&f, "not allowed");
+    /* the new fields stay in their own kinds */
+    f = s_valid_fields(PROTO_PROGRESS);
+    f.kv[f.n++] = (s_kv_t)KV_BOOL("already", 1);
+    s_expect_reject_fields(&f, "'already' not allowed in 'progress'");
+    f = s_valid_fields(PROTO_ASSIGN);
+    f.kv[f.n++] = (s_kv_t)KV_BOOL("already", 0);
+    s_expect_reject_fields(&f, "'already' not allowed in 'assign'");
+    f = s_valid_fields(PROTO_DONE);
+    f.kv[f.n++] = (s_kv_t)KV_STR("job_id", "job-7");
+    s_expect_reject_fields(&f, "'job_id' not allowed in 'done'");
+    f = s_valid_fields(PROTO_FAILED);
+    f.kv[f.n++] = (s_kv_t)KV_STR("state_schema", "mapper");
+    s_expect_reject_fields(&f, "'state_schema' not allowed in 'failed'");
+    f = s_valid_fields(PROTO_STOP);
+    f.kv[f.n++] = (s_kv_t)KV_STR("job_id", "");
+    s_expect_reject_fields(&f, "'job_id' not allowed in 'stop'");
+    /* source_id only in ready, message only in failed and stop */
+    for (size_t k = 0; k < S_NKINDS; k++) {
+        proto_kind_t kind = s_all_kinds[k];
+        char want[96];
+        if (kind != PROTO_READY) {
+            f = s_valid_fields(kind);
+            f.kv[f.n++] =
+                (s_kv_t)KV_STR("source_id", "7312345678901234567/app");
+            snprintf(want, sizeof want, "'source_id' not allowed in '%s'",
+                     proto_kind_name(kind));
+            s_expect_reject_fields(&f, want);
+        }
+        if (kind != PROTO_FAILED && kind != PROTO_STOP) {
+            f = s_valid_fields(kind);
+            f.kv[f.n++] = (s_kv_t)KV_STR("message", "");
+            snprintf(want, sizeof want, "'message' not allowed in '%s'",
+                     proto_kind_name(kind));
+            s_expect_reject_fields(&f, want);
+        }
+    }
+    /* stop takes nothing of failed's besides message */
+    static const char *const failed_only[] = {"chunk_id", "attempt", "side",
+                                              "sqlstate", "conn_bad"};
+    for (size_t i = 0; i < sizeof failed_only / sizeof *failed_only; i++) {
+        s_fields_t failed = s_valid_fields(PROTO_FAILED);
+        char want[96];
+        f = s_valid_fields(PROTO_STOP);
+        f.kv[f.n++] = failed.kv[s_find(&failed, failed_only[i])];
+        snprintf(want, sizeof want, "'%s' not allowed in 'stop'",
+                 failed_only[i]);
+        s_expect_reject_fields(&f, want);
+    }
+    /* a ready with "source" spelled as another kind's field */
+    f = s_valid_fields(PROTO_READY);
+    f.kv[s_find(&f, "source_id")].key = "source_sql";
+    s_expect_reject_fields(&f, "'source_sql' not allowed in 'ready'");
+    f = s_valid_fields(PROTO_STOP);
+    f.kv[s_find(&f, "message")].key = "reason";
+    s_expect_reject_fields(&f, "unknown field 'reason'");
+    /* near misses of the new names */
+    static const char *const near[] = {
+        "job",           "jobid",     "job_id ",    "Job_id",   "state",
+        "state_schemas", "alreadY",   "source",     "sourceid", "source_id ",
+        "Source_id",     "source-id", "source_ids", "messages", "Message"};
+    for (size_t i = 0; i < sizeof near / sizeof *near; i++) {
+        f = s_valid_fields(PROTO_ASSIGN);
+        f.kv[f.n++] = (s_kv_t)KV_STR(near[i], "x");
+        s_expect_reject_fields(&f, "unknown field");
+    }
+    for (size_t i = 0; i < sizeof near / sizeof *near; i++) {
+        f = s_valid_fields(PROTO_READY);
+        f.kv[f.n++] = (s_kv_t)KV_STR(near[i], "x");
+        s_expect_reject_fields(&f, "unknown field");
+        f = s_valid_fields(PROTO_STOP);
+        f.kv[f.n++] = (s_kv_t)KV_STR(near[i], "x");
+        s_expect_reject_fields(&f, "unknown field");
+    }
+    f = s_valid_fields(PROTO_DONE);
+    f.kv[s_find(&f, "already")].key = "Already";
+    s_expect_reject_fields(&f, "unknown field 'Already'");
+    f = s_valid_fields(PROTO_READY);
+    f.kv[s_find(&f, "source_id")].key = "Source_id";
+    s_expect_reject_fields(&f, "unknown field 'Source_id'");
     /* a key with a NUL after a real name, and an empty key */
     f = s_valid_fields(PROTO_STOP);
     f.kv[f.n++] = (s_kv_t){.key = "pid\0x", .klen = 5, .t = V_INT, .i = 1};
@@ -803,16 +1265,40 @@ static void test_decode_duplicate_key(void **state)
     f = s_valid_fields(PROTO_FAILED);
     f.kv[f.n++] = f.kv[s_find(&f, "message")];
     s_expect_reject_fields(&f, "duplicate field 'message'");
+    f = s_valid_fields(PROTO_DONE);
+    f.kv[f.n++] = (s_kv_t)KV_BOOL("already", 0);
+    s_expect_reject_fields(&f, "duplicate field 'already'");
+    f = s_valid_fields(PROTO_ASSIGN);
+    f.kv[f.n++] = f.kv[s_find(&f, "job_id")];
+    s_expect_reject_fields(&f, "duplicate field 'job_id'");
+    f = s_valid_fields(PROTO_ASSIGN);
+    f.kv[f.n++] = (s_kv_t)KV_STR("state_schema", "other");
+    s_expect_reject_fields(&f, "duplicate field 'state_schema'");
+    f = s_valid_fields(PROTO_READY);
+    f.kv[f.n++] = f.kv[s_find(&f, "source_id")];
+    s_expect_reject_fields(&f, "duplicate field 'source_id'");
+    f = s_valid_fields(PROTO_READY);
+    f.kv[f.n++] = (s_kv_t)KV_STR("source_id", "");
+    s_expect_reject_fields(&f, "duplicate field 'source_id'");
+    f = s_valid_fields(PROTO_STOP);
+    f.kv[f.n++] = f.kv[s_find(&f, "message")];
+    s_expect_reject_fields(&f, "duplicate field 'message'");
+    f = s_valid_fields(PROTO_STOP);
+    f.kv[f.n++] = (s_kv_t)KV_STR("message", "");
+    s_expect_reject_fields(&f, "duplicate field 'message'");
 }
 
 static void test_decode_too_many_fields(void **state)
 {
     (void)state;
-    s_fields_t f = s_valid_fields(PROTO_FAILED);
-    while (f.n <= PROTO_MAX_FIELDS)
-        f.kv[f.n++] = (s_kv_t)KV_INT("bogus", 1);
-    assert_int_equal(f.n, PROTO_MAX_FIELDS + 1);
-    s_expect_reject_fields(&f, "entries");
+    for (size_t k = 0; k < S_NKINDS; k++) {
+        s_fields_t f = s_valid_fields(s_all_kinds[k]);
+        assert_true(f.n <= PROTO_MAX_FIELDS); /* the biggest kind fits */
+        while (f.n <= PROTO_MAX_FIELDS)
+            f.kv[f.n++] = (s_kv_t)KV_INT("bogus", 1);
+        assert_int_equal(f.n, PROTO_MAX_FIELDS + 1);
+        s_expect_reject_fields(&f, "entries");
+    }
 }
 
 static void test_decode_trailing_bytes(void **state)
@@ -918,12 +1404,57 @@ static void test_decode_nul_in_string(void **state)
         {PROTO_READY, "worker"},      {PROTO_ASSIGN, "snapshot"},
         {PROTO_ASSIGN, "source_sql"}, {PROTO_ASSIGN, "target_sql"},
         {PROTO_FAILED, "message"},    {PROTO_FAILED, "sqlstate"},
+        {PROTO_ASSIGN, "job_id"},     {PROTO_ASSIGN, "state_schema"},
+        {PROTO_READY, "source_id"},   {PROTO_STOP, "message"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         s_fields_t f = s_with(cases[i].kind, cases[i].key,
                               (s_kv_t){.t = V_STR, .s = "40\0001", .n = 5});
         s_expect_reject_fields(&f, "NUL");
+        /* a NUL as the only byte, and as the last byte of a full-length
+         * value (strnlen would hide it) */
+        f = s_with(cases[i].kind, cases[i].key,
+                   (s_kv_t){.t = V_STR, .s = "\0", .n = 1});
+        s_expect_reject_fields(&f, "NUL");
     }
+    char full[PROTO_MAX_ID];
+    memset(full, 'a', sizeof full);
+    full[PROTO_MAX_ID - 1] = '\0';
+    static const char *const ids[] = {"job_id", "state_schema", "snapshot"};
+    for (size_t i = 0; i < sizeof ids / sizeof *ids; i++) {
+        s_fields_t f =
+            s_with(PROTO_ASSIGN, ids[i],
+                   (s_kv_t){.t = V_STR, .s = full, .n = sizeof full});
+        s_expect_reject_fields(&f, "NUL");
+    }
+    /* source_id and message at their limits, a NUL last or first */
+    struct {
+        proto_kind_t kind;
+        const char *key;
+        size_t max;
+    } longs[] = {
+        {PROTO_READY, "source_id", PROTO_MAX_SOURCE_ID},
+        {PROTO_STOP, "message", PROTO_MAX_MESSAGE},
+        {PROTO_FAILED, "message", PROTO_MAX_MESSAGE},
+    };
+    char *text = malloc(PROTO_MAX_MESSAGE);
+    assert_non_null(text);
+    for (size_t i = 0; i < sizeof longs / sizeof *longs; i++) {
+        memset(text, 'a', longs[i].max);
+        text[longs[i].max - 1] = '\0';
+        s_fields_t f =
+            s_with(longs[i].kind, longs[i].key,
+                   (s_kv_t){.t = V_STR, .s = text, .n = longs[i].max});
+        s_expect_reject_fields(&f, "NUL");
+        text[longs[i].max - 1] = 'a';
+        text[0] = '\0';
+        s_expect_reject_fields(&f, "NUL");
+        text[0] = 'a'; /* and without the NUL, the same frame is fine */
+        proto_msg_t out;
+        s_expect_accept_fields(&f, &out);
+        proto_msg_clear(&out);
+    }
+    free(text);
 }
 
 static void test_decode_invalid_sqlstate(void **state)
@@ -1027,20 +1558,23 @@ static void test_decode_frame_bounds(void **state)
 }
 
 /* Every msgpack format is walked to its true end: strings land in
- * "message", integers in "rows", and everything else is refused by type
- * (not as truncated or trailing, which a wrong length would cause). */
+ * "message" (of failed and of stop), "state_schema" and "source_id",
+ * integers in "rows", booleans in "already",
+ * and everything else is refused by type (not as truncated or trailing,
+ * which a wrong length would cause). */
 static void test_decode_every_format(void **state)
 {
     (void)state;
     static const struct {
         const char *bytes;
         size_t n;
-        char is; /* 's' string "ab", 'i' integer 7, 'x' other */
+        char is; /* 's' string "ab", 'i' integer 7, 'f'/'t' false/true,
+                    'x' other */
     } values[] = {
 #define V(b, is) {b, sizeof b - 1, is}
         V("\xc0", 'x'),
-        V("\xc2", 'x'),
-        V("\xc3", 'x'),
+        V("\xc2", 'f'),
+        V("\xc3", 't'),
         V("\xc4\x02"
           "ab",
           'x'),
@@ -1103,6 +1637,10 @@ static void test_decode_every_format(void **state)
         s_kv_t raw = {.t = V_RAW, .s = values[i].bytes, .n = values[i].n};
         s_fields_t as_int = s_with(PROTO_PROGRESS, "rows", raw);
         s_fields_t as_str = s_with(PROTO_FAILED, "message", raw);
+        s_fields_t as_schema = s_with(PROTO_ASSIGN, "state_schema", raw);
+        s_fields_t as_bool = s_with(PROTO_DONE, "already", raw);
+        s_fields_t as_source = s_with(PROTO_READY, "source_id", raw);
+        s_fields_t as_stop = s_with(PROTO_STOP, "message", raw);
         proto_msg_t out;
         if (values[i].is == 'i') {
             s_expect_accept_fields(&as_int, &out);
@@ -1117,6 +1655,35 @@ static void test_decode_every_format(void **state)
             proto_msg_clear(&out);
         } else {
             s_expect_reject_fields(&as_str, "field 'message' must be a string");
+        }
+        if (values[i].is == 's') {
+            s_expect_accept_fields(&as_schema, &out);
+            assert_string_equal(out.state_schema, "ab");
+            proto_msg_clear(&out);
+        } else {
+            s_expect_reject_fields(&as_schema,
+                                   "field 'state_schema' must be a string");
+        }
+        if (values[i].is == 'f' || values[i].is == 't') {
+            s_expect_accept_fields(&as_bool, &out);
+            assert_int_equal(out.already, values[i].is == 't');
+            proto_msg_clear(&out);
+        } else {
+            s_expect_reject_fields(&as_bool, "field 'already' must be a bool");
+        }
+        if (values[i].is == 's') {
+            s_expect_accept_fields(&as_source, &out);
+            assert_string_equal(out.source_id, "ab");
+            proto_msg_clear(&out);
+            s_expect_accept_fields(&as_stop, &out);
+            assert_int_equal(out.kind, PROTO_STOP);
+            assert_string_equal(out.message, "ab");
+            proto_msg_clear(&out);
+        } else {
+            s_expect_reject_fields(&as_source,
+                                   "field 'source_id' must be a string");
+            s_expect_reject_fields(&as_stop,
+                                   "field 'message' must be a string");
         }
     }
 }
@@ -1303,6 +1870,7 @@ static void test_zmq_socket_options(void **state)
     errno = 0;
     assert_false(proto_send(z->router, "nobody", 6, &m));
     assert_int_equal(errno, EHOSTUNREACH);
+    proto_msg_clear(&m);
 }
 
 static void test_zmq_round_trip(void **state)
@@ -1343,11 +1911,117 @@ static void test_zmq_round_trip(void **state)
     bad.rows = -1;
     assert_false(proto_send(z->dealer, NULL, 0, &bad));
     assert_false(proto_send(z->router, peer, 0, &ready)); /* empty peer id */
+    proto_msg_t no_reason = {.kind = PROTO_STOP};         /* message NULL */
+    errno = 0;
+    assert_false(proto_send(z->router, peer, peer_len, &no_reason));
+    assert_int_equal(errno, EINVAL);
+    proto_msg_t long_source = s_sample(PROTO_READY);
+    memset(long_source.source_id, 'i', sizeof long_source.source_id);
+    errno = 0;
+    assert_false(proto_send(z->dealer, NULL, 0, &long_source));
+    assert_int_equal(errno, EINVAL);
     zmq_pollitem_t items[] = {{.socket = z->router, .events = ZMQ_POLLIN},
                               {.socket = z->dealer, .events = ZMQ_POLLIN}};
     assert_int_equal(zmq_poll(items, 2, 100), 0);
     s_assert_empty(z->router, true);
     s_assert_empty(z->dealer, false);
+}
+
+/* The handshake the new fields serve: a worker announces its source in
+ * "ready"; the coordinator answers a wrong one with a "stop" that says why,
+ * and ends the job with a "stop" whose message is "". */
+static void test_zmq_source_and_stop(void **state)
+{
+    s_zmq_t *z = *state;
+    char peer[PROTO_MAX_PEER];
+    size_t peer_len = 0;
+    proto_msg_t out;
+
+    /* a source_id at its limit, with bytes an id field would refuse */
+    proto_msg_t ready = s_sample(PROTO_READY);
+    static const char any_bytes[] =
+        "7312345678901234567/caf\xc3\xa9 db\t\n\x7f";
+    for (size_t i = 0; i < PROTO_MAX_SOURCE_ID; i++)
+        ready.source_id[i] = any_bytes[i % (sizeof any_bytes - 1)];
+    ready.source_id[PROTO_MAX_SOURCE_ID] = '\0';
+    assert_true(proto_send(z->dealer, NULL, 0, &ready));
+    assert_int_equal(s_recv_wait(z->router, peer, sizeof peer, &peer_len, &out),
+                     1);
+    assert_int_equal(out.kind, PROTO_READY);
+    assert_int_equal(strlen(out.source_id), PROTO_MAX_SOURCE_ID);
+    assert_memory_equal(out.source_id, ready.source_id,
+                        PROTO_MAX_SOURCE_ID + 1);
+    s_assert_msg_equal(&ready, &out);
+    proto_msg_clear(&out);
+
+    /* an empty source_id travels as such */
+    ready.source_id[0] = '\0';
+    assert_true(proto_send(z->dealer, NULL, 0, &ready));
+    assert_int_equal(s_recv_wait(z->router, peer, sizeof peer, &peer_len, &out),
+                     1);
+    assert_string_equal(out.source_id, "");
+    proto_msg_clear(&out);
+
+    /* the refusal, at the message limit, then the end of the job */
+    proto_msg_t refuse = {.kind = PROTO_STOP};
+    refuse.message = malloc(PROTO_MAX_MESSAGE + 1);
+    assert_non_null(refuse.message);
+    memset(refuse.message, 'r', PROTO_MAX_MESSAGE);
+    static const char why[] = "source database x is not the job's\n";
+    memcpy(refuse.message, why, sizeof why - 1);
+    refuse.message[PROTO_MAX_MESSAGE] = '\0';
+    assert_true(proto_send(z->router, peer, peer_len, &refuse));
+    proto_msg_t over = {.kind = PROTO_STOP, .message = (char *)""};
+    assert_true(proto_send(z->router, peer, peer_len, &over));
+
+    assert_int_equal(s_recv_wait(z->dealer, NULL, 0, NULL, &out), 1);
+    assert_int_equal(out.kind, PROTO_STOP);
+    assert_string_equal(out.message, refuse.message);
+    assert_string_equal(out.source_id, "");
+    proto_msg_clear(&out);
+    assert_int_equal(s_recv_wait(z->dealer, NULL, 0, NULL, &out), 1);
+    assert_int_equal(out.kind, PROTO_STOP);
+    assert_non_null(out.message);
+    assert_string_equal(out.message, "");
+    proto_msg_clear(&out);
+
+    /* a hand-made stop without message, and a ready without source_id, are
+     * dropped; the valid message behind each arrives */
+    s_fields_t bare = s_valid_fields(PROTO_STOP);
+    bare.n--; /* message is the last key */
+    assert_string_equal(bare.kv[bare.n].key, "message");
+    msgpack_sbuffer sb;
+    s_build(&bare, &sb);
+    assert_int_equal(
+        zmq_send(z->router, S_DEALER_ID, strlen(S_DEALER_ID), ZMQ_SNDMORE),
+        (int)strlen(S_DEALER_ID));
+    assert_int_equal(zmq_send(z->router, sb.data, sb.size, 0), (int)sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    assert_true(proto_send(z->router, peer, peer_len, &over));
+    assert_int_equal(s_recv_wait(z->dealer, NULL, 0, NULL, &out), -1);
+    assert_int_equal(s_recv_wait(z->dealer, NULL, 0, NULL, &out), 1);
+    assert_int_equal(out.kind, PROTO_STOP);
+    assert_string_equal(out.message, "");
+    proto_msg_clear(&out);
+
+    s_fields_t sourceless = s_valid_fields(PROTO_READY);
+    sourceless.n--; /* source_id is the last key */
+    assert_string_equal(sourceless.kv[sourceless.n].key, "source_id");
+    s_build(&sourceless, &sb);
+    assert_int_equal(zmq_send(z->dealer, sb.data, sb.size, 0), (int)sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    strcpy(ready.source_id, "7312345678901234567/app");
+    assert_true(proto_send(z->dealer, NULL, 0, &ready));
+    assert_int_equal(s_recv_wait(z->router, peer, sizeof peer, &peer_len, &out),
+                     -1);
+    assert_int_equal(s_recv_wait(z->router, peer, sizeof peer, &peer_len, &out),
+                     1);
+    assert_string_equal(out.source_id, "7312345678901234567/app");
+    proto_msg_clear(&out);
+
+    s_assert_empty(z->router, true);
+    s_assert_empty(z->dealer, false);
+    proto_msg_clear(&refuse);
 }
 
 static void test_zmq_malformed_dropped(void **state)
@@ -1419,9 +2093,12 @@ static void test_zmq_malformed_dropped(void **state)
     assert_int_equal(s_recv_wait(z->dealer, NULL, 0, NULL, &out), -1);
     assert_int_equal(s_recv_wait(z->dealer, NULL, 0, NULL, &out), 1);
     assert_int_equal(out.kind, PROTO_STOP);
+    assert_string_equal(out.message, stop.message);
+    proto_msg_clear(&out);
     s_assert_empty(z->dealer, false);
     free(buf);
     proto_msg_clear(&done);
+    proto_msg_clear(&stop);
 }
 
 /* Routing ids are binary: copied exactly, usable to answer. */
@@ -1481,6 +2158,7 @@ int main(void)
         cmocka_unit_test(test_decode_huge_headers),
         cmocka_unit_test(test_decode_nested),
         cmocka_unit_test(test_decode_nul_in_string),
+        cmocka_unit_test(test_decode_string_charsets),
         cmocka_unit_test(test_decode_invalid_sqlstate),
         cmocka_unit_test(test_decode_out_of_range),
         cmocka_unit_test(test_decode_frame_bounds),
@@ -1490,6 +2168,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_zmq_socket_options, s_zmq_setup,
                                         s_zmq_teardown),
         cmocka_unit_test_setup_teardown(test_zmq_round_trip, s_zmq_setup,
+                                        s_zmq_teardown),
+        cmocka_unit_test_setup_teardown(test_zmq_source_and_stop, s_zmq_setup,
                                         s_zmq_teardown),
         cmocka_unit_test_setup_teardown(test_zmq_malformed_dropped, s_zmq_setup,
                                         s_zmq_teardown),

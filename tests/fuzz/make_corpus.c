@@ -1,0 +1,236 @@
+/* tests/fuzz/make_corpus.c - write the seed corpus of fuzz_proto into DIR
+ * (make fuzz-corpus regenerates tests/fuzz/corpus):
+ *   - valid frames of every message kind, made by proto_encode, some with
+ *     every field at its limit;
+ *   - one valid frame in a form proto_encode never writes;
+ *   - "over-*": frames with one id or the attempt just past its limit, which
+ *     proto_decode must refuse. A fuzzer rarely makes a string one byte
+ *     longer (the length prefix has to change with it), so these put it next
+ *     to the boundaries an off-by-one in a limit would move.
+ * Usage: make_corpus DIR */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "proto.h"
+
+#define S_FILL 'Q' /* the bytes of an id stretched to its limit */
+
+static const char *s_dir;
+static int s_count;
+
+/* Write len bytes to DIR/name. */
+static void s_write(const char *name, const void *buf, size_t len)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", s_dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(buf, 1, len, f) != len || fclose(f) != 0) {
+        perror(path);
+        exit(1);
+    }
+    s_count++;
+}
+
+/* Encode msg, which must be valid, or exit. */
+static void s_encode(const char *name, const proto_msg_t *msg, char **buf,
+                     size_t *len)
+{
+    if (!proto_encode(msg, buf, len)) {
+        fprintf(stderr, "make_corpus: cannot encode %s\n", name);
+        exit(1);
+    }
+}
+
+/* Write msg to DIR/name, then free its strings. */
+static void s_emit(const char *name, proto_msg_t *msg)
+{
+    char *buf;
+    size_t len;
+    s_encode(name, msg, &buf, &len);
+    s_write(name, buf, len);
+    free(buf);
+    proto_msg_clear(msg);
+}
+
+/* Where the bytes pat (n) start in buf (len), or exit. */
+static size_t s_find(const char *name, const char *buf, size_t len,
+                     const char *pat, size_t n)
+{
+    for (size_t i = 0; i + n <= len; i++)
+        if (!memcmp(buf + i, pat, n)) return i;
+    fprintf(stderr, "make_corpus: %s: pattern not found\n", name);
+    exit(1);
+}
+
+/* Write msg to DIR/name with the id field (a char array of msg holding max
+ * S_FILL bytes, 32 <= max < 255, so a str 8) one byte longer, then free its
+ * strings. */
+static void s_emit_long_id(const char *name, proto_msg_t *msg, size_t max)
+{
+    char *buf;
+    size_t len;
+    s_encode(name, msg, &buf, &len);
+    char pat[2 + 255];
+    pat[0] = (char)0xd9; /* str 8 */
+    pat[1] = (char)max;
+    memset(pat + 2, S_FILL, max);
+    size_t at = s_find(name, buf, len, pat, 2 + max);
+    char *out = malloc(len + 1);
+    if (!out) exit(1);
+    memcpy(out, buf, at + 1);
+    out[at + 1] = (char)(max + 1);
+    memset(out + at + 2, S_FILL, max + 1);
+    memcpy(out + at + 3 + max, buf + at + 2 + max, len - at - 2 - max);
+    s_write(name, out, len + 1);
+    free(out);
+    free(buf);
+    proto_msg_clear(msg);
+}
+
+/* A valid "assign" into *m, for stretching one of its ids. */
+static void s_assign(proto_msg_t *m)
+{
+    *m = (proto_msg_t){.kind = PROTO_ASSIGN, .chunk_id = 3, .attempt = 1};
+    strcpy(m->snapshot, "00000003-0000001B-1");
+    strcpy(m->job_id, "job-1");
+    strcpy(m->state_schema, "mapper_state");
+    m->source_sql = strdup("COPY (SELECT * FROM t) TO STDOUT");
+    m->target_sql = strdup("COPY t FROM STDIN");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s DIR\n", argv[0]);
+        return 2;
+    }
+    s_dir = argv[1];
+    log_init("make_corpus", LOG_ERROR);
+    proto_msg_t m;
+
+    m = (proto_msg_t){.kind = PROTO_READY, .pid = 4242};
+    strcpy(m.worker, "worker-7");
+    strcpy(m.source_id, "7312345678901234567/app");
+    s_emit("ready", &m);
+
+    m = (proto_msg_t){.kind = PROTO_READY, .pid = INT64_MAX};
+    memset(m.worker, 'w', PROTO_MAX_ID); /* the longest ids */
+    memset(m.source_id, 's', PROTO_MAX_SOURCE_ID);
+    s_emit("ready-limits", &m);
+
+    m = (proto_msg_t){.kind = PROTO_ASSIGN, .chunk_id = 12, .attempt = 2};
+    strcpy(m.snapshot, "00000003-0000001B-1");
+    strcpy(m.job_id, "job-20240101-1");
+    strcpy(m.state_schema, "mapper_state");
+    m.source_sql = strdup("COPY (SELECT * FROM public.t WHERE ctid >= "
+                          "'(0,0)' AND ctid < '(100,0)') TO STDOUT");
+    m.target_sql = strdup("COPY public.t FROM STDIN");
+    s_emit("assign", &m);
+
+    m = (proto_msg_t){.kind = PROTO_ASSIGN, .chunk_id = 0, .attempt = 1};
+    m.source_sql = strdup("COPY (SELECT \"ä\", E'\\t' FROM s.\"T\")\n"
+                          "TO STDOUT (FORMAT binary)");
+    m.target_sql = strdup("COPY s.\"T\" FROM STDIN (FORMAT binary)");
+    s_emit("assign-no-snapshot-no-job", &m);
+
+    m = (proto_msg_t){.kind = PROTO_PROGRESS,
+                      .chunk_id = 12,
+                      .attempt = 1,
+                      .rows = 5000000000LL,
+                      .bytes = INT64_C(1) << 40};
+    s_emit("progress", &m);
+
+    m = (proto_msg_t){.kind = PROTO_PROGRESS,
+                      .chunk_id = INT64_MAX,
+                      .attempt = INT32_MAX,
+                      .rows = 0,
+                      .bytes = 0};
+    s_emit("progress-limits", &m);
+
+    m = (proto_msg_t){.kind = PROTO_DONE,
+                      .chunk_id = 7,
+                      .attempt = 1,
+                      .rows = 100000,
+                      .bytes = 6543210,
+                      .already = true};
+    s_emit("done", &m);
+
+    m = (proto_msg_t){.kind = PROTO_FAILED,
+                      .chunk_id = 12,
+                      .attempt = 3,
+                      .side = PROTO_SIDE_TARGET};
+    strcpy(m.sqlstate, "23505");
+    m.message = strdup("duplicate key value violates unique constraint "
+                       "\"t_pkey\"");
+    s_emit("failed", &m);
+
+    m = (proto_msg_t){.kind = PROTO_FAILED,
+                      .chunk_id = 0,
+                      .attempt = 1,
+                      .side = PROTO_SIDE_NONE,
+                      .conn_bad = true};
+    m.message = strdup("");
+    s_emit("failed-no-sqlstate", &m);
+
+    m = (proto_msg_t){.kind = PROTO_STOP};
+    m.message = strdup("");
+    s_emit("stop", &m);
+
+    m = (proto_msg_t){.kind = PROTO_STOP};
+    m.message = strdup("source database 7312345678901234567/other is not "
+                       "the job's");
+    s_emit("stop-refused", &m);
+
+    m = (proto_msg_t){.kind = PROTO_HEARTBEAT};
+    s_emit("heartbeat", &m);
+
+    /* A valid heartbeat in another form than proto_encode writes: map 16,
+     * version first as an int 64, the keys and type as str 8. */
+    static const char odd[] = "\xde\x00\x02"
+                              "\xd9\x07"
+                              "version"
+                              "\xd3\0\0\0\0\0\0\0\x01"
+                              "\xd9\x04"
+                              "type"
+                              "\xd9\x09"
+                              "heartbeat";
+    s_write("heartbeat-noncanonical", odd, sizeof odd - 1);
+
+    /* Just past the limits. */
+    m = (proto_msg_t){.kind = PROTO_READY, .pid = 4242};
+    memset(m.worker, S_FILL, PROTO_MAX_ID);
+    strcpy(m.source_id, "7312345678901234567/app");
+    s_emit_long_id("over-worker", &m, PROTO_MAX_ID);
+
+    m = (proto_msg_t){.kind = PROTO_READY, .pid = 4242};
+    strcpy(m.worker, "worker-7");
+    memset(m.source_id, S_FILL, PROTO_MAX_SOURCE_ID);
+    s_emit_long_id("over-source-id", &m, PROTO_MAX_SOURCE_ID);
+
+    s_assign(&m);
+    memset(m.snapshot, S_FILL, PROTO_MAX_ID);
+    s_emit_long_id("over-snapshot", &m, PROTO_MAX_ID);
+    s_assign(&m);
+    memset(m.job_id, S_FILL, PROTO_MAX_ID);
+    s_emit_long_id("over-job-id", &m, PROTO_MAX_ID);
+    s_assign(&m);
+    memset(m.state_schema, S_FILL, PROTO_MAX_ID);
+    s_emit_long_id("over-state-schema", &m, PROTO_MAX_ID);
+
+    /* attempt INT32_MAX (uint 32 0x7fffffff) + 1. */
+    m = (proto_msg_t){.kind = PROTO_PROGRESS, .chunk_id = 1, .attempt = 1};
+    m.attempt = INT32_MAX;
+    char *buf;
+    size_t len;
+    s_encode("over-attempt", &m, &buf, &len);
+    size_t at = s_find("over-attempt", buf, len, "\xce\x7f\xff\xff\xff", 5);
+    memcpy(buf + at + 1, "\x80\x00\x00\x00", 4);
+    s_write("over-attempt", buf, len);
+    free(buf);
+
+    printf("make_corpus: %d frames in %s\n", s_count, s_dir);
+    return 0;
+}
