@@ -86,6 +86,10 @@ check: deps
 	@$(MAKE) --no-print-directory fuzz-smoke >$(BUILD)/fuzz-smoke.log 2>&1 && \
 	    echo "fuzz-smoke: ok ($$(grep -o 'stat::number_of_executed_units: *[0-9]*' $(BUILD)/fuzz-smoke.log | grep -o '[0-9]*$$') inputs, no crash)" || \
 	    { tail -30 $(BUILD)/fuzz-smoke.log; echo "fuzz-smoke: FAILED"; exit 1; }
+	@scripts/bench.sh --bin "$(BIN)" --rows 20000 --runs 1 --no-install \
+	    --json $(BUILD)/bench-smoke.json >$(BUILD)/bench-smoke.log 2>&1 && \
+	    echo "bench-smoke: ok (scripts/bench.sh --rows 20000 --runs 1)" || \
+	    { tail -30 $(BUILD)/bench-smoke.log; echo "bench-smoke: FAILED"; exit 1; }
 	@tests/run-all.sh "$(BUILD)" "$(BIN)"
 
 unit: all $(UNIT_BIN)
@@ -115,7 +119,8 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
 	install -m 0755 $(BIN)/mapper-coord $(BIN)/mapper-worker $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 $(BUILD)/libmapper.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 0644 coordinator/mapper.h $(DESTDIR)$(PREFIX)/include/
+	install -m 0644 coordinator/mapper.h common/retry.h common/proto.h \
+	    common/defaults.h $(DESTDIR)$(PREFIX)/include/
 
 FORMAT_FILES = $(wildcard common/*.[ch] coordinator/*.[ch] worker/*.[ch] tests/unit/*.c tests/*.c)
 

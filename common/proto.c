@@ -769,9 +769,18 @@ static bool s_recv_frame(void *socket, zmq_msg_t *frame, bool first)
 bool proto_recv(void *socket, void *peer_out, size_t peer_cap,
                 size_t *peer_len_out, proto_msg_t *out)
 {
+    return proto_recv_user(socket, peer_out, peer_cap, peer_len_out, NULL, 0,
+                           out);
+}
+
+bool proto_recv_user(void *socket, void *peer_out, size_t peer_cap,
+                     size_t *peer_len_out, char *user_out, size_t user_cap,
+                     proto_msg_t *out)
+{
     assert(out);
     memset(out, 0, sizeof *out);
     if (peer_len_out) *peer_len_out = 0;
+    if (user_out && user_cap) user_out[0] = '\0';
 
     /* Take the frames we want ([peer][body] or [body]) and count the rest. */
     size_t want = peer_out ? 2 : 1;
@@ -816,6 +825,11 @@ bool proto_recv(void *socket, void *peer_out, size_t peer_cap,
     if (ok && peer_out) {
         memcpy(peer_out, zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]));
         if (peer_len_out) *peer_len_out = zmq_msg_size(&frames[0]);
+    }
+    if (ok && user_out && user_cap) {
+        /* The identity the ZAP handler authenticated (CURVE), or none. */
+        const char *user = zmq_msg_gets(&frames[want - 1], "User-Id");
+        snprintf(user_out, user_cap, "%s", user ? user : "");
     }
     for (size_t i = 0; i < got; i++)
         zmq_msg_close(&frames[i]);

@@ -148,4 +148,11 @@ bool proto_recv(void *socket, void *peer_out, size_t peer_cap,
                 size_t *peer_len_out, proto_msg_t *out)
     __attribute__((warn_unused_result));
 
+/* proto_recv, also copying the message's authenticated identity (the
+ * User-Id the ZAP handler set: a CURVE client's public key in Z85; "" when
+ * none) into user_out (capacity user_cap). */
+bool proto_recv_user(void *socket, void *peer_out, size_t peer_cap,
+                     size_t *peer_len_out, char *user_out, size_t user_cap,
+                     proto_msg_t *out) __attribute__((warn_unused_result));
+
 #endif

@@ -49,13 +49,15 @@ typedef struct {
 } s_chunk_t;
 
 typedef struct {
-    pid_t pid;                /* process id (local), 0 when reaped/remote */
-    bool alive;               /* running (local) or holding a lease (remote) */
-    bool remote;              /* connected by itself over --listen */
-    double last_heard;        /* monotonic time of its last message */
-    char id[DISPATCH_ID_LEN]; /* routing id */
-    bool ready;               /* said ready */
-    int64_t chunk;            /* chunk held, or -1 */
+    pid_t pid;   /* process id (local), 0 when reaped/remote */
+    bool alive;  /* running (local) or holding a lease (remote) */
+    bool remote; /* connected by itself over --listen */
+    char user[CURVE_KEY_LEN + 1]; /* its authenticated key (CURVE), or "" */
+    bool keyed;                   /* user is bound (at its first message) */
+    double last_heard;            /* monotonic time of its last message */
+    char id[DISPATCH_ID_LEN];     /* routing id */
+    bool ready;                   /* said ready */
+    int64_t chunk;                /* chunk held, or -1 */
 } s_worker_t;
 
 /* A database that stopped answering: dispatching waits while it lasts. */
@@ -385,6 +387,7 @@ static s_worker_t *s_register(s_loop_t *l, const char *peer, size_t peer_len,
     }
     w->alive = true;
     w->ready = false;
+    w->keyed = false;
     w->chunk = -1;
     log_info("remote worker %s (pid %" PRId64 ") connected", w->id, m->pid);
     return w;
@@ -462,10 +465,20 @@ static void s_leases(s_loop_t *l)
 }
 
 static void s_on_message(s_loop_t *l, const char *peer, size_t peer_len,
-                         proto_msg_t *m)
+                         const char *user, proto_msg_t *m)
 {
     s_worker_t *w = s_worker_by_id(l, peer, peer_len);
     if (!w && m->kind == PROTO_READY) w = s_register(l, peer, peer_len, m);
+    if (w && !w->keyed) { /* its first message binds its key */
+        snprintf(w->user, sizeof w->user, "%s", user);
+        w->keyed = true;
+    }
+    if (w && strcmp(w->user, user)) {
+        /* Another key speaking under this worker's routing id. */
+        log_warn("%s claiming to be worker %s with another key: dropped",
+                 proto_kind_name(m->kind), w->id);
+        return;
+    }
     if (!w) {
         char who[PROTO_PEER_TEXT];
         log_debug("%s from %s (no lease) ignored", proto_kind_name(m->kind),
@@ -585,9 +598,11 @@ static void s_drain_router(s_loop_t *l)
         if (zmq_getsockopt(l->cfg->router, ZMQ_EVENTS, &more_ready, &sz) ||
             !(more_ready & ZMQ_POLLIN))
             return;
-        if (!proto_recv(l->cfg->router, peer, sizeof peer, &peer_len, &m))
+        char user[CURVE_KEY_LEN + 1];
+        if (!proto_recv_user(l->cfg->router, peer, sizeof peer, &peer_len, user,
+                             sizeof user, &m))
             continue; /* malformed and dropped (logged) */
-        s_on_message(l, peer, peer_len, &m);
+        s_on_message(l, peer, peer_len, user, &m);
         proto_msg_clear(&m);
     }
 }

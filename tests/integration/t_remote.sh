@@ -82,6 +82,35 @@ wait $pid
 check "CURVE job: exit 0" 0 "$?"
 exact "CURVE"
 
+# An allowed key may not speak for another worker: a second allowed worker
+# taking over the routing id of the first (ZMQ_ROUTER_HANDOVER) is dropped.
+(cd "$keys" && "$COORD" keygen good2 >/dev/null)
+cp "$keys/good2.pub" "$keys/allow/"
+q "$DST" "TRUNCATE r"
+port=$(free_port)
+"$COORD" --table r --workers 0 --listen "tcp://127.0.0.1:$port" --chunk-size 50000 --job-id curve-id \
+    --worker-timeout 3 --initial-delay 0.1 \
+    --curve-secret-key "$keys/coord.key" --curve-allow "$keys/allow" >"$T_OUT/i.out" 2>"$T_OUT/i.err" &
+pid=$!
+MAPPER_FAULT=pause-mid-copy:0 "$WORKER" --connect "tcp://127.0.0.1:$port" --id twin \
+    --curve-server-key "$keys/coord.pub" --curve-secret-key "$keys/good.key" 2>"$T_OUT/twin1.err" &
+w1=$!
+wait_for "$T_OUT/twin1.err" "fault injection at mid-copy: pausing"
+# (It hears what is sent to that id, e.g. heartbeats: it is sent a stop at
+# the end; what matters is that nothing it says is taken as the worker's.)
+timeout 8 "$WORKER" --connect "tcp://127.0.0.1:$port" --id twin --coordinator-timeout 3 -v \
+    --curve-server-key "$keys/coord.pub" --curve-secret-key "$keys/good2.key" 2>"$T_OUT/twin2.err"
+check "a second key under the same id: given no chunk" 0 "$(grep -c 'attempt [0-9]*: start' "$T_OUT/twin2.err")"
+check_match "the coordinator dropped it" "claiming to be worker twin with another key: dropped" "$(cat "$T_OUT/i.err")"
+kill -9 $w1
+wait $w1 2>/dev/null
+"$WORKER" --connect "tcp://127.0.0.1:$port" --id other \
+    --curve-server-key "$keys/coord.pub" --curve-secret-key "$keys/good.key" 2>/dev/null
+check "another allowed worker finished the job: exit 0" 0 "$?"
+wait $pid
+check "job after an impersonation attempt: exit 0" 0 "$?"
+exact "after an impersonation attempt"
+
 # CURVE on: forked local workers still work (a key pair for this run).
 q "$DST" "TRUNCATE r"
 run_coord --table r --workers 2 --listen "tcp://127.0.0.1:$(free_port)" --chunk-size 10000 \
