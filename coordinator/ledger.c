@@ -50,6 +50,18 @@ static PGconn *s_conn(ledger_t *l)
     return l->conn;
 }
 
+/* Run a statement with text parameters that returns no rows. */
+static bool s_command(ledger_t *l, const char *sql, int nparams,
+                      const char *const *params, pgutil_error_t *e)
+{
+    PGresult *res =
+        PQexecParams(s_conn(l), sql, nparams, NULL, params, NULL, NULL, 0);
+    bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    if (!ok) pgutil_capture(l->conn, res, PROTO_SIDE_TARGET, e);
+    PQclear(res);
+    return ok;
+}
+
 bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
                  const char *schema, char *err, size_t errlen)
 {
@@ -242,10 +254,7 @@ bool ledger_create(ledger_t *l, const ledger_spec_t *spec, const plan_t *plan,
     if (ok && restart) {
         s_sql(l, sql, sizeof sql, "DELETE FROM @S.jobs WHERE job_id = $1");
         const char *p[] = {l->job_id};
-        PGresult *r = PQexecParams(c, sql, 1, NULL, p, NULL, NULL, 0);
-        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-        if (!ok) pgutil_capture(c, r, PROTO_SIDE_TARGET, &e);
-        PQclear(r);
+        ok = s_command(l, sql, 1, p, &e);
     }
     if (ok && truncate_sql)
         ok = pgutil_exec(c, truncate_sql, PROTO_SIDE_TARGET, &e);
@@ -262,10 +271,7 @@ bool ledger_create(ledger_t *l, const ledger_spec_t *spec, const plan_t *plan,
                            spec->split_by,
                            size,
                            spec->columns};
-        PGresult *r = PQexecParams(c, sql, 8, NULL, p, NULL, NULL, 0);
-        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-        if (!ok) pgutil_capture(c, r, PROTO_SIDE_TARGET, &e);
-        PQclear(r);
+        ok = s_command(l, sql, 8, p, &e);
     }
     if (ok) {
         s_sql(l, sql, sizeof sql,
@@ -275,10 +281,7 @@ bool ledger_create(ledger_t *l, const ledger_spec_t *spec, const plan_t *plan,
               "unnest($5::bigint[]), unnest($6::bigint[])");
         const char *p[] = {l->job_id, arr[ID], arr[KIND],
                            arr[LO],   arr[HI], arr[EST]};
-        PGresult *r = PQexecParams(c, sql, 6, NULL, p, NULL, NULL, 0);
-        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-        if (!ok) pgutil_capture(c, r, PROTO_SIDE_TARGET, &e);
-        PQclear(r);
+        ok = s_command(l, sql, 6, p, &e);
     }
     if (ok) ok = pgutil_exec(c, "COMMIT", PROTO_SIDE_TARGET, &e);
     if (!ok) {
@@ -399,14 +402,9 @@ void ledger_chunk_failed(ledger_t *l, int64_t chunk_id, int attempts,
     snprintf(id, sizeof id, "%" PRId64, chunk_id);
     snprintf(att, sizeof att, "%d", attempts);
     const char *params[] = {l->job_id, id, att, error};
-    PGresult *res =
-        PQexecParams(s_conn(l), sql, 4, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        pgutil_error_t e;
-        pgutil_capture(l->conn, res, PROTO_SIDE_TARGET, &e);
+    pgutil_error_t e;
+    if (!s_command(l, sql, 4, params, &e))
         pgutil_log_error("ledger: recording a failed chunk", &e);
-    }
-    PQclear(res);
 }
 
 void ledger_finish(ledger_t *l, const char *status)
@@ -416,14 +414,9 @@ void ledger_finish(ledger_t *l, const char *status)
           "UPDATE @S.jobs SET status = $2, finished_at = now() WHERE "
           "job_id = $1");
     const char *params[] = {l->job_id, status};
-    PGresult *res =
-        PQexecParams(s_conn(l), sql, 2, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        pgutil_error_t e;
-        pgutil_capture(l->conn, res, PROTO_SIDE_TARGET, &e);
+    pgutil_error_t e;
+    if (!s_command(l, sql, 2, params, &e))
         pgutil_log_error("ledger: recording the job's status", &e);
-    }
-    PQclear(res);
 }
 
 void ledger_close(ledger_t *l)

@@ -92,8 +92,23 @@ static bool s_send(s_worker_t *w, const proto_msg_t *m)
     return proto_send(w->sock, NULL, 0, m);
 }
 
+/* True when a coordinator is connected (with ZMQ_IMMEDIATE, the socket is
+ * writable only then). */
+static bool s_connected(s_worker_t *w)
+{
+    int events = 0;
+    size_t size = sizeof events;
+    return !zmq_getsockopt(w->sock, ZMQ_EVENTS, &events, &size) &&
+           (events & ZMQ_POLLOUT);
+}
+
 static void s_send_ready(s_worker_t *w)
 {
+    w->last_ready = s_now();
+    if (!s_connected(w)) {
+        log_debug("no coordinator connected yet");
+        return;
+    }
     proto_msg_t ready = {.kind = PROTO_READY, .pid = getpid()};
     snprintf(ready.worker, sizeof ready.worker, "%s", w->id);
     snprintf(ready.source_id, sizeof ready.source_id, "%s", w->source_id);
@@ -372,10 +387,14 @@ int main(int argc, char **argv)
     copy_conns_t conns = {src ? src : "", dst ? dst : "", NULL, NULL};
     void *ctx = zmq_ctx_new();
     w.sock = ctx ? zmq_socket(ctx, ZMQ_DEALER) : NULL;
-    int ivl = WORKER_RECONNECT_MS, ivl_max = WORKER_RECONNECT_MAX_MS;
+    /* IMMEDIATE: nothing is queued while no coordinator is connected, so
+     * a coordinator that comes up late does not find a pile of stale
+     * READYs (each would read as "gave my chunk up"). */
+    int ivl = WORKER_RECONNECT_MS, ivl_max = WORKER_RECONNECT_MAX_MS, imm = 1;
     rc = MAPPER_EXIT_CANNOT_RUN;
     if (!w.sock || zmq_setsockopt(w.sock, ZMQ_ROUTING_ID, w.id, strlen(w.id)) ||
         zmq_setsockopt(w.sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl) ||
+        zmq_setsockopt(w.sock, ZMQ_IMMEDIATE, &imm, sizeof imm) ||
         zmq_setsockopt(w.sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max,
                        sizeof ivl_max) ||
         !proto_socket_setup(w.sock, false)) {
@@ -409,9 +428,9 @@ int main(int argc, char **argv)
         double now = s_now();
         /* Say ready again while unheard: the coordinator may have started
          * after us, restarted, or dropped our lease. */
-        if ((w.lost || !w.heard) && now - w.last_ready > MAPPER_HEARTBEAT_S * 3)
+        if ((w.lost || !w.heard) && now - w.last_ready > MAPPER_HEARTBEAT_S)
             s_send_ready(&w);
-        else if (now - w.last_sent > MAPPER_HEARTBEAT_S) {
+        else if (w.heard && now - w.last_sent > MAPPER_HEARTBEAT_S) {
             proto_msg_t hb = {.kind = PROTO_HEARTBEAT};
             if (!s_send(&w, &hb)) { /* logged */
             }

@@ -38,6 +38,19 @@ check "remote worker b exits 0 when the job ends" 0 "$?"
 check_match "remote workers were seen" "remote worker remote-a .*connected" "$(cat "$T_OUT/p.err")"
 exact "remote workers"
 
+# A worker started before its coordinator keeps trying until it is there.
+q "$DST" "TRUNCATE r"
+port=$(free_port)
+"$WORKER" --connect "tcp://127.0.0.1:$port" --id early 2>"$T_OUT/early.err" &
+we=$!
+sleep 2
+run_coord --table r --workers 0 --listen "tcp://127.0.0.1:$port" --chunk-size 20000 --job-id early
+check "worker started first: the job exits 0" 0 "$RC"
+wait $we
+check "worker started first: exits 0" 0 "$?"
+check_match "worker started first: it did the work" "remote worker early .*connected" "$ERR"
+exact "worker started first"
+
 # A worker reading another database is refused; a right one does the job.
 q "$DST" "TRUNCATE r"
 port=$(free_port)
