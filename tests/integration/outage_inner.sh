@@ -5,13 +5,12 @@
 . "$(dirname "$0")/lib.sh"
 SRC=$OUTER_SRC DST=$MAPPER_TARGET_URL
 q "$DST" "CREATE TABLE o(id bigint PRIMARY KEY, v text)"
-"$COORD" --source "$SRC" --target "$DST" --table o --workers 2 --chunk-size 2000 \
+# Chunk 10 pauses mid-copy, so the job is surely running when the target
+# goes down.
+MAPPER_FAULT=pause-mid-copy:10 "$COORD" --source "$SRC" --target "$DST" --table o --workers 2 --chunk-size 2000 \
     --summary-json "$T_OUT/o.json" >"$T_OUT/o.out" 2>"$T_OUT/o.err" &
 pid=$!
-for _ in $(seq 500); do
-    [ "$(q "$DST" "SELECT count(*) > 0 FROM o" 2>/dev/null)" = t ] && break
-    sleep 0.02
-done
+wait_for "$T_OUT/o.err" "chunk 10: fault injection at mid-copy: pausing" 600
 $MAPPER_PG_CTL stop -m fast >/dev/null
 sleep 20
 $MAPPER_PG_CTL start -w >/dev/null

@@ -82,12 +82,10 @@ check "no duplicate keys" 0 "$(q "$DST" "SELECT count(*) FROM (SELECT id FROM k 
 
 # SIGTERM: stop, exit 75, no orphans; committed chunks stay committed.
 q "$DST" "TRUNCATE k"
-"$COORD" --restart --table k --workers 2 --chunk-size 500 >"$T_OUT/t.out" 2>"$T_OUT/t.err" &
+MAPPER_FAULT=pause-mid-copy:5 "$COORD" --restart --table k --workers 2 --chunk-size 500 \
+    >"$T_OUT/t.out" 2>"$T_OUT/t.err" &
 pid=$!
-for _ in $(seq 200); do
-    [ "$(q "$DST" "SELECT count(*) > 0 FROM k")" = t ] && break
-    sleep 0.02
-done
+wait_for "$T_OUT/t.err" "chunk 5: fault injection at mid-copy: pausing" 600
 kill -TERM $pid
 wait $pid
 check "SIGTERM: exit 75" 75 "$?"

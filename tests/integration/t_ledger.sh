@@ -54,16 +54,13 @@ check_match "after-commit: the ledger settled it" "chunk 2 .*(ledger says it com
 # --resume finishes exactly.
 q "$SRC" "CREATE TABLE h(id bigint PRIMARY KEY, v text); INSERT INTO h SELECT g, md5(g::text) FROM generate_series(1, 400000) g"
 q "$DST" "CREATE TABLE h(id bigint NOT NULL, v text)"
-half_way() { # PID: wait until half of h is in the target, or the job ended
-    for _ in $(seq 1000); do
-        kill -0 "$1" 2>/dev/null || return
-        [ "$(q "$DST" "SELECT count(*) >= 200000 FROM h")" = t ] && return
-        sleep 0.02
-    done
-}
-"$COORD" --table h --workers 2 --chunk-size 10000 --job-id k9 >"$T_OUT/k9.out" 2>"$T_OUT/k9.err" &
+# half_way ERRFILE: wait until chunk 20 of 40 is held mid-copy (the fault
+# hook pauses it there for 3 s), so the job is surely still running.
+half_way() { wait_for "$1" "chunk 20: fault injection at mid-copy: pausing" 600; }
+MAPPER_FAULT=pause-mid-copy:20 "$COORD" --table h --workers 2 --chunk-size 10000 --job-id k9 \
+    >"$T_OUT/k9.out" 2>"$T_OUT/k9.err" &
 pid=$!
-half_way $pid
+half_way "$T_OUT/k9.err"
 kill -9 $pid
 wait $pid 2>/dev/null
 check "coordinator SIGKILL: workers gone within 10 s" 0 "$(no_workers_left && sleep 0 && echo 0 || echo 1)"
@@ -78,9 +75,10 @@ check "resume after SIGKILL: ledger every chunk done once" "0:400000" "$(ledger_
 
 # SIGTERM at about half-way: exit 75, the resume command, then --resume.
 q "$DST" "TRUNCATE h"
-"$COORD" --table h --workers 2 --chunk-size 10000 --job-id term >"$T_OUT/t.out" 2>"$T_OUT/t.err" &
+MAPPER_FAULT=pause-mid-copy:20 "$COORD" --table h --workers 2 --chunk-size 10000 --job-id term \
+    >"$T_OUT/t.out" 2>"$T_OUT/t.err" &
 pid=$!
-half_way $pid
+half_way "$T_OUT/t.err"
 kill -TERM $pid
 wait $pid
 check "SIGTERM: exit 75" 75 "$?"
