@@ -55,6 +55,14 @@
 #define MAPPER_WORKER_TIMEOUT_S 30.0
 #define MAPPER_COORD_LIVENESS_S 10.0
 #define MAPPER_COORD_TIMEOUT_S  60.0
+/* The option that ends a binary COPY statement (schema.c writes it, the
+ * workers look for it). */
+#define MAPPER_COPY_BINARY " (FORMAT binary)"
+
+/* Stream mode: chunks held in memory at once, per worker, by default. */
+#define MAPPER_INFLIGHT_PER_WORKER 2
+#define MAPPER_MAX_INFLIGHT        100000
+
 /* What a worker reports for a chunk it rolled back on purpose (a stop):
  * admin_shutdown, which the retry policy retries. */
 #define MAPPER_SQLSTATE_SHUTDOWN "57P01"

@@ -35,13 +35,16 @@ typedef enum {
     S_F_STATE_SCHEMA,
     S_F_ALREADY,
     S_F_SOURCE_ID,
+    S_F_LIMIT,
+    S_F_LAST,
+    S_F_DATA,
     S_F_COUNT
 } s_field_t;
 
 #define S_BIT(f) (1u << (f))
 
 /* What a field's value is on the wire. */
-typedef enum { S_T_INT, S_T_STR, S_T_BOOL } s_type_t;
+typedef enum { S_T_INT, S_T_STR, S_T_BOOL, S_T_BIN } s_type_t;
 
 /* Which bytes a string field may hold. */
 typedef enum {
@@ -59,6 +62,7 @@ typedef enum {
     S_AT_BOOL,  /* bool */
     S_AT_CHARS, /* char[max + 1], NUL-terminated */
     S_AT_HEAP,  /* char *, malloc'd */
+    S_AT_BLOB,  /* the data field: char *data and size_t data_len */
 } s_store_t;
 
 /* A field's name, type, limits (integers: min..max; strings: lengths) and
@@ -113,6 +117,12 @@ static const s_spec_t s_specs[S_F_COUNT] = {
                        S_C_TEXT, S_AT_CHARS, S_AT(source_id)},
     [S_F_ALREADY] = {PROTO_F_ALREADY, S_T_BOOL, 0, 1, S_C_TEXT, S_AT_BOOL,
                      S_AT(already)},
+    [S_F_LIMIT] = {PROTO_F_LIMIT, S_T_INT, 0, INT64_MAX, S_C_TEXT, S_AT_I64,
+                   S_AT(limit)},
+    [S_F_LAST] = {PROTO_F_LAST, S_T_BOOL, 0, 1, S_C_TEXT, S_AT_BOOL,
+                  S_AT(last)},
+    [S_F_DATA] = {PROTO_F_DATA, S_T_BIN, 0, PROTO_MAX_DATA, S_C_TEXT, S_AT_BLOB,
+                  S_AT(data)},
 };
 
 #define S_HEADER       (S_BIT(S_F_TYPE) | S_BIT(S_F_VERSION))
@@ -137,10 +147,19 @@ static const struct {
                                     S_BIT(S_F_MESSAGE)},
     [PROTO_STOP] = {"stop", S_BIT(S_F_MESSAGE)},
     [PROTO_HEARTBEAT] = {"heartbeat", 0},
+    [PROTO_READ] = {"read", S_BIT(S_F_ATTEMPT) | S_BIT(S_F_SNAPSHOT) |
+                                S_BIT(S_F_SOURCE_SQL) | S_BIT(S_F_ROWS) |
+                                S_BIT(S_F_LIMIT)},
+    [PROTO_CREDIT] = {"credit", S_BIT(S_F_LIMIT)},
+    [PROTO_DATA] = {"data", S_CHUNK_FIELDS | S_BIT(S_F_ROWS) | S_BIT(S_F_LAST) |
+                                S_BIT(S_F_DATA)},
+    [PROTO_END] = {"end", S_COUNT_FIELDS},
+    [PROTO_WRITE] = {"write", S_CHUNK_FIELDS | S_BIT(S_F_TARGET_SQL) |
+                                  S_BIT(S_F_JOB_ID) | S_BIT(S_F_STATE_SCHEMA)},
 };
 
 #define S_KIND_FIRST PROTO_READY
-#define S_KIND_LAST  PROTO_HEARTBEAT
+#define S_KIND_LAST  PROTO_WRITE
 
 /* How much of a hostile string goes into an error message. */
 #define S_QUOTE_MAX 32
@@ -225,6 +244,11 @@ static bool s_check(s_field_t f, const s_value_t *v, char *err, size_t errlen)
                       (long long)spec->max);
     }
     if (!v->s) return s_fail(err, errlen, "field '%s' is missing", spec->name);
+    if (spec->type == S_T_BIN) {
+        if (v->len <= (size_t)spec->max) return true;
+        return s_fail(err, errlen, "field '%s' has %zu bytes, at most %lld",
+                      spec->name, v->len, (long long)spec->max);
+    }
     if (v->len < (size_t)spec->min || v->len > (size_t)spec->max)
         return s_fail(
             err, errlen, "field '%s' has %zu bytes, allowed %lld..%lld",
@@ -276,6 +300,10 @@ static s_value_t s_get(const proto_msg_t *msg, s_field_t f)
         v.s = *(char *const *)at;
         v.len = v.s ? strlen(v.s) : 0;
         break;
+    case S_AT_BLOB: /* no data is an empty frame, not a missing field */
+        v.s = msg->data ? msg->data : "";
+        v.len = msg->data ? msg->data_len : 0;
+        break;
     case S_AT_NONE:
         break;
     }
@@ -301,6 +329,12 @@ static bool s_set(proto_msg_t *msg, s_field_t f, const s_value_t *v, char *err,
         return true;
     case S_AT_BOOL:
         *(bool *)at = v->b;
+        return true;
+    case S_AT_BLOB:
+        msg->data = malloc(v->len ? v->len : 1);
+        if (!msg->data) return s_fail(err, errlen, "out of memory");
+        if (v->len) memcpy(msg->data, v->s, v->len);
+        msg->data_len = v->len;
         return true;
     case S_AT_HEAP:
         copy = *(char **)at = malloc(v->len + 1);
@@ -328,6 +362,8 @@ static int s_pack(msgpack_packer *pk, s_field_t f, const s_value_t *v)
         return rc | (v->b ? msgpack_pack_true(pk) : msgpack_pack_false(pk));
     case S_T_STR:
         return rc | msgpack_pack_str_with_body(pk, v->s, v->len);
+    case S_T_BIN:
+        return rc | msgpack_pack_bin_with_body(pk, v->s, v->len);
     }
     return -1;
 }
@@ -554,10 +590,16 @@ static bool s_from_object(s_field_t f, const msgpack_object *o, s_value_t *v,
         v->s = o->via.str.size ? o->via.str.ptr : "";
         v->len = o->via.str.size;
         return true;
+    case S_T_BIN:
+        if (o->type != MSGPACK_OBJECT_BIN) break;
+        v->s = o->via.bin.size ? o->via.bin.ptr : "";
+        v->len = o->via.bin.size;
+        return true;
     }
     static const char *const want[] = {[S_T_INT] = "an integer",
                                        [S_T_STR] = "a string",
-                                       [S_T_BOOL] = "a bool"};
+                                       [S_T_BOOL] = "a bool",
+                                       [S_T_BIN] = "binary"};
     return s_fail(err, errlen, "field '%s' must be %s (msgpack type %d)",
                   spec->name, want[spec->type], (int)o->type);
 }
@@ -685,6 +727,7 @@ void proto_msg_clear(proto_msg_t *msg)
     free(msg->source_sql);
     free(msg->target_sql);
     free(msg->message);
+    free(msg->data);
     memset(msg, 0, sizeof *msg);
 }
 

@@ -15,6 +15,7 @@
 #define PROTO_MAX_FRAME     (4 * 1024 * 1024)
 #define PROTO_MAX_SQL       (1024 * 1024) /* source_sql, target_sql */
 #define PROTO_MAX_MESSAGE   4096          /* an error message */
+#define PROTO_MAX_DATA      (1024 * 1024) /* data: bytes of rows per frame */
 #define PROTO_MAX_ID        64  /* worker id, snapshot id, job id, schema */
 #define PROTO_MAX_SOURCE_ID 160 /* "SYSTEM_IDENTIFIER/DBNAME" */
 #define PROTO_SQLSTATE_LEN  5
@@ -44,6 +45,9 @@
 #define PROTO_F_STATE_SCHEMA "state_schema"
 #define PROTO_F_ALREADY      "already"
 #define PROTO_F_MESSAGE      "message"
+#define PROTO_F_LIMIT        "limit"
+#define PROTO_F_LAST         "last"
+#define PROTO_F_DATA         "data"
 
 /* Message kinds; the wire carries the name ("ready", "assign", ...). */
 typedef enum {
@@ -59,6 +63,18 @@ typedef enum {
     PROTO_STOP,      /* coord -> worker: message ("" = the job is over,
                         else why this worker is refused); exit */
     PROTO_HEARTBEAT, /* both ways: no fields */
+    /* Stream mode: one worker reads the source query once and sends its
+     * rows in chunks; the others write chunks they are handed. */
+    PROTO_READ,   /* coord -> reader: attempt, snapshot, source_sql, rows
+                     (rows per chunk), limit (chunks below it may be sent) */
+    PROTO_CREDIT, /* coord -> reader: limit, raised as chunks commit */
+    PROTO_DATA,   /* reader -> coord -> writer: chunk_id, attempt, rows (in
+                     this frame), last (the chunk's final frame), data (rows
+                     as COPY sends them, without a binary header/trailer) */
+    PROTO_END,    /* reader -> coord: attempt, chunk_id (chunks in all),
+                     rows, bytes (in all) */
+    PROTO_WRITE,  /* coord -> writer: chunk_id, attempt, target_sql, job_id,
+                     state_schema; its DATA frames follow */
 } proto_kind_t;
 
 /* Which database an error came from. */
@@ -92,6 +108,10 @@ typedef struct {
                                                 database identity */
     bool already;                            /* done: the ledger said the chunk
                                                 was committed before */
+    int64_t limit;                           /* read, credit: chunk limit */
+    bool last;                               /* data: the chunk's last frame */
+    char *data;      /* data: rows (heap, owned; not NUL-terminated) */
+    size_t data_len; /* data: bytes at data, 0..PROTO_MAX_DATA */
 } proto_msg_t;
 
 /* The wire name of a kind ("ready", ...), or "unknown". */
@@ -107,7 +127,7 @@ const char *proto_kind_name(proto_kind_t kind);
  * message (failed, and stop, where "" means the job is over)
  * 0..PROTO_MAX_MESSAGE bytes without NUL, never NULL; sqlstate "" or 5 of
  * [0-9A-Z]; pid > 0, chunk_id >= 0, attempt >= 1, rows/bytes >= 0,
- * side 0..2. */
+ * side 0..2; limit >= 0; data 0..PROTO_MAX_DATA bytes of anything. */
 bool proto_encode(const proto_msg_t *msg, char **buf_out, size_t *len_out)
     __attribute__((warn_unused_result));
 

@@ -13,6 +13,7 @@
 #include <zmq.h>
 
 #include "defaults.h"
+#include "inflight.h"
 #include "log.h"
 #include "pgutil.h"
 #include "proto.h"
@@ -74,7 +75,8 @@ typedef struct {
     s_outage_t outage[3];         /* by proto_side_t */
     retry_rng rng;                /* jitter draws */
     s_chunk_t *chunks;            /* one per plan chunk */
-    size_t nchunks;               /* plan->n */
+    size_t nchunks;               /* plan->n, or stream chunks known */
+    size_t cap_chunks;            /* entries allocated */
     size_t next_pending;          /* first chunk never started */
     size_t unfinished;            /* chunks not DONE or FAILED */
     s_worker_t *workers;          /* every worker started, alive or not */
@@ -87,6 +89,16 @@ typedef struct {
     double last_beat;             /* when heartbeats last went out */
     double stop_at;               /* when */
     mapper_result *out;           /* result being filled */
+    /* Stream mode. */
+    bool stream;             /* the chunks come from one reader */
+    inflight_t held;         /* their rows, until committed */
+    int reader;              /* index of the reading worker, or -1 */
+    int read_attempts;       /* reads started */
+    double read_not_before;  /* when the next read may start */
+    double read_first_start; /* when the first began */
+    bool read_done;          /* the reader sent every chunk */
+    bool read_failed;        /* reading failed for good */
+    int64_t rows_cut;        /* rows in the chunks known */
 } s_loop_t;
 
 static double s_now(void)
@@ -94,6 +106,58 @@ static double s_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* More stream chunks may still come. */
+static bool s_stream_open(const s_loop_t *l)
+{
+    return l->stream && !l->read_done && !l->read_failed;
+}
+
+/* Rows expected in chunk ci (for a chunk that failed). */
+static int64_t s_est_rows(const s_loop_t *l, size_t ci)
+{
+    if (!l->stream) return l->cfg->plan->chunks[ci].est_rows;
+    return (int64_t)ci < l->held.known ? l->held.chunks[ci].rows : 0;
+}
+
+/* Tell the reader how far it may read. */
+static void s_send_credit(s_loop_t *l)
+{
+    if (l->reader < 0) return;
+    s_worker_t *w = &l->workers[l->reader];
+    proto_msg_t m = {.kind = PROTO_CREDIT, .limit = inflight_limit(&l->held)};
+    if (!proto_send(l->cfg->router, w->id, strlen(w->id), &m)) { /* logged */
+    }
+}
+
+/* A stream chunk's rows are no longer needed: free them, raise the
+ * reader's credit. */
+static void s_stream_release(s_loop_t *l, size_t ci)
+{
+    if (!l->stream) return;
+    inflight_release(&l->held, (int64_t)ci);
+    s_send_credit(l);
+}
+
+/* One more chunk entry (stream mode). */
+static s_chunk_t *s_chunk_add(s_loop_t *l)
+{
+    if (l->nchunks == l->cap_chunks) {
+        size_t cap = l->cap_chunks ? l->cap_chunks * 2 : 64;
+        s_chunk_t *c = realloc(l->chunks, cap * sizeof *c);
+        if (!c) {
+            log_error("out of memory for %zu chunks", cap);
+            return NULL;
+        }
+        l->chunks = c;
+        l->cap_chunks = cap;
+    }
+    s_chunk_t *c = &l->chunks[l->nchunks++];
+    memset(c, 0, sizeof *c);
+    c->worker = -1;
+    l->unfinished++;
+    return c;
 }
 
 static bool s_grow_workers(s_loop_t *l)
@@ -175,6 +239,7 @@ static void s_chunk_done(s_loop_t *l, size_t ci, int attempt, int64_t rows,
     progress_chunk_committed(l->cfg->progress, (int64_t)ci, attempt, rows,
                              bytes);
     log_debug("chunk %zu done: %" PRId64 " rows", ci, rows);
+    s_stream_release(l, ci);
 }
 
 /* An attempt whose outcome is unknown (its worker died, or the target
@@ -242,8 +307,8 @@ static void s_attempt_failed(s_loop_t *l, size_t ci, s_cause_t cause)
     }
     c->state = S_FAILED;
     l->unfinished--;
-    progress_chunk_failed(l->cfg->progress, ci,
-                          l->cfg->plan->chunks[ci].est_rows);
+    progress_chunk_failed(l->cfg->progress, ci, s_est_rows(l, ci));
+    s_stream_release(l, ci);
     log_error("chunk %zu failed after %d attempt%s (%s%s%s, %s, %s): %s", ci,
               c->attempts, c->attempts == 1 ? "" : "s", side,
               c->error.sqlstate[0] ? " " : "", c->error.sqlstate, v.class_name,
@@ -284,10 +349,10 @@ static void s_probe(s_loop_t *l)
                 if (c->state == S_RUNNING)
                     progress_chunk_attempt_failed(l->cfg->progress, i,
                                                   c->attempts, false);
-                progress_chunk_failed(l->cfg->progress, i,
-                                      l->cfg->plan->chunks[i].est_rows);
+                progress_chunk_failed(l->cfg->progress, i, s_est_rows(l, i));
                 c->state = S_FAILED;
                 l->unfinished--;
+                s_stream_release(l, i);
             }
             return;
         }
@@ -311,11 +376,60 @@ static ssize_t s_next_chunk(s_loop_t *l, double now)
     return -1;
 }
 
+/* Stream mode: make w the reader; it reads from the first row. */
+static void s_start_reader(s_loop_t *l, s_worker_t *w)
+{
+    l->reader = (int)(w - l->workers);
+    if (++l->read_attempts == 1) l->read_first_start = s_now();
+    inflight_restart(&l->held);
+    proto_msg_t m = {.kind = PROTO_READ,
+                     .attempt = l->read_attempts,
+                     .rows = l->cfg->chunk_rows,
+                     .limit = inflight_limit(&l->held),
+                     .source_sql = strdup(l->cfg->read_sql)};
+    snprintf(m.snapshot, sizeof m.snapshot, "%s", l->cfg->snapshot);
+    if (!m.source_sql || !s_send(l, w, &m))
+        log_warn("could not hand the read to %s", w->id); /* it will tell */
+    log_debug("reader: %s reads the query (attempt %d)", w->id,
+              l->read_attempts);
+    proto_msg_clear(&m);
+}
+
+/* Stream mode: send chunk ci's rows to w after its WRITE. */
+static bool s_send_rows(s_loop_t *l, s_worker_t *w, size_t ci, int attempt)
+{
+    const inflight_chunk_t *h = &l->held.chunks[ci];
+    if (!h->data) {
+        log_error("chunk %zu: its rows are gone", ci);
+        return false;
+    }
+    for (size_t at = 0;;) {
+        size_t n = h->len - at;
+        if (n > PROTO_MAX_DATA) n = PROTO_MAX_DATA;
+        bool last = at + n == h->len;
+        proto_msg_t d = {.kind = PROTO_DATA,
+                         .chunk_id = (int64_t)ci,
+                         .attempt = attempt,
+                         .rows = last ? h->rows : 0,
+                         .last = last,
+                         .data = h->data + at,
+                         .data_len = n};
+        if (!s_send(l, w, &d)) return false;
+        if (last) return true;
+        at += n;
+    }
+}
+
 static void s_assign(s_loop_t *l, s_worker_t *w)
 {
-    ssize_t ci = s_next_chunk(l, s_now());
+    double now = s_now();
+    if (s_stream_open(l) && l->reader < 0 && now >= l->read_not_before) {
+        s_start_reader(l, w);
+        return;
+    }
+    ssize_t ci = s_next_chunk(l, now);
     if (ci < 0) {
-        if (l->unfinished == 0) {
+        if (l->unfinished == 0 && !s_stream_open(l)) {
             proto_msg_t stop = {.kind = PROTO_STOP, .message = ""};
             if (!s_send(l, w, &stop)) { /* logged; SIGCHLD will tell */
             }
@@ -323,11 +437,14 @@ static void s_assign(s_loop_t *l, s_worker_t *w)
         return;
     }
     s_chunk_t *c = &l->chunks[ci];
-    proto_msg_t m = {.kind = PROTO_ASSIGN, .chunk_id = ci};
-    if (!schema_chunk_sql(l->cfg->schema, &l->cfg->plan->chunks[ci],
-                          &m.source_sql, &m.target_sql)) {
+    proto_msg_t m = {.kind = l->stream ? PROTO_WRITE : PROTO_ASSIGN,
+                     .chunk_id = ci};
+    if (l->stream ? !(m.target_sql = strdup(l->cfg->write_sql))
+                  : !schema_chunk_sql(l->cfg->schema, &l->cfg->plan->chunks[ci],
+                                      &m.source_sql, &m.target_sql)) {
         c->state = S_FAILED;
         l->unfinished--;
+        proto_msg_clear(&m);
         return;
     }
     c->attempts++;
@@ -343,12 +460,157 @@ static void s_assign(s_loop_t *l, s_worker_t *w)
     c->worker = (int)(w - l->workers);
     progress_chunk_started(l->cfg->progress, ci, m.attempt);
     w->chunk = ci;
-    if (!s_send(l, w, &m)) {
+    if (!s_send(l, w, &m) ||
+        (l->stream && !s_send_rows(l, w, (size_t)ci, m.attempt))) {
         /* The worker is going away; its SIGCHLD puts the chunk back. */
         log_warn("chunk %zd: could not assign to %s", ci, w->id);
     }
     log_debug("chunk %zd attempt %d -> %s", ci, m.attempt, w->id);
     proto_msg_clear(&m);
+}
+
+/* Reading the query failed (e: why): read again from the first row after
+ * a delay, or (final, or out of attempts) stop reading: the chunks not
+ * read are one failed chunk carrying the error. */
+static void s_read_failed(s_loop_t *l, s_cause_t cause, const pgutil_error_t *e,
+                          bool final)
+{
+    l->reader = -1;
+    inflight_restart(&l->held);
+    retry_error re = {.side = e->side,
+                      .conn_lost = e->conn_bad,
+                      .worker_crashed = cause == S_CRASHED,
+                      .heartbeat_lost = cause == S_LEASE_LOST};
+    memcpy(re.sqlstate, e->sqlstate, sizeof re.sqlstate);
+    retry_verdict v = retry_classify(&re);
+    retry_decision d = {0};
+    if (!final)
+        d = retry_decide_chunk(l->cfg->retry, l->read_attempts, &v,
+                               l->read_first_start, NULL, &l->rng);
+    const char *side = pgutil_side_name(e->side);
+    if (d.retry) {
+        l->read_not_before = s_now() + d.delay;
+        log_warn("reading the query failed (attempt %d: %s%s%s, %s: %s); "
+                 "reading it again from the first row in %.2f s (the %" PRId64
+                 " chunks already read are checked, not kept twice)",
+                 l->read_attempts, side, e->sqlstate[0] ? " " : "", e->sqlstate,
+                 v.class_name, e->message, d.delay, l->held.known);
+        return;
+    }
+    l->read_failed = true;
+    s_chunk_t *c = s_chunk_add(l);
+    if (!c) return;
+    c->state = S_FAILED;
+    l->unfinished--;
+    c->attempts = l->read_attempts;
+    c->error = *e;
+    c->class_name = final ? "other" : v.class_name;
+    progress_set_total_chunks(l->cfg->progress, (int64_t)l->nchunks);
+    progress_chunk_failed(l->cfg->progress, (int64_t)l->nchunks - 1, 0);
+    log_error("reading the query failed after %d attempt%s (%s%s%s): %s; "
+              "rows after the first %" PRId64 " are not copied",
+              l->read_attempts, l->read_attempts == 1 ? "" : "s", side,
+              e->sqlstate[0] ? " " : "", e->sqlstate, e->message, l->rows_cut);
+}
+
+/* The reader's process or lease is gone. */
+static void s_reader_lost(s_loop_t *l, s_cause_t cause, const char *why)
+{
+    pgutil_error_t e = {.side = PROTO_SIDE_NONE};
+    snprintf(e.message, sizeof e.message, "%s", why);
+    s_read_failed(l, cause, &e, false);
+}
+
+/* A new stream chunk is complete: record it and make it runnable. */
+static void s_stream_chunk(s_loop_t *l, int64_t k)
+{
+    if ((size_t)k != l->nchunks || !s_chunk_add(l)) return;
+    s_chunk_t *c = &l->chunks[k];
+    int64_t rows = l->held.chunks[k].rows;
+    plan_chunk_t pc = {.id = k,
+                       .kind = PLAN_STREAM,
+                       .has_lo = true,
+                       .has_hi = true,
+                       .lo = l->rows_cut,
+                       .hi = l->rows_cut + rows,
+                       .est_rows = rows};
+    l->rows_cut += rows;
+    int64_t est =
+        l->cfg->chunk_rows > 0
+            ? (l->cfg->est_rows + l->cfg->chunk_rows - 1) / l->cfg->chunk_rows
+            : 0;
+    progress_set_total_chunks(l->cfg->progress,
+                              est > k + 2 ? est : k + 2); /* one more? */
+    char err[512];
+    if (l->cfg->ledger &&
+        !ledger_add_chunk(l->cfg->ledger, &pc, err, sizeof err)) {
+        c->state = S_FAILED;
+        l->unfinished--;
+        c->error.side = PROTO_SIDE_TARGET;
+        snprintf(c->error.message, sizeof c->error.message, "%s", err);
+        progress_chunk_failed(l->cfg->progress, k, rows);
+        s_stream_release(l, (size_t)k);
+        log_error("chunk %" PRId64 ": %s", k, err);
+        return;
+    }
+    log_debug("chunk %" PRId64 " read: %" PRId64 " rows", k, rows);
+}
+
+/* A message from the reader. */
+static void s_on_reader(s_loop_t *l, s_worker_t *w, const proto_msg_t *m)
+{
+    if (m->attempt != l->read_attempts ||
+        (m->kind != PROTO_DATA && m->kind != PROTO_END &&
+         m->kind != PROTO_FAILED)) {
+        log_debug("%s from the reader ignored", proto_kind_name(m->kind));
+        return;
+    }
+    pgutil_error_t e = {.side = PROTO_SIDE_NONE};
+    if (m->kind == PROTO_DATA) {
+        int64_t k = 0;
+        switch (inflight_on_data(&l->held, m, &k)) {
+        case INFLIGHT_MORE:
+        case INFLIGHT_SAME:
+            return;
+        case INFLIGHT_COMPLETE:
+            s_stream_chunk(l, k);
+            return;
+        case INFLIGHT_DIFFERS:
+            snprintf(e.message, sizeof e.message,
+                     "the query returned different rows for chunk %" PRId64
+                     " when it was read again: its order is not stable "
+                     "(use --split-by, or an ORDER BY on a unique key)",
+                     k);
+            s_read_failed(l, S_REPORTED, &e, true);
+            return;
+        case INFLIGHT_BAD:
+            snprintf(e.message, sizeof e.message,
+                     "reader %s sent chunk %" PRId64 " out of order", w->id, k);
+            s_read_failed(l, S_REPORTED, &e, false);
+            return;
+        }
+    }
+    if (m->kind == PROTO_END && m->chunk_id != l->held.known) {
+        snprintf(e.message, sizeof e.message,
+                 "reader %s ended after %" PRId64 " chunks, %" PRId64
+                 " arrived",
+                 w->id, m->chunk_id, l->held.known);
+        s_read_failed(l, S_REPORTED, &e, false);
+    } else if (m->kind == PROTO_END) {
+        l->read_done = true;
+        l->reader = -1;
+        progress_set_total_chunks(l->cfg->progress, (int64_t)l->nchunks);
+        log_info("read the whole query: %" PRId64 " rows in %zu chunks",
+                 m->rows, l->nchunks);
+    } else {
+        e.side = m->side;
+        memcpy(e.sqlstate, m->sqlstate, sizeof e.sqlstate);
+        e.conn_bad = m->conn_bad;
+        snprintf(e.message, sizeof e.message, "%s",
+                 m->message ? m->message : "");
+        s_read_failed(l, S_REPORTED, &e, false);
+    }
+    if (!l->stopping && !s_in_outage(l)) s_assign(l, w);
 }
 
 /* The chunk a result is about, if the sender really holds that attempt. */
@@ -408,6 +670,9 @@ static void s_on_ready(s_loop_t *l, s_worker_t *w, const proto_msg_t *m)
         w->chunk = -1;
         s_attempt_failed(l, ci, S_LEASE_LOST);
     }
+    if (l->reader == (int)(w - l->workers))
+        s_reader_lost(l, S_LEASE_LOST,
+                      "the reader gave the read up (it lost the coordinator)");
     if (strcmp(m->source_id, l->cfg->source_id)) {
         char why[PROTO_MAX_MESSAGE];
         snprintf(why, sizeof why,
@@ -457,6 +722,8 @@ static void s_leases(s_loop_t *l)
                 w->chunk = -1;
                 s_attempt_failed(l, ci, S_LEASE_LOST);
             }
+            if (l->reader == (int)i)
+                s_reader_lost(l, S_LEASE_LOST, "the reader lost its lease");
             continue;
         }
         if (beat && !s_send(l, w, &hb)) { /* logged */
@@ -489,6 +756,10 @@ static void s_on_message(s_loop_t *l, const char *peer, size_t peer_len,
     if (m->kind == PROTO_HEARTBEAT) return;
     if (m->kind == PROTO_READY) {
         s_on_ready(l, w, m);
+        return;
+    }
+    if (l->stream && l->reader == (int)(w - l->workers)) {
+        s_on_reader(l, w, m);
         return;
     }
     if (m->kind != PROTO_PROGRESS && m->kind != PROTO_DONE &&
@@ -564,6 +835,14 @@ static void s_reap(s_loop_t *l)
             s_attempt_failed(l, (size_t)w->chunk, S_CRASHED);
             w->chunk = -1;
         }
+        if (l->reader == (int)(w - l->workers)) {
+            char why[128];
+            snprintf(why, sizeof why, "the reader %s died (%s %d)", w->id,
+                     WIFSIGNALED(status) ? "signal" : "exit status",
+                     WIFSIGNALED(status) ? WTERMSIG(status)
+                                         : WEXITSTATUS(status));
+            s_reader_lost(l, S_CRASHED, why);
+        }
     }
 }
 
@@ -611,7 +890,10 @@ static void s_drain_router(s_loop_t *l)
 static bool s_top_up(s_loop_t *l)
 {
     int want = l->cfg->workers;
-    if ((size_t)want > l->unfinished) want = (int)l->unfinished;
+    if (s_stream_open(l))
+        want += want > 0; /* the reader, besides the writers */
+    else if ((size_t)want > l->unfinished)
+        want = (int)l->unfinished;
     while (!l->stopping && l->alive < want) {
         if (l->early_deaths >= DISPATCH_MAX_EARLY_DEATHS) {
             snprintf(l->out->error, sizeof l->out->error,
@@ -635,7 +917,8 @@ static void s_assign_idle(s_loop_t *l)
     if (s_in_outage(l)) return;
     for (size_t i = 0; i < l->nworkers && !l->stopping; i++) {
         s_worker_t *w = &l->workers[i];
-        if (w->alive && w->ready && w->chunk < 0) s_assign(l, w);
+        if (w->alive && w->ready && w->chunk < 0 && (int)i != l->reader)
+            s_assign(l, w);
     }
 }
 
@@ -711,7 +994,7 @@ static void s_fill_result(s_loop_t *l)
             out->bytes += c->bytes;
         } else if (c->state == S_FAILED) {
             out->chunks_failed++;
-            out->total_rows_failed += l->cfg->plan->chunks[i].est_rows;
+            out->total_rows_failed += s_est_rows(l, i);
             if (!out->chunk_errors) continue;
             if (l->cfg->ledger)
                 ledger_chunk_failed(l->cfg->ledger, (int64_t)i, c->attempts,
@@ -734,9 +1017,15 @@ static void s_fill_result(s_loop_t *l)
 
 bool dispatch_run(const dispatch_config_t *cfg, mapper_result *out)
 {
-    s_loop_t l = {.cfg = cfg, .out = out, .nchunks = cfg->plan->n};
+    s_loop_t l = {.cfg = cfg,
+                  .out = out,
+                  .nchunks = cfg->plan->n,
+                  .cap_chunks = cfg->plan->n ? cfg->plan->n : 1,
+                  .stream = cfg->read_sql != NULL,
+                  .reader = -1};
     l.unfinished = l.nchunks;
-    l.chunks = calloc(l.nchunks ? l.nchunks : 1, sizeof *l.chunks);
+    inflight_init(&l.held, cfg->max_inflight);
+    l.chunks = calloc(l.cap_chunks, sizeof *l.chunks);
     if (!l.chunks) {
         snprintf(out->error, sizeof out->error, "out of memory");
         return false;
@@ -754,7 +1043,7 @@ bool dispatch_run(const dispatch_config_t *cfg, mapper_result *out)
     }
     l.next_pending = 0;
     bool ok = true;
-    while (l.unfinished > 0 && !s_stopped(&l)) {
+    while ((l.unfinished > 0 || s_stream_open(&l)) && !s_stopped(&l)) {
         if (!s_top_up(&l)) {
             ok = false;
             break;
@@ -767,6 +1056,7 @@ bool dispatch_run(const dispatch_config_t *cfg, mapper_result *out)
     }
     s_shutdown(&l);
     s_fill_result(&l);
+    inflight_free(&l.held);
     free(l.chunks);
     free(l.workers);
     return ok;

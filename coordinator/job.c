@@ -214,6 +214,22 @@ static bool s_export_snapshot(PGconn *src, char *id, size_t n,
     return true;
 }
 
+/* A query without --split-by is read once and cut into chunks as it
+ * streams (stream mode): there is nothing to plan. */
+/* Stream chunks held in memory at most. */
+static int64_t s_max_inflight(const mapper_job_spec *spec)
+{
+    if (spec->max_inflight_chunks > 0) return spec->max_inflight_chunks;
+    int64_t n = (int64_t)MAPPER_INFLIGHT_PER_WORKER * spec->workers;
+    return n > MAPPER_INFLIGHT_PER_WORKER ? n : MAPPER_INFLIGHT_PER_WORKER;
+}
+
+static bool s_stream_mode(const mapper_job_spec *spec, const schema_t *s)
+{
+    (void)s;
+    return getenv("MAPPER_DEV_STREAM") && !spec->split_by;
+}
+
 static bool s_plan(PGconn *src, const schema_t *s, int64_t chunk_size,
                    plan_t *plan, const char **how)
 {
@@ -251,6 +267,9 @@ typedef struct {
     int64_t *done_rows;   /* their rows */
     curve_allow_t *allow; /* CURVE allow-list */
     curve_zap_t *zap;     /* ZAP handler */
+    bool stream;          /* stream mode */
+    char *read_sql;       /* stream mode: the reader's COPY */
+    char *write_sql;      /* stream mode: the writers' COPY */
 } s_job_t;
 
 /* Plan afresh, or load the plan of the job being resumed; record a fresh
@@ -259,11 +278,21 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
                       const char *target, mapper_result *out)
 {
     char err[1024];
-    ledger_spec_t ls = {
-        j->source_id,      j->schema.qsource,
-        j->schema.qtarget, j->schema.qsplit ? j->schema.qsplit : "ctid",
-        spec->chunk_size,  j->schema.qcolumns};
+    ledger_spec_t ls = {j->source_id,
+                        j->schema.qsource,
+                        j->schema.qtarget,
+                        j->stream          ? "(stream)"
+                        : j->schema.qsplit ? j->schema.qsplit
+                                           : "ctid",
+                        spec->chunk_size,
+                        j->schema.qcolumns};
     bool exists = false;
+    if (j->stream && spec->resume)
+        return s_fail(out, MAPPER_EXIT_USAGE,
+                      "--resume: a query without --split-by is read as one "
+                      "stream, which cannot be picked up where it stopped; "
+                      "run it again with --restart --truncate, or use "
+                      "--split-by");
     ledger_mode_t mode = spec->resume    ? LEDGER_RESUME
                          : spec->restart ? LEDGER_RESTART
                                          : LEDGER_FRESH;
@@ -281,7 +310,8 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
         if (!ledger_check(&j->ledger, spec->job_id ? spec->job_id : id, &ls,
                           mode, &exists, err, sizeof err))
             return s_fail(out, MAPPER_EXIT_USAGE, "%s", err);
-        if (exists && spec->truncate && ledger_done_count(&j->ledger) != 0)
+        if (exists && spec->truncate && !j->stream &&
+            ledger_done_count(&j->ledger) != 0)
             return s_fail(out, MAPPER_EXIT_USAGE,
                           "--truncate refused: job %s has committed chunks "
                           "(--restart alone keeps the target's rows)",
@@ -306,15 +336,27 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
         return MAPPER_EXIT_OK;
     }
     const char *how = "";
-    if (!s_plan(j->src, &j->schema, spec->chunk_size, &j->plan, &how))
+    if (j->stream) {
+        plan_chunk_t all = {.kind = PLAN_ALL};
+        if (!schema_chunk_sql(&j->schema, &all, &j->read_sql, &j->write_sql))
+            return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "out of memory");
+        j->plan.est_rows =
+            j->schema.reltuples > 0 ? (int64_t)j->schema.reltuples : 0;
+        log_info("stream mode: one reader, chunks of %" PRId64
+                 " rows, at most %" PRId64 " in memory, %s COPY",
+                 spec->chunk_size, s_max_inflight(spec),
+                 j->schema.binary ? "binary" : "text");
+    } else if (!s_plan(j->src, &j->schema, spec->chunk_size, &j->plan, &how)) {
         return s_fail(out, MAPPER_EXIT_CANNOT_RUN,
                       "planning the chunks failed");
+    }
     out->planning_s = s_now() - t0;
-    log_info("planned %zu chunks (%s%s, about %" PRId64 " rows) in %.2f s, "
-             "%s COPY",
-             j->plan.n, how, j->schema.qsplit ? j->schema.qsplit : "",
-             j->plan.est_rows, out->planning_s,
-             j->schema.binary ? "binary" : "text");
+    if (!j->stream)
+        log_info("planned %zu chunks (%s%s, about %" PRId64 " rows) in %.2f s, "
+                 "%s COPY",
+                 j->plan.n, how, j->schema.qsplit ? j->schema.qsplit : "",
+                 j->plan.est_rows, out->planning_s,
+                 j->schema.binary ? "binary" : "text");
     char truncate[600];
     snprintf(truncate, sizeof truncate, "TRUNCATE %s", j->schema.qtarget);
     if (j->has_ledger) {
@@ -378,6 +420,7 @@ static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
                      spec->split_by, &j->schema, &usage, err, sizeof err))
         return s_fail(out, usage ? MAPPER_EXIT_USAGE : MAPPER_EXIT_CANNOT_RUN,
                       "%s", err);
+    j->stream = s_stream_mode(spec, &j->schema);
     int rc = s_plan_job(spec, j, target, out);
     if (rc != MAPPER_EXIT_OK) return rc;
 
@@ -449,6 +492,8 @@ static void s_cleanup(s_job_t *j)
     if (j->has_ledger) ledger_close(&j->ledger);
     free(j->done);
     free(j->done_rows);
+    free(j->read_sql);
+    free(j->write_sql);
     plan_free(&j->plan);
     schema_free(&j->schema);
     PQfinish(j->src);
@@ -496,8 +541,11 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
         rc = s_fail(out, MAPPER_EXIT_USAGE, "%s", err);
     if (rc == MAPPER_EXIT_OK &&
         !(progress =
-              progress_new((int64_t)j.plan.n, report ? report_callback : NULL,
-                           report, report ? report_interval(report) : 0)))
+              progress_new(j.stream ? (j.plan.est_rows + spec->chunk_size - 1) /
+                                          spec->chunk_size
+                                    : (int64_t)j.plan.n,
+                           report ? report_callback : NULL, report,
+                           report ? report_interval(report) : 0)))
         rc = s_fail(out, MAPPER_EXIT_CANNOT_RUN, "out of memory");
     if (rc == MAPPER_EXIT_OK) {
         progress_set_rows_total_estimate(progress, j.plan.est_rows);
@@ -521,7 +569,12 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
             .listen = spec->listen,
             .worker_timeout = spec->worker_timeout,
             .source_id = j.source_id,
-            .zap = j.zap};
+            .zap = j.zap,
+            .read_sql = j.read_sql,
+            .write_sql = j.write_sql,
+            .chunk_rows = spec->chunk_size,
+            .max_inflight = s_max_inflight(spec),
+            .est_rows = j.plan.est_rows};
         if (!dispatch_run(&cfg, out))
             rc = MAPPER_EXIT_CANNOT_RUN;
         else if (out->interrupted)

@@ -13,10 +13,8 @@
 #define LEDGER_ID_HASH_LEN 12
 
 static const char *const s_kind_names[] = {
-    [PLAN_KEY_RANGE] = "range",
-    [PLAN_KEY_NULL] = "null",
-    [PLAN_CTID] = "ctid",
-    [PLAN_ALL] = "all",
+    [PLAN_KEY_RANGE] = "range", [PLAN_KEY_NULL] = "null", [PLAN_CTID] = "ctid",
+    [PLAN_ALL] = "all",         [PLAN_STREAM] = "stream",
 };
 
 /* Copy tmpl into buf with the quoted schema in place of every "@S". */
@@ -273,7 +271,7 @@ bool ledger_create(ledger_t *l, const ledger_spec_t *spec, const plan_t *plan,
                            spec->columns};
         ok = s_command(l, sql, 8, p, &e);
     }
-    if (ok) {
+    if (ok && plan->n > 0) { /* stream mode adds its chunks as it goes */
         s_sql(l, sql, sizeof sql,
               "INSERT INTO @S.chunks (job_id, chunk_id, kind, lo, hi, "
               "est_rows) SELECT $1, unnest($2::bigint[]), "
@@ -294,6 +292,24 @@ out:
     for (int a = 0; a < NARR; a++)
         free(arr[a]);
     return ok;
+}
+
+bool ledger_add_chunk(ledger_t *l, const plan_chunk_t *c, char *err,
+                      size_t errlen)
+{
+    char sql[LEDGER_SQL_MAX], id[24], lo[24], hi[24], est[24];
+    s_sql(l, sql, sizeof sql,
+          "INSERT INTO @S.chunks (job_id, chunk_id, kind, lo, hi, est_rows) "
+          "VALUES ($1, $2, $3, $4, $5, $6) "
+          "ON CONFLICT (job_id, chunk_id) DO NOTHING");
+    snprintf(id, sizeof id, "%" PRId64, c->id);
+    snprintf(lo, sizeof lo, "%" PRId64, c->lo);
+    snprintf(hi, sizeof hi, "%" PRId64, c->hi);
+    snprintf(est, sizeof est, "%" PRId64, c->est_rows);
+    const char *p[] = {l->job_id, id, s_kind_names[c->kind], lo, hi, est};
+    pgutil_error_t e;
+    if (s_command(l, sql, 6, p, &e)) return true;
+    return s_fail(err, errlen, "cannot record a chunk", &e);
 }
 
 static plan_kind_t s_kind(const char *name)

@@ -61,6 +61,11 @@ bool ledger_create(ledger_t *l, const ledger_spec_t *spec, const plan_t *plan,
                    bool restart, const char *truncate_sql, char *err,
                    size_t errlen) __attribute__((warn_unused_result));
 
+/* Record one more chunk of a running job (stream mode finds its chunks
+ * as it reads); a chunk already recorded is left as it is. */
+bool ledger_add_chunk(ledger_t *l, const plan_chunk_t *c, char *err,
+                      size_t errlen) __attribute__((warn_unused_result));
+
 /* Load a resumed job's plan; done[i] (malloc'd, plan->n entries) and
  * rows[i] say which chunks are committed already, with how many rows. */
 bool ledger_load(ledger_t *l, plan_t *plan, bool **done_out, int64_t **rows_out,

@@ -40,6 +40,9 @@ static void s_help(FILE *out)
         "  --split-by COLUMN      integer column to range-split on (default:\n"
         "                         the single-column integer primary key, else\n"
         "                         ctid page ranges)\n"
+        "  --max-inflight-chunks N  stream mode (a query without --split-by):\n"
+        "                         chunks held in memory at most (default: 2\n"
+        "                         per worker); the reader waits for room\n"
         "  --summary-json FILE    also write the result as JSON to FILE\n"
         "\n"
         "Retries (a failed chunk runs again when its error is transient:\n"
@@ -259,6 +262,7 @@ enum {
     OPT_WORKER_TIMEOUT,
     OPT_CURVE_SECRET,
     OPT_CURVE_ALLOW,
+    OPT_MAX_INFLIGHT,
 };
 
 int main(int argc, char **argv)
@@ -303,6 +307,7 @@ int main(int argc, char **argv)
         {"worker-timeout", required_argument, 0, OPT_WORKER_TIMEOUT},
         {"curve-secret-key", required_argument, 0, OPT_CURVE_SECRET},
         {"curve-allow", required_argument, 0, OPT_CURVE_ALLOW},
+        {"max-inflight-chunks", required_argument, 0, OPT_MAX_INFLIGHT},
         {"verbose", no_argument, 0, 'v'},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
@@ -345,6 +350,12 @@ int main(int argc, char **argv)
             if (!s_parse_int("--chunk-size", optarg, 1, INT64_MAX / 2, &v))
                 return MAPPER_EXIT_USAGE;
             spec.chunk_size = v;
+            break;
+        case OPT_MAX_INFLIGHT:
+            if (!s_parse_int("--max-inflight-chunks", optarg, 1,
+                             MAPPER_MAX_INFLIGHT, &v))
+                return MAPPER_EXIT_USAGE;
+            spec.max_inflight_chunks = v;
             break;
         case OPT_SPLIT:
             spec.split_by = optarg;

@@ -21,16 +21,19 @@ typedef enum {
 
 /* What to copy, and how. Fill with mapper_job_spec_init() first. */
 typedef struct {
-    const char *source;        /* libpq conninfo/URI; NULL: $MAPPER_SOURCE_URL,
-                                  then libpq's defaults */
-    const char *target;        /* likewise, $MAPPER_TARGET_URL */
-    const char *table;         /* source [SCHEMA.]TABLE (SQL syntax, quotes
-                                  allowed) */
-    const char *target_table;  /* target [SCHEMA.]TABLE; NULL: same as table */
-    const char *split_by;      /* integer column to range-split on; NULL: the
-                                  single-column integer primary key, else ctid */
-    int workers;               /* local worker processes (>= 1) */
-    int64_t chunk_size;        /* rows per chunk, a target (>= 1) */
+    const char *source;       /* libpq conninfo/URI; NULL: $MAPPER_SOURCE_URL,
+                                 then libpq's defaults */
+    const char *target;       /* likewise, $MAPPER_TARGET_URL */
+    const char *table;        /* source [SCHEMA.]TABLE (SQL syntax, quotes
+                                 allowed) */
+    const char *target_table; /* target [SCHEMA.]TABLE; NULL: same as table */
+    const char *split_by;     /* integer column to range-split on; NULL: the
+                                 single-column integer primary key, else ctid */
+    int workers;              /* local worker processes (>= 1) */
+    int64_t chunk_size;       /* rows per chunk, a target (>= 1) */
+    int64_t max_inflight_chunks; /* stream mode: chunks held in memory at
+                                    most; 0: MAPPER_INFLIGHT_PER_WORKER per
+                                    worker */
     const char *worker_bin;    /* mapper-worker path; NULL: $MAPPER_WORKER_BIN,
                                   then next to this executable, then $PATH */
     mapper_retry_config retry; /* retry policy (retry_config_defaults) */

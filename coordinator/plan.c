@@ -288,6 +288,9 @@ bool plan_chunk_where(const plan_chunk_t *c, const char *qcol, char *buf,
             w = snprintf(buf, n, " WHERE ctid >= '(%" PRId64 ",0)'::tid",
                          c->lo);
         break;
+    case PLAN_STREAM: /* its rows are cut from one read, not selected */
+        log_error("plan: chunk %" PRId64 " is a stream chunk", c->id);
+        return false;
     }
     if (w < 0 || (size_t)w >= n) {
         log_error("plan: WHERE clause of chunk %" PRId64 " too long", c->id);

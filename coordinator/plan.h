@@ -15,6 +15,8 @@ typedef enum {
     PLAN_KEY_NULL,  /* key IS NULL */
     PLAN_CTID,      /* ctid >= (lo,0) AND ctid < (hi,0) (if has_hi) */
     PLAN_ALL,       /* every row (no usable key and no ctid) */
+    PLAN_STREAM,    /* stream mode: rows lo..hi-1 of the query's result, in
+                       the order it returned them (no WHERE clause) */
 } plan_kind_t;
 
 typedef struct {

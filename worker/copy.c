@@ -15,6 +15,8 @@
 /* Rows are gathered into one CopyData message of about this size: fewer
  * messages and system calls than one message per row. */
 #define COPY_BATCH_BYTES (64 * 1024)
+/* Stream mode writes from memory in pieces this big, ticking between. */
+#define COPY_MEMORY_BATCH_BYTES (1024 * 1024)
 /* No timeouts on the data path; server-side keepalives so that a worker
  * whose host vanished does not hold its locks for the kernel's two hours
  * (ignored on Unix sockets). */
@@ -165,31 +167,37 @@ static bool s_ledger_check(copy_conns_t *c, const copy_job_t *job,
     return ok;
 }
 
-/* Source: import the job's snapshot and start COPY TO STDOUT. */
-static bool s_source_start(copy_conns_t *c, const copy_job_t *job,
-                           bool *binary_out, pgutil_error_t *err)
+bool copy_open_source(copy_conns_t *c, pgutil_error_t *err)
 {
-    char *lit = PQescapeLiteral(c->src, job->snapshot, strlen(job->snapshot));
+    return s_open(&c->src, c->source_conninfo, PROTO_SIDE_SOURCE, err);
+}
+
+bool copy_source_start(copy_conns_t *c, const char *snapshot, const char *sql,
+                       bool *binary_out, pgutil_error_t *err)
+{
+    if (!s_open(&c->src, c->source_conninfo, PROTO_SIDE_SOURCE, err))
+        return false;
+    char *lit = PQescapeLiteral(c->src, snapshot, strlen(snapshot));
     if (!lit) {
         pgutil_capture(c->src, NULL, PROTO_SIDE_SOURCE, err);
         return false;
     }
     size_t n = strlen(lit) + 128;
-    char *sql = malloc(n);
-    if (sql)
-        snprintf(sql, n,
+    char *begin = malloc(n);
+    if (begin)
+        snprintf(begin, n,
                  "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "
                  "SET TRANSACTION SNAPSHOT %s",
                  lit);
     PQfreemem(lit);
-    if (!sql) {
+    if (!begin) {
         snprintf(err->message, sizeof err->message, "out of memory");
         return false;
     }
-    bool ok = pgutil_exec(c->src, sql, PROTO_SIDE_SOURCE, err);
-    free(sql);
+    bool ok = pgutil_exec(c->src, begin, PROTO_SIDE_SOURCE, err);
+    free(begin);
     if (!ok) return false;
-    PGresult *res = PQexec(c->src, job->source_sql);
+    PGresult *res = PQexecParams(c->src, sql, 0, NULL, NULL, NULL, NULL, 0);
     ok = PQresultStatus(res) == PGRES_COPY_OUT;
     if (!ok) pgutil_capture(c->src, res, PROTO_SIDE_SOURCE, err);
     *binary_out = ok && PQbinaryTuples(res);
@@ -213,6 +221,39 @@ static bool s_put(PGconn *dst, const char *buf, size_t len, pgutil_error_t *err)
     if (len == 0 || PQputCopyData(dst, buf, (int)len) == 1) return true;
     pgutil_capture(dst, NULL, PROTO_SIDE_TARGET, err);
     return false;
+}
+
+/* Stream mode: write the chunk's rows held in memory, in batches, with
+ * the binary header and trailer around them when the COPY is binary. */
+static copy_status_t s_write_memory(copy_conns_t *c, copy_tick_fn tick,
+                                    void *arg, const copy_job_t *job,
+                                    pgutil_error_t *err)
+{
+    bool binary = strstr(job->target_sql, MAPPER_COPY_BINARY) != NULL;
+    if (binary &&
+        !s_put(c->dst, COPY_BINARY_HEADER, COPY_BINARY_HEADER_LEN, err))
+        return COPY_FAILED;
+    for (size_t at = 0; at < job->data_len;) {
+        size_t n = job->data_len - at;
+        if (n > COPY_MEMORY_BATCH_BYTES) n = COPY_MEMORY_BATCH_BYTES;
+        if (!s_put(c->dst, job->data + at, n, err)) return COPY_FAILED;
+        at += n;
+        if (at < job->data_len) {
+            copy_fault("mid-copy", job->chunk_id, job->attempt);
+            int64_t rows = (int64_t)((double)job->data_rows * (double)at /
+                                     (double)job->data_len);
+            if (!tick(arg, rows, (int64_t)at)) return COPY_ABORTED;
+        }
+    }
+    if (binary && !s_put(c->dst, COPY_BINARY_TRAILER, 2, err))
+        return COPY_FAILED;
+    if (PQputCopyEnd(c->dst, NULL) != 1) {
+        pgutil_capture(c->dst, NULL, PROTO_SIDE_TARGET, err);
+        return COPY_FAILED;
+    }
+    if (!s_result(c->dst, PGRES_COMMAND_OK, PROTO_SIDE_TARGET, err))
+        return COPY_FAILED;
+    return COPY_OK;
 }
 
 /* Stream rows until the source's COPY ends. */
@@ -295,7 +336,8 @@ copy_status_t copy_chunk(copy_conns_t *conns, const copy_job_t *job,
     copy_status_t st = COPY_FAILED;
     bool binary = false, done = false, ledger = job->job_id[0] != '\0';
     int64_t rows = 0, bytes = 0;
-    if (!s_open(&conns->src, conns->source_conninfo, PROTO_SIDE_SOURCE, err) ||
+    if ((!job->data && !s_open(&conns->src, conns->source_conninfo,
+                               PROTO_SIDE_SOURCE, err)) ||
         !s_open(&conns->dst, conns->target_conninfo, PROTO_SIDE_TARGET, err) ||
         !pgutil_exec(conns->dst, "BEGIN", PROTO_SIDE_TARGET, err) ||
         (ledger && !s_ledger_check(conns, job, &done, &rows, err)))
@@ -307,10 +349,18 @@ copy_status_t copy_chunk(copy_conns_t *conns, const copy_job_t *job,
         *rows_out = rows;
         return COPY_ALREADY;
     }
-    if (!s_source_start(conns, job, &binary, err) ||
-        !s_target_start(conns, job, err))
-        goto fail;
-    st = s_stream(conns, tick, arg, job, binary, &rows, &bytes, err);
+    if (job->data) {
+        if (!s_target_start(conns, job, err)) goto fail;
+        st = s_write_memory(conns, tick, arg, job, err);
+        rows = job->data_rows;
+        bytes = (int64_t)job->data_len;
+    } else {
+        if (!copy_source_start(conns, job->snapshot, job->source_sql, &binary,
+                               err) ||
+            !s_target_start(conns, job, err))
+            goto fail;
+        st = s_stream(conns, tick, arg, job, binary, &rows, &bytes, err);
+    }
     if (st != COPY_OK) goto fail;
     st = COPY_FAILED;
     if (ledger) {
@@ -323,7 +373,8 @@ copy_status_t copy_chunk(copy_conns_t *conns, const copy_job_t *job,
     copy_fault("after-commit", job->chunk_id, job->attempt);
     /* The data is committed; the read-only source transaction just ends. */
     pgutil_error_t ignored;
-    if (!pgutil_exec(conns->src, "COMMIT", PROTO_SIDE_SOURCE, &ignored)) {
+    if (!job->data &&
+        !pgutil_exec(conns->src, "COMMIT", PROTO_SIDE_SOURCE, &ignored)) {
         PQfinish(conns->src);
         conns->src = NULL;
     }

@@ -38,6 +38,12 @@ typedef struct {
     const char *target_sql;   /* COPY t (...) FROM STDIN ... */
     const char *job_id;       /* ledger job id; "" = no ledger */
     const char *state_schema; /* ledger schema (unquoted) */
+    const char *data;         /* stream mode: the chunk's rows in memory
+                                 (COPY's own form, no binary header or
+                                 trailer), written instead of reading the
+                                 source; NULL otherwise */
+    size_t data_len;          /* bytes at data */
+    int64_t data_rows;        /* rows at data */
 } copy_job_t;
 
 /* Copy one chunk. On COPY_OK, *rows_out and *bytes_out hold what committed. On
@@ -47,12 +53,31 @@ copy_status_t copy_chunk(copy_conns_t *conns, const copy_job_t *job,
                          copy_tick_fn tick, void *arg, int64_t *rows_out,
                          int64_t *bytes_out, pgutil_error_t *err);
 
+/* Open the source session unless it is open and idle. */
+bool copy_open_source(copy_conns_t *conns, pgutil_error_t *err)
+    __attribute__((warn_unused_result));
+
+/* Open (or keep) the source session, import the snapshot in a REPEATABLE
+ * READ READ ONLY transaction, and start sql (one COPY ... TO STDOUT
+ * statement, sent with the extended protocol so that it can never be
+ * more than one). *binary_out tells the format. */
+bool copy_source_start(copy_conns_t *conns, const char *snapshot,
+                       const char *sql, bool *binary_out, pgutil_error_t *err)
+    __attribute__((warn_unused_result));
+
+/* The 19-byte header of a binary COPY stream with no extension, and the
+ * trailer (a row with -1 fields). */
+#define COPY_BINARY_HEADER     "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0"
+#define COPY_BINARY_HEADER_LEN 19
+#define COPY_BINARY_TRAILER    "\377\377"
+
 /* Close both connections. */
 void copy_conns_close(copy_conns_t *conns);
 
 /* Test-only fault injection: when $MAPPER_FAULT is POINT:CHUNK and this is
  * CHUNK's first attempt reaching POINT (mid-copy, before-commit,
- * after-commit), the process SIGKILLs itself; with pause-POINT:CHUNK it
+ * after-commit; a stream reader's first attempt: after-send, once it sent
+ * CHUNK), the process SIGKILLs itself; with pause-POINT:CHUNK it
  * sleeps a few seconds there instead; CHUNK "*" is any chunk. Inert
  * otherwise. */
 void copy_fault(const char *point, int64_t chunk_id, int32_t attempt);

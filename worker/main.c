@@ -19,6 +19,7 @@
 #include "defaults.h"
 #include "log.h"
 #include "proto.h"
+#include "stream.h"
 
 #define WORKER_POLL_MS          200
 #define WORKER_RECONNECT_MS     100
@@ -46,6 +47,13 @@ typedef struct {
     bool refused;         /* the coordinator refused us */
     int64_t chunk_id;     /* chunk being copied */
     int32_t attempt;      /* its attempt */
+    int64_t limit;        /* reader: chunks below this may be sent */
+    proto_msg_t write;    /* writer: the WRITE whose rows are arriving */
+    bool writing;         /* write holds a WRITE */
+    bool write_ready;     /* its last data frame arrived */
+    char *buf;            /* its rows */
+    size_t len, cap;      /* bytes in buf, allocated */
+    int64_t buf_rows;     /* rows in buf */
 } s_worker_t;
 
 static double s_now(void)
@@ -117,8 +125,47 @@ static void s_send_ready(s_worker_t *w)
     }
 }
 
-/* Handle every waiting message; while copying, an ASSIGN is unexpected.
- * Returns the first ASSIGN when idle (caller clears it). */
+/* Forget the WRITE in hand and its rows. */
+static void s_write_clear(s_worker_t *w)
+{
+    proto_msg_clear(&w->write);
+    w->writing = w->write_ready = false;
+    w->len = 0;
+    w->buf_rows = 0;
+}
+
+/* A data frame of the WRITE in hand: keep its rows. */
+static void s_on_data(s_worker_t *w, const proto_msg_t *m)
+{
+    if (!w->writing || w->write_ready || m->chunk_id != w->write.chunk_id ||
+        m->attempt != w->write.attempt) {
+        log_debug("data for chunk %" PRId64 " attempt %d ignored", m->chunk_id,
+                  m->attempt);
+        return;
+    }
+    if (w->len + m->data_len > w->cap) {
+        size_t cap = w->cap ? w->cap : 1024 * 1024;
+        while (cap < w->len + m->data_len)
+            cap *= 2;
+        char *b = realloc(w->buf, cap);
+        if (!b) {
+            log_error("out of memory for chunk %" PRId64 " (%zu bytes)",
+                      m->chunk_id, cap);
+            s_stop = 1;
+            return;
+        }
+        w->buf = b;
+        w->cap = cap;
+    }
+    if (m->data_len) memcpy(w->buf + w->len, m->data, m->data_len);
+    w->len += m->data_len;
+    w->buf_rows += m->rows;
+    w->write_ready = m->last;
+}
+
+/* Handle every waiting message. While busy, work is unexpected; when idle
+ * the first ASSIGN or READ is returned (caller clears it), and a WRITE is
+ * kept in w until its rows have arrived. */
 static bool s_drain(s_worker_t *w, bool copying, proto_msg_t *assign)
 {
     proto_msg_t msg;
@@ -134,10 +181,19 @@ static bool s_drain(s_worker_t *w, bool copying, proto_msg_t *assign)
                 w->refused = true;
             }
             s_stop = 1;
-        } else if (msg.kind == PROTO_ASSIGN && !copying && !got) {
+        } else if ((msg.kind == PROTO_ASSIGN || msg.kind == PROTO_READ) &&
+                   !copying && !got && !w->writing) {
             *assign = msg;
             got = true;
             continue; /* the caller owns it now */
+        } else if (msg.kind == PROTO_WRITE && !copying && !got && !w->writing) {
+            w->write = msg;
+            w->writing = true;
+            continue; /* kept until its rows arrive */
+        } else if (msg.kind == PROTO_DATA) {
+            s_on_data(w, &msg);
+        } else if (msg.kind == PROTO_CREDIT) {
+            if (msg.limit > w->limit) w->limit = msg.limit;
         } else if (msg.kind != PROTO_HEARTBEAT) {
             log_warn("ignoring unexpected %s", proto_kind_name(msg.kind));
         }
@@ -180,21 +236,15 @@ static bool s_tick(void *arg, int64_t rows, int64_t bytes)
     return !s_stop && !w->lost;
 }
 
-static void s_run_chunk(s_worker_t *w, copy_conns_t *conns,
-                        const proto_msg_t *a)
+/* Report how an attempt ended (a chunk's, or with kind END a read's). */
+static void s_report(s_worker_t *w, copy_status_t st, proto_kind_t ok_kind,
+                     int64_t chunk_id, int32_t attempt, int64_t rows,
+                     int64_t bytes, const pgutil_error_t *err)
 {
-    w->chunk_id = a->chunk_id;
-    w->attempt = a->attempt;
-    copy_job_t job = {a->chunk_id,   a->attempt, a->snapshot,    a->source_sql,
-                      a->target_sql, a->job_id,  a->state_schema};
-    int64_t rows = 0, bytes = 0;
-    pgutil_error_t err;
-    log_debug("chunk %" PRId64 " attempt %d: start", a->chunk_id, a->attempt);
-    copy_status_t st = copy_chunk(conns, &job, s_tick, w, &rows, &bytes, &err);
-    proto_msg_t r = {.chunk_id = a->chunk_id, .attempt = a->attempt};
+    proto_msg_t r = {.chunk_id = chunk_id, .attempt = attempt};
     char msg[PROTO_MAX_MESSAGE];
     if (st == COPY_OK || st == COPY_ALREADY) {
-        r.kind = PROTO_DONE;
+        r.kind = ok_kind;
         r.already = st == COPY_ALREADY;
         r.rows = rows;
         r.bytes = bytes;
@@ -206,21 +256,86 @@ static void s_run_chunk(s_worker_t *w, copy_conns_t *conns,
         snprintf(msg, sizeof msg, "worker %s rolled the chunk back: %s", w->id,
                  w->lost ? "lost the coordinator" : "asked to stop");
         r.message = msg;
-        log_warn("chunk %" PRId64 " attempt %d: %s", a->chunk_id, a->attempt,
-                 msg);
+        log_warn("chunk %" PRId64 " attempt %d: %s", chunk_id, attempt, msg);
     } else {
         r.kind = PROTO_FAILED;
-        r.side = err.side;
-        memcpy(r.sqlstate, err.sqlstate, sizeof r.sqlstate);
-        r.conn_bad = err.conn_bad;
-        r.message = err.message;
-        log_warn("chunk %" PRId64 " attempt %d: %s: %s%s%s", a->chunk_id,
-                 a->attempt, pgutil_side_name(err.side), err.sqlstate,
-                 err.sqlstate[0] ? " " : "", err.message);
+        r.side = err->side;
+        memcpy(r.sqlstate, err->sqlstate, sizeof r.sqlstate);
+        r.conn_bad = err->conn_bad;
+        snprintf(msg, sizeof msg, "%s", err->message);
+        r.message = msg;
+        log_warn("%s %" PRId64 " attempt %d: %s: %s%s%s",
+                 ok_kind == PROTO_END ? "reading, chunk" : "chunk", chunk_id,
+                 attempt, pgutil_side_name(err->side), err->sqlstate,
+                 err->sqlstate[0] ? " " : "", err->message);
     }
     if (!s_send(w, &r))
-        log_error("chunk %" PRId64 ": could not report the outcome",
-                  a->chunk_id);
+        log_error("chunk %" PRId64 ": could not report the outcome", chunk_id);
+}
+
+/* Copy one chunk (ASSIGN), or write one held in memory (WRITE). */
+static void s_run_chunk(s_worker_t *w, copy_conns_t *conns,
+                        const copy_job_t *job)
+{
+    w->chunk_id = job->chunk_id;
+    w->attempt = job->attempt;
+    int64_t rows = 0, bytes = 0;
+    pgutil_error_t err;
+    log_debug("chunk %" PRId64 " attempt %d: start", job->chunk_id,
+              job->attempt);
+    copy_status_t st = copy_chunk(conns, job, s_tick, w, &rows, &bytes, &err);
+    s_report(w, st, PROTO_DONE, job->chunk_id, job->attempt, rows, bytes, &err);
+}
+
+/* Send m, waiting (and answering the coordinator) while the socket is
+ * full: a reader's data must not be dropped. */
+static bool s_send_wait(void *arg, const proto_msg_t *m)
+{
+    s_worker_t *w = arg;
+    for (;;) {
+        if (s_send(w, m)) return true;
+        if (errno != EAGAIN) return false;
+        zmq_pollitem_t item = {w->sock, 0, ZMQ_POLLOUT, 0};
+        if (zmq_poll(&item, 1, WORKER_POLL_MS) < 0 && errno != EINTR)
+            return false;
+        s_drain(w, true, NULL);
+        s_watch(w);
+        if (s_stop || w->lost) return false;
+    }
+}
+
+/* Wait until the coordinator lets the reader send chunk. */
+static bool s_credit(void *arg, int64_t chunk)
+{
+    s_worker_t *w = arg;
+    while (chunk >= w->limit) {
+        zmq_pollitem_t item = {w->sock, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&item, 1, WORKER_POLL_MS) < 0 && errno != EINTR)
+            return false;
+        s_drain(w, true, NULL);
+        s_watch(w);
+        if (s_stop || w->lost) return false;
+        if (s_now() - w->last_sent > MAPPER_HEARTBEAT_S) {
+            proto_msg_t hb = {.kind = PROTO_HEARTBEAT};
+            if (!s_send(w, &hb)) { /* logged */
+            }
+        }
+    }
+    return !s_stop && !w->lost;
+}
+
+/* Stream mode: read the whole query and send it in chunks. */
+static void s_run_read(s_worker_t *w, copy_conns_t *conns, const proto_msg_t *a)
+{
+    w->limit = a->limit;
+    stream_read_t r = {a->attempt, a->snapshot, a->source_sql, a->rows};
+    stream_io_t io = {s_send_wait, s_credit, w};
+    int64_t chunks = 0, rows = 0, bytes = 0;
+    pgutil_error_t err;
+    log_debug("reading the stream, attempt %d", a->attempt);
+    copy_status_t st =
+        stream_read(conns, &r, &io, &chunks, &rows, &bytes, &err);
+    s_report(w, st, PROTO_END, chunks, a->attempt, rows, bytes, &err);
 }
 
 /* The worker's own view of its source: refused by the coordinator when it
@@ -419,10 +534,34 @@ int main(int argc, char **argv)
             log_error("poll: %s", zmq_strerror(errno));
             break;
         }
-        proto_msg_t assign;
-        if (s_drain(&w, false, &assign)) {
-            s_run_chunk(&w, &conns, &assign);
-            proto_msg_clear(&assign);
+        proto_msg_t a;
+        if (s_drain(&w, false, &a)) {
+            if (a.kind == PROTO_READ) {
+                s_run_read(&w, &conns, &a);
+            } else {
+                copy_job_t job = {.chunk_id = a.chunk_id,
+                                  .attempt = a.attempt,
+                                  .snapshot = a.snapshot,
+                                  .source_sql = a.source_sql,
+                                  .target_sql = a.target_sql,
+                                  .job_id = a.job_id,
+                                  .state_schema = a.state_schema};
+                s_run_chunk(&w, &conns, &job);
+            }
+            proto_msg_clear(&a);
+        }
+        if (w.write_ready) {
+            proto_msg_t *m = &w.write;
+            copy_job_t job = {.chunk_id = m->chunk_id,
+                              .attempt = m->attempt,
+                              .target_sql = m->target_sql,
+                              .job_id = m->job_id,
+                              .state_schema = m->state_schema,
+                              .data = w.buf ? w.buf : "",
+                              .data_len = w.len,
+                              .data_rows = w.buf_rows};
+            s_run_chunk(&w, &conns, &job);
+            s_write_clear(&w);
         }
         s_watch(&w);
         double now = s_now();
@@ -442,6 +581,8 @@ int main(int argc, char **argv)
                                 : MAPPER_EXIT_OK;
 out:
     copy_conns_close(&conns);
+    s_write_clear(&w);
+    free(w.buf);
     if (w.sock) zmq_close(w.sock);
     if (ctx) zmq_ctx_term(ctx);
     free((char *)o.source);

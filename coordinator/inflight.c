@@ -1,0 +1,130 @@
+/* coordinator/inflight.c - stream mode's chunks in memory (inflight.h). */
+#include "inflight.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+#define INFLIGHT_FNV_PRIME 1099511628211ull
+
+uint64_t inflight_digest(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * INFLIGHT_FNV_PRIME;
+    return h;
+}
+
+void inflight_init(inflight_t *s, int64_t max_held)
+{
+    memset(s, 0, sizeof *s);
+    s->max_held = max_held;
+    s->at_digest = INFLIGHT_DIGEST_INIT;
+}
+
+void inflight_free(inflight_t *s)
+{
+    for (size_t i = 0; i < s->cap; i++)
+        free(s->chunks[i].data);
+    free(s->chunks);
+    memset(s, 0, sizeof *s);
+}
+
+void inflight_restart(inflight_t *s)
+{
+    if (s->at == s->known && s->chunks) { /* a new chunk was arriving */
+        inflight_chunk_t *c = &s->chunks[s->known];
+        s->bytes_held -= (int64_t)c->len;
+        free(c->data);
+        memset(c, 0, sizeof *c);
+    }
+    s->at = 0;
+    s->at_rows = 0;
+    s->at_len = 0;
+    s->at_digest = INFLIGHT_DIGEST_INIT;
+}
+
+void inflight_release(inflight_t *s, int64_t chunk)
+{
+    if (chunk < 0 || chunk >= s->known || !s->chunks[chunk].data) return;
+    inflight_chunk_t *c = &s->chunks[chunk];
+    s->bytes_held -= (int64_t)c->len;
+    free(c->data);
+    c->data = NULL;
+    c->cap = 0;
+    s->held--;
+}
+
+int64_t inflight_limit(const inflight_t *s)
+{
+    int64_t room = s->max_held - s->held;
+    return s->known + (room > 0 ? room : 0);
+}
+
+/* Room for chunk `known` (the one arriving) and n more of its bytes. */
+static bool s_reserve(inflight_t *s, size_t n)
+{
+    if ((size_t)s->known >= s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 64;
+        inflight_chunk_t *c = realloc(s->chunks, cap * sizeof *c);
+        if (!c) return false;
+        memset(c + s->cap, 0, (cap - s->cap) * sizeof *c);
+        s->chunks = c;
+        s->cap = cap;
+    }
+    inflight_chunk_t *c = &s->chunks[s->known];
+    if (c->len + n <= c->cap) return true;
+    size_t cap = c->cap ? c->cap : 256 * 1024;
+    while (cap < c->len + n)
+        cap *= 2;
+    char *d = realloc(c->data, cap);
+    if (!d) return false;
+    c->data = d;
+    c->cap = cap;
+    return true;
+}
+
+inflight_event_t inflight_on_data(inflight_t *s, const proto_msg_t *m,
+                                  int64_t *chunk_out)
+{
+    *chunk_out = m->chunk_id;
+    if (m->chunk_id != s->at || s->at > s->known) {
+        log_error("stream: data for chunk %" PRId64 ", expected chunk %" PRId64,
+                  m->chunk_id, s->at);
+        return INFLIGHT_BAD;
+    }
+    s->at_digest = inflight_digest(s->at_digest, m->data, m->data_len);
+    s->at_rows += m->rows;
+    s->at_len += m->data_len;
+    if (s->at == s->known) { /* a chunk never seen: keep its rows */
+        if (!s_reserve(s, m->data_len)) {
+            log_error("stream: out of memory for chunk %" PRId64, s->at);
+            return INFLIGHT_BAD;
+        }
+        inflight_chunk_t *c = &s->chunks[s->known];
+        if (m->data_len) memcpy(c->data + c->len, m->data, m->data_len);
+        c->len += m->data_len;
+        s->bytes_held += (int64_t)m->data_len;
+    }
+    if (!m->last) return INFLIGHT_MORE;
+    inflight_event_t ev = INFLIGHT_COMPLETE;
+    if (s->at < s->known) {
+        const inflight_chunk_t *c = &s->chunks[s->at];
+        ev = c->digest == s->at_digest && c->rows == s->at_rows
+                 ? INFLIGHT_SAME
+                 : INFLIGHT_DIFFERS;
+    } else {
+        inflight_chunk_t *c = &s->chunks[s->known];
+        c->rows = s->at_rows;
+        c->digest = s->at_digest;
+        s->known++;
+        s->held++;
+    }
+    s->at++;
+    s->at_rows = 0;
+    s->at_len = 0;
+    s->at_digest = INFLIGHT_DIGEST_INIT;
+    return ev;
+}
