@@ -16,15 +16,16 @@
 #include "log.h"
 #include "proto.h"
 
-#define S_NKINDS          7    /* PROTO_READY..PROTO_HEARTBEAT */
+#define S_NKINDS          12   /* PROTO_READY..PROTO_WRITE */
 #define S_WAIT_MS         2000 /* longest wait for an inproc message */
 #define S_WAIT_STEP_MS    10   /* poll step while waiting */
 #define S_FUZZ_ROUNDS     3000 /* mutations per kind */
 #define S_MAX_TEST_FIELDS 24
 
 static const proto_kind_t s_all_kinds[S_NKINDS] = {
-    PROTO_READY,  PROTO_ASSIGN, PROTO_PROGRESS, PROTO_DONE,
-    PROTO_FAILED, PROTO_STOP,   PROTO_HEARTBEAT};
+    PROTO_READY,  PROTO_ASSIGN, PROTO_PROGRESS,  PROTO_DONE,
+    PROTO_FAILED, PROTO_STOP,   PROTO_HEARTBEAT, PROTO_READ,
+    PROTO_CREDIT, PROTO_DATA,   PROTO_END,       PROTO_WRITE};
 
 /* ------------------------------------------------------------------ */
 /* Messages and frames built by hand                                   */
@@ -69,6 +70,39 @@ static proto_msg_t s_sample(proto_kind_t kind)
         m.message = strdup("source database 7312345678901234567/other is "
                            "not the job's");
         break;
+    case PROTO_READ:
+        m.attempt = 2;
+        strcpy(m.snapshot, "00000003-0000001B-1");
+        m.source_sql = strdup("COPY (SELECT * FROM (\nSELECT 1\n) AS q) TO "
+                              "STDOUT");
+        m.rows = 50000;
+        m.limit = 8;
+        break;
+    case PROTO_CREDIT:
+        m.limit = INT64_C(1) << 33;
+        break;
+    case PROTO_DATA: /* rows are bytes: NULs and all */
+        m.chunk_id = 12;
+        m.attempt = 1;
+        m.rows = 2;
+        m.last = true;
+        m.data_len = 7;
+        m.data = malloc(m.data_len);
+        memcpy(m.data, "a\0b\nc\xff\n", m.data_len);
+        break;
+    case PROTO_END:
+        m.chunk_id = 40;
+        m.attempt = 3;
+        m.rows = 2000000;
+        m.bytes = 123456789;
+        break;
+    case PROTO_WRITE:
+        m.chunk_id = 12;
+        m.attempt = 2;
+        m.target_sql = strdup("COPY t FROM STDIN");
+        strcpy(m.job_id, "job-7");
+        strcpy(m.state_schema, "mapper");
+        break;
     default:
         break;
     }
@@ -104,6 +138,10 @@ static void s_assert_msg_equal(const proto_msg_t *a, const proto_msg_t *b)
     assert_string_equal(a->state_schema, b->state_schema);
     assert_int_equal(a->already, b->already);
     assert_string_equal(a->source_id, b->source_id);
+    assert_int_equal(a->limit, b->limit);
+    assert_int_equal(a->last, b->last);
+    assert_int_equal(a->data_len, b->data_len);
+    if (a->data_len) assert_memory_equal(a->data, b->data, a->data_len);
 }
 
 /* What a hand-built field's value is. */
@@ -189,6 +227,36 @@ static s_fields_t s_valid_fields(proto_kind_t kind)
         break;
     case PROTO_STOP:
         f.kv[f.n++] = (s_kv_t)KV_STR("message", "refused: wrong source");
+        break;
+    case PROTO_READ:
+        f.kv[f.n++] = (s_kv_t)KV_INT("attempt", 1);
+        f.kv[f.n++] = (s_kv_t)KV_STR("snapshot", "00000003-0000001B-1");
+        f.kv[f.n++] = (s_kv_t)KV_STR("source_sql", "COPY (SELECT 1) TO STDOUT");
+        f.kv[f.n++] = (s_kv_t)KV_INT("rows", 1000);
+        f.kv[f.n++] = (s_kv_t)KV_INT("limit", 4);
+        break;
+    case PROTO_CREDIT:
+        f.kv[f.n++] = (s_kv_t)KV_INT("limit", 5);
+        break;
+    case PROTO_DATA:
+        f.kv[f.n++] = (s_kv_t)KV_INT("chunk_id", 3);
+        f.kv[f.n++] = (s_kv_t)KV_INT("attempt", 1);
+        f.kv[f.n++] = (s_kv_t)KV_INT("rows", 1);
+        f.kv[f.n++] = (s_kv_t)KV_BOOL("last", 0);
+        f.kv[f.n++] = (s_kv_t){.key = "data", .t = V_BIN, .s = "1\tx\n"};
+        break;
+    case PROTO_END:
+        f.kv[f.n++] = (s_kv_t)KV_INT("chunk_id", 3);
+        f.kv[f.n++] = (s_kv_t)KV_INT("attempt", 1);
+        f.kv[f.n++] = (s_kv_t)KV_INT("rows", 3000);
+        f.kv[f.n++] = (s_kv_t)KV_INT("bytes", 77);
+        break;
+    case PROTO_WRITE:
+        f.kv[f.n++] = (s_kv_t)KV_INT("chunk_id", 3);
+        f.kv[f.n++] = (s_kv_t)KV_INT("attempt", 1);
+        f.kv[f.n++] = (s_kv_t)KV_STR("target_sql", "COPY t FROM STDIN");
+        f.kv[f.n++] = (s_kv_t)KV_STR("job_id", "job-7");
+        f.kv[f.n++] = (s_kv_t)KV_STR("state_schema", "mapper");
         break;
     default:
         break;
@@ -314,11 +382,12 @@ static void test_kind_names(void **state)
 {
     (void)state;
     static const char *const names[S_NKINDS] = {
-        "ready", "assign", "progress", "done", "failed", "stop", "heartbeat"};
+        "ready",     "assign", "progress", "done", "failed", "stop",
+        "heartbeat", "read",   "credit",   "data", "end",    "write"};
     for (size_t i = 0; i < S_NKINDS; i++)
         assert_string_equal(proto_kind_name(s_all_kinds[i]), names[i]);
     assert_string_equal(proto_kind_name(0), "unknown");
-    assert_string_equal(proto_kind_name(PROTO_HEARTBEAT + 1), "unknown");
+    assert_string_equal(proto_kind_name(PROTO_WRITE + 1), "unknown");
 }
 
 /* The keys each kind must carry besides type and version (the contract in
@@ -336,6 +405,15 @@ static const char *const *s_kind_keys(proto_kind_t kind)
     static const char *const failed[] = {
         "chunk_id", "attempt", "side", "sqlstate", "conn_bad", "message", NULL};
     static const char *const stop[] = {"message", NULL};
+    static const char *const read[] = {"attempt", "snapshot", "source_sql",
+                                       "rows",    "limit",    NULL};
+    static const char *const credit[] = {"limit", NULL};
+    static const char *const data[] = {"chunk_id", "attempt", "rows",
+                                       "last",     "data",    NULL};
+    static const char *const end[] = {"chunk_id", "attempt", "rows", "bytes",
+                                      NULL};
+    static const char *const write[] = {
+        "chunk_id", "attempt", "target_sql", "job_id", "state_schema", NULL};
     static const char *const none[] = {NULL};
     switch (kind) {
     case PROTO_READY:
@@ -350,6 +428,16 @@ static const char *const *s_kind_keys(proto_kind_t kind)
         return failed;
     case PROTO_STOP:
         return stop;
+    case PROTO_READ:
+        return read;
+    case PROTO_CREDIT:
+        return credit;
+    case PROTO_DATA:
+        return data;
+    case PROTO_END:
+        return end;
+    case PROTO_WRITE:
+        return write;
     default:
         return none;
     }
@@ -405,8 +493,11 @@ static void s_check_wire(const char *buf, size_t len, proto_kind_t kind)
         matched++;
         if (!strcmp(name, "side"))
             assert_int_equal(v->type, MSGPACK_OBJECT_POSITIVE_INTEGER);
-        if (!strcmp(name, "conn_bad") || !strcmp(name, "already"))
+        if (!strcmp(name, "conn_bad") || !strcmp(name, "already") ||
+            !strcmp(name, "last"))
             assert_int_equal(v->type, MSGPACK_OBJECT_BOOLEAN);
+        if (!strcmp(name, "data"))
+            assert_int_equal(v->type, MSGPACK_OBJECT_BIN);
         if (!strcmp(name, "sqlstate") || !strcmp(name, "message") ||
             !strcmp(name, "worker") || !strcmp(name, "snapshot") ||
             !strcmp(name, "source_sql") || !strcmp(name, "target_sql") ||
@@ -559,6 +650,38 @@ static void test_round_trip_limits(void **state)
 }
 
 /* Fields that do not belong to the kind are not sent. */
+/* Stream data: any bytes up to PROTO_MAX_DATA, as msgpack bin only. */
+static void test_data_limits(void **state)
+{
+    (void)state;
+    proto_msg_t m = s_sample(PROTO_DATA);
+    free(m.data);
+    m.data_len = PROTO_MAX_DATA;
+    m.data = malloc(m.data_len);
+    for (size_t i = 0; i < m.data_len; i++)
+        m.data[i] = (char)(i * 7);
+    s_round_trip(&m);
+    char *buf = NULL;
+    size_t len = 0;
+    m.data_len = PROTO_MAX_DATA + 1;
+    m.data = realloc(m.data, m.data_len);
+    assert_false(proto_encode(&m, &buf, &len));
+    assert_null(buf);
+    proto_msg_clear(&m);
+    m = s_sample(PROTO_DATA); /* no bytes at all: an empty frame */
+    free(m.data);
+    m.data = NULL;
+    m.data_len = 0;
+    m.last = false;
+    s_round_trip(&m);
+    s_fields_t f = s_valid_fields(PROTO_DATA);
+    f.kv[s_find(&f, "data")] = (s_kv_t)KV_STR("data", "1\tx\n");
+    s_expect_reject_fields(&f, "must be binary");
+    f = s_valid_fields(PROTO_CREDIT);
+    f.kv[s_find(&f, "limit")] = (s_kv_t)KV_INT("limit", -1);
+    s_expect_reject_fields(&f, "limit");
+}
+
 static void test_encode_only_kind_fields(void **state)
 {
     (void)state;
@@ -1089,7 +1212,7 @@ static void test_decode_string_charsets(void **state)
 static void test_decode_unknown_type(void **state)
 {
     (void)state;
-    static const char *const types[] = {"bogus", "READY", "read", "readyy"};
+    static const char *const types[] = {"bogus", "READY", "rewind", "readyy"};
     for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
         s_fields_t f =
             s_with(PROTO_HEARTBEAT, "type", (s_kv_t)KV_STR("", types[i]));
@@ -2141,6 +2264,7 @@ int main(void)
         cmocka_unit_test(test_kind_names),
         cmocka_unit_test(test_round_trip_every_kind),
         cmocka_unit_test(test_round_trip_limits),
+        cmocka_unit_test(test_data_limits),
         cmocka_unit_test(test_encode_only_kind_fields),
         cmocka_unit_test(test_encode_rejects),
         cmocka_unit_test(test_decode_hand_built),
