@@ -491,8 +491,8 @@ static void s_read_failed(s_loop_t *l, s_cause_t cause, const pgutil_error_t *e,
     if (d.retry) {
         l->read_not_before = s_now() + d.delay;
         log_warn("reading the query failed (attempt %d: %s%s%s, %s: %s); "
-                 "reading it again from the first row in %.2f s (the %" PRId64
-                 " chunks already read are checked, not kept twice)",
+                 "reading it again from the first row in %.2f s (chunks read "
+                 "already: %" PRId64 ", compared, not kept twice)",
                  l->read_attempts, side, e->sqlstate[0] ? " " : "", e->sqlstate,
                  v.class_name, e->message, d.delay, l->held.known);
         return;

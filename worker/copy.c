@@ -237,9 +237,9 @@ static copy_status_t s_write_memory(copy_conns_t *c, copy_tick_fn tick,
         size_t n = job->data_len - at;
         if (n > COPY_MEMORY_BATCH_BYTES) n = COPY_MEMORY_BATCH_BYTES;
         if (!s_put(c->dst, job->data + at, n, err)) return COPY_FAILED;
+        if (at == 0) copy_fault("mid-copy", job->chunk_id, job->attempt);
         at += n;
         if (at < job->data_len) {
-            copy_fault("mid-copy", job->chunk_id, job->attempt);
             int64_t rows = (int64_t)((double)job->data_rows * (double)at /
                                      (double)job->data_len);
             if (!tick(arg, rows, (int64_t)at)) return COPY_ABORTED;

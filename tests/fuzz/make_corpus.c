@@ -187,6 +187,39 @@ int main(int argc, char **argv)
     m = (proto_msg_t){.kind = PROTO_HEARTBEAT};
     s_emit("heartbeat", &m);
 
+    m = (proto_msg_t){
+        .kind = PROTO_READ, .attempt = 1, .rows = 50000, .limit = 8};
+    strcpy(m.snapshot, "00000003-0000001B-1");
+    m.source_sql = strdup("COPY (SELECT * FROM (\nSELECT 1\n) AS q) TO STDOUT");
+    s_emit("read", &m);
+
+    m = (proto_msg_t){.kind = PROTO_CREDIT, .limit = 9};
+    s_emit("credit", &m);
+
+    static const char rows[] = "1\tx\n2\t\\N\n\0\xff";
+    m = (proto_msg_t){.kind = PROTO_DATA,
+                      .chunk_id = 4,
+                      .attempt = 1,
+                      .rows = 2,
+                      .last = true,
+                      .data = malloc(sizeof rows - 1),
+                      .data_len = sizeof rows - 1};
+    memcpy(m.data, rows, m.data_len); /* s_emit frees it */
+    s_emit("data", &m);
+
+    m = (proto_msg_t){.kind = PROTO_END,
+                      .chunk_id = 40,
+                      .attempt = 2,
+                      .rows = 2000000,
+                      .bytes = 120000000};
+    s_emit("end", &m);
+
+    m = (proto_msg_t){.kind = PROTO_WRITE, .chunk_id = 4, .attempt = 1};
+    m.target_sql = strdup("COPY t FROM STDIN");
+    strcpy(m.job_id, "job-7");
+    strcpy(m.state_schema, "mapper");
+    s_emit("write", &m);
+
     /* A valid heartbeat in another form than proto_encode writes: map 16,
      * version first as an int 64, the keys and type as str 8. */
     static const char odd[] = "\xde\x00\x02"

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# tests/integration/t_stream.sh - stream mode (a query without --split-by):
+# a join with WHERE and ORDER BY copied exactly with chunks in the query's
+# order, a writer and the reader SIGKILLed mid-job, memory that stays flat
+# from 500,000 to 2,000,000 rows, an empty result, a query failing
+# mid-stream, and --resume refused.
+. "$(dirname "$0")/lib.sh"
+
+fresh_dbs stream
+q "$SRC" "CREATE TABLE customers(id int PRIMARY KEY, name text, region text);
+          INSERT INTO customers SELECT g, 'customer ' || g, (ARRAY['north','south','east'])[1 + g % 3]
+          FROM generate_series(1, 1000) g;
+          CREATE TABLE orders(id bigint PRIMARY KEY, customer int, amount numeric(12,2), note text);
+          INSERT INTO orders SELECT g, 1 + g % 1000, (g % 10000) / 100.0, md5(g::text)
+          FROM generate_series(1, 400000) g;"
+# 300,000 rows: every order but the east region's (1 in 3 customers... of
+# 1000 customers, 333 are east: 400000 * 667 / 1000 = 266,800) - so take
+# orders of customers not in region 'east' plus all orders above 300,000.
+QUERY="SELECT o.id, o.customer, c.name, o.amount, o.note
+       FROM orders o JOIN customers c ON c.id = o.customer
+       WHERE c.region <> 'east' OR o.id > 300000
+       ORDER BY o.id"
+want_rows=$(q "$SRC" "SELECT count(*) FROM ($QUERY) q")
+want=$(checksum_query "$SRC" "$QUERY")
+
+run_coord --query "$QUERY" --target-table report --workers 4 --chunk-size 25000 \
+    --summary-json "$T_OUT/s.json" --progress none
+check "stream join exits 0" 0 "$RC"
+check "stream join: target equals the query's result" "$want" "$(checksum "$DST" report)"
+check "stream join: rows reported" "$want_rows" "$(json_field "$T_OUT/s.json" total_rows_successful)"
+check_match "stream mode announced" "stream mode: one reader" "$ERR"
+chunks=$(json_field "$T_OUT/s.json" chunks_total)
+check "stream join: chunks of 25,000 rows" "$(((want_rows + 24999) / 25000))" "$chunks"
+# Each chunk commits in its own transaction: group the target's rows by
+# xmin. The groups must be runs of the ORDER BY (no overlap), 25,000 rows
+# each but the last, and the ledger's chunk k must hold result rows
+# k*25000 .. k*25000+24999.
+runs=$(q "$DST" "WITH g AS (SELECT xmin::text::bigint x, min(id) lo, max(id) hi, count(*) n
+                            FROM report GROUP BY xmin)
+                 SELECT count(*) FILTER (WHERE lo <= prev_hi) || ':' ||
+                        count(*) FILTER (WHERE n <> 25000 AND hi <> (SELECT max(hi) FROM g))
+                 FROM (SELECT lo, hi, n, lag(hi) OVER (ORDER BY lo) prev_hi FROM g) s")
+check "stream join: each chunk is one run of the ORDER BY" "0:0" "$runs"
+check "ledger: chunk k holds result rows from k*25000" \
+    "0" "$(q "$DST" "SELECT count(*) FROM mapper.chunks WHERE kind = 'stream' AND lo <> chunk_id * 25000")"
+
+fresh_dbs stream_kill
+q "$SRC" "CREATE TABLE t(id int, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 300000) g"
+MAPPER_FAULT=mid-copy:3 run_coord --query "SELECT * FROM t WHERE id % 7 <> 0" --target-table w \
+    --workers 4 --chunk-size 20000 --progress none
+check "writer SIGKILLed mid-chunk: exits 0" 0 "$RC"
+check_match "writer SIGKILLed: the chunk was retried" "chunk 3 attempt 1 failed" "$ERR"
+check "writer SIGKILLed: exact result" "$(checksum_query "$SRC" "SELECT * FROM t WHERE id % 7 <> 0")" "$(checksum "$DST" w)"
+MAPPER_FAULT=after-send:4 run_coord --query "SELECT * FROM t ORDER BY id DESC" --target-table r \
+    --workers 3 --chunk-size 20000 --progress none
+check "reader SIGKILLed: exits 0" 0 "$RC"
+check_match "reader SIGKILLed: the read starts again" "reading it again from the first row" "$ERR"
+check "reader SIGKILLed: exact result" "$(checksum "$SRC" t)" "$(checksum "$DST" r)"
+check "reader SIGKILLed: every chunk committed once" \
+    "15:15" "$(q "$DST" "SELECT count(*) || ':' || count(DISTINCT chunk_id) FROM mapper.chunks WHERE state = 'done'")"
+
+run_coord --query "SELECT * FROM t WHERE id < 0" --target-table empty --workers 2 \
+    --summary-json "$T_OUT/e.json" --progress none
+check "empty result: exits 0" 0 "$RC"
+check "empty result: no chunk" 0 "$(json_field "$T_OUT/e.json" chunks_total)"
+check "empty result: target created and empty" 0 "$(q "$DST" "SELECT count(*) FROM empty")"
+
+run_coord --query "SELECT id, 1 / (id - 150001) AS x FROM t ORDER BY id" --target-table bad \
+    --workers 2 --chunk-size 20000 --progress none
+check "query failing mid-stream: exits 1" 1 "$RC"
+check_match "query failing mid-stream: the error is named" "22012" "$ERR"
+
+run_coord --query "SELECT * FROM t" --target-table w2 --workers 2 --progress none --job-id s1
+run_coord --query "SELECT * FROM t" --target-table w2 --workers 2 --progress none --job-id s1 --resume
+check "--resume of a stream job: refused (2)" 2 "$RC"
+check_match "--resume of a stream job: says why" "cannot be picked up where it stopped" "$ERR"
+
+# Memory: the coordinator holds at most --max-inflight-chunks chunks (2
+# per worker: 8 here), each writer one: with 20,000-row chunks of about
+# 60 bytes a row, every process stays under 64 MB, and the peak does not
+# grow with the size of the result.
+fresh_dbs stream_mem
+q "$SRC" "CREATE TABLE big(id bigint, a int, note text);
+          INSERT INTO big SELECT g, g % 1000, md5(g::text) FROM generate_series(1, 2000000) g"
+for n in 500000 2000000; do
+    run_coord --query "SELECT * FROM big WHERE id <= $n" --target-table m$n --workers 4 \
+        --chunk-size 20000 --summary-json "$T_OUT/m$n.json" --progress none
+    check "memory run $n: exits 0" 0 "$RC"
+    check "memory run $n: rows" "$n" "$(json_field "$T_OUT/m$n.json" total_rows_successful)"
+done
+for who in coord worker; do
+    small=$(json_field "$T_OUT/m500000.json" ${who}_max_rss_kb)
+    large=$(json_field "$T_OUT/m2000000.json" ${who}_max_rss_kb)
+    echo "# peak RSS of the $who: $small kB at 500,000 rows, $large kB at 2,000,000"
+    if [ "$large" -lt 65536 ]; then ok "memory: $who under 64 MB at 2,000,000 rows ($large kB)"
+    else fail "memory: $who at 2,000,000 rows: $large kB, bound 65536"; fi
+    if [ "$large" -le $((small * 5 / 4 + 4096)) ]; then ok "memory: $who flat from 500,000 to 2,000,000 rows"
+    else fail "memory: $who grew from $small kB to $large kB"; fi
+done
+
+finish
