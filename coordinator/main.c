@@ -32,7 +32,7 @@ static void s_help(FILE *out)
         "                         (default: $" MAPPER_ENV_TARGET
         ", then libpq's PG* defaults)\n"
         "  --table NAME           source table, SQL syntax: sales.orders or\n"
-        "                         '\"Sales\".\"Order Items\"' (required)\n"
+        "                         '\"Sales\".\"Order Items\"' (or --query)\n"
         "  --query SQL            copy the result of one SELECT instead of a\n"
         "                         table (anything else is refused); it runs\n"
         "                         once per chunk, so it must be deterministic\n"
