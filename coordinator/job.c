@@ -126,8 +126,25 @@ static bool s_valid_id(const char *id)
 
 static int s_validate(const mapper_job_spec *spec, mapper_result *out)
 {
-    if (!spec->table || !*spec->table)
-        return s_fail(out, MAPPER_EXIT_USAGE, "no table given (--table)");
+    if (spec->table && spec->query)
+        return s_fail(out, MAPPER_EXIT_USAGE,
+                      "--table and --query exclude each other: give one");
+    if (spec->query && (!spec->target_table || !*spec->target_table))
+        return s_fail(out, MAPPER_EXIT_USAGE,
+                      "--query needs --target-table (where its rows go)");
+    if (!spec->query && (!spec->table || !*spec->table))
+        return s_fail(out, MAPPER_EXIT_USAGE,
+                      "no table or query given (--table or --query)");
+    /* Half the limit leaves room for the column list and WHERE around it. */
+    if (spec->query && strlen(spec->query) > PROTO_MAX_SQL / 2)
+        return s_fail(out, MAPPER_EXIT_USAGE, "--query: longer than %d bytes",
+                      PROTO_MAX_SQL / 2);
+    if (spec->columns && !*spec->columns)
+        return s_fail(out, MAPPER_EXIT_USAGE, "--columns: no column given");
+    if (spec->if_target_missing != MAPPER_TARGET_CREATE &&
+        spec->if_target_missing != MAPPER_TARGET_FAIL)
+        return s_fail(out, MAPPER_EXIT_USAGE,
+                      "if_target_missing: expected create or fail");
     if (spec->workers < (spec->listen ? 0 : 1) ||
         spec->workers > MAPPER_MAX_WORKERS)
         return s_fail(out, MAPPER_EXIT_USAGE,
@@ -214,8 +231,6 @@ static bool s_export_snapshot(PGconn *src, char *id, size_t n,
     return true;
 }
 
-/* A query without --split-by is read once and cut into chunks as it
- * streams (stream mode): there is nothing to plan. */
 /* Stream chunks held in memory at most. */
 static int64_t s_max_inflight(const mapper_job_spec *spec)
 {
@@ -224,15 +239,25 @@ static int64_t s_max_inflight(const mapper_job_spec *spec)
     return n > MAPPER_INFLIGHT_PER_WORKER ? n : MAPPER_INFLIGHT_PER_WORKER;
 }
 
-static bool s_stream_mode(const mapper_job_spec *spec, const schema_t *s)
+/* A query without --split-by is read once and cut into chunks as it
+ * streams (stream mode): there is nothing to plan. */
+static bool s_stream_mode(const schema_t *s)
 {
-    (void)s;
-    return getenv("MAPPER_DEV_STREAM") && !spec->split_by;
+    return s->is_query && !s->qsplit;
 }
 
 static bool s_plan(PGconn *src, const schema_t *s, int64_t chunk_size,
                    plan_t *plan, const char **how)
 {
+    if (s->is_query) {
+        bool dense = false;
+        bool ok =
+            plan_query_pg(src, s->qsource, s->qsplit, chunk_size, plan, &dense);
+        *how = dense ? "equal key ranges over the query's result (dense key) "
+                       "on "
+                     : "key ranges (a walk of the query's sorted result) on ";
+        return ok;
+    }
     if (s->qsplit) {
         bool dense = false;
         bool ok = plan_keyset_pg(src, s->qsource, s->qsplit, chunk_size,
@@ -278,14 +303,16 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
                       const char *target, mapper_result *out)
 {
     char err[1024];
+    /* A query is named by its text (the query field), not its FROM item. */
     ledger_spec_t ls = {j->source_id,
-                        j->schema.qsource,
+                        j->schema.is_query ? "(query)" : j->schema.qsource,
                         j->schema.qtarget,
                         j->stream          ? "(stream)"
                         : j->schema.qsplit ? j->schema.qsplit
                                            : "ctid",
                         spec->chunk_size,
-                        j->schema.qcolumns};
+                        j->schema.qcolumns,
+                        spec->query ? spec->query : ""};
     bool exists = false;
     if (j->stream && spec->resume)
         return s_fail(out, MAPPER_EXIT_USAGE,
@@ -415,12 +442,20 @@ static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
     if (!s_export_snapshot(j->src, j->snapshot, sizeof j->snapshot, out))
         return out->exit_code;
     bool usage = false;
-    char err[512];
-    if (!schema_load(j->src, j->dst, spec->table, spec->target_table,
-                     spec->split_by, &j->schema, &usage, err, sizeof err))
+    char err[1024];
+    /* --resume never creates the target: a resumed job's table exists. */
+    schema_request_t req = {.table = spec->table,
+                            .query = spec->query,
+                            .target_table = spec->target_table,
+                            .split_by = spec->split_by,
+                            .columns = spec->columns,
+                            .create_target = spec->if_target_missing ==
+                                                 MAPPER_TARGET_CREATE &&
+                                             !spec->resume};
+    if (!schema_load(j->src, j->dst, &req, &j->schema, &usage, err, sizeof err))
         return s_fail(out, usage ? MAPPER_EXIT_USAGE : MAPPER_EXIT_CANNOT_RUN,
                       "%s", err);
-    j->stream = s_stream_mode(spec, &j->schema);
+    j->stream = s_stream_mode(&j->schema);
     int rc = s_plan_job(spec, j, target, out);
     if (rc != MAPPER_EXIT_OK) return rc;
 

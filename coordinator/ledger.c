@@ -60,6 +60,31 @@ static bool s_command(ledger_t *l, const char *sql, int nparams,
     return ok;
 }
 
+/* A ledger made before queries has no jobs.query column: add it (only
+ * then, as ALTER TABLE locks the table against running jobs). */
+static bool s_add_query_column(ledger_t *l, char *err, size_t errlen)
+{
+    char sql[LEDGER_SQL_MAX];
+    s_sql(l, sql, sizeof sql,
+          "SELECT count(*) FROM pg_attribute WHERE attrelid = "
+          "to_regclass($1) AND attname = 'query' AND NOT attisdropped");
+    char jobs[PROTO_MAX_ID * 2 + 16];
+    snprintf(jobs, sizeof jobs, "%s.jobs", l->qschema);
+    const char *params[] = {jobs};
+    pgutil_error_t e;
+    PGresult *res =
+        pgutil_query(l->conn, sql, 1, params, PROTO_SIDE_TARGET, &e);
+    if (!res) return s_fail(err, errlen, "cannot read its tables", &e);
+    bool has = strcmp(PQgetvalue(res, 0, 0), "0") != 0;
+    PQclear(res);
+    s_sql(l, sql, sizeof sql,
+          "ALTER TABLE @S.jobs ADD COLUMN IF NOT EXISTS query text NOT NULL "
+          "DEFAULT ''");
+    if (!has && !pgutil_exec(l->conn, sql, PROTO_SIDE_TARGET, &e))
+        return s_fail(err, errlen, "cannot add the query column", &e);
+    return true;
+}
+
 bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
                  const char *schema, char *err, size_t errlen)
 {
@@ -85,7 +110,8 @@ bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
           " source text NOT NULL, source_table text NOT NULL,"
           " target_table text NOT NULL, split_by text NOT NULL,"
           " chunk_size bigint NOT NULL, columns text NOT NULL,"
-          " status text NOT NULL, created_at timestamptz NOT NULL DEFAULT "
+          " query text NOT NULL DEFAULT '', status text NOT NULL, created_at "
+          "timestamptz NOT NULL DEFAULT "
           "now(), finished_at timestamptz);"
           "CREATE TABLE IF NOT EXISTS @S.chunks ("
           " job_id text NOT NULL REFERENCES @S.jobs ON DELETE CASCADE,"
@@ -98,17 +124,22 @@ bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
     pgutil_error_t e;
     if (!pgutil_exec(conn, sql, PROTO_SIDE_TARGET, &e))
         return s_fail(err, errlen, "cannot create its tables", &e);
-    return true;
+    return s_add_query_column(l, err, errlen);
 }
 
-/* The spec as one line: what the fingerprint hashes. */
-static void s_spec_text(const ledger_spec_t *s, char *buf, size_t n)
+/* The spec as text (malloc'd, or NULL): what the fingerprint hashes. A
+ * table's has no query part, so its job id is what it always was. */
+static char *s_spec_text(const ledger_spec_t *s)
 {
-    snprintf(buf, n,
-             "source=%s table=%s target=%s split_by=%s chunk_size=%" PRId64
-             " columns=%s",
-             s->source, s->source_table, s->target_table, s->split_by,
-             s->chunk_size, s->columns);
+    char *text = NULL;
+    if (asprintf(&text,
+                 "source=%s table=%s target=%s split_by=%s chunk_size=%" PRId64
+                 " columns=%s%s%s",
+                 s->source, s->source_table, s->target_table, s->split_by,
+                 s->chunk_size, s->columns, s->query[0] ? " query=" : "",
+                 s->query) < 0)
+        return NULL;
+    return text;
 }
 
 static bool s_md5(ledger_t *l, const char *text, char *out, size_t n)
@@ -129,11 +160,12 @@ static bool s_md5(ledger_t *l, const char *text, char *out, size_t n)
 bool ledger_default_id(ledger_t *l, const ledger_spec_t *spec, char *id_out,
                        size_t n)
 {
-    char text[LEDGER_SQL_MAX], md5[64];
-    s_spec_text(spec, text, sizeof text);
-    if (!s_md5(l, text, md5, sizeof md5)) return false;
-    snprintf(id_out, n, "job-%.*s", LEDGER_ID_HASH_LEN, md5);
-    return true;
+    char md5[64];
+    char *text = s_spec_text(spec);
+    bool ok = text && s_md5(l, text, md5, sizeof md5);
+    free(text);
+    if (ok) snprintf(id_out, n, "job-%.*s", LEDGER_ID_HASH_LEN, md5);
+    return ok;
 }
 
 bool ledger_check(ledger_t *l, const char *job_id, const ledger_spec_t *spec,
@@ -144,7 +176,7 @@ bool ledger_check(ledger_t *l, const char *job_id, const ledger_spec_t *spec,
     char sql[LEDGER_SQL_MAX];
     s_sql(l, sql, sizeof sql,
           "SELECT source, source_table, target_table, split_by, chunk_size, "
-          "columns, status FROM @S.jobs WHERE job_id = $1");
+          "columns, query, status FROM @S.jobs WHERE job_id = $1");
     const char *params[] = {job_id};
     pgutil_error_t e;
     PGresult *res =
@@ -157,7 +189,7 @@ bool ledger_check(ledger_t *l, const char *job_id, const ledger_spec_t *spec,
                  "job %s already exists in the ledger (status %s): use "
                  "--resume to continue it, or --restart to discard its "
                  "ledger",
-                 job_id, PQgetvalue(res, 0, 6));
+                 job_id, PQgetvalue(res, 0, 7));
         ok = false;
     } else if (mode == LEDGER_RESUME && !*exists_out) {
         snprintf(err, errlen, "--resume: no job %s in the ledger", job_id);
@@ -165,22 +197,30 @@ bool ledger_check(ledger_t *l, const char *job_id, const ledger_spec_t *spec,
     } else if (mode == LEDGER_RESUME) {
         char size[32];
         snprintf(size, sizeof size, "%" PRId64, spec->chunk_size);
-        const char *names[] = {"source database", "table",
-                               "target table",    "split column",
-                               "--chunk-size",    "columns"};
+        const char *names[] = {
+            "source database", "table",   "target table", "split column",
+            "--chunk-size",    "columns", "--query"};
         const char *now[] = {spec->source,
                              spec->source_table,
                              spec->target_table,
                              spec->split_by,
                              size,
-                             spec->columns};
-        for (int i = 0; i < 6 && ok; i++)
-            if (strcmp(PQgetvalue(res, 0, i), now[i])) {
+                             spec->columns,
+                             spec->query};
+        for (int i = 0; i < 7 && ok; i++) {
+            if (!strcmp(PQgetvalue(res, 0, i), now[i])) continue;
+            /* A query is too long for the line: say that it differs. */
+            if (i == 6)
+                snprintf(err, errlen,
+                         "--resume: job %s was started with a different "
+                         "--query",
+                         job_id);
+            else
                 snprintf(err, errlen,
                          "--resume: job %s was started with %s %s, not %s",
                          job_id, names[i], PQgetvalue(res, 0, i), now[i]);
-                ok = false;
-            }
+            ok = false;
+        }
     }
     PQclear(res);
     return ok;
@@ -238,10 +278,12 @@ bool ledger_create(ledger_t *l, const ledger_spec_t *spec, const plan_t *plan,
         snprintf(err, errlen, "ledger: out of memory");
         goto out;
     }
-    char text[LEDGER_SQL_MAX], md5[64], size[32];
-    s_spec_text(spec, text, sizeof text);
+    char md5[64], size[32];
+    char *text = s_spec_text(spec);
     snprintf(size, sizeof size, "%" PRId64, spec->chunk_size);
-    if (!(ok = s_md5(l, text, md5, sizeof md5))) {
+    ok = text && s_md5(l, text, md5, sizeof md5);
+    free(text);
+    if (!ok) {
         snprintf(err, errlen, "ledger: cannot compute the fingerprint");
         goto out;
     }
@@ -260,7 +302,8 @@ bool ledger_create(ledger_t *l, const ledger_spec_t *spec, const plan_t *plan,
         s_sql(l, sql, sizeof sql,
               "INSERT INTO @S.jobs (job_id, fingerprint, source, "
               "source_table, target_table, split_by, chunk_size, columns, "
-              "status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running')");
+              "query, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
+              "'running')");
         const char *p[] = {l->job_id,
                            md5,
                            spec->source,
@@ -268,8 +311,9 @@ bool ledger_create(ledger_t *l, const ledger_spec_t *spec, const plan_t *plan,
                            spec->target_table,
                            spec->split_by,
                            size,
-                           spec->columns};
-        ok = s_command(l, sql, 8, p, &e);
+                           spec->columns,
+                           spec->query};
+        ok = s_command(l, sql, 9, p, &e);
     }
     if (ok && plan->n > 0) { /* stream mode adds its chunks as it goes */
         s_sql(l, sql, sizeof sql,

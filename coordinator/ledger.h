@@ -21,6 +21,7 @@ typedef struct {
     const char *split_by;     /* quoted split column, or "ctid" */
     int64_t chunk_size;       /* rows per chunk */
     const char *columns;      /* quoted column list */
+    const char *query;        /* the source query, "" for a table */
 } ledger_spec_t;
 
 typedef struct {

@@ -19,10 +19,11 @@ static void s_help(FILE *out)
     fprintf(
         out,
         "usage: mapper-coord --table [SCHEMA.]TABLE [options]\n"
+        "       mapper-coord --query SQL --target-table TABLE [options]\n"
         "\n"
-        "Copy a PostgreSQL table from a source database into a target table,\n"
-        "in parallel chunks, each in its own target transaction, all read\n"
-        "from one consistent snapshot of the source.\n"
+        "Copy a PostgreSQL table (or a query's result) from a source database\n"
+        "into a target table, in parallel chunks, each in its own target\n"
+        "transaction, all read from one consistent snapshot of the source.\n"
         "\n"
         "  --source CONNINFO      source connection string or URI\n"
         "                         (default: $" MAPPER_ENV_SOURCE
@@ -31,15 +32,29 @@ static void s_help(FILE *out)
         "                         (default: $" MAPPER_ENV_TARGET
         ", then libpq's PG* defaults)\n"
         "  --table NAME           source table, SQL syntax: sales.orders or\n"
-        "                         '\"Sales\".\"Order Items\"' (required)\n"
-        "  --target-table NAME    target table (default: same as --table);\n"
-        "                         it must exist; columns are matched by name\n"
+        "                         '\"Sales\".\"Order Items\"' (or --query)\n"
+        "  --query SQL            copy the result of one SELECT instead of a\n"
+        "                         table (anything else is refused); it runs\n"
+        "                         once per chunk, so it must be deterministic\n"
+        "  --query-file FILE      the same, the SELECT read from FILE\n"
+        "  --target-table NAME    target table (default: same as --table;\n"
+        "                         required with --query); columns are\n"
+        "                         matched by name\n"
+        "  --if-target-missing create|fail\n"
+        "                         a missing target table is created with the\n"
+        "                         source's column names and types, without\n"
+        "                         constraints or defaults (user-defined types\n"
+        "                         must exist on the target), or refused\n"
+        "                         (default: create; never with --resume)\n"
+        "  --columns A,B,C        copy only these source columns (names as\n"
+        "                         stored, case-sensitive; default: all)\n"
         "  --workers N            local worker processes, 1..%d\n"
         "                         (default: number of CPUs)\n"
         "  --chunk-size ROWS      rows per chunk, a target (default: %d)\n"
         "  --split-by COLUMN      integer column to range-split on (default:\n"
         "                         the single-column integer primary key, else\n"
-        "                         ctid page ranges)\n"
+        "                         ctid page ranges; a query without it is\n"
+        "                         read once and cut as it streams)\n"
         "  --max-inflight-chunks N  stream mode (a query without --split-by):\n"
         "                         chunks held in memory at most (default: 2\n"
         "                         per worker); the reader waits for room\n"
@@ -66,7 +81,8 @@ static void s_help(FILE *out)
         "Exactly once and resuming (a ledger in the target records each\n"
         "chunk in the same transaction as its rows):\n"
         "  --job-id NAME          the job's id (default: derived from the\n"
-        "                         tables, columns, split and chunk size)\n"
+        "                         tables or query, columns, split and chunk\n"
+        "                         size)\n"
         "  --state-schema NAME    the ledger's schema in the target (default\n"
         "                         mapper; created on first use)\n"
         "  --resume               continue job NAME: skip its done chunks\n"
@@ -113,7 +129,7 @@ static void s_help(FILE *out)
         "\n"
         "Exit status: 0 every chunk done; 1 finished with failed chunks;\n"
         "2 usage or configuration error; 3 could not run (database\n"
-        "unreachable, table or column missing); 75 interrupted by\n"
+        "unreachable, table, column or type missing); 75 interrupted by\n"
         "SIGINT/SIGTERM (resumable: the command to resume is printed).\n",
         MAPPER_MAX_WORKERS, MAPPER_DEFAULT_CHUNK_SIZE);
 }
@@ -192,7 +208,17 @@ static void s_print_resume(int argc, char **argv, const char *job_id)
         bool plain = strspn(argv[i], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLM"
                                      "NOPQRSTUVWXYZ0123456789-_./=:@,") ==
                      strlen(argv[i]);
-        fprintf(stderr, plain ? " %s" : " '%s'", argv[i]);
+        if (plain) {
+            fprintf(stderr, " %s", argv[i]);
+            continue;
+        }
+        fputs(" '", stderr);
+        for (const char *c = argv[i]; *c; c++) /* ' becomes '\'' */
+            if (*c == '\'')
+                fputs("'\\''", stderr);
+            else
+                fputc(*c, stderr);
+        fputc('\'', stderr);
     }
     fprintf(stderr, " --resume --job-id %s\n", job_id);
 }
@@ -210,6 +236,46 @@ static bool s_write_json(const char *path, const mapper_result *r)
         unlink(tmp);
     }
     return ok;
+}
+
+/* The whole of path (malloc'd, NUL-terminated), or NULL with one line
+ * logged. */
+static char *s_read_file(const char *opt, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        log_error("%s %s: %s", opt, path, strerror(errno));
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    bool ok = true;
+    int c;
+    while (ok && (c = getc(f)) != EOF) {
+        if (len + 1 >= cap) {
+            char *b = realloc(buf, cap = cap ? cap * 2 : 4096);
+            ok = b != NULL;
+            buf = ok ? b : buf;
+        }
+        if (ok && c == '\0') {
+            log_error("%s %s: the file holds a NUL byte", opt, path);
+            ok = false;
+        } else if (ok) {
+            buf[len++] = (char)c;
+        }
+    }
+    if (ok && ferror(f)) {
+        log_error("%s %s: %s", opt, path, strerror(errno));
+        ok = false;
+    }
+    fclose(f);
+    if (ok && !buf) ok = (buf = malloc(1)) != NULL;
+    if (!ok) {
+        free(buf);
+        return NULL;
+    }
+    buf[len] = '\0';
+    return buf;
 }
 
 /* mapper-coord keygen NAME: NAME.key (secret, 0600) and NAME.pub. */
@@ -263,6 +329,10 @@ enum {
     OPT_CURVE_SECRET,
     OPT_CURVE_ALLOW,
     OPT_MAX_INFLIGHT,
+    OPT_QUERY,
+    OPT_QUERY_FILE,
+    OPT_COLUMNS,
+    OPT_IF_TARGET_MISSING,
 };
 
 int main(int argc, char **argv)
@@ -273,7 +343,8 @@ int main(int argc, char **argv)
     mapper_job_spec_init(&spec);
     const char *json = NULL;
     bool quiet = false;
-    char *source = NULL, *target = NULL;
+    char *source = NULL, *target = NULL, *query_file = NULL;
+    int query_options = 0;
     static const struct option opts[] = {
         {"source", required_argument, 0, OPT_SOURCE},
         {"target", required_argument, 0, OPT_TARGET},
@@ -308,6 +379,10 @@ int main(int argc, char **argv)
         {"curve-secret-key", required_argument, 0, OPT_CURVE_SECRET},
         {"curve-allow", required_argument, 0, OPT_CURVE_ALLOW},
         {"max-inflight-chunks", required_argument, 0, OPT_MAX_INFLIGHT},
+        {"query", required_argument, 0, OPT_QUERY},
+        {"query-file", required_argument, 0, OPT_QUERY_FILE},
+        {"columns", required_argument, 0, OPT_COLUMNS},
+        {"if-target-missing", required_argument, 0, OPT_IF_TARGET_MISSING},
         {"verbose", no_argument, 0, 'v'},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
@@ -456,6 +531,32 @@ int main(int argc, char **argv)
         case OPT_CURVE_ALLOW:
             spec.curve_allow = optarg;
             break;
+        case OPT_QUERY:
+            spec.query = optarg;
+            query_options++;
+            break;
+        case OPT_QUERY_FILE:
+            free(query_file);
+            if (!(query_file = s_read_file("--query-file", optarg)))
+                return MAPPER_EXIT_USAGE;
+            spec.query = query_file;
+            query_options++;
+            break;
+        case OPT_COLUMNS:
+            spec.columns = optarg;
+            break;
+        case OPT_IF_TARGET_MISSING:
+            if (!strcmp(optarg, "create"))
+                spec.if_target_missing = MAPPER_TARGET_CREATE;
+            else if (!strcmp(optarg, "fail"))
+                spec.if_target_missing = MAPPER_TARGET_FAIL;
+            else {
+                log_error("--if-target-missing: expected create or fail, "
+                          "got '%s'",
+                          optarg);
+                return MAPPER_EXIT_USAGE;
+            }
+            break;
         case 'v':
             log_set_level(LOG_DEBUG);
             break;
@@ -481,8 +582,12 @@ int main(int argc, char **argv)
         log_error("unexpected argument '%s' (see --help)", argv[optind]);
         return MAPPER_EXIT_USAGE;
     }
-    if (!spec.table) {
-        log_error("--table is required (see --help)");
+    if (query_options > 1) {
+        log_error("give one --query or --query-file, not several");
+        return MAPPER_EXIT_USAGE;
+    }
+    if (!spec.table && !spec.query) {
+        log_error("--table or --query is required (see --help)");
         return MAPPER_EXIT_USAGE;
     }
     spec.source = source;
@@ -506,5 +611,6 @@ int main(int argc, char **argv)
     mapper_result_free(&r);
     free(source);
     free(target);
+    free(query_file);
     return rc;
 }

@@ -19,13 +19,19 @@ typedef enum {
     MAPPER_PROGRESS_NONE,     /* nothing */
 } mapper_progress_mode;
 
+/* What to do when the target table does not exist (--if-target-missing). */
+typedef enum {
+    MAPPER_TARGET_CREATE = 0, /* create it from the source's columns */
+    MAPPER_TARGET_FAIL,       /* refuse to run (exit 3) */
+} mapper_target_missing;
+
 /* What to copy, and how. Fill with mapper_job_spec_init() first. */
 typedef struct {
     const char *source;       /* libpq conninfo/URI; NULL: $MAPPER_SOURCE_URL,
                                  then libpq's defaults */
     const char *target;       /* likewise, $MAPPER_TARGET_URL */
     const char *table;        /* source [SCHEMA.]TABLE (SQL syntax, quotes
-                                 allowed) */
+                                 allowed); NULL with query */
     const char *target_table; /* target [SCHEMA.]TABLE; NULL: same as table */
     const char *split_by;     /* integer column to range-split on; NULL: the
                                  single-column integer primary key, else ctid */
@@ -55,6 +61,12 @@ typedef struct {
     double worker_timeout;     /* a silent remote worker loses its lease */
     const char *curve_secret_key; /* coordinator's CURVE secret key file */
     const char *curve_allow; /* allowed workers' public keys: file or dir */
+    /* queries and target tables */
+    const char *query;   /* a SELECT to copy instead of table (then
+                            target_table is required), or NULL */
+    const char *columns; /* comma-separated source columns to copy, names
+                            exactly as stored; NULL: all */
+    mapper_target_missing if_target_missing; /* missing target table */
 } mapper_job_spec;
 
 /* One chunk that failed for good. */

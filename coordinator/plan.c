@@ -216,22 +216,11 @@ static bool s_key_stats(PGconn *conn, const char *qtable, const char *qcol,
     return true;
 }
 
-bool plan_keyset_pg(PGconn *conn, const char *qtable, const char *qcol,
-                    int64_t chunk_size, double reltuples, plan_t *out,
-                    bool *dense_out)
+/* Walk the non-NULL keys of qcol in qtable (a table or a FROM item) in
+ * order with a cursor: MOVE FORWARD n; FETCH 1 per boundary. */
+static bool s_cursor_walk(PGconn *conn, const char *qtable, const char *qcol,
+                          int64_t chunk_size, int64_t nulls, plan_t *out)
 {
-    memset(out, 0, sizeof *out);
-    *dense_out = false;
-    bool empty = true;
-    int64_t min = 0, max = 0, nulls = 0;
-    if (!s_key_stats(conn, qtable, qcol, &empty, &min, &max, &nulls))
-        return false;
-    double span = (double)max - (double)min + 1;
-    if (!empty && reltuples >= 1 && span <= PLAN_DENSE_SLACK * reltuples) {
-        *dense_out = true;
-        return plan_equal_width(min, max, (int64_t)reltuples, chunk_size, nulls,
-                                out);
-    }
     size_t len = strlen(qtable) + 3 * strlen(qcol) + 160;
     char *sql = malloc(len);
     if (!sql) return false;
@@ -254,6 +243,61 @@ bool plan_keyset_pg(PGconn *conn, const char *qtable, const char *qcol,
         ok = false;
     }
     return ok;
+}
+
+bool plan_keyset_pg(PGconn *conn, const char *qtable, const char *qcol,
+                    int64_t chunk_size, double reltuples, plan_t *out,
+                    bool *dense_out)
+{
+    memset(out, 0, sizeof *out);
+    *dense_out = false;
+    bool empty = true;
+    int64_t min = 0, max = 0, nulls = 0;
+    if (!s_key_stats(conn, qtable, qcol, &empty, &min, &max, &nulls))
+        return false;
+    double span = (double)max - (double)min + 1;
+    if (!empty && reltuples >= 1 && span <= PLAN_DENSE_SLACK * reltuples) {
+        *dense_out = true;
+        return plan_equal_width(min, max, (int64_t)reltuples, chunk_size, nulls,
+                                out);
+    }
+    return s_cursor_walk(conn, qtable, qcol, chunk_size, nulls, out);
+}
+
+bool plan_query_pg(PGconn *conn, const char *qfrom, const char *qcol,
+                   int64_t chunk_size, plan_t *out, bool *dense_out)
+{
+    memset(out, 0, sizeof *out);
+    *dense_out = false;
+    size_t len = strlen(qfrom) + 4 * strlen(qcol) + 120;
+    char *sql = malloc(len);
+    if (!sql) return false;
+    snprintf(sql, len,
+             "SELECT min(%s), max(%s), count(%s), count(*) - count(%s) "
+             "FROM %s",
+             qcol, qcol, qcol, qcol, qfrom);
+    pgutil_error_t err;
+    PGresult *res = pgutil_query(conn, sql, 0, NULL, PROTO_SIDE_SOURCE, &err);
+    free(sql);
+    if (!res) {
+        pgutil_log_error("planning", &err);
+        return false;
+    }
+    bool empty = PQgetisnull(res, 0, 0);
+    int64_t min = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    int64_t max = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+    int64_t keys = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+    int64_t nulls = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
+    PQclear(res);
+    double span = (double)max - (double)min + 1;
+    if (!empty && span <= PLAN_DENSE_SLACK * (double)keys) {
+        /* Keys per range for chunk_size rows: fewer when keys repeat. */
+        int64_t width = (int64_t)((double)chunk_size * span / (double)keys);
+        *dense_out = true;
+        return plan_equal_width(min, max, keys, width > 0 ? width : 1, nulls,
+                                out);
+    }
+    return s_cursor_walk(conn, qfrom, qcol, chunk_size, nulls, out);
 }
 
 bool plan_chunk_where(const plan_chunk_t *c, const char *qcol, char *buf,

@@ -75,6 +75,17 @@ bool plan_keyset_pg(PGconn *conn, const char *qtable, const char *qcol,
                     int64_t chunk_size, double reltuples, plan_t *out,
                     bool *dense_out) __attribute__((warn_unused_result));
 
+/* Plan integer key ranges over a query's result: qfrom is the FROM item
+ * "(<query>) AS q" and qcol a quoted column of it. One pass over the result
+ * gives min, max and the counts of keys and NULLs; a dense key (span
+ * within PLAN_DENSE_SLACK of its count) gets equal-width ranges of about
+ * chunk_size rows (narrower when keys repeat), any other
+ * a cursor walk over the sorted keys (a second pass). *dense_out tells
+ * which. Runs inside the job's snapshot transaction. */
+bool plan_query_pg(PGconn *conn, const char *qfrom, const char *qcol,
+                   int64_t chunk_size, plan_t *out, bool *dense_out)
+    __attribute__((warn_unused_result));
+
 /* A key spanning at most this many times its row count counts as dense. */
 #define PLAN_DENSE_SLACK 1.1
 

@@ -14,15 +14,21 @@
 #define SCHEMA_FIRST_USER_OID 16384
 #define SCHEMA_SQL_MAX        256
 
+/* Type OIDs of int8, int2 and int4: the types a split key may have. */
+#define SCHEMA_INT8_OID 20
+#define SCHEMA_INT2_OID 21
+#define SCHEMA_INT4_OID 23
+
 typedef struct {
-    char *name;   /* column name */
-    char *type;   /* type OID as text */
-    char *typmod; /* typmod as text */
-    bool is_int;  /* int2, int4 or int8 */
+    char *name;    /* column name */
+    char *type;    /* type OID as text */
+    char *typmod;  /* typmod as text */
+    bool is_int;   /* int2, int4 or int8 */
+    bool required; /* NOT NULL without a default, not identity */
 } s_col_t;
 
 typedef struct {
-    char *qname;   /* quoted schema.table */
+    char *qname;   /* quoted schema.table, or the query's FROM item */
     char relkind;  /* pg_class.relkind */
     int64_t pages; /* heap pages */
     double tuples; /* reltuples */
@@ -52,11 +58,14 @@ static bool s_fail(char *err, size_t errlen, proto_side_t side,
     return false;
 }
 
-/* Resolve name (SQL syntax, search_path applies) on conn into *t. */
+/* Resolve name (SQL syntax, search_path applies) on conn into *t;
+ * *missing_out (may be NULL) tells that it does not exist. */
 static bool s_table_load(PGconn *conn, proto_side_t side, const char *name,
-                         s_table_t *t, char *err, size_t errlen)
+                         s_table_t *t, bool *missing_out, char *err,
+                         size_t errlen)
 {
     memset(t, 0, sizeof *t);
+    if (missing_out) *missing_out = false;
     pgutil_error_t e;
     const char *params[] = {name};
     PGresult *res = pgutil_query(
@@ -74,6 +83,7 @@ static bool s_table_load(PGconn *conn, proto_side_t side, const char *name,
     }
     if (PQntuples(res) != 1) {
         PQclear(res);
+        if (missing_out) *missing_out = true;
         return s_fail(err, errlen, side, name, "does not exist");
     }
     t->qname = strdup(PQgetvalue(res, 0, 0));
@@ -88,7 +98,8 @@ static bool s_table_load(PGconn *conn, proto_side_t side, const char *name,
 
     res = pgutil_query(conn,
                        "SELECT attname, atttypid, atttypmod, "
-                       "atttypid IN (20, 21, 23) FROM pg_attribute "
+                       "atttypid IN (20, 21, 23), attnotnull AND NOT "
+                       "atthasdef AND attidentity = '' FROM pg_attribute "
                        "WHERE attrelid = $1::oid AND attnum > 0 AND NOT "
                        "attisdropped AND attgenerated = '' ORDER BY attnum",
                        1, oid_params, side, &e);
@@ -103,6 +114,7 @@ static bool s_table_load(PGconn *conn, proto_side_t side, const char *name,
         t->cols[i].type = strdup(PQgetvalue(res, i, 1));
         t->cols[i].typmod = strdup(PQgetvalue(res, i, 2));
         t->cols[i].is_int = PQgetvalue(res, i, 3)[0] == 't';
+        t->cols[i].required = PQgetvalue(res, i, 4)[0] == 't';
     }
     PQclear(res);
 
@@ -142,25 +154,351 @@ static bool s_append(char **buf, size_t *len, const char *s)
     return true;
 }
 
-bool schema_load(PGconn *src, PGconn *dst, const char *table,
-                 const char *target_table, const char *split_by, schema_t *out,
-                 bool *usage_error_out, char *err, size_t errlen)
+/* a, b and c joined (malloc'd), or NULL. */
+static char *s_concat(const char *a, const char *b, const char *c)
+{
+    size_t n = strlen(a) + strlen(b) + strlen(c) + 1;
+    char *buf = malloc(n);
+    if (buf) snprintf(buf, n, "%s%s%s", a, b, c);
+    return buf;
+}
+
+/* query without trailing whitespace and semicolons (malloc'd). */
+static char *s_trim_query(const char *query)
+{
+    char *q = strdup(query);
+    if (!q) return NULL;
+    size_t n = strlen(q);
+    while (n > 0 && (strchr(" \t\r\n\f\v;", q[n - 1])))
+        q[--n] = '\0';
+    return q;
+}
+
+/* The planner's row estimate for the query (< 0 when unknown). */
+static double s_query_estimate(PGconn *src, const char *select)
+{
+    char *sql = s_concat("EXPLAIN (FORMAT JSON) ", select, "");
+    pgutil_error_t e;
+    PGresult *res =
+        sql ? pgutil_query(src, sql, 0, NULL, PROTO_SIDE_SOURCE, &e) : NULL;
+    free(sql);
+    if (!res) return -1;
+    const char *rows = strstr(PQgetvalue(res, 0, 0), "\"Plan Rows\":");
+    double est = rows ? strtod(rows + strlen("\"Plan Rows\":"), NULL) : -1;
+    PQclear(res);
+    return est;
+}
+
+/* Describe query on src (inside the job's read-only snapshot transaction)
+ * as if it were a table: its result columns, FROM item and row estimate.
+ * Preparing "SELECT * FROM (<query>) AS q" refuses anything but a single
+ * read-only SELECT without running it. */
+static bool s_query_load(PGconn *src, const char *query, s_table_t *t,
+                         bool *usage, char *err, size_t errlen)
+{
+    memset(t, 0, sizeof *t);
+    char *trimmed = s_trim_query(query);
+    /* The newlines end a trailing "-- comment" before the parenthesis. */
+    t->qname = trimmed ? s_concat("(\n", trimmed, "\n) AS q") : NULL;
+    char *select = t->qname ? s_concat("SELECT * FROM ", t->qname, "") : NULL;
+    free(trimmed);
+    t->relkind = 'q';
+    bool ok = false;
+    *usage = true;
+    if (!select) {
+        snprintf(err, errlen, "--query: out of memory");
+        *usage = false;
+        goto done;
+    }
+    if (!strcmp(t->qname, "(\n\n) AS q")) {
+        snprintf(err, errlen, "--query: the query is empty");
+        goto done;
+    }
+    PGresult *res = PQprepare(src, "", select, 0, NULL);
+    if (PQresultStatus(res) == PGRES_COMMAND_OK) {
+        PQclear(res);
+        res = PQdescribePrepared(src, "");
+    }
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        pgutil_error_t e;
+        pgutil_capture(src, res, PROTO_SIDE_SOURCE, &e);
+        PQclear(res);
+        /* A statement that is not a SELECT fails as a syntax error once
+         * wrapped; a data-modifying WITH as "not supported". */
+        bool not_select =
+            !strcmp(e.sqlstate, "42601") || !strcmp(e.sqlstate, "0A000");
+        snprintf(err, errlen, "--query: %s%s",
+                 not_select ? "not a single SELECT statement: " : "",
+                 e.message);
+        *usage = !e.conn_bad;
+        goto done;
+    }
+    t->ncols = PQnfields(res);
+    t->cols = calloc((size_t)t->ncols + 1, sizeof *t->cols);
+    for (int i = 0; t->cols && i < t->ncols; i++) {
+        char num[24];
+        Oid type = PQftype(res, i);
+        t->cols[i].name = strdup(PQfname(res, i));
+        snprintf(num, sizeof num, "%u", type);
+        t->cols[i].type = strdup(num);
+        snprintf(num, sizeof num, "%d", PQfmod(res, i));
+        t->cols[i].typmod = strdup(num);
+        t->cols[i].is_int = type == SCHEMA_INT8_OID ||
+                            type == SCHEMA_INT2_OID || type == SCHEMA_INT4_OID;
+    }
+    PQclear(res);
+    if (!t->cols) {
+        snprintf(err, errlen, "--query: out of memory");
+        *usage = false;
+        goto done;
+    }
+    for (int i = 0; i < t->ncols; i++)
+        for (int k = 0; k < i; k++)
+            if (!strcmp(t->cols[i].name, t->cols[k].name)) {
+                snprintf(err, errlen,
+                         "--query: column \"%s\" appears more than once in "
+                         "the result: alias it",
+                         t->cols[i].name);
+                goto done;
+            }
+    t->tuples = s_query_estimate(src, select);
+    ok = true;
+done:
+    free(select);
+    if (!ok) s_table_free(t);
+    return ok;
+}
+
+/* The source columns to copy: all of them, or those named in the
+ * comma-separated list, in its order. *pick_out (malloc'd) holds indexes
+ * into s->cols. */
+static bool s_pick_columns(const s_table_t *s, const char *what,
+                           const char *list, int **pick_out, int *n_out,
+                           char *err, size_t errlen)
+{
+    *n_out = 0;
+    int *pick = *pick_out = calloc((size_t)s->ncols + 1, sizeof *pick);
+    char *copy = list ? strdup(list) : NULL;
+    if (!pick || (list && !copy)) {
+        free(copy);
+        snprintf(err, errlen, "out of memory reading the schema");
+        return false;
+    }
+    if (!list) {
+        for (int i = 0; i < s->ncols; i++)
+            pick[(*n_out)++] = i;
+        return true;
+    }
+    bool ok = true;
+    char *rest = copy, *name;
+    while (ok && (name = strsep(&rest, ","))) {
+        int found = -1;
+        for (int i = 0; i < s->ncols && found < 0; i++)
+            if (!strcmp(s->cols[i].name, name)) found = i;
+        for (int k = 0; k < *n_out && found >= 0; k++)
+            if (pick[k] == found) {
+                snprintf(err, errlen, "--columns: \"%s\" is named twice", name);
+                ok = false;
+            }
+        if (found < 0) {
+            snprintf(err, errlen, "--columns: %s has no column \"%s\"", what,
+                     name);
+            ok = false;
+        } else if (ok) {
+            pick[(*n_out)++] = found;
+        }
+    }
+    free(copy);
+    return ok;
+}
+
+/* The split column: split_by, which must be an integer column of s, or
+ * the table's integer primary key, or NULL. */
+static bool s_split_column(PGconn *src, const s_table_t *s, const char *what,
+                           const char *split_by, char **qsplit_out, char *err,
+                           size_t errlen)
+{
+    *qsplit_out = NULL;
+    if (!split_by) {
+        if (s->pk && !(*qsplit_out = pgutil_quote_ident(src, s->pk))) {
+            snprintf(err, errlen, "out of memory reading the schema");
+            return false;
+        }
+        return true;
+    }
+    const s_col_t *c = s_find(s, split_by);
+    if (!c) {
+        snprintf(err, errlen, "--split-by: %s has no column \"%s\"", what,
+                 split_by);
+        return false;
+    }
+    if (!c->is_int) {
+        snprintf(err, errlen,
+                 "--split-by: column \"%s\" is not an integer column "
+                 "(smallint, integer or bigint)",
+                 split_by);
+        return false;
+    }
+    if (!(*qsplit_out = pgutil_quote_ident(src, split_by))) {
+        snprintf(err, errlen, "out of memory reading the schema");
+        return false;
+    }
+    return true;
+}
+
+/* One column of CREATE TABLE: its quoted name and the source's name for
+ * its type. A user-defined type must exist by that name on the target. */
+static bool s_column_def(PGconn *src, PGconn *dst, const char *table,
+                         const s_col_t *c, char **buf, size_t *len, char *err,
+                         size_t errlen)
+{
+    pgutil_error_t e;
+    const char *params[] = {c->type, c->typmod};
+    PGresult *res = pgutil_query(src, "SELECT format_type($1::oid, $2::int)", 2,
+                                 params, PROTO_SIDE_SOURCE, &e);
+    if (!res) {
+        snprintf(err, errlen,
+                 "source: cannot name the type of column \"%s\": %s", c->name,
+                 e.message);
+        return false;
+    }
+    char *type = strdup(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    bool ok = type != NULL;
+    if (ok && strtoll(c->type, NULL, 10) >= SCHEMA_FIRST_USER_OID) {
+        const char *tparams[] = {type};
+        res = pgutil_query(dst, "SELECT to_regtype($1) IS NOT NULL", 1, tparams,
+                           PROTO_SIDE_TARGET, &e);
+        ok = res && PQgetvalue(res, 0, 0)[0] == 't';
+        PQclear(res);
+        if (!ok) {
+            snprintf(err, errlen,
+                     "target table %s does not exist and cannot be created: "
+                     "column \"%s\" has type %s, which the target database "
+                     "lacks (create the type or the table on the target "
+                     "first)",
+                     table, c->name, type);
+            free(type);
+            return false;
+        }
+    }
+    char *qname = ok ? pgutil_quote_ident(src, c->name) : NULL;
+    ok = qname && (*len == 0 || s_append(buf, len, ", ")) &&
+         s_append(buf, len, qname) && s_append(buf, len, " ") &&
+         s_append(buf, len, type);
+    free(qname);
+    free(type);
+    if (!ok) snprintf(err, errlen, "out of memory reading the schema");
+    return ok;
+}
+
+/* CREATE TABLE table (the picked columns of s, with the source's types; no
+ * constraints, no defaults) on dst. The name is parsed and quoted by the
+ * target, so it cannot carry anything but a name. */
+static bool s_create_target(PGconn *src, PGconn *dst, const char *table,
+                            const s_table_t *s, const int *pick, int npick,
+                            char *err, size_t errlen)
+{
+    char *cols = NULL;
+    size_t len = 0;
+    for (int i = 0; i < npick; i++)
+        if (!s_column_def(src, dst, table, &s->cols[pick[i]], &cols, &len, err,
+                          errlen)) {
+            free(cols);
+            return false;
+        }
+    pgutil_error_t e;
+    const char *params[] = {table, cols};
+    PGresult *res = pgutil_query(
+        dst,
+        "SELECT format('CREATE TABLE %s (%s)', string_agg(quote_ident(p), "
+        "'.' ORDER BY i), $2::text) FROM unnest(parse_ident($1)) WITH "
+        "ORDINALITY AS u(p, i)",
+        2, params, PROTO_SIDE_TARGET, &e);
+    free(cols);
+    bool ok =
+        res && pgutil_exec(dst, PQgetvalue(res, 0, 0), PROTO_SIDE_TARGET, &e);
+    PQclear(res);
+    if (!ok) {
+        snprintf(err, errlen, "target table %s cannot be created: %s", table,
+                 e.message);
+        return false;
+    }
+    log_info("created target table %s (%d columns)", table, npick);
+    return true;
+}
+
+/* Target columns that must be copied but are not: NOT NULL, no default,
+ * not identity. Lists them all in err. */
+static bool s_check_required(const s_table_t *s, const int *pick, int npick,
+                             const s_table_t *t, char *err, size_t errlen)
+{
+    char *names = NULL;
+    size_t len = 0;
+    for (int i = 0; i < t->ncols; i++) {
+        bool copied = false;
+        for (int k = 0; k < npick && !copied; k++)
+            copied = !strcmp(s->cols[pick[k]].name, t->cols[i].name);
+        if (copied || !t->cols[i].required) continue;
+        if ((len && !s_append(&names, &len, ", ")) ||
+            !s_append(&names, &len, "\"") ||
+            !s_append(&names, &len, t->cols[i].name) ||
+            !s_append(&names, &len, "\"")) {
+            free(names);
+            snprintf(err, errlen, "out of memory reading the schema");
+            return false;
+        }
+    }
+    if (!names) return true;
+    snprintf(err, errlen,
+             "target table %s: not copied, but NOT NULL without a default: %s",
+             t->qname, names);
+    free(names);
+    return false;
+}
+
+bool schema_load(PGconn *src, PGconn *dst, const schema_request_t *req,
+                 schema_t *out, bool *usage_error_out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     *usage_error_out = false;
-    s_table_t s, t;
-    if (!s_table_load(src, PROTO_SIDE_SOURCE, table, &s, err, errlen))
-        return false;
-    if (!s_table_load(dst, PROTO_SIDE_TARGET,
-                      target_table ? target_table : table, &t, err, errlen)) {
-        s_table_free(&s);
-        return false;
-    }
+    s_table_t s = {0}, t = {0};
+    int *pick = NULL, npick = 0;
     bool ok = false;
+    const char *tname = req->target_table ? req->target_table : req->table;
+    if (req->query
+            ? !s_query_load(src, req->query, &s, usage_error_out, err, errlen)
+            : !s_table_load(src, PROTO_SIDE_SOURCE, req->table, &s, NULL, err,
+                            errlen))
+        goto done;
+    char what[300];
+    if (req->query)
+        snprintf(what, sizeof what, "the query");
+    else
+        snprintf(what, sizeof what, "source table %s", s.qname);
+    if (s.ncols == 0) {
+        snprintf(err, errlen, "%s has no columns", what);
+        *usage_error_out = req->query != NULL;
+        goto done;
+    }
+    *usage_error_out = true;
+    if (!s_pick_columns(&s, what, req->columns, &pick, &npick, err, errlen) ||
+        !s_split_column(src, &s, what, req->split_by, &out->qsplit, err,
+                        errlen))
+        goto done;
+    *usage_error_out = false;
+    bool missing = false;
+    if (!s_table_load(dst, PROTO_SIDE_TARGET, tname, &t, &missing, err,
+                      errlen)) {
+        if (!missing || !req->create_target ||
+            !s_create_target(src, dst, tname, &s, pick, npick, err, errlen) ||
+            !s_table_load(dst, PROTO_SIDE_TARGET, tname, &t, NULL, err, errlen))
+            goto done;
+    }
     out->binary = true;
     size_t len = 0;
-    for (int i = 0; i < s.ncols; i++) {
-        const s_col_t *sc = &s.cols[i];
+    for (int i = 0; i < npick; i++) {
+        const s_col_t *sc = &s.cols[pick[i]];
         const s_col_t *tc = s_find(&t, sc->name);
         if (!tc) {
             snprintf(err, errlen, "target table %s has no column \"%s\"",
@@ -177,34 +515,11 @@ bool schema_load(PGconn *src, PGconn *dst, const char *table,
         if (!appended) goto oom;
         out->ncolumns++;
     }
-    if (s.ncols == 0) {
-        snprintf(err, errlen, "source table %s has no columns", s.qname);
-        goto done;
-    }
-    if (split_by) {
-        const s_col_t *c = s_find(&s, split_by);
-        if (!c) {
-            snprintf(err, errlen,
-                     "--split-by: source table %s has no column \"%s\"",
-                     s.qname, split_by);
-            *usage_error_out = true;
-            goto done;
-        }
-        if (!c->is_int) {
-            snprintf(err, errlen,
-                     "--split-by: column \"%s\" is not an integer column "
-                     "(smallint, integer or bigint)",
-                     split_by);
-            *usage_error_out = true;
-            goto done;
-        }
-        out->qsplit = pgutil_quote_ident(src, split_by);
-    } else if (s.pk) {
-        out->qsplit = pgutil_quote_ident(src, s.pk);
-    }
+    if (!s_check_required(&s, pick, npick, &t, err, errlen)) goto done;
     out->qsource = strdup(s.qname);
     out->qtarget = strdup(t.qname);
     if (!out->qsource || !out->qtarget) goto oom;
+    out->is_query = req->query != NULL;
     out->relkind = s.relkind;
     out->pages = s.pages;
     out->reltuples = s.tuples;
@@ -213,6 +528,7 @@ bool schema_load(PGconn *src, PGconn *dst, const char *table,
 oom:
     snprintf(err, errlen, "out of memory reading the schema");
 done:
+    free(pick);
     s_table_free(&s);
     s_table_free(&t);
     if (!ok) schema_free(out);

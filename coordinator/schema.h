@@ -1,6 +1,7 @@
 /* coordinator/schema.h - what the coordinator learns from the catalogs:
- * the source and target tables, their matching columns, the split key, and
- * the COPY statements a chunk runs. */
+ * the source table or query, the target table (created when missing),
+ * their matching columns, the split key, and the COPY statements a chunk
+ * runs. */
 #ifndef MAPPER_SCHEMA_H
 #define MAPPER_SCHEMA_H
 
@@ -11,7 +12,9 @@
 #include "plan.h"
 
 typedef struct {
-    char *qsource;    /* quoted "schema"."table" on the source */
+    char *qsource;    /* quoted "schema"."table" on the source, or for a
+                         query the FROM item "(\n<query>\n) AS q" */
+    bool is_query;    /* the source is a query (qsource as above) */
     char *qtarget;    /* quoted "schema"."table" on the target */
     char *qcolumns;   /* quoted, comma-separated column list */
     int ncolumns;     /* columns copied */
@@ -22,13 +25,25 @@ typedef struct {
     double reltuples; /* planner's row estimate, < 0 unknown */
 } schema_t;
 
-/* Look both tables up and match columns by name. On failure writes one line
- * naming the object into err and returns false. split_by (may be NULL)
- * names the column to split on; *usage_error_out tells a bad split_by
- * (exit 2) from a missing object (exit 3). */
-bool schema_load(PGconn *src, PGconn *dst, const char *table,
-                 const char *target_table, const char *split_by, schema_t *out,
-                 bool *usage_error_out, char *err, size_t errlen)
+/* What schema_load is asked to find. */
+typedef struct {
+    const char *table;        /* source [SCHEMA.]TABLE, or NULL with query */
+    const char *query;        /* source SELECT, or NULL */
+    const char *target_table; /* target table; NULL: same as table */
+    const char *split_by;     /* column to split on, or NULL */
+    const char *columns;      /* comma-separated columns to copy; NULL: all */
+    bool create_target;       /* create the target table when missing */
+} schema_request_t;
+
+/* Look the source table up (or describe the query, inside src's open
+ * transaction: a query that is not a single SELECT is refused there), pick
+ * the columns, find the target table (creating it when missing and
+ * allowed) and match columns by name. On failure writes one line naming
+ * the object into err and returns false; *usage_error_out tells a bad
+ * request (exit 2: bad query, split_by or columns) from a missing or
+ * unusable object (exit 3). */
+bool schema_load(PGconn *src, PGconn *dst, const schema_request_t *req,
+                 schema_t *out, bool *usage_error_out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
 /* Build the chunk's "COPY (SELECT ...) TO STDOUT" and "COPY ... FROM STDIN"

@@ -30,6 +30,11 @@ checksum() {
     q "$1" "SELECT count(*) || ':' || coalesce(md5(string_agg(md5(t::text), '' ORDER BY md5(t::text))), '-') FROM $2 t"
 }
 
+# checksum_query URL SQL: the same digest over a query's result rows.
+checksum_query() {
+    checksum "$1" "($2)"
+}
+
 ok() { echo "ok - $*"; }
 fail() { echo "FAIL - $*"; T_FAILS=$((T_FAILS + 1)); }
 

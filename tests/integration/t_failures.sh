@@ -21,9 +21,9 @@ expect_exit "--workers -3" 2 "--workers: expected a whole number" --table t --wo
 expect_exit "--workers abc" 2 "--workers: expected a whole number.*'abc'" --table t --workers abc
 expect_exit "--chunk-size 0" 2 "--chunk-size: expected a whole number" --table t --chunk-size 0
 expect_exit "unknown option" 2 "unknown option '--bogus'" --table t --bogus
-expect_exit "missing --table" 2 "--table is required" --workers 2
+expect_exit "missing --table" 2 "--table or --query is required" --workers 2
 expect_exit "missing source table" 3 "source table nope does not exist" --table nope
-expect_exit "missing target table" 3 "target table nope2 does not exist" --table t --target-table nope2
+expect_exit "missing target table" 3 "target table nope2 does not exist" --table t --target-table nope2 --if-target-missing=fail
 expect_exit "split-by not integer" 2 "column \"v\" is not an integer" --table t --split-by v
 q "$DST" "CREATE TABLE t2(id int PRIMARY KEY)"
 expect_exit "column missing on target" 3 "target table.*t2 has no column \"v\"" --table t --target-table t2
