@@ -165,6 +165,45 @@ static void s_watch(s_worker_t *w)
     }
 }
 
+/* Send a message that must not be dropped: while the send queue is full
+ * (the high-water mark), wait for room, still hearing the coordinator.
+ * Gives up when the worker is told to stop or loses the coordinator. */
+static bool s_send_surely(s_worker_t *w, const proto_msg_t *m)
+{
+    for (;;) {
+        w->last_sent = s_now();
+        if (proto_send(w->sock, NULL, 0, m)) return true;
+        if (errno != EAGAIN) return false;
+        zmq_pollitem_t item = {w->sock, 0, ZMQ_POLLOUT, 0};
+        if (zmq_poll(&item, 1, WORKER_POLL_MS) < 0 && errno != EINTR)
+            return false;
+        s_drain(w, true, NULL);
+        s_watch(w);
+        if (s_stop || w->lost) return false;
+    }
+}
+
+/* A row the target refused: to the coordinator, which writes it to the
+ * reject file once the chunk commits. */
+static bool s_reject(void *arg, int64_t row_index, const char *sqlstate,
+                     const char *message, const char *row, size_t len)
+{
+    s_worker_t *w = arg;
+    proto_msg_t m = {.kind = PROTO_REJECT,
+                     .chunk_id = w->chunk_id,
+                     .attempt = w->attempt,
+                     .row_index = row_index,
+                     .message = (char *)message,
+                     .row = strndup(row, len)};
+    snprintf(m.sqlstate, sizeof m.sqlstate, "%s", sqlstate);
+    bool ok = m.row && s_send_surely(w, &m);
+    if (!ok)
+        log_error("chunk %" PRId64 ": could not send rejected row %" PRId64,
+                  w->chunk_id, row_index + 1);
+    free(m.row);
+    return ok;
+}
+
 static bool s_tick(void *arg, int64_t rows, int64_t bytes)
 {
     s_worker_t *w = arg;
@@ -185,12 +224,20 @@ static void s_run_chunk(s_worker_t *w, copy_conns_t *conns,
 {
     w->chunk_id = a->chunk_id;
     w->attempt = a->attempt;
-    copy_job_t job = {a->chunk_id,   a->attempt, a->snapshot,    a->source_sql,
-                      a->target_sql, a->job_id,  a->state_schema};
-    int64_t rows = 0, bytes = 0;
+    copy_job_t job = {.chunk_id = a->chunk_id,
+                      .attempt = a->attempt,
+                      .snapshot = a->snapshot,
+                      .source_sql = a->source_sql,
+                      .target_sql = a->target_sql,
+                      .job_id = a->job_id,
+                      .state_schema = a->state_schema,
+                      .reject_rows = a->reject_rows,
+                      .on_reject = s_reject};
+    int64_t rows = 0, bytes = 0, rejected = 0;
     pgutil_error_t err;
     log_debug("chunk %" PRId64 " attempt %d: start", a->chunk_id, a->attempt);
-    copy_status_t st = copy_chunk(conns, &job, s_tick, w, &rows, &bytes, &err);
+    copy_status_t st =
+        copy_chunk(conns, &job, s_tick, w, &rows, &bytes, &rejected, &err);
     proto_msg_t r = {.chunk_id = a->chunk_id, .attempt = a->attempt};
     char msg[PROTO_MAX_MESSAGE];
     if (st == COPY_OK || st == COPY_ALREADY) {
@@ -198,6 +245,7 @@ static void s_run_chunk(s_worker_t *w, copy_conns_t *conns,
         r.already = st == COPY_ALREADY;
         r.rows = rows;
         r.bytes = bytes;
+        r.rejected = rejected;
     } else if (st == COPY_ABORTED) {
         /* Rolled back on purpose: a shutdown, which is worth a retry. */
         r.kind = PROTO_FAILED;
@@ -218,7 +266,7 @@ static void s_run_chunk(s_worker_t *w, copy_conns_t *conns,
                  a->attempt, pgutil_side_name(err.side), err.sqlstate,
                  err.sqlstate[0] ? " " : "", err.message);
     }
-    if (!s_send(w, &r))
+    if (!s_send_surely(w, &r))
         log_error("chunk %" PRId64 ": could not report the outcome",
                   a->chunk_id);
 }
