@@ -555,6 +555,10 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
         else if (out->chunks_failed > 0 || out->rows_rejected > 0)
             rc = MAPPER_EXIT_FAILED;
         progress_finish(progress);
+        if (out->rows_rejected > 0 && rejects)
+            log_warn("%" PRId64 " rows rejected: the rows are in %s, the "
+                     "reasons in %s" REJECT_LOG_SUFFIX,
+                     out->rows_rejected, spec->reject_file, spec->reject_file);
         if (j.has_ledger)
             ledger_finish(&j.ledger, rc == MAPPER_EXIT_OK ? "done"
                                      : rc == MAPPER_EXIT_FAILED
