@@ -164,8 +164,23 @@ static void s_outage_begin(s_loop_t *l, proto_side_t side, double now)
              pgutil_side_name(side), o->streak, l->cfg->outage_timeout);
 }
 
-/* A committed attempt's rejected rows go to the reject file; past
- * --max-rejects the job stops handing out chunks. */
+/* Past --max-rejects the job stops handing out chunks. */
+static void s_check_max_rejects(s_loop_t *l)
+{
+    if (l->cfg->max_rejects < 0 || l->rejected <= l->cfg->max_rejects ||
+        l->over_max_rejects)
+        return;
+    l->over_max_rejects = true;
+    log_error("%" PRId64 " rows rejected, more than --max-rejects %" PRId64
+              ": no more chunks start",
+              l->rejected, l->cfg->max_rejects);
+    snprintf(l->out->error, sizeof l->out->error,
+             "more than %" PRId64 " rows rejected (--max-rejects %" PRId64
+             "): the job stopped",
+             l->cfg->max_rejects, l->cfg->max_rejects);
+}
+
+/* A committed attempt's rejected rows go to the reject file. */
 static void s_rejects_committed(s_loop_t *l, size_t ci, int64_t rejected)
 {
     s_chunk_t *c = &l->chunks[ci];
@@ -181,17 +196,7 @@ static void s_rejects_committed(s_loop_t *l, size_t ci, int64_t rejected)
         !l->out->error[0])
         snprintf(l->out->error, sizeof l->out->error,
                  "the reject file could not be written (see the log)");
-    if (l->cfg->max_rejects >= 0 && l->rejected > l->cfg->max_rejects &&
-        !l->over_max_rejects) {
-        l->over_max_rejects = true;
-        log_error("%" PRId64 " rows rejected, more than --max-rejects %" PRId64
-                  ": no more chunks start",
-                  l->rejected, l->cfg->max_rejects);
-        snprintf(l->out->error, sizeof l->out->error,
-                 "more than %" PRId64 " rows rejected (--max-rejects %" PRId64
-                 "): the job stopped",
-                 l->cfg->max_rejects, l->cfg->max_rejects);
-    }
+    s_check_max_rejects(l);
 }
 
 /* Past --max-rejects: the chunks waiting to start fail. */
@@ -572,7 +577,13 @@ static void s_on_message(s_loop_t *l, const char *peer, size_t peer_len,
         return;
     }
     if (m->kind == PROTO_REJECT) {
-        if (!reject_buf_take(&c->rejects, m)) { /* logged; done will tell */
+        /* A worker reports rows in order, each once. */
+        const reject_buf_t *b = &c->rejects;
+        if (b->n && m->row_index <= b->v[b->n - 1].row_index)
+            log_warn("chunk %zu attempt %d: reject of row %" PRId64
+                     " out of order from %s ignored",
+                     ci, m->attempt, m->row_index + 1, w->id);
+        else if (!reject_buf_take(&c->rejects, m)) { /* logged; done tells */
         }
         return;
     }
@@ -817,12 +828,14 @@ bool dispatch_run(const dispatch_config_t *cfg, mapper_result *out)
             l.chunks[i].rows = cfg->done_rows[i];
             l.chunks[i].rejected =
                 cfg->done_rejected ? cfg->done_rejected[i] : 0;
+            l.rejected += l.chunks[i].rejected;
             l.unfinished--;
             progress_chunk_committed(cfg->progress, (int64_t)i, 0,
                                      cfg->done_rows[i], 0);
         }
     }
     l.next_pending = 0;
+    s_check_max_rejects(&l); /* a resumed job may be past it already */
     bool ok = true;
     while (l.unfinished > 0 && !s_stopped(&l)) {
         if (!s_top_up(&l)) {

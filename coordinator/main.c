@@ -120,9 +120,8 @@ static void s_help(FILE *out)
         "get connection strings through their environment.\n"
         "\n"
         "Exit status: 0 every chunk done; 1 finished with failed chunks or\n"
-        "rejected rows;\n"
-        "2 usage or configuration error; 3 could not run (database\n"
-        "unreachable, table or column missing); 75 interrupted by\n"
+        "rejected rows; 2 usage or configuration error; 3 could not run\n"
+        "(database unreachable, table or column missing); 75 interrupted by\n"
         "SIGINT/SIGTERM (resumable: the command to resume is printed).\n",
         MAPPER_MAX_WORKERS, MAPPER_DEFAULT_CHUNK_SIZE);
 }

@@ -81,16 +81,8 @@ void reject_buf_clear(reject_buf_t *buf)
     memset(buf, 0, sizeof *buf);
 }
 
-static int s_by_index(const void *a, const void *b)
-{
-    int64_t x = ((const reject_row_t *)a)->row_index;
-    int64_t y = ((const reject_row_t *)b)->row_index;
-    return (x > y) - (x < y);
-}
-
 bool reject_write(reject_t *self, int64_t chunk_id, reject_buf_t *buf)
 {
-    if (buf->n) qsort(buf->v, buf->n, sizeof *buf->v, s_by_index);
     for (size_t i = 0; i < buf->n; i++) {
         const reject_row_t *r = &buf->v[i];
         char line[PROTO_MAX_MESSAGE];

@@ -23,7 +23,8 @@ typedef struct {
     char *row;                             /* one COPY text line (malloc'd) */
 } reject_row_t;
 
-/* An attempt's rejected rows, held until it commits. Zero it to start. */
+/* An attempt's rejected rows in row order, held until it commits. Zero it
+ * to start. */
 typedef struct {
     reject_row_t *v; /* rows (malloc'd) */
     size_t n;        /* rows held */
