@@ -5,7 +5,7 @@
 # holds exactly those rows, byte for byte, and FILE.log one line each;
 # --max-rejects stops the job; the default still fails the chunk; a worker
 # killed after reporting its rejects, before COMMIT, duplicates nothing;
-# --resume keeps the count.
+# --resume keeps the count; 2,500 rejects from one chunk all arrive.
 . "$(dirname "$0")/lib.sh"
 
 fresh_dbs reject
@@ -106,6 +106,17 @@ check "type errors: the good rows landed intact" \
     "$(q "$SRC" "SELECT md5(string_agg(id || ':' || n, ',' ORDER BY id)) FROM n WHERE n NOT LIKE 'x%'")" \
     "$(q "$DST" "SELECT md5(string_agg(id || ':' || n, ',' ORDER BY id)) FROM n")"
 expect_rejects "type" "$T_OUT/n.rej" "n WHERE n LIKE 'x%'" 22P02
+
+# Every row of a chunk bad: 2,500 rejects from one worker, more than the
+# send queue holds (1,000 messages); none may be dropped.
+q "$SRC" "CREATE TABLE a(id int PRIMARY KEY, v int); INSERT INTO a SELECT g, -g FROM generate_series(1, 2500) g"
+q "$DST" "CREATE TABLE a(id int PRIMARY KEY, v int CHECK (v > 0))"
+run_coord --table a --workers 1 --on-bad-rows=reject --reject-file "$T_OUT/a.rej" \
+    --summary-json "$T_OUT/a.json"
+check "all 2,500 rows bad: exit 1, 2500 rejected, none landed" "1 2500 0" \
+    "$RC $(jq -r .rows_rejected "$T_OUT/a.json") $(q "$DST" "SELECT count(*) FROM a")"
+check "all 2,500 rows bad: each in the reject file once" 2500 "$(sort -u "$T_OUT/a.rej" | wc -l)"
+check "all 2,500 rows bad: 2,500 log lines" 2500 "$(wc -l <"$T_OUT/a.rej.log")"
 
 # Usage errors: exit 2, one line.
 run_coord --table b --on-bad-rows=reject
