@@ -13,7 +13,9 @@
 #define MAPPER_EXIT_INTERRUPTED 75 /* SIGINT/SIGTERM; EX_TEMPFAIL */
 
 #define MAPPER_DEFAULT_CHUNK_SIZE 50000
-#define MAPPER_MAX_WORKERS        1024
+/* --max-rejects by default: no limit. */
+#define MAPPER_UNLIMITED_REJECTS (-1)
+#define MAPPER_MAX_WORKERS       1024
 /* Outages: this many connection failures in a row on one database, from
  * different chunks, pause dispatching to probe it; the job gives up after
  * the outage timeout. Probes back off from the first delay to the cap. */
@@ -28,6 +30,11 @@
 #define MAPPER_KEEPALIVES_INTERVAL_S "5"
 #define MAPPER_KEEPALIVES_COUNT      "3"
 #define MAPPER_TCP_USER_TIMEOUT_MS   "30000"
+
+/* What ends a chunk's COPY statements when both sides use binary COPY;
+ * the worker strips it to read a chunk again as text (bad rows), and a
+ * stream writer adds the binary header and trailer when it is there. */
+#define MAPPER_COPY_BINARY_SUFFIX " (FORMAT binary)"
 
 /* Worker progress reports while a chunk streams. */
 #define MAPPER_PROGRESS_EVERY_ROWS 10000
@@ -55,9 +62,6 @@
 #define MAPPER_WORKER_TIMEOUT_S 30.0
 #define MAPPER_COORD_LIVENESS_S 10.0
 #define MAPPER_COORD_TIMEOUT_S  60.0
-/* The option that ends a binary COPY statement (schema.c writes it, the
- * workers look for it). */
-#define MAPPER_COPY_BINARY " (FORMAT binary)"
 
 /* Stream mode: chunks held in memory at once, per worker, by default. */
 #define MAPPER_INFLIGHT_PER_WORKER 2

@@ -38,6 +38,10 @@ typedef enum {
     S_F_LIMIT,
     S_F_LAST,
     S_F_DATA,
+    S_F_REJECT_ROWS,
+    S_F_ROW_INDEX,
+    S_F_ROW,
+    S_F_REJECTED,
     S_F_COUNT
 } s_field_t;
 
@@ -48,9 +52,10 @@ typedef enum { S_T_INT, S_T_STR, S_T_BOOL, S_T_BIN } s_type_t;
 
 /* Which bytes a string field may hold. */
 typedef enum {
-    S_C_TEXT,    /* anything but NUL */
-    S_C_ID,      /* printable ASCII, no space */
-    S_C_SQLSTATE /* "" or PROTO_SQLSTATE_LEN of [0-9A-Z] */
+    S_C_TEXT,     /* anything but NUL */
+    S_C_ID,       /* printable ASCII, no space */
+    S_C_SQLSTATE, /* "" or PROTO_SQLSTATE_LEN of [0-9A-Z] */
+    S_C_LINE,     /* one line: no NUL, its only '\n' at the end */
 } s_charset_t;
 
 /* How proto_msg_t holds a field. */
@@ -123,6 +128,14 @@ static const s_spec_t s_specs[S_F_COUNT] = {
                   S_AT(last)},
     [S_F_DATA] = {PROTO_F_DATA, S_T_BIN, 0, PROTO_MAX_DATA, S_C_TEXT, S_AT_BLOB,
                   S_AT(data)},
+    [S_F_REJECT_ROWS] = {PROTO_F_REJECT_ROWS, S_T_BOOL, 0, 1, S_C_TEXT,
+                         S_AT_BOOL, S_AT(reject_rows)},
+    [S_F_ROW_INDEX] = {PROTO_F_ROW_INDEX, S_T_INT, 0, INT64_MAX, S_C_TEXT,
+                       S_AT_I64, S_AT(row_index)},
+    [S_F_ROW] = {PROTO_F_ROW, S_T_STR, 1, PROTO_MAX_ROW, S_C_LINE, S_AT_HEAP,
+                 S_AT(row)},
+    [S_F_REJECTED] = {PROTO_F_REJECTED, S_T_INT, 0, INT64_MAX, S_C_TEXT,
+                      S_AT_I64, S_AT(rejected)},
 };
 
 #define S_HEADER       (S_BIT(S_F_TYPE) | S_BIT(S_F_VERSION))
@@ -139,9 +152,11 @@ static const struct {
     [PROTO_ASSIGN] = {"assign", S_CHUNK_FIELDS | S_BIT(S_F_SNAPSHOT) |
                                     S_BIT(S_F_SOURCE_SQL) |
                                     S_BIT(S_F_TARGET_SQL) | S_BIT(S_F_JOB_ID) |
-                                    S_BIT(S_F_STATE_SCHEMA)},
+                                    S_BIT(S_F_STATE_SCHEMA) |
+                                    S_BIT(S_F_REJECT_ROWS)},
     [PROTO_PROGRESS] = {"progress", S_COUNT_FIELDS},
-    [PROTO_DONE] = {"done", S_COUNT_FIELDS | S_BIT(S_F_ALREADY)},
+    [PROTO_DONE] = {"done",
+                    S_COUNT_FIELDS | S_BIT(S_F_ALREADY) | S_BIT(S_F_REJECTED)},
     [PROTO_FAILED] = {"failed", S_CHUNK_FIELDS | S_BIT(S_F_SIDE) |
                                     S_BIT(S_F_SQLSTATE) | S_BIT(S_F_CONN_BAD) |
                                     S_BIT(S_F_MESSAGE)},
@@ -155,11 +170,15 @@ static const struct {
                                 S_BIT(S_F_DATA)},
     [PROTO_END] = {"end", S_COUNT_FIELDS},
     [PROTO_WRITE] = {"write", S_CHUNK_FIELDS | S_BIT(S_F_TARGET_SQL) |
-                                  S_BIT(S_F_JOB_ID) | S_BIT(S_F_STATE_SCHEMA)},
+                                  S_BIT(S_F_JOB_ID) | S_BIT(S_F_STATE_SCHEMA) |
+                                  S_BIT(S_F_REJECT_ROWS)},
+    [PROTO_REJECT] = {"reject", S_CHUNK_FIELDS | S_BIT(S_F_ROW_INDEX) |
+                                    S_BIT(S_F_SQLSTATE) | S_BIT(S_F_MESSAGE) |
+                                    S_BIT(S_F_ROW)},
 };
 
 #define S_KIND_FIRST PROTO_READY
-#define S_KIND_LAST  PROTO_WRITE
+#define S_KIND_LAST  PROTO_REJECT
 
 /* How much of a hostile string goes into an error message. */
 #define S_QUOTE_MAX 32
@@ -255,6 +274,11 @@ static bool s_check(s_field_t f, const s_value_t *v, char *err, size_t errlen)
             spec->name, v->len, (long long)spec->min, (long long)spec->max);
     if (memchr(v->s, '\0', v->len))
         return s_fail(err, errlen, "field '%s' contains a NUL byte",
+                      spec->name);
+    if (spec->charset == S_C_LINE &&
+        memchr(v->s, '\n', v->len) != v->s + v->len - 1)
+        return s_fail(err, errlen,
+                      "field '%s' must be one line ending in its only newline",
                       spec->name);
     for (size_t i = 0; i < v->len; i++) {
         char c = v->s[i];
@@ -728,6 +752,7 @@ void proto_msg_clear(proto_msg_t *msg)
     free(msg->target_sql);
     free(msg->message);
     free(msg->data);
+    free(msg->row);
     memset(msg, 0, sizeof *msg);
 }
 

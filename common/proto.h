@@ -12,9 +12,12 @@
 
 /* Size limits. A frame larger than PROTO_MAX_FRAME is refused by ZeroMQ
  * itself (ZMQ_MAXMSGSIZE) and by proto_decode. */
-#define PROTO_MAX_FRAME     (4 * 1024 * 1024)
-#define PROTO_MAX_SQL       (1024 * 1024) /* source_sql, target_sql */
-#define PROTO_MAX_MESSAGE   4096          /* an error message */
+#define PROTO_MAX_FRAME   (4 * 1024 * 1024)
+#define PROTO_MAX_SQL     (1024 * 1024) /* source_sql, target_sql */
+#define PROTO_MAX_MESSAGE 4096          /* an error message */
+/* A rejected row (COPY text, one line with its newline): what is left of
+ * a frame after room for the other fields of a "reject" message. */
+#define PROTO_MAX_ROW       (PROTO_MAX_FRAME - 64 * 1024)
 #define PROTO_MAX_DATA      (1024 * 1024) /* data: bytes of rows per frame */
 #define PROTO_MAX_ID        64  /* worker id, snapshot id, job id, schema */
 #define PROTO_MAX_SOURCE_ID 160 /* "SYSTEM_IDENTIFIER/DBNAME" */
@@ -48,16 +51,20 @@
 #define PROTO_F_LIMIT        "limit"
 #define PROTO_F_LAST         "last"
 #define PROTO_F_DATA         "data"
+#define PROTO_F_REJECT_ROWS  "reject_rows"
+#define PROTO_F_ROW_INDEX    "row_index"
+#define PROTO_F_ROW          "row"
+#define PROTO_F_REJECTED     "rejected"
 
 /* Message kinds; the wire carries the name ("ready", "assign", ...). */
 typedef enum {
     PROTO_READY = 1, /* worker -> coord: worker, pid, source_id */
     PROTO_ASSIGN,    /* coord -> worker: chunk_id, attempt, snapshot,
                         job_id, state_schema,
-                        source_sql, target_sql */
+                        source_sql, target_sql, reject_rows */
     PROTO_PROGRESS,  /* worker -> coord: chunk_id, attempt, rows, bytes */
     PROTO_DONE,      /* worker -> coord: chunk_id, attempt, rows, bytes,
-                        already */
+                        already, rejected */
     PROTO_FAILED,    /* worker -> coord: chunk_id, attempt, side, sqlstate,
                         conn_bad, message */
     PROTO_STOP,      /* coord -> worker: message ("" = the job is over,
@@ -74,7 +81,11 @@ typedef enum {
     PROTO_END,    /* reader -> coord: attempt, chunk_id (chunks in all),
                      rows, bytes (in all) */
     PROTO_WRITE,  /* coord -> writer: chunk_id, attempt, target_sql, job_id,
+                     reject_rows,
                      state_schema; its DATA frames follow */
+    PROTO_REJECT, /* worker -> coord: chunk_id, attempt, row_index,
+                     sqlstate, message, row; one per rejected row,
+                     sent before the attempt's done */
 } proto_kind_t;
 
 /* Which database an error came from. */
@@ -85,8 +96,8 @@ typedef enum {
 } proto_side_t;
 
 /* One decoded (or to-be-encoded) message. Only the fields of its kind are
- * meaningful. source_sql, target_sql and message are heap strings owned by
- * the message (proto_msg_clear frees them). */
+ * meaningful. source_sql, target_sql, message and row are heap strings
+ * owned by the message (proto_msg_clear frees them). */
 typedef struct {
     proto_kind_t kind;                     /* message kind */
     char worker[PROTO_MAX_ID + 1];         /* ready: worker's routing id */
@@ -110,8 +121,12 @@ typedef struct {
                                                 was committed before */
     int64_t limit;                           /* read, credit: chunk limit */
     bool last;                               /* data: the chunk's last frame */
-    char *data;      /* data: rows (heap, owned; not NUL-terminated) */
-    size_t data_len; /* data: bytes at data, 0..PROTO_MAX_DATA */
+    char *data;        /* data: rows (heap, owned; not NUL-terminated) */
+    size_t data_len;   /* data: bytes at data, 0..PROTO_MAX_DATA */
+    bool reject_rows;  /* assign: set bad rows aside (--on-bad-rows) */
+    int64_t row_index; /* reject: the row's index in the chunk (>= 0) */
+    char *row;         /* reject: the row in COPY text, with its newline */
+    int64_t rejected;  /* done: rows set aside (>= 0) */
 } proto_msg_t;
 
 /* The wire name of a kind ("ready", ...), or "unknown". */
@@ -124,10 +139,12 @@ const char *proto_kind_name(proto_kind_t kind);
  * snapshot and job_id 0..PROTO_MAX_ID, printable ASCII without spaces;
  * state_schema 0..PROTO_MAX_ID and source_id 0..PROTO_MAX_SOURCE_ID bytes
  * without NUL; source_sql and target_sql 1..PROTO_MAX_SQL bytes without NUL;
- * message (failed, and stop, where "" means the job is over)
+ * message (failed, reject, and stop, where "" means the job is over)
  * 0..PROTO_MAX_MESSAGE bytes without NUL, never NULL; sqlstate "" or 5 of
- * [0-9A-Z]; pid > 0, chunk_id >= 0, attempt >= 1, rows/bytes >= 0,
- * side 0..2; limit >= 0; data 0..PROTO_MAX_DATA bytes of anything. */
+ * [0-9A-Z]; row 1..PROTO_MAX_ROW bytes, exactly one line: ends with its
+ * only newline, no NUL; pid > 0, chunk_id >= 0, attempt >= 1,
+ * rows/bytes/row_index/rejected >= 0, side 0..2; limit >= 0; data
+ * 0..PROTO_MAX_DATA bytes of anything. */
 bool proto_encode(const proto_msg_t *msg, char **buf_out, size_t *len_out)
     __attribute__((warn_unused_result));
 

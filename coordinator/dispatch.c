@@ -46,6 +46,8 @@ typedef struct {
     int worker;             /* index of the worker holding it, or -1 */
     int64_t rows;           /* rows committed (or reported in flight) */
     int64_t bytes;          /* bytes likewise */
+    int64_t rejected;       /* rows set aside when it committed */
+    reject_buf_t rejects;   /* the running attempt's rejected rows */
     pgutil_error_t error;   /* last error */
 } s_chunk_t;
 
@@ -88,6 +90,8 @@ typedef struct {
     bool stopping;                /* a stop signal arrived */
     double last_beat;             /* when heartbeats last went out */
     double stop_at;               /* when */
+    int64_t rejected;             /* rows set aside in committed chunks */
+    bool over_max_rejects;        /* past --max-rejects: no chunk starts */
     mapper_result *out;           /* result being filled */
     /* Stream mode. */
     bool stream;             /* the chunks come from one reader */
@@ -224,11 +228,72 @@ static void s_outage_begin(s_loop_t *l, proto_side_t side, double now)
              pgutil_side_name(side), o->streak, l->cfg->outage_timeout);
 }
 
-/* Chunk ci's attempt committed (or the ledger says an earlier one did). */
-static void s_chunk_done(s_loop_t *l, size_t ci, int attempt, int64_t rows,
-                         int64_t bytes)
+/* Past --max-rejects the job stops handing out chunks. */
+static void s_check_max_rejects(s_loop_t *l)
+{
+    if (l->cfg->max_rejects < 0 || l->rejected <= l->cfg->max_rejects ||
+        l->over_max_rejects)
+        return;
+    l->over_max_rejects = true;
+    log_error("%" PRId64 " rows rejected, more than --max-rejects %" PRId64
+              ": no more chunks start",
+              l->rejected, l->cfg->max_rejects);
+    snprintf(l->out->error, sizeof l->out->error,
+             "more than %" PRId64 " rows rejected (--max-rejects %" PRId64
+             "): the job stopped",
+             l->cfg->max_rejects, l->cfg->max_rejects);
+}
+
+/* A committed attempt's rejected rows go to the reject file. */
+static void s_rejects_committed(s_loop_t *l, size_t ci, int64_t rejected)
 {
     s_chunk_t *c = &l->chunks[ci];
+    c->rejected = rejected;
+    l->rejected += rejected;
+    if (!l->cfg->rejects) return;
+    if ((int64_t)c->rejects.n != rejected)
+        log_error("chunk %zu: %" PRId64 " rows were set aside but %zu reached "
+                  "the coordinator: the reject file lacks %" PRId64,
+                  ci, rejected, c->rejects.n, rejected - (int64_t)c->rejects.n);
+    if (c->rejects.n &&
+        !reject_write(l->cfg->rejects, (int64_t)ci, &c->rejects) &&
+        !l->out->error[0])
+        snprintf(l->out->error, sizeof l->out->error,
+                 "the reject file could not be written (see the log)");
+    s_check_max_rejects(l);
+}
+
+/* Past --max-rejects: the chunks waiting to start fail. */
+static void s_fail_waiting(s_loop_t *l)
+{
+    if (s_stream_open(l)) { /* the rest of the result is not read */
+        l->read_failed = true;
+        l->reader = -1;
+        if (s_chunk_add(l)) l->chunks[l->nchunks - 1].state = S_PENDING;
+    }
+    for (size_t i = 0; i < l->nchunks; i++) {
+        s_chunk_t *c = &l->chunks[i];
+        if (c->state != S_PENDING) continue;
+        memset(&c->error, 0, sizeof c->error);
+        snprintf(c->error.message, sizeof c->error.message,
+                 "not run: more than %" PRId64 " rows rejected "
+                 "(--max-rejects %" PRId64 ")",
+                 l->cfg->max_rejects, l->cfg->max_rejects);
+        c->class_name = "max-rejects";
+        c->state = S_FAILED;
+        l->unfinished--;
+        progress_chunk_failed(l->cfg->progress, i, s_est_rows(l, i));
+        s_stream_release(l, i);
+    }
+}
+
+/* Chunk ci's attempt committed (or the ledger says an earlier one did),
+ * setting `rejected` rows aside. */
+static void s_chunk_done(s_loop_t *l, size_t ci, int attempt, int64_t rows,
+                         int64_t bytes, int64_t rejected)
+{
+    s_chunk_t *c = &l->chunks[ci];
+    s_rejects_committed(l, ci, rejected);
     c->state = S_DONE;
     c->worker = -1;
     c->rows = rows;
@@ -247,16 +312,17 @@ static void s_chunk_done(s_loop_t *l, size_t ci, int attempt, int64_t rows,
 static bool s_settled_by_ledger(s_loop_t *l, size_t ci, s_cause_t cause)
 {
     s_chunk_t *c = &l->chunks[ci];
-    int64_t rows = 0;
+    int64_t rows = 0, rejected = 0;
     if (!l->cfg->ledger || l->outage[PROTO_SIDE_TARGET].active) return false;
     if (cause == S_REPORTED &&
         !(c->error.conn_bad && c->error.side == PROTO_SIDE_TARGET))
         return false;
-    if (!ledger_chunk_done(l->cfg->ledger, (int64_t)ci, &rows)) return false;
+    if (!ledger_chunk_done(l->cfg->ledger, (int64_t)ci, &rows, &rejected))
+        return false;
     log_info("chunk %zu attempt %d: outcome unknown, the ledger says it "
              "committed",
              ci, c->attempts);
-    s_chunk_done(l, ci, c->attempts, rows, 0);
+    s_chunk_done(l, ci, c->attempts, rows, 0, rejected);
     return true;
 }
 
@@ -267,6 +333,7 @@ static void s_attempt_failed(s_loop_t *l, size_t ci, s_cause_t cause)
 {
     s_chunk_t *c = &l->chunks[ci];
     if (s_settled_by_ledger(l, ci, cause)) return;
+    reject_buf_clear(&c->rejects); /* rolled back: the retry reports again */
     double now = s_now();
     c->state = S_PENDING;
     c->worker = -1;
@@ -422,6 +489,7 @@ static bool s_send_rows(s_loop_t *l, s_worker_t *w, size_t ci, int attempt)
 
 static void s_assign(s_loop_t *l, s_worker_t *w)
 {
+    if (l->over_max_rejects) s_fail_waiting(l);
     double now = s_now();
     if (s_stream_open(l) && l->reader < 0 && now >= l->read_not_before) {
         s_start_reader(l, w);
@@ -456,6 +524,7 @@ static void s_assign(s_loop_t *l, s_worker_t *w)
         snprintf(m.state_schema, sizeof m.state_schema, "%s",
                  l->cfg->ledger->schema);
     }
+    m.reject_rows = l->cfg->rejects != NULL;
     c->state = S_RUNNING;
     c->worker = (int)(w - l->workers);
     progress_chunk_started(l->cfg->progress, ci, m.attempt);
@@ -763,7 +832,8 @@ static void s_on_message(s_loop_t *l, const char *peer, size_t peer_len,
         return;
     }
     if (m->kind != PROTO_PROGRESS && m->kind != PROTO_DONE &&
-        m->kind != PROTO_FAILED) {
+        m->kind != PROTO_FAILED &&
+        (m->kind != PROTO_REJECT || !l->cfg->rejects)) {
         log_warn("unexpected %s from %s ignored", proto_kind_name(m->kind),
                  w->id);
         return;
@@ -782,13 +852,24 @@ static void s_on_message(s_loop_t *l, const char *peer, size_t peer_len,
                             m->bytes);
         return;
     }
+    if (m->kind == PROTO_REJECT) {
+        /* A worker reports rows in order, each once. */
+        const reject_buf_t *b = &c->rejects;
+        if (b->n && m->row_index <= b->v[b->n - 1].row_index)
+            log_warn("chunk %zu attempt %d: reject of row %" PRId64
+                     " out of order from %s ignored",
+                     ci, m->attempt, m->row_index + 1, w->id);
+        else if (!reject_buf_take(&c->rejects, m)) { /* logged; done tells */
+        }
+        return;
+    }
     w->chunk = -1;
     if (m->kind == PROTO_DONE) {
         if (m->already)
             log_info("chunk %zu attempt %d: already committed by an earlier "
                      "attempt (ledger)",
                      ci, m->attempt);
-        s_chunk_done(l, ci, m->attempt, m->rows, m->bytes);
+        s_chunk_done(l, ci, m->attempt, m->rows, m->bytes, m->rejected);
     } else {
         memset(&c->error, 0, sizeof c->error);
         c->error.side = m->side;
@@ -914,6 +995,7 @@ static bool s_top_up(s_loop_t *l)
 /* Hand chunks whose retry time has come to idle workers. */
 static void s_assign_idle(s_loop_t *l)
 {
+    if (l->over_max_rejects) s_fail_waiting(l);
     if (s_in_outage(l)) return;
     for (size_t i = 0; i < l->nworkers && !l->stopping; i++) {
         s_worker_t *w = &l->workers[i];
@@ -991,6 +1073,8 @@ static void s_fill_result(s_loop_t *l)
         if (c->state == S_DONE) {
             out->chunks_succeeded++;
             out->total_rows_successful += c->rows;
+            out->rows_rejected += c->rejected;
+            out->total_rows_failed += c->rejected;
             out->bytes += c->bytes;
         } else if (c->state == S_FAILED) {
             out->chunks_failed++;
@@ -1036,12 +1120,16 @@ bool dispatch_run(const dispatch_config_t *cfg, mapper_result *out)
         if (cfg->done && cfg->done[i]) {
             l.chunks[i].state = S_DONE;
             l.chunks[i].rows = cfg->done_rows[i];
+            l.chunks[i].rejected =
+                cfg->done_rejected ? cfg->done_rejected[i] : 0;
+            l.rejected += l.chunks[i].rejected;
             l.unfinished--;
             progress_chunk_committed(cfg->progress, (int64_t)i, 0,
                                      cfg->done_rows[i], 0);
         }
     }
     l.next_pending = 0;
+    s_check_max_rejects(&l); /* a resumed job may be past it already */
     bool ok = true;
     while ((l.unfinished > 0 || s_stream_open(&l)) && !s_stopped(&l)) {
         if (!s_top_up(&l)) {
@@ -1057,6 +1145,8 @@ bool dispatch_run(const dispatch_config_t *cfg, mapper_result *out)
     s_shutdown(&l);
     s_fill_result(&l);
     inflight_free(&l.held);
+    for (size_t i = 0; i < l.nchunks; i++)
+        reject_buf_clear(&l.chunks[i].rejects);
     free(l.chunks);
     free(l.workers);
     return ok;

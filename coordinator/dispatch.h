@@ -11,6 +11,7 @@
 #include "mapper.h"
 #include "plan.h"
 #include "progress.h"
+#include "reject.h"
 #include "schema.h"
 #include "spawn.h"
 
@@ -29,13 +30,17 @@ typedef struct {
     ledger_t *ledger;         /* the job's ledger, or NULL (--no-ledger) */
     const bool *done;         /* chunks already committed (resume), or NULL */
     const int64_t *done_rows; /* their rows */
-    const char *listen;       /* --listen endpoint: remote workers welcome */
-    double worker_timeout;    /* a remote worker silent this long loses its
-                                 lease */
-    const char *source_id;    /* the job's source database identity */
-    curve_zap_t *zap;         /* CURVE ZAP handler to poll, or NULL */
-    double grace;             /* seconds running chunks may finish after a
-                                 stop signal */
+    const int64_t *done_rejected; /* their rows set aside, or NULL */
+    const char *listen;    /* --listen endpoint: remote workers welcome */
+    double worker_timeout; /* a remote worker silent this long loses its
+                              lease */
+    const char *source_id; /* the job's source database identity */
+    curve_zap_t *zap;      /* CURVE ZAP handler to poll, or NULL */
+    double grace;          /* seconds running chunks may finish after a
+                              stop signal */
+    reject_t *rejects;     /* --on-bad-rows=reject: the reject file, or
+                              NULL (a data error fails the chunk) */
+    int64_t max_rejects;   /* rejected rows allowed; < 0 unlimited */
     /* Stream mode (read_sql set; plan empty): one worker runs read_sql once
      * and cuts its rows into chunks of chunk_rows, which other workers
      * write with write_sql; at most max_inflight chunks are held. */

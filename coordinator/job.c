@@ -22,6 +22,7 @@
 #include "pgutil.h"
 #include "plan.h"
 #include "progress.h"
+#include "reject.h"
 #include "report.h"
 #include "schema.h"
 #include "spawn.h"
@@ -105,6 +106,7 @@ void mapper_job_spec_init(mapper_job_spec *spec)
     spec->outage_timeout = MAPPER_OUTAGE_TIMEOUT_S;
     spec->grace = MAPPER_GRACE_S;
     spec->worker_timeout = MAPPER_WORKER_TIMEOUT_S;
+    spec->max_rejects = MAPPER_UNLIMITED_REJECTS;
 }
 
 /* True for tcp://127.x.x.x:P, tcp://localhost:P and tcp://[::1]:P. */
@@ -190,6 +192,19 @@ static int s_validate(const mapper_job_spec *spec, mapper_result *out)
     if (!(spec->outage_timeout > 0))
         return s_fail(out, MAPPER_EXIT_USAGE,
                       "outage timeout must be a positive number of seconds");
+    bool reject = spec->on_bad_rows == MAPPER_BAD_ROWS_REJECT;
+    if (spec->on_bad_rows != MAPPER_BAD_ROWS_FAIL && !reject)
+        return s_fail(out, MAPPER_EXIT_USAGE, "unknown on_bad_rows mode %d",
+                      (int)spec->on_bad_rows);
+    if (reject && (!spec->reject_file || !*spec->reject_file))
+        return s_fail(out, MAPPER_EXIT_USAGE,
+                      "--on-bad-rows=reject needs --reject-file FILE");
+    if (!reject && spec->reject_file)
+        return s_fail(out, MAPPER_EXIT_USAGE,
+                      "--reject-file needs --on-bad-rows=reject");
+    if (!reject && spec->max_rejects >= 0)
+        return s_fail(out, MAPPER_EXIT_USAGE,
+                      "--max-rejects needs --on-bad-rows=reject");
     return MAPPER_EXIT_OK;
 }
 
@@ -288,13 +303,14 @@ typedef struct {
     char source_id[PROTO_MAX_SOURCE_ID + 1]; /* source database identity */
     ledger_t ledger;                         /* the job's ledger */
     bool has_ledger;                         /* ledger is open */
-    bool *done;           /* resumed: chunks already committed */
-    int64_t *done_rows;   /* their rows */
-    curve_allow_t *allow; /* CURVE allow-list */
-    curve_zap_t *zap;     /* ZAP handler */
-    bool stream;          /* stream mode */
-    char *read_sql;       /* stream mode: the reader's COPY */
-    char *write_sql;      /* stream mode: the writers' COPY */
+    bool *done;             /* resumed: chunks already committed */
+    int64_t *done_rows;     /* their rows */
+    int64_t *done_rejected; /* their rows set aside */
+    curve_allow_t *allow;   /* CURVE allow-list */
+    curve_zap_t *zap;       /* ZAP handler */
+    bool stream;            /* stream mode */
+    char *read_sql;         /* stream mode: the reader's COPY */
+    char *write_sql;        /* stream mode: the writers' COPY */
 } s_job_t;
 
 /* Plan afresh, or load the plan of the job being resumed; record a fresh
@@ -350,8 +366,8 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
     }
     double t0 = s_now();
     if (mode == LEDGER_RESUME) {
-        if (!ledger_load(&j->ledger, &j->plan, &j->done, &j->done_rows, err,
-                         sizeof err))
+        if (!ledger_load(&j->ledger, &j->plan, &j->done, &j->done_rows,
+                         &j->done_rejected, err, sizeof err))
             return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "%s", err);
         out->resumed = true;
         size_t left = 0;
@@ -365,6 +381,10 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
     const char *how = "";
     if (j->stream) {
         plan_chunk_t all = {.kind = PLAN_ALL};
+        /* A writer sets bad rows aside from the rows it holds: text rows,
+         * which end at their newline, and go to the reject file as is. */
+        if (spec->on_bad_rows == MAPPER_BAD_ROWS_REJECT)
+            j->schema.binary = false;
         if (!schema_chunk_sql(&j->schema, &all, &j->read_sql, &j->write_sql))
             return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "out of memory");
         j->plan.est_rows =
@@ -529,6 +549,7 @@ static void s_cleanup(s_job_t *j)
     free(j->done_rows);
     free(j->read_sql);
     free(j->write_sql);
+    free(j->done_rejected);
     plan_free(&j->plan);
     schema_free(&j->schema);
     PQfinish(j->src);
@@ -563,12 +584,18 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
         spec->target ? spec->target : getenv(MAPPER_ENV_TARGET);
     double t0 = s_now();
     s_job_t j = {0};
+    char err[256];
+    reject_t *rejects = NULL;
+    if (spec->on_bad_rows == MAPPER_BAD_ROWS_REJECT &&
+        !(rejects = reject_new(spec->reject_file, err, sizeof err)))
+        return s_fail(out, MAPPER_EXIT_USAGE, "%s", err);
     s_signals_t sig;
-    if (!s_signals_install(&sig))
+    if (!s_signals_install(&sig)) {
+        reject_destroy(&rejects);
         return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "pipe: %s", strerror(errno));
+    }
     int rc =
         s_prepare(spec, &j, source ? source : "", target ? target : "", out);
-    char err[256];
     report_t *report = NULL;
     progress_t *progress = NULL;
     if (rc == MAPPER_EXIT_OK && spec->progress != MAPPER_PROGRESS_NONE &&
@@ -600,6 +627,9 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
             .ledger = j.has_ledger ? &j.ledger : NULL,
             .done = j.done,
             .done_rows = j.done_rows,
+            .done_rejected = j.done_rejected,
+            .rejects = rejects,
+            .max_rejects = spec->max_rejects,
             .grace = spec->grace,
             .listen = spec->listen,
             .worker_timeout = spec->worker_timeout,
@@ -614,9 +644,13 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
             rc = MAPPER_EXIT_CANNOT_RUN;
         else if (out->interrupted)
             rc = MAPPER_EXIT_INTERRUPTED;
-        else if (out->chunks_failed > 0)
+        else if (out->chunks_failed > 0 || out->rows_rejected > 0)
             rc = MAPPER_EXIT_FAILED;
         progress_finish(progress);
+        if (out->rows_rejected > 0 && rejects)
+            log_warn("%" PRId64 " rows rejected: the rows are in %s, the "
+                     "reasons in %s" REJECT_LOG_SUFFIX,
+                     out->rows_rejected, spec->reject_file, spec->reject_file);
         if (j.has_ledger)
             ledger_finish(&j.ledger, rc == MAPPER_EXIT_OK ? "done"
                                      : rc == MAPPER_EXIT_FAILED
@@ -626,6 +660,7 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
     progress_destroy(&progress);
     report_destroy(&report);
     s_cleanup(&j);
+    reject_destroy(&rejects);
     s_signals_restore(&sig);
     out->elapsed_s = s_now() - t0;
     out->rows_per_s = out->elapsed_s > 0

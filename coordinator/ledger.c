@@ -120,7 +120,10 @@ bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
           " state text NOT NULL DEFAULT 'pending', rows bigint,"
           " attempts int NOT NULL DEFAULT 0, last_error text,"
           " updated_at timestamptz NOT NULL DEFAULT now(),"
-          " UNIQUE (job_id, chunk_id))");
+          " UNIQUE (job_id, chunk_id));"
+          /* rows set aside (--on-bad-rows=reject); added to older ledgers */
+          "ALTER TABLE @S.chunks ADD COLUMN IF NOT EXISTS rejected bigint "
+          "NOT NULL DEFAULT 0");
     pgutil_error_t e;
     if (!pgutil_exec(conn, sql, PROTO_SIDE_TARGET, &e))
         return s_fail(err, errlen, "cannot create its tables", &e);
@@ -364,13 +367,13 @@ static plan_kind_t s_kind(const char *name)
 }
 
 bool ledger_load(ledger_t *l, plan_t *plan, bool **done_out, int64_t **rows_out,
-                 char *err, size_t errlen)
+                 int64_t **rejected_out, char *err, size_t errlen)
 {
     memset(plan, 0, sizeof *plan);
     char sql[LEDGER_SQL_MAX];
     s_sql(l, sql, sizeof sql,
           "SELECT chunk_id, kind, lo, hi, est_rows, state = 'done', "
-          "coalesce(rows, 0) FROM @S.chunks WHERE job_id = $1 "
+          "coalesce(rows, 0), rejected FROM @S.chunks WHERE job_id = $1 "
           "ORDER BY chunk_id");
     const char *params[] = {l->job_id};
     pgutil_error_t e;
@@ -380,7 +383,8 @@ bool ledger_load(ledger_t *l, plan_t *plan, bool **done_out, int64_t **rows_out,
     int n = PQntuples(res);
     *done_out = calloc((size_t)n + 1, sizeof **done_out);
     *rows_out = calloc((size_t)n + 1, sizeof **rows_out);
-    bool ok = *done_out && *rows_out;
+    *rejected_out = calloc((size_t)n + 1, sizeof **rejected_out);
+    bool ok = *done_out && *rows_out && *rejected_out;
     for (int i = 0; i < n && ok; i++) {
         plan_chunk_t c = {.id = strtoll(PQgetvalue(res, i, 0), NULL, 10),
                           .kind = s_kind(PQgetvalue(res, i, 1)),
@@ -397,6 +401,7 @@ bool ledger_load(ledger_t *l, plan_t *plan, bool **done_out, int64_t **rows_out,
         }
         (*done_out)[i] = PQgetvalue(res, i, 5)[0] == 't';
         (*rows_out)[i] = strtoll(PQgetvalue(res, i, 6), NULL, 10);
+        (*rejected_out)[i] = strtoll(PQgetvalue(res, i, 7), NULL, 10);
         ok = plan_append(plan, &c);
     }
     PQclear(res);
@@ -405,18 +410,21 @@ bool ledger_load(ledger_t *l, plan_t *plan, bool **done_out, int64_t **rows_out,
         plan_free(plan);
         free(*done_out);
         free(*rows_out);
+        free(*rejected_out);
         *done_out = NULL;
         *rows_out = NULL;
+        *rejected_out = NULL;
     }
     return ok;
 }
 
-bool ledger_chunk_done(ledger_t *l, int64_t chunk_id, int64_t *rows_out)
+bool ledger_chunk_done(ledger_t *l, int64_t chunk_id, int64_t *rows_out,
+                       int64_t *rejected_out)
 {
     char sql[LEDGER_SQL_MAX], id[24];
     s_sql(l, sql, sizeof sql,
-          "SELECT coalesce(rows, 0) FROM @S.chunks WHERE job_id = $1 AND "
-          "chunk_id = $2 AND state = 'done'");
+          "SELECT coalesce(rows, 0), rejected FROM @S.chunks WHERE job_id = "
+          "$1 AND chunk_id = $2 AND state = 'done'");
     snprintf(id, sizeof id, "%" PRId64, chunk_id);
     const char *params[] = {l->job_id, id};
     pgutil_error_t e;
@@ -427,7 +435,10 @@ bool ledger_chunk_done(ledger_t *l, int64_t chunk_id, int64_t *rows_out)
         return false;
     }
     bool done = PQntuples(res) == 1;
-    if (done) *rows_out = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    if (done) {
+        *rows_out = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        *rejected_out = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+    }
     PQclear(res);
     return done;
 }

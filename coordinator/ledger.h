@@ -67,14 +67,17 @@ bool ledger_create(ledger_t *l, const ledger_spec_t *spec, const plan_t *plan,
 bool ledger_add_chunk(ledger_t *l, const plan_chunk_t *c, char *err,
                       size_t errlen) __attribute__((warn_unused_result));
 
-/* Load a resumed job's plan; done[i] (malloc'd, plan->n entries) and
- * rows[i] say which chunks are committed already, with how many rows. */
+/* Load a resumed job's plan; done[i] (malloc'd, plan->n entries),
+ * rows[i] and rejected[i] say which chunks are committed already, with
+ * how many rows loaded and set aside. */
 bool ledger_load(ledger_t *l, plan_t *plan, bool **done_out, int64_t **rows_out,
-                 char *err, size_t errlen) __attribute__((warn_unused_result));
+                 int64_t **rejected_out, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 /* Whether chunk_id is marked done (settles an attempt whose outcome is
- * unknown). Reconnects if needed. */
-bool ledger_chunk_done(ledger_t *l, int64_t chunk_id, int64_t *rows_out);
+ * unknown), with its rows and rows set aside. Reconnects if needed. */
+bool ledger_chunk_done(ledger_t *l, int64_t chunk_id, int64_t *rows_out,
+                       int64_t *rejected_out);
 
 /* How many chunks of the job are committed (-1 when it cannot tell). */
 int64_t ledger_done_count(ledger_t *l);

@@ -95,6 +95,17 @@ static void s_help(FILE *out)
         "  --grace S              after SIGINT/SIGTERM running chunks may\n"
         "                         finish for S seconds (default 30)\n"
         "\n"
+        "Bad rows (a row the target refuses for its data, SQLSTATE class 22\n"
+        "or 23, e.g. a CHECK violation or a value of the wrong type):\n"
+        "  --on-bad-rows MODE     fail: the row's chunk fails (default);\n"
+        "                         reject: the row is set aside and the rest\n"
+        "                         of its chunk loads\n"
+        "  --reject-file FILE     reject: append the rows (COPY text) to FILE\n"
+        "                         and one line per row to FILE.log:\n"
+        "                         chunk C row R SQLSTATE message (required)\n"
+        "  --max-rejects N        reject: fail the job once more than N rows\n"
+        "                         are rejected (default: no limit)\n"
+        "\n"
         "Remote workers (mapper-worker --connect tcp://HOST:PORT on other\n"
         "hosts; they bring their own connection strings):\n"
         "  --listen tcp://ADDR:PORT  accept remote workers there too\n"
@@ -127,10 +138,11 @@ static void s_help(FILE *out)
         "in --source/--target are hidden from ps and never logged; workers\n"
         "get connection strings through their environment.\n"
         "\n"
-        "Exit status: 0 every chunk done; 1 finished with failed chunks;\n"
-        "2 usage or configuration error; 3 could not run (database\n"
-        "unreachable, table, column or type missing); 75 interrupted by\n"
-        "SIGINT/SIGTERM (resumable: the command to resume is printed).\n",
+        "Exit status: 0 every chunk done; 1 finished with failed chunks or\n"
+        "rejected rows; 2 usage or configuration error; 3 could not run\n"
+        "(database unreachable, a table, column or type missing); 75\n"
+        "interrupted by SIGINT/SIGTERM (resumable: the command to resume is\n"
+        "printed).\n",
         MAPPER_MAX_WORKERS, MAPPER_DEFAULT_CHUNK_SIZE);
 }
 
@@ -333,6 +345,9 @@ enum {
     OPT_QUERY_FILE,
     OPT_COLUMNS,
     OPT_IF_TARGET_MISSING,
+    OPT_ON_BAD_ROWS,
+    OPT_REJECT_FILE,
+    OPT_MAX_REJECTS,
 };
 
 int main(int argc, char **argv)
@@ -383,6 +398,9 @@ int main(int argc, char **argv)
         {"query-file", required_argument, 0, OPT_QUERY_FILE},
         {"columns", required_argument, 0, OPT_COLUMNS},
         {"if-target-missing", required_argument, 0, OPT_IF_TARGET_MISSING},
+        {"on-bad-rows", required_argument, 0, OPT_ON_BAD_ROWS},
+        {"reject-file", required_argument, 0, OPT_REJECT_FILE},
+        {"max-rejects", required_argument, 0, OPT_MAX_REJECTS},
         {"verbose", no_argument, 0, 'v'},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
@@ -556,6 +574,25 @@ int main(int argc, char **argv)
                           optarg);
                 return MAPPER_EXIT_USAGE;
             }
+            break;
+        case OPT_ON_BAD_ROWS:
+            if (!strcmp(optarg, "fail")) {
+                spec.on_bad_rows = MAPPER_BAD_ROWS_FAIL;
+            } else if (!strcmp(optarg, "reject")) {
+                spec.on_bad_rows = MAPPER_BAD_ROWS_REJECT;
+            } else {
+                log_error("--on-bad-rows: expected fail or reject, got '%s'",
+                          optarg);
+                return MAPPER_EXIT_USAGE;
+            }
+            break;
+        case OPT_REJECT_FILE:
+            spec.reject_file = optarg;
+            break;
+        case OPT_MAX_REJECTS:
+            if (!s_parse_int("--max-rejects", optarg, 0, INT64_MAX, &v))
+                return MAPPER_EXIT_USAGE;
+            spec.max_rejects = v;
             break;
         case 'v':
             log_set_level(LOG_DEBUG);

@@ -24,6 +24,11 @@ typedef enum {
     MAPPER_TARGET_CREATE = 0, /* create it from the source's columns */
     MAPPER_TARGET_FAIL,       /* refuse to run (exit 3) */
 } mapper_target_missing;
+/* What a data or integrity error on a row does (--on-bad-rows). */
+typedef enum {
+    MAPPER_BAD_ROWS_FAIL = 0, /* the row's chunk fails */
+    MAPPER_BAD_ROWS_REJECT,   /* the row is set aside, the chunk loads */
+} mapper_bad_rows_mode;
 
 /* What to copy, and how. Fill with mapper_job_spec_init() first. */
 typedef struct {
@@ -67,6 +72,11 @@ typedef struct {
     const char *columns; /* comma-separated source columns to copy, names
                             exactly as stored; NULL: all */
     mapper_target_missing if_target_missing; /* missing target table */
+    /* bad rows */
+    mapper_bad_rows_mode on_bad_rows; /* fail (default) or reject */
+    const char *reject_file; /* reject: rows go here, reasons to FILE.log */
+    int64_t max_rejects;     /* reject: the job fails once more rows than
+                                this are rejected; < 0 unlimited (default) */
 } mapper_job_spec;
 
 /* One chunk that failed for good. */
@@ -83,7 +93,10 @@ typedef struct {
 typedef struct {
     int64_t total_rows_processed;     /* successful + failed */
     int64_t total_rows_successful;    /* rows committed in the target */
-    int64_t total_rows_failed;        /* rows of chunks that failed */
+    int64_t total_rows_failed;        /* rows of chunks that failed, and
+                                         rows rejected */
+    int64_t rows_rejected;            /* rows set aside (--on-bad-rows
+                                         reject) in committed chunks */
     int64_t chunks_total;             /* chunks planned */
     int64_t chunks_succeeded;         /* chunks committed */
     int64_t chunks_failed;            /* chunks failed for good */
@@ -105,11 +118,13 @@ typedef struct {
     char error[1024];                 /* why the job could not run, or "" */
 } mapper_result;
 
-/* Defaults: workers = CPUs, chunk_size 50000, everything else NULL. */
+/* Defaults: workers = CPUs, chunk_size 50000, on_bad_rows fail, unlimited
+ * max_rejects, everything else NULL. */
 void mapper_job_spec_init(mapper_job_spec *spec);
 
 /* Run one job to its end. Fills *out (free with mapper_result_free) and
- * returns its exit code: 0 all chunks done, 1 some chunk failed, 2 bad spec,
+ * returns its exit code: 0 all chunks done, 1 some chunk failed or some row
+ * was rejected, 2 bad spec,
  * 3 could not run, 75 interrupted. Installs handlers for SIGCHLD, SIGINT,
  * SIGTERM and ignores SIGPIPE while it runs; restores them afterwards. */
 int mapper_job_run(const mapper_job_spec *spec, mapper_result *out);

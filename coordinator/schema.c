@@ -541,7 +541,7 @@ bool schema_chunk_sql(const schema_t *s, const plan_chunk_t *c,
     char where[SCHEMA_SQL_MAX + 128];
     if (!plan_chunk_where(c, s->qsplit ? s->qsplit : "", where, sizeof where))
         return false;
-    const char *fmt = s->binary ? MAPPER_COPY_BINARY : "";
+    const char *fmt = s->binary ? MAPPER_COPY_BINARY_SUFFIX : "";
     size_t n1 = strlen(s->qcolumns) + strlen(s->qsource) + strlen(where) + 64;
     size_t n2 = strlen(s->qcolumns) + strlen(s->qtarget) + 64;
     char *a = malloc(n1), *b = malloc(n2);

@@ -49,14 +49,15 @@ void mapper_result_print(const mapper_result *r, FILE *out)
             "  total_rows_processed   %" PRId64 "\n"
             "  total_rows_successful  %" PRId64 "\n"
             "  total_rows_failed      %" PRId64 "\n"
+            "  rows_rejected          %" PRId64 "\n"
             "  chunks_total           %" PRId64 "\n"
             "  chunks_succeeded       %" PRId64 "\n"
             "  chunks_failed          %" PRId64 "\n"
             "  elapsed_s              %.2f\n"
             "  rows_per_s             %.0f\n",
             r->total_rows_processed, r->total_rows_successful,
-            r->total_rows_failed, r->chunks_total, r->chunks_succeeded,
-            r->chunks_failed, r->elapsed_s, r->rows_per_s);
+            r->total_rows_failed, r->rows_rejected, r->chunks_total,
+            r->chunks_succeeded, r->chunks_failed, r->elapsed_s, r->rows_per_s);
     if (r->n_chunk_errors) {
         fprintf(out, "\nfailed chunks\n  %-8s %-8s %-7s %-8s %-12s %s\n",
                 "chunk", "attempts", "side", "sqlstate", "class", "error");
@@ -99,16 +100,18 @@ bool mapper_result_write_json(const mapper_result *r, FILE *out)
     fprintf(out,
             "{\"total_rows_processed\": %" PRId64
             ", \"total_rows_successful\": %" PRId64
-            ", \"total_rows_failed\": %" PRId64 ", \"chunks_total\": %" PRId64
-            ", \"chunks_succeeded\": %" PRId64 ", \"chunks_failed\": %" PRId64
+            ", \"total_rows_failed\": %" PRId64 ", \"rows_rejected\": %" PRId64
+            ", \"chunks_total\": %" PRId64 ", \"chunks_succeeded\": %" PRId64
+            ", \"chunks_failed\": %" PRId64
             ", \"elapsed_s\": %.3f, \"rows_per_s\": %.1f, \"bytes\": %" PRId64
             ", \"interrupted\": %s, \"resumed\": %s, \"ledger\": %s"
             ", \"exit_code\": %d, \"error\": ",
             r->total_rows_processed, r->total_rows_successful,
-            r->total_rows_failed, r->chunks_total, r->chunks_succeeded,
-            r->chunks_failed, r->elapsed_s, r->rows_per_s, r->bytes,
-            r->interrupted ? "true" : "false", r->resumed ? "true" : "false",
-            r->ledger ? "true" : "false", r->exit_code);
+            r->total_rows_failed, r->rows_rejected, r->chunks_total,
+            r->chunks_succeeded, r->chunks_failed, r->elapsed_s, r->rows_per_s,
+            r->bytes, r->interrupted ? "true" : "false",
+            r->resumed ? "true" : "false", r->ledger ? "true" : "false",
+            r->exit_code);
     if (r->error[0])
         s_json_string(out, r->error);
     else

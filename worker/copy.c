@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "defaults.h"
+#include "isolate.h"
 #include "log.h"
 
 /* Rows are gathered into one CopyData message of about this size: fewer
@@ -28,13 +29,13 @@
 
 /* The ledger: lock the chunk's row and read its state; mark it done. */
 #define COPY_LEDGER_CHECK                                                      \
-    "SELECT state = 'done', coalesce(rows, 0) FROM %s.chunks "                 \
+    "SELECT state = 'done', coalesce(rows, 0), rejected FROM %s.chunks "       \
     "WHERE job_id = $1 AND chunk_id = $2 FOR UPDATE"
 #define COPY_LEDGER_LOCK_WAIT "5s"
 #define COPY_LEDGER_DONE                                                       \
     "UPDATE %s.chunks SET state = 'done', rows = $3, attempts = $4, "          \
-    "last_error = NULL, updated_at = now() WHERE job_id = $1 AND chunk_id = "  \
-    "$2"
+    "rejected = $5, last_error = NULL, updated_at = now() WHERE job_id = $1 "  \
+    "AND chunk_id = $2"
 
 /* "pause-POINT:CHUNK" sleeps this long at POINT instead of dying. */
 #define COPY_FAULT_PAUSE   "pause-"
@@ -103,10 +104,11 @@ static bool s_result(PGconn *conn, ExecStatusType want, proto_side_t side,
 }
 
 /* Run a ledger statement on the target: the check (job_id, chunk_id), or
- * with mark_done the update (job_id, chunk_id, rows, attempt). Returns its
- * result (caller clears) or NULL with *err filled. */
+ * with mark_done the update (job_id, chunk_id, rows, attempt, rejected).
+ * Returns its result (caller clears) or NULL with *err filled. */
 static PGresult *s_ledger(copy_conns_t *c, const copy_job_t *job,
-                          bool mark_done, int64_t rows, pgutil_error_t *err)
+                          bool mark_done, int64_t rows, int64_t rejected,
+                          pgutil_error_t *err)
 {
     const char *tmpl = mark_done ? COPY_LEDGER_DONE : COPY_LEDGER_CHECK;
     ExecStatusType want = mark_done ? PGRES_COMMAND_OK : PGRES_TUPLES_OK;
@@ -120,12 +122,13 @@ static PGresult *s_ledger(copy_conns_t *c, const copy_job_t *job,
     }
     snprintf(sql, n, mark_done ? COPY_LEDGER_DONE : COPY_LEDGER_CHECK, qs);
     free(qs);
-    char id[24], r[24], a[16];
+    char id[24], r[24], a[16], rej[24];
     snprintf(id, sizeof id, "%" PRId64, job->chunk_id);
     snprintf(r, sizeof r, "%" PRId64, rows);
     snprintf(a, sizeof a, "%d", job->attempt);
-    const char *params[] = {job->job_id, id, r, a};
-    PGresult *res = PQexecParams(c->dst, sql, mark_done ? 4 : 2, NULL, params,
+    snprintf(rej, sizeof rej, "%" PRId64, rejected);
+    const char *params[] = {job->job_id, id, r, a, rej};
+    PGresult *res = PQexecParams(c->dst, sql, mark_done ? 5 : 2, NULL, params,
                                  NULL, NULL, 0);
     free(sql);
     if (PQresultStatus(res) == want) return res;
@@ -135,10 +138,11 @@ static PGresult *s_ledger(copy_conns_t *c, const copy_job_t *job,
 }
 
 /* In the target transaction: lock the chunk's ledger row and tell whether
- * an earlier attempt already committed it. */
+ * an earlier attempt already committed it (with how many rows, and rows
+ * rejected). */
 static bool s_ledger_check(copy_conns_t *c, const copy_job_t *job,
                            bool *done_out, int64_t *rows_out,
-                           pgutil_error_t *err)
+                           int64_t *rejected_out, pgutil_error_t *err)
 {
     /* Another attempt of this chunk (a stale worker) may hold the row:
      * wait a little, then fail with 55P03, which is retried. */
@@ -146,7 +150,7 @@ static bool s_ledger_check(copy_conns_t *c, const copy_job_t *job,
                      "SET LOCAL lock_timeout = '" COPY_LEDGER_LOCK_WAIT "'",
                      PROTO_SIDE_TARGET, err))
         return false;
-    PGresult *res = s_ledger(c, job, false, 0, err);
+    PGresult *res = s_ledger(c, job, false, 0, 0, err);
     if (!res) return false;
     if (!pgutil_exec(c->dst, "SET LOCAL lock_timeout = 0", PROTO_SIDE_TARGET,
                      err)) {
@@ -157,6 +161,7 @@ static bool s_ledger_check(copy_conns_t *c, const copy_job_t *job,
     if (ok) {
         *done_out = PQgetvalue(res, 0, 0)[0] == 't';
         *rows_out = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+        *rejected_out = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
     } else {
         err->side = PROTO_SIDE_TARGET;
         snprintf(err->message, sizeof err->message,
@@ -229,7 +234,7 @@ static copy_status_t s_write_memory(copy_conns_t *c, copy_tick_fn tick,
                                     void *arg, const copy_job_t *job,
                                     pgutil_error_t *err)
 {
-    bool binary = strstr(job->target_sql, MAPPER_COPY_BINARY) != NULL;
+    bool binary = strstr(job->target_sql, MAPPER_COPY_BINARY_SUFFIX) != NULL;
     if (binary &&
         !s_put(c->dst, COPY_BINARY_HEADER, COPY_BINARY_HEADER_LEN, err))
         return COPY_FAILED;
@@ -327,28 +332,234 @@ out:
     return st;
 }
 
+/* A chunk's rows held in memory for isolation: COPY text lines back to
+ * back, and where each starts (n + 1 offsets). */
+typedef struct {
+    char *text;  /* the rows */
+    size_t len;  /* bytes used */
+    size_t cap;  /* bytes allocated */
+    size_t *off; /* row i is text[off[i] .. off[i + 1]) */
+    size_t n;    /* rows */
+    size_t ncap; /* offsets allocated */
+} s_held_t;
+
+static void s_held_free(s_held_t *h)
+{
+    free(h->text);
+    free(h->off);
+    memset(h, 0, sizeof *h);
+}
+
+/* Append one row (the next offset is its end). */
+static bool s_held_add(s_held_t *h, const char *row, size_t n)
+{
+    if (h->n + 2 > h->ncap) {
+        size_t cap = h->ncap ? h->ncap * 2 : 1024;
+        size_t *off = realloc(h->off, cap * sizeof *off);
+        if (!off) return false;
+        h->off = off;
+        h->ncap = cap;
+    }
+    if (h->len + n > h->cap) {
+        size_t cap = h->cap ? h->cap : COPY_BATCH_BYTES;
+        while (cap < h->len + n)
+            cap *= 2;
+        char *text = realloc(h->text, cap);
+        if (!text) return false;
+        h->text = text;
+        h->cap = cap;
+    }
+    memcpy(h->text + h->len, row, n);
+    h->off[h->n] = h->len;
+    h->len += n;
+    h->off[++h->n] = h->len;
+    return true;
+}
+
+/* sql without MAPPER_COPY_BINARY_SUFFIX at its end (malloc'd), or NULL. */
+static char *s_text_sql(const char *sql)
+{
+    size_t n = strlen(sql), k = strlen(MAPPER_COPY_BINARY_SUFFIX);
+    if (n >= k && !strcmp(sql + n - k, MAPPER_COPY_BINARY_SUFFIX)) n -= k;
+    return strndup(sql, n);
+}
+
+/* Read the rest of the source's (text) COPY into *h: one row per call. */
+static bool s_read_rows(PGconn *src, s_held_t *h, pgutil_error_t *err)
+{
+    for (;;) {
+        char *row = NULL;
+        int n = PQgetCopyData(src, &row, 0);
+        if (n == -1) break;
+        if (n < 0) {
+            pgutil_capture(src, NULL, PROTO_SIDE_SOURCE, err);
+            return false;
+        }
+        bool ok = s_held_add(h, row, (size_t)n);
+        PQfreemem(row);
+        if (!ok) {
+            snprintf(err->message, sizeof err->message,
+                     "out of memory holding %zu rows for isolation", h->n);
+            return false;
+        }
+    }
+    return s_result(src, PGRES_COMMAND_OK, PROTO_SIDE_SOURCE, err);
+}
+
+/* Stream mode: the chunk's rows are in memory already, as text COPY rows
+ * (the coordinator reads a stream as text when bad rows are set aside):
+ * each ends at its newline. */
+static bool s_held_split(s_held_t *h, const copy_job_t *job,
+                         pgutil_error_t *err)
+{
+    if (strstr(job->target_sql, MAPPER_COPY_BINARY_SUFFIX)) {
+        snprintf(err->message, sizeof err->message,
+                 "cannot set rows of a binary stream chunk aside");
+        return false;
+    }
+    for (size_t at = 0; at < job->data_len;) {
+        const char *nl = memchr(job->data + at, '\n', job->data_len - at);
+        size_t n =
+            nl ? (size_t)(nl - (job->data + at)) + 1 : job->data_len - at;
+        if (!s_held_add(h, job->data + at, n)) {
+            snprintf(err->message, sizeof err->message,
+                     "out of memory holding %zu rows for isolation", h->n);
+            return false;
+        }
+        at += n;
+    }
+    return true;
+}
+
+/* copy_tick_fn as an isolate_tick_fn. */
+typedef struct {
+    copy_tick_fn tick;
+    void *arg;
+} s_ticker_t;
+
+static bool s_isolate_tick(void *arg, int64_t rows_loaded)
+{
+    s_ticker_t *t = arg;
+    return t->tick(t->arg, rows_loaded, 0);
+}
+
+/* Hand the rejected rows to job->on_reject, in order. */
+static bool s_report_rejects(const copy_job_t *job, void *arg,
+                             const s_held_t *h, const isolate_rejects_t *rej,
+                             pgutil_error_t *err)
+{
+    for (size_t i = 0; i < rej->n; i++) {
+        const isolate_reject_t *r = &rej->rows[i];
+        size_t len = h->off[r->index + 1] - h->off[r->index];
+        if (len > PROTO_MAX_ROW) {
+            err->side = PROTO_SIDE_NONE;
+            memcpy(err->sqlstate, r->sqlstate, sizeof err->sqlstate);
+            snprintf(err->message, sizeof err->message,
+                     "rejected row %zu is %zu bytes, more than the %d a reject "
+                     "can carry (%s)",
+                     r->index + 1, len, PROTO_MAX_ROW, r->message);
+            return false;
+        }
+    }
+    for (size_t i = 0; i < rej->n; i++) {
+        const isolate_reject_t *r = &rej->rows[i];
+        if (!job->on_reject(arg, (int64_t)r->index, r->sqlstate, r->message,
+                            h->text + h->off[r->index],
+                            h->off[r->index + 1] - h->off[r->index])) {
+            err->side = PROTO_SIDE_NONE;
+            snprintf(err->message, sizeof err->message,
+                     "could not report rejected row %zu to the coordinator",
+                     r->index + 1);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* After the target refused the chunk's COPY for a row's data: start over
+ * in a new target transaction (the ledger row locked again), read the
+ * chunk as text into memory, load all but the bad rows and report those.
+ * Leaves the transaction open for the ledger update and COMMIT. */
+static copy_status_t s_isolate(copy_conns_t *c, const copy_job_t *job,
+                               copy_tick_fn tick, void *arg, int64_t *rows_out,
+                               int64_t *bytes_out, int64_t *rejected_out,
+                               pgutil_error_t *err)
+{
+    log_info("chunk %" PRId64 " attempt %d: target refused a row (%s %s): "
+             "isolating the bad rows",
+             job->chunk_id, job->attempt, err->sqlstate, err->message);
+    if (!job->data) {
+        PQfinish(c->src); /* its transaction ends; the snapshot is imported
+                             anew */
+        c->src = NULL;
+    }
+    bool done = false, ledger = job->job_id[0] != '\0', aborted = false;
+    if (!pgutil_exec(c->dst, "ROLLBACK", PROTO_SIDE_TARGET, err) ||
+        (!job->data &&
+         !s_open(&c->src, c->source_conninfo, PROTO_SIDE_SOURCE, err)) ||
+        !pgutil_exec(c->dst, "BEGIN", PROTO_SIDE_TARGET, err) ||
+        (ledger && !s_ledger_check(c, job, &done, rows_out, rejected_out, err)))
+        return COPY_FAILED;
+    if (done) return COPY_ALREADY;
+    char *source_sql = job->data ? NULL : s_text_sql(job->source_sql);
+    char *target_sql = s_text_sql(job->target_sql);
+    s_held_t held = {0};
+    isolate_rejects_t rej = {0};
+    s_ticker_t ticker = {tick, arg};
+    copy_status_t st = COPY_FAILED;
+    bool binary = false;
+    if ((!job->data && !source_sql) || !target_sql) {
+        snprintf(err->message, sizeof err->message, "out of memory");
+        goto out;
+    }
+    if (job->data
+            ? !s_held_split(&held, job, err)
+            : (!copy_source_start(c, job->snapshot, source_sql, &binary, err) ||
+               !s_read_rows(c->src, &held, err)))
+        goto out;
+    if (!isolate_rows(c->dst, target_sql,
+                      &(isolate_rows_t){held.text, held.off, held.n},
+                      s_isolate_tick, &ticker, &rej, &aborted, err)) {
+        st = aborted ? COPY_ABORTED : COPY_FAILED;
+        goto out;
+    }
+    if (!s_report_rejects(job, arg, &held, &rej, err)) goto out;
+    int64_t bytes = (int64_t)held.len;
+    for (size_t i = 0; i < rej.n; i++)
+        bytes -= (int64_t)(held.off[rej.rows[i].index + 1] -
+                           held.off[rej.rows[i].index]);
+    log_info("chunk %" PRId64 " attempt %d: %zu of %zu rows set aside",
+             job->chunk_id, job->attempt, rej.n, held.n);
+    *rows_out = (int64_t)(held.n - rej.n);
+    *bytes_out = bytes;
+    *rejected_out = (int64_t)rej.n;
+    st = COPY_OK;
+out:
+    isolate_rejects_clear(&rej);
+    s_held_free(&held);
+    free(source_sql);
+    free(target_sql);
+    return st;
+}
+
 copy_status_t copy_chunk(copy_conns_t *conns, const copy_job_t *job,
                          copy_tick_fn tick, void *arg, int64_t *rows_out,
-                         int64_t *bytes_out, pgutil_error_t *err)
+                         int64_t *bytes_out, int64_t *rejected_out,
+                         pgutil_error_t *err)
 {
     memset(err, 0, sizeof *err);
-    *rows_out = *bytes_out = 0;
+    *rows_out = *bytes_out = *rejected_out = 0;
     copy_status_t st = COPY_FAILED;
     bool binary = false, done = false, ledger = job->job_id[0] != '\0';
-    int64_t rows = 0, bytes = 0;
+    int64_t rows = 0, bytes = 0, rejected = 0;
+    pgutil_error_t ignored;
     if ((!job->data && !s_open(&conns->src, conns->source_conninfo,
                                PROTO_SIDE_SOURCE, err)) ||
         !s_open(&conns->dst, conns->target_conninfo, PROTO_SIDE_TARGET, err) ||
         !pgutil_exec(conns->dst, "BEGIN", PROTO_SIDE_TARGET, err) ||
-        (ledger && !s_ledger_check(conns, job, &done, &rows, err)))
+        (ledger && !s_ledger_check(conns, job, &done, &rows, &rejected, err)))
         goto fail;
-    if (done) {
-        pgutil_error_t ignored;
-        if (!pgutil_exec(conns->dst, "ROLLBACK", PROTO_SIDE_TARGET, &ignored))
-            copy_conns_close(conns);
-        *rows_out = rows;
-        return COPY_ALREADY;
-    }
+    if (done) goto already;
     if (job->data) {
         if (!s_target_start(conns, job, err)) goto fail;
         st = s_write_memory(conns, tick, arg, job, err);
@@ -361,10 +572,13 @@ copy_status_t copy_chunk(copy_conns_t *conns, const copy_job_t *job,
             goto fail;
         st = s_stream(conns, tick, arg, job, binary, &rows, &bytes, err);
     }
+    if (st == COPY_FAILED && job->reject_rows && isolate_is_bad_data(err))
+        st = s_isolate(conns, job, tick, arg, &rows, &bytes, &rejected, err);
+    if (st == COPY_ALREADY) goto already;
     if (st != COPY_OK) goto fail;
     st = COPY_FAILED;
     if (ledger) {
-        PGresult *res = s_ledger(conns, job, true, rows, err);
+        PGresult *res = s_ledger(conns, job, true, rows, rejected, err);
         if (!res) goto fail;
         PQclear(res);
     }
@@ -372,7 +586,6 @@ copy_status_t copy_chunk(copy_conns_t *conns, const copy_job_t *job,
     if (!pgutil_exec(conns->dst, "COMMIT", PROTO_SIDE_TARGET, err)) goto fail;
     copy_fault("after-commit", job->chunk_id, job->attempt);
     /* The data is committed; the read-only source transaction just ends. */
-    pgutil_error_t ignored;
     if (!job->data &&
         !pgutil_exec(conns->src, "COMMIT", PROTO_SIDE_SOURCE, &ignored)) {
         PQfinish(conns->src);
@@ -380,7 +593,14 @@ copy_status_t copy_chunk(copy_conns_t *conns, const copy_job_t *job,
     }
     *rows_out = rows;
     *bytes_out = bytes;
+    *rejected_out = rejected;
     return COPY_OK;
+already:
+    if (!pgutil_exec(conns->dst, "ROLLBACK", PROTO_SIDE_TARGET, &ignored))
+        copy_conns_close(conns);
+    *rows_out = rows;
+    *rejected_out = rejected;
+    return COPY_ALREADY;
 fail:
     /* Closing the sessions rolls both transactions back, and also ends a
      * COPY still streaming on the other side. */

@@ -29,6 +29,14 @@ typedef enum {
  * returns false to abort the chunk (a stop request). */
 typedef bool (*copy_tick_fn)(void *arg, int64_t rows, int64_t bytes);
 
+/* Called for each row set aside, in row order, before the chunk commits,
+ * with the row as one COPY text line (len bytes, newline included);
+ * returns false to fail the chunk (it then rolls back, *err untouched:
+ * the callback logs why). */
+typedef bool (*copy_reject_fn)(void *arg, int64_t row_index,
+                               const char *sqlstate, const char *message,
+                               const char *row, size_t len);
+
 /* What a chunk needs: the snapshot to import and the two statements. */
 typedef struct {
     int64_t chunk_id;         /* for fault injection and logs */
@@ -44,14 +52,24 @@ typedef struct {
                                  source; NULL otherwise */
     size_t data_len;          /* bytes at data */
     int64_t data_rows;        /* rows at data */
+    bool reject_rows;         /* set bad rows aside instead of failing */
+    copy_reject_fn on_reject; /* told of each (reject_rows); gets arg */
 } copy_job_t;
 
-/* Copy one chunk. On COPY_OK, *rows_out and *bytes_out hold what committed. On
- * failure the connections are closed (the server rolls back) and reopened
- * by the next call; *err was captured before they were closed. */
+/* Copy one chunk. On COPY_OK, *rows_out and *bytes_out hold what committed
+ * and *rejected_out the rows set aside (COPY_ALREADY: the ledger's rows
+ * and rejected). On failure the connections are closed (the server rolls
+ * back) and reopened by the next call; *err was captured before they were
+ * closed.
+ * With job->reject_rows, a COPY the target refuses for a row's data
+ * (SQLSTATE class 22 or 23) is rolled back and the chunk is read again
+ * from the source as text into memory, its bad rows isolated (isolate.h)
+ * and passed to job->on_reject, and the other rows loaded, all in one new
+ * transaction with the ledger update. A clean chunk never buffers. */
 copy_status_t copy_chunk(copy_conns_t *conns, const copy_job_t *job,
                          copy_tick_fn tick, void *arg, int64_t *rows_out,
-                         int64_t *bytes_out, pgutil_error_t *err);
+                         int64_t *bytes_out, int64_t *rejected_out,
+                         pgutil_error_t *err);
 
 /* Open the source session unless it is open and idle. */
 bool copy_open_source(copy_conns_t *conns, pgutil_error_t *err)

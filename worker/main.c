@@ -221,6 +221,45 @@ static void s_watch(s_worker_t *w)
     }
 }
 
+/* Send a message that must not be dropped: while the send queue is full
+ * (the high-water mark), wait for room, still hearing the coordinator.
+ * Gives up when the worker is told to stop or loses the coordinator. */
+static bool s_send_surely(s_worker_t *w, const proto_msg_t *m)
+{
+    for (;;) {
+        w->last_sent = s_now();
+        if (proto_send(w->sock, NULL, 0, m)) return true;
+        if (errno != EAGAIN) return false;
+        zmq_pollitem_t item = {w->sock, 0, ZMQ_POLLOUT, 0};
+        if (zmq_poll(&item, 1, WORKER_POLL_MS) < 0 && errno != EINTR)
+            return false;
+        s_drain(w, true, NULL);
+        s_watch(w);
+        if (s_stop || w->lost) return false;
+    }
+}
+
+/* A row the target refused: to the coordinator, which writes it to the
+ * reject file once the chunk commits. */
+static bool s_reject(void *arg, int64_t row_index, const char *sqlstate,
+                     const char *message, const char *row, size_t len)
+{
+    s_worker_t *w = arg;
+    proto_msg_t m = {.kind = PROTO_REJECT,
+                     .chunk_id = w->chunk_id,
+                     .attempt = w->attempt,
+                     .row_index = row_index,
+                     .message = (char *)message,
+                     .row = strndup(row, len)};
+    snprintf(m.sqlstate, sizeof m.sqlstate, "%s", sqlstate);
+    bool ok = m.row && s_send_surely(w, &m);
+    if (!ok)
+        log_error("chunk %" PRId64 ": could not send rejected row %" PRId64,
+                  w->chunk_id, row_index + 1);
+    free(m.row);
+    return ok;
+}
+
 static bool s_tick(void *arg, int64_t rows, int64_t bytes)
 {
     s_worker_t *w = arg;
@@ -239,7 +278,7 @@ static bool s_tick(void *arg, int64_t rows, int64_t bytes)
 /* Report how an attempt ended (a chunk's, or with kind END a read's). */
 static void s_report(s_worker_t *w, copy_status_t st, proto_kind_t ok_kind,
                      int64_t chunk_id, int32_t attempt, int64_t rows,
-                     int64_t bytes, const pgutil_error_t *err)
+                     int64_t bytes, int64_t rejected, const pgutil_error_t *err)
 {
     proto_msg_t r = {.chunk_id = chunk_id, .attempt = attempt};
     char msg[PROTO_MAX_MESSAGE];
@@ -248,6 +287,7 @@ static void s_report(s_worker_t *w, copy_status_t st, proto_kind_t ok_kind,
         r.already = st == COPY_ALREADY;
         r.rows = rows;
         r.bytes = bytes;
+        r.rejected = rejected;
     } else if (st == COPY_ABORTED) {
         /* Rolled back on purpose: a shutdown, which is worth a retry. */
         r.kind = PROTO_FAILED;
@@ -269,7 +309,7 @@ static void s_report(s_worker_t *w, copy_status_t st, proto_kind_t ok_kind,
                  attempt, pgutil_side_name(err->side), err->sqlstate,
                  err->sqlstate[0] ? " " : "", err->message);
     }
-    if (!s_send(w, &r))
+    if (!s_send_surely(w, &r))
         log_error("chunk %" PRId64 ": could not report the outcome", chunk_id);
 }
 
@@ -279,29 +319,20 @@ static void s_run_chunk(s_worker_t *w, copy_conns_t *conns,
 {
     w->chunk_id = job->chunk_id;
     w->attempt = job->attempt;
-    int64_t rows = 0, bytes = 0;
+    int64_t rows = 0, bytes = 0, rejected = 0;
     pgutil_error_t err;
     log_debug("chunk %" PRId64 " attempt %d: start", job->chunk_id,
               job->attempt);
-    copy_status_t st = copy_chunk(conns, job, s_tick, w, &rows, &bytes, &err);
-    s_report(w, st, PROTO_DONE, job->chunk_id, job->attempt, rows, bytes, &err);
+    copy_status_t st =
+        copy_chunk(conns, job, s_tick, w, &rows, &bytes, &rejected, &err);
+    s_report(w, st, PROTO_DONE, job->chunk_id, job->attempt, rows, bytes,
+             rejected, &err);
 }
 
-/* Send m, waiting (and answering the coordinator) while the socket is
- * full: a reader's data must not be dropped. */
+/* stream_io_t's send: a reader's data must not be dropped. */
 static bool s_send_wait(void *arg, const proto_msg_t *m)
 {
-    s_worker_t *w = arg;
-    for (;;) {
-        if (s_send(w, m)) return true;
-        if (errno != EAGAIN) return false;
-        zmq_pollitem_t item = {w->sock, 0, ZMQ_POLLOUT, 0};
-        if (zmq_poll(&item, 1, WORKER_POLL_MS) < 0 && errno != EINTR)
-            return false;
-        s_drain(w, true, NULL);
-        s_watch(w);
-        if (s_stop || w->lost) return false;
-    }
+    return s_send_surely(arg, m);
 }
 
 /* Wait until the coordinator lets the reader send chunk. */
@@ -335,7 +366,7 @@ static void s_run_read(s_worker_t *w, copy_conns_t *conns, const proto_msg_t *a)
     log_debug("reading the stream, attempt %d", a->attempt);
     copy_status_t st =
         stream_read(conns, &r, &io, &chunks, &rows, &bytes, &err);
-    s_report(w, st, PROTO_END, chunks, a->attempt, rows, bytes, &err);
+    s_report(w, st, PROTO_END, chunks, a->attempt, rows, bytes, 0, &err);
 }
 
 /* The worker's own view of its source: refused by the coordinator when it
@@ -545,7 +576,9 @@ int main(int argc, char **argv)
                                   .source_sql = a.source_sql,
                                   .target_sql = a.target_sql,
                                   .job_id = a.job_id,
-                                  .state_schema = a.state_schema};
+                                  .state_schema = a.state_schema,
+                                  .reject_rows = a.reject_rows,
+                                  .on_reject = s_reject};
                 s_run_chunk(&w, &conns, &job);
             }
             proto_msg_clear(&a);
@@ -559,7 +592,9 @@ int main(int argc, char **argv)
                               .state_schema = m->state_schema,
                               .data = w.buf ? w.buf : "",
                               .data_len = w.len,
-                              .data_rows = w.buf_rows};
+                              .data_rows = w.buf_rows,
+                              .reject_rows = m->reject_rows,
+                              .on_reject = s_reject};
             s_run_chunk(&w, &conns, &job);
             s_write_clear(&w);
         }

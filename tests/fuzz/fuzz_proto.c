@@ -47,13 +47,13 @@ static bool s_same_msg(const proto_msg_t *a, const proto_msg_t *b)
 {
     if (!s_same_str(a->source_sql, b->source_sql) ||
         !s_same_str(a->target_sql, b->target_sql) ||
-        !s_same_str(a->message, b->message))
+        !s_same_str(a->message, b->message) || !s_same_str(a->row, b->row))
         return false;
     proto_msg_t x, y;
     memcpy(&x, a, sizeof x);
     memcpy(&y, b, sizeof y);
-    x.source_sql = x.target_sql = x.message = NULL;
-    y.source_sql = y.target_sql = y.message = NULL;
+    x.source_sql = x.target_sql = x.message = x.row = NULL;
+    y.source_sql = y.target_sql = y.message = y.row = NULL;
     return memcmp(&x, &y, sizeof x) == 0;
 }
 
@@ -74,7 +74,7 @@ static bool s_is_id(const char *s, size_t n)
 static void s_check_limits(const proto_msg_t *m)
 {
 #define S_TERMINATED(a) (strnlen((a), sizeof(a)) < sizeof(a))
-    if (m->kind < PROTO_READY || m->kind > PROTO_HEARTBEAT)
+    if (m->kind < PROTO_READY || m->kind > PROTO_REJECT)
         s_die("accepted an unknown kind", NULL);
     if (!S_TERMINATED(m->worker) || strlen(m->worker) > PROTO_MAX_ID ||
         !s_is_id(m->worker, strlen(m->worker)))
@@ -99,8 +99,14 @@ static void s_check_limits(const proto_msg_t *m)
         s_die("accepted an over-long SQL statement", NULL);
     if (m->message && strlen(m->message) > PROTO_MAX_MESSAGE)
         s_die("accepted an over-long message", NULL);
+    if (m->row) {
+        size_t len = strlen(m->row);
+        if (len == 0 || len > PROTO_MAX_ROW || m->row[len - 1] != '\n' ||
+            strchr(m->row, '\n') != m->row + len - 1)
+            s_die("accepted a row that is not one line", NULL);
+    }
     if (m->pid < 0 || m->chunk_id < 0 || m->attempt < 0 || m->rows < 0 ||
-        m->bytes < 0)
+        m->bytes < 0 || m->row_index < 0 || m->rejected < 0)
         s_die("accepted a negative count", proto_kind_name(m->kind));
     if (m->side < PROTO_SIDE_NONE || m->side > PROTO_SIDE_TARGET)
         s_die("accepted a bad side", NULL);

@@ -3,11 +3,11 @@
  *   - valid frames of every message kind, made by proto_encode, some with
  *     every field at its limit;
  *   - one valid frame in a form proto_encode never writes;
- *   - "over-*": frames with one id or the attempt just past its limit, which
- *     proto_decode must refuse. A fuzzer rarely makes a string one byte
- *     longer (the length prefix has to change with it), so these put it next
- *     to the boundaries an off-by-one in a limit would move.
- * Usage: make_corpus DIR */
+ *   - "over-*": frames with one id, the attempt or a row just past its
+ *     limit (a row of two lines), which proto_decode must refuse. A fuzzer
+ * rarely makes a string one byte longer (the length prefix has to change with
+ * it), so these put it next to the boundaries an off-by-one in a limit would
+ * move. Usage: make_corpus DIR */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,6 +136,10 @@ int main(int argc, char **argv)
     m.target_sql = strdup("COPY s.\"T\" FROM STDIN (FORMAT binary)");
     s_emit("assign-no-snapshot-no-job", &m);
 
+    s_assign(&m);
+    m.reject_rows = true;
+    s_emit("assign-reject-rows", &m);
+
     m = (proto_msg_t){.kind = PROTO_PROGRESS,
                       .chunk_id = 12,
                       .attempt = 1,
@@ -157,6 +161,29 @@ int main(int argc, char **argv)
                       .bytes = 6543210,
                       .already = true};
     s_emit("done", &m);
+
+    m = (proto_msg_t){.kind = PROTO_DONE,
+                      .chunk_id = 3,
+                      .attempt = 2,
+                      .rows = 99993,
+                      .bytes = 123456,
+                      .rejected = 7};
+    s_emit("done-rejected", &m);
+
+    m = (proto_msg_t){
+        .kind = PROTO_REJECT, .chunk_id = 3, .attempt = 1, .row_index = 1233};
+    strcpy(m.sqlstate, "23514");
+    m.message = strdup("new row for relation \"t\" violates check "
+                       "constraint \"c\"");
+    m.row = strdup("1234\tab\\tc\\n\t\\N\n");
+    s_emit("reject", &m);
+
+    m = (proto_msg_t){
+        .kind = PROTO_REJECT, .chunk_id = 0, .attempt = 1, .row_index = 0};
+    strcpy(m.sqlstate, "22P02");
+    m.message = strdup("invalid input syntax for type integer: \"x\"");
+    m.row = strdup("\n");
+    s_emit("reject-empty-row", &m);
 
     m = (proto_msg_t){.kind = PROTO_FAILED,
                       .chunk_id = 12,
@@ -263,6 +290,19 @@ int main(int argc, char **argv)
     memcpy(buf + at + 1, "\x80\x00\x00\x00", 4);
     s_write("over-attempt", buf, len);
     free(buf);
+
+    /* A reject whose row is two lines (the coordinator writes rows to a
+     * line-per-row file): "a\tb\n" with b turned into a newline. */
+    m = (proto_msg_t){.kind = PROTO_REJECT, .chunk_id = 1, .attempt = 1};
+    strcpy(m.sqlstate, "23514");
+    m.message = strdup("check");
+    m.row = strdup("a\tb\n");
+    s_encode("over-row-two-lines", &m, &buf, &len);
+    at = s_find("over-row-two-lines", buf, len, "a\tb\n", 4);
+    buf[at + 2] = '\n';
+    s_write("over-row-two-lines", buf, len);
+    free(buf);
+    proto_msg_clear(&m);
 
     printf("make_corpus: %d frames in %s\n", s_count, s_dir);
     return 0;

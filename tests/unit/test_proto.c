@@ -16,16 +16,16 @@
 #include "log.h"
 #include "proto.h"
 
-#define S_NKINDS          12   /* PROTO_READY..PROTO_WRITE */
+#define S_NKINDS          13   /* PROTO_READY..PROTO_REJECT */
 #define S_WAIT_MS         2000 /* longest wait for an inproc message */
 #define S_WAIT_STEP_MS    10   /* poll step while waiting */
 #define S_FUZZ_ROUNDS     3000 /* mutations per kind */
 #define S_MAX_TEST_FIELDS 24
 
 static const proto_kind_t s_all_kinds[S_NKINDS] = {
-    PROTO_READY,  PROTO_ASSIGN, PROTO_PROGRESS,  PROTO_DONE,
-    PROTO_FAILED, PROTO_STOP,   PROTO_HEARTBEAT, PROTO_READ,
-    PROTO_CREDIT, PROTO_DATA,   PROTO_END,       PROTO_WRITE};
+    PROTO_READY, PROTO_ASSIGN,    PROTO_PROGRESS, PROTO_DONE,   PROTO_FAILED,
+    PROTO_STOP,  PROTO_HEARTBEAT, PROTO_READ,     PROTO_CREDIT, PROTO_DATA,
+    PROTO_END,   PROTO_WRITE,     PROTO_REJECT};
 
 /* ------------------------------------------------------------------ */
 /* Messages and frames built by hand                                   */
@@ -49,6 +49,7 @@ static proto_msg_t s_sample(proto_kind_t kind)
         m.target_sql = strdup("COPY t FROM STDIN");
         strcpy(m.job_id, "job-20240501-1a2b");
         strcpy(m.state_schema, "mapper_state");
+        m.reject_rows = true; /* not the zero default */
         break;
     case PROTO_PROGRESS:
     case PROTO_DONE:
@@ -57,6 +58,16 @@ static proto_msg_t s_sample(proto_kind_t kind)
         m.rows = 5000000000LL;
         m.bytes = INT64_C(1) << 40;
         m.already = kind == PROTO_DONE; /* not the zero default */
+        m.rejected = kind == PROTO_DONE ? 7 : 0;
+        break;
+    case PROTO_REJECT:
+        m.chunk_id = 12;
+        m.attempt = 2;
+        m.row_index = 1233;
+        strcpy(m.sqlstate, "23514");
+        m.message = strdup("new row for relation \"t\" violates check "
+                           "constraint \"c\"");
+        m.row = strdup("1234\tab\\tc\t\\N\n");
         break;
     case PROTO_FAILED:
         m.chunk_id = 12;
@@ -102,6 +113,7 @@ static proto_msg_t s_sample(proto_kind_t kind)
         m.target_sql = strdup("COPY t FROM STDIN");
         strcpy(m.job_id, "job-7");
         strcpy(m.state_schema, "mapper");
+        m.reject_rows = true;
         break;
     default:
         break;
@@ -142,6 +154,10 @@ static void s_assert_msg_equal(const proto_msg_t *a, const proto_msg_t *b)
     assert_int_equal(a->last, b->last);
     assert_int_equal(a->data_len, b->data_len);
     if (a->data_len) assert_memory_equal(a->data, b->data, a->data_len);
+    assert_int_equal(a->reject_rows, b->reject_rows);
+    assert_int_equal(a->row_index, b->row_index);
+    s_assert_str_or_null(a->row, b->row);
+    assert_int_equal(a->rejected, b->rejected);
 }
 
 /* What a hand-built field's value is. */
@@ -208,6 +224,7 @@ static s_fields_t s_valid_fields(proto_kind_t kind)
         f.kv[f.n++] = (s_kv_t)KV_STR("target_sql", "COPY t FROM STDIN");
         f.kv[f.n++] = (s_kv_t)KV_STR("job_id", "job-7");
         f.kv[f.n++] = (s_kv_t)KV_STR("state_schema", "Mapper State");
+        f.kv[f.n++] = (s_kv_t)KV_BOOL("reject_rows", 1);
         break;
     case PROTO_PROGRESS:
     case PROTO_DONE:
@@ -216,6 +233,15 @@ static s_fields_t s_valid_fields(proto_kind_t kind)
         f.kv[f.n++] = (s_kv_t)KV_INT("rows", 5000000000LL);
         f.kv[f.n++] = (s_kv_t)KV_INT("bytes", 77);
         if (kind == PROTO_DONE) f.kv[f.n++] = (s_kv_t)KV_BOOL("already", 1);
+        if (kind == PROTO_DONE) f.kv[f.n++] = (s_kv_t)KV_INT("rejected", 7);
+        break;
+    case PROTO_REJECT:
+        f.kv[f.n++] = (s_kv_t)KV_INT("chunk_id", 12);
+        f.kv[f.n++] = (s_kv_t)KV_INT("attempt", 2);
+        f.kv[f.n++] = (s_kv_t)KV_INT("row_index", 1233);
+        f.kv[f.n++] = (s_kv_t)KV_STR("sqlstate", "22P02");
+        f.kv[f.n++] = (s_kv_t)KV_STR("message", "invalid input syntax");
+        f.kv[f.n++] = (s_kv_t)KV_STR("row", "x\t\\N\n");
         break;
     case PROTO_FAILED:
         f.kv[f.n++] = (s_kv_t)KV_INT("chunk_id", 12);
@@ -257,6 +283,7 @@ static s_fields_t s_valid_fields(proto_kind_t kind)
         f.kv[f.n++] = (s_kv_t)KV_STR("target_sql", "COPY t FROM STDIN");
         f.kv[f.n++] = (s_kv_t)KV_STR("job_id", "job-7");
         f.kv[f.n++] = (s_kv_t)KV_STR("state_schema", "mapper");
+        f.kv[f.n++] = (s_kv_t)KV_BOOL("reject_rows", 0);
         break;
     default:
         break;
@@ -382,12 +409,12 @@ static void test_kind_names(void **state)
 {
     (void)state;
     static const char *const names[S_NKINDS] = {
-        "ready",     "assign", "progress", "done", "failed", "stop",
-        "heartbeat", "read",   "credit",   "data", "end",    "write"};
+        "ready", "assign", "progress", "done", "failed", "stop",  "heartbeat",
+        "read",  "credit", "data",     "end",  "write",  "reject"};
     for (size_t i = 0; i < S_NKINDS; i++)
         assert_string_equal(proto_kind_name(s_all_kinds[i]), names[i]);
     assert_string_equal(proto_kind_name(0), "unknown");
-    assert_string_equal(proto_kind_name(PROTO_WRITE + 1), "unknown");
+    assert_string_equal(proto_kind_name(PROTO_REJECT + 1), "unknown");
 }
 
 /* The keys each kind must carry besides type and version (the contract in
@@ -396,12 +423,14 @@ static const char *const *s_kind_keys(proto_kind_t kind)
 {
     static const char *const ready[] = {"worker", "pid", "source_id", NULL};
     static const char *const assign[] = {
-        "chunk_id",   "attempt", "snapshot",     "source_sql",
-        "target_sql", "job_id",  "state_schema", NULL};
+        "chunk_id", "attempt",      "snapshot",    "source_sql", "target_sql",
+        "job_id",   "state_schema", "reject_rows", NULL};
     static const char *const progress[] = {"chunk_id", "attempt", "rows",
                                            "bytes", NULL};
-    static const char *const done[] = {"chunk_id", "attempt", "rows",
-                                       "bytes",    "already", NULL};
+    static const char *const done[] = {"chunk_id", "attempt",  "rows", "bytes",
+                                       "already",  "rejected", NULL};
+    static const char *const reject[] = {
+        "chunk_id", "attempt", "row_index", "sqlstate", "message", "row", NULL};
     static const char *const failed[] = {
         "chunk_id", "attempt", "side", "sqlstate", "conn_bad", "message", NULL};
     static const char *const stop[] = {"message", NULL};
@@ -413,7 +442,8 @@ static const char *const *s_kind_keys(proto_kind_t kind)
     static const char *const end[] = {"chunk_id", "attempt", "rows", "bytes",
                                       NULL};
     static const char *const write[] = {
-        "chunk_id", "attempt", "target_sql", "job_id", "state_schema", NULL};
+        "chunk_id",     "attempt",     "target_sql", "job_id",
+        "state_schema", "reject_rows", NULL};
     static const char *const none[] = {NULL};
     switch (kind) {
     case PROTO_READY:
@@ -438,6 +468,8 @@ static const char *const *s_kind_keys(proto_kind_t kind)
         return end;
     case PROTO_WRITE:
         return write;
+    case PROTO_REJECT:
+        return reject;
     default:
         return none;
     }
@@ -494,7 +526,7 @@ static void s_check_wire(const char *buf, size_t len, proto_kind_t kind)
         if (!strcmp(name, "side"))
             assert_int_equal(v->type, MSGPACK_OBJECT_POSITIVE_INTEGER);
         if (!strcmp(name, "conn_bad") || !strcmp(name, "already") ||
-            !strcmp(name, "last"))
+            !strcmp(name, "last") || !strcmp(name, "reject_rows"))
             assert_int_equal(v->type, MSGPACK_OBJECT_BOOLEAN);
         if (!strcmp(name, "data"))
             assert_int_equal(v->type, MSGPACK_OBJECT_BIN);
@@ -502,7 +534,7 @@ static void s_check_wire(const char *buf, size_t len, proto_kind_t kind)
             !strcmp(name, "worker") || !strcmp(name, "snapshot") ||
             !strcmp(name, "source_sql") || !strcmp(name, "target_sql") ||
             !strcmp(name, "job_id") || !strcmp(name, "state_schema") ||
-            !strcmp(name, "source_id"))
+            !strcmp(name, "source_id") || !strcmp(name, "row"))
             assert_int_equal(v->type, MSGPACK_OBJECT_STR);
     }
     assert_int_equal(matched, nkeys);
@@ -748,12 +780,13 @@ static void test_encode_only_kind_fields(void **state)
     proto_msg_clear(&m);
     free(buf);
 
-    /* source_id belongs to ready only, message to failed and stop only:
+    /* source_id belongs to ready only, message to failed, stop and reject:
      * every other kind leaves them out, even when set over their limits */
     for (size_t k = 0; k < S_NKINDS; k++) {
         proto_kind_t kind = s_all_kinds[k];
         bool has_source = kind == PROTO_READY;
-        bool has_message = kind == PROTO_FAILED || kind == PROTO_STOP;
+        bool has_message =
+            kind == PROTO_FAILED || kind == PROTO_STOP || kind == PROTO_REJECT;
         m = s_sample(kind);
         if (!has_source) /* not terminated */
             memset(m.source_id, 'i', sizeof m.source_id);
@@ -795,7 +828,7 @@ static void test_encode_rejects(void **state)
     (void)state;
     proto_msg_t m = {.kind = 0};
     s_expect_encode_fails(&m);
-    m.kind = PROTO_HEARTBEAT + 1;
+    m.kind = PROTO_REJECT + 1;
     s_expect_encode_fails(&m);
 
     m = s_sample(PROTO_READY);
@@ -896,6 +929,143 @@ static void test_encode_rejects(void **state)
     m.message[PROTO_MAX_MESSAGE + 1] = '\0';
     s_expect_encode_fails(&m);
     proto_msg_clear(&m);
+}
+
+/* The bad-rows fields: reject_rows only in assign, rejected only in done,
+ * and a reject's row is exactly one COPY text line within its limit. */
+static void test_reject_rows(void **state)
+{
+    (void)state;
+    /* round trips: the smallest row, every byte but NUL and newline, the
+     * largest row, a row index of 0, an assign without reject mode */
+    proto_msg_t m = s_sample(PROTO_REJECT);
+    free(m.row);
+    m.row = strdup("\n");
+    m.row_index = 0;
+    s_round_trip(&m);
+    char *row = malloc(PROTO_MAX_ROW + 2);
+    assert_non_null(row);
+    for (size_t i = 0; i < 300; i++)
+        row[i] = (char)(i % 255 + 1) == '\n' ? '\t' : (char)(i % 255 + 1);
+    row[299] = '\n';
+    row[300] = '\0';
+    free(m.row);
+    m.row = strdup(row);
+    s_round_trip(&m);
+    memset(row, 'r', PROTO_MAX_ROW - 1);
+    row[PROTO_MAX_ROW - 1] = '\n';
+    row[PROTO_MAX_ROW] = '\0';
+    free(m.row);
+    m.row = strdup(row);
+    s_round_trip(&m);
+    /* one byte more does not encode */
+    row[PROTO_MAX_ROW - 1] = 'r';
+    row[PROTO_MAX_ROW] = '\n';
+    row[PROTO_MAX_ROW + 1] = '\0';
+    free(m.row);
+    m.row = strdup(row);
+    s_expect_encode_fails(&m);
+    /* neither does a row that is not one line, nor none */
+    static const char *const not_lines[] = {"", "x", "a\nb\n", "\n\n",
+                                            "a\tb\n\n"};
+    for (size_t i = 0; i < sizeof not_lines / sizeof *not_lines; i++) {
+        free(m.row);
+        m.row = strdup(not_lines[i]);
+        s_expect_encode_fails(&m);
+        s_fields_t f =
+            s_with(PROTO_REJECT, "row", (s_kv_t)KV_STR("", not_lines[i]));
+        s_expect_reject_fields(&f, "row");
+    }
+    free(m.row);
+    m.row = NULL;
+    s_expect_encode_fails(&m);
+    proto_msg_clear(&m);
+    m = s_sample(PROTO_ASSIGN);
+    m.reject_rows = false;
+    s_round_trip(&m);
+    proto_msg_clear(&m);
+    m = s_sample(PROTO_DONE);
+    m.rejected = INT64_MAX;
+    s_round_trip(&m);
+    m.rejected = -1;
+    s_expect_encode_fails(&m);
+
+    /* decoding: the limits, a NUL, negative numbers, missing fields */
+    s_fields_t f =
+        s_with(PROTO_REJECT, "row",
+               (s_kv_t){.t = V_STR, .s = row, .n = PROTO_MAX_ROW + 1});
+    s_expect_reject_fields(&f, "row");
+    f = s_with(PROTO_REJECT, "row",
+               (s_kv_t){.t = V_STR, .s = "a\0b\n", .n = 4});
+    s_expect_reject_fields(&f, "NUL");
+    f = s_with(PROTO_REJECT, "row", (s_kv_t){.t = V_BIN, .s = "a\n"});
+    s_expect_reject_fields(&f, "row");
+    f = s_with(PROTO_REJECT, "row_index", (s_kv_t)KV_INT("", -1));
+    s_expect_reject_fields(&f, "row_index");
+    f = s_with(PROTO_DONE, "rejected", (s_kv_t)KV_INT("", -1));
+    s_expect_reject_fields(&f, "rejected");
+    f = s_with(PROTO_ASSIGN, "reject_rows", (s_kv_t)KV_INT("", 1));
+    s_expect_reject_fields(&f, "reject_rows");
+    free(row);
+
+    proto_msg_t out;
+    f = s_valid_fields(PROTO_REJECT);
+    s_expect_accept_fields(&f, &out);
+    assert_int_equal(out.kind, PROTO_REJECT);
+    assert_int_equal(out.chunk_id, 12);
+    assert_int_equal(out.attempt, 2);
+    assert_int_equal(out.row_index, 1233);
+    assert_string_equal(out.sqlstate, "22P02");
+    assert_string_equal(out.message, "invalid input syntax");
+    assert_string_equal(out.row, "x\t\\N\n");
+    proto_msg_clear(&out);
+    f = s_valid_fields(PROTO_ASSIGN);
+    s_expect_accept_fields(&f, &out);
+    assert_true(out.reject_rows);
+    proto_msg_clear(&out);
+    f = s_valid_fields(PROTO_DONE);
+    s_expect_accept_fields(&f, &out);
+    assert_int_equal(out.rejected, 7);
+    proto_msg_clear(&out);
+
+    /* each new field stays in its kind */
+    f = s_valid_fields(PROTO_DONE);
+    f.kv[f.n++] = (s_kv_t)KV_BOOL("reject_rows", 1);
+    s_expect_reject_fields(&f, "'reject_rows' not allowed in 'done'");
+    f = s_valid_fields(PROTO_PROGRESS);
+    f.kv[f.n++] = (s_kv_t)KV_INT("rejected", 1);
+    s_expect_reject_fields(&f, "'rejected' not allowed in 'progress'");
+    f = s_valid_fields(PROTO_FAILED);
+    f.kv[f.n++] = (s_kv_t)KV_STR("row", "x\n");
+    s_expect_reject_fields(&f, "'row' not allowed in 'failed'");
+    f = s_valid_fields(PROTO_DONE);
+    f.kv[f.n++] = (s_kv_t)KV_INT("row_index", 1);
+    s_expect_reject_fields(&f, "'row_index' not allowed in 'done'");
+    f = s_valid_fields(PROTO_REJECT);
+    f.kv[f.n++] = (s_kv_t)KV_BOOL("conn_bad", 0);
+    s_expect_reject_fields(&f, "'conn_bad' not allowed in 'reject'");
+    f = s_valid_fields(PROTO_REJECT);
+    f.kv[f.n++] = (s_kv_t)KV_INT("rejected", 1);
+    s_expect_reject_fields(&f, "'rejected' not allowed in 'reject'");
+    /* stray values are not sent by kinds without them */
+    m = s_sample(PROTO_PROGRESS);
+    m.rejected = 5;
+    m.reject_rows = true;
+    m.row_index = 9;
+    m.row = strdup("two\nlines");
+    char *buf;
+    size_t len;
+    char err[PROTO_ERR_LEN];
+    assert_true(proto_encode(&m, &buf, &len));
+    s_check_wire(buf, len, PROTO_PROGRESS);
+    assert_true(proto_decode(buf, len, &out, err, sizeof err));
+    assert_int_equal(out.rejected, 0);
+    assert_false(out.reject_rows);
+    assert_int_equal(out.row_index, 0);
+    assert_null(out.row);
+    proto_msg_clear(&out);
+    proto_msg_clear(&m);
+    free(buf);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1290,7 +1460,7 @@ static void test_decode_unknown_field(void **state)
     f = s_valid_fields(PROTO_STOP);
     f.kv[f.n++] = (s_kv_t)KV_STR("job_id", "");
     s_expect_reject_fields(&f, "'job_id' not allowed in 'stop'");
-    /* source_id only in ready, message only in failed and stop */
+    /* source_id only in ready, message only in failed, stop and reject */
     for (size_t k = 0; k < S_NKINDS; k++) {
         proto_kind_t kind = s_all_kinds[k];
         char want[96];
@@ -1302,7 +1472,8 @@ static void test_decode_unknown_field(void **state)
                      proto_kind_name(kind));
             s_expect_reject_fields(&f, want);
         }
-        if (kind != PROTO_FAILED && kind != PROTO_STOP) {
+        if (kind != PROTO_FAILED && kind != PROTO_STOP &&
+            kind != PROTO_REJECT) {
             f = s_valid_fields(kind);
             f.kv[f.n++] = (s_kv_t)KV_STR("message", "");
             snprintf(want, sizeof want, "'message' not allowed in '%s'",
@@ -2267,6 +2438,7 @@ int main(void)
         cmocka_unit_test(test_data_limits),
         cmocka_unit_test(test_encode_only_kind_fields),
         cmocka_unit_test(test_encode_rejects),
+        cmocka_unit_test(test_reject_rows),
         cmocka_unit_test(test_decode_hand_built),
         cmocka_unit_test(test_decode_wrong_types),
         cmocka_unit_test(test_decode_truncated),

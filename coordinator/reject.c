@@ -1,0 +1,103 @@
+/* coordinator/reject.c - the reject file and its log (reject.h). */
+#include "reject.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+struct reject_t {
+    FILE *rows;       /* the reject file: COPY text lines */
+    FILE *log;        /* FILE.log: one line per row */
+    char *path;       /* the reject file's name, for messages */
+    bool write_error; /* a write failed (logged once) */
+};
+
+reject_t *reject_new(const char *path, char *err, size_t errlen)
+{
+    reject_t *self = calloc(1, sizeof *self);
+    size_t n = strlen(path) + strlen(REJECT_LOG_SUFFIX) + 1;
+    char *log_path = malloc(n);
+    if (!self || !log_path || !(self->path = strdup(path))) {
+        snprintf(err, errlen, "out of memory");
+        free(log_path);
+        reject_destroy(&self);
+        return NULL;
+    }
+    snprintf(log_path, n, "%s%s", path, REJECT_LOG_SUFFIX);
+    self->rows = fopen(path, "a");
+    const char *failed = self->rows ? NULL : path;
+    if (self->rows && !(self->log = fopen(log_path, "a"))) failed = log_path;
+    if (failed)
+        snprintf(err, errlen, "--reject-file: cannot open %s for appending: %s",
+                 failed, strerror(errno));
+    free(log_path);
+    if (failed) reject_destroy(&self);
+    return self;
+}
+
+void reject_destroy(reject_t **self_p)
+{
+    if (!self_p || !*self_p) return;
+    reject_t *self = *self_p;
+    if (self->rows) fclose(self->rows);
+    if (self->log) fclose(self->log);
+    free(self->path);
+    free(self);
+    *self_p = NULL;
+}
+
+bool reject_buf_take(reject_buf_t *buf, proto_msg_t *msg)
+{
+    if (buf->n == buf->cap) {
+        size_t cap = buf->cap ? buf->cap * 2 : 16;
+        reject_row_t *v = realloc(buf->v, cap * sizeof *v);
+        if (!v) {
+            log_error("out of memory holding rejected rows");
+            return false;
+        }
+        buf->v = v;
+        buf->cap = cap;
+    }
+    reject_row_t *r = &buf->v[buf->n++];
+    r->row_index = msg->row_index;
+    memcpy(r->sqlstate, msg->sqlstate, sizeof r->sqlstate);
+    r->message = msg->message;
+    r->row = msg->row;
+    msg->message = msg->row = NULL;
+    return true;
+}
+
+void reject_buf_clear(reject_buf_t *buf)
+{
+    for (size_t i = 0; i < buf->n; i++) {
+        free(buf->v[i].message);
+        free(buf->v[i].row);
+    }
+    free(buf->v);
+    memset(buf, 0, sizeof *buf);
+}
+
+bool reject_write(reject_t *self, int64_t chunk_id, reject_buf_t *buf)
+{
+    for (size_t i = 0; i < buf->n; i++) {
+        const reject_row_t *r = &buf->v[i];
+        char line[PROTO_MAX_MESSAGE];
+        log_one_line(line, sizeof line, r->message);
+        fputs(r->row, self->rows);
+        fprintf(self->log, "chunk %" PRId64 " row %" PRId64 " %s %s\n",
+                chunk_id, r->row_index + 1, r->sqlstate, line);
+    }
+    bool ok = fflush(self->rows) == 0 && fflush(self->log) == 0 &&
+              !ferror(self->rows) && !ferror(self->log);
+    if (!ok && !self->write_error)
+        log_error("--reject-file %s: cannot write chunk %" PRId64
+                  "'s %zu rejected rows: %s",
+                  self->path, chunk_id, buf->n, strerror(errno));
+    self->write_error |= !ok;
+    reject_buf_clear(buf);
+    return ok;
+}
