@@ -5,7 +5,8 @@
 # holds exactly those rows, byte for byte, and FILE.log one line each;
 # --max-rejects stops the job; the default still fails the chunk; a worker
 # killed after reporting its rejects, before COMMIT, duplicates nothing;
-# --resume keeps the count; 2,500 rejects from one chunk all arrive.
+# --resume keeps the count; 2,500 rejects from one chunk all arrive; a
+# stream-mode query sets the same rows aside.
 . "$(dirname "$0")/lib.sh"
 
 fresh_dbs reject
@@ -131,4 +132,17 @@ check "--on-bad-rows=maybe: exit 2" 2 "$RC"
 run_coord --table b --on-bad-rows=reject --reject-file "$T_OUT/no/such/dir/r.rej"
 check "an unopenable reject file: exit 2, one line" "2 1" "$RC $(echo "$ERR" | wc -l)"
 check_match "an unopenable reject file: named" "cannot open .*r.rej for appending" "$ERR"
+
+# Stream mode (a query without --split-by): writers set rows aside from the
+# rows they hold (the stream is read as text).
+q "$DST" "CREATE TABLE bs(id bigint, v int CONSTRAINT v_ok CHECK (v >= 0), s text)"
+run_coord --query "SELECT * FROM b ORDER BY id" --target-table bs --workers 3 --chunk-size 34000 \
+    --on-bad-rows=reject --reject-file "$T_OUT/bs.rej" --summary-json "$T_OUT/bs.json"
+check "stream mode: CHECK violations rejected, exit 1" 1 "$RC"
+check_match "stream mode: it was a stream" "stream mode: one reader" "$ERR"
+check "stream mode: rows_rejected 7, 99993 successful" "7 99993" \
+    "$(jq -r '"\(.rows_rejected) \(.total_rows_successful)"' "$T_OUT/bs.json")"
+check "stream mode: exactly the good rows landed" "$(checksum "$SRC" "$GOOD")" "$(checksum "$DST" bs)"
+expect_rejects "stream mode" "$T_OUT/bs.rej" "b WHERE v < 0" 23514
+
 finish
