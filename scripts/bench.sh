@@ -10,7 +10,8 @@
 #   --workers-list L    worker counts to try, comma separated (default: number of CPUs)
 #   --json FILE         raw figures and aggregates as JSON (default: build/bench.json)
 #   --only LIST         run only these contenders (comma separated):
-#                       psql1, psqlpar, pgcopydb, pgloader, mapper, chunks
+#                       psql1, psqlpar, pgcopydb, pgloader, mapper, chunks,
+#                       stream (mapper-coord --query without --split-by)
 #   --no-install        do not apt-get install missing pgcopydb / pgloader (skip them)
 #
 # Set-up (outside the database): installs pgcopydb and pgloader with apt-get when
@@ -238,6 +239,13 @@ run_mapper() {
     "$bin/mapper-coord" --source "$SRC" --target "$DST" --table events --workers "$1" \
         ${2:+--chunk-size "$2"} --summary-json "$work/summary.json" -q
 }
+describe_mapperq() {
+    echo "mapper-coord --source \$SRC --target \$DST --query 'SELECT * FROM events' --target-table events --workers $1 --summary-json FILE -q"
+}
+run_mapperq() { # stream mode: one reader, W writers
+    "$bin/mapper-coord" --source "$SRC" --target "$DST" --query "SELECT * FROM events" \
+        --target-table events --workers "$1" --summary-json "$work/summary.json" -q
+}
 
 # ------------------------------------------------- the contender list
 # One line per contender: KEY KIND W CHUNK LABEL ("-" = none).
@@ -249,6 +257,7 @@ for w in "${workers_arr[@]}"; do
     want pgcopydb && add "pgcopydb-$w" pgcopydb "$w" - "pgcopydb copy table-data"
     want pgloader && add "pgloader-$w" pgloader "$w" - "pgloader (data only)"
     want mapper && add "mapper-$w" mapper "$w" - "mapper-coord"
+    want stream && add "mapperq-$w" mapperq "$w" - "mapper-coord --query (stream mode)"
     if want chunks; then
         add "mapper-c5000-$w" mapper "$w" 5000 "mapper-coord --chunk-size 5000"
         add "mapper-c100000-$w" mapper "$w" 100000 "mapper-coord --chunk-size 100000"
@@ -316,7 +325,7 @@ timed_run() {
         fi
         checked[$key]=1
     fi
-    if [ "$kind" = mapper ]; then
+    if [[ $kind == mapper* ]]; then
         summary=$(jq -c . "$work/summary.json" 2>/dev/null) || summary=null
         if [ "$(jq -r '.total_rows_successful // empty' <<<"$summary")" != "$rows" ]; then
             failed "$key" "summary JSON does not report $rows rows successful: $summary"
@@ -392,7 +401,7 @@ def r3: if . == null then null else (. * 1000 | round) / 1000 end;
         | . + {median_s: ($s | median), min_s: ($s | min), max_s: ($s | max),
                rows_per_s: ($rows / ($s | median) | round)}
       else . + {median_s: null, min_s: null, max_s: null, rows_per_s: null} end
-    | if .kind == "mapper" and .median_s != null then
+    | if (.kind | startswith("mapper")) and .median_s != null then
         (.runs | map(.summary)) as $m
         | . + {mapper: {
             coord_max_rss_kb: ($m | map(.coord_max_rss_kb) | max),

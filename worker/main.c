@@ -48,6 +48,8 @@ typedef struct {
     int64_t chunk_id;     /* chunk being copied */
     int32_t attempt;      /* its attempt */
     int64_t limit;        /* reader: chunks below this may be sent */
+    proto_msg_t next;     /* an ASSIGN or READ not yet started */
+    bool has_next;        /* next holds one */
     proto_msg_t write;    /* writer: the WRITE whose rows are arriving */
     bool writing;         /* write holds a WRITE */
     bool write_ready;     /* its last data frame arrived */
@@ -163,13 +165,31 @@ static void s_on_data(s_worker_t *w, const proto_msg_t *m)
     w->write_ready = m->last;
 }
 
-/* Handle every waiting message. While busy, work is unexpected; when idle
- * the first ASSIGN or READ is returned (caller clears it), and a WRITE is
- * kept in w until its rows have arrived. */
-static bool s_drain(s_worker_t *w, bool copying, proto_msg_t *assign)
+/* Refuse work that came while the worker had work waiting already (the
+ * coordinator took a READY for "gave my chunk up" while it was not): the
+ * coordinator retries the chunk elsewhere. */
+static void s_refuse(s_worker_t *w, const proto_msg_t *m)
+{
+    char why[PROTO_MAX_MESSAGE];
+    snprintf(why, sizeof why, "worker %s was busy with other work", w->id);
+    proto_msg_t r = {.kind = PROTO_FAILED,
+                     .chunk_id = m->chunk_id,
+                     .attempt = m->attempt,
+                     .side = PROTO_SIDE_NONE,
+                     .message = why};
+    memcpy(r.sqlstate, MAPPER_SQLSTATE_SHUTDOWN, sizeof r.sqlstate);
+    log_warn("%s for chunk %" PRId64 " refused: %s", proto_kind_name(m->kind),
+             m->chunk_id, why);
+    if (!proto_send(w->sock, NULL, 0, &r)) { /* logged */
+    }
+}
+
+/* Handle every waiting message. Work is never dropped: an ASSIGN or READ
+ * waits in w->next (one at a time) even while a chunk runs, a WRITE in
+ * w->write until its rows have arrived; work beyond that is refused. */
+static void s_drain(s_worker_t *w)
 {
     proto_msg_t msg;
-    bool got = false;
     while (!s_stop && proto_recv(w->sock, NULL, 0, NULL, &msg)) {
         w->last_heard = s_now();
         w->heard = true;
@@ -182,14 +202,17 @@ static bool s_drain(s_worker_t *w, bool copying, proto_msg_t *assign)
             }
             s_stop = 1;
         } else if ((msg.kind == PROTO_ASSIGN || msg.kind == PROTO_READ) &&
-                   !copying && !got && !w->writing) {
-            *assign = msg;
-            got = true;
-            continue; /* the caller owns it now */
-        } else if (msg.kind == PROTO_WRITE && !copying && !got && !w->writing) {
+                   !w->has_next) {
+            w->next = msg;
+            w->has_next = true;
+            continue; /* run by the main loop */
+        } else if (msg.kind == PROTO_WRITE && !w->writing) {
             w->write = msg;
             w->writing = true;
             continue; /* kept until its rows arrive */
+        } else if (msg.kind == PROTO_ASSIGN || msg.kind == PROTO_READ ||
+                   msg.kind == PROTO_WRITE) {
+            s_refuse(w, &msg);
         } else if (msg.kind == PROTO_DATA) {
             s_on_data(w, &msg);
         } else if (msg.kind == PROTO_CREDIT) {
@@ -199,7 +222,6 @@ static bool s_drain(s_worker_t *w, bool copying, proto_msg_t *assign)
         }
         proto_msg_clear(&msg);
     }
-    return got;
 }
 
 /* Remote workers watch the coordinator's heartbeats: past the liveness
@@ -233,7 +255,7 @@ static bool s_send_surely(s_worker_t *w, const proto_msg_t *m)
         zmq_pollitem_t item = {w->sock, 0, ZMQ_POLLOUT, 0};
         if (zmq_poll(&item, 1, WORKER_POLL_MS) < 0 && errno != EINTR)
             return false;
-        s_drain(w, true, NULL);
+        s_drain(w);
         s_watch(w);
         if (s_stop || w->lost) return false;
     }
@@ -270,7 +292,7 @@ static bool s_tick(void *arg, int64_t rows, int64_t bytes)
                      .bytes = bytes};
     if (!s_send(w, &m)) { /* logged; progress is advisory */
     }
-    s_drain(w, true, NULL);
+    s_drain(w);
     s_watch(w);
     return !s_stop && !w->lost;
 }
@@ -343,7 +365,7 @@ static bool s_credit(void *arg, int64_t chunk)
         zmq_pollitem_t item = {w->sock, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&item, 1, WORKER_POLL_MS) < 0 && errno != EINTR)
             return false;
-        s_drain(w, true, NULL);
+        s_drain(w);
         s_watch(w);
         if (s_stop || w->lost) return false;
         if (s_now() - w->last_sent > MAPPER_HEARTBEAT_S) {
@@ -561,12 +583,15 @@ int main(int argc, char **argv)
     s_send_ready(&w);
     while (!s_stop) {
         zmq_pollitem_t item = {w.sock, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&item, 1, WORKER_POLL_MS) < 0 && errno != EINTR) {
+        long wait = w.has_next || w.write_ready ? 0 : WORKER_POLL_MS;
+        if (zmq_poll(&item, 1, wait) < 0 && errno != EINTR) {
             log_error("poll: %s", zmq_strerror(errno));
             break;
         }
-        proto_msg_t a;
-        if (s_drain(&w, false, &a)) {
+        s_drain(&w);
+        if (w.has_next) {
+            proto_msg_t a = w.next; /* ours now; a new next may arrive */
+            w.has_next = false;
             if (a.kind == PROTO_READ) {
                 s_run_read(&w, &conns, &a);
             } else {
@@ -618,6 +643,7 @@ out:
     copy_conns_close(&conns);
     s_write_clear(&w);
     free(w.buf);
+    if (w.has_next) proto_msg_clear(&w.next);
     if (w.sock) zmq_close(w.sock);
     if (ctx) zmq_ctx_term(ctx);
     free((char *)o.source);
