@@ -66,6 +66,8 @@
 /* Stream mode: chunks held in memory at once, per worker, by default. */
 #define MAPPER_INFLIGHT_PER_WORKER 2
 #define MAPPER_MAX_INFLIGHT        100000
+/* Blocks smaller than this come from the heap, not mmap (mallopt). */
+#define MAPPER_MMAP_THRESHOLD (32 * 1024 * 1024)
 
 /* What a worker reports for a chunk it rolled back on purpose (a stop):
  * admin_shutdown, which the retry policy retries. */

@@ -180,6 +180,9 @@ static const struct {
 #define S_KIND_FIRST PROTO_READY
 #define S_KIND_LAST  PROTO_REJECT
 
+/* Bytes of a frame besides its strings and data: keys, headers, numbers. */
+#define S_ENCODE_SLACK 1024
+
 /* How much of a hostile string goes into an error message. */
 #define S_QUOTE_MAX 32
 
@@ -431,6 +434,13 @@ bool proto_encode(const proto_msg_t *msg, char **buf_out, size_t *len_out)
     msgpack_sbuffer sbuf;
     msgpack_packer pk;
     msgpack_sbuffer_init(&sbuf);
+    /* Room for the whole frame at once: a 1 MiB data field would otherwise
+     * be copied again at every doubling of the buffer. */
+    size_t bound = S_ENCODE_SLACK + msg->data_len;
+    for (s_field_t f = 0; f < S_F_COUNT; f++)
+        if ((fields & S_BIT(f)) && s_specs[f].store == S_AT_HEAP)
+            bound += s_get(msg, f).len;
+    if ((sbuf.data = malloc(bound))) sbuf.alloc = bound;
     msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
     s_value_t type = {.s = s_kinds[msg->kind].name};
     s_value_t version = {.i = PROTO_VERSION};

@@ -7,21 +7,58 @@
 
 #include "log.h"
 
-#define INFLIGHT_FNV_PRIME 1099511628211ull
+/* Odd 64-bit constants for mixing (golden ratio; a murmur finaliser's). */
+#define INFLIGHT_MIX_K1 0x9e3779b97f4a7c15ull
+#define INFLIGHT_MIX_K2 0xff51afd7ed558ccdull
 
-uint64_t inflight_digest(uint64_t h, const void *p, size_t n)
+static uint64_t s_mix(uint64_t h, uint64_t w)
+{
+    h = (h ^ w) * INFLIGHT_MIX_K1;
+    return h << 31 | h >> 33;
+}
+
+void inflight_digest_init(inflight_digest_t *d)
+{
+    memset(d, 0, sizeof *d);
+    d->h = INFLIGHT_MIX_K2;
+}
+
+void inflight_digest_add(inflight_digest_t *d, const void *p, size_t n)
 {
     const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ b[i]) * INFLIGHT_FNV_PRIME;
-    return h;
+    d->length += n;
+    while (n > 0 && d->ntail > 0) { /* finish the word begun before */
+        d->tail |= (uint64_t)*b++ << (8 * d->ntail);
+        n--;
+        if (++d->ntail == 8) {
+            d->h = s_mix(d->h, d->tail);
+            d->tail = 0;
+            d->ntail = 0;
+        }
+    }
+    for (; n >= 8; n -= 8, b += 8) {
+        uint64_t w = 0;
+        for (int i = 7; i >= 0; i--)
+            w = w << 8 | b[i];
+        d->h = s_mix(d->h, w);
+    }
+    for (; n > 0; n--)
+        d->tail |= (uint64_t)*b++ << (8 * d->ntail++);
+}
+
+uint64_t inflight_digest_end(const inflight_digest_t *d)
+{
+    uint64_t h = s_mix(s_mix(d->h, d->tail), d->length);
+    h ^= h >> 33;
+    h *= INFLIGHT_MIX_K2;
+    return h ^ h >> 29;
 }
 
 void inflight_init(inflight_t *s, int64_t max_held)
 {
     memset(s, 0, sizeof *s);
     s->max_held = max_held;
-    s->at_digest = INFLIGHT_DIGEST_INIT;
+    inflight_digest_init(&s->at_digest);
 }
 
 void inflight_free(inflight_t *s)
@@ -43,7 +80,7 @@ void inflight_restart(inflight_t *s)
     s->at = 0;
     s->at_rows = 0;
     s->at_len = 0;
-    s->at_digest = INFLIGHT_DIGEST_INIT;
+    inflight_digest_init(&s->at_digest);
 }
 
 void inflight_release(inflight_t *s, int64_t chunk)
@@ -95,7 +132,7 @@ inflight_event_t inflight_on_data(inflight_t *s, const proto_msg_t *m,
                   m->chunk_id, s->at);
         return INFLIGHT_BAD;
     }
-    s->at_digest = inflight_digest(s->at_digest, m->data, m->data_len);
+    inflight_digest_add(&s->at_digest, m->data, m->data_len);
     s->at_rows += m->rows;
     s->at_len += m->data_len;
     if (s->at == s->known) { /* a chunk never seen: keep its rows */
@@ -112,19 +149,20 @@ inflight_event_t inflight_on_data(inflight_t *s, const proto_msg_t *m,
     inflight_event_t ev = INFLIGHT_COMPLETE;
     if (s->at < s->known) {
         const inflight_chunk_t *c = &s->chunks[s->at];
-        ev = c->digest == s->at_digest && c->rows == s->at_rows
+        ev = c->digest == inflight_digest_end(&s->at_digest) &&
+                     c->rows == s->at_rows
                  ? INFLIGHT_SAME
                  : INFLIGHT_DIFFERS;
     } else {
         inflight_chunk_t *c = &s->chunks[s->known];
         c->rows = s->at_rows;
-        c->digest = s->at_digest;
+        c->digest = inflight_digest_end(&s->at_digest);
         s->known++;
         s->held++;
     }
     s->at++;
     s->at_rows = 0;
     s->at_len = 0;
-    s->at_digest = INFLIGHT_DIGEST_INIT;
+    inflight_digest_init(&s->at_digest);
     return ev;
 }

@@ -13,11 +13,21 @@
 
 #include "proto.h"
 
+/* A 64-bit digest of a byte stream, fed in pieces: the same bytes give
+ * the same digest however they are cut. Not cryptographic: it tells a
+ * re-read from the first read, both from our own reader. */
+typedef struct {
+    uint64_t h;      /* state */
+    uint64_t tail;   /* bytes not yet mixed, little end first */
+    unsigned ntail;  /* how many */
+    uint64_t length; /* bytes fed */
+} inflight_digest_t;
+
 typedef struct {
     char *data;      /* rows, while held (NULL once released) */
     size_t len, cap; /* bytes at data, allocated */
     int64_t rows;    /* rows in the chunk */
-    uint64_t digest; /* FNV-1a over its bytes */
+    uint64_t digest; /* inflight_digest_end of its bytes */
 } inflight_chunk_t;
 
 typedef struct {
@@ -28,10 +38,10 @@ typedef struct {
     int64_t max_held;         /* credit bound (--max-inflight-chunks) */
     int64_t bytes_held;       /* bytes in held chunks (and arriving) */
     /* The current reader attempt's position. */
-    int64_t at;         /* chunk its next frame belongs to */
-    int64_t at_rows;    /* rows of that chunk so far */
-    size_t at_len;      /* bytes likewise */
-    uint64_t at_digest; /* digest so far */
+    int64_t at;                  /* chunk its next frame belongs to */
+    int64_t at_rows;             /* rows of that chunk so far */
+    size_t at_len;               /* bytes likewise */
+    inflight_digest_t at_digest; /* digest so far */
 } inflight_t;
 
 /* What a data frame did. */
@@ -61,8 +71,8 @@ void inflight_release(inflight_t *s, int64_t chunk);
  * as many new ones as there is room for. */
 int64_t inflight_limit(const inflight_t *s);
 
-/* FNV-1a, continued from h over n bytes (h = INFLIGHT_DIGEST_INIT first). */
-#define INFLIGHT_DIGEST_INIT 14695981039346656037ull
-uint64_t inflight_digest(uint64_t h, const void *p, size_t n);
+void inflight_digest_init(inflight_digest_t *d);
+void inflight_digest_add(inflight_digest_t *d, const void *p, size_t n);
+uint64_t inflight_digest_end(const inflight_digest_t *d);
 
 #endif

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -353,6 +354,10 @@ enum {
 int main(int argc, char **argv)
 {
     log_init("coord", LOG_INFO);
+    /* Stream mode moves rows in 256 KiB to 1 MiB buffers; from the heap
+     * they are reused, from mmap each one is faulted in anew. */
+    mallopt(M_MMAP_THRESHOLD, MAPPER_MMAP_THRESHOLD);
+    mallopt(M_TRIM_THRESHOLD, MAPPER_MMAP_THRESHOLD);
     if (argc >= 2 && !strcmp(argv[1], "keygen")) return s_keygen(argc, argv);
     mapper_job_spec spec;
     mapper_job_spec_init(&spec);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -519,6 +520,8 @@ static bool s_curve(void *sock, const s_opts_t *o)
 int main(int argc, char **argv)
 {
     log_init("worker", LOG_INFO);
+    mallopt(M_MMAP_THRESHOLD, MAPPER_MMAP_THRESHOLD); /* see mapper-coord */
+    mallopt(M_TRIM_THRESHOLD, MAPPER_MMAP_THRESHOLD);
     s_opts_t o = {.coord_timeout = MAPPER_COORD_TIMEOUT_S, .level = LOG_INFO};
     int rc = s_parse(argc, argv, &o);
     if (rc < 0) return MAPPER_EXIT_OK;
