@@ -1,0 +1,249 @@
+/* coordinator/dispatch_stream.c - stream mode in the dispatcher: one
+ * worker reads the query once; its rows arrive as data frames, are cut
+ * into chunks held until they commit, and go to writers with their WRITE
+ * (dispatch_loop.h). */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dispatch_loop.h"
+#include "ledger.h"
+#include "log.h"
+#include "progress.h"
+
+/* More stream chunks may still come. */
+bool dispatch_stream_open(const dispatch_loop_t *l)
+{
+    return l->stream && !l->read_done && !l->read_failed;
+}
+
+/* Tell the reader how far it may read. */
+static void s_send_credit(dispatch_loop_t *l)
+{
+    if (l->reader < 0) return;
+    dispatch_worker_t *w = &l->workers[l->reader];
+    proto_msg_t m = {.kind = PROTO_CREDIT, .limit = inflight_limit(&l->held)};
+    if (!proto_send(l->cfg->router, w->id, strlen(w->id), &m)) { /* logged */
+    }
+}
+
+/* A stream chunk's rows are no longer needed: free them, raise the
+ * reader's credit. */
+void dispatch_stream_release(dispatch_loop_t *l, size_t ci)
+{
+    if (!l->stream) return;
+    inflight_release(&l->held, (int64_t)ci);
+    s_send_credit(l);
+}
+
+/* One more chunk entry (stream mode). */
+dispatch_chunk_t *dispatch_chunk_add(dispatch_loop_t *l)
+{
+    if (l->nchunks == l->cap_chunks) {
+        size_t cap = l->cap_chunks ? l->cap_chunks * 2 : 64;
+        dispatch_chunk_t *c = realloc(l->chunks, cap * sizeof *c);
+        if (!c) {
+            log_error("out of memory for %zu chunks", cap);
+            return NULL;
+        }
+        l->chunks = c;
+        l->cap_chunks = cap;
+    }
+    dispatch_chunk_t *c = &l->chunks[l->nchunks++];
+    memset(c, 0, sizeof *c);
+    c->worker = -1;
+    l->unfinished++;
+    return c;
+}
+
+/* Stream mode: make w the reader; it reads from the first row. */
+void dispatch_stream_start_reader(dispatch_loop_t *l, dispatch_worker_t *w)
+{
+    l->reader = (int)(w - l->workers);
+    if (++l->read_attempts == 1) l->read_first_start = dispatch_now();
+    inflight_restart(&l->held);
+    proto_msg_t m = {.kind = PROTO_READ,
+                     .attempt = l->read_attempts,
+                     .rows = l->cfg->chunk_rows,
+                     .limit = inflight_limit(&l->held),
+                     .source_sql = strdup(l->cfg->read_sql)};
+    snprintf(m.snapshot, sizeof m.snapshot, "%s", l->cfg->snapshot);
+    if (!m.source_sql || !dispatch_send(l, w, &m))
+        log_warn("could not hand the read to %s", w->id); /* it will tell */
+    log_debug("reader: %s reads the query (attempt %d)", w->id,
+              l->read_attempts);
+    proto_msg_clear(&m);
+}
+
+/* Stream mode: send chunk ci's rows to w after its WRITE. */
+bool dispatch_stream_send_rows(dispatch_loop_t *l, dispatch_worker_t *w,
+                               size_t ci, int attempt)
+{
+    const inflight_chunk_t *h = &l->held.chunks[ci];
+    if (!h->data) {
+        log_error("chunk %zu: its rows are gone", ci);
+        return false;
+    }
+    for (size_t at = 0;;) {
+        size_t n = h->len - at;
+        if (n > PROTO_MAX_DATA) n = PROTO_MAX_DATA;
+        bool last = at + n == h->len;
+        proto_msg_t d = {.kind = PROTO_DATA,
+                         .chunk_id = (int64_t)ci,
+                         .attempt = attempt,
+                         .rows = last ? h->rows : 0,
+                         .last = last,
+                         .data = h->data + at,
+                         .data_len = n};
+        if (!dispatch_send(l, w, &d)) return false;
+        if (last) return true;
+        at += n;
+    }
+}
+
+/* Reading the query failed (e: why): read again from the first row after
+ * a delay, or (final, or out of attempts) stop reading: the chunks not
+ * read are one failed chunk carrying the error. */
+static void s_read_failed(dispatch_loop_t *l, dispatch_cause_t cause,
+                          const pgutil_error_t *e, bool final)
+{
+    l->reader = -1;
+    inflight_restart(&l->held);
+    retry_error re = {.side = e->side,
+                      .conn_lost = e->conn_bad,
+                      .worker_crashed = cause == DISPATCH_CRASHED,
+                      .heartbeat_lost = cause == DISPATCH_LEASE_LOST};
+    memcpy(re.sqlstate, e->sqlstate, sizeof re.sqlstate);
+    retry_verdict v = retry_classify(&re);
+    retry_decision d = {0};
+    if (!final)
+        d = retry_decide_chunk(l->cfg->retry, l->read_attempts, &v,
+                               l->read_first_start, NULL, &l->rng);
+    const char *side = pgutil_side_name(e->side);
+    if (d.retry) {
+        l->read_not_before = dispatch_now() + d.delay;
+        log_warn("reading the query failed (attempt %d: %s%s%s, %s: %s); "
+                 "reading it again from the first row in %.2f s (chunks read "
+                 "already: %" PRId64 ", compared, not kept twice)",
+                 l->read_attempts, side, e->sqlstate[0] ? " " : "", e->sqlstate,
+                 v.class_name, e->message, d.delay, l->held.known);
+        return;
+    }
+    l->read_failed = true;
+    dispatch_chunk_t *c = dispatch_chunk_add(l);
+    if (!c) return;
+    c->state = DISPATCH_FAILED;
+    l->unfinished--;
+    c->attempts = l->read_attempts;
+    c->error = *e;
+    c->class_name = final ? "other" : v.class_name;
+    progress_set_total_chunks(l->cfg->progress, (int64_t)l->nchunks);
+    progress_chunk_failed(l->cfg->progress, (int64_t)l->nchunks - 1, 0);
+    log_error("reading the query failed after %d attempt%s (%s%s%s): %s; "
+              "rows after the first %" PRId64 " are not copied",
+              l->read_attempts, l->read_attempts == 1 ? "" : "s", side,
+              e->sqlstate[0] ? " " : "", e->sqlstate, e->message, l->rows_cut);
+}
+
+/* The reader's process or lease is gone. */
+void dispatch_stream_reader_lost(dispatch_loop_t *l, dispatch_cause_t cause,
+                                 const char *why)
+{
+    pgutil_error_t e = {.side = PROTO_SIDE_NONE};
+    snprintf(e.message, sizeof e.message, "%s", why);
+    s_read_failed(l, cause, &e, false);
+}
+
+/* A new stream chunk is complete: record it and make it runnable. */
+static void s_stream_chunk(dispatch_loop_t *l, int64_t k)
+{
+    if ((size_t)k != l->nchunks || !dispatch_chunk_add(l)) return;
+    dispatch_chunk_t *c = &l->chunks[k];
+    int64_t rows = l->held.chunks[k].rows;
+    plan_chunk_t pc = {.id = k,
+                       .kind = PLAN_STREAM,
+                       .has_lo = true,
+                       .has_hi = true,
+                       .lo = l->rows_cut,
+                       .hi = l->rows_cut + rows,
+                       .est_rows = rows};
+    l->rows_cut += rows;
+    int64_t est =
+        l->cfg->chunk_rows > 0
+            ? (l->cfg->est_rows + l->cfg->chunk_rows - 1) / l->cfg->chunk_rows
+            : 0;
+    progress_set_total_chunks(l->cfg->progress,
+                              est > k + 2 ? est : k + 2); /* one more? */
+    char err[512];
+    if (l->cfg->ledger &&
+        !ledger_add_chunk(l->cfg->ledger, &pc, err, sizeof err)) {
+        c->state = DISPATCH_FAILED;
+        l->unfinished--;
+        c->error.side = PROTO_SIDE_TARGET;
+        snprintf(c->error.message, sizeof c->error.message, "%s", err);
+        progress_chunk_failed(l->cfg->progress, k, rows);
+        dispatch_stream_release(l, (size_t)k);
+        log_error("chunk %" PRId64 ": %s", k, err);
+        return;
+    }
+    log_debug("chunk %" PRId64 " read: %" PRId64 " rows", k, rows);
+}
+
+/* A message from the reader. */
+bool dispatch_stream_on_reader(dispatch_loop_t *l, dispatch_worker_t *w,
+                               const proto_msg_t *m)
+{
+    if (m->attempt != l->read_attempts ||
+        (m->kind != PROTO_DATA && m->kind != PROTO_END &&
+         m->kind != PROTO_FAILED)) {
+        log_debug("%s from the reader ignored", proto_kind_name(m->kind));
+        return false;
+    }
+    pgutil_error_t e = {.side = PROTO_SIDE_NONE};
+    if (m->kind == PROTO_DATA) {
+        int64_t k = 0;
+        switch (inflight_on_data(&l->held, m, &k)) {
+        case INFLIGHT_MORE:
+        case INFLIGHT_SAME:
+            return false;
+        case INFLIGHT_COMPLETE:
+            s_stream_chunk(l, k);
+            return false;
+        case INFLIGHT_DIFFERS:
+            snprintf(e.message, sizeof e.message,
+                     "the query returned different rows for chunk %" PRId64
+                     " when it was read again: its order is not stable "
+                     "(use --split-by, or an ORDER BY on a unique key)",
+                     k);
+            s_read_failed(l, DISPATCH_REPORTED, &e, true);
+            return false;
+        case INFLIGHT_BAD:
+            snprintf(e.message, sizeof e.message,
+                     "reader %s sent chunk %" PRId64 " out of order", w->id, k);
+            s_read_failed(l, DISPATCH_REPORTED, &e, false);
+            return false;
+        }
+    }
+    if (m->kind == PROTO_END && m->chunk_id != l->held.known) {
+        snprintf(e.message, sizeof e.message,
+                 "reader %s ended after %" PRId64 " chunks, %" PRId64
+                 " arrived",
+                 w->id, m->chunk_id, l->held.known);
+        s_read_failed(l, DISPATCH_REPORTED, &e, false);
+    } else if (m->kind == PROTO_END) {
+        l->read_done = true;
+        l->reader = -1;
+        progress_set_total_chunks(l->cfg->progress, (int64_t)l->nchunks);
+        log_info("read the whole query: %" PRId64 " rows in %zu chunks",
+                 m->rows, l->nchunks);
+    } else {
+        e.side = m->side;
+        memcpy(e.sqlstate, m->sqlstate, sizeof e.sqlstate);
+        e.conn_bad = m->conn_bad;
+        snprintf(e.message, sizeof e.message, "%s",
+                 m->message ? m->message : "");
+        s_read_failed(l, DISPATCH_REPORTED, &e, false);
+    }
+    return true; /* w is free for other work */
+}
