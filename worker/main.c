@@ -244,6 +244,17 @@ static void s_watch(s_worker_t *w)
     }
 }
 
+/* Wait up to a poll interval for events on the socket while hearing the
+ * coordinator; false when the worker is stopping or lost it. */
+static bool s_wait(s_worker_t *w, short events)
+{
+    zmq_pollitem_t item = {w->sock, 0, events, 0};
+    if (zmq_poll(&item, 1, WORKER_POLL_MS) < 0 && errno != EINTR) return false;
+    s_drain(w);
+    s_watch(w);
+    return !s_stop && !w->lost;
+}
+
 /* Send a message that must not be dropped: while the send queue is full
  * (the high-water mark), wait for room, still hearing the coordinator.
  * Gives up when the worker is told to stop or loses the coordinator. */
@@ -252,13 +263,7 @@ static bool s_send_surely(s_worker_t *w, const proto_msg_t *m)
     for (;;) {
         w->last_sent = s_now();
         if (proto_send(w->sock, NULL, 0, m)) return true;
-        if (errno != EAGAIN) return false;
-        zmq_pollitem_t item = {w->sock, 0, ZMQ_POLLOUT, 0};
-        if (zmq_poll(&item, 1, WORKER_POLL_MS) < 0 && errno != EINTR)
-            return false;
-        s_drain(w);
-        s_watch(w);
-        if (s_stop || w->lost) return false;
+        if (errno != EAGAIN || !s_wait(w, ZMQ_POLLOUT)) return false;
     }
 }
 
@@ -363,12 +368,7 @@ static bool s_credit(void *arg, int64_t chunk)
 {
     s_worker_t *w = arg;
     while (chunk >= w->limit) {
-        zmq_pollitem_t item = {w->sock, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&item, 1, WORKER_POLL_MS) < 0 && errno != EINTR)
-            return false;
-        s_drain(w);
-        s_watch(w);
-        if (s_stop || w->lost) return false;
+        if (!s_wait(w, ZMQ_POLLIN)) return false;
         if (s_now() - w->last_sent > MAPPER_HEARTBEAT_S) {
             proto_msg_t hb = {.kind = PROTO_HEARTBEAT};
             if (!s_send(w, &hb)) { /* logged */
