@@ -168,6 +168,12 @@ static int s_validate(const mapper_job_spec *spec, mapper_result *out)
                       "--curve-allow needs --curve-secret-key");
     if (!(spec->worker_timeout > 0))
         return s_fail(out, MAPPER_EXIT_USAGE, "worker timeout must be > 0");
+    if (spec->max_inflight_chunks < 0 ||
+        spec->max_inflight_chunks > MAPPER_MAX_INFLIGHT)
+        return s_fail(out, MAPPER_EXIT_USAGE,
+                      "max inflight chunks must be between 1 and %d (0: the "
+                      "default), not %" PRId64,
+                      MAPPER_MAX_INFLIGHT, spec->max_inflight_chunks);
     if (spec->chunk_size < 1)
         return s_fail(out, MAPPER_EXIT_USAGE,
                       "chunk size must be at least 1, not %" PRId64,
@@ -475,7 +481,7 @@ static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
     if (!schema_load(j->src, j->dst, &req, &j->schema, &usage, err, sizeof err))
         return s_fail(out, usage ? MAPPER_EXIT_USAGE : MAPPER_EXIT_CANNOT_RUN,
                       "%s", err);
-    j->stream = s_stream_mode(&j->schema);
+    j->stream = out->stream = s_stream_mode(&j->schema);
     int rc = s_plan_job(spec, j, target, out);
     if (rc != MAPPER_EXIT_OK) return rc;
 

@@ -211,10 +211,15 @@ static bool s_progress_env(mapper_progress_mode *mode)
 }
 
 /* After an interruption, print the command that resumes the job: this
- * one's arguments (passwords already scrubbed) with --resume and the id. */
-static void s_print_resume(int argc, char **argv, const char *job_id)
+ * one's arguments (passwords already scrubbed) with --resume and the id;
+ * a stream job cannot resume, it starts over with --restart --truncate. */
+static void s_print_resume(int argc, char **argv, const char *job_id,
+                           bool stream)
 {
-    fprintf(stderr, "interrupted: resume with:\n ");
+    fprintf(stderr, "interrupted: %s:\n ",
+            stream ? "a stream job starts over (its committed rows are "
+                     "emptied first); run"
+                   : "resume with");
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--restart") || !strcmp(argv[i], "--truncate"))
             continue;
@@ -233,7 +238,8 @@ static void s_print_resume(int argc, char **argv, const char *job_id)
                 fputc(*c, stderr);
         fputc('\'', stderr);
     }
-    fprintf(stderr, " --resume --job-id %s\n", job_id);
+    fprintf(stderr, " %s --job-id %s\n",
+            stream ? "--restart --truncate" : "--resume", job_id);
 }
 
 static bool s_write_json(const char *path, const mapper_result *r)
@@ -645,7 +651,7 @@ int main(int argc, char **argv)
         if (r.error[0]) log_error("%s", r.error);
     }
     if (rc == MAPPER_EXIT_INTERRUPTED && r.job_id[0] && !spec.resume)
-        s_print_resume(argc, argv, r.job_id);
+        s_print_resume(argc, argv, r.job_id, r.stream);
     else if (rc == MAPPER_EXIT_INTERRUPTED && r.job_id[0])
         fprintf(stderr, "interrupted: run the same command again to resume\n");
     if (json && !s_write_json(json, &r) && rc == MAPPER_EXIT_OK)

@@ -69,6 +69,24 @@ run_coord --query "SELECT id, 1 / (id - 150001) AS x FROM t ORDER BY id" --targe
 check "query failing mid-stream: exits 1" 1 "$RC"
 check_match "query failing mid-stream: the error is named" "22012" "$ERR"
 
+# SIGTERM mid-stream: exit 75, and the printed command starts the job over
+# (--restart --truncate), which ends exact.
+MAPPER_FAULT=pause-mid-copy:5 "$COORD" --query "SELECT * FROM t" --target-table term --workers 2 \
+    --chunk-size 20000 --job-id term --grace 0 >"$T_OUT/t.out" 2>"$T_OUT/t.err" &
+pid=$!
+wait_for "$T_OUT/t.err" "chunk 5: fault injection at mid-copy: pausing" 600
+kill -TERM $pid
+wait $pid
+check "stream SIGTERM: exit 75" 75 "$?"
+again=$(grep -A1 "a stream job starts over" "$T_OUT/t.err" | tail -1)
+check_match "stream SIGTERM: prints a --restart --truncate command" \
+    "--query 'SELECT \* FROM t'.* --restart --truncate --job-id term$" "$again"
+eval "run_coord ${again#*mapper-coord} --progress none"
+check "stream SIGTERM: the printed command exits 0" 0 "$RC"
+check "stream SIGTERM: then exact" "$(checksum "$SRC" t)" "$(checksum "$DST" term)"
+
+run_coord --query "SELECT * FROM t" --target-table w2 --workers 2 --progress none --max-inflight-chunks 0 --job-id s0
+check "--max-inflight-chunks 0: refused (2)" 2 "$RC"
 run_coord --query "SELECT * FROM t" --target-table w2 --workers 2 --progress none --job-id s1
 run_coord --query "SELECT * FROM t" --target-table w2 --workers 2 --progress none --job-id s1 --resume
 check "--resume of a stream job: refused (2)" 2 "$RC"
