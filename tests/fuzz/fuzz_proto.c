@@ -47,13 +47,15 @@ static bool s_same_msg(const proto_msg_t *a, const proto_msg_t *b)
 {
     if (!s_same_str(a->source_sql, b->source_sql) ||
         !s_same_str(a->target_sql, b->target_sql) ||
-        !s_same_str(a->message, b->message) || !s_same_str(a->row, b->row))
+        !s_same_str(a->message, b->message) || !s_same_str(a->row, b->row) ||
+        a->data_len != b->data_len || !a->data != !b->data ||
+        (a->data_len && memcmp(a->data, b->data, a->data_len)))
         return false;
     proto_msg_t x, y;
     memcpy(&x, a, sizeof x);
     memcpy(&y, b, sizeof y);
-    x.source_sql = x.target_sql = x.message = x.row = NULL;
-    y.source_sql = y.target_sql = y.message = y.row = NULL;
+    x.source_sql = x.target_sql = x.message = x.row = x.data = NULL;
+    y.source_sql = y.target_sql = y.message = y.row = y.data = NULL;
     return memcmp(&x, &y, sizeof x) == 0;
 }
 
@@ -106,8 +108,10 @@ static void s_check_limits(const proto_msg_t *m)
             s_die("accepted a row that is not one line", NULL);
     }
     if (m->pid < 0 || m->chunk_id < 0 || m->attempt < 0 || m->rows < 0 ||
-        m->bytes < 0 || m->row_index < 0 || m->rejected < 0)
+        m->bytes < 0 || m->row_index < 0 || m->rejected < 0 || m->limit < 0)
         s_die("accepted a negative count", proto_kind_name(m->kind));
+    if (m->data_len > PROTO_MAX_DATA || (m->kind == PROTO_DATA && !m->data))
+        s_die("accepted a bad data field", NULL);
     if (m->side < PROTO_SIDE_NONE || m->side > PROTO_SIDE_TARGET)
         s_die("accepted a bad side", NULL);
 #undef S_TERMINATED
