@@ -24,7 +24,7 @@ static void s_send_credit(dispatch_loop_t *l)
     if (l->reader < 0) return;
     dispatch_worker_t *w = &l->workers[l->reader];
     proto_msg_t m = {.kind = PROTO_CREDIT, .limit = inflight_limit(&l->held)};
-    if (!proto_send(l->cfg->router, w->id, strlen(w->id), &m)) { /* logged */
+    if (!dispatch_send(l, w, &m)) { /* logged */
     }
 }
 
