@@ -47,6 +47,9 @@
 #define MAPPER_LOOP_TICK_MS 200
 /* How long shutdown waits for workers before SIGKILL (ms). */
 #define MAPPER_SHUTDOWN_WAIT_MS 5000
+/* How long the coordinator's socket may keep unsent messages (the final
+ * STOPs) at the end of a job (ms). */
+#define MAPPER_STOP_LINGER_MS 2000
 
 /* The ledger's schema in the target, and how long running chunks may
  * finish after SIGINT/SIGTERM. */

@@ -539,6 +539,14 @@ static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
 
 static void s_cleanup(s_job_t *j)
 {
+    /* The last STOPs to remote workers may still be queued: give them a
+     * moment to leave (a worker that never hears one waits out its
+     * --coordinator-timeout and exits 75), without hanging on a peer
+     * that is gone. */
+    int linger = MAPPER_STOP_LINGER_MS;
+    if (j->router &&
+        zmq_setsockopt(j->router, ZMQ_LINGER, &linger, sizeof linger))
+        log_debug("ZMQ_LINGER: %s", zmq_strerror(errno));
     if (j->router) zmq_close(j->router);
     curve_zap_destroy(&j->zap);
     curve_allow_destroy(&j->allow);
