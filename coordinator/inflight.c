@@ -5,11 +5,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "growbuf.h"
 #include "log.h"
 
 /* Odd 64-bit constants for mixing (golden ratio; a murmur finaliser's). */
 #define INFLIGHT_MIX_K1 0x9e3779b97f4a7c15ull
 #define INFLIGHT_MIX_K2 0xff51afd7ed558ccdull
+/* A chunk's buffer starts this big, and doubles. */
+#define INFLIGHT_FIRST_BYTES (256 * 1024)
 
 static uint64_t s_mix(uint64_t h, uint64_t w)
 {
@@ -112,15 +115,7 @@ static bool s_reserve(inflight_t *s, size_t n)
         s->cap = cap;
     }
     inflight_chunk_t *c = &s->chunks[s->known];
-    if (c->len + n <= c->cap) return true;
-    size_t cap = c->cap ? c->cap : 256 * 1024;
-    while (cap < c->len + n)
-        cap *= 2;
-    char *d = realloc(c->data, cap);
-    if (!d) return false;
-    c->data = d;
-    c->cap = cap;
-    return true;
+    return growbuf_reserve(&c->data, &c->cap, c->len + n, INFLIGHT_FIRST_BYTES);
 }
 
 inflight_event_t inflight_on_data(inflight_t *s, const proto_msg_t *m,

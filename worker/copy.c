@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "defaults.h"
+#include "growbuf.h"
 #include "isolate.h"
 #include "log.h"
 
@@ -221,6 +222,13 @@ static bool s_target_start(copy_conns_t *c, const copy_job_t *job,
     return ok;
 }
 
+/* Whether a COPY statement is binary: it ends with the binary option. */
+static bool s_is_binary(const char *sql)
+{
+    size_t n = strlen(sql), k = strlen(MAPPER_COPY_BINARY_SUFFIX);
+    return n >= k && !strcmp(sql + n - k, MAPPER_COPY_BINARY_SUFFIX);
+}
+
 static bool s_put(PGconn *dst, const char *buf, size_t len, pgutil_error_t *err)
 {
     if (len == 0 || PQputCopyData(dst, buf, (int)len) == 1) return true;
@@ -234,7 +242,7 @@ static copy_status_t s_write_memory(copy_conns_t *c, copy_tick_fn tick,
                                     void *arg, const copy_job_t *job,
                                     pgutil_error_t *err)
 {
-    bool binary = strstr(job->target_sql, MAPPER_COPY_BINARY_SUFFIX) != NULL;
+    bool binary = s_is_binary(job->target_sql);
     if (binary &&
         !s_put(c->dst, COPY_BINARY_HEADER, COPY_BINARY_HEADER_LEN, err))
         return COPY_FAILED;
@@ -360,15 +368,8 @@ static bool s_held_add(s_held_t *h, const char *row, size_t n)
         h->off = off;
         h->ncap = cap;
     }
-    if (h->len + n > h->cap) {
-        size_t cap = h->cap ? h->cap : COPY_BATCH_BYTES;
-        while (cap < h->len + n)
-            cap *= 2;
-        char *text = realloc(h->text, cap);
-        if (!text) return false;
-        h->text = text;
-        h->cap = cap;
-    }
+    if (!growbuf_reserve(&h->text, &h->cap, h->len + n, COPY_BATCH_BYTES))
+        return false;
     memcpy(h->text + h->len, row, n);
     h->off[h->n] = h->len;
     h->len += n;
@@ -379,13 +380,12 @@ static bool s_held_add(s_held_t *h, const char *row, size_t n)
 /* sql without MAPPER_COPY_BINARY_SUFFIX at its end (malloc'd), or NULL. */
 static char *s_text_sql(const char *sql)
 {
-    size_t n = strlen(sql), k = strlen(MAPPER_COPY_BINARY_SUFFIX);
-    if (n >= k && !strcmp(sql + n - k, MAPPER_COPY_BINARY_SUFFIX)) n -= k;
-    return strndup(sql, n);
+    size_t n = strlen(sql);
+    return strndup(sql, s_is_binary(sql) ? n - strlen(MAPPER_COPY_BINARY_SUFFIX)
+                                         : n);
 }
 
-/* Read the rest of the source's (text) COPY into *h: one row per call. */
-static bool s_read_rows(PGconn *src, s_held_t *h, pgutil_error_t *err)
+bool copy_each_row(PGconn *src, copy_row_fn fn, void *arg, pgutil_error_t *err)
 {
     for (;;) {
         char *row = NULL;
@@ -395,15 +395,22 @@ static bool s_read_rows(PGconn *src, s_held_t *h, pgutil_error_t *err)
             pgutil_capture(src, NULL, PROTO_SIDE_SOURCE, err);
             return false;
         }
-        bool ok = s_held_add(h, row, (size_t)n);
+        bool ok = fn(arg, row, (size_t)n, err);
         PQfreemem(row);
-        if (!ok) {
-            snprintf(err->message, sizeof err->message,
-                     "out of memory holding %zu rows for isolation", h->n);
-            return false;
-        }
+        if (!ok) return false;
     }
     return s_result(src, PGRES_COMMAND_OK, PROTO_SIDE_SOURCE, err);
+}
+
+/* copy_row_fn: keep one row for isolation. */
+static bool s_held_row(void *arg, const char *row, size_t n,
+                       pgutil_error_t *err)
+{
+    s_held_t *h = arg;
+    if (s_held_add(h, row, n)) return true;
+    snprintf(err->message, sizeof err->message,
+             "out of memory holding %zu rows for isolation", h->n);
+    return false;
 }
 
 /* Stream mode: the chunk's rows are in memory already, as text COPY rows
@@ -412,7 +419,7 @@ static bool s_read_rows(PGconn *src, s_held_t *h, pgutil_error_t *err)
 static bool s_held_split(s_held_t *h, const copy_job_t *job,
                          pgutil_error_t *err)
 {
-    if (strstr(job->target_sql, MAPPER_COPY_BINARY_SUFFIX)) {
+    if (s_is_binary(job->target_sql)) {
         snprintf(err->message, sizeof err->message,
                  "cannot set rows of a binary stream chunk aside");
         return false;
@@ -421,11 +428,7 @@ static bool s_held_split(s_held_t *h, const copy_job_t *job,
         const char *nl = memchr(job->data + at, '\n', job->data_len - at);
         size_t n =
             nl ? (size_t)(nl - (job->data + at)) + 1 : job->data_len - at;
-        if (!s_held_add(h, job->data + at, n)) {
-            snprintf(err->message, sizeof err->message,
-                     "out of memory holding %zu rows for isolation", h->n);
-            return false;
-        }
+        if (!s_held_row(h, job->data + at, n, err)) return false;
         at += n;
     }
     return true;
@@ -515,7 +518,7 @@ static copy_status_t s_isolate(copy_conns_t *c, const copy_job_t *job,
     if (job->data
             ? !s_held_split(&held, job, err)
             : (!copy_source_start(c, job->snapshot, source_sql, &binary, err) ||
-               !s_read_rows(c->src, &held, err)))
+               !copy_each_row(c->src, s_held_row, &held, err)))
         goto out;
     if (!isolate_rows(c->dst, target_sql,
                       &(isolate_rows_t){held.text, held.off, held.n},

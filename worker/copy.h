@@ -83,6 +83,17 @@ bool copy_source_start(copy_conns_t *conns, const char *snapshot,
                        const char *sql, bool *binary_out, pgutil_error_t *err)
     __attribute__((warn_unused_result));
 
+/* Called with each row of a COPY TO STDOUT; false stops (with *err set,
+ * or a flag of the caller's). */
+typedef bool (*copy_row_fn)(void *arg, const char *row, size_t n,
+                            pgutil_error_t *err);
+
+/* Feed every row of the COPY running on src to fn (PQgetCopyData gives
+ * one row per call), then check the COPY's result. False when src failed
+ * (*err) or fn stopped; the COPY may then still be running. */
+bool copy_each_row(PGconn *src, copy_row_fn fn, void *arg, pgutil_error_t *err)
+    __attribute__((warn_unused_result));
+
 /* The 19-byte header of a binary COPY stream with no extension, and the
  * trailer (a row with -1 fields). */
 #define COPY_BINARY_HEADER     "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0"

@@ -18,6 +18,7 @@
 #include "copy.h"
 #include "curve.h"
 #include "defaults.h"
+#include "growbuf.h"
 #include "log.h"
 #include "proto.h"
 #include "stream.h"
@@ -25,6 +26,8 @@
 #define WORKER_POLL_MS          200
 #define WORKER_RECONNECT_MS     100
 #define WORKER_RECONNECT_MAX_MS 5000
+/* A stream chunk's buffer starts this big, and doubles. */
+#define WORKER_FIRST_CHUNK_BYTES (1024 * 1024)
 
 static volatile sig_atomic_t s_stop;
 
@@ -146,19 +149,12 @@ static void s_on_data(s_worker_t *w, const proto_msg_t *m)
                   m->attempt);
         return;
     }
-    if (w->len + m->data_len > w->cap) {
-        size_t cap = w->cap ? w->cap : 1024 * 1024;
-        while (cap < w->len + m->data_len)
-            cap *= 2;
-        char *b = realloc(w->buf, cap);
-        if (!b) {
-            log_error("out of memory for chunk %" PRId64 " (%zu bytes)",
-                      m->chunk_id, cap);
-            s_stop = 1;
-            return;
-        }
-        w->buf = b;
-        w->cap = cap;
+    if (!growbuf_reserve(&w->buf, &w->cap, w->len + m->data_len,
+                         WORKER_FIRST_CHUNK_BYTES)) {
+        log_error("out of memory for chunk %" PRId64 " (%zu bytes)",
+                  m->chunk_id, w->len + m->data_len);
+        s_stop = 1;
+        return;
     }
     if (m->data_len) memcpy(w->buf + w->len, m->data, m->data_len);
     w->len += m->data_len;

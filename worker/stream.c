@@ -28,6 +28,7 @@ typedef struct {
     bool binary;       /* binary COPY */
     bool header_seen;  /* binary: the header (on the first message) is gone */
     bool trailer_seen; /* binary: the trailer arrived */
+    bool aborted;      /* stopped: told to, or the coordinator is gone */
 } s_reader_t;
 
 static bool s_flush(s_reader_t *rd, bool last)
@@ -70,10 +71,10 @@ static uint32_t s_be32(const char *p)
 
 /* One CopyData message from the source: one row (binary: the first also
  * carries the header; the trailer comes alone). Returns false when the
- * reader must stop (*aborted: told to, else an error in *err). */
-static bool s_row(s_reader_t *rd, const char *p, size_t n, bool *aborted,
-                  pgutil_error_t *err)
+ * reader must stop (rd->aborted: told to, else an error in *err). */
+static bool s_row(void *arg, const char *p, size_t n, pgutil_error_t *err)
 {
+    s_reader_t *rd = arg;
     if (rd->binary && !rd->header_seen) {
         size_t skip = COPY_BINARY_HEADER_LEN;
         if (n >= COPY_BINARY_HEADER_LEN)
@@ -94,11 +95,11 @@ static bool s_row(s_reader_t *rd, const char *p, size_t n, bool *aborted,
     }
     if (n == 0) return true;
     if (rd->in_chunk == 0 && !rd->io->credit(rd->io->arg, rd->chunk)) {
-        *aborted = true;
+        rd->aborted = true;
         return false;
     }
     if (!s_append(rd, p, n)) {
-        *aborted = true;
+        rd->aborted = true;
         return false;
     }
     rd->rows++;
@@ -107,7 +108,7 @@ static bool s_row(s_reader_t *rd, const char *p, size_t n, bool *aborted,
     rd->bytes += (int64_t)n;
     if (rd->in_chunk == rd->r->chunk_rows) {
         if (!s_flush(rd, true)) {
-            *aborted = true;
+            rd->aborted = true;
             return false;
         }
         rd->chunk++;
@@ -125,7 +126,6 @@ copy_status_t stream_read(copy_conns_t *conns, const stream_read_t *r,
     *chunks_out = *rows_out = *bytes_out = 0;
     s_reader_t rd = {.io = io, .r = r, .frame = malloc(STREAM_FRAME_BYTES)};
     copy_status_t st = COPY_FAILED;
-    bool aborted = false;
     if (!rd.frame) {
         snprintf(err->message, sizeof err->message, "out of memory");
         return COPY_FAILED;
@@ -136,28 +136,10 @@ copy_status_t stream_read(copy_conns_t *conns, const stream_read_t *r,
         goto out;
     log_debug("reader attempt %d: reading (%s COPY, %" PRId64 " rows a chunk)",
               r->attempt, rd.binary ? "binary" : "text", r->chunk_rows);
-    for (;;) {
-        char *row = NULL;
-        int n = PQgetCopyData(conns->src, &row, 0);
-        if (n == -1) break;
-        if (n < 0) {
-            pgutil_capture(conns->src, NULL, PROTO_SIDE_SOURCE, err);
-            goto out;
-        }
-        bool ok = s_row(&rd, row, (size_t)n, &aborted, err);
-        PQfreemem(row);
-        if (!ok) {
-            if (aborted) st = COPY_ABORTED;
-            goto out;
-        }
+    if (!copy_each_row(conns->src, s_row, &rd, err)) {
+        if (rd.aborted) st = COPY_ABORTED;
+        goto out;
     }
-    PGresult *res = PQgetResult(conns->src);
-    bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-    if (!ok) pgutil_capture(conns->src, res, PROTO_SIDE_SOURCE, err);
-    PQclear(res);
-    while ((res = PQgetResult(conns->src)))
-        PQclear(res);
-    if (!ok) goto out;
     if (rd.binary && !rd.trailer_seen) {
         snprintf(err->message, sizeof err->message,
                  "binary COPY stream without its trailer");
