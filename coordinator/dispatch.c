@@ -144,8 +144,7 @@ static void s_fail_waiting(dispatch_loop_t *l)
     if (dispatch_stream_open(l)) { /* the rest of the result is not read */
         l->read_failed = true;
         l->reader = -1;
-        if (dispatch_chunk_add(l))
-            l->chunks[l->nchunks - 1].state = DISPATCH_PENDING;
+        dispatch_chunk_add(l); /* pending, for the unread rest: failed below */
     }
     for (size_t i = 0; i < l->nchunks; i++) {
         dispatch_chunk_t *c = &l->chunks[i];
