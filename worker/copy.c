@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "defaults.h"
 #include "growbuf.h"
@@ -38,9 +39,30 @@
     "rejected = $5, last_error = NULL, updated_at = now() WHERE job_id = $1 "  \
     "AND chunk_id = $2"
 
-/* "pause-POINT:CHUNK" sleeps this long at POINT instead of dying. */
+/* "pause-POINT:CHUNK" holds at POINT instead of dying: until the release
+ * file exists (polled every COPY_FAULT_POLL_NS, at most COPY_FAULT_HOLD_S),
+ * or for COPY_FAULT_PAUSE_S without one. */
 #define COPY_FAULT_PAUSE   "pause-"
 #define COPY_FAULT_PAUSE_S 3
+#define COPY_FAULT_HOLD_S  120
+#define COPY_FAULT_POLL_NS (10 * 1000 * 1000)
+
+/* Hold until RELEASE exists (NULL: for COPY_FAULT_PAUSE_S) or a signal
+ * arrives; the caller's own checks then see why it was woken. */
+static void s_fault_hold(const char *release)
+{
+    if (!release || !*release) {
+        struct timespec ts = {COPY_FAULT_PAUSE_S, 0};
+        while (nanosleep(&ts, &ts) && errno == EINTR) {
+        }
+        return;
+    }
+    long polls = (long)COPY_FAULT_HOLD_S * (1000000000L / COPY_FAULT_POLL_NS);
+    for (long i = 0; i < polls && access(release, F_OK) != 0; i++) {
+        struct timespec ts = {0, COPY_FAULT_POLL_NS};
+        if (nanosleep(&ts, NULL) && errno == EINTR) return;
+    }
+}
 
 static double s_now_ms(void)
 {
@@ -52,9 +74,14 @@ static double s_now_ms(void)
 void copy_fault(const char *point, int64_t chunk_id, int32_t attempt)
 {
     const char *spec = getenv(MAPPER_ENV_FAULT);
-    if (!spec || attempt != 1) return;
+    if (!spec) return;
+    const char *release = getenv(MAPPER_ENV_FAULT_RELEASE);
+    if (release && !*release) release = NULL;
     bool pause = !strncmp(spec, COPY_FAULT_PAUSE, strlen(COPY_FAULT_PAUSE));
     if (pause) spec += strlen(COPY_FAULT_PAUSE);
+    /* A hold lasts until its release, whichever attempt meets it; the other
+     * faults strike the first attempt only. */
+    if (pause && release ? access(release, F_OK) == 0 : attempt != 1) return;
     size_t n = strlen(point);
     if (strncmp(spec, point, n) || spec[n] != ':') return;
     if (spec[n + 1] != '*' && strtoll(spec + n + 1, NULL, 10) != chunk_id)
@@ -62,9 +89,9 @@ void copy_fault(const char *point, int64_t chunk_id, int32_t attempt)
     log_warn("chunk %" PRId64 ": fault injection at %s: %s", chunk_id, point,
              pause ? "pausing" : "SIGKILL");
     if (!pause) raise(SIGKILL);
-    struct timespec ts = {COPY_FAULT_PAUSE_S, 0};
-    while (nanosleep(&ts, &ts) && errno == EINTR) {
-    }
+    s_fault_hold(release);
+    log_warn("chunk %" PRId64 ": fault injection at %s: going on", chunk_id,
+             point);
 }
 
 void copy_conns_close(copy_conns_t *conns)
@@ -314,7 +341,10 @@ static copy_status_t s_stream(copy_conns_t *c, copy_tick_fn tick, void *arg,
         }
         rows++;
         bytes += n;
-        if (rows == 2) copy_fault("mid-copy", job->chunk_id, job->attempt);
+        if (rows == 2) { /* after a hold, hear the coordinator at once */
+            copy_fault("mid-copy", job->chunk_id, job->attempt);
+            next_tick_ms = 0;
+        }
         if (rows >= next_tick_rows ||
             (rows % 256 == 0 && s_now_ms() >= next_tick_ms)) {
             if (!tick(arg, rows, bytes)) {

@@ -106,9 +106,11 @@ void copy_conns_close(copy_conns_t *conns);
 /* Test-only fault injection: when $MAPPER_FAULT is POINT:CHUNK and this is
  * CHUNK's first attempt reaching POINT (mid-copy, before-commit,
  * after-commit; a stream reader's first attempt: after-send, once it sent
- * CHUNK), the process SIGKILLs itself; with pause-POINT:CHUNK it
- * sleeps a few seconds there instead; CHUNK "*" is any chunk. Inert
- * otherwise. */
+ * CHUNK), the process SIGKILLs itself. With pause-POINT:CHUNK it holds
+ * there instead: when $MAPPER_FAULT_RELEASE names a file, any attempt
+ * holds until that file exists (so a test decides when the job goes on; a
+ * signal, or two minutes, end a hold too); without it, the first attempt
+ * holds for a few seconds. CHUNK "*" is any chunk. Inert otherwise. */
 void copy_fault(const char *point, int64_t chunk_id, int32_t attempt);
 
 #endif

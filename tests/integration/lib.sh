@@ -87,11 +87,21 @@ free_port() {
     return 1
 }
 
-# wait_for FILE REGEX [TRIES]: poll (0.05 s) until FILE matches REGEX.
+# wait_for FILE REGEX [TRIES]: poll (0.05 s) until FILE matches REGEX; by
+# default for up to 2 minutes, since a busy machine is slow, not wrong.
 wait_for() {
-    for _ in $(seq "${3:-400}"); do
+    for _ in $(seq "${3:-2400}"); do
         grep -Eq "$2" "$1" 2>/dev/null && return 0
         sleep 0.05
     done
     return 1
 }
+
+# Holding a job where a test needs it, instead of racing it: a worker that
+# meets MAPPER_FAULT=pause-POINT:CHUNK stops there (any attempt) until the
+# test calls release (see copy_fault in worker/copy.h). hold arms the next
+# pause; held FILE CHUNK waits until the log FILE says chunk CHUNK is held.
+export MAPPER_FAULT_RELEASE="$T_OUT/release"
+hold() { rm -f "$MAPPER_FAULT_RELEASE"; }
+release() { touch "$MAPPER_FAULT_RELEASE"; }
+held() { wait_for "$1" "chunk $2: fault injection at [a-z-]+: pausing"; }

@@ -5,13 +5,15 @@
 . "$(dirname "$0")/lib.sh"
 SRC=$OUTER_SRC DST=$MAPPER_TARGET_URL
 q "$DST" "CREATE TABLE o(id bigint PRIMARY KEY, v text)"
-# Chunk 10 pauses mid-copy, so the job is surely running when the target
-# goes down.
+# Chunk 10 is held mid-copy until the target is down, so the job is surely
+# running when it goes down.
+hold
 MAPPER_FAULT=pause-mid-copy:10 "$COORD" --source "$SRC" --target "$DST" --table o --workers 2 --chunk-size 2000 \
     --summary-json "$T_OUT/o.json" >"$T_OUT/o.out" 2>"$T_OUT/o.err" &
 pid=$!
-wait_for "$T_OUT/o.err" "chunk 10: fault injection at mid-copy: pausing" 600
+held "$T_OUT/o.err" 10
 $MAPPER_PG_CTL stop -m fast >/dev/null
+release
 sleep 20
 $MAPPER_PG_CTL start -w >/dev/null
 wait $pid

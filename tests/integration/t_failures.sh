@@ -39,15 +39,13 @@ check "password never in the log" 0 "$(printf '%s' "$ERR$OUT" | grep -c sekrit-p
 q "$SRC" "GRANT SELECT ON t TO pwuser"
 q "$SRC" "CREATE TABLE slow(id int PRIMARY KEY, v text); INSERT INTO slow SELECT g, repeat('x', 200) FROM generate_series(1, 200000) g; GRANT SELECT ON slow TO pwuser"
 q "$DST" "CREATE TABLE slow(id int PRIMARY KEY, v text)"
-"$COORD" --source "postgresql://pwuser:right-pass@127.0.0.1:$MAPPER_PG_PORT/bad_src" \
+hold
+MAPPER_FAULT=pause-mid-copy:0 "$COORD" --source "postgresql://pwuser:right-pass@127.0.0.1:$MAPPER_PG_PORT/bad_src" \
     --table slow --workers 2 --chunk-size 5000 >"$T_OUT/ps.out" 2>"$T_OUT/ps.err" &
 pid=$!
-seen=""
-for _ in $(seq 100); do
-    pgrep -f "$MAPPER_BIN/mapper-worker" >/dev/null && break
-    sleep 0.05
-done
+held "$T_OUT/ps.err" 0  # the coordinator and its workers are all up now
 seen=$(ps -eo args | grep -E "mapper-(coord|worker)" | grep -v grep)
+release
 wait $pid
 check "job with password in URL exits 0" 0 "$?"
 check_match "processes were seen in ps" "mapper-worker" "$seen"
@@ -66,27 +64,29 @@ check "worker killed mid-copy: exact content" "$(checksum "$SRC" k)" "$(checksum
 check "no failed chunk" 0 "$(json_field "$T_OUT/k.json" chunks_failed)"
 
 q "$DST" "TRUNCATE k"
-"$COORD" --restart --table k --workers 2 --chunk-size 2000 >"$T_OUT/k2.out" 2>"$T_OUT/k2.err" &
+hold
+MAPPER_FAULT=pause-mid-copy:10 "$COORD" --restart --table k --workers 2 --chunk-size 2000 \
+    >"$T_OUT/k2.out" 2>"$T_OUT/k2.err" &
 pid=$!
-victim=""
-for _ in $(seq 200); do
-    victim=$(pgrep -f "$MAPPER_BIN/mapper-worker" | head -1)
-    [ -n "$victim" ] && [ "$(q "$DST" "SELECT count(*) > 0 FROM k")" = t ] && break
-    sleep 0.02
-done
-[ -n "$victim" ] && kill -9 "$victim"
+held "$T_OUT/k2.err" 10
+victim=$(sed -n 's/.* worker\[\([0-9]*\)\] .*chunk 10: fault injection at mid-copy: pausing.*/\1/p' "$T_OUT/k2.err")
+kill -9 "$victim"
+release
 wait $pid
 check "external kill -9: exit 0" 0 "$?"
+check_match "external kill -9: it landed mid-chunk and cost a retry" "chunk 10 attempt 1 failed" "$(cat "$T_OUT/k2.err")"
 check "external kill -9: exact content" "$(checksum "$SRC" k)" "$(checksum "$DST" k)"
 check "no duplicate keys" 0 "$(q "$DST" "SELECT count(*) FROM (SELECT id FROM k GROUP BY id HAVING count(*) > 1) d")"
 
 # SIGTERM: stop, exit 75, no orphans; committed chunks stay committed.
 q "$DST" "TRUNCATE k"
+hold
 MAPPER_FAULT=pause-mid-copy:5 "$COORD" --restart --table k --workers 2 --chunk-size 500 \
     >"$T_OUT/t.out" 2>"$T_OUT/t.err" &
 pid=$!
-wait_for "$T_OUT/t.err" "chunk 5: fault injection at mid-copy: pausing" 600
+held "$T_OUT/t.err" 5
 kill -TERM $pid
+release
 wait $pid
 check "SIGTERM: exit 75" 75 "$?"
 check_match "SIGTERM: summary says interrupted" "interrupted" "$(cat "$T_OUT/t.out")"

@@ -59,8 +59,10 @@ wait $pid
 check "copy over TCP: exit 0" 0 "$?"
 exact "copy over TCP"
 
-# The link goes down while the far worker is mid-chunk (it pauses there).
+# The link goes down while the far worker is mid-chunk (held there until
+# the link is back).
 q "$DST" "TRUNCATE n"
+hold
 port=$(free_port)
 "$COORD" --table n --workers 0 --listen "tcp://$net.1:$port" --insecure --chunk-size 10000 \
     --worker-timeout 3 --initial-delay 0.2 --job-id link-down >"$T_OUT/b.out" 2>"$T_OUT/b.err" &
@@ -75,6 +77,7 @@ MAPPER_WORKER_BIN= "$WORKER" --connect "tcp://$net.1:$port" --id near 2>"$T_OUT/
 wnear=$!
 sleep 3
 ip link set "$vh" up
+release
 wait $pid
 check "link down mid-chunk: job exit 0" 0 "$?"
 wait $wnear

@@ -50,18 +50,20 @@ check "--progress fancy: exit 2" 2 "$RC"
 # read mid-job; at the end the bar is gone and the summary is there.
 q "$DST" "TRUNCATE p"
 sock="$T_OUT/tmux.sock"
+hold
 tmux -S "$sock" new-session -d -x 160 -y 40 \
-    "env MAPPER_FAULT=pause-mid-copy:3 MAPPER_WORKER_BIN=$MAPPER_WORKER_BIN MAPPER_SOURCE_URL=$SRC MAPPER_TARGET_URL=$DST $COORD --restart --table p --workers 2 --chunk-size 8000; echo EXIT=\$?; sleep 60"
+    "env MAPPER_FAULT=pause-mid-copy:3 MAPPER_FAULT_RELEASE=$MAPPER_FAULT_RELEASE MAPPER_WORKER_BIN=$MAPPER_WORKER_BIN MAPPER_SOURCE_URL=$SRC MAPPER_TARGET_URL=$DST $COORD --restart --table p --workers 2 --chunk-size 8000; echo EXIT=\$?; sleep 60"
 mid=""
-for _ in $(seq 200); do
+for _ in $(seq 2400); do
     mid=$(tmux -S "$sock" capture-pane -p)
     [[ "$mid" =~ \[#*-+\]\ +[0-9.]+% ]] && break
     sleep 0.05
 done
+release
 check_match "bar mid-job: bar, percentage, rows, rate, eta, chunks, busy" \
     '\[#*-+\] +[0-9.]+% +[0-9.kM]+/120k rows .* rows/s .* MB/s .* eta .* chunks [0-9]+/15 busy [0-9]/2' "$mid"
 end=""
-for _ in $(seq 300); do
+for _ in $(seq 2400); do
     end=$(tmux -S "$sock" capture-pane -p)
     [[ "$end" == *EXIT=* ]] && break
     sleep 0.05

@@ -105,6 +105,7 @@ port=$(free_port)
     --worker-timeout 3 --initial-delay 0.1 \
     --curve-secret-key "$keys/coord.key" --curve-allow "$keys/allow" >"$T_OUT/i.out" 2>"$T_OUT/i.err" &
 pid=$!
+hold
 MAPPER_FAULT=pause-mid-copy:0 "$WORKER" --connect "tcp://127.0.0.1:$port" --id twin \
     --curve-server-key "$keys/coord.pub" --curve-secret-key "$keys/good.key" 2>"$T_OUT/twin1.err" &
 w1=$!
@@ -138,6 +139,7 @@ port=$(free_port)
 "$COORD" --table r --workers 0 --listen "tcp://127.0.0.1:$port" --chunk-size 5000 --job-id term \
     --initial-delay 0.1 >"$T_OUT/t.out" 2>"$T_OUT/t.err" &
 pid=$!
+hold
 MAPPER_FAULT=pause-mid-copy:0 "$WORKER" --connect "tcp://127.0.0.1:$port" --id termme 2>"$T_OUT/termme.err" &
 wt=$!
 wait_for "$T_OUT/termme.err" "fault injection at mid-copy: pausing" && kill -TERM $wt

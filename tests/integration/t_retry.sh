@@ -10,21 +10,20 @@ fresh_dbs retry
 q "$SRC" "CREATE TABLE r(id bigint PRIMARY KEY, v text); INSERT INTO r SELECT g, md5(g::text) FROM generate_series(1, 60000) g"
 q "$DST" "CREATE TABLE r(id bigint PRIMARY KEY, v text)"
 
-# terminate_when_paused LOG: wait for the paused chunk, then terminate every
-# worker session on the target database.
-terminate_when_paused() {
-    for _ in $(seq 300); do
-        grep -q "fault injection at mid-copy: pausing" "$1" 2>/dev/null && break
-        sleep 0.02
-    done
+# terminate_when_held LOG: wait until chunk 2 is held mid-copy, terminate
+# every worker session on the target database, then let the job go on.
+terminate_when_held() {
+    held "$1" 2
     q "$DST" "SELECT count(pg_terminate_backend(pid)) > 0 FROM pg_stat_activity
               WHERE application_name = 'mapper-worker' AND datname = current_database()"
+    release
 }
 
+hold
 MAPPER_FAULT=pause-mid-copy:2 "$COORD" --restart --table r --workers 2 --chunk-size 5000 \
     --initial-delay 0.1 --summary-json "$T_OUT/r.json" >"$T_OUT/r.out" 2>"$T_OUT/r.err" &
 pid=$!
-check "target sessions were terminated" t "$(terminate_when_paused "$T_OUT/r.err")"
+check "target sessions were terminated" t "$(terminate_when_held "$T_OUT/r.err")"
 wait $pid
 check "terminated connections: exit 0" 0 "$?"
 check_match "a retry was logged with its delay" "chunk 2 attempt 1 failed \(target.*connection.*retry in [0-9.]+ s" "$(cat "$T_OUT/r.err")"
@@ -32,10 +31,11 @@ check "terminated connections: exact content" "$(checksum "$SRC" r)" "$(checksum
 check "no failed chunk" 0 "$(json_field "$T_OUT/r.json" chunks_failed)"
 
 q "$DST" "TRUNCATE r"
+hold
 MAPPER_FAULT=pause-mid-copy:2 "$COORD" --restart --table r --workers 2 --chunk-size 5000 --no-retry \
     --summary-json "$T_OUT/n.json" >"$T_OUT/n.out" 2>"$T_OUT/n.err" &
 pid=$!
-terminate_when_paused "$T_OUT/n.err" >/dev/null
+terminate_when_held "$T_OUT/n.err" >/dev/null
 wait $pid
 check "--no-retry: exit 1" 1 "$?"
 check "--no-retry: chunk 2 failed after 1 attempt" 1 "$(jq '[.chunk_errors[] | select(.chunk_id == 2 and .attempts == 1)] | length' "$T_OUT/n.json")"
