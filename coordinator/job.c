@@ -90,8 +90,10 @@ static int s_fail(mapper_result *out, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(out->error, sizeof out->error, fmt, ap);
+    char raw[sizeof out->error];
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    log_one_line(out->error, sizeof out->error, raw);
     out->exit_code = code;
     return code;
 }
@@ -342,6 +344,15 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
                       "stream, which cannot be picked up where it stopped; "
                       "run it again with --restart --truncate, or use "
                       "--split-by");
+    /* A row updated between the runs may move to another page: from an
+     * unfinished range into a finished one (lost) or back (copied twice). */
+    if (!j->stream && !j->schema.qsplit && spec->resume)
+        return s_fail(out, MAPPER_EXIT_USAGE,
+                      "--resume: %s has no integer key, so it was cut into "
+                      "ctid page ranges, and rows may move between pages "
+                      "under a new snapshot (lost or copied twice); run it "
+                      "again with --restart --truncate, or give --split-by",
+                      j->schema.qsource);
     ledger_mode_t mode = spec->resume    ? LEDGER_RESUME
                          : spec->restart ? LEDGER_RESTART
                                          : LEDGER_FRESH;
@@ -359,7 +370,7 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
         if (!ledger_check(&j->ledger, spec->job_id ? spec->job_id : id, &ls,
                           mode, &exists, err, sizeof err))
             return s_fail(out, MAPPER_EXIT_USAGE, "%s", err);
-        if (exists && spec->truncate && !j->stream &&
+        if (exists && spec->truncate && !out->restart_only &&
             ledger_done_count(&j->ledger) != 0)
             return s_fail(out, MAPPER_EXIT_USAGE,
                           "--truncate refused: job %s has committed chunks "
@@ -482,6 +493,7 @@ static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
         return s_fail(out, usage ? MAPPER_EXIT_USAGE : MAPPER_EXIT_CANNOT_RUN,
                       "%s", err);
     j->stream = out->stream = s_stream_mode(&j->schema);
+    out->restart_only = j->stream || !j->schema.qsplit;
     int rc = s_plan_job(spec, j, target, out);
     if (rc != MAPPER_EXIT_OK) return rc;
 
@@ -599,6 +611,11 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
     double t0 = s_now();
     s_job_t j = {0};
     char err[256];
+    /* Learn the passwords before anything can print them. */
+    if (!log_hide_conninfo(source, NULL, err, sizeof err))
+        return s_fail(out, MAPPER_EXIT_USAGE, "source: %s", err);
+    if (!log_hide_conninfo(target, NULL, err, sizeof err))
+        return s_fail(out, MAPPER_EXIT_USAGE, "target: %s", err);
     reject_t *rejects = NULL;
     if (spec->on_bad_rows == MAPPER_BAD_ROWS_REJECT &&
         !(rejects = reject_new(spec->reject_file, err, sizeof err)))

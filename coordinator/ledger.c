@@ -472,7 +472,9 @@ void ledger_chunk_failed(ledger_t *l, int64_t chunk_id, int attempts,
           "chunk_id = $2 AND state <> 'done'");
     snprintf(id, sizeof id, "%" PRId64, chunk_id);
     snprintf(att, sizeof att, "%d", attempts);
-    const char *params[] = {l->job_id, id, att, error};
+    char clean[PROTO_MAX_MESSAGE]; /* no password, no control characters */
+    log_one_line(clean, sizeof clean, error);
+    const char *params[] = {l->job_id, id, att, clean};
     pgutil_error_t e;
     if (!s_command(l, sql, 4, params, &e))
         pgutil_log_error("ledger: recording a failed chunk", &e);

@@ -2,10 +2,13 @@
 #include "reject.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -15,6 +18,31 @@ struct reject_t {
     char *path;       /* the reject file's name, for messages */
     bool write_error; /* a write failed (logged once) */
 };
+
+/* Open path for appending: created 0600 (it holds source rows), an
+ * existing file made 0600, never through a symbolic link, never inherited
+ * by a child. NULL with a one-line reason in err. */
+static FILE *s_open(const char *path, char *err, size_t errlen)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC,
+                  REJECT_FILE_MODE);
+    struct stat st;
+    const char *why = NULL;
+    if (fd < 0)
+        why = errno == ELOOP ? "it is a symbolic link (never followed)"
+                             : strerror(errno);
+    else if (fstat(fd, &st) || !S_ISREG(st.st_mode))
+        why = "not a regular file";
+    else if (fchmod(fd, REJECT_FILE_MODE))
+        why = strerror(errno);
+    FILE *f = why ? NULL : fdopen(fd, "a");
+    if (!f) {
+        snprintf(err, errlen, "--reject-file: cannot open %s for appending: %s",
+                 path, why ? why : strerror(errno));
+        if (fd >= 0) close(fd);
+    }
+    return f;
+}
 
 reject_t *reject_new(const char *path, char *err, size_t errlen)
 {
@@ -28,12 +56,8 @@ reject_t *reject_new(const char *path, char *err, size_t errlen)
         return NULL;
     }
     snprintf(log_path, n, "%s%s", path, REJECT_LOG_SUFFIX);
-    self->rows = fopen(path, "a");
-    const char *failed = self->rows ? NULL : path;
-    if (self->rows && !(self->log = fopen(log_path, "a"))) failed = log_path;
-    if (failed)
-        snprintf(err, errlen, "--reject-file: cannot open %s for appending: %s",
-                 failed, strerror(errno));
+    self->rows = s_open(path, err, errlen);
+    bool failed = !self->rows || !(self->log = s_open(log_path, err, errlen));
     free(log_path);
     if (failed) reject_destroy(&self);
     return self;
@@ -91,8 +115,10 @@ bool reject_write(reject_t *self, int64_t chunk_id, reject_buf_t *buf)
         fprintf(self->log, "chunk %" PRId64 " row %" PRId64 " %s %s\n",
                 chunk_id, r->row_index + 1, r->sqlstate, line);
     }
+    /* On disk before the caller counts them written. */
     bool ok = fflush(self->rows) == 0 && fflush(self->log) == 0 &&
-              !ferror(self->rows) && !ferror(self->log);
+              !ferror(self->rows) && !ferror(self->log) &&
+              fsync(fileno(self->rows)) == 0 && fsync(fileno(self->log)) == 0;
     if (!ok && !self->write_error)
         log_error("--reject-file %s: cannot write chunk %" PRId64
                   "'s %zu rejected rows: %s",

@@ -15,6 +15,9 @@
 /* The log file's name: the reject file's with this added. */
 #define REJECT_LOG_SUFFIX ".log"
 
+/* Both files hold source rows: readable by their owner only. */
+#define REJECT_FILE_MODE 0600
+
 /* One rejected row, as a worker reported it. */
 typedef struct {
     int64_t row_index;                     /* index in the chunk (0 = first) */
@@ -33,8 +36,9 @@ typedef struct {
 
 typedef struct reject_t reject_t;
 
-/* Open path and path.log for appending (both created if missing). NULL,
- * with a one-line reason in err, when either cannot be opened. */
+/* Open path and path.log for appending (both created if missing), mode
+ * 0600, never through a symbolic link, close-on-exec. NULL, with a
+ * one-line reason in err, when either cannot be opened. */
 reject_t *reject_new(const char *path, char *err, size_t errlen);
 
 /* Close both files. Accepts NULL; sets *self_p to NULL. */
