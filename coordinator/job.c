@@ -549,6 +549,25 @@ static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
     return MAPPER_EXIT_OK;
 }
 
+/* A resumed job: the rejected rows of chunks that committed while no
+ * coordinator wrote them (it died first) go to the reject file now. */
+static bool s_rejects_catch_up(s_job_t *j, reject_t *rejects)
+{
+    int64_t *ids = NULL;
+    size_t n = 0;
+    bool ok = ledger_rejects_unwritten(&j->ledger, &ids, &n);
+    for (size_t i = 0; ok && i < n; i++)
+        ok = ids[i] >= 0 && (size_t)ids[i] < j->plan.n &&
+             reject_write_committed(rejects, &j->ledger, ids[i],
+                                    j->done_rejected[ids[i]]);
+    if (ok && n)
+        log_info("resumed: the rejected rows of %zu committed chunk(s) were "
+                 "not in the reject file yet: written",
+                 n);
+    free(ids);
+    return ok;
+}
+
 static void s_cleanup(s_job_t *j)
 {
     /* The last STOPs to remote workers may still be queued: give them a
@@ -627,6 +646,11 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
     }
     int rc =
         s_prepare(spec, &j, source ? source : "", target ? target : "", out);
+    if (rc == MAPPER_EXIT_OK && out->resumed && rejects && j.has_ledger &&
+        !s_rejects_catch_up(&j, rejects))
+        rc = s_fail(out, MAPPER_EXIT_CANNOT_RUN,
+                    "--resume: the rejected rows of committed chunks could "
+                    "not be written to the reject file (see the log)");
     report_t *report = NULL;
     progress_t *progress = NULL;
     if (rc == MAPPER_EXIT_OK && spec->progress != MAPPER_PROGRESS_NONE &&

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ledger.h"
 #include "log.h"
 
 struct reject_t {
@@ -126,4 +127,18 @@ bool reject_write(reject_t *self, int64_t chunk_id, reject_buf_t *buf)
     self->write_error |= !ok;
     reject_buf_clear(buf);
     return ok;
+}
+
+bool reject_write_committed(reject_t *self, ledger_t *ledger, int64_t chunk_id,
+                            int64_t rejected)
+{
+    reject_buf_t buf = {0};
+    if (!ledger_load_rejects(ledger, chunk_id, &buf)) return false;
+    if ((int64_t)buf.n != rejected)
+        log_error("chunk %" PRId64 ": %" PRId64 " rows were set aside but the "
+                  "ledger holds %zu: the reject file lacks %" PRId64,
+                  chunk_id, rejected, buf.n, rejected - (int64_t)buf.n);
+    if (!reject_write(self, chunk_id, &buf)) return false;
+    ledger_rejects_written(ledger, chunk_id);
+    return true;
 }

@@ -186,4 +186,51 @@ readme=$(tr '\n' ' ' <"$(dirname "$0")/../../README.md")
 check_match "README: a ctid-planned job is never resumed" "ctid page ranges\*\* +\(no integer key, no .--split-by.\) +is never resumed.*--restart --truncate" "$readme"
 check_match "README: the key-range promise names a changed key" "A row whose +\*\*key\*\* changes between the runs may be lost" "$readme"
 
+# --- 5. Rejected rows are as durable as their chunk --------------------------
+# Chunks of 5000 rows by id: rows 100 (chunk 0), 5100 and 5200 (chunk 1),
+# 10100 (chunk 2) and 15100 (chunk 3) are refused by the target.
+q "$SRC" "CREATE TABLE rj(id int PRIMARY KEY, n text); INSERT INTO rj SELECT g, g::text FROM generate_series(1, 20000) g; UPDATE rj SET n = 'bad' || id WHERE id IN (100, 5100, 5200, 10100, 15100)"
+q "$DST" "CREATE TABLE rj(id int NOT NULL, n int)"
+rm -f "$T_OUT/rj.rej" "$T_OUT/rj.rej.log"
+MAPPER_FAULT=pause-after-commit:1 "$COORD" --table rj --workers 1 --chunk-size 5000 --job-id rj \
+    --on-bad-rows=reject --reject-file "$T_OUT/rj.rej" >"$T_OUT/rj.out" 2>"$T_OUT/rj.err" &
+pid=$!
+if wait_for "$T_OUT/rj.err" "chunk 1: fault injection at after-commit: pausing" 600; then
+    kill -9 "$pid"
+else
+    fail "rejects: the job never reached its pause"
+fi
+wait "$pid" 2>/dev/null
+no_workers_left || fail "rejects: workers left after the coordinator's SIGKILL"
+check "coordinator killed after chunk 1 committed: chunks 0 and 1 committed" "0,1" "$(q "$DST" "SELECT string_agg(chunk_id::text, ',' ORDER BY chunk_id) FROM mapper.chunks WHERE job_id = 'rj' AND state = 'done'")"
+check "coordinator killed: the rejected rows committed with their chunks" "100,5100,5200" "$(q "$DST" "SELECT string_agg(split_part(row, E'\t', 1), ',' ORDER BY chunk_id, row_index) FROM mapper.rejects WHERE job_id = 'rj'")"
+run_coord --table rj --workers 1 --chunk-size 5000 --job-id rj --resume --on-bad-rows=reject --reject-file "$T_OUT/rj.rej"
+check "rejects, --resume: exit 1 (rows were rejected)" 1 "$RC"
+check "rejects, --resume: rows_rejected counts all" 1 "$(echo "$OUT" | grep -c 'rows_rejected  *5$')"
+check "rejects, --resume: the reject file holds every rejected row exactly once" \
+    "$(printf '%s\n' 100 10100 15100 5100 5200 | sort)" "$(cut -f1 "$T_OUT/rj.rej" | sort)"
+check "rejects, --resume: the log has one line per row, none twice" "5 5" \
+    "$(wc -l <"$T_OUT/rj.rej.log") $(cut -d' ' -f1-4 "$T_OUT/rj.rej.log" | sort -u | wc -l)"
+check "rejects, --resume: the target has the other rows" 19995 "$(q "$DST" "SELECT count(*) FROM rj")"
+check "rejects, --resume: every chunk's rows recorded as written" 0 "$(q "$DST" "SELECT count(*) FROM mapper.chunks WHERE job_id = 'rj' AND rejected > 0 AND NOT rejects_written")"
+run_coord --table rj --workers 1 --chunk-size 5000 --job-id rj --resume --on-bad-rows=reject --reject-file "$T_OUT/rj.rej"
+check "rejects, a second --resume writes nothing again" 5 "$(wc -l <"$T_OUT/rj.rej")"
+
+# --- 6. The ledger never takes over tables that are not its own ---------------
+q "$DST" "CREATE TABLE public.jobs(id int, name text); INSERT INTO public.jobs VALUES (1, 'mine')"
+run_coord --table pw --workers 1 --state-schema public
+check "--state-schema public with a user's jobs table: exit 3" 3 "$RC"
+check_match "--state-schema public: names the table and why" '"public"\.jobs exists and is not a ledger table' "$ERR"
+check "--state-schema public: the user's table is untouched" "id,name 1" \
+    "$(q "$DST" "SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'public.jobs'::regclass AND attnum > 0 AND NOT attisdropped") $(q "$DST" "SELECT count(*) FROM public.jobs")"
+check "--state-schema public: no ledger table created beside it" "" "$(q "$DST" "SELECT to_regclass('public.chunks')")"
+q "$DST" "TRUNCATE pw"
+run_coord --table pw --workers 1 --state-schema theirs --job-id own1
+check "a ledger of one's own: exit 0" 0 "$RC"
+q "$DST" "ALTER TABLE theirs.chunks OWNER TO trust_app"
+run_coord --table pw --workers 1 --state-schema theirs --job-id own2
+check "a ledger table owned by another role: exit 3" 3 "$RC"
+check_match "a ledger table owned by another role: names it and its owner" '"theirs"\.chunks exists and is not a table of yours \(owner trust_app' "$ERR"
+check "a ledger table owned by another role: no job recorded" 0 "$(q "$DST" "SELECT count(*) FROM theirs.jobs WHERE job_id = 'own2'")"
+
 finish
