@@ -132,7 +132,7 @@ static void s_rejects_committed(dispatch_loop_t *l, size_t ci, int64_t rejected)
         reject_buf_clear(&c->rejects);
         ok = rejected == 0 ||
              reject_write_committed(l->cfg->rejects, l->cfg->ledger,
-                                    (int64_t)ci, rejected);
+                                    (int64_t)ci, rejected, NULL);
     } else {
         if ((int64_t)c->rejects.n != rejected)
             log_error("chunk %zu: %" PRId64 " rows were set aside but %zu "

@@ -553,18 +553,21 @@ static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
  * coordinator wrote them (it died first) go to the reject file now. */
 static bool s_rejects_catch_up(s_job_t *j, reject_t *rejects)
 {
-    int64_t *ids = NULL;
+    ledger_unwritten_t *v = NULL;
     size_t n = 0;
-    bool ok = ledger_rejects_unwritten(&j->ledger, &ids, &n);
-    for (size_t i = 0; ok && i < n; i++)
-        ok = ids[i] >= 0 && (size_t)ids[i] < j->plan.n &&
-             reject_write_committed(rejects, &j->ledger, ids[i],
-                                    j->done_rejected[ids[i]]);
+    bool ok = ledger_rejects_unwritten(&j->ledger, &v, &n);
+    for (size_t i = 0; ok && i < n; i++) {
+        int64_t id = v[i].chunk_id;
+        ok = id >= 0 && (size_t)id < j->plan.n &&
+             reject_write_committed(rejects, &j->ledger, id,
+                                    j->done_rejected[id],
+                                    v[i].at[0] >= 0 ? v[i].at : NULL);
+    }
     if (ok && n)
         log_info("resumed: the rejected rows of %zu committed chunk(s) were "
                  "not in the reject file yet: written",
                  n);
-    free(ids);
+    free(v);
     return ok;
 }
 

@@ -198,7 +198,8 @@ bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
           " sqlstate text NOT NULL, message text NOT NULL, row text NOT NULL,"
           " PRIMARY KEY (job_id, chunk_id, row_index));"
           "ALTER TABLE @S.chunks ADD COLUMN IF NOT EXISTS rejects_written "
-          "boolean NOT NULL DEFAULT false");
+          "boolean NOT NULL DEFAULT false, ADD COLUMN IF NOT EXISTS "
+          "rejects_at bigint[]");
     if (!pgutil_exec(conn, sql, PROTO_SIDE_TARGET, &e))
         return s_fail(err, errlen, "cannot create its rejects table", &e);
     return s_add_query_column(l, err, errlen);
@@ -612,32 +613,59 @@ void ledger_rejects_written(ledger_t *l, int64_t chunk_id)
         pgutil_log_error("ledger: recording rejected rows written", &e);
 }
 
-bool ledger_rejects_unwritten(ledger_t *l, int64_t **ids_out, size_t *n_out)
+bool ledger_rejects_at(ledger_t *l, int64_t chunk_id, int64_t rows_at,
+                       int64_t log_at)
+{
+    char sql[LEDGER_SQL_MAX], id[24], r[24], g[24];
+    s_sql(l, sql, sizeof sql,
+          "UPDATE @S.chunks SET rejects_at = ARRAY[$3, $4]::bigint[] WHERE "
+          "job_id = $1 AND chunk_id = $2");
+    snprintf(id, sizeof id, "%" PRId64, chunk_id);
+    snprintf(r, sizeof r, "%" PRId64, rows_at);
+    snprintf(g, sizeof g, "%" PRId64, log_at);
+    const char *params[] = {l->job_id, id, r, g};
+    pgutil_error_t e;
+    if (rows_at >= 0 && log_at >= 0 && s_command(l, sql, 4, params, &e))
+        return true;
+    if (rows_at < 0 || log_at < 0)
+        log_error("reject file: cannot tell its size");
+    else
+        pgutil_log_error("ledger: recording where rejected rows go", &e);
+    return false;
+}
+
+bool ledger_rejects_unwritten(ledger_t *l, ledger_unwritten_t **out,
+                              size_t *n_out)
 {
     char sql[LEDGER_SQL_MAX];
     s_sql(l, sql, sizeof sql,
-          "SELECT chunk_id FROM @S.chunks WHERE job_id = $1 AND state = "
-          "'done' AND rejected > 0 AND NOT rejects_written ORDER BY chunk_id");
+          "SELECT chunk_id, coalesce(rejects_at[1], -1), "
+          "coalesce(rejects_at[2], -1) FROM @S.chunks WHERE job_id = $1 AND "
+          "state = 'done' AND rejected > 0 AND NOT rejects_written ORDER BY "
+          "chunk_id");
     const char *params[] = {l->job_id};
     pgutil_error_t e;
     PGresult *res =
         pgutil_query(s_conn(l), sql, 1, params, PROTO_SIDE_TARGET, &e);
-    *ids_out = NULL;
+    *out = NULL;
     *n_out = 0;
     if (!res) {
         pgutil_log_error("ledger: finding rejected rows not written", &e);
         return false;
     }
     size_t n = (size_t)PQntuples(res);
-    int64_t *ids = calloc(n + 1, sizeof *ids);
-    for (size_t i = 0; ids && i < n; i++)
-        ids[i] = strtoll(PQgetvalue(res, (int)i, 0), NULL, 10);
+    ledger_unwritten_t *v = calloc(n + 1, sizeof *v);
+    for (size_t i = 0; v && i < n; i++)
+        v[i] = (ledger_unwritten_t){
+            strtoll(PQgetvalue(res, (int)i, 0), NULL, 10),
+            {strtoll(PQgetvalue(res, (int)i, 1), NULL, 10),
+             strtoll(PQgetvalue(res, (int)i, 2), NULL, 10)}};
     PQclear(res);
-    if (!ids) {
+    if (!v) {
         log_error("ledger: out of memory");
         return false;
     }
-    *ids_out = ids;
+    *out = v;
     *n_out = n;
     return true;
 }

@@ -98,9 +98,21 @@ bool ledger_load_rejects(ledger_t *l, int64_t chunk_id, reject_buf_t *out)
 /* Record that chunk_id's rejected rows are in the reject file (synced). */
 void ledger_rejects_written(ledger_t *l, int64_t chunk_id);
 
-/* The committed chunks whose rejected rows are not recorded as written
- * (malloc'd ids, *n_out of them). False (logged) on error. */
-bool ledger_rejects_unwritten(ledger_t *l, int64_t **ids_out, size_t *n_out)
+/* Record that chunk_id's rejected rows are about to be appended at these
+ * offsets of the reject file and its log. False (logged) on error. */
+bool ledger_rejects_at(ledger_t *l, int64_t chunk_id, int64_t rows_at,
+                       int64_t log_at) __attribute__((warn_unused_result));
+
+/* A committed chunk whose rejected rows are not recorded as written. */
+typedef struct {
+    int64_t chunk_id; /* the chunk */
+    int64_t at[2];    /* where a write of them began in the reject file and
+                         its log, -1 when none began */
+} ledger_unwritten_t;
+
+/* Those chunks (malloc'd, *n_out of them). False (logged) on error. */
+bool ledger_rejects_unwritten(ledger_t *l, ledger_unwritten_t **out,
+                              size_t *n_out)
     __attribute__((warn_unused_result));
 
 void ledger_close(ledger_t *l);

@@ -69,10 +69,13 @@ typedef struct ledger_t ledger_t;
 /* A committed chunk's rejected rows, read from the ledger (where the
  * worker recorded them in the chunk's transaction), appended as
  * reject_write does and synced, then recorded in the ledger as written.
+ * Where the write starts in each file is recorded in the ledger first; at
+ * (NULL: none) is what an earlier, unfinished write recorded: what it left
+ * at the end of the files is removed first, so no row is there twice.
  * rejected is the chunk's count, to say when the ledger holds fewer. False
  * when they could not be read or written (logged). */
 bool reject_write_committed(reject_t *self, ledger_t *ledger, int64_t chunk_id,
-                            int64_t rejected)
+                            int64_t rejected, const int64_t *at)
     __attribute__((warn_unused_result));
 
 #endif

@@ -204,8 +204,15 @@ wait "$pid" 2>/dev/null
 no_workers_left || fail "rejects: workers left after the coordinator's SIGKILL"
 check "coordinator killed after chunk 1 committed: chunks 0 and 1 committed" "0,1" "$(q "$DST" "SELECT string_agg(chunk_id::text, ',' ORDER BY chunk_id) FROM mapper.chunks WHERE job_id = 'rj' AND state = 'done'")"
 check "coordinator killed: the rejected rows committed with their chunks" "100,5100,5200" "$(q "$DST" "SELECT string_agg(split_part(row, E'\t', 1), ',' ORDER BY chunk_id, row_index) FROM mapper.rejects WHERE job_id = 'rj'")"
+# As if the coordinator had also died in the middle of writing chunk 1's
+# rows: where the write began is in the ledger, and part of it in the files.
+q "$DST" "UPDATE mapper.chunks SET rejects_at = ARRAY[$(stat -c %s "$T_OUT/rj.rej"), $(stat -c %s "$T_OUT/rj.rej.log")] WHERE job_id = 'rj' AND chunk_id = 1"
+printf '%s' "$(q "$DST" "SELECT row FROM mapper.rejects WHERE job_id = 'rj' AND chunk_id = 1 ORDER BY row_index LIMIT 1")" >>"$T_OUT/rj.rej"
+printf '%s' "$(q "$DST" "SELECT 'chunk 1 row ' || row_index + 1 || ' ' || sqlstate || ' ' || left(message, 5) FROM mapper.rejects WHERE job_id = 'rj' AND chunk_id = 1 ORDER BY row_index LIMIT 1")" >>"$T_OUT/rj.rej.log"
 run_coord --table rj --workers 1 --chunk-size 5000 --job-id rj --resume --on-bad-rows=reject --reject-file "$T_OUT/rj.rej"
 check "rejects, --resume: exit 1 (rows were rejected)" 1 "$RC"
+check "rejects, --resume: the unfinished write is undone in both files" 2 "$(echo "$ERR" | grep -c "removed the [0-9]* bytes of an unfinished write")"
+check "rejects, --resume: every log line is whole" 5 "$(grep -c '^chunk [0-9]* row [0-9]* 22P02 invalid input syntax for type integer: "bad[0-9]*"$' "$T_OUT/rj.rej.log")"
 check "rejects, --resume: rows_rejected counts all" 1 "$(echo "$OUT" | grep -c 'rows_rejected  *5$')"
 check "rejects, --resume: the reject file holds every rejected row exactly once" \
     "$(printf '%s\n' 100 10100 15100 5100 5200 | sort)" "$(cut -f1 "$T_OUT/rj.rej" | sort)"
