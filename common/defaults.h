@@ -76,9 +76,6 @@
  * admin_shutdown, which the retry policy retries. */
 #define MAPPER_SQLSTATE_SHUTDOWN "57P01"
 
-/* Passwords (and their spellings) a process removes from its output. */
-#define MAPPER_MAX_SECRETS 32
-
 /* Environment variables. */
 #define MAPPER_ENV_SOURCE     "MAPPER_SOURCE_URL"
 #define MAPPER_ENV_TARGET     "MAPPER_TARGET_URL"

@@ -1,8 +1,6 @@
 /* common/log.c - the logging module: one line per event on stderr. */
 #include "log.h"
 
-#include "defaults.h"
-
 #include <ctype.h>
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -71,8 +69,9 @@ void log_write(log_level_t level, const char *fmt, ...)
 
 /* The passwords this process knows, in every form they may be written
  * in: as parsed, percent-encoded, backslash-escaped, as typed in a URI. */
-static char *s_secrets[MAPPER_MAX_SECRETS];
+static char **s_secrets;
 static size_t s_n_secrets;
+static bool s_lost; /* a secret could not be kept (out of memory) */
 
 /* Length of the secret that starts at p, 0 when none does. */
 static size_t s_secret_at(const char *p)
@@ -142,11 +141,17 @@ void log_describe_conninfo(char *dst, size_t n, const char *conninfo)
 
 static void s_add_secret(const char *secret)
 {
-    if (!secret || !*secret || s_n_secrets == MAPPER_MAX_SECRETS) return;
+    if (!secret || !*secret) return;
     for (size_t i = 0; i < s_n_secrets; i++)
         if (!strcmp(s_secrets[i], secret)) return;
     char *copy = strdup(secret);
-    if (!copy) return;
+    char **v = copy ? realloc(s_secrets, (s_n_secrets + 1) * sizeof *v) : NULL;
+    if (!v) {
+        free(copy);
+        s_lost = true;
+        return;
+    }
+    s_secrets = v;
     /* Longest first, so that a secret containing another is removed whole. */
     size_t at = 0;
     while (at < s_n_secrets && strlen(s_secrets[at]) >= strlen(copy))
@@ -176,6 +181,8 @@ static void s_add_password(const char *value)
         enc[e] = esc[b] = '\0';
         s_add_secret(enc);
         s_add_secret(esc);
+    } else {
+        s_lost = true;
     }
     free(enc);
     free(esc);
@@ -204,6 +211,7 @@ static void s_add_uri_parts(const char *uri, char *err, size_t errlen,
     const char *colon = memchr(auth, ':', end);
     if (last > auth && colon && colon < last - 1) {
         char *raw = strndup(colon + 1, (size_t)(last - 1 - (colon + 1)));
+        s_lost |= !raw;
         s_add_secret(raw);
         free(raw);
     }
@@ -211,6 +219,7 @@ static void s_add_uri_parts(const char *uri, char *err, size_t errlen,
          p = strstr(p + 1, "password=")) {
         const char *v = p + strlen("password=");
         char *raw = strndup(v, strcspn(v, "&"));
+        s_lost |= !raw;
         s_add_secret(raw);
         free(raw);
     }
@@ -273,6 +282,10 @@ bool log_hide_conninfo(const char *conninfo, char *arg, char *err,
         if (!strcmp(o->keyword, "password") && o->val) s_add_password(o->val);
     PQconninfoFree(opts);
     if (s_is_uri(conninfo)) s_add_uri_parts(conninfo, err, errlen, &bad);
+    if (s_lost) {
+        snprintf(err, errlen, "out of memory hiding the password");
+        bad = true;
+    }
     if (!arg) return !bad;
     if (bad) { /* what the password is cannot be known: hide it all */
         memset(arg, 'x', strlen(arg));

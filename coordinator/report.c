@@ -84,7 +84,7 @@ double report_interval(const report_t *self)
 void report_callback(const mapper_progress_snapshot *snap, void *user)
 {
     report_t *r = user;
-    char line[PROGRESS_LINE_MAX];
+    char line[PROGRESS_LINE_MAX], clean[PROGRESS_LINE_MAX];
     switch (r->mode) {
     case MAPPER_PROGRESS_BAR:
         if (!progress_format_bar(snap, 0, line, sizeof line)) break;
@@ -95,13 +95,13 @@ void report_callback(const mapper_progress_snapshot *snap, void *user)
     case MAPPER_PROGRESS_LOG:
         if (!progress_format_log(snap, r->job, line, sizeof line)) break;
         if (r->own_out)
-            fprintf(r->out, "%s\n", line);
+            fprintf(r->out, "%s\n", log_one_line(clean, sizeof clean, line));
         else
             log_info("progress %s", line);
         break;
     case MAPPER_PROGRESS_JSON:
         if (!progress_format_json(snap, line, sizeof line)) break;
-        fprintf(r->out, "%s\n", line);
+        fprintf(r->out, "%s\n", log_one_line(clean, sizeof clean, line));
         fflush(r->out);
         break;
     default:
