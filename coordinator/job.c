@@ -571,6 +571,21 @@ static bool s_rejects_catch_up(s_job_t *j, reject_t *rejects)
     return ok;
 }
 
+/* A resumed job without a reject file: say so when rows set aside by the
+ * first run never reached its file (they stay in the ledger). */
+static void s_rejects_left(s_job_t *j)
+{
+    ledger_unwritten_t *v = NULL;
+    size_t n = 0;
+    if (ledger_rejects_unwritten(&j->ledger, &v, &n) && n)
+        log_warn("rows set aside by %zu committed chunk(s) are not in a "
+                 "reject file yet: resume with --on-bad-rows=reject "
+                 "--reject-file FILE to write them (they are kept in %s."
+                 "rejects)",
+                 n, j->ledger.qschema);
+    free(v);
+}
+
 static void s_cleanup(s_job_t *j)
 {
     /* The last STOPs to remote workers may still be queued: give them a
@@ -649,6 +664,8 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
     }
     int rc =
         s_prepare(spec, &j, source ? source : "", target ? target : "", out);
+    if (rc == MAPPER_EXIT_OK && out->resumed && !rejects && j.has_ledger)
+        s_rejects_left(&j);
     if (rc == MAPPER_EXIT_OK && out->resumed && rejects && j.has_ledger &&
         !s_rejects_catch_up(&j, rejects))
         rc = s_fail(out, MAPPER_EXIT_CANNOT_RUN,

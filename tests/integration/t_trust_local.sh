@@ -222,6 +222,10 @@ check "rejects, --resume: the target has the other rows" 19995 "$(q "$DST" "SELE
 check "rejects, --resume: every chunk's rows recorded as written" 0 "$(q "$DST" "SELECT count(*) FROM mapper.chunks WHERE job_id = 'rj' AND rejected > 0 AND NOT rejects_written")"
 run_coord --table rj --workers 1 --chunk-size 5000 --job-id rj --resume --on-bad-rows=reject --reject-file "$T_OUT/rj.rej"
 check "rejects, a second --resume writes nothing again" 5 "$(wc -l <"$T_OUT/rj.rej")"
+q "$DST" "UPDATE mapper.chunks SET rejects_written = false WHERE job_id = 'rj' AND chunk_id = 0"
+run_coord --table rj --workers 1 --chunk-size 5000 --job-id rj --resume
+check_match "rejects not written, --resume without a reject file: says where they are" \
+    "rows set aside by 1 committed chunk\(s\) are not in a reject file yet: resume with --on-bad-rows=reject" "$ERR"
 
 # --- 6. The ledger never takes over tables that are not its own ---------------
 q "$DST" "CREATE TABLE public.jobs(id int, name text); INSERT INTO public.jobs VALUES (1, 'mine')"
