@@ -119,20 +119,30 @@ static void s_check_max_rejects(dispatch_loop_t *l)
              l->cfg->max_rejects, l->cfg->max_rejects);
 }
 
-/* A committed attempt's rejected rows go to the reject file. */
+/* A committed attempt's rejected rows go to the reject file: with the
+ * ledger, those committed with the chunk; without, those reported. */
 static void s_rejects_committed(dispatch_loop_t *l, size_t ci, int64_t rejected)
 {
     dispatch_chunk_t *c = &l->chunks[ci];
     c->rejected = rejected;
     l->rejected += rejected;
     if (!l->cfg->rejects) return;
-    if ((int64_t)c->rejects.n != rejected)
-        log_error("chunk %zu: %" PRId64 " rows were set aside but %zu reached "
-                  "the coordinator: the reject file lacks %" PRId64,
-                  ci, rejected, c->rejects.n, rejected - (int64_t)c->rejects.n);
-    if (c->rejects.n &&
-        !reject_write(l->cfg->rejects, (int64_t)ci, &c->rejects) &&
-        !l->out->error[0])
+    bool ok = true;
+    if (l->cfg->ledger) {
+        reject_buf_clear(&c->rejects);
+        ok = rejected == 0 ||
+             reject_write_committed(l->cfg->rejects, l->cfg->ledger,
+                                    (int64_t)ci, rejected, NULL);
+    } else {
+        if ((int64_t)c->rejects.n != rejected)
+            log_error("chunk %zu: %" PRId64 " rows were set aside but %zu "
+                      "reached the coordinator: the reject file lacks %" PRId64,
+                      ci, rejected, c->rejects.n,
+                      rejected - (int64_t)c->rejects.n);
+        ok = !c->rejects.n ||
+             reject_write(l->cfg->rejects, (int64_t)ci, &c->rejects);
+    }
+    if (!ok && !l->out->error[0])
         snprintf(l->out->error, sizeof l->out->error,
                  "the reject file could not be written (see the log)");
     s_check_max_rejects(l);

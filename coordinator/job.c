@@ -90,8 +90,10 @@ static int s_fail(mapper_result *out, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(out->error, sizeof out->error, fmt, ap);
+    char raw[sizeof out->error];
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    log_one_line(out->error, sizeof out->error, raw);
     out->exit_code = code;
     return code;
 }
@@ -342,6 +344,15 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
                       "stream, which cannot be picked up where it stopped; "
                       "run it again with --restart --truncate, or use "
                       "--split-by");
+    /* A row updated between the runs may move to another page: from an
+     * unfinished range into a finished one (lost) or back (copied twice). */
+    if (!j->stream && !j->schema.qsplit && spec->resume)
+        return s_fail(out, MAPPER_EXIT_USAGE,
+                      "--resume: %s has no integer key, so it was cut into "
+                      "ctid page ranges, and rows may move between pages "
+                      "under a new snapshot (lost or copied twice); run it "
+                      "again with --restart --truncate, or give --split-by",
+                      j->schema.qsource);
     ledger_mode_t mode = spec->resume    ? LEDGER_RESUME
                          : spec->restart ? LEDGER_RESTART
                                          : LEDGER_FRESH;
@@ -359,7 +370,7 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
         if (!ledger_check(&j->ledger, spec->job_id ? spec->job_id : id, &ls,
                           mode, &exists, err, sizeof err))
             return s_fail(out, MAPPER_EXIT_USAGE, "%s", err);
-        if (exists && spec->truncate && !j->stream &&
+        if (exists && spec->truncate && !out->restart_only &&
             ledger_done_count(&j->ledger) != 0)
             return s_fail(out, MAPPER_EXIT_USAGE,
                           "--truncate refused: job %s has committed chunks "
@@ -482,6 +493,7 @@ static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
         return s_fail(out, usage ? MAPPER_EXIT_USAGE : MAPPER_EXIT_CANNOT_RUN,
                       "%s", err);
     j->stream = out->stream = s_stream_mode(&j->schema);
+    out->restart_only = j->stream || !j->schema.qsplit;
     int rc = s_plan_job(spec, j, target, out);
     if (rc != MAPPER_EXIT_OK) return rc;
 
@@ -535,6 +547,43 @@ static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
     free(bin);
     if (!ok) return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "out of memory");
     return MAPPER_EXIT_OK;
+}
+
+/* A resumed job: the rejected rows of chunks that committed while no
+ * coordinator wrote them (it died first) go to the reject file now. */
+static bool s_rejects_catch_up(s_job_t *j, reject_t *rejects)
+{
+    ledger_unwritten_t *v = NULL;
+    size_t n = 0;
+    bool ok = ledger_rejects_unwritten(&j->ledger, &v, &n);
+    for (size_t i = 0; ok && i < n; i++) {
+        int64_t id = v[i].chunk_id;
+        ok = id >= 0 && (size_t)id < j->plan.n &&
+             reject_write_committed(rejects, &j->ledger, id,
+                                    j->done_rejected[id],
+                                    v[i].at[0] >= 0 ? v[i].at : NULL);
+    }
+    if (ok && n)
+        log_info("resumed: the rejected rows of %zu committed chunk(s) were "
+                 "not in the reject file yet: written",
+                 n);
+    free(v);
+    return ok;
+}
+
+/* A resumed job without a reject file: say so when rows set aside by the
+ * first run never reached its file (they stay in the ledger). */
+static void s_rejects_left(s_job_t *j)
+{
+    ledger_unwritten_t *v = NULL;
+    size_t n = 0;
+    if (ledger_rejects_unwritten(&j->ledger, &v, &n) && n)
+        log_warn("rows set aside by %zu committed chunk(s) are not in a "
+                 "reject file yet: resume with --on-bad-rows=reject "
+                 "--reject-file FILE to write them (they are kept in %s."
+                 "rejects)",
+                 n, j->ledger.qschema);
+    free(v);
 }
 
 static void s_cleanup(s_job_t *j)
@@ -599,6 +648,11 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
     double t0 = s_now();
     s_job_t j = {0};
     char err[256];
+    /* Learn the passwords before anything can print them. */
+    if (!log_hide_conninfo(source, NULL, err, sizeof err))
+        return s_fail(out, MAPPER_EXIT_USAGE, "source: %s", err);
+    if (!log_hide_conninfo(target, NULL, err, sizeof err))
+        return s_fail(out, MAPPER_EXIT_USAGE, "target: %s", err);
     reject_t *rejects = NULL;
     if (spec->on_bad_rows == MAPPER_BAD_ROWS_REJECT &&
         !(rejects = reject_new(spec->reject_file, err, sizeof err)))
@@ -610,6 +664,13 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
     }
     int rc =
         s_prepare(spec, &j, source ? source : "", target ? target : "", out);
+    if (rc == MAPPER_EXIT_OK && out->resumed && !rejects && j.has_ledger)
+        s_rejects_left(&j);
+    if (rc == MAPPER_EXIT_OK && out->resumed && rejects && j.has_ledger &&
+        !s_rejects_catch_up(&j, rejects))
+        rc = s_fail(out, MAPPER_EXIT_CANNOT_RUN,
+                    "--resume: the rejected rows of committed chunks could "
+                    "not be written to the reject file (see the log)");
     report_t *report = NULL;
     progress_t *progress = NULL;
     if (rc == MAPPER_EXIT_OK && spec->progress != MAPPER_PROGRESS_NONE &&

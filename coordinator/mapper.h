@@ -114,6 +114,8 @@ typedef struct {
     char job_id[65];                  /* the ledger's job id, "" without */
     bool resumed;                     /* continued an earlier run's job */
     bool stream;                      /* a query read once (stream mode) */
+    bool restart_only;                /* cannot resume (stream mode or
+                                         ctid page ranges): restart it */
     bool ledger;                      /* chunks were recorded in a ledger */
     int exit_code;                    /* see MAPPER_EXIT_* in defaults.h */
     char error[1024];                 /* why the job could not run, or "" */

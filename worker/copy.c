@@ -556,7 +556,12 @@ static copy_status_t s_isolate(copy_conns_t *c, const copy_job_t *job,
         st = aborted ? COPY_ABORTED : COPY_FAILED;
         goto out;
     }
-    if (!s_report_rejects(job, arg, &held, &rej, err)) goto out;
+    if (!s_report_rejects(job, arg, &held, &rej, err) ||
+        (ledger &&
+         !isolate_record(c->dst, job->state_schema, job->job_id, job->chunk_id,
+                         &(isolate_rows_t){held.text, held.off, held.n}, &rej,
+                         err)))
+        goto out;
     int64_t bytes = (int64_t)held.len;
     for (size_t i = 0; i < rej.n; i++)
         bytes -= (int64_t)(held.off[rej.rows[i].index + 1] -

@@ -443,8 +443,13 @@ static int s_parse(int argc, char **argv, s_opts_t *o)
         case 's':
         case 't': {
             char *copy = strdup(optarg);
+            char why[512];
             if (!copy) return MAPPER_EXIT_CANNOT_RUN;
-            log_scrub_conninfo(optarg); /* hide the password from ps */
+            if (!log_hide_conninfo(copy, optarg, why, sizeof why)) {
+                log_error("--%s: %s", c == 's' ? "source" : "target", why);
+                free(copy);
+                return MAPPER_EXIT_USAGE;
+            }
             if (c == 's')
                 o->source = copy;
             else
@@ -551,6 +556,12 @@ int main(int argc, char **argv)
     }
     const char *src = o.source ? o.source : getenv(MAPPER_ENV_SOURCE);
     const char *dst = o.target ? o.target : getenv(MAPPER_ENV_TARGET);
+    char why[512];
+    if (!log_hide_conninfo(src, NULL, why, sizeof why) ||
+        !log_hide_conninfo(dst, NULL, why, sizeof why)) {
+        log_error("connection string: %s", why);
+        return MAPPER_EXIT_USAGE;
+    }
     copy_conns_t conns = {src ? src : "", dst ? dst : "", NULL, NULL};
     void *ctx = zmq_ctx_new();
     w.sock = ctx ? zmq_socket(ctx, ZMQ_DEALER) : NULL;
