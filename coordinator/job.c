@@ -387,10 +387,6 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
     const char *how = "";
     if (j->stream) {
         plan_chunk_t all = {.kind = PLAN_ALL};
-        /* A writer sets bad rows aside from the rows it holds: text rows,
-         * which end at their newline, and go to the reject file as is. */
-        if (spec->on_bad_rows == MAPPER_BAD_ROWS_REJECT)
-            j->schema.binary = false;
         if (!schema_chunk_sql(&j->schema, &all, &j->read_sql, &j->write_sql))
             return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "out of memory");
         j->plan.est_rows =
@@ -470,18 +466,23 @@ static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
     bool usage = false;
     char err[1024];
     /* --resume never creates the target: a resumed job's table exists. */
-    schema_request_t req = {.table = spec->table,
-                            .query = spec->query,
-                            .target_table = spec->target_table,
-                            .split_by = spec->split_by,
-                            .columns = spec->columns,
-                            .create_target = spec->if_target_missing ==
-                                                 MAPPER_TARGET_CREATE &&
-                                             !spec->resume};
+    schema_request_t req = {
+        .table = spec->table,
+        .query = spec->query,
+        .target_table = spec->target_table,
+        .split_by = spec->split_by,
+        .columns = spec->columns,
+        .create_target =
+            spec->if_target_missing == MAPPER_TARGET_CREATE && !spec->resume,
+        .rows_as_text = spec->on_bad_rows == MAPPER_BAD_ROWS_REJECT};
     if (!schema_load(j->src, j->dst, &req, &j->schema, &usage, err, sizeof err))
         return s_fail(out, usage ? MAPPER_EXIT_USAGE : MAPPER_EXIT_CANNOT_RUN,
                       "%s", err);
     j->stream = out->stream = s_stream_mode(&j->schema);
+    /* A writer sets bad rows aside from the rows it holds: text rows,
+     * which end at their newline, and go to the reject file as is. */
+    if (j->stream && spec->on_bad_rows == MAPPER_BAD_ROWS_REJECT)
+        j->schema.binary = false;
     int rc = s_plan_job(spec, j, target, out);
     if (rc != MAPPER_EXIT_OK) return rc;
 
