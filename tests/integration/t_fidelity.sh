@@ -60,7 +60,7 @@ qs "$SRC" "INSERT INTO fid VALUES
    '{\"-1 year +2 days -03:00:00\",\"00:00:00.000001\"}', '{3.1415927,1e-45}', '{1e-310,2.718281828459045}',
    '{0.000000000000000000001,-1.5}', '{-92233720368547758.08,0.01}', '{\"\\\\x5c22\",\"\\\\x\"}', '{Ã©,\"a,b\"}', 1),
   (2, '1999-01-02', '0001-01-01 00:00:00', '1850-06-07 08:09:10+00:53:28', '-3 days +04:05:06',
-   '-3.4028235e38', 1e308, -0.0000001, -0.01, '\\x', 'ÃŸ',
+   '-3.4028235e38', 1e308, -0.0000001, -0.01, '\\x', 'Ã¶',
    NULL, '{}', '{infinity}', '{}', '{NaN}', '{-Infinity}', '{NaN}', '{}', '{NULL}', '{}', 2)"
 for s in "datestyle = 'SQL, DMY'" "intervalstyle = sql_standard" "extra_float_digits = 0" \
     "bytea_output = escape" "timezone = 'Asia/Kolkata'" "client_encoding = LATIN1" "lc_monetary = 'C.utf8'"; do
