@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # tests/integration/t_fidelity.sh - values survive text COPY whatever the
 # databases' session defaults (DateStyle, IntervalStyle, extra_float_digits,
-# bytea_output, TimeZone, client_encoding, lc_monetary); money refused in
-# text COPY when lc_monetary differs; LATIN1 <-> UTF8 databases; binary
-# COPY only for types that have a binary form; every table and view of
-# pg_catalog and information_schema either copies exactly or is refused
+# bytea_output, TimeZone, client_encoding, xmloption, lc_monetary); money
+# refused in text COPY when lc_monetary differs; LATIN1 <-> UTF8 databases;
+# binary COPY only for types that have a binary form; every table and view
+# of pg_catalog and information_schema either copies exactly or is refused
 # before anything is created.
 . "$(dirname "$0")/lib.sh"
 
@@ -41,33 +41,33 @@ ledger_absent() { q "$DST" "SELECT count(*) FROM pg_namespace WHERE nspname = 'm
 
 # --- 1. Text COPY between databases whose defaults differ in every setting.
 fresh_dbs fid
-for db in fid_src fid_dst; do psql -X -q -d postgres -c "ALTER DATABASE $db RESET ALL" >/dev/null; done
-cols="d ts tz iv f4 f8 n m b t da tsa tza iva f4a f8a na ma ba ta"
+cols="d ts tz iv f4 f8 n m b t x da tsa tza iva f4a f8a na ma ba ta"
 def="id int PRIMARY KEY, d date, ts timestamp, tz timestamptz, iv interval,
-     f4 float4, f8 float8, n numeric, m money, b bytea, t text,
+     f4 float4, f8 float8, n numeric, m money, b bytea, t text, x xml,
      da date[], tsa timestamp[], tza timestamptz[], iva interval[], f4a float4[],
      f8a float8[], na numeric[], ma money[], ba bytea[], ta text[]"
 qs "$SRC" "CREATE TABLE fid($def, force int4)"
 qs "$DST" "CREATE TABLE fid($def, force int8)"
 # Days of 12 or less (read month-first they are another valid date), floats
 # that need 17 (9) digits, mixed-sign intervals, bytes a backslash or quote,
-# text that is UTF-8 read as LATIN1 (the source's client_encoding below).
+# text whose UTF-8 bytes, sent as LATIN1 (the source's client_encoding
+# below), read back as other valid UTF-8, XML content that is no document.
 qs "$SRC" "INSERT INTO fid VALUES
   (1, '2024-08-12', '2024-08-12 13:14:15.123456', '2024-03-05 01:02:03.5+00',
    '1 year 2 mons 3 days 04:05:06.789', 1.0000001, 0.1::float8 + 0.2, 12345678901234567890.123456789,
-   1234.56, '\\x00ff5c0a27', 'Ã© Ã¼',
+   1234.56, '\\x00ff5c0a27', 'Ã© Ã¼', 'a<b/>c',
    '{2001-02-03,2010-11-12}', '{\"2024-01-02 03:04:05\"}', '{\"1999-12-31 23:59:59.999999+00\"}',
    '{\"-1 year +2 days -03:00:00\",\"00:00:00.000001\"}', '{3.1415927,1e-45}', '{1e-310,2.718281828459045}',
    '{0.000000000000000000001,-1.5}', '{-92233720368547758.08,0.01}', '{\"\\\\x5c22\",\"\\\\x\"}', '{Ã©,\"a,b\"}', 1),
   (2, '1999-01-02', '0001-01-01 00:00:00', '1850-06-07 08:09:10+00:53:28', '-3 days +04:05:06',
-   '-3.4028235e38', 1e308, -0.0000001, -0.01, '\\x', 'Ã¶',
+   '-3.4028235e38', 1e308, -0.0000001, -0.01, '\\x', 'Ã¶', '<doc/>',
    NULL, '{}', '{infinity}', '{}', '{NaN}', '{-Infinity}', '{NaN}', '{}', '{NULL}', '{}', 2)"
 for s in "datestyle = 'SQL, DMY'" "intervalstyle = sql_standard" "extra_float_digits = 0" \
     "bytea_output = escape" "timezone = 'Asia/Kolkata'" "client_encoding = LATIN1" "lc_monetary = 'C.utf8'"; do
     q postgres "ALTER DATABASE fid_src SET $s"
 done
 for s in "datestyle = 'SQL, MDY'" "intervalstyle = iso_8601" "extra_float_digits = -15" \
-    "bytea_output = hex" "timezone = 'America/New_York'" "lc_monetary = 'C'"; do
+    "bytea_output = hex" "timezone = 'America/New_York'" "lc_monetary = 'C'" "xmloption = document"; do
     q postgres "ALTER DATABASE fid_dst SET $s"
 done
 check "the source's own session shows a DMY date" "12/08/2024" "$(q "$SRC" "SELECT d FROM fid WHERE id = 1")"
