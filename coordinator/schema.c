@@ -459,10 +459,13 @@ static bool s_check_required(const s_table_t *s, const int *pick, int npick,
 }
 
 /* Picked columns whose type (per ti, in pick order) COPY FROM cannot load:
- * all named in one line in err, after prefix, with the way out. */
+ * all named in one line in err, after prefix, with the way out: in the
+ * query or by --columns for a target to create (is_query tells which), on
+ * the target itself for one that exists. */
 static bool s_check_loadable(const s_table_t *s, const int *pick, int npick,
                              const typeinfo_t *ti, const char *prefix,
-                             bool is_query, char *err, size_t errlen)
+                             bool exists, bool is_query, char *err,
+                             size_t errlen)
 {
     char *list = NULL;
     size_t len = 0;
@@ -483,12 +486,18 @@ static bool s_check_loadable(const s_table_t *s, const int *pick, int npick,
         }
     }
     if (!list) return true;
-    snprintf(err, errlen,
-             "%s: COPY FROM cannot load %s; %s (e.g. \"%s\"::text)%s", prefix,
-             list,
-             is_query ? "select such a column as text in the query"
-                      : "copy such a column as text with --query",
-             first, is_query ? "" : " or leave it out with --columns");
+    if (exists)
+        snprintf(err, errlen,
+                 "%s: COPY FROM cannot load %s; give such a column a type "
+                 "that can be loaded (e.g. text) on the target",
+                 prefix, list);
+    else
+        snprintf(err, errlen,
+                 "%s: COPY FROM cannot load %s; %s (e.g. \"%s\"::text)%s",
+                 prefix, list,
+                 is_query ? "select such a column as text in the query"
+                          : "copy such a column as text with --query",
+                 first, is_query ? "" : " or leave it out with --columns");
     free(list);
     return false;
 }
@@ -611,8 +620,8 @@ bool schema_load(PGconn *src, PGconn *dst, const schema_request_t *req,
         snprintf(prefix, sizeof prefix, "target table %s cannot be created",
                  tname);
         if (!missing || !req->create_target ||
-            !s_check_loadable(&s, pick, npick, si, prefix, req->query, err,
-                              errlen) ||
+            !s_check_loadable(&s, pick, npick, si, prefix, false, req->query,
+                              err, errlen) ||
             !s_check_money(src, dst, &s, pick, npick, si, si,
                            !s_created_binary(&s, pick, npick, si),
                            req->rows_as_text, err, errlen) ||
@@ -646,7 +655,8 @@ bool schema_load(PGconn *src, PGconn *dst, const schema_request_t *req,
         goto done;
     }
     snprintf(prefix, sizeof prefix, "target table %s", t.qname);
-    if (!s_check_loadable(&s, pick, npick, ti, prefix, req->query, err, errlen))
+    if (!s_check_loadable(&s, pick, npick, ti, prefix, !missing, req->query,
+                          err, errlen))
         goto done;
     /* Binary only where both sides have a binary form of every type
      * inside the column (aclitem has none); else text, as for a mismatch. */

@@ -186,6 +186,14 @@ check_match "... naming the column, its type and the fix" \
     'column "typdefaultbin" of type pg_node_tree; select such a column as text in the query \(e.g. "typdefaultbin"::text\)' "$ERR"
 check "... no target table, no ledger job" "f|0" \
     "$(q "$DST" "SELECT to_regclass('sweep.types') IS NOT NULL, (SELECT count(*) FROM mapper.jobs WHERE query = 'SELECT * FROM pg_type')")"
+# The same type in a target that exists: refused before the ledger.
+q "$SRC" "CREATE TABLE nt(id int, x text); INSERT INTO nt VALUES (1, 'x')"
+q "$DST" "CREATE TABLE nt(id int, x pg_node_tree)"
+run_coord --table nt --workers 1
+check "an existing pg_node_tree target column: exit 3" 3 "$RC"
+check_match "... naming it and the fix" \
+    'target table public.nt: COPY FROM cannot load column "x" of type pg_node_tree; give such a column a type' "$ERR"
+check "... no ledger job" 0 "$(q "$DST" "SELECT count(*) FROM mapper.jobs WHERE target_table LIKE '%.nt'")"
 run_coord --query "SELECT oid, typname, typdefaultbin::text FROM pg_type" --target-table sweep.types --workers 1
 check "... cast to text: exit 0" 0 "$RC"
 check "... and exact" "$(digest "$SRC" "SELECT oid, typname, typdefaultbin::text FROM pg_type")" \
