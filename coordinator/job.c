@@ -387,6 +387,10 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
     const char *how = "";
     if (j->stream) {
         plan_chunk_t all = {.kind = PLAN_ALL};
+        /* A writer sets bad rows aside from the rows it holds: text rows,
+         * which end at their newline, and go to the reject file as is. */
+        if (spec->on_bad_rows == MAPPER_BAD_ROWS_REJECT)
+            j->schema.binary = false;
         if (!schema_chunk_sql(&j->schema, &all, &j->read_sql, &j->write_sql))
             return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "out of memory");
         j->plan.est_rows =
@@ -479,10 +483,6 @@ static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
         return s_fail(out, usage ? MAPPER_EXIT_USAGE : MAPPER_EXIT_CANNOT_RUN,
                       "%s", err);
     j->stream = out->stream = s_stream_mode(&j->schema);
-    /* A writer sets bad rows aside from the rows it holds: text rows,
-     * which end at their newline, and go to the reject file as is. */
-    if (j->stream && spec->on_bad_rows == MAPPER_BAD_ROWS_REJECT)
-        j->schema.binary = false;
     int rc = s_plan_job(spec, j, target, out);
     if (rc != MAPPER_EXIT_OK) return rc;
 
