@@ -481,14 +481,15 @@ static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
     bool usage = false;
     char err[1024];
     /* --resume never creates the target: a resumed job's table exists. */
-    schema_request_t req = {.table = spec->table,
-                            .query = spec->query,
-                            .target_table = spec->target_table,
-                            .split_by = spec->split_by,
-                            .columns = spec->columns,
-                            .create_target = spec->if_target_missing ==
-                                                 MAPPER_TARGET_CREATE &&
-                                             !spec->resume};
+    schema_request_t req = {
+        .table = spec->table,
+        .query = spec->query,
+        .target_table = spec->target_table,
+        .split_by = spec->split_by,
+        .columns = spec->columns,
+        .create_target =
+            spec->if_target_missing == MAPPER_TARGET_CREATE && !spec->resume,
+        .rows_as_text = spec->on_bad_rows == MAPPER_BAD_ROWS_REJECT};
     if (!schema_load(j->src, j->dst, &req, &j->schema, &usage, err, sizeof err))
         return s_fail(out, usage ? MAPPER_EXIT_USAGE : MAPPER_EXIT_CANNOT_RUN,
                       "%s", err);

@@ -8,6 +8,7 @@
 #include "defaults.h"
 #include "log.h"
 #include "pgutil.h"
+#include "typeinfo.h"
 
 /* Types with OIDs below this are built in, the same in every database, so
  * binary COPY between them is safe (user types' binary forms embed OIDs). */
@@ -457,6 +458,121 @@ static bool s_check_required(const s_table_t *s, const int *pick, int npick,
     return false;
 }
 
+/* Picked columns whose type (per ti, in pick order) COPY FROM cannot load:
+ * all named in one line in err, after prefix, with the way out: in the
+ * query or by --columns for a target to create (is_query tells which), on
+ * the target itself for one that exists. */
+static bool s_check_loadable(const s_table_t *s, const int *pick, int npick,
+                             const typeinfo_t *ti, const char *prefix,
+                             bool exists, bool is_query, char *err,
+                             size_t errlen)
+{
+    char *list = NULL;
+    size_t len = 0;
+    const char *first = NULL;
+    for (int i = 0; i < npick; i++) {
+        if (!ti[i].unloadable) continue;
+        const char *name = s->cols[pick[i]].name;
+        bool inside = strcmp(ti[i].unloadable, ti[i].name) != 0;
+        char item[PROTO_MAX_MESSAGE];
+        snprintf(item, sizeof item, "%scolumn \"%s\" of type %s%s%s%s",
+                 len ? ", " : "", name, ti[i].name, inside ? " (holds " : "",
+                 inside ? ti[i].unloadable : "", inside ? ")" : "");
+        if (!first) first = name;
+        if (!s_append(&list, &len, item)) {
+            free(list);
+            snprintf(err, errlen, "out of memory reading the schema");
+            return false;
+        }
+    }
+    if (!list) return true;
+    if (exists)
+        snprintf(err, errlen,
+                 "%s: COPY FROM cannot load %s; give such a column a type "
+                 "that can be loaded (e.g. text) on the target",
+                 prefix, list);
+    else
+        snprintf(err, errlen,
+                 "%s: COPY FROM cannot load %s; %s (e.g. \"%s\"::text)%s",
+                 prefix, list,
+                 is_query ? "select such a column as text in the query"
+                          : "copy such a column as text with --query",
+                 first, is_query ? "" : " or leave it out with --columns");
+    free(list);
+    return false;
+}
+
+/* current_setting(name) on conn into out ("" when unreadable). */
+static void s_setting(PGconn *conn, proto_side_t side, const char *name,
+                      char *out, size_t n)
+{
+    pgutil_error_t e;
+    const char *params[] = {name};
+    PGresult *res =
+        pgutil_query(conn, "SELECT current_setting($1)", 1, params, side, &e);
+    snprintf(out, n, "%s", res ? PQgetvalue(res, 0, 0) : "");
+    if (!res) pgutil_log_error("reading a setting", &e);
+    PQclear(res);
+}
+
+/* Money prints and reads by lc_monetary (symbol, separators, decimals), so
+ * between databases whose lc_monetary differ its text is not its value:
+ * refuse, naming every picked column with money in it on either side,
+ * when the copy is text or rows may be re-read as text. */
+static bool s_check_money(PGconn *src, PGconn *dst, const s_table_t *s,
+                          const int *pick, int npick, const typeinfo_t *si,
+                          const typeinfo_t *ti, bool text, bool rows_as_text,
+                          char *err, size_t errlen)
+{
+    if (!text && !rows_as_text) return true;
+    char *names = NULL;
+    size_t len = 0;
+    const char *first = NULL;
+    int count = 0;
+    for (int i = 0; i < npick; i++) {
+        if (!si[i].money && !ti[i].money) continue;
+        if (!count++) first = s->cols[pick[i]].name;
+        if ((len && !s_append(&names, &len, ", ")) ||
+            !s_append(&names, &len, "\"") ||
+            !s_append(&names, &len, s->cols[pick[i]].name) ||
+            !s_append(&names, &len, "\"")) {
+            free(names);
+            snprintf(err, errlen, "out of memory reading the schema");
+            return false;
+        }
+    }
+    if (!names) return true;
+    char lsrc[128], ldst[128];
+    s_setting(src, PROTO_SIDE_SOURCE, "lc_monetary", lsrc, sizeof lsrc);
+    s_setting(dst, PROTO_SIDE_TARGET, "lc_monetary", ldst, sizeof ldst);
+    bool same = lsrc[0] && !strcmp(lsrc, ldst);
+    if (!same)
+        snprintf(err, errlen,
+                 "%s %s %s money, whose text follows lc_monetary, which "
+                 "differs (source '%s', target '%s'): %s would not carry it "
+                 "exactly; make lc_monetary the same on both databases, or "
+                 "select it as \"%s\"::numeric in a query",
+                 count > 1 ? "columns" : "column", names,
+                 count > 1 ? "hold" : "holds", lsrc, ldst,
+                 text ? "text COPY"
+                      : "--on-bad-rows reject, which re-reads rows as text,",
+                 first);
+    free(names);
+    return same;
+}
+
+/* Whether a target created from the source's types gets binary COPY (the
+ * same decision schema_load makes once it exists). */
+static bool s_created_binary(const s_table_t *s, const int *pick, int npick,
+                             const typeinfo_t *si)
+{
+    for (int i = 0; i < npick; i++)
+        if (!si[i].binary ||
+            strtoll(s->cols[pick[i]].type, NULL, 10) >= SCHEMA_FIRST_USER_OID)
+            return false;
+    return true;
+}
+
 bool schema_load(PGconn *src, PGconn *dst, const schema_request_t *req,
                  schema_t *out, bool *usage_error_out, char *err, size_t errlen)
 {
@@ -464,6 +580,8 @@ bool schema_load(PGconn *src, PGconn *dst, const schema_request_t *req,
     *usage_error_out = false;
     s_table_t s = {0}, t = {0};
     int *pick = NULL, npick = 0;
+    const char **types = NULL;
+    typeinfo_t *si = NULL, *ti = NULL;
     bool ok = false;
     const char *tname = req->target_table ? req->target_table : req->table;
     if (req->query
@@ -487,10 +605,26 @@ bool schema_load(PGconn *src, PGconn *dst, const schema_request_t *req,
                         errlen))
         goto done;
     *usage_error_out = false;
+    types = calloc((size_t)npick + 1, sizeof *types);
+    if (!types) goto oom;
+    for (int i = 0; i < npick; i++)
+        types[i] = s.cols[pick[i]].type;
+    if (!typeinfo_load(src, PROTO_SIDE_SOURCE, types, npick, &si)) {
+        snprintf(err, errlen, "source: cannot read the columns' types");
+        goto done;
+    }
+    char prefix[600];
     bool missing = false;
     if (!s_table_load(dst, PROTO_SIDE_TARGET, tname, &t, &missing, err,
                       errlen)) {
+        snprintf(prefix, sizeof prefix, "target table %s cannot be created",
+                 tname);
         if (!missing || !req->create_target ||
+            !s_check_loadable(&s, pick, npick, si, prefix, false, req->query,
+                              err, errlen) ||
+            !s_check_money(src, dst, &s, pick, npick, si, si,
+                           !s_created_binary(&s, pick, npick, si),
+                           req->rows_as_text, err, errlen) ||
             !s_create_target(src, dst, tname, &s, pick, npick, err, errlen) ||
             !s_table_load(dst, PROTO_SIDE_TARGET, tname, &t, NULL, err, errlen))
             goto done;
@@ -508,6 +642,7 @@ bool schema_load(PGconn *src, PGconn *dst, const schema_request_t *req,
         if (strcmp(sc->type, tc->type) || strcmp(sc->typmod, tc->typmod) ||
             strtoll(sc->type, NULL, 10) >= SCHEMA_FIRST_USER_OID)
             out->binary = false;
+        types[i] = tc->type;
         char *q = pgutil_quote_ident(src, sc->name);
         bool appended = q && (i == 0 || s_append(&out->qcolumns, &len, ", ")) &&
                         s_append(&out->qcolumns, &len, q);
@@ -515,6 +650,21 @@ bool schema_load(PGconn *src, PGconn *dst, const schema_request_t *req,
         if (!appended) goto oom;
         out->ncolumns++;
     }
+    if (!typeinfo_load(dst, PROTO_SIDE_TARGET, types, npick, &ti)) {
+        snprintf(err, errlen, "target: cannot read the columns' types");
+        goto done;
+    }
+    snprintf(prefix, sizeof prefix, "target table %s", t.qname);
+    if (!s_check_loadable(&s, pick, npick, ti, prefix, !missing, req->query,
+                          err, errlen))
+        goto done;
+    /* Binary only where both sides have a binary form of every type
+     * inside the column (aclitem has none); else text, as for a mismatch. */
+    for (int i = 0; i < npick; i++)
+        out->binary = out->binary && si[i].binary && ti[i].binary;
+    if (!s_check_money(src, dst, &s, pick, npick, si, ti, !out->binary,
+                       req->rows_as_text, err, errlen))
+        goto done;
     if (!s_check_required(&s, pick, npick, &t, err, errlen)) goto done;
     out->qsource = strdup(s.qname);
     out->qtarget = strdup(t.qname);
@@ -528,6 +678,9 @@ bool schema_load(PGconn *src, PGconn *dst, const schema_request_t *req,
 oom:
     snprintf(err, errlen, "out of memory reading the schema");
 done:
+    typeinfo_free(&si, npick);
+    typeinfo_free(&ti, npick);
+    free(types);
     free(pick);
     s_table_free(&s);
     s_table_free(&t);

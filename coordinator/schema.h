@@ -18,7 +18,8 @@ typedef struct {
     char *qtarget;    /* quoted "schema"."table" on the target */
     char *qcolumns;   /* quoted, comma-separated column list */
     int ncolumns;     /* columns copied */
-    bool binary;      /* every column's type matches: binary COPY */
+    bool binary;      /* every column's type matches and has a binary
+                         form on both sides: binary COPY */
     char relkind;     /* source relkind: 'r' table, 'p' partitioned, ... */
     char *qsplit;     /* quoted split column, or NULL: no integer key */
     int64_t pages;    /* source heap pages (ctid planning) */
@@ -33,6 +34,8 @@ typedef struct {
     const char *split_by;     /* column to split on, or NULL */
     const char *columns;      /* comma-separated columns to copy; NULL: all */
     bool create_target;       /* create the target table when missing */
+    bool rows_as_text;        /* rows may be re-read as text (bad rows set
+                                 aside) even when the copy is binary */
 } schema_request_t;
 
 /* Look the source table up (or describe the query, inside src's open
