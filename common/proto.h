@@ -21,12 +21,15 @@
 #define PROTO_MAX_DATA      (1024 * 1024) /* data: bytes of rows per frame */
 #define PROTO_MAX_ID        64  /* worker id, snapshot id, job id, schema */
 #define PROTO_MAX_SOURCE_ID 160 /* "SYSTEM_IDENTIFIER/DBNAME" */
-#define PROTO_SQLSTATE_LEN  5
-#define PROTO_MAX_FIELDS    16  /* keys in one message map */
-#define PROTO_MAX_DEPTH     1   /* container nesting: the top map only */
-#define PROTO_MAX_PEER      255 /* bytes in a ZeroMQ routing id */
-#define PROTO_PEER_TEXT     (2 * PROTO_MAX_PEER + 3) /* proto_peer_text buffer */
-#define PROTO_ERR_LEN       256 /* a proto_decode reason buffer */
+/* Rows, bytes, rows set aside: a worker's counts are 0..PROTO_MAX_COUNT
+ * (2^48), so that sums over many chunks cannot overflow. */
+#define PROTO_MAX_COUNT    (INT64_C(1) << 48)
+#define PROTO_SQLSTATE_LEN 5
+#define PROTO_MAX_FIELDS   16  /* keys in one message map */
+#define PROTO_MAX_DEPTH    1   /* container nesting: the top map only */
+#define PROTO_MAX_PEER     255 /* bytes in a ZeroMQ routing id */
+#define PROTO_PEER_TEXT    (2 * PROTO_MAX_PEER + 3) /* proto_peer_text buffer */
+#define PROTO_ERR_LEN      256 /* a proto_decode reason buffer */
 
 /* Field names on the wire. */
 #define PROTO_F_TYPE         "type"

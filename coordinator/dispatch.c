@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -28,6 +29,14 @@ double dispatch_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* *sum += v, saturating (logged) instead of overflowing. */
+static void s_add(int64_t *sum, int64_t v)
+{
+    if (!__builtin_add_overflow(*sum, v, sum)) return;
+    log_error("a count overflows: kept at its maximum");
+    *sum = INT64_MAX;
 }
 
 /* Rows expected in chunk ci (for a chunk that failed). */
@@ -52,13 +61,28 @@ static bool s_grow_workers(dispatch_loop_t *l)
     return true;
 }
 
+/* A local worker's routing id: "w" and DISPATCH_RANDOM_ID_BYTES random
+ * bytes in hex, so that no peer can guess it and claim it first. */
+static bool s_random_id(char *dst, size_t n)
+{
+    unsigned char r[DISPATCH_RANDOM_ID_BYTES];
+    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
+        log_error("getrandom: cannot draw a worker id");
+        return false;
+    }
+    size_t at = (size_t)snprintf(dst, n, "w");
+    for (size_t i = 0; i < sizeof r && at + 2 < n; i++)
+        at += (size_t)snprintf(dst + at, n - at, "%02x", r[i]);
+    return true;
+}
+
 static bool s_spawn(dispatch_loop_t *l)
 {
     if (!s_grow_workers(l)) return false;
     dispatch_worker_t *w = &l->workers[l->nworkers];
     memset(w, 0, sizeof *w);
     w->chunk = -1;
-    snprintf(w->id, sizeof w->id, "w%u-%ld", ++l->seq, (long)getpid());
+    if (!s_random_id(w->id, sizeof w->id)) return false;
     w->pid = spawn_worker(l->cfg->spawn, w->id);
     if (w->pid < 0) return false;
     w->alive = true;
@@ -124,7 +148,7 @@ static void s_rejects_committed(dispatch_loop_t *l, size_t ci, int64_t rejected)
 {
     dispatch_chunk_t *c = &l->chunks[ci];
     c->rejected = rejected;
-    l->rejected += rejected;
+    s_add(&l->rejected, rejected);
     if (!l->cfg->rejects) return;
     if ((int64_t)c->rejects.n != rejected)
         log_error("chunk %zu: %" PRId64 " rows were set aside but %zu reached "
@@ -218,7 +242,8 @@ static void s_attempt_failed(dispatch_loop_t *l, size_t ci,
     int attempt = c->attempts;
     retry_error e = {.side = c->error.side,
                      .conn_lost = c->error.conn_bad,
-                     .worker_crashed = cause == DISPATCH_CRASHED,
+                     .worker_crashed = cause == DISPATCH_CRASHED ||
+                                       cause == DISPATCH_DISBELIEVED,
                      .heartbeat_lost = cause == DISPATCH_LEASE_LOST};
     memcpy(e.sqlstate, c->error.sqlstate, sizeof e.sqlstate);
     retry_verdict v = retry_classify(&e);
@@ -394,25 +419,37 @@ static dispatch_worker_t *s_register(dispatch_loop_t *l, const char *peer,
 {
     char who[PROTO_PEER_TEXT];
     proto_peer_text(peer, peer_len, who, sizeof who);
-    if (!l->cfg->listen || peer_len >= DISPATCH_ID_LEN ||
+    /* The worker's name is its routing id (proto caps both at
+     * PROTO_MAX_ID, and DISPATCH_ID_LEN holds that much). */
+    if (!l->cfg->listen || peer_len > PROTO_MAX_ID ||
         peer_len != strlen(m->worker) || memcmp(peer, m->worker, peer_len)) {
-        log_warn("ready from unexpected peer %s ignored", who);
+        log_warn("ready from unexpected peer %s ignored%s", who,
+                 l->cfg->listen ? " (its routing id is not its worker name)"
+                                : "");
         return NULL;
     }
-    dispatch_worker_t *w = NULL;
-    for (size_t i = 0; i < l->nworkers && !w; i++)
-        if (l->workers[i].remote && !strcmp(l->workers[i].id, m->worker))
-            w = &l->workers[i]; /* back after losing its lease */
+    dispatch_worker_t *w = NULL, *dead = NULL;
+    for (size_t i = 0; i < l->nworkers && !w; i++) {
+        dispatch_worker_t *x = &l->workers[i];
+        if (x->remote && !strcmp(x->id, m->worker))
+            w = x; /* back after losing its lease; its key stays bound */
+        else if (x->remote && !x->alive && !x->banned && x->chunk < 0 &&
+                 l->reader != (int)i && !dead)
+            dead = x; /* an entry of a remote worker that left: reused */
+    }
+    if (w && w->banned) {
+        log_warn("ready from %s ignored: it was sent away", who);
+        return NULL;
+    }
     if (!w) {
-        if (!s_grow_workers(l)) return NULL;
-        w = &l->workers[l->nworkers++];
+        if (!dead && !s_grow_workers(l)) return NULL;
+        w = dead ? dead : &l->workers[l->nworkers++];
         memset(w, 0, sizeof *w);
         snprintf(w->id, sizeof w->id, "%s", m->worker);
         w->remote = true;
     }
     w->alive = true;
     w->ready = false;
-    w->keyed = false;
     w->chunk = -1;
     log_info("remote worker %s (pid %" PRId64 ") connected", w->id, m->pid);
     return w;
@@ -440,11 +477,13 @@ static void s_on_ready(dispatch_loop_t *l, dispatch_worker_t *w,
             "the reader gave the read up (it lost the coordinator)");
     if (strcmp(m->source_id, l->cfg->source_id)) {
         char why[PROTO_MAX_MESSAGE];
+        /* The peer hears its own identity back, never the job's. */
         snprintf(why, sizeof why,
-                 "its source database is %s, the job's is %s: check its "
+                 "its source database is %s, not the job's: check its "
                  "--source",
-                 m->source_id, l->cfg->source_id);
-        log_error("refusing worker %s: %s", w->id, why);
+                 m->source_id);
+        log_error("refusing worker %s: %s (the job's is %s)", w->id, why,
+                  l->cfg->source_id);
         proto_msg_t stop = {.kind = PROTO_STOP, .message = why};
         if (!dispatch_send(l, w, &stop)) { /* logged */
         }
@@ -495,6 +534,82 @@ static void s_leases(dispatch_loop_t *l)
         if (beat && !dispatch_send(l, w, &hb)) { /* logged */
         }
     }
+}
+
+void dispatch_send_away(dispatch_loop_t *l, dispatch_worker_t *w,
+                        const char *why)
+{
+    proto_msg_t stop = {.kind = PROTO_STOP, .message = (char *)why};
+    if (!dispatch_send(l, w, &stop)) { /* logged */
+    }
+    w->ready = false;
+    w->banned = true;
+    w->alive = w->pid > 0;
+}
+
+/* The most rows (loaded plus set aside) chunk ci can hold: a stream
+ * chunk's rows are known; otherwise a bound that keeps every sum of
+ * counts far from overflowing. */
+static int64_t s_max_rows(const dispatch_loop_t *l, size_t ci)
+{
+    if (l->stream && (int64_t)ci < l->held.known)
+        return l->held.chunks[ci].rows;
+    return PROTO_MAX_COUNT;
+}
+
+/* A DONE is believed only when the chunk's ledger row, committed in the
+ * same transaction as its rows, says done: the rows loaded and set aside
+ * are then the ledger's (*rows_out, *rejected_out). Without a ledger only
+ * forked workers run (--no-ledger refuses --listen) and their word is
+ * taken. False fails the attempt (c->error says why); a DONE the ledger
+ * contradicts also sends its worker away. One indexed lookup. */
+static bool s_done_checked(dispatch_loop_t *l, dispatch_worker_t *w, size_t ci,
+                           const proto_msg_t *m, int64_t *rows_out,
+                           int64_t *rejected_out)
+{
+    dispatch_chunk_t *c = &l->chunks[ci];
+    memset(&c->error, 0, sizeof c->error);
+    int64_t bound = s_max_rows(l, ci);
+    bool done = false;
+    if (m->rows > bound || m->rejected > bound - m->rows) {
+        snprintf(c->error.message, sizeof c->error.message,
+                 "done for chunk %zu attempt %d from %s counts %" PRId64
+                 " rows and %" PRId64 " set aside, more than the chunk "
+                 "holds (%" PRId64 ")",
+                 ci, m->attempt, w->id, m->rows, m->rejected, bound);
+    } else if (!l->cfg->ledger) {
+        return true;
+    } else if (!ledger_chunk_state(l->cfg->ledger, (int64_t)ci, &done, rows_out,
+                                   rejected_out)) {
+        snprintf(c->error.message, sizeof c->error.message,
+                 "done for chunk %zu attempt %d from %s could not be checked "
+                 "in the ledger",
+                 ci, m->attempt, w->id);
+        return false;
+    } else if (!done) {
+        snprintf(c->error.message, sizeof c->error.message,
+                 "done for chunk %zu attempt %d from %s contradicts the "
+                 "ledger (the chunk is not committed)",
+                 ci, m->attempt, w->id);
+    } else if (*rows_out > bound || *rejected_out > bound - *rows_out) {
+        snprintf(c->error.message, sizeof c->error.message,
+                 "the ledger counts %" PRId64 " rows and %" PRId64
+                 " set aside for chunk %zu, more than it holds (%" PRId64 ")",
+                 *rows_out, *rejected_out, ci, bound);
+        return false;
+    } else {
+        if (*rows_out != m->rows || *rejected_out != m->rejected)
+            log_warn("done for chunk %zu attempt %d from %s says %" PRId64
+                     " rows (%" PRId64 " set aside), the ledger %" PRId64
+                     " (%" PRId64 "): the ledger's counts are kept",
+                     ci, m->attempt, w->id, m->rows, m->rejected, *rows_out,
+                     *rejected_out);
+        return true;
+    }
+    log_error("%s: the attempt fails and %s is sent away", c->error.message,
+              w->id);
+    dispatch_send_away(l, w, c->error.message);
+    return false;
 }
 
 static void s_on_message(dispatch_loop_t *l, const char *peer, size_t peer_len,
@@ -563,12 +678,17 @@ static void s_on_message(dispatch_loop_t *l, const char *peer, size_t peer_len,
         return;
     }
     w->chunk = -1;
-    if (m->kind == PROTO_DONE) {
+    int64_t rows = m->rows, rejected = m->rejected;
+    if (m->kind == PROTO_DONE &&
+        !s_done_checked(l, w, ci, m, &rows, &rejected)) {
+        s_attempt_failed(l, ci, DISPATCH_DISBELIEVED);
+        if (!w->ready) return; /* sent away */
+    } else if (m->kind == PROTO_DONE) {
         if (m->already)
             log_info("chunk %zu attempt %d: already committed by an earlier "
                      "attempt (ledger)",
                      ci, m->attempt);
-        s_chunk_done(l, ci, m->attempt, m->rows, m->bytes, m->rejected);
+        s_chunk_done(l, ci, m->attempt, rows, m->bytes, rejected);
     } else {
         memset(&c->error, 0, sizeof c->error);
         c->error.side = m->side;
@@ -771,13 +891,13 @@ static void s_fill_result(dispatch_loop_t *l)
         dispatch_chunk_t *c = &l->chunks[i];
         if (c->state == DISPATCH_DONE) {
             out->chunks_succeeded++;
-            out->total_rows_successful += c->rows;
-            out->rows_rejected += c->rejected;
-            out->total_rows_failed += c->rejected;
-            out->bytes += c->bytes;
+            s_add(&out->total_rows_successful, c->rows);
+            s_add(&out->rows_rejected, c->rejected);
+            s_add(&out->total_rows_failed, c->rejected);
+            s_add(&out->bytes, c->bytes);
         } else if (c->state == DISPATCH_FAILED) {
             out->chunks_failed++;
-            out->total_rows_failed += s_est_rows(l, i);
+            s_add(&out->total_rows_failed, s_est_rows(l, i));
             if (!out->chunk_errors) continue;
             if (l->cfg->ledger)
                 ledger_chunk_failed(l->cfg->ledger, (int64_t)i, c->attempts,
@@ -794,8 +914,8 @@ static void s_fill_result(dispatch_loop_t *l)
                      c->class_name ? c->class_name : "other");
         }
     }
-    out->total_rows_processed =
-        out->total_rows_successful + out->total_rows_failed;
+    out->total_rows_processed = out->total_rows_successful;
+    s_add(&out->total_rows_processed, out->total_rows_failed);
 }
 
 bool dispatch_run(const dispatch_config_t *cfg, mapper_result *out)
@@ -808,6 +928,7 @@ bool dispatch_run(const dispatch_config_t *cfg, mapper_result *out)
                          .reader = -1};
     l.unfinished = l.nchunks;
     inflight_init(&l.held, cfg->max_inflight);
+    l.held.chunk_rows = cfg->chunk_rows;
     l.chunks = calloc(l.cap_chunks, sizeof *l.chunks);
     if (!l.chunks) {
         snprintf(out->error, sizeof out->error, "out of memory");

@@ -49,16 +49,32 @@ static double s_now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-void copy_fault(const char *point, int64_t chunk_id, int32_t attempt)
+/* Whether $MAPPER_FAULT (without its "pause-") names point and chunk_id,
+ * on a first attempt; *pause_out tells the "pause-" form. */
+static bool s_fault_named(const char *point, int64_t chunk_id, int32_t attempt,
+                          bool *pause_out)
 {
     const char *spec = getenv(MAPPER_ENV_FAULT);
-    if (!spec || attempt != 1) return;
-    bool pause = !strncmp(spec, COPY_FAULT_PAUSE, strlen(COPY_FAULT_PAUSE));
-    if (pause) spec += strlen(COPY_FAULT_PAUSE);
+    if (!spec || attempt != 1) return false;
+    *pause_out = !strncmp(spec, COPY_FAULT_PAUSE, strlen(COPY_FAULT_PAUSE));
+    if (*pause_out) spec += strlen(COPY_FAULT_PAUSE);
     size_t n = strlen(point);
-    if (strncmp(spec, point, n) || spec[n] != ':') return;
-    if (spec[n + 1] != '*' && strtoll(spec + n + 1, NULL, 10) != chunk_id)
-        return;
+    if (strncmp(spec, point, n) || spec[n] != ':') return false;
+    return spec[n + 1] == '*' || strtoll(spec + n + 1, NULL, 10) == chunk_id;
+}
+
+bool copy_fault_hit(const char *point, int64_t chunk_id, int32_t attempt)
+{
+    bool pause = false;
+    if (!s_fault_named(point, chunk_id, attempt, &pause)) return false;
+    log_warn("chunk %" PRId64 ": fault injection at %s", chunk_id, point);
+    return true;
+}
+
+void copy_fault(const char *point, int64_t chunk_id, int32_t attempt)
+{
+    bool pause = false;
+    if (!s_fault_named(point, chunk_id, attempt, &pause)) return;
     log_warn("chunk %" PRId64 ": fault injection at %s: %s", chunk_id, point,
              pause ? "pausing" : "SIGKILL");
     if (!pause) raise(SIGKILL);

@@ -111,4 +111,9 @@ void copy_conns_close(copy_conns_t *conns);
  * otherwise. */
 void copy_fault(const char *point, int64_t chunk_id, int32_t attempt);
 
+/* Test-only: whether $MAPPER_FAULT is POINT:CHUNK (or POINT:*) and this
+ * is a first attempt; the caller then misbehaves on purpose (a stream
+ * reader at ignore-credit sends CHUNK without waiting for credit). */
+bool copy_fault_hit(const char *point, int64_t chunk_id, int32_t attempt);
+
 #endif

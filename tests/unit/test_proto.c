@@ -568,6 +568,8 @@ static void test_round_trip_every_kind(void **state)
     }
 }
 
+static void s_expect_encode_fails(const proto_msg_t *m);
+
 static void test_round_trip_limits(void **state)
 {
     (void)state;
@@ -648,10 +650,13 @@ static void test_round_trip_limits(void **state)
     proto_msg_clear(&m);
 
     m = s_sample(PROTO_DONE);
-    m.rows = INT64_MAX;
+    m.rows = PROTO_MAX_COUNT;
     m.bytes = 0;
     m.chunk_id = INT64_MAX;
     s_round_trip(&m);
+    m.rows = PROTO_MAX_COUNT + 1; /* counts stay far from overflowing */
+    s_expect_encode_fails(&m);
+    m.rows = PROTO_MAX_COUNT;
     m.already = false;
     s_round_trip(&m);
     m.already = true;
@@ -985,8 +990,10 @@ static void test_reject_rows(void **state)
     s_round_trip(&m);
     proto_msg_clear(&m);
     m = s_sample(PROTO_DONE);
-    m.rejected = INT64_MAX;
+    m.rejected = PROTO_MAX_COUNT;
     s_round_trip(&m);
+    m.rejected = PROTO_MAX_COUNT + 1;
+    s_expect_encode_fails(&m);
     m.rejected = -1;
     s_expect_encode_fails(&m);
 
@@ -1797,6 +1804,10 @@ static void test_decode_out_of_range(void **state)
         {PROTO_FAILED, "side", 3},
         {PROTO_FAILED, "side", -1},
         {PROTO_FAILED, "chunk_id", INT64_MIN},
+        {PROTO_DONE, "rows", PROTO_MAX_COUNT + 1},
+        {PROTO_PROGRESS, "bytes", PROTO_MAX_COUNT + 1},
+        {PROTO_DONE, "rejected", PROTO_MAX_COUNT + 1},
+        {PROTO_REJECT, "row_index", PROTO_MAX_COUNT + 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         s_fields_t f = s_with(cases[i].kind, cases[i].key,
