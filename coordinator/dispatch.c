@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -61,28 +60,13 @@ static bool s_grow_workers(dispatch_loop_t *l)
     return true;
 }
 
-/* A local worker's routing id: "w" and DISPATCH_RANDOM_ID_BYTES random
- * bytes in hex, so that no peer can guess it and claim it first. */
-static bool s_random_id(char *dst, size_t n)
-{
-    unsigned char r[DISPATCH_RANDOM_ID_BYTES];
-    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
-        log_error("getrandom: cannot draw a worker id");
-        return false;
-    }
-    size_t at = (size_t)snprintf(dst, n, "w");
-    for (size_t i = 0; i < sizeof r && at + 2 < n; i++)
-        at += (size_t)snprintf(dst + at, n - at, "%02x", r[i]);
-    return true;
-}
-
 static bool s_spawn(dispatch_loop_t *l)
 {
     if (!s_grow_workers(l)) return false;
     dispatch_worker_t *w = &l->workers[l->nworkers];
     memset(w, 0, sizeof *w);
     w->chunk = -1;
-    if (!s_random_id(w->id, sizeof w->id)) return false;
+    if (!dispatch_random_id(w->id, sizeof w->id)) return false;
     w->pid = spawn_worker(l->cfg->spawn, w->id);
     if (w->pid < 0) return false;
     w->alive = true;
@@ -368,9 +352,10 @@ static void s_assign(dispatch_loop_t *l, dispatch_worker_t *w)
     dispatch_chunk_t *c = &l->chunks[ci];
     proto_msg_t m = {.kind = l->stream ? PROTO_WRITE : PROTO_ASSIGN,
                      .chunk_id = ci};
-    if (l->stream ? !(m.target_sql = strdup(l->cfg->write_sql))
-                  : !schema_chunk_sql(l->cfg->schema, &l->cfg->plan->chunks[ci],
-                                      &m.source_sql, &m.target_sql)) {
+    if (!schema_target_fields(l->cfg->schema, &m) ||
+        (!l->stream &&
+         !schema_chunk_sql(l->cfg->schema, &l->cfg->plan->chunks[ci],
+                           &m.source_sql))) {
         c->state = DISPATCH_FAILED;
         l->unfinished--;
         proto_msg_clear(&m);
@@ -536,82 +521,6 @@ static void s_leases(dispatch_loop_t *l)
     }
 }
 
-void dispatch_send_away(dispatch_loop_t *l, dispatch_worker_t *w,
-                        const char *why)
-{
-    proto_msg_t stop = {.kind = PROTO_STOP, .message = (char *)why};
-    if (!dispatch_send(l, w, &stop)) { /* logged */
-    }
-    w->ready = false;
-    w->banned = true;
-    w->alive = w->pid > 0;
-}
-
-/* The most rows (loaded plus set aside) chunk ci can hold: a stream
- * chunk's rows are known; otherwise a bound that keeps every sum of
- * counts far from overflowing. */
-static int64_t s_max_rows(const dispatch_loop_t *l, size_t ci)
-{
-    if (l->stream && (int64_t)ci < l->held.known)
-        return l->held.chunks[ci].rows;
-    return PROTO_MAX_COUNT;
-}
-
-/* A DONE is believed only when the chunk's ledger row, committed in the
- * same transaction as its rows, says done: the rows loaded and set aside
- * are then the ledger's (*rows_out, *rejected_out). Without a ledger only
- * forked workers run (--no-ledger refuses --listen) and their word is
- * taken. False fails the attempt (c->error says why); a DONE the ledger
- * contradicts also sends its worker away. One indexed lookup. */
-static bool s_done_checked(dispatch_loop_t *l, dispatch_worker_t *w, size_t ci,
-                           const proto_msg_t *m, int64_t *rows_out,
-                           int64_t *rejected_out)
-{
-    dispatch_chunk_t *c = &l->chunks[ci];
-    memset(&c->error, 0, sizeof c->error);
-    int64_t bound = s_max_rows(l, ci);
-    bool done = false;
-    if (m->rows > bound || m->rejected > bound - m->rows) {
-        snprintf(c->error.message, sizeof c->error.message,
-                 "done for chunk %zu attempt %d from %s counts %" PRId64
-                 " rows and %" PRId64 " set aside, more than the chunk "
-                 "holds (%" PRId64 ")",
-                 ci, m->attempt, w->id, m->rows, m->rejected, bound);
-    } else if (!l->cfg->ledger) {
-        return true;
-    } else if (!ledger_chunk_state(l->cfg->ledger, (int64_t)ci, &done, rows_out,
-                                   rejected_out)) {
-        snprintf(c->error.message, sizeof c->error.message,
-                 "done for chunk %zu attempt %d from %s could not be checked "
-                 "in the ledger",
-                 ci, m->attempt, w->id);
-        return false;
-    } else if (!done) {
-        snprintf(c->error.message, sizeof c->error.message,
-                 "done for chunk %zu attempt %d from %s contradicts the "
-                 "ledger (the chunk is not committed)",
-                 ci, m->attempt, w->id);
-    } else if (*rows_out > bound || *rejected_out > bound - *rows_out) {
-        snprintf(c->error.message, sizeof c->error.message,
-                 "the ledger counts %" PRId64 " rows and %" PRId64
-                 " set aside for chunk %zu, more than it holds (%" PRId64 ")",
-                 *rows_out, *rejected_out, ci, bound);
-        return false;
-    } else {
-        if (*rows_out != m->rows || *rejected_out != m->rejected)
-            log_warn("done for chunk %zu attempt %d from %s says %" PRId64
-                     " rows (%" PRId64 " set aside), the ledger %" PRId64
-                     " (%" PRId64 "): the ledger's counts are kept",
-                     ci, m->attempt, w->id, m->rows, m->rejected, *rows_out,
-                     *rejected_out);
-        return true;
-    }
-    log_error("%s: the attempt fails and %s is sent away", c->error.message,
-              w->id);
-    dispatch_send_away(l, w, c->error.message);
-    return false;
-}
-
 static void s_on_message(dispatch_loop_t *l, const char *peer, size_t peer_len,
                          const char *user, proto_msg_t *m)
 {
@@ -680,7 +589,7 @@ static void s_on_message(dispatch_loop_t *l, const char *peer, size_t peer_len,
     w->chunk = -1;
     int64_t rows = m->rows, rejected = m->rejected;
     if (m->kind == PROTO_DONE &&
-        !s_done_checked(l, w, ci, m, &rows, &rejected)) {
+        !dispatch_done_checked(l, w, ci, m, &rows, &rejected)) {
         s_attempt_failed(l, ci, DISPATCH_DISBELIEVED);
         if (!w->ready) return; /* sent away */
     } else if (m->kind == PROTO_DONE) {

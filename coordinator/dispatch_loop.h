@@ -120,6 +120,23 @@ bool dispatch_send(dispatch_loop_t *l, dispatch_worker_t *w,
 void dispatch_send_away(dispatch_loop_t *l, dispatch_worker_t *w,
                         const char *why);
 
+/* A forked worker's routing id into dst (size n): "w" and
+ * DISPATCH_RANDOM_ID_BYTES random bytes in hex, so that no peer can guess
+ * it and claim it first. False (logged) when no random bytes came. */
+bool dispatch_random_id(char *dst, size_t n)
+    __attribute__((warn_unused_result));
+
+/* (dispatch_trust.c) A DONE is believed only when the chunk's ledger row,
+ * committed in the same transaction as its rows, says done: the rows loaded and
+ * set aside are then the ledger's (*rows_out, *rejected_out). Without a ledger
+ * only forked workers run (--no-ledger refuses --listen) and their word is
+ * taken. False fails the attempt (c->error says why); a DONE the ledger
+ * contradicts also sends its worker away. One indexed lookup. */
+bool dispatch_done_checked(dispatch_loop_t *l, dispatch_worker_t *w, size_t ci,
+                           const proto_msg_t *m, int64_t *rows_out,
+                           int64_t *rejected_out)
+    __attribute__((warn_unused_result));
+
 /* Stream mode (dispatch_stream.c). */
 
 /* More stream chunks may still come. */

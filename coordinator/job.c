@@ -322,7 +322,6 @@ typedef struct {
     curve_zap_t *zap;       /* ZAP handler */
     bool stream;            /* stream mode */
     char *read_sql;         /* stream mode: the reader's COPY */
-    char *write_sql;        /* stream mode: the writers' COPY */
 } s_job_t;
 
 /* Plan afresh, or load the plan of the job being resumed; record a fresh
@@ -397,7 +396,7 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
          * which end at their newline, and go to the reject file as is. */
         if (spec->on_bad_rows == MAPPER_BAD_ROWS_REJECT)
             j->schema.binary = false;
-        if (!schema_chunk_sql(&j->schema, &all, &j->read_sql, &j->write_sql))
+        if (!schema_chunk_sql(&j->schema, &all, &j->read_sql))
             return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "out of memory");
         j->plan.est_rows =
             j->schema.reltuples > 0 ? (int64_t)j->schema.reltuples : 0;
@@ -593,7 +592,6 @@ static void s_cleanup(s_job_t *j)
     free(j->done);
     free(j->done_rows);
     free(j->read_sql);
-    free(j->write_sql);
     free(j->done_rejected);
     plan_free(&j->plan);
     schema_free(&j->schema);
@@ -681,7 +679,6 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
             .source_id = j.source_id,
             .zap = j.zap,
             .read_sql = j.read_sql,
-            .write_sql = j.write_sql,
             .chunk_rows = spec->chunk_size,
             .max_inflight = s_max_inflight(spec),
             .est_rows = j.plan.est_rows};

@@ -8,6 +8,11 @@
  *                                 and print "got KIND" for the first
  *                                 message sent to that id (exit 0), or run
  *                                 until killed
+ *   peer coord ENDPOINT TABLE     a coordinator: bind, wait for a worker's
+ *                                 ready, hand it a write of one row ("1")
+ *                                 into public.TABLE (column a), print its
+ *                                 answer ("done ROWS" or "failed SQLSTATE
+ *                                 MESSAGE"), stop it
  * Both give up after PEER_GIVE_UP_S seconds (exit 4). */
 #include <stdbool.h>
 #include <stdio.h>
@@ -80,19 +85,76 @@ static int s_claim(void *sock)
     return 4;
 }
 
+/* Receive one message on a ROUTER (the peer's id into peer/len), waiting
+ * up to PEER_GIVE_UP_S. */
+static bool s_router_recv(void *sock, char *peer, size_t *len, proto_msg_t *m)
+{
+    time_t end = time(NULL) + PEER_GIVE_UP_S;
+    while (time(NULL) < end) {
+        zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, PEER_POLL_MS) <= 0) continue;
+        if (proto_recv(sock, peer, PROTO_MAX_PEER, len, m)) return true;
+    }
+    return false;
+}
+
+static int s_coord(void *sock, const char *table)
+{
+    char peer[PROTO_MAX_PEER];
+    size_t len = 0;
+    proto_msg_t m;
+    proto_kind_t kind;
+    do {
+        if (!s_router_recv(sock, peer, &len, &m)) return 4;
+        kind = m.kind;
+        proto_msg_clear(&m);
+    } while (kind != PROTO_READY);
+    proto_msg_t w = {.kind = PROTO_WRITE, .chunk_id = 0, .attempt = 1};
+    snprintf(w.target_schema, sizeof w.target_schema, "public");
+    snprintf(w.target_table, sizeof w.target_table, "%s", table);
+    w.columns = "a";
+    w.columns_len = 2;
+    proto_msg_t d = {.kind = PROTO_DATA,
+                     .chunk_id = 0,
+                     .attempt = 1,
+                     .rows = 1,
+                     .last = true,
+                     .data = "1\n",
+                     .data_len = 2};
+    if (!proto_send(sock, peer, len, &w) || !proto_send(sock, peer, len, &d))
+        return 2;
+    for (;;) {
+        if (!s_router_recv(sock, peer, &len, &m)) return 4;
+        if (m.kind == PROTO_DONE || m.kind == PROTO_FAILED) break;
+        proto_msg_clear(&m);
+    }
+    if (m.kind == PROTO_DONE)
+        printf("done %lld\n", (long long)m.rows);
+    else
+        printf("failed %s %s\n", m.sqlstate, m.message);
+    proto_msg_clear(&m);
+    proto_msg_t stop = {.kind = PROTO_STOP, .message = ""};
+    return proto_send(sock, peer, len, &stop) ? 0 : 2;
+}
+
 int main(int argc, char **argv)
 {
     log_init("peer", LOG_INFO);
-    if (argc != 4 || (strcmp(argv[1], "lie") && strcmp(argv[1], "claim"))) {
+    if (argc != 4 || (strcmp(argv[1], "lie") && strcmp(argv[1], "claim") &&
+                      strcmp(argv[1], "coord"))) {
         fprintf(stderr, "usage: peer lie ENDPOINT SOURCE_ID | "
-                        "peer claim ENDPOINT ID\n");
+                        "peer claim ENDPOINT ID | peer coord ENDPOINT TABLE\n");
         return 2;
     }
-    bool lie = !strcmp(argv[1], "lie");
+    bool lie = !strcmp(argv[1], "lie"), coord = !strcmp(argv[1], "coord");
     void *ctx = zmq_ctx_new();
-    void *sock = zmq_socket(ctx, ZMQ_DEALER);
+    void *sock = zmq_socket(ctx, coord ? ZMQ_ROUTER : ZMQ_DEALER);
     int rc = 2;
-    if (!sock || !proto_socket_setup(sock, false)) goto out;
+    if (!sock || !proto_socket_setup(sock, coord)) goto out;
+    if (coord) {
+        rc = zmq_bind(sock, argv[2]) ? 2 : s_coord(sock, argv[3]);
+        goto out;
+    }
     char id[PROTO_MAX_ID + 1];
     if (lie)
         s_liar_id(id, sizeof id);

@@ -17,6 +17,8 @@
 /* Rows are gathered into one CopyData message of about this size: fewer
  * messages and system calls than one message per row. */
 #define COPY_BATCH_BYTES (64 * 1024)
+/* The target's COPY statement is built in a buffer this big, doubled. */
+#define COPY_SQL_FIRST_BYTES 256
 /* Stream mode writes from memory in pieces this big, ticking between. */
 #define COPY_MEMORY_BATCH_BYTES (1024 * 1024)
 /* No timeouts on the data path; server-side keepalives so that a worker
@@ -227,11 +229,60 @@ bool copy_source_start(copy_conns_t *c, const char *snapshot, const char *sql,
     return ok;
 }
 
+/* Append n bytes at p to the buffer *buf (len used, cap allocated). */
+static bool s_cat(char **buf, size_t *len, size_t *cap, const char *p, size_t n)
+{
+    if (!growbuf_reserve(buf, cap, *len + n, COPY_SQL_FIRST_BYTES))
+        return false;
+    memcpy(*buf + *len, p, n);
+    *len += n;
+    return true;
+}
+
+/* The target's statement, built here from the job's names, each quoted by
+ * libpq: COPY "schema"."table" ("a", "b", ...) FROM STDIN, with the binary
+ * option when binary. Nothing else the coordinator sends reaches the
+ * target. malloc'd, or NULL with *err set. */
+static char *s_target_sql(PGconn *dst, const copy_job_t *job, bool binary,
+                          pgutil_error_t *err)
+{
+    char *qs = pgutil_quote_ident(dst, job->target_schema);
+    char *qt = pgutil_quote_ident(dst, job->target_table);
+    char *sql = NULL;
+    size_t len = 0, cap = 0;
+    bool ok = qs && qt;
+    const char *parts[] = {"COPY ", qs, ".", qt, " ("};
+    for (size_t i = 0; ok && i < sizeof parts / sizeof *parts; i++)
+        ok = s_cat(&sql, &len, &cap, parts[i], strlen(parts[i]));
+    for (size_t at = 0; ok && at < job->columns_len;) {
+        const char *name = job->columns + at;
+        char *q = pgutil_quote_ident(dst, name);
+        ok = q && (at == 0 || s_cat(&sql, &len, &cap, ", ", 2)) &&
+             s_cat(&sql, &len, &cap, q, strlen(q));
+        free(q);
+        at += strlen(name) + 1;
+    }
+    const char *tail =
+        binary ? ") FROM STDIN" MAPPER_COPY_BINARY_SUFFIX : ") FROM STDIN";
+    ok = ok && s_cat(&sql, &len, &cap, tail, strlen(tail) + 1);
+    free(qs);
+    free(qt);
+    if (ok) return sql;
+    free(sql);
+    pgutil_capture(dst, NULL, PROTO_SIDE_TARGET, err);
+    if (!err->message[0])
+        snprintf(err->message, sizeof err->message, "out of memory");
+    return NULL;
+}
+
 /* Target: start COPY FROM STDIN (the transaction is already open). */
 static bool s_target_start(copy_conns_t *c, const copy_job_t *job,
                            pgutil_error_t *err)
 {
-    PGresult *res = PQexec(c->dst, job->target_sql);
+    char *sql = s_target_sql(c->dst, job, job->binary, err);
+    if (!sql) return false;
+    PGresult *res = PQexecParams(c->dst, sql, 0, NULL, NULL, NULL, NULL, 0);
+    free(sql);
     bool ok = PQresultStatus(res) == PGRES_COPY_IN;
     if (!ok) pgutil_capture(c->dst, res, PROTO_SIDE_TARGET, err);
     PQclear(res);
@@ -258,7 +309,7 @@ static copy_status_t s_write_memory(copy_conns_t *c, copy_tick_fn tick,
                                     void *arg, const copy_job_t *job,
                                     pgutil_error_t *err)
 {
-    bool binary = s_is_binary(job->target_sql);
+    bool binary = job->binary;
     if (binary &&
         !s_put(c->dst, COPY_BINARY_HEADER, COPY_BINARY_HEADER_LEN, err))
         return COPY_FAILED;
@@ -435,7 +486,7 @@ static bool s_held_row(void *arg, const char *row, size_t n,
 static bool s_held_split(s_held_t *h, const copy_job_t *job,
                          pgutil_error_t *err)
 {
-    if (s_is_binary(job->target_sql)) {
+    if (job->binary) {
         snprintf(err->message, sizeof err->message,
                  "cannot set rows of a binary stream chunk aside");
         return false;
@@ -521,7 +572,7 @@ static copy_status_t s_isolate(copy_conns_t *c, const copy_job_t *job,
         return COPY_FAILED;
     if (done) return COPY_ALREADY;
     char *source_sql = job->data ? NULL : s_text_sql(job->source_sql);
-    char *target_sql = s_text_sql(job->target_sql);
+    char *target_sql = s_target_sql(c->dst, job, false, err);
     s_held_t held = {0};
     isolate_rejects_t rej = {0};
     s_ticker_t ticker = {tick, arg};

@@ -3,9 +3,9 @@
 # that lies "done" without copying, a peer taking over a connected worker's
 # routing id, a refusal that would tell the job's source identity, plain
 # TCP without --insecure (loopback, and an address list hiding 0.0.0.0), a
-# worker pointed at a non-loopback plain address, --no-ledger with
-# --listen, a stream reader that sends beyond its credit, and a worker id
-# of 64 bytes.
+# worker pointed at a non-loopback plain address, a coordinator naming a
+# target with SQL in it, --no-ledger with --listen, a stream reader that
+# sends beyond its credit, and a worker id of 64 bytes.
 . "$(dirname "$0")/lib.sh"
 WORKER="$MAPPER_BIN/mapper-worker"
 PEER="${MAPPER_BUILD:?MAPPER_BUILD not set}/tests/peer"
@@ -100,6 +100,21 @@ run_coord --table ev --no-ledger --listen "tcp://127.0.0.1:$(free_port)" --insec
 check "--no-ledger with --listen: exit 2" 2 "$RC"
 check "--no-ledger with --listen: one line" 1 "$(grep -c . <<<"$ERR")"
 check_match "--no-ledger with --listen: says why" "no-ledger.*listen" "$ERR"
+
+# 2. A worker runs only SQL it built: a coordinator (or whoever answers at
+# its address) that names a target "t\"; DROP TABLE victim; --" gets a
+# quoted name that does not exist, and the victim table is untouched.
+q "$DST" "CREATE TABLE victim(a int); INSERT INTO victim VALUES (1)"
+port=$(free_port)
+"$PEER" coord "tcp://127.0.0.1:$port" 'evt"; DROP TABLE victim; --' >"$T_OUT/evil.out" 2>"$T_OUT/evil.err" &
+evil=$!
+timeout 60 "$WORKER" --connect "tcp://127.0.0.1:$port" --coordinator-timeout 10 2>"$T_OUT/evilw.err"
+wait_job $evil
+check "hostile coordinator's target name: the COPY fails on a missing table" "failed 42P01" \
+    "$(cut -d' ' -f1-2 "$T_OUT/evil.out")"
+check_match "hostile coordinator's target name: quoted whole" 'relation "public.evt"; DROP TABLE victim; --" does not exist' \
+    "$(cat "$T_OUT/evil.out")"
+check "hostile coordinator's target name: the victim table is untouched" 1 "$(q "$DST" "SELECT count(*) FROM victim")"
 
 # 2. A worker refuses plain TCP to a non-loopback address without --insecure.
 timeout 60 "$WORKER" --connect "tcp://192.0.2.1:$(free_port)" --coordinator-timeout 2 2>"$T_OUT/far.err"
