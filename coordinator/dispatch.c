@@ -536,7 +536,7 @@ static void s_on_message(dispatch_loop_t *l, const char *peer, size_t peer_len,
                  proto_kind_name(m->kind), w->id);
         return;
     }
-    if (!w) {
+    if (!w || w->banned) { /* a sent-away local one is on its way out */
         char who[PROTO_PEER_TEXT];
         log_debug("%s from %s (no lease) ignored", proto_kind_name(m->kind),
                   proto_peer_text(peer, peer_len, who, sizeof who));
