@@ -111,12 +111,12 @@ void mapper_job_spec_init(mapper_job_spec *spec)
     spec->max_rejects = MAPPER_UNLIMITED_REJECTS;
 }
 
-/* True for tcp://127.x.x.x:P, tcp://localhost:P and tcp://[::1]:P. */
-static bool s_loopback(const char *endpoint)
+/* True when a bound endpoint (ZMQ_LAST_ENDPOINT: tcp://ADDR:PORT with a
+ * numeric address) is on loopback only. */
+static bool s_loopback(const char *bound)
 {
-    const char *host = endpoint + strlen("tcp://");
-    return !strncmp(host, "127.", 4) || !strncmp(host, "localhost:", 10) ||
-           !strncmp(host, "[::1]:", 6);
+    const char *host = bound + strlen("tcp://");
+    return !strncmp(host, "127.", 4) || !strncmp(host, "[::1]:", 6);
 }
 
 static bool s_valid_id(const char *id)
@@ -159,12 +159,18 @@ static int s_validate(const mapper_job_spec *spec, mapper_result *out)
         return s_fail(out, MAPPER_EXIT_USAGE,
                       "--listen: expected tcp://ADDR:PORT, got '%s'",
                       spec->listen);
-    if (spec->listen && !spec->curve_secret_key && !spec->insecure &&
-        !s_loopback(spec->listen))
+    /* Any process that reaches a plain port can say ready, loopback
+     * included: plain TCP is the user's explicit choice. */
+    if (spec->listen && !spec->curve_secret_key && !spec->insecure)
         return s_fail(out, MAPPER_EXIT_USAGE,
-                      "--listen %s is reachable from other hosts: use CURVE "
-                      "(--curve-secret-key, --curve-allow) or say --insecure",
+                      "--listen %s: plain TCP lets any process that reaches "
+                      "the port take chunks: use CURVE (--curve-secret-key, "
+                      "--curve-allow) or say --insecure",
                       spec->listen);
+    if (spec->listen && spec->no_ledger)
+        return s_fail(out, MAPPER_EXIT_USAGE,
+                      "--no-ledger with --listen: a remote worker's done "
+                      "cannot be checked without the ledger; drop one");
     if (spec->curve_allow && !spec->curve_secret_key)
         return s_fail(out, MAPPER_EXIT_USAGE,
                       "--curve-allow needs --curve-secret-key");
@@ -318,7 +324,6 @@ typedef struct {
     curve_zap_t *zap;       /* ZAP handler */
     bool stream;            /* stream mode */
     char *read_sql;         /* stream mode: the reader's COPY */
-    char *write_sql;        /* stream mode: the writers' COPY */
 } s_job_t;
 
 /* Plan afresh, or load the plan of the job being resumed; record a fresh
@@ -402,7 +407,7 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
          * which end at their newline, and go to the reject file as is. */
         if (spec->on_bad_rows == MAPPER_BAD_ROWS_REJECT)
             j->schema.binary = false;
-        if (!schema_chunk_sql(&j->schema, &all, &j->read_sql, &j->write_sql))
+        if (!schema_chunk_sql(&j->schema, &all, &j->read_sql))
             return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "out of memory");
         j->plan.est_rows =
             j->schema.reltuples > 0 ? (int64_t)j->schema.reltuples : 0;
@@ -434,6 +439,27 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
                           e.message);
     }
     return MAPPER_EXIT_OK;
+}
+
+/* Log where remote workers may connect: the address actually bound (an
+ * endpoint such as "tcp://127.0.0.1:1;0.0.0.0:5555" binds the wildcard),
+ * with a warning when plain TCP is open beyond loopback. */
+static void s_listening(const mapper_job_spec *spec, void *router)
+{
+    char bound[256] = "";
+    size_t n = sizeof bound;
+    if (zmq_getsockopt(router, ZMQ_LAST_ENDPOINT, bound, &n)) bound[0] = '\0';
+    const char *at = bound[0] ? bound : spec->listen;
+    if (spec->curve_secret_key)
+        log_info("listening for workers on %s (CURVE)", at);
+    else if (!strncmp(at, "tcp://", 6) && s_loopback(at))
+        log_warn("listening for workers on %s (plain TCP, --insecure): any "
+                 "local process may connect",
+                 at);
+    else
+        log_warn("listening for workers on %s (plain TCP, --insecure): any "
+                 "host that reaches it may connect",
+                 at);
 }
 
 /* CURVE on the ROUTER: the coordinator's key, the allow-list, a ZAP
@@ -515,10 +541,16 @@ static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
              j->dir);
     j->zctx = zmq_ctx_new();
     j->router = j->zctx ? zmq_socket(j->zctx, ZMQ_ROUTER) : NULL;
-    int handover = 1;
+    /* No ZMQ_ROUTER_HANDOVER: a second connection claiming a connected
+     * worker's routing id hears nothing. ZMTP heartbeats end connections
+     * whose peer vanished, so that a worker coming back under its id is
+     * heard again. */
+    int hb_ivl = (int)(MAPPER_HEARTBEAT_S * 1000);
+    int hb_timeout = (int)(MAPPER_LINK_TIMEOUT_S * 1000);
     if (!j->router || !proto_socket_setup(j->router, true) ||
-        zmq_setsockopt(j->router, ZMQ_ROUTER_HANDOVER, &handover,
-                       sizeof handover)) {
+        zmq_setsockopt(j->router, ZMQ_HEARTBEAT_IVL, &hb_ivl, sizeof hb_ivl) ||
+        zmq_setsockopt(j->router, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout,
+                       sizeof hb_timeout)) {
         free(bin);
         return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "cannot make a socket: %s",
                       zmq_strerror(errno));
@@ -539,9 +571,7 @@ static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
         return s_fail(out, i ? MAPPER_EXIT_USAGE : MAPPER_EXIT_CANNOT_RUN,
                       "cannot bind %s: %s", endpoints[i], zmq_strerror(errno));
     }
-    if (spec->listen)
-        log_info("listening for workers on %s%s", spec->listen,
-                 spec->curve_secret_key ? " (CURVE)" : "");
+    if (spec->listen) s_listening(spec, j->router);
     bool ok = spawn_init(&j->spawn, bin, j->endpoint, source, target,
                          env_server[0] ? extra_env : NULL,
                          log_get_level() >= LOG_DEBUG);
@@ -612,7 +642,6 @@ static void s_cleanup(s_job_t *j)
     free(j->done);
     free(j->done_rows);
     free(j->read_sql);
-    free(j->write_sql);
     free(j->done_rejected);
     plan_free(&j->plan);
     schema_free(&j->schema);
@@ -712,7 +741,6 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
             .source_id = j.source_id,
             .zap = j.zap,
             .read_sql = j.read_sql,
-            .write_sql = j.write_sql,
             .chunk_rows = spec->chunk_size,
             .max_inflight = s_max_inflight(spec),
             .est_rows = j.plan.est_rows};

@@ -493,8 +493,8 @@ bool ledger_load(ledger_t *l, plan_t *plan, bool **done_out, int64_t **rows_out,
     return ok;
 }
 
-bool ledger_chunk_done(ledger_t *l, int64_t chunk_id, int64_t *rows_out,
-                       int64_t *rejected_out)
+bool ledger_chunk_state(ledger_t *l, int64_t chunk_id, bool *done_out,
+                        int64_t *rows_out, int64_t *rejected_out)
 {
     char sql[LEDGER_SQL_MAX], id[24];
     s_sql(l, sql, sizeof sql,
@@ -503,19 +503,28 @@ bool ledger_chunk_done(ledger_t *l, int64_t chunk_id, int64_t *rows_out,
     snprintf(id, sizeof id, "%" PRId64, chunk_id);
     const char *params[] = {l->job_id, id};
     pgutil_error_t e;
+    *done_out = false;
     PGresult *res =
         pgutil_query(s_conn(l), sql, 2, params, PROTO_SIDE_TARGET, &e);
     if (!res) {
         pgutil_log_error("ledger: reading a chunk's state", &e);
         return false;
     }
-    bool done = PQntuples(res) == 1;
-    if (done) {
+    *done_out = PQntuples(res) == 1;
+    if (*done_out) {
         *rows_out = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
         *rejected_out = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
     }
     PQclear(res);
-    return done;
+    return true;
+}
+
+bool ledger_chunk_done(ledger_t *l, int64_t chunk_id, int64_t *rows_out,
+                       int64_t *rejected_out)
+{
+    bool done = false;
+    return ledger_chunk_state(l, chunk_id, &done, rows_out, rejected_out) &&
+           done;
 }
 
 int64_t ledger_done_count(ledger_t *l)

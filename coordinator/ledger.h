@@ -77,6 +77,13 @@ bool ledger_load(ledger_t *l, plan_t *plan, bool **done_out, int64_t **rows_out,
                  int64_t **rejected_out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
+/* Read chunk_id's ledger row: *done_out tells whether it is marked done,
+ * with its rows and rows set aside. False (logged) when the ledger cannot
+ * be read. One indexed lookup. Reconnects if needed. */
+bool ledger_chunk_state(ledger_t *l, int64_t chunk_id, bool *done_out,
+                        int64_t *rows_out, int64_t *rejected_out)
+    __attribute__((warn_unused_result));
+
 /* Whether chunk_id is marked done (settles an attempt whose outcome is
  * unknown), with its rows and rows set aside. Reconnects if needed. */
 bool ledger_chunk_done(ledger_t *l, int64_t chunk_id, int64_t *rows_out,

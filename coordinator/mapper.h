@@ -62,7 +62,7 @@ typedef struct {
     double grace;              /* seconds running chunks may finish after
                                   SIGINT/SIGTERM before they are aborted */
     const char *listen;        /* tcp://ADDR:PORT for remote workers, or NULL */
-    bool insecure;             /* allow --listen off loopback without CURVE */
+    bool insecure;             /* allow --listen on plain TCP (no CURVE) */
     double worker_timeout;     /* a silent remote worker loses its lease */
     const char *curve_secret_key; /* coordinator's CURVE secret key file */
     const char *curve_allow; /* allowed workers' public keys: file or dir */

@@ -30,6 +30,8 @@ typedef struct {
 
 typedef struct {
     char *qname;   /* quoted schema.table, or the query's FROM item */
+    char *nspname; /* its schema's name (tables only) */
+    char *relname; /* its name (tables only) */
     char relkind;  /* pg_class.relkind */
     int64_t pages; /* heap pages */
     double tuples; /* reltuples */
@@ -47,6 +49,8 @@ static void s_table_free(s_table_t *t)
     }
     free(t->cols);
     free(t->qname);
+    free(t->nspname);
+    free(t->relname);
     free(t->pk);
     memset(t, 0, sizeof *t);
 }
@@ -73,7 +77,8 @@ static bool s_table_load(PGconn *conn, proto_side_t side, const char *name,
         conn,
         "SELECT format('%I.%I', n.nspname, c.relname), c.relkind, "
         "pg_relation_size(c.oid) / current_setting('block_size')::int, "
-        "c.reltuples, c.oid FROM pg_class c JOIN pg_namespace n "
+        "c.reltuples, c.oid, n.nspname, c.relname FROM pg_class c JOIN "
+        "pg_namespace n "
         "ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)",
         1, params, side, &e);
     if (!res) {
@@ -88,6 +93,8 @@ static bool s_table_load(PGconn *conn, proto_side_t side, const char *name,
         return s_fail(err, errlen, side, name, "does not exist");
     }
     t->qname = strdup(PQgetvalue(res, 0, 0));
+    t->nspname = strdup(PQgetvalue(res, 0, 5));
+    t->relname = strdup(PQgetvalue(res, 0, 6));
     t->relkind = PQgetvalue(res, 0, 1)[0];
     t->pages = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
     t->tuples = strtod(PQgetvalue(res, 0, 3), NULL);
@@ -131,7 +138,7 @@ static bool s_table_load(PGconn *conn, proto_side_t side, const char *name,
     }
     if (PQntuples(res) == 1) t->pk = strdup(PQgetvalue(res, 0, 0));
     PQclear(res);
-    if (!t->cols || !t->qname)
+    if (!t->cols || !t->qname || !t->nspname || !t->relname)
         return s_fail(err, errlen, side, name, "- out of memory");
     return true;
 }
@@ -573,6 +580,24 @@ static bool s_created_binary(const s_table_t *s, const int *pick, int npick,
     return true;
 }
 
+/* Append a column name and its NUL to out->columns (as the wire carries
+ * them). */
+static bool s_add_name(schema_t *out, const char *name)
+{
+    size_t n = strlen(name) + 1;
+    if (n > PROTO_MAX_NAME + 1) {
+        log_error("column \"%s\": a name longer than %d bytes", name,
+                  PROTO_MAX_NAME);
+        return false;
+    }
+    char *c = realloc(out->columns, out->columns_len + n);
+    if (!c) return false;
+    memcpy(c + out->columns_len, name, n);
+    out->columns = c;
+    out->columns_len += n;
+    return true;
+}
+
 bool schema_load(PGconn *src, PGconn *dst, const schema_request_t *req,
                  schema_t *out, bool *usage_error_out, char *err, size_t errlen)
 {
@@ -645,7 +670,8 @@ bool schema_load(PGconn *src, PGconn *dst, const schema_request_t *req,
         types[i] = tc->type;
         char *q = pgutil_quote_ident(src, sc->name);
         bool appended = q && (i == 0 || s_append(&out->qcolumns, &len, ", ")) &&
-                        s_append(&out->qcolumns, &len, q);
+                        s_append(&out->qcolumns, &len, q) &&
+                        s_add_name(out, sc->name);
         free(q);
         if (!appended) goto oom;
         out->ncolumns++;
@@ -666,9 +692,19 @@ bool schema_load(PGconn *src, PGconn *dst, const schema_request_t *req,
                        req->rows_as_text, err, errlen))
         goto done;
     if (!s_check_required(&s, pick, npick, &t, err, errlen)) goto done;
+    if (strlen(t.nspname) > PROTO_MAX_NAME ||
+        strlen(t.relname) > PROTO_MAX_NAME) {
+        snprintf(err, errlen, "target table %s: a name longer than %d bytes",
+                 t.qname, PROTO_MAX_NAME);
+        goto done;
+    }
     out->qsource = strdup(s.qname);
     out->qtarget = strdup(t.qname);
-    if (!out->qsource || !out->qtarget) goto oom;
+    out->target_schema = strdup(t.nspname);
+    out->target_name = strdup(t.relname);
+    if (!out->qsource || !out->qtarget || !out->target_schema ||
+        !out->target_name)
+        goto oom;
     out->is_query = req->query != NULL;
     out->relkind = s.relkind;
     out->pages = s.pages;
@@ -689,26 +725,36 @@ done:
 }
 
 bool schema_chunk_sql(const schema_t *s, const plan_chunk_t *c,
-                      char **source_sql_out, char **target_sql_out)
+                      char **source_sql_out)
 {
     char where[SCHEMA_SQL_MAX + 128];
     if (!plan_chunk_where(c, s->qsplit ? s->qsplit : "", where, sizeof where))
         return false;
     const char *fmt = s->binary ? MAPPER_COPY_BINARY_SUFFIX : "";
-    size_t n1 = strlen(s->qcolumns) + strlen(s->qsource) + strlen(where) + 64;
-    size_t n2 = strlen(s->qcolumns) + strlen(s->qtarget) + 64;
-    char *a = malloc(n1), *b = malloc(n2);
-    if (!a || !b) {
-        free(a);
-        free(b);
+    size_t n = strlen(s->qcolumns) + strlen(s->qsource) + strlen(where) + 64;
+    char *a = malloc(n);
+    if (!a) {
         log_error("out of memory building chunk %lld SQL", (long long)c->id);
         return false;
     }
-    snprintf(a, n1, "COPY (SELECT %s FROM %s%s) TO STDOUT%s", s->qcolumns,
+    snprintf(a, n, "COPY (SELECT %s FROM %s%s) TO STDOUT%s", s->qcolumns,
              s->qsource, where, fmt);
-    snprintf(b, n2, "COPY %s (%s) FROM STDIN%s", s->qtarget, s->qcolumns, fmt);
     *source_sql_out = a;
-    *target_sql_out = b;
+    return true;
+}
+
+bool schema_target_fields(const schema_t *s, proto_msg_t *m)
+{
+    m->columns = malloc(s->columns_len);
+    if (!m->columns) {
+        log_error("out of memory for a chunk's column names");
+        return false;
+    }
+    memcpy(m->columns, s->columns, s->columns_len);
+    m->columns_len = s->columns_len;
+    snprintf(m->target_schema, sizeof m->target_schema, "%s", s->target_schema);
+    snprintf(m->target_table, sizeof m->target_table, "%s", s->target_name);
+    m->binary = s->binary;
     return true;
 }
 
@@ -718,6 +764,9 @@ void schema_free(schema_t *s)
     free(s->qsource);
     free(s->qtarget);
     free(s->qcolumns);
+    free(s->target_schema);
+    free(s->target_name);
+    free(s->columns);
     free(s->qsplit);
     memset(s, 0, sizeof *s);
 }

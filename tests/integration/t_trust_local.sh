@@ -40,6 +40,7 @@ run_form() {
     shift 3
     mkdir -p "$d"
     q "$DST" "TRUNCATE pw"
+    hold
     MAPPER_FAULT=pause-mid-copy:1 "$COORD" --source "$conninfo" --table pw --workers 2 \
         --chunk-size 5000 --no-ledger --progress log --progress-interval 0.1 \
         --progress-file "$d/progress" --summary-json "$d/summary.json" \
@@ -55,6 +56,7 @@ run_form() {
             fail "$name: the job never reached its pause"
         fi
     fi
+    release
     wait "$pid"
     check "$name: exit $want" "$want" "$?"
     no_secret "$name" "$d/argv" "$d/stdout" "$d/stderr" "$d/summary.json" "$d/progress" -- "$@"
@@ -125,6 +127,7 @@ check "planted symlinks: their target is untouched" keep "$(cat "$T_OUT/victim")
 # Reject and progress files: 0600 (rows), and no worker holds them open.
 q "$DST" "TRUNCATE pw"
 rm -f "$T_OUT/rows.rej" "$T_OUT/rows.rej.log" "$T_OUT/prog"
+hold
 MAPPER_FAULT=pause-mid-copy:1 "$COORD" --table pw --workers 2 --chunk-size 5000 --no-ledger \
     --on-bad-rows=reject --reject-file "$T_OUT/rows.rej" --progress log --progress-file "$T_OUT/prog" \
     >"$T_OUT/fd.out" 2>"$T_OUT/fd.err" &
@@ -140,6 +143,7 @@ if wait_for "$T_OUT/fd.err" "fault injection at mid-copy: pausing" 600; then
 else
     fail "fd: the job never reached its pause"
 fi
+release
 wait "$pid"
 check "fd job: exit 0" 0 "$?"
 check "workers hold neither the reject file nor the progress file" "" "$held"
@@ -161,6 +165,7 @@ check "escape in a rejected row: the row itself is kept as is" 1 "$(grep -c "$(p
 # --- 4. --resume of a ctid-planned job is refused ---------------------------
 q "$SRC" "CREATE TABLE noid(v text, n int); INSERT INTO noid SELECT md5(g::text), g FROM generate_series(1, 200000) g"
 q "$DST" "CREATE TABLE noid(v text, n int)"
+hold
 MAPPER_FAULT=pause-mid-copy:3 "$COORD" --table noid --workers 2 --chunk-size 10000 --job-id noid \
     >"$T_OUT/noid.out" 2>"$T_OUT/noid.err" &
 pid=$!
@@ -169,6 +174,7 @@ if wait_for "$T_OUT/noid.err" "chunk 3: fault injection at mid-copy: pausing" 60
 else
     fail "ctid: the job never reached its pause"
 fi
+release
 wait "$pid"
 check "ctid job, SIGTERM: exit 75" 75 "$?"
 check_match "ctid job, SIGTERM: says it starts over" "ctid page ranges starts over.*--restart --truncate --job-id noid" "$(tr '\n' ' ' <"$T_OUT/noid.err")"
@@ -192,6 +198,7 @@ check_match "README: the key-range promise names a changed key" "A row whose +\*
 q "$SRC" "CREATE TABLE rj(id int PRIMARY KEY, n text); INSERT INTO rj SELECT g, g::text FROM generate_series(1, 20000) g; UPDATE rj SET n = 'bad' || id WHERE id IN (100, 5100, 5200, 10100, 15100)"
 q "$DST" "CREATE TABLE rj(id int NOT NULL, n int)"
 rm -f "$T_OUT/rj.rej" "$T_OUT/rj.rej.log"
+hold
 MAPPER_FAULT=pause-after-commit:1 "$COORD" --table rj --workers 1 --chunk-size 5000 --job-id rj \
     --on-bad-rows=reject --reject-file "$T_OUT/rj.rej" >"$T_OUT/rj.out" 2>"$T_OUT/rj.err" &
 pid=$!
@@ -200,6 +207,7 @@ if wait_for "$T_OUT/rj.err" "chunk 1: fault injection at after-commit: pausing" 
 else
     fail "rejects: the job never reached its pause"
 fi
+release
 wait "$pid" 2>/dev/null
 no_workers_left || fail "rejects: workers left after the coordinator's SIGKILL"
 check "coordinator killed after chunk 1 committed: chunks 0 and 1 committed" "0,1" "$(q "$DST" "SELECT string_agg(chunk_id::text, ',' ORDER BY chunk_id) FROM mapper.chunks WHERE job_id = 'rj' AND state = 'done'")"
