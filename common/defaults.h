@@ -50,6 +50,10 @@
 /* How long the coordinator's socket may keep unsent messages (the final
  * STOPs) at the end of a job (ms). */
 #define MAPPER_STOP_LINGER_MS 2000
+/* At the end of a job, remote workers still connected are sent STOP again
+ * this often (ms) until they leave, for at most MAPPER_FAREWELL_MS. */
+#define MAPPER_FAREWELL_EVERY_MS 100
+#define MAPPER_FAREWELL_MS       5000
 
 /* The ledger's schema in the target, and how long running chunks may
  * finish after SIGINT/SIGTERM. */

@@ -844,10 +844,12 @@ bool proto_socket_setup(void *socket, bool is_router)
                      &mandatory, sizeof mandatory));
 }
 
-/* Log a failed zmq_send and keep its errno for the caller. */
-static bool s_send_failed(const proto_msg_t *msg, const char *who)
+/* Log a failed zmq_send (unless quiet and the peer is simply gone) and
+ * keep its errno for the caller. */
+static bool s_send_failed(const proto_msg_t *msg, const char *who, bool quiet)
 {
     int e = errno;
+    if (quiet && e == EHOSTUNREACH) return false;
     char what[PROTO_ERR_LEN];
     s_describe(msg, what, sizeof what);
     if (e == EAGAIN || e == EHOSTUNREACH)
@@ -858,8 +860,8 @@ static bool s_send_failed(const proto_msg_t *msg, const char *who)
     return false;
 }
 
-bool proto_send(void *socket, const void *peer, size_t peer_len,
-                const proto_msg_t *msg)
+static bool s_send(void *socket, const void *peer, size_t peer_len,
+                   const proto_msg_t *msg, bool quiet)
 {
     char who[PROTO_PEER_TEXT] = "the router";
     if (peer) proto_peer_text(peer, peer_len, who, sizeof who);
@@ -878,13 +880,25 @@ bool proto_send(void *socket, const void *peer, size_t peer_len,
     bool ok = true;
     if (peer &&
         zmq_send(socket, peer, peer_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
-        ok = s_send_failed(msg, who);
+        ok = s_send_failed(msg, who, quiet);
     if (ok && zmq_send(socket, buf, len, ZMQ_DONTWAIT) < 0)
-        ok = s_send_failed(msg, who);
+        ok = s_send_failed(msg, who, quiet);
     int e = errno;
     free(buf);
     errno = e;
     return ok;
+}
+
+bool proto_send(void *socket, const void *peer, size_t peer_len,
+                const proto_msg_t *msg)
+{
+    return s_send(socket, peer, peer_len, msg, false);
+}
+
+bool proto_send_if_there(void *socket, const void *peer, size_t peer_len,
+                         const proto_msg_t *msg)
+{
+    return s_send(socket, peer, peer_len, msg, true);
 }
 
 /* Receive the next frame. Only a first frame may find nothing waiting. */

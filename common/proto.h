@@ -199,6 +199,12 @@ bool proto_socket_setup(void *socket, bool is_router)
 bool proto_send(void *socket, const void *peer, size_t peer_len,
                 const proto_msg_t *msg) __attribute__((warn_unused_result));
 
+/* proto_send to a ROUTER's peer that may have left: its absence (errno
+ * EHOSTUNREACH) is an answer, not logged; other failures are. */
+bool proto_send_if_there(void *socket, const void *peer, size_t peer_len,
+                         const proto_msg_t *msg)
+    __attribute__((warn_unused_result));
+
 /* Receive one message without blocking. On a ROUTER (peer_out non-NULL) the
  * first frame is the sender's routing id, copied into peer_out (capacity
  * peer_cap, length in *peer_len_out). Returns false when nothing is waiting

@@ -773,6 +773,32 @@ static bool s_stopped(const dispatch_loop_t *l)
 
 /* Tell every worker to stop; SIGTERM them when interrupted; wait, then
  * SIGKILL what is left. Every child is reaped. */
+/* Remote workers are sent STOP until they leave: one STOP can be lost
+ * with the connection it was queued on, and a worker that never hears it
+ * waits out its --coordinator-timeout and exits 75 although the job is
+ * over. A worker that left is no longer a routing peer (ROUTER_MANDATORY
+ * then refuses the send), so "gone" needs no reply from it. */
+static void s_farewell(dispatch_loop_t *l)
+{
+    proto_msg_t stop = {.kind = PROTO_STOP, .message = ""};
+    double end = dispatch_now() + MAPPER_FAREWELL_MS / 1000.0;
+    for (;;) {
+        bool anyone = false;
+        for (size_t i = 0; i < l->nworkers; i++) {
+            dispatch_worker_t *w = &l->workers[i];
+            if (!w->remote || !w->ready || w->banned) continue;
+            if (proto_send_if_there(l->cfg->router, w->id, strlen(w->id),
+                                    &stop) ||
+                errno != EHOSTUNREACH)
+                anyone = true;
+            else
+                w->ready = false; /* gone: it heard its STOP */
+        }
+        if (!anyone || dispatch_now() >= end) return;
+        s_poll(l, MAPPER_FAREWELL_EVERY_MS);
+    }
+}
+
 static void s_shutdown(dispatch_loop_t *l)
 {
     proto_msg_t stop = {.kind = PROTO_STOP, .message = ""};
@@ -796,6 +822,7 @@ static void s_shutdown(dispatch_loop_t *l)
             l->workers[i].pid = 0;
             l->alive--;
         }
+    s_farewell(l);
 }
 
 static void s_fill_result(dispatch_loop_t *l)

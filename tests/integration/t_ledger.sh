@@ -20,19 +20,22 @@ q "$SRC" "CREATE TABLE big(id bigint PRIMARY KEY, v text);
           INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 1000000) g"
 q "$DST" "CREATE TABLE big(id bigint NOT NULL, v text)"  # no PK: duplicates would show
 
-# 1,000,000 rows, 4 workers, 10 of them SIGKILLed at random moments. The
-# last chunk is held mid-copy (every attempt, until released), so the job
-# cannot end before the tenth kill: once the other chunks are done, the
-# kills hit the holder, and its chunk's next attempt holds again.
+# 1,000,000 rows, 4 workers, 10 of them SIGKILLed at random moments while
+# they copy (a worker that has started a chunk: killing fresh ones before
+# they say ready is a crash loop, which the coordinator rightly gives up
+# on). The last chunk is held mid-copy (every attempt, until released), so
+# the job cannot end before the tenth kill: once the other chunks are
+# done, the kills hit the holder, and its chunk's next attempt holds again.
 hold
 MAPPER_FAULT=pause-mid-copy:49 "$COORD" --table big --workers 4 --chunk-size 20000 --max-retries 10 \
-    --initial-delay 0.1 --job-id chaos --summary-json "$T_OUT/chaos.json" \
+    --initial-delay 0.1 --job-id chaos --summary-json "$T_OUT/chaos.json" -v \
     >"$T_OUT/chaos.out" 2>"$T_OUT/chaos.err" &
 pid=$!
 kills=0 running_kills=0
 while [ $kills -lt 10 ] && kill -0 $pid 2>/dev/null; do
     sleep "0.$((RANDOM % 3 + 1))"
-    victim=$(pgrep -f "$MAPPER_BIN/mapper-worker" | shuf -n 1)
+    working=$(sed -n 's/.* worker\[\([0-9]*\)\] debug: chunk [0-9]* attempt [0-9]*: start$/\1/p' "$T_OUT/chaos.err" | sort -u)
+    victim=$(pgrep -f "$MAPPER_BIN/mapper-worker" | grep -Fx -f <(echo "$working") | shuf -n 1)
     [ -n "$victim" ] && kill -9 "$victim" 2>/dev/null || continue
     kills=$((kills + 1))
     kill -0 $pid 2>/dev/null && running_kills=$((running_kills + 1))
