@@ -60,28 +60,30 @@ static bool s_command(ledger_t *l, const char *sql, int nparams,
     return ok;
 }
 
-/* A ledger made before queries has no jobs.query column: add it (only
- * then, as ALTER TABLE locks the table against running jobs). */
-static bool s_add_query_column(ledger_t *l, char *err, size_t errlen)
+/* A ledger made by an older version lacks a column: add it (only then:
+ * ALTER TABLE waits for, and then blocks, every running job's chunk
+ * transactions). table is "jobs" or "chunks"; ddl the column's
+ * definition. */
+static bool s_add_column(ledger_t *l, const char *table, const char *column,
+                         const char *ddl, char *err, size_t errlen)
 {
     char sql[LEDGER_SQL_MAX];
-    s_sql(l, sql, sizeof sql,
-          "SELECT count(*) FROM pg_attribute WHERE attrelid = "
-          "to_regclass($1) AND attname = 'query' AND NOT attisdropped");
-    char jobs[PROTO_MAX_ID * 2 + 16];
-    snprintf(jobs, sizeof jobs, "%s.jobs", l->qschema);
-    const char *params[] = {jobs};
+    char qtable[PROTO_MAX_ID * 2 + 16];
+    snprintf(qtable, sizeof qtable, "%s.%s", l->qschema, table);
+    const char *params[] = {qtable, column};
     pgutil_error_t e;
     PGresult *res =
-        pgutil_query(l->conn, sql, 1, params, PROTO_SIDE_TARGET, &e);
+        pgutil_query(l->conn,
+                     "SELECT count(*) FROM pg_attribute WHERE attrelid = "
+                     "to_regclass($1) AND attname = $2 AND NOT attisdropped",
+                     2, params, PROTO_SIDE_TARGET, &e);
     if (!res) return s_fail(err, errlen, "cannot read its tables", &e);
     bool has = strcmp(PQgetvalue(res, 0, 0), "0") != 0;
     PQclear(res);
-    s_sql(l, sql, sizeof sql,
-          "ALTER TABLE @S.jobs ADD COLUMN IF NOT EXISTS query text NOT NULL "
-          "DEFAULT ''");
+    snprintf(sql, sizeof sql, "ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s %s",
+             qtable, column, ddl);
     if (!has && !pgutil_exec(l->conn, sql, PROTO_SIDE_TARGET, &e))
-        return s_fail(err, errlen, "cannot add the query column", &e);
+        return s_fail(err, errlen, "cannot add a column", &e);
     return true;
 }
 
@@ -120,14 +122,15 @@ bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
           " state text NOT NULL DEFAULT 'pending', rows bigint,"
           " attempts int NOT NULL DEFAULT 0, last_error text,"
           " updated_at timestamptz NOT NULL DEFAULT now(),"
-          " UNIQUE (job_id, chunk_id));"
-          /* rows set aside (--on-bad-rows=reject); added to older ledgers */
-          "ALTER TABLE @S.chunks ADD COLUMN IF NOT EXISTS rejected bigint "
-          "NOT NULL DEFAULT 0");
+          " rejected bigint NOT NULL DEFAULT 0, UNIQUE (job_id, chunk_id));");
     pgutil_error_t e;
     if (!pgutil_exec(conn, sql, PROTO_SIDE_TARGET, &e))
         return s_fail(err, errlen, "cannot create its tables", &e);
-    return s_add_query_column(l, err, errlen);
+    /* rows set aside (--on-bad-rows=reject), and the source query */
+    return s_add_column(l, "chunks", "rejected", "bigint NOT NULL DEFAULT 0",
+                        err, errlen) &&
+           s_add_column(l, "jobs", "query", "text NOT NULL DEFAULT ''", err,
+                        errlen);
 }
 
 /* The spec as text (malloc'd, or NULL): what the fingerprint hashes. A
