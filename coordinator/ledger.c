@@ -11,6 +11,9 @@
 
 #define LEDGER_SQL_MAX     2048
 #define LEDGER_ID_HASH_LEN 12
+/* The advisory lock of a job is (LEDGER_LOCK_CLASS, hashtext of
+ * "schema.job_id"): the class keeps it apart from other users' locks. */
+#define LEDGER_LOCK_CLASS "1835098224" /* "mapp" */
 
 static const char *const s_kind_names[] = {
     [PLAN_KEY_RANGE] = "range", [PLAN_KEY_NULL] = "null", [PLAN_CTID] = "ctid",
@@ -41,10 +44,35 @@ static bool s_fail(char *err, size_t errlen, const char *what,
     return false;
 }
 
-/* The session, reconnected if an outage broke it. */
+/* Ask for the job's lock without waiting: *got_out says if it is ours. */
+static bool s_try_lock(ledger_t *l, bool *got_out, pgutil_error_t *e)
+{
+    char key[PROTO_MAX_ID * 2 + 2];
+    snprintf(key, sizeof key, "%s.%s", l->schema, l->job_id);
+    const char *params[] = {key};
+    PGresult *res = pgutil_query(
+        l->conn,
+        "SELECT pg_try_advisory_lock(" LEDGER_LOCK_CLASS ", hashtext($1))", 1,
+        params, PROTO_SIDE_TARGET, e);
+    if (!res) return false;
+    *got_out = PQgetvalue(res, 0, 0)[0] == 't';
+    PQclear(res);
+    return true;
+}
+
+/* The session, reconnected if an outage broke it; a new session takes
+ * the job's lock again. */
 static PGconn *s_conn(ledger_t *l)
 {
-    if (PQstatus(l->conn) != CONNECTION_OK) PQreset(l->conn);
+    if (PQstatus(l->conn) == CONNECTION_OK) return l->conn;
+    PQreset(l->conn);
+    bool got = false;
+    pgutil_error_t e;
+    if (l->locked && PQstatus(l->conn) == CONNECTION_OK &&
+        (!s_try_lock(l, &got, &e) || !got))
+        log_error("ledger: job %s: reconnected, but its lock is gone: "
+                  "another coordinator may be running it",
+                  l->job_id);
     return l->conn;
 }
 
@@ -174,6 +202,24 @@ bool ledger_default_id(ledger_t *l, const ledger_spec_t *spec, char *id_out,
     return ok;
 }
 
+bool ledger_lock(ledger_t *l, const char *job_id, char *err, size_t errlen)
+{
+    snprintf(l->job_id, sizeof l->job_id, "%s", job_id);
+    bool got = false;
+    pgutil_error_t e;
+    if (!s_try_lock(l, &got, &e))
+        return s_fail(err, errlen, "cannot lock the job", &e);
+    if (!got) {
+        snprintf(err, errlen,
+                 "job %s is running in another coordinator (it holds the "
+                 "job's lock in the target)",
+                 job_id);
+        return false;
+    }
+    l->locked = true;
+    return true;
+}
+
 bool ledger_check(ledger_t *l, const char *job_id, const ledger_spec_t *spec,
                   ledger_mode_t mode, bool *exists_out, char *err,
                   size_t errlen)
@@ -189,6 +235,9 @@ bool ledger_check(ledger_t *l, const char *job_id, const ledger_spec_t *spec,
         pgutil_query(s_conn(l), sql, 1, params, PROTO_SIDE_TARGET, &e);
     if (!res) return s_fail(err, errlen, "cannot read the jobs table", &e);
     *exists_out = PQntuples(res) == 1;
+    snprintf(l->status, sizeof l->status, "%s",
+             *exists_out ? PQgetvalue(res, 0, 7) : "");
+    if (mode == LEDGER_AUTO) mode = *exists_out ? LEDGER_RESUME : LEDGER_FRESH;
     bool ok = true;
     if (mode == LEDGER_FRESH && *exists_out) {
         snprintf(err, errlen,
