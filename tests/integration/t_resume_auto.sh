@@ -71,7 +71,7 @@ check "second run: exit 0" 0 "$RC"
 check "second run: resumed" true "$(json_field "$T_OUT/second.json" resumed)"
 check_match "second run: says it resumed" "resumed job ra: $left of 20 chunks left" "$ERR"
 exact "second run" h
-check "second run: job done" done "$(q "$DST" "SELECT status FROM mapper.jobs WHERE job_id = 'ra'")"
+check "second run: job done" "done" "$(q "$DST" "SELECT status FROM mapper.jobs WHERE job_id = 'ra'")"
 check "second run: every chunk done once" "0:200000" "$(q "$DST" "SELECT count(*) FILTER (WHERE state <> 'done') || ':' || sum(rows) FROM mapper.chunks WHERE job_id = 'ra'")"
 
 # A third time: exit 0 at once, one line, nothing changed.
