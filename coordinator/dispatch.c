@@ -581,15 +581,15 @@ static void s_on_message(dispatch_loop_t *l, const char *peer, size_t peer_len,
     if (!l->stopping && !s_in_outage(l)) s_assign(l, w);
 }
 
+/* Reap the workers that exited: only our own children, by pid, so that a
+ * program embedding libmapper keeps its other children to itself. */
 static void s_reap(dispatch_loop_t *l)
 {
-    int status;
-    pid_t pid;
-    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        dispatch_worker_t *w = NULL;
-        for (size_t i = 0; i < l->nworkers; i++)
-            if (l->workers[i].pid == pid) w = &l->workers[i];
-        if (!w) continue;
+    for (size_t i = 0; i < l->nworkers; i++) {
+        dispatch_worker_t *w = &l->workers[i];
+        int status;
+        pid_t pid = w->pid > 0 ? waitpid(w->pid, &status, WNOHANG) : 0;
+        if (pid <= 0) continue;
         w->pid = 0;
         w->alive = false;
         l->alive--;

@@ -1,12 +1,16 @@
 /* tests/embed_job.c - a C program that runs a job through libmapper, as an
  * embedding application would, using mapper.h alone:
  *   embed_job TABLE TARGET_TABLE WORKER_BIN [PROGRESS_LOG]
- * Connection strings come from MAPPER_SOURCE_URL / MAPPER_TARGET_URL. With
- * PROGRESS_LOG, progress output is off (MAPPER_PROGRESS_NONE) and a
- * progress callback appends one line per call to PROGRESS_LOG:
+ * Connection strings come from MAPPER_SOURCE_URL / MAPPER_TARGET_URL. It
+ * also has a child of its own, which exits during the job: the library
+ * must leave it for the program to reap ("child=42"). With PROGRESS_LOG,
+ * progress output is off (MAPPER_PROGRESS_NONE) and a progress callback
+ * appends one line per call to PROGRESS_LOG:
  *   pct=P rows=R chunks=C/T elapsed=S */
 #include <inttypes.h>
 #include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "mapper.h"
 
@@ -30,6 +34,8 @@ int main(int argc, char **argv)
                         "[PROGRESS_LOG]\n");
         return 2;
     }
+    pid_t child = fork();
+    if (child == 0) _exit(42);
     mapper_job_spec spec;
     mapper_job_spec_init(&spec);
     spec.table = argv[1];
@@ -54,5 +60,10 @@ int main(int argc, char **argv)
            r.total_rows_successful, r.chunks_succeeded, r.chunks_total);
     mapper_result_free(&r);
     if (log) fclose(log);
+    int status = 0;
+    if (child < 0 || waitpid(child, &status, 0) != child)
+        printf("child lost\n");
+    else
+        printf("child=%d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
     return rc;
 }

@@ -34,9 +34,13 @@ check_match "pkg-config --libs: -lmapper from the tree" "-L$dest$prefix/lib -lma
 san=""
 readelf -d "$lib/libmapper.so.0.1.0" | grep -q 'libasan' && san="-fsanitize=address,undefined"
 # shellcheck disable=SC2086 # flags: several words
-cc -std=c11 -Wall -Wextra -Werror $san -o "$T_OUT/embed" "$root/tests/embed_job.c" $flags 2>"$T_OUT/cc.err"
+cc -Wall -Wextra -Werror $san -o "$T_OUT/embed" "$root/tests/embed_job.c" $flags 2>"$T_OUT/cc.err"
 check "cc prog.c \$(pkg-config --cflags --libs mapper): exit 0" 0 "$?"
 cat "$T_OUT/cc.err"
+# The header alone, as strict C11.
+echo '#include <mapper.h>' | cc -std=c11 -pedantic -Wall -Wextra -Werror -fsyntax-only \
+    -I"$dest$prefix/include" -x c - 2>"$T_OUT/hdr.err"
+check "mapper.h stands alone (cc -std=c11 -pedantic)" "0 " "$? $(cat "$T_OUT/hdr.err")"
 check_match "the program uses the shared library from the tree" "libmapper.so.0 => $lib/libmapper.so.0" \
     "$(LD_LIBRARY_PATH="$lib" ldd "$T_OUT/embed")"
 
@@ -55,7 +59,8 @@ for _ in $(seq 2400); do [ "$(wc -l <"$plog")" -ge 3 ] && break; sleep 0.05; don
 check_match "while held: the callback ran (progress output off)" "^[3-9]|^[1-9][0-9]" "$(wc -l <"$plog")"
 release
 wait $pid
-check "embed_job: exit 0 and the rows" "0 rc=0 rows=20000 chunks=20/20" "$? $(cat "$T_OUT/embed.out")"
+check "embed_job: exit 0 and the rows" "0 rc=0 rows=20000 chunks=20/20" "$? $(head -1 "$T_OUT/embed.out")"
+check "embed_job: its own child left for it to reap" "child=42" "$(tail -1 "$T_OUT/embed.out")"
 check "embed_job: no progress lines (progress mode none)" "" "$(grep -E 'progress (job|pct)' "$T_OUT/embed.err")"
 n=$(wc -l <"$plog")
 check_match "the callback ran more than once" "^([2-9]|[1-9][0-9]+)$" "$n"
