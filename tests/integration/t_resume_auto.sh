@@ -69,6 +69,7 @@ check_match "coordinator SIGKILL: chunks left to do" "^[1-9][0-9]*$" "$left"
 run_coord "${args[@]}" --summary-json "$T_OUT/second.json"
 check "second run: exit 0" 0 "$RC"
 check "second run: resumed" true "$(json_field "$T_OUT/second.json" resumed)"
+check "second run: not already_done" false "$(json_field "$T_OUT/second.json" already_done)"
 check_match "second run: says it resumed" "resumed job ra: $left of 20 chunks left" "$ERR"
 exact "second run" h
 check "second run: job done" "done" "$(q "$DST" "SELECT status FROM mapper.jobs WHERE job_id = 'ra'")"
@@ -77,8 +78,9 @@ check "second run: every chunk done once" "0:200000" "$(q "$DST" "SELECT count(*
 # A third time: exit 0 at once, one line, nothing changed.
 before=$(ledger_state ra)
 sum=$(checksum "$DST" h)
-run_coord "${args[@]}"
+run_coord "${args[@]}" --summary-json "$T_OUT/third.json"
 check "third run: exit 0" 0 "$RC"
+check "third run: json says already_done" "true 0" "$(json_field "$T_OUT/third.json" already_done) $(json_field "$T_OUT/third.json" chunks_succeeded)"
 check "third run: one line" "job ra already done" "$OUT"
 check "third run: no worker started, nothing planned" "" "$(grep -E 'planned|worker' "$T_OUT/stderr")"
 check "third run: the ledger unchanged" "$before" "$(ledger_state ra)"
