@@ -56,7 +56,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 .PHONY: all deps check unit integration demo bench asan check-asan install clean format format-check
 
 all: $(BIN)/mapper-coord $(BIN)/mapper-worker $(BUILD)/libmapper.a \
-    $(BUILD)/libmapper.so $(BUILD)/tests/embed_job
+    $(BUILD)/libmapper.so $(BUILD)/tests/embed_job $(BUILD)/tests/peer
 
 deps:
 	@scripts/deps.sh
@@ -95,6 +95,11 @@ $(BIN)/mapper-worker: $(BUILD)/worker/main.o $(WORKER_OBJ) $(BUILD)/libmappercom
 $(BUILD)/tests/embed_job: tests/embed_job.c $(BUILD)/libmapper.a coordinator/mapper.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(PKG_CFLAGS) -o $@ $< $(BUILD)/libmapper.a $(LDLIBS_ALL)
+
+# A hostile peer for the trust tests (tests/peer.c).
+$(BUILD)/tests/peer: tests/peer.c $(BUILD)/libmappercommon.a common/proto.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(PKG_CFLAGS) -o $@ $< $(BUILD)/libmappercommon.a $(LDLIBS_ALL)
 
 # Unit tests: tests/unit/test_X.c links libmapper.a (+ worker objects) and
 # cmocka; tests/unit/test_X.wrap, when present, lists -Wl,--wrap flags.

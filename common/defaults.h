@@ -65,6 +65,10 @@
 #define MAPPER_WORKER_TIMEOUT_S 30.0
 #define MAPPER_COORD_LIVENESS_S 10.0
 #define MAPPER_COORD_TIMEOUT_S  60.0
+/* The coordinator's socket pings each connection (ZMTP heartbeats) and
+ * closes one silent this long, so that a worker reconnecting under its
+ * routing id is heard again (ids are never handed over). */
+#define MAPPER_LINK_TIMEOUT_S 10.0
 
 /* Stream mode: chunks held in memory at once, per worker, by default. */
 #define MAPPER_INFLIGHT_PER_WORKER 2

@@ -28,6 +28,20 @@ bool pgutil_ping(const char *conninfo)
     return PQpingParams(keys, vals, 1) == PQPING_OK;
 }
 
+/* The settings that shape values as text, pinned on every session (as
+ * pg_dump does) so that what one side prints the other reads back as the
+ * same value, whatever each database's or role's defaults: ISO dates (a
+ * DMY/MDY pair of databases would otherwise swap day and month), intervals
+ * in the postgres style, floats with every digit, bytea in hex, XML as
+ * content, and UTF8 on the wire: each server converts from and to its own
+ * encoding, and a character the target's encoding lacks fails loudly.
+ * lc_monetary is not pinned (money's value depends on it); schema.c
+ * refuses money in text COPY between databases whose lc_monetary differ. */
+#define PGUTIL_SESSION_SQL                                                     \
+    "SET DateStyle = 'ISO, MDY'; SET IntervalStyle = postgres; "               \
+    "SET extra_float_digits = 3; SET bytea_output = hex; "                     \
+    "SET xmloption = content; SET client_encoding = 'UTF8'"
+
 /* Server notices (e.g. "schema already exists, skipping") are debug lines,
  * not stray text on stderr. */
 static void s_notice(void *arg, const char *message)
@@ -55,7 +69,9 @@ PGconn *pgutil_connect(const char *conninfo, proto_side_t side,
     PGconn *conn = PQconnectdbParams(keys, vals, 1);
     if (conn && PQstatus(conn) == CONNECTION_OK) {
         PQsetNoticeProcessor(conn, s_notice, (void *)pgutil_side_name(side));
-        return conn;
+        if (pgutil_exec(conn, PGUTIL_SESSION_SQL, side, err)) return conn;
+        PQfinish(conn);
+        return NULL;
     }
     pgutil_capture(conn, NULL, side, err);
     if (!conn) snprintf(err->message, sizeof err->message, "out of memory");

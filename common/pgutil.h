@@ -22,7 +22,10 @@ const char *pgutil_side_name(proto_side_t side);
 
 /* Connect with conninfo (a connection string or URI; "" = libpq defaults),
  * adding connect_timeout, TCP keepalives and application_name unless the
- * conninfo sets them. On failure returns NULL and fills *err. */
+ * conninfo sets them, and pin the settings that shape values as text
+ * (DateStyle, IntervalStyle, extra_float_digits, bytea_output, xmloption,
+ * client_encoding UTF8) whatever the server's defaults. On failure returns
+ * NULL and fills *err. */
 PGconn *pgutil_connect(const char *conninfo, proto_side_t side,
                        const char *app_name, pgutil_error_t *err);
 

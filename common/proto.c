@@ -24,7 +24,10 @@ typedef enum {
     S_F_ATTEMPT,
     S_F_SNAPSHOT,
     S_F_SOURCE_SQL,
-    S_F_TARGET_SQL,
+    S_F_TARGET_SCHEMA,
+    S_F_TARGET_TABLE,
+    S_F_COLUMNS,
+    S_F_BINARY,
     S_F_ROWS,
     S_F_BYTES,
     S_F_SIDE,
@@ -56,6 +59,8 @@ typedef enum {
     S_C_ID,       /* printable ASCII, no space */
     S_C_SQLSTATE, /* "" or PROTO_SQLSTATE_LEN of [0-9A-Z] */
     S_C_LINE,     /* one line: no NUL, its only '\n' at the end */
+    S_C_NAMES,    /* binary: names of 1..PROTO_MAX_NAME bytes, each ended
+                     by a NUL, at most PROTO_MAX_COLUMNS */
 } s_charset_t;
 
 /* How proto_msg_t holds a field. */
@@ -68,6 +73,7 @@ typedef enum {
     S_AT_CHARS, /* char[max + 1], NUL-terminated */
     S_AT_HEAP,  /* char *, malloc'd */
     S_AT_BLOB,  /* the data field: char *data and size_t data_len */
+    S_AT_NAMES, /* the columns field: char *columns, size_t columns_len */
 } s_store_t;
 
 /* A field's name, type, limits (integers: min..max; strings: lengths) and
@@ -100,12 +106,18 @@ static const s_spec_t s_specs[S_F_COUNT] = {
                       S_AT_CHARS, S_AT(snapshot)},
     [S_F_SOURCE_SQL] = {PROTO_F_SOURCE_SQL, S_T_STR, 1, PROTO_MAX_SQL, S_C_TEXT,
                         S_AT_HEAP, S_AT(source_sql)},
-    [S_F_TARGET_SQL] = {PROTO_F_TARGET_SQL, S_T_STR, 1, PROTO_MAX_SQL, S_C_TEXT,
-                        S_AT_HEAP, S_AT(target_sql)},
-    [S_F_ROWS] = {PROTO_F_ROWS, S_T_INT, 0, INT64_MAX, S_C_TEXT, S_AT_I64,
+    [S_F_TARGET_SCHEMA] = {PROTO_F_TARGET_SCHEMA, S_T_STR, 1, PROTO_MAX_NAME,
+                           S_C_TEXT, S_AT_CHARS, S_AT(target_schema)},
+    [S_F_TARGET_TABLE] = {PROTO_F_TARGET_TABLE, S_T_STR, 1, PROTO_MAX_NAME,
+                          S_C_TEXT, S_AT_CHARS, S_AT(target_table)},
+    [S_F_COLUMNS] = {PROTO_F_COLUMNS, S_T_BIN, 2, PROTO_MAX_COLUMNS_SIZE,
+                     S_C_NAMES, S_AT_NAMES, S_AT(columns)},
+    [S_F_BINARY] = {PROTO_F_BINARY, S_T_BOOL, 0, 1, S_C_TEXT, S_AT_BOOL,
+                    S_AT(binary)},
+    [S_F_ROWS] = {PROTO_F_ROWS, S_T_INT, 0, PROTO_MAX_COUNT, S_C_TEXT, S_AT_I64,
                   S_AT(rows)},
-    [S_F_BYTES] = {PROTO_F_BYTES, S_T_INT, 0, INT64_MAX, S_C_TEXT, S_AT_I64,
-                   S_AT(bytes)},
+    [S_F_BYTES] = {PROTO_F_BYTES, S_T_INT, 0, PROTO_MAX_COUNT, S_C_TEXT,
+                   S_AT_I64, S_AT(bytes)},
     [S_F_SIDE] = {PROTO_F_SIDE, S_T_INT, PROTO_SIDE_NONE, PROTO_SIDE_TARGET,
                   S_C_TEXT, S_AT_SIDE, S_AT(side)},
     [S_F_SQLSTATE] = {PROTO_F_SQLSTATE, S_T_STR, 0, PROTO_SQLSTATE_LEN,
@@ -130,17 +142,21 @@ static const s_spec_t s_specs[S_F_COUNT] = {
                   S_AT(data)},
     [S_F_REJECT_ROWS] = {PROTO_F_REJECT_ROWS, S_T_BOOL, 0, 1, S_C_TEXT,
                          S_AT_BOOL, S_AT(reject_rows)},
-    [S_F_ROW_INDEX] = {PROTO_F_ROW_INDEX, S_T_INT, 0, INT64_MAX, S_C_TEXT,
+    [S_F_ROW_INDEX] = {PROTO_F_ROW_INDEX, S_T_INT, 0, PROTO_MAX_COUNT, S_C_TEXT,
                        S_AT_I64, S_AT(row_index)},
     [S_F_ROW] = {PROTO_F_ROW, S_T_STR, 1, PROTO_MAX_ROW, S_C_LINE, S_AT_HEAP,
                  S_AT(row)},
-    [S_F_REJECTED] = {PROTO_F_REJECTED, S_T_INT, 0, INT64_MAX, S_C_TEXT,
+    [S_F_REJECTED] = {PROTO_F_REJECTED, S_T_INT, 0, PROTO_MAX_COUNT, S_C_TEXT,
                       S_AT_I64, S_AT(rejected)},
 };
 
 #define S_HEADER       (S_BIT(S_F_TYPE) | S_BIT(S_F_VERSION))
 #define S_CHUNK_FIELDS (S_BIT(S_F_CHUNK) | S_BIT(S_F_ATTEMPT))
 #define S_COUNT_FIELDS (S_CHUNK_FIELDS | S_BIT(S_F_ROWS) | S_BIT(S_F_BYTES))
+/* Where a chunk's rows go, as names the worker quotes itself. */
+#define S_TARGET_FIELDS                                                        \
+    (S_BIT(S_F_TARGET_SCHEMA) | S_BIT(S_F_TARGET_TABLE) | S_BIT(S_F_COLUMNS) | \
+     S_BIT(S_F_BINARY))
 
 /* Each kind's wire name and fields (all required, no others allowed). */
 static const struct {
@@ -150,8 +166,8 @@ static const struct {
     [PROTO_READY] = {"ready",
                      S_BIT(S_F_WORKER) | S_BIT(S_F_PID) | S_BIT(S_F_SOURCE_ID)},
     [PROTO_ASSIGN] = {"assign", S_CHUNK_FIELDS | S_BIT(S_F_SNAPSHOT) |
-                                    S_BIT(S_F_SOURCE_SQL) |
-                                    S_BIT(S_F_TARGET_SQL) | S_BIT(S_F_JOB_ID) |
+                                    S_BIT(S_F_SOURCE_SQL) | S_TARGET_FIELDS |
+                                    S_BIT(S_F_JOB_ID) |
                                     S_BIT(S_F_STATE_SCHEMA) |
                                     S_BIT(S_F_REJECT_ROWS)},
     [PROTO_PROGRESS] = {"progress", S_COUNT_FIELDS},
@@ -169,7 +185,7 @@ static const struct {
     [PROTO_DATA] = {"data", S_CHUNK_FIELDS | S_BIT(S_F_ROWS) | S_BIT(S_F_LAST) |
                                 S_BIT(S_F_DATA)},
     [PROTO_END] = {"end", S_COUNT_FIELDS},
-    [PROTO_WRITE] = {"write", S_CHUNK_FIELDS | S_BIT(S_F_TARGET_SQL) |
+    [PROTO_WRITE] = {"write", S_CHUNK_FIELDS | S_TARGET_FIELDS |
                                   S_BIT(S_F_JOB_ID) | S_BIT(S_F_STATE_SCHEMA) |
                                   S_BIT(S_F_REJECT_ROWS)},
     [PROTO_REJECT] = {"reject", S_CHUNK_FIELDS | S_BIT(S_F_ROW_INDEX) |
@@ -254,6 +270,34 @@ const char *proto_peer_text(const void *peer, size_t len, char *dst, size_t n)
     return dst;
 }
 
+/* A names field: 1..PROTO_MAX_COLUMNS names of 1..PROTO_MAX_NAME bytes,
+ * each ended by a NUL. */
+static bool s_check_names(const s_spec_t *spec, const s_value_t *v, char *err,
+                          size_t errlen)
+{
+    size_t count = 0;
+    for (size_t at = 0; at < v->len;) {
+        const char *nul = memchr(v->s + at, '\0', v->len - at);
+        size_t n = nul ? (size_t)(nul - (v->s + at)) : v->len - at;
+        if (!nul || n == 0 || n > PROTO_MAX_NAME)
+            return s_fail(err, errlen,
+                          "field '%s': name %zu is %s (1..%d bytes, each "
+                          "ended by a NUL)",
+                          spec->name, count + 1,
+                          !nul ? "not ended by a NUL"
+                          : n  ? "too long"
+                               : "empty",
+                          PROTO_MAX_NAME);
+        if (++count > PROTO_MAX_COLUMNS)
+            return s_fail(err, errlen, "field '%s' has more than %d names",
+                          spec->name, PROTO_MAX_COLUMNS);
+        at += n + 1;
+    }
+    if (count == 0)
+        return s_fail(err, errlen, "field '%s' has no name", spec->name);
+    return true;
+}
+
 /* Check a value against its field's limits (the same rules both ways). */
 static bool s_check(s_field_t f, const s_value_t *v, char *err, size_t errlen)
 {
@@ -267,9 +311,11 @@ static bool s_check(s_field_t f, const s_value_t *v, char *err, size_t errlen)
     }
     if (!v->s) return s_fail(err, errlen, "field '%s' is missing", spec->name);
     if (spec->type == S_T_BIN) {
-        if (v->len <= (size_t)spec->max) return true;
-        return s_fail(err, errlen, "field '%s' has %zu bytes, at most %lld",
-                      spec->name, v->len, (long long)spec->max);
+        if (v->len > (size_t)spec->max)
+            return s_fail(err, errlen, "field '%s' has %zu bytes, at most %lld",
+                          spec->name, v->len, (long long)spec->max);
+        return spec->charset != S_C_NAMES ||
+               s_check_names(spec, v, err, errlen);
     }
     if (v->len < (size_t)spec->min || v->len > (size_t)spec->max)
         return s_fail(
@@ -331,6 +377,10 @@ static s_value_t s_get(const proto_msg_t *msg, s_field_t f)
         v.s = msg->data ? msg->data : "";
         v.len = msg->data ? msg->data_len : 0;
         break;
+    case S_AT_NAMES:
+        v.s = msg->columns;
+        v.len = msg->columns ? msg->columns_len : 0;
+        break;
     case S_AT_NONE:
         break;
     }
@@ -362,6 +412,12 @@ static bool s_set(proto_msg_t *msg, s_field_t f, const s_value_t *v, char *err,
         if (!msg->data) return s_fail(err, errlen, "out of memory");
         if (v->len) memcpy(msg->data, v->s, v->len);
         msg->data_len = v->len;
+        return true;
+    case S_AT_NAMES:
+        msg->columns = malloc(v->len);
+        if (!msg->columns) return s_fail(err, errlen, "out of memory");
+        memcpy(msg->columns, v->s, v->len);
+        msg->columns_len = v->len;
         return true;
     case S_AT_HEAP:
         copy = *(char **)at = malloc(v->len + 1);
@@ -436,7 +492,7 @@ bool proto_encode(const proto_msg_t *msg, char **buf_out, size_t *len_out)
     msgpack_sbuffer_init(&sbuf);
     /* Room for the whole frame at once: a 1 MiB data field would otherwise
      * be copied again at every doubling of the buffer. */
-    size_t bound = S_ENCODE_SLACK + msg->data_len;
+    size_t bound = S_ENCODE_SLACK + msg->data_len + msg->columns_len;
     for (s_field_t f = 0; f < S_F_COUNT; f++)
         if ((fields & S_BIT(f)) && s_specs[f].store == S_AT_HEAP)
             bound += s_get(msg, f).len;
@@ -759,7 +815,7 @@ void proto_msg_clear(proto_msg_t *msg)
 {
     if (!msg) return;
     free(msg->source_sql);
-    free(msg->target_sql);
+    free(msg->columns);
     free(msg->message);
     free(msg->data);
     free(msg->row);

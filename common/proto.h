@@ -8,12 +8,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PROTO_VERSION 1
+#define PROTO_VERSION 2
 
 /* Size limits. A frame larger than PROTO_MAX_FRAME is refused by ZeroMQ
  * itself (ZMQ_MAXMSGSIZE) and by proto_decode. */
 #define PROTO_MAX_FRAME   (4 * 1024 * 1024)
-#define PROTO_MAX_SQL     (1024 * 1024) /* source_sql, target_sql */
+#define PROTO_MAX_SQL     (1024 * 1024) /* source_sql */
 #define PROTO_MAX_MESSAGE 4096          /* an error message */
 /* A rejected row (COPY text, one line with its newline): what is left of
  * a frame after room for the other fields of a "reject" message. */
@@ -21,12 +21,23 @@
 #define PROTO_MAX_DATA      (1024 * 1024) /* data: bytes of rows per frame */
 #define PROTO_MAX_ID        64  /* worker id, snapshot id, job id, schema */
 #define PROTO_MAX_SOURCE_ID 160 /* "SYSTEM_IDENTIFIER/DBNAME" */
-#define PROTO_SQLSTATE_LEN  5
-#define PROTO_MAX_FIELDS    16  /* keys in one message map */
-#define PROTO_MAX_DEPTH     1   /* container nesting: the top map only */
-#define PROTO_MAX_PEER      255 /* bytes in a ZeroMQ routing id */
-#define PROTO_PEER_TEXT     (2 * PROTO_MAX_PEER + 3) /* proto_peer_text buffer */
-#define PROTO_ERR_LEN       256 /* a proto_decode reason buffer */
+/* Rows, bytes, rows set aside: a worker's counts are 0..PROTO_MAX_COUNT
+ * (2^48), so that sums over many chunks cannot overflow. */
+#define PROTO_MAX_COUNT    (INT64_C(1) << 48)
+#define PROTO_SQLSTATE_LEN 5
+#define PROTO_MAX_FIELDS   16  /* keys in one message map */
+#define PROTO_MAX_DEPTH    1   /* container nesting: the top map only */
+#define PROTO_MAX_PEER     255 /* bytes in a ZeroMQ routing id */
+#define PROTO_PEER_TEXT    (2 * PROTO_MAX_PEER + 3) /* proto_peer_text buffer */
+#define PROTO_ERR_LEN      256 /* a proto_decode reason buffer */
+
+/* The target of a chunk travels as names, never as SQL: the worker
+ * quotes them itself. A name is 1..PROTO_MAX_NAME bytes (PostgreSQL's
+ * NAMEDATALEN - 1); columns are 1..PROTO_MAX_COLUMNS names, each followed
+ * by a NUL byte. */
+#define PROTO_MAX_NAME         63
+#define PROTO_MAX_COLUMNS      1600
+#define PROTO_MAX_COLUMNS_SIZE (PROTO_MAX_COLUMNS * (PROTO_MAX_NAME + 1))
 
 /* Field names on the wire. */
 #define PROTO_F_TYPE         "type"
@@ -37,7 +48,6 @@
 #define PROTO_F_ATTEMPT      "attempt"
 #define PROTO_F_SNAPSHOT     "snapshot"
 #define PROTO_F_SOURCE_SQL   "source_sql"
-#define PROTO_F_TARGET_SQL   "target_sql"
 #define PROTO_F_ROWS         "rows"
 #define PROTO_F_BYTES        "bytes"
 #define PROTO_F_SIDE         "side"
@@ -55,13 +65,18 @@
 #define PROTO_F_ROW_INDEX    "row_index"
 #define PROTO_F_ROW          "row"
 #define PROTO_F_REJECTED     "rejected"
+/* Where a chunk's rows go (assign, write): names, not SQL. */
+#define PROTO_F_TARGET_SCHEMA "target_schema"
+#define PROTO_F_TARGET_TABLE  "target_table"
+#define PROTO_F_COLUMNS       "columns"
+#define PROTO_F_BINARY        "binary"
 
 /* Message kinds; the wire carries the name ("ready", "assign", ...). */
 typedef enum {
     PROTO_READY = 1, /* worker -> coord: worker, pid, source_id */
     PROTO_ASSIGN,    /* coord -> worker: chunk_id, attempt, snapshot,
-                        job_id, state_schema,
-                        source_sql, target_sql, reject_rows */
+                        job_id, state_schema, source_sql, target_schema,
+                        target_table, columns, binary, reject_rows */
     PROTO_PROGRESS,  /* worker -> coord: chunk_id, attempt, rows, bytes */
     PROTO_DONE,      /* worker -> coord: chunk_id, attempt, rows, bytes,
                         already, rejected */
@@ -80,8 +95,8 @@ typedef enum {
                      as COPY sends them, without a binary header/trailer) */
     PROTO_END,    /* reader -> coord: attempt, chunk_id (chunks in all),
                      rows, bytes (in all) */
-    PROTO_WRITE,  /* coord -> writer: chunk_id, attempt, target_sql, job_id,
-                     reject_rows,
+    PROTO_WRITE,  /* coord -> writer: chunk_id, attempt, target_schema,
+                     target_table, columns, binary, job_id, reject_rows,
                      state_schema; its DATA frames follow */
     PROTO_REJECT, /* worker -> coord: chunk_id, attempt, row_index,
                      sqlstate, message, row; one per rejected row,
@@ -96,20 +111,26 @@ typedef enum {
 } proto_side_t;
 
 /* One decoded (or to-be-encoded) message. Only the fields of its kind are
- * meaningful. source_sql, target_sql, message and row are heap strings
- * owned by the message (proto_msg_clear frees them). */
+ * meaningful. source_sql, message, row, data and columns are heap
+ * buffers owned by the message (proto_msg_clear frees them). */
 typedef struct {
-    proto_kind_t kind;                     /* message kind */
-    char worker[PROTO_MAX_ID + 1];         /* ready: worker's routing id */
-    int64_t pid;                           /* ready: worker's process id */
-    int64_t chunk_id;                      /* assign..failed: chunk id (>= 0) */
-    int32_t attempt;                       /* assign..failed: attempt (>= 1) */
-    char snapshot[PROTO_MAX_ID + 1];       /* assign: exported snapshot id */
-    char *source_sql;                      /* assign: COPY (...) TO STDOUT */
-    char *target_sql;                      /* assign: COPY ... FROM STDIN */
-    int64_t rows;                          /* progress/done: rows (>= 0) */
-    int64_t bytes;                         /* progress/done: bytes (>= 0) */
-    proto_side_t side;                     /* failed: which database */
+    proto_kind_t kind;               /* message kind */
+    char worker[PROTO_MAX_ID + 1];   /* ready: worker's routing id */
+    int64_t pid;                     /* ready: worker's process id */
+    int64_t chunk_id;                /* assign..failed: chunk id (>= 0) */
+    int32_t attempt;                 /* assign..failed: attempt (>= 1) */
+    char snapshot[PROTO_MAX_ID + 1]; /* assign: exported snapshot id */
+    char *source_sql;                /* assign: COPY (...) TO STDOUT */
+    char target_schema[PROTO_MAX_NAME + 1]; /* assign, write: target's
+                                               schema (a name, unquoted) */
+    char target_table[PROTO_MAX_NAME + 1];  /* assign, write: its table */
+    char *columns;      /* assign, write: column names, each followed by a
+                           NUL (heap, owned) */
+    size_t columns_len; /* bytes at columns, with the NULs */
+    bool binary;        /* assign, write: binary COPY */
+    int64_t rows;       /* progress/done: rows (>= 0) */
+    int64_t bytes;      /* progress/done: bytes (>= 0) */
+    proto_side_t side;  /* failed: which database */
     char sqlstate[PROTO_SQLSTATE_LEN + 1]; /* failed: "" when none */
     bool conn_bad;                         /* failed: connection was lost */
     char *message; /* failed: one-line error text; stop: why refused, or "" */
@@ -138,7 +159,10 @@ const char *proto_kind_name(proto_kind_t kind);
  * Limits, checked on encode and decode alike: worker 1..PROTO_MAX_ID,
  * snapshot and job_id 0..PROTO_MAX_ID, printable ASCII without spaces;
  * state_schema 0..PROTO_MAX_ID and source_id 0..PROTO_MAX_SOURCE_ID bytes
- * without NUL; source_sql and target_sql 1..PROTO_MAX_SQL bytes without NUL;
+ * without NUL; source_sql 1..PROTO_MAX_SQL bytes without NUL;
+ * target_schema and target_table 1..PROTO_MAX_NAME bytes without NUL;
+ * columns 1..PROTO_MAX_COLUMNS names of 1..PROTO_MAX_NAME bytes without
+ * NUL, each followed by one NUL;
  * message (failed, reject, and stop, where "" means the job is over)
  * 0..PROTO_MAX_MESSAGE bytes without NUL, never NULL; sqlstate "" or 5 of
  * [0-9A-Z]; row 1..PROTO_MAX_ROW bytes, exactly one line: ends with its

@@ -30,6 +30,14 @@ double dispatch_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* *sum += v, saturating (logged) instead of overflowing. */
+static void s_add(int64_t *sum, int64_t v)
+{
+    if (!__builtin_add_overflow(*sum, v, sum)) return;
+    log_error("a count overflows: kept at its maximum");
+    *sum = INT64_MAX;
+}
+
 /* Rows expected in chunk ci (for a chunk that failed). */
 static int64_t s_est_rows(const dispatch_loop_t *l, size_t ci)
 {
@@ -58,7 +66,7 @@ static bool s_spawn(dispatch_loop_t *l)
     dispatch_worker_t *w = &l->workers[l->nworkers];
     memset(w, 0, sizeof *w);
     w->chunk = -1;
-    snprintf(w->id, sizeof w->id, "w%u-%ld", ++l->seq, (long)getpid());
+    if (!dispatch_random_id(w->id, sizeof w->id)) return false;
     w->pid = spawn_worker(l->cfg->spawn, w->id);
     if (w->pid < 0) return false;
     w->alive = true;
@@ -119,20 +127,30 @@ static void s_check_max_rejects(dispatch_loop_t *l)
              l->cfg->max_rejects, l->cfg->max_rejects);
 }
 
-/* A committed attempt's rejected rows go to the reject file. */
+/* A committed attempt's rejected rows go to the reject file: with the
+ * ledger, those committed with the chunk; without, those reported. */
 static void s_rejects_committed(dispatch_loop_t *l, size_t ci, int64_t rejected)
 {
     dispatch_chunk_t *c = &l->chunks[ci];
     c->rejected = rejected;
-    l->rejected += rejected;
+    s_add(&l->rejected, rejected);
     if (!l->cfg->rejects) return;
-    if ((int64_t)c->rejects.n != rejected)
-        log_error("chunk %zu: %" PRId64 " rows were set aside but %zu reached "
-                  "the coordinator: the reject file lacks %" PRId64,
-                  ci, rejected, c->rejects.n, rejected - (int64_t)c->rejects.n);
-    if (c->rejects.n &&
-        !reject_write(l->cfg->rejects, (int64_t)ci, &c->rejects) &&
-        !l->out->error[0])
+    bool ok = true;
+    if (l->cfg->ledger) {
+        reject_buf_clear(&c->rejects);
+        ok = rejected == 0 ||
+             reject_write_committed(l->cfg->rejects, l->cfg->ledger,
+                                    (int64_t)ci, rejected, NULL);
+    } else {
+        if ((int64_t)c->rejects.n != rejected)
+            log_error("chunk %zu: %" PRId64 " rows were set aside but %zu "
+                      "reached the coordinator: the reject file lacks %" PRId64,
+                      ci, rejected, c->rejects.n,
+                      rejected - (int64_t)c->rejects.n);
+        ok = !c->rejects.n ||
+             reject_write(l->cfg->rejects, (int64_t)ci, &c->rejects);
+    }
+    if (!ok && !l->out->error[0])
         snprintf(l->out->error, sizeof l->out->error,
                  "the reject file could not be written (see the log)");
     s_check_max_rejects(l);
@@ -218,7 +236,8 @@ static void s_attempt_failed(dispatch_loop_t *l, size_t ci,
     int attempt = c->attempts;
     retry_error e = {.side = c->error.side,
                      .conn_lost = c->error.conn_bad,
-                     .worker_crashed = cause == DISPATCH_CRASHED,
+                     .worker_crashed = cause == DISPATCH_CRASHED ||
+                                       cause == DISPATCH_DISBELIEVED,
                      .heartbeat_lost = cause == DISPATCH_LEASE_LOST};
     memcpy(e.sqlstate, c->error.sqlstate, sizeof e.sqlstate);
     retry_verdict v = retry_classify(&e);
@@ -343,9 +362,10 @@ static void s_assign(dispatch_loop_t *l, dispatch_worker_t *w)
     dispatch_chunk_t *c = &l->chunks[ci];
     proto_msg_t m = {.kind = l->stream ? PROTO_WRITE : PROTO_ASSIGN,
                      .chunk_id = ci};
-    if (l->stream ? !(m.target_sql = strdup(l->cfg->write_sql))
-                  : !schema_chunk_sql(l->cfg->schema, &l->cfg->plan->chunks[ci],
-                                      &m.source_sql, &m.target_sql)) {
+    if (!schema_target_fields(l->cfg->schema, &m) ||
+        (!l->stream &&
+         !schema_chunk_sql(l->cfg->schema, &l->cfg->plan->chunks[ci],
+                           &m.source_sql))) {
         c->state = DISPATCH_FAILED;
         l->unfinished--;
         proto_msg_clear(&m);
@@ -394,25 +414,37 @@ static dispatch_worker_t *s_register(dispatch_loop_t *l, const char *peer,
 {
     char who[PROTO_PEER_TEXT];
     proto_peer_text(peer, peer_len, who, sizeof who);
-    if (!l->cfg->listen || peer_len >= DISPATCH_ID_LEN ||
+    /* The worker's name is its routing id (proto caps both at
+     * PROTO_MAX_ID, and DISPATCH_ID_LEN holds that much). */
+    if (!l->cfg->listen || peer_len > PROTO_MAX_ID ||
         peer_len != strlen(m->worker) || memcmp(peer, m->worker, peer_len)) {
-        log_warn("ready from unexpected peer %s ignored", who);
+        log_warn("ready from unexpected peer %s ignored%s", who,
+                 l->cfg->listen ? " (its routing id is not its worker name)"
+                                : "");
         return NULL;
     }
-    dispatch_worker_t *w = NULL;
-    for (size_t i = 0; i < l->nworkers && !w; i++)
-        if (l->workers[i].remote && !strcmp(l->workers[i].id, m->worker))
-            w = &l->workers[i]; /* back after losing its lease */
+    dispatch_worker_t *w = NULL, *dead = NULL;
+    for (size_t i = 0; i < l->nworkers && !w; i++) {
+        dispatch_worker_t *x = &l->workers[i];
+        if (x->remote && !strcmp(x->id, m->worker))
+            w = x; /* back after losing its lease; its key stays bound */
+        else if (x->remote && !x->alive && !x->banned && x->chunk < 0 &&
+                 l->reader != (int)i && !dead)
+            dead = x; /* an entry of a remote worker that left: reused */
+    }
+    if (w && w->banned) {
+        log_warn("ready from %s ignored: it was sent away", who);
+        return NULL;
+    }
     if (!w) {
-        if (!s_grow_workers(l)) return NULL;
-        w = &l->workers[l->nworkers++];
+        if (!dead && !s_grow_workers(l)) return NULL;
+        w = dead ? dead : &l->workers[l->nworkers++];
         memset(w, 0, sizeof *w);
         snprintf(w->id, sizeof w->id, "%s", m->worker);
         w->remote = true;
     }
     w->alive = true;
     w->ready = false;
-    w->keyed = false;
     w->chunk = -1;
     log_info("remote worker %s (pid %" PRId64 ") connected", w->id, m->pid);
     return w;
@@ -440,11 +472,13 @@ static void s_on_ready(dispatch_loop_t *l, dispatch_worker_t *w,
             "the reader gave the read up (it lost the coordinator)");
     if (strcmp(m->source_id, l->cfg->source_id)) {
         char why[PROTO_MAX_MESSAGE];
+        /* The peer hears its own identity back, never the job's. */
         snprintf(why, sizeof why,
-                 "its source database is %s, the job's is %s: check its "
+                 "its source database is %s, not the job's: check its "
                  "--source",
-                 m->source_id, l->cfg->source_id);
-        log_error("refusing worker %s: %s", w->id, why);
+                 m->source_id);
+        log_error("refusing worker %s: %s (the job's is %s)", w->id, why,
+                  l->cfg->source_id);
         proto_msg_t stop = {.kind = PROTO_STOP, .message = why};
         if (!dispatch_send(l, w, &stop)) { /* logged */
         }
@@ -512,7 +546,7 @@ static void s_on_message(dispatch_loop_t *l, const char *peer, size_t peer_len,
                  proto_kind_name(m->kind), w->id);
         return;
     }
-    if (!w) {
+    if (!w || w->banned) { /* a sent-away local one is on its way out */
         char who[PROTO_PEER_TEXT];
         log_debug("%s from %s (no lease) ignored", proto_kind_name(m->kind),
                   proto_peer_text(peer, peer_len, who, sizeof who));
@@ -563,12 +597,17 @@ static void s_on_message(dispatch_loop_t *l, const char *peer, size_t peer_len,
         return;
     }
     w->chunk = -1;
-    if (m->kind == PROTO_DONE) {
+    int64_t rows = m->rows, rejected = m->rejected;
+    if (m->kind == PROTO_DONE &&
+        !dispatch_done_checked(l, w, ci, m, &rows, &rejected)) {
+        s_attempt_failed(l, ci, DISPATCH_DISBELIEVED);
+        if (!w->ready) return; /* sent away */
+    } else if (m->kind == PROTO_DONE) {
         if (m->already)
             log_info("chunk %zu attempt %d: already committed by an earlier "
                      "attempt (ledger)",
                      ci, m->attempt);
-        s_chunk_done(l, ci, m->attempt, m->rows, m->bytes, m->rejected);
+        s_chunk_done(l, ci, m->attempt, rows, m->bytes, rejected);
     } else {
         memset(&c->error, 0, sizeof c->error);
         c->error.side = m->side;
@@ -771,13 +810,13 @@ static void s_fill_result(dispatch_loop_t *l)
         dispatch_chunk_t *c = &l->chunks[i];
         if (c->state == DISPATCH_DONE) {
             out->chunks_succeeded++;
-            out->total_rows_successful += c->rows;
-            out->rows_rejected += c->rejected;
-            out->total_rows_failed += c->rejected;
-            out->bytes += c->bytes;
+            s_add(&out->total_rows_successful, c->rows);
+            s_add(&out->rows_rejected, c->rejected);
+            s_add(&out->total_rows_failed, c->rejected);
+            s_add(&out->bytes, c->bytes);
         } else if (c->state == DISPATCH_FAILED) {
             out->chunks_failed++;
-            out->total_rows_failed += s_est_rows(l, i);
+            s_add(&out->total_rows_failed, s_est_rows(l, i));
             if (!out->chunk_errors) continue;
             if (l->cfg->ledger)
                 ledger_chunk_failed(l->cfg->ledger, (int64_t)i, c->attempts,
@@ -794,8 +833,8 @@ static void s_fill_result(dispatch_loop_t *l)
                      c->class_name ? c->class_name : "other");
         }
     }
-    out->total_rows_processed =
-        out->total_rows_successful + out->total_rows_failed;
+    out->total_rows_processed = out->total_rows_successful;
+    s_add(&out->total_rows_processed, out->total_rows_failed);
 }
 
 bool dispatch_run(const dispatch_config_t *cfg, mapper_result *out)
@@ -808,6 +847,7 @@ bool dispatch_run(const dispatch_config_t *cfg, mapper_result *out)
                          .reader = -1};
     l.unfinished = l.nchunks;
     inflight_init(&l.held, cfg->max_inflight);
+    l.held.chunk_rows = cfg->chunk_rows;
     l.chunks = calloc(l.cap_chunks, sizeof *l.chunks);
     if (!l.chunks) {
         snprintf(out->error, sizeof out->error, "out of memory");

@@ -43,12 +43,12 @@ typedef struct {
     int64_t max_rejects;   /* rejected rows allowed; < 0 unlimited */
     /* Stream mode (read_sql set; plan empty): one worker runs read_sql once
      * and cuts its rows into chunks of chunk_rows, which other workers
-     * write with write_sql; at most max_inflight chunks are held. */
-    const char *read_sql;  /* COPY (query) TO STDOUT, or NULL */
-    const char *write_sql; /* COPY target (...) FROM STDIN */
-    int64_t chunk_rows;    /* rows per stream chunk */
-    int64_t max_inflight;  /* chunks held in memory at most */
-    int64_t est_rows;      /* the planner's estimate of the result */
+     * write into the schema's target; at most max_inflight chunks are
+     * held. */
+    const char *read_sql; /* COPY (query) TO STDOUT, or NULL */
+    int64_t chunk_rows;   /* rows per stream chunk */
+    int64_t max_inflight; /* chunks held in memory at most */
+    int64_t est_rows;     /* the planner's estimate of the result */
 } dispatch_config_t;
 
 /* Run every chunk to an end (done or failed for good), or until a stop

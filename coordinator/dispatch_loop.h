@@ -18,13 +18,18 @@
 #include "reject.h"
 #include "retry.h"
 
-#define DISPATCH_ID_LEN 32 /* bytes of a routing id we hand out, with NUL */
+/* A worker's routing id with its NUL: a remote worker's name may be
+ * PROTO_MAX_ID bytes. Local workers' ids are "w" and this many random
+ * bytes in hex. */
+#define DISPATCH_ID_LEN          (PROTO_MAX_ID + 1)
+#define DISPATCH_RANDOM_ID_BYTES 8
 
 /* Why an attempt ended without a result. */
 typedef enum {
-    DISPATCH_REPORTED,   /* the worker reported the failure */
-    DISPATCH_CRASHED,    /* the worker process died */
-    DISPATCH_LEASE_LOST, /* a remote worker stopped answering */
+    DISPATCH_REPORTED,    /* the worker reported the failure */
+    DISPATCH_CRASHED,     /* the worker process died */
+    DISPATCH_LEASE_LOST,  /* a remote worker stopped answering */
+    DISPATCH_DISBELIEVED, /* its done was not borne out by the ledger */
 } dispatch_cause_t;
 
 typedef enum {
@@ -57,6 +62,7 @@ typedef struct {
     double last_heard;            /* monotonic time of its last message */
     char id[DISPATCH_ID_LEN];     /* routing id */
     bool ready;                   /* said ready */
+    bool banned;                  /* sent away: its id is not taken back */
     int64_t chunk;                /* chunk held, or -1 */
 } dispatch_worker_t;
 
@@ -83,7 +89,6 @@ typedef struct {
     size_t cap_workers;           /* entries allocated */
     int alive;                    /* workers not yet reaped */
     int early_deaths;             /* deaths before ready, in a row */
-    unsigned seq;                 /* routing id sequence */
     bool stopping;                /* a stop signal arrived */
     double last_beat;             /* when heartbeats last went out */
     double stop_at;               /* when */
@@ -108,6 +113,29 @@ double dispatch_now(void);
 /* Send m to worker w (logged on failure). */
 bool dispatch_send(dispatch_loop_t *l, dispatch_worker_t *w,
                    const proto_msg_t *m);
+
+/* Tell w it is refused (why: one line, sent to it) and forget it: a
+ * local one exits (SIGCHLD reaps it), a remote one loses its lease and
+ * is not taken back under its id. */
+void dispatch_send_away(dispatch_loop_t *l, dispatch_worker_t *w,
+                        const char *why);
+
+/* A forked worker's routing id into dst (size n): "w" and
+ * DISPATCH_RANDOM_ID_BYTES random bytes in hex, so that no peer can guess
+ * it and claim it first. False (logged) when no random bytes came. */
+bool dispatch_random_id(char *dst, size_t n)
+    __attribute__((warn_unused_result));
+
+/* (dispatch_trust.c) A DONE is believed only when the chunk's ledger row,
+ * committed in the same transaction as its rows, says done: the rows loaded and
+ * set aside are then the ledger's (*rows_out, *rejected_out). Without a ledger
+ * only forked workers run (--no-ledger refuses --listen) and their word is
+ * taken. False fails the attempt (c->error says why); a DONE the ledger
+ * contradicts also sends its worker away. One indexed lookup. */
+bool dispatch_done_checked(dispatch_loop_t *l, dispatch_worker_t *w, size_t ci,
+                           const proto_msg_t *m, int64_t *rows_out,
+                           int64_t *rejected_out)
+    __attribute__((warn_unused_result));
 
 /* Stream mode (dispatch_stream.c). */
 

@@ -112,7 +112,8 @@ static void s_read_failed(dispatch_loop_t *l, dispatch_cause_t cause,
     inflight_restart(&l->held);
     retry_error re = {.side = e->side,
                       .conn_lost = e->conn_bad,
-                      .worker_crashed = cause == DISPATCH_CRASHED,
+                      .worker_crashed = cause == DISPATCH_CRASHED ||
+                                        cause == DISPATCH_DISBELIEVED,
                       .heartbeat_lost = cause == DISPATCH_LEASE_LOST};
     memcpy(re.sqlstate, e->sqlstate, sizeof re.sqlstate);
     retry_verdict v = retry_classify(&re);
@@ -203,7 +204,8 @@ bool dispatch_stream_on_reader(dispatch_loop_t *l, dispatch_worker_t *w,
     pgutil_error_t e = {.side = PROTO_SIDE_NONE};
     if (m->kind == PROTO_DATA) {
         int64_t k = 0;
-        switch (inflight_on_data(&l->held, m, &k)) {
+        inflight_event_t ev = inflight_on_data(&l->held, m, &k);
+        switch (ev) {
         case INFLIGHT_MORE:
         case INFLIGHT_SAME:
             return false;
@@ -222,6 +224,18 @@ bool dispatch_stream_on_reader(dispatch_loop_t *l, dispatch_worker_t *w,
             snprintf(e.message, sizeof e.message,
                      "reader %s sent chunk %" PRId64 " out of order", w->id, k);
             s_read_failed(l, DISPATCH_REPORTED, &e, false);
+            return false;
+        case INFLIGHT_OVER_CREDIT:
+        case INFLIGHT_OVER_SIZE:
+            snprintf(e.message, sizeof e.message,
+                     "reader %s sent chunk %" PRId64 " %s", w->id, k,
+                     ev == INFLIGHT_OVER_CREDIT
+                         ? "beyond its credit"
+                         : "with more rows or bytes than a chunk holds");
+            log_error("%s: the read fails and %s is sent away", e.message,
+                      w->id);
+            s_read_failed(l, DISPATCH_DISBELIEVED, &e, false);
+            dispatch_send_away(l, w, e.message);
             return false;
         }
     }

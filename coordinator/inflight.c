@@ -127,6 +127,19 @@ inflight_event_t inflight_on_data(inflight_t *s, const proto_msg_t *m,
                   m->chunk_id, s->at);
         return INFLIGHT_BAD;
     }
+    if (m->chunk_id >= inflight_limit(s)) {
+        log_error("stream: data for chunk %" PRId64 " is beyond the reader's "
+                  "credit (chunks below %" PRId64 ")",
+                  m->chunk_id, inflight_limit(s));
+        return INFLIGHT_OVER_CREDIT;
+    }
+    if ((s->chunk_rows > 0 && m->rows > s->chunk_rows - s->at_rows) ||
+        (int64_t)m->data_len > INFLIGHT_MAX_CHUNK_BYTES - (int64_t)s->at_len) {
+        log_error("stream: chunk %" PRId64 " grows past %" PRId64
+                  " rows or %" PRId64 " bytes",
+                  m->chunk_id, s->chunk_rows, INFLIGHT_MAX_CHUNK_BYTES);
+        return INFLIGHT_OVER_SIZE;
+    }
     inflight_digest_add(&s->at_digest, m->data, m->data_len);
     s->at_rows += m->rows;
     s->at_len += m->data_len;

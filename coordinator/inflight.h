@@ -36,6 +36,7 @@ typedef struct {
     int64_t known;            /* chunks received complete */
     int64_t held;             /* complete and not released: in memory */
     int64_t max_held;         /* credit bound (--max-inflight-chunks) */
+    int64_t chunk_rows;       /* rows a chunk may hold; 0: no bound */
     int64_t bytes_held;       /* bytes in held chunks (and arriving) */
     /* The current reader attempt's position. */
     int64_t at;                  /* chunk its next frame belongs to */
@@ -51,12 +52,20 @@ typedef enum {
     INFLIGHT_SAME,     /* completed a re-read chunk, identical to the first */
     INFLIGHT_DIFFERS,  /* completed a re-read chunk that differs */
     INFLIGHT_BAD,      /* out of order, or out of memory (logged) */
+    INFLIGHT_OVER_CREDIT, /* a chunk at or past the credit limit (logged) */
+    INFLIGHT_OVER_SIZE,   /* more rows than chunk_rows, or more than
+                             INFLIGHT_MAX_CHUNK_BYTES (logged) */
 } inflight_event_t;
 
 void inflight_init(inflight_t *s, int64_t max_held);
 void inflight_free(inflight_t *s);
 
-/* A data frame from the current reader attempt. */
+/* The most bytes one stream chunk may hold in the coordinator. */
+#define INFLIGHT_MAX_CHUNK_BYTES (INT64_C(1) << 32)
+
+/* A data frame from the current reader attempt. The reader is held to its
+ * credit (chunks below inflight_limit) and to the chunk size on receipt:
+ * a frame beyond either is refused before its bytes are kept. */
 inflight_event_t inflight_on_data(inflight_t *s, const proto_msg_t *m,
                                   int64_t *chunk_out);
 

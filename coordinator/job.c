@@ -91,8 +91,10 @@ static int s_fail(mapper_result *out, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(out->error, sizeof out->error, fmt, ap);
+    char raw[sizeof out->error];
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    log_one_line(out->error, sizeof out->error, raw);
     out->exit_code = code;
     return code;
 }
@@ -110,12 +112,12 @@ void mapper_job_spec_init(mapper_job_spec *spec)
     spec->max_rejects = MAPPER_UNLIMITED_REJECTS;
 }
 
-/* True for tcp://127.x.x.x:P, tcp://localhost:P and tcp://[::1]:P. */
-static bool s_loopback(const char *endpoint)
+/* True when a bound endpoint (ZMQ_LAST_ENDPOINT: tcp://ADDR:PORT with a
+ * numeric address) is on loopback only. */
+static bool s_loopback(const char *bound)
 {
-    const char *host = endpoint + strlen("tcp://");
-    return !strncmp(host, "127.", 4) || !strncmp(host, "localhost:", 10) ||
-           !strncmp(host, "[::1]:", 6);
+    const char *host = bound + strlen("tcp://");
+    return !strncmp(host, "127.", 4) || !strncmp(host, "[::1]:", 6);
 }
 
 static bool s_valid_id(const char *id)
@@ -158,12 +160,18 @@ static int s_validate(const mapper_job_spec *spec, mapper_result *out)
         return s_fail(out, MAPPER_EXIT_USAGE,
                       "--listen: expected tcp://ADDR:PORT, got '%s'",
                       spec->listen);
-    if (spec->listen && !spec->curve_secret_key && !spec->insecure &&
-        !s_loopback(spec->listen))
+    /* Any process that reaches a plain port can say ready, loopback
+     * included: plain TCP is the user's explicit choice. */
+    if (spec->listen && !spec->curve_secret_key && !spec->insecure)
         return s_fail(out, MAPPER_EXIT_USAGE,
-                      "--listen %s is reachable from other hosts: use CURVE "
-                      "(--curve-secret-key, --curve-allow) or say --insecure",
+                      "--listen %s: plain TCP lets any process that reaches "
+                      "the port take chunks: use CURVE (--curve-secret-key, "
+                      "--curve-allow) or say --insecure",
                       spec->listen);
+    if (spec->listen && spec->no_ledger)
+        return s_fail(out, MAPPER_EXIT_USAGE,
+                      "--no-ledger with --listen: a remote worker's done "
+                      "cannot be checked without the ledger; drop one");
     if (spec->curve_allow && !spec->curve_secret_key)
         return s_fail(out, MAPPER_EXIT_USAGE,
                       "--curve-allow needs --curve-secret-key");
@@ -322,7 +330,6 @@ typedef struct {
     curve_zap_t *zap;       /* ZAP handler */
     bool stream;            /* stream mode */
     char *read_sql;         /* stream mode: the reader's COPY */
-    char *write_sql;        /* stream mode: the writers' COPY */
 } s_job_t;
 
 /* Lock the job (whatever the mode: one coordinator per job), then check
@@ -343,11 +350,12 @@ static int s_lock_check(s_job_t *j, const char *job_id, const ledger_spec_t *ls,
         out->ledger = out->already_done = true;
         return MAPPER_EXIT_OK;
     }
-    if (*exists && j->stream)
+    if (*exists && out->restart_only)
         return s_fail(out, MAPPER_EXIT_USAGE,
-                      "--resume=auto: job %s is an unfinished stream job, "
-                      "which cannot be picked up where it stopped; run it "
-                      "again with --restart --truncate",
+                      "--resume=auto: job %s is unfinished, and cannot be "
+                      "picked up where it stopped (a stream job, or a table "
+                      "cut into ctid page ranges); run it again with "
+                      "--restart --truncate",
                       job_id);
     return MAPPER_EXIT_OK;
 }
@@ -375,6 +383,15 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
                       "stream, which cannot be picked up where it stopped; "
                       "run it again with --restart --truncate, or use "
                       "--split-by");
+    /* A row updated between the runs may move to another page: from an
+     * unfinished range into a finished one (lost) or back (copied twice). */
+    if (!j->stream && !j->schema.qsplit && spec->resume)
+        return s_fail(out, MAPPER_EXIT_USAGE,
+                      "--resume: %s has no integer key, so it was cut into "
+                      "ctid page ranges, and rows may move between pages "
+                      "under a new snapshot (lost or copied twice); run it "
+                      "again with --restart --truncate, or give --split-by",
+                      j->schema.qsource);
     ledger_mode_t mode = spec->resume        ? LEDGER_RESUME
                          : spec->restart     ? LEDGER_RESTART
                          : spec->resume_auto ? LEDGER_AUTO
@@ -393,7 +410,7 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
         int rc = s_lock_check(j, spec->job_id ? spec->job_id : id, &ls, &mode,
                               &exists, out);
         if (rc != MAPPER_EXIT_OK || out->already_done) return rc;
-        if (exists && spec->truncate && !j->stream &&
+        if (exists && spec->truncate && !out->restart_only &&
             ledger_done_count(&j->ledger) != 0)
             return s_fail(out, MAPPER_EXIT_USAGE,
                           "--truncate refused: job %s has committed chunks "
@@ -425,7 +442,7 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
          * which end at their newline, and go to the reject file as is. */
         if (spec->on_bad_rows == MAPPER_BAD_ROWS_REJECT)
             j->schema.binary = false;
-        if (!schema_chunk_sql(&j->schema, &all, &j->read_sql, &j->write_sql))
+        if (!schema_chunk_sql(&j->schema, &all, &j->read_sql))
             return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "out of memory");
         j->plan.est_rows =
             j->schema.reltuples > 0 ? (int64_t)j->schema.reltuples : 0;
@@ -457,6 +474,27 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
                           e.message);
     }
     return MAPPER_EXIT_OK;
+}
+
+/* Log where remote workers may connect: the address actually bound (an
+ * endpoint such as "tcp://127.0.0.1:1;0.0.0.0:5555" binds the wildcard),
+ * with a warning when plain TCP is open beyond loopback. */
+static void s_listening(const mapper_job_spec *spec, void *router)
+{
+    char bound[256] = "";
+    size_t n = sizeof bound;
+    if (zmq_getsockopt(router, ZMQ_LAST_ENDPOINT, bound, &n)) bound[0] = '\0';
+    const char *at = bound[0] ? bound : spec->listen;
+    if (spec->curve_secret_key)
+        log_info("listening for workers on %s (CURVE)", at);
+    else if (!strncmp(at, "tcp://", 6) && s_loopback(at))
+        log_warn("listening for workers on %s (plain TCP, --insecure): any "
+                 "local process may connect",
+                 at);
+    else
+        log_warn("listening for workers on %s (plain TCP, --insecure): any "
+                 "host that reaches it may connect",
+                 at);
 }
 
 /* CURVE on the ROUTER: the coordinator's key, the allow-list, a ZAP
@@ -504,18 +542,20 @@ static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
     bool usage = false;
     char err[1024];
     /* --resume never creates the target: a resumed job's table exists. */
-    schema_request_t req = {.table = spec->table,
-                            .query = spec->query,
-                            .target_table = spec->target_table,
-                            .split_by = spec->split_by,
-                            .columns = spec->columns,
-                            .create_target = spec->if_target_missing ==
-                                                 MAPPER_TARGET_CREATE &&
-                                             !spec->resume};
+    schema_request_t req = {
+        .table = spec->table,
+        .query = spec->query,
+        .target_table = spec->target_table,
+        .split_by = spec->split_by,
+        .columns = spec->columns,
+        .create_target =
+            spec->if_target_missing == MAPPER_TARGET_CREATE && !spec->resume,
+        .rows_as_text = spec->on_bad_rows == MAPPER_BAD_ROWS_REJECT};
     if (!schema_load(j->src, j->dst, &req, &j->schema, &usage, err, sizeof err))
         return s_fail(out, usage ? MAPPER_EXIT_USAGE : MAPPER_EXIT_CANNOT_RUN,
                       "%s", err);
     j->stream = out->stream = s_stream_mode(&j->schema);
+    out->restart_only = j->stream || !j->schema.qsplit;
     int rc = s_plan_job(spec, j, target, out);
     if (rc != MAPPER_EXIT_OK || out->already_done) return rc;
 
@@ -536,10 +576,16 @@ static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
              j->dir);
     j->zctx = zmq_ctx_new();
     j->router = j->zctx ? zmq_socket(j->zctx, ZMQ_ROUTER) : NULL;
-    int handover = 1;
+    /* No ZMQ_ROUTER_HANDOVER: a second connection claiming a connected
+     * worker's routing id hears nothing. ZMTP heartbeats end connections
+     * whose peer vanished, so that a worker coming back under its id is
+     * heard again. */
+    int hb_ivl = (int)(MAPPER_HEARTBEAT_S * 1000);
+    int hb_timeout = (int)(MAPPER_LINK_TIMEOUT_S * 1000);
     if (!j->router || !proto_socket_setup(j->router, true) ||
-        zmq_setsockopt(j->router, ZMQ_ROUTER_HANDOVER, &handover,
-                       sizeof handover)) {
+        zmq_setsockopt(j->router, ZMQ_HEARTBEAT_IVL, &hb_ivl, sizeof hb_ivl) ||
+        zmq_setsockopt(j->router, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout,
+                       sizeof hb_timeout)) {
         free(bin);
         return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "cannot make a socket: %s",
                       zmq_strerror(errno));
@@ -560,15 +606,50 @@ static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
         return s_fail(out, i ? MAPPER_EXIT_USAGE : MAPPER_EXIT_CANNOT_RUN,
                       "cannot bind %s: %s", endpoints[i], zmq_strerror(errno));
     }
-    if (spec->listen)
-        log_info("listening for workers on %s%s", spec->listen,
-                 spec->curve_secret_key ? " (CURVE)" : "");
+    if (spec->listen) s_listening(spec, j->router);
     bool ok = spawn_init(&j->spawn, bin, j->endpoint, source, target,
                          env_server[0] ? extra_env : NULL,
                          log_get_level() >= LOG_DEBUG);
     free(bin);
     if (!ok) return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "out of memory");
     return MAPPER_EXIT_OK;
+}
+
+/* A resumed job: the rejected rows of chunks that committed while no
+ * coordinator wrote them (it died first) go to the reject file now. */
+static bool s_rejects_catch_up(s_job_t *j, reject_t *rejects)
+{
+    ledger_unwritten_t *v = NULL;
+    size_t n = 0;
+    bool ok = ledger_rejects_unwritten(&j->ledger, &v, &n);
+    for (size_t i = 0; ok && i < n; i++) {
+        int64_t id = v[i].chunk_id;
+        ok = id >= 0 && (size_t)id < j->plan.n &&
+             reject_write_committed(rejects, &j->ledger, id,
+                                    j->done_rejected[id],
+                                    v[i].at[0] >= 0 ? v[i].at : NULL);
+    }
+    if (ok && n)
+        log_info("resumed: the rejected rows of %zu committed chunk(s) were "
+                 "not in the reject file yet: written",
+                 n);
+    free(v);
+    return ok;
+}
+
+/* A resumed job without a reject file: say so when rows set aside by the
+ * first run never reached its file (they stay in the ledger). */
+static void s_rejects_left(s_job_t *j)
+{
+    ledger_unwritten_t *v = NULL;
+    size_t n = 0;
+    if (ledger_rejects_unwritten(&j->ledger, &v, &n) && n)
+        log_warn("rows set aside by %zu committed chunk(s) are not in a "
+                 "reject file yet: resume with --on-bad-rows=reject "
+                 "--reject-file FILE to write them (they are kept in %s."
+                 "rejects)",
+                 n, j->ledger.qschema);
+    free(v);
 }
 
 static void s_cleanup(s_job_t *j)
@@ -596,7 +677,6 @@ static void s_cleanup(s_job_t *j)
     free(j->done);
     free(j->done_rows);
     free(j->read_sql);
-    free(j->write_sql);
     free(j->done_rejected);
     plan_free(&j->plan);
     schema_free(&j->schema);
@@ -633,6 +713,11 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
     double t0 = s_now();
     s_job_t j = {0};
     char err[256];
+    /* Learn the passwords before anything can print them. */
+    if (!log_hide_conninfo(source, NULL, err, sizeof err))
+        return s_fail(out, MAPPER_EXIT_USAGE, "source: %s", err);
+    if (!log_hide_conninfo(target, NULL, err, sizeof err))
+        return s_fail(out, MAPPER_EXIT_USAGE, "target: %s", err);
     reject_t *rejects = NULL;
     if (spec->on_bad_rows == MAPPER_BAD_ROWS_REJECT &&
         !(rejects = reject_new(spec->reject_file, err, sizeof err)))
@@ -644,6 +729,13 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
     }
     int rc =
         s_prepare(spec, &j, source ? source : "", target ? target : "", out);
+    if (rc == MAPPER_EXIT_OK && out->resumed && !rejects && j.has_ledger)
+        s_rejects_left(&j);
+    if (rc == MAPPER_EXIT_OK && out->resumed && rejects && j.has_ledger &&
+        !s_rejects_catch_up(&j, rejects))
+        rc = s_fail(out, MAPPER_EXIT_CANNOT_RUN,
+                    "--resume: the rejected rows of committed chunks could "
+                    "not be written to the reject file (see the log)");
     report_t *report = NULL;
     progress_t *progress = NULL;
     if (out->already_done) {
@@ -689,7 +781,6 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
             .source_id = j.source_id,
             .zap = j.zap,
             .read_sql = j.read_sql,
-            .write_sql = j.write_sql,
             .chunk_rows = spec->chunk_size,
             .max_inflight = s_max_inflight(spec),
             .est_rows = j.plan.est_rows};

@@ -8,6 +8,7 @@
 
 #include "log.h"
 #include "pgutil.h"
+#include "reject.h"
 
 #define LEDGER_SQL_MAX     2048
 #define LEDGER_ID_HASH_LEN 12
@@ -115,6 +116,66 @@ static bool s_add_column(ledger_t *l, const char *table, const char *column,
     return true;
 }
 
+/* The columns each ledger table has had from its first version: a table
+ * of that name without them is someone else's. */
+#define LEDGER_JOBS_SHAPE                                                      \
+    "{\"job_id text\",\"fingerprint text\",\"source text\","                   \
+    "\"source_table text\",\"target_table text\",\"split_by text\","           \
+    "\"chunk_size bigint\",\"columns text\",\"status text\","                  \
+    "\"created_at timestamp with time zone\","                                 \
+    "\"finished_at timestamp with time zone\"}"
+#define LEDGER_CHUNKS_SHAPE                                                    \
+    "{\"job_id text\",\"chunk_id bigint\",\"kind text\",\"lo bigint\","        \
+    "\"hi bigint\",\"est_rows bigint\",\"state text\",\"rows bigint\","        \
+    "\"attempts integer\",\"last_error text\","                                \
+    "\"updated_at timestamp with time zone\"}"
+#define LEDGER_REJECTS_SHAPE                                                   \
+    "{\"job_id text\",\"chunk_id bigint\",\"row_index bigint\","               \
+    "\"sqlstate text\",\"message text\",\"row text\"}"
+
+/* Refuse ledger tables already in the schema that are not plain tables
+ * owned by this role with the ledger's columns: the ledger would alter
+ * and write into someone else's tables. */
+static bool s_check_tables(ledger_t *l, char *err, size_t errlen)
+{
+    const char *params[] = {l->schema, LEDGER_JOBS_SHAPE, LEDGER_CHUNKS_SHAPE,
+                            LEDGER_REJECTS_SHAPE};
+    pgutil_error_t e;
+    PGresult *res = pgutil_query(
+        l->conn,
+        "SELECT c.relname, c.relkind = 'r' AND pg_get_userbyid(c.relowner) "
+        "= current_user, (CASE c.relname WHEN 'jobs' THEN $2 WHEN 'chunks' "
+        "THEN $3 ELSE $4 END)::text[] <@ ARRAY(SELECT a.attname || ' ' || "
+        "format_type(a.atttypid, a.atttypmod) FROM pg_attribute a WHERE "
+        "a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), "
+        "pg_get_userbyid(c.relowner), current_user FROM pg_class c JOIN "
+        "pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND "
+        "c.relname IN ('jobs', 'chunks', 'rejects') ORDER BY 1 DESC",
+        4, params, PROTO_SIDE_TARGET, &e);
+    if (!res) return s_fail(err, errlen, "cannot read its tables", &e);
+    bool ok = true;
+    for (int i = 0; i < PQntuples(res) && ok; i++) {
+        bool mine = PQgetvalue(res, i, 1)[0] == 't';
+        if (mine && PQgetvalue(res, i, 2)[0] == 't') continue;
+        ok = false;
+        if (mine)
+            snprintf(err, errlen,
+                     "ledger: %s.%s exists and is not a ledger table (its "
+                     "columns differ); it is left alone: give another "
+                     "--state-schema",
+                     l->qschema, PQgetvalue(res, i, 0));
+        else
+            snprintf(err, errlen,
+                     "ledger: %s.%s exists and is not a table of yours "
+                     "(owner %s, you are %s); it is left alone: give another "
+                     "--state-schema",
+                     l->qschema, PQgetvalue(res, i, 0), PQgetvalue(res, i, 3),
+                     PQgetvalue(res, i, 4));
+    }
+    PQclear(res);
+    return ok;
+}
+
 bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
                  const char *schema, char *err, size_t errlen)
 {
@@ -132,6 +193,7 @@ bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
         snprintf(err, errlen, "ledger: bad schema name '%s'", schema);
         return false;
     }
+    if (!s_check_tables(l, err, errlen)) return false;
     char sql[LEDGER_SQL_MAX];
     s_sql(l, sql, sizeof sql,
           "CREATE SCHEMA IF NOT EXISTS @S;"
@@ -150,13 +212,29 @@ bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
           " state text NOT NULL DEFAULT 'pending', rows bigint,"
           " attempts int NOT NULL DEFAULT 0, last_error text,"
           " updated_at timestamptz NOT NULL DEFAULT now(),"
-          " rejected bigint NOT NULL DEFAULT 0, UNIQUE (job_id, chunk_id));");
+          " rejected bigint NOT NULL DEFAULT 0,"
+          " rejects_written boolean NOT NULL DEFAULT false,"
+          " rejects_at bigint[], UNIQUE (job_id, chunk_id));");
     pgutil_error_t e;
     if (!pgutil_exec(conn, sql, PROTO_SIDE_TARGET, &e))
         return s_fail(err, errlen, "cannot create its tables", &e);
-    /* rows set aside (--on-bad-rows=reject), and the source query */
+    /* Rows set aside, committed with their chunk by the worker; the
+     * coordinator copies them to the reject file and then says so. */
+    s_sql(l, sql, sizeof sql,
+          "CREATE TABLE IF NOT EXISTS @S.rejects ("
+          " job_id text NOT NULL REFERENCES @S.jobs ON DELETE CASCADE,"
+          " chunk_id bigint NOT NULL, row_index bigint NOT NULL,"
+          " sqlstate text NOT NULL, message text NOT NULL, row text NOT NULL,"
+          " PRIMARY KEY (job_id, chunk_id, row_index))");
+    if (!pgutil_exec(conn, sql, PROTO_SIDE_TARGET, &e))
+        return s_fail(err, errlen, "cannot create its rejects table", &e);
+    /* Columns that older ledgers lack: rows set aside (--on-bad-rows
+     * reject), the reject file's progress, the source query. */
     return s_add_column(l, "chunks", "rejected", "bigint NOT NULL DEFAULT 0",
                         err, errlen) &&
+           s_add_column(l, "chunks", "rejects_written",
+                        "boolean NOT NULL DEFAULT false", err, errlen) &&
+           s_add_column(l, "chunks", "rejects_at", "bigint[]", err, errlen) &&
            s_add_column(l, "jobs", "query", "text NOT NULL DEFAULT ''", err,
                         errlen);
 }
@@ -470,8 +548,8 @@ bool ledger_load(ledger_t *l, plan_t *plan, bool **done_out, int64_t **rows_out,
     return ok;
 }
 
-bool ledger_chunk_done(ledger_t *l, int64_t chunk_id, int64_t *rows_out,
-                       int64_t *rejected_out)
+bool ledger_chunk_state(ledger_t *l, int64_t chunk_id, bool *done_out,
+                        int64_t *rows_out, int64_t *rejected_out)
 {
     char sql[LEDGER_SQL_MAX], id[24];
     s_sql(l, sql, sizeof sql,
@@ -480,19 +558,28 @@ bool ledger_chunk_done(ledger_t *l, int64_t chunk_id, int64_t *rows_out,
     snprintf(id, sizeof id, "%" PRId64, chunk_id);
     const char *params[] = {l->job_id, id};
     pgutil_error_t e;
+    *done_out = false;
     PGresult *res =
         pgutil_query(s_conn(l), sql, 2, params, PROTO_SIDE_TARGET, &e);
     if (!res) {
         pgutil_log_error("ledger: reading a chunk's state", &e);
         return false;
     }
-    bool done = PQntuples(res) == 1;
-    if (done) {
+    *done_out = PQntuples(res) == 1;
+    if (*done_out) {
         *rows_out = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
         *rejected_out = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
     }
     PQclear(res);
-    return done;
+    return true;
+}
+
+bool ledger_chunk_done(ledger_t *l, int64_t chunk_id, int64_t *rows_out,
+                       int64_t *rejected_out)
+{
+    bool done = false;
+    return ledger_chunk_state(l, chunk_id, &done, rows_out, rejected_out) &&
+           done;
 }
 
 int64_t ledger_done_count(ledger_t *l)
@@ -524,7 +611,9 @@ void ledger_chunk_failed(ledger_t *l, int64_t chunk_id, int attempts,
           "chunk_id = $2 AND state <> 'done'");
     snprintf(id, sizeof id, "%" PRId64, chunk_id);
     snprintf(att, sizeof att, "%d", attempts);
-    const char *params[] = {l->job_id, id, att, error};
+    char clean[PROTO_MAX_MESSAGE]; /* no password, no control characters */
+    log_one_line(clean, sizeof clean, error);
+    const char *params[] = {l->job_id, id, att, clean};
     pgutil_error_t e;
     if (!s_command(l, sql, 4, params, &e))
         pgutil_log_error("ledger: recording a failed chunk", &e);
@@ -540,6 +629,109 @@ void ledger_finish(ledger_t *l, const char *status)
     pgutil_error_t e;
     if (!s_command(l, sql, 2, params, &e))
         pgutil_log_error("ledger: recording the job's status", &e);
+}
+
+bool ledger_load_rejects(ledger_t *l, int64_t chunk_id, reject_buf_t *out)
+{
+    char sql[LEDGER_SQL_MAX], id[24];
+    s_sql(l, sql, sizeof sql,
+          "SELECT row_index, sqlstate, message, row FROM @S.rejects WHERE "
+          "job_id = $1 AND chunk_id = $2 ORDER BY row_index");
+    snprintf(id, sizeof id, "%" PRId64, chunk_id);
+    const char *params[] = {l->job_id, id};
+    pgutil_error_t e;
+    PGresult *res =
+        pgutil_query(s_conn(l), sql, 2, params, PROTO_SIDE_TARGET, &e);
+    if (!res) {
+        pgutil_log_error("ledger: reading a chunk's rejected rows", &e);
+        return false;
+    }
+    bool ok = true;
+    for (int i = 0; i < PQntuples(res) && ok; i++) {
+        proto_msg_t m = {.row_index = strtoll(PQgetvalue(res, i, 0), NULL, 10),
+                         .message = strdup(PQgetvalue(res, i, 2)),
+                         .row = strdup(PQgetvalue(res, i, 3))};
+        snprintf(m.sqlstate, sizeof m.sqlstate, "%s", PQgetvalue(res, i, 1));
+        ok = m.message && m.row && reject_buf_take(out, &m);
+        free(m.message);
+        free(m.row);
+    }
+    PQclear(res);
+    if (!ok) {
+        log_error("ledger: out of memory reading rejected rows");
+        reject_buf_clear(out);
+    }
+    return ok;
+}
+
+void ledger_rejects_written(ledger_t *l, int64_t chunk_id)
+{
+    char sql[LEDGER_SQL_MAX], id[24];
+    s_sql(l, sql, sizeof sql,
+          "UPDATE @S.chunks SET rejects_written = true WHERE job_id = $1 "
+          "AND chunk_id = $2");
+    snprintf(id, sizeof id, "%" PRId64, chunk_id);
+    const char *params[] = {l->job_id, id};
+    pgutil_error_t e;
+    if (!s_command(l, sql, 2, params, &e))
+        pgutil_log_error("ledger: recording rejected rows written", &e);
+}
+
+bool ledger_rejects_at(ledger_t *l, int64_t chunk_id, int64_t rows_at,
+                       int64_t log_at)
+{
+    char sql[LEDGER_SQL_MAX], id[24], r[24], g[24];
+    s_sql(l, sql, sizeof sql,
+          "UPDATE @S.chunks SET rejects_at = ARRAY[$3, $4]::bigint[] WHERE "
+          "job_id = $1 AND chunk_id = $2");
+    snprintf(id, sizeof id, "%" PRId64, chunk_id);
+    snprintf(r, sizeof r, "%" PRId64, rows_at);
+    snprintf(g, sizeof g, "%" PRId64, log_at);
+    const char *params[] = {l->job_id, id, r, g};
+    pgutil_error_t e;
+    if (rows_at >= 0 && log_at >= 0 && s_command(l, sql, 4, params, &e))
+        return true;
+    if (rows_at < 0 || log_at < 0)
+        log_error("reject file: cannot tell its size");
+    else
+        pgutil_log_error("ledger: recording where rejected rows go", &e);
+    return false;
+}
+
+bool ledger_rejects_unwritten(ledger_t *l, ledger_unwritten_t **out,
+                              size_t *n_out)
+{
+    char sql[LEDGER_SQL_MAX];
+    s_sql(l, sql, sizeof sql,
+          "SELECT chunk_id, coalesce(rejects_at[1], -1), "
+          "coalesce(rejects_at[2], -1) FROM @S.chunks WHERE job_id = $1 AND "
+          "state = 'done' AND rejected > 0 AND NOT rejects_written ORDER BY "
+          "chunk_id");
+    const char *params[] = {l->job_id};
+    pgutil_error_t e;
+    PGresult *res =
+        pgutil_query(s_conn(l), sql, 1, params, PROTO_SIDE_TARGET, &e);
+    *out = NULL;
+    *n_out = 0;
+    if (!res) {
+        pgutil_log_error("ledger: finding rejected rows not written", &e);
+        return false;
+    }
+    size_t n = (size_t)PQntuples(res);
+    ledger_unwritten_t *v = calloc(n + 1, sizeof *v);
+    for (size_t i = 0; v && i < n; i++)
+        v[i] = (ledger_unwritten_t){
+            strtoll(PQgetvalue(res, (int)i, 0), NULL, 10),
+            {strtoll(PQgetvalue(res, (int)i, 1), NULL, 10),
+             strtoll(PQgetvalue(res, (int)i, 2), NULL, 10)}};
+    PQclear(res);
+    if (!v) {
+        log_error("ledger: out of memory");
+        return false;
+    }
+    *out = v;
+    *n_out = n;
+    return true;
 }
 
 void ledger_close(ledger_t *l)

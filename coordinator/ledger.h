@@ -11,6 +11,7 @@
 
 #include "plan.h"
 #include "proto.h"
+#include "reject.h"
 
 /* What identifies a job's spec; stored with the job and compared on
  * --resume, one field at a time so a refusal can say what differs. */
@@ -24,7 +25,7 @@ typedef struct {
     const char *query;        /* the source query, "" for a table */
 } ledger_spec_t;
 
-typedef struct {
+typedef struct ledger_t {
     PGconn *conn;                  /* the coordinator's target session */
     const char *conninfo;          /* to reconnect it after an outage */
     char *qschema;                 /* quoted ledger schema */
@@ -42,7 +43,9 @@ typedef enum {
     LEDGER_AUTO,    /* as LEDGER_RESUME if the id exists, else fresh */
 } ledger_mode_t;
 
-/* Create the schema and tables if missing. On failure, err says why. */
+/* Create the schema and tables if missing. Tables of those names that are
+ * not this role's own or not shaped as the ledger's are refused, left
+ * untouched. On failure, err says why. */
 bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
                  const char *schema, char *err, size_t errlen)
     __attribute__((warn_unused_result));
@@ -85,6 +88,13 @@ bool ledger_load(ledger_t *l, plan_t *plan, bool **done_out, int64_t **rows_out,
                  int64_t **rejected_out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
+/* Read chunk_id's ledger row: *done_out tells whether it is marked done,
+ * with its rows and rows set aside. False (logged) when the ledger cannot
+ * be read. One indexed lookup. Reconnects if needed. */
+bool ledger_chunk_state(ledger_t *l, int64_t chunk_id, bool *done_out,
+                        int64_t *rows_out, int64_t *rejected_out)
+    __attribute__((warn_unused_result));
+
 /* Whether chunk_id is marked done (settles an attempt whose outcome is
  * unknown), with its rows and rows set aside. Reconnects if needed. */
 bool ledger_chunk_done(ledger_t *l, int64_t chunk_id, int64_t *rows_out,
@@ -97,6 +107,31 @@ int64_t ledger_done_count(ledger_t *l);
 void ledger_chunk_failed(ledger_t *l, int64_t chunk_id, int attempts,
                          const char *error);
 void ledger_finish(ledger_t *l, const char *status);
+
+/* The rows chunk_id set aside, as committed with it (ordered by row),
+ * appended to *out. False (logged) when they cannot be read. */
+bool ledger_load_rejects(ledger_t *l, int64_t chunk_id, reject_buf_t *out)
+    __attribute__((warn_unused_result));
+
+/* Record that chunk_id's rejected rows are in the reject file (synced). */
+void ledger_rejects_written(ledger_t *l, int64_t chunk_id);
+
+/* Record that chunk_id's rejected rows are about to be appended at these
+ * offsets of the reject file and its log. False (logged) on error. */
+bool ledger_rejects_at(ledger_t *l, int64_t chunk_id, int64_t rows_at,
+                       int64_t log_at) __attribute__((warn_unused_result));
+
+/* A committed chunk whose rejected rows are not recorded as written. */
+typedef struct {
+    int64_t chunk_id; /* the chunk */
+    int64_t at[2];    /* where a write of them began in the reject file and
+                         its log, -1 when none began */
+} ledger_unwritten_t;
+
+/* Those chunks (malloc'd, *n_out of them). False (logged) on error. */
+bool ledger_rejects_unwritten(ledger_t *l, ledger_unwritten_t **out,
+                              size_t *n_out)
+    __attribute__((warn_unused_result));
 
 void ledger_close(ledger_t *l);
 

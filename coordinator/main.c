@@ -1,6 +1,7 @@
 /* coordinator/main.c - mapper-coord: the command line around
  * mapper_job_run(). */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <malloc.h>
@@ -89,8 +90,9 @@ static void s_help(FILE *out)
         "  --state-schema NAME    the ledger's schema in the target (default\n"
         "                         mapper; created on first use)\n"
         "  --resume               continue job NAME: skip its done chunks\n"
-        "                         (not a stream job: that one starts over\n"
-        "                         with --restart --truncate)\n"
+        "                         (not a stream job nor a table cut into\n"
+        "                         ctid page ranges: those start over with\n"
+        "                         --restart --truncate)\n"
         "  --resume=auto          for supervisors: start job NAME if it is\n"
         "                         new, continue it if unfinished, exit 0 at\n"
         "                         once if done (env " MAPPER_ENV_RESUME
@@ -98,8 +100,8 @@ static void s_help(FILE *out)
         "  --restart              discard job NAME's ledger and start afresh\n"
         "                         (target data is not touched)\n"
         "  --truncate             empty the target table first (a fresh job,\n"
-        "                         or a stream job restarted; never with\n"
-        "                         --resume)\n"
+        "                         or a stream or ctid job restarted; never\n"
+        "                         with --resume)\n"
         "  --no-ledger            no ledger (no schema is created); a\n"
         "                         retried chunk may then be duplicated\n"
         "  --grace S              after SIGINT/SIGTERM running chunks may\n"
@@ -126,8 +128,9 @@ static void s_help(FILE *out)
         "  --curve-allow FILE|DIR   CURVE: allowed workers' public keys (a "
         "file\n"
         "                         of keys, or a directory of *.pub files)\n"
-        "  --insecure             allow --listen beyond loopback without "
-        "CURVE\n"
+        "  --insecure             allow --listen on plain TCP (no CURVE),\n"
+        "                         loopback included: any process that\n"
+        "                         reaches the port may take chunks\n"
         "  mapper-coord keygen NAME  write NAME.key (secret) and NAME.pub\n"
         "\n"
         "Progress (rows, rate, ETA from rows; on by default):\n"
@@ -226,14 +229,17 @@ static bool s_parse_progress(const char *s, mapper_progress_mode *out)
 
 /* After an interruption, print the command that resumes the job: this
  * one's arguments (passwords already scrubbed) with --resume and the id;
- * a stream job cannot resume, it starts over with --restart --truncate. */
+ * a stream job or one cut into ctid page ranges cannot resume, it starts
+ * over with --restart --truncate. */
 static void s_print_resume(int argc, char **argv, const char *job_id,
-                           bool stream)
+                           bool stream, bool restart_only)
 {
     fprintf(stderr, "interrupted: %s:\n ",
-            stream ? "a stream job starts over (its committed rows are "
-                     "emptied first); run"
-                   : "resume with");
+            stream         ? "a stream job starts over (its committed rows "
+                             "are emptied first); run"
+            : restart_only ? "a job cut into ctid page ranges starts over "
+                             "(its committed rows are emptied first); run"
+                           : "resume with");
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--restart") || !strcmp(argv[i], "--truncate"))
             continue;
@@ -253,20 +259,28 @@ static void s_print_resume(int argc, char **argv, const char *job_id,
         fputc('\'', stderr);
     }
     fprintf(stderr, " %s --job-id %s\n",
-            stream ? "--restart --truncate" : "--resume", job_id);
+            restart_only ? "--restart --truncate" : "--resume", job_id);
 }
 
+/* Write the result to path whole or not at all: a new file beside it
+ * (mkstemp: never a name planted in advance, mode 0600), fsynced, then
+ * renamed over path. A symbolic link at path is replaced, not followed. */
 static bool s_write_json(const char *path, const mapper_result *r)
 {
     char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    bool ok = f && mapper_result_write_json(r, f);
+    if (snprintf(tmp, sizeof tmp, "%s.XXXXXX", path) >= (int)sizeof tmp) {
+        log_error("--summary-json %s: name too long", path);
+        return false;
+    }
+    int fd = mkostemp(tmp, O_CLOEXEC);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    bool ok = f && mapper_result_write_json(r, f) && fsync(fd) == 0;
     if (f && fclose(f)) ok = false;
+    if (!f && fd >= 0) close(fd);
     if (ok && rename(tmp, path)) ok = false;
     if (!ok) {
         log_error("--summary-json %s: %s", path, strerror(errno));
-        unlink(tmp);
+        if (fd >= 0) unlink(tmp);
     }
     return ok;
 }
@@ -444,13 +458,18 @@ int main(int argc, char **argv)
         switch (o) {
         case OPT_SOURCE:
         case OPT_TARGET: {
-            char *copy = strdup(optarg);
+            char *copy = strdup(optarg), why[512];
             if (!copy) return MAPPER_EXIT_CANNOT_RUN;
+            if (!log_hide_conninfo(copy, optarg, why, sizeof why)) {
+                log_error("--%s: %s", o == OPT_SOURCE ? "source" : "target",
+                          why);
+                free(copy);
+                return MAPPER_EXIT_USAGE;
+            }
             if (o == OPT_SOURCE)
                 free(source), source = copy;
             else
                 free(target), target = copy;
-            log_scrub_conninfo(optarg);
             break;
         }
         case OPT_TABLE:
@@ -673,7 +692,7 @@ int main(int argc, char **argv)
         printf("job %s already done\n", r.job_id);
     else if (rc == MAPPER_EXIT_INTERRUPTED && r.job_id[0] && !spec.resume &&
              !spec.resume_auto)
-        s_print_resume(argc, argv, r.job_id, r.stream);
+        s_print_resume(argc, argv, r.job_id, r.stream, r.restart_only);
     else if (rc == MAPPER_EXIT_INTERRUPTED && r.job_id[0])
         fprintf(stderr, "interrupted: run the same command again to resume\n");
     if (json && !s_write_json(json, &r) && rc == MAPPER_EXIT_OK)

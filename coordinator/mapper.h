@@ -119,7 +119,7 @@ typedef struct {
     double grace;              /* seconds running chunks may finish after
                                   SIGINT/SIGTERM before they are aborted */
     const char *listen;        /* tcp://ADDR:PORT for remote workers, or NULL */
-    bool insecure;             /* allow --listen off loopback without CURVE */
+    bool insecure;             /* allow --listen on plain TCP (no CURVE) */
     double worker_timeout;     /* a silent remote worker loses its lease */
     const char *curve_secret_key; /* coordinator's CURVE secret key file */
     const char *curve_allow; /* allowed workers' public keys: file or dir */
@@ -172,6 +172,8 @@ typedef struct {
     bool resumed;                     /* continued an earlier run's job */
     bool already_done;                /* resume_auto: the job was done */
     bool stream;                      /* a query read once (stream mode) */
+    bool restart_only;                /* cannot resume (stream mode or
+                                         ctid page ranges): restart it */
     bool ledger;                      /* chunks were recorded in a ledger */
     int exit_code;                    /* see MAPPER_EXIT_* in defaults.h */
     char error[1024];                 /* why the job could not run, or "" */

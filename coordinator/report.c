@@ -2,6 +2,7 @@
 #include "report.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -11,6 +12,8 @@
 /* The bar is redrawn at most this often (seconds). */
 #define REPORT_BAR_INTERVAL_S 0.1
 #define REPORT_CLEAR_LINE     "\r\033[K"
+/* The progress file holds counts, no rows: its owner writes it. */
+#define REPORT_FILE_MODE 0644
 
 struct report_t {
     mapper_progress_mode mode;   /* resolved: never AUTO */
@@ -52,10 +55,16 @@ report_t *report_new(const mapper_job_spec *spec, char *err, size_t errlen)
             isatty(STDERR_FILENO) ? MAPPER_PROGRESS_BAR : MAPPER_PROGRESS_LOG;
     r->out = stderr;
     if (spec->progress_file && r->mode != MAPPER_PROGRESS_NONE) {
-        r->out = fopen(spec->progress_file, "a");
+        /* Never through a symbolic link, never inherited by a worker. */
+        int fd = open(spec->progress_file,
+                      O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC,
+                      REPORT_FILE_MODE);
+        r->out = fd >= 0 ? fdopen(fd, "a") : NULL;
         if (!r->out) {
             snprintf(err, errlen, "--progress-file %s: %s", spec->progress_file,
-                     strerror(errno));
+                     errno == ELOOP ? "it is a symbolic link (never followed)"
+                                    : strerror(errno));
+            if (fd >= 0) close(fd);
             free(r);
             return NULL;
         }
@@ -102,7 +111,7 @@ void report_callback(const mapper_progress_snapshot *snap, void *user)
 {
     report_t *r = user;
     s_user_callback(r, snap);
-    char line[PROGRESS_LINE_MAX];
+    char line[PROGRESS_LINE_MAX], clean[PROGRESS_LINE_MAX];
     switch (r->mode) {
     case MAPPER_PROGRESS_BAR:
         if (!progress_format_bar(snap, 0, line, sizeof line)) break;
@@ -113,13 +122,13 @@ void report_callback(const mapper_progress_snapshot *snap, void *user)
     case MAPPER_PROGRESS_LOG:
         if (!progress_format_log(snap, r->job, line, sizeof line)) break;
         if (r->own_out)
-            fprintf(r->out, "%s\n", line);
+            fprintf(r->out, "%s\n", log_one_line(clean, sizeof clean, line));
         else
             log_info("progress %s", line);
         break;
     case MAPPER_PROGRESS_JSON:
         if (!progress_format_json(snap, line, sizeof line)) break;
-        fprintf(r->out, "%s\n", line);
+        fprintf(r->out, "%s\n", log_one_line(clean, sizeof clean, line));
         fflush(r->out);
         break;
     default:

@@ -8,6 +8,7 @@
 #include "defaults.h"
 #include "log.h"
 #include "pgutil.h"
+#include "typeinfo.h"
 
 /* Types with OIDs below this are built in, the same in every database, so
  * binary COPY between them is safe (user types' binary forms embed OIDs). */
@@ -29,6 +30,8 @@ typedef struct {
 
 typedef struct {
     char *qname;   /* quoted schema.table, or the query's FROM item */
+    char *nspname; /* its schema's name (tables only) */
+    char *relname; /* its name (tables only) */
     char relkind;  /* pg_class.relkind */
     int64_t pages; /* heap pages */
     double tuples; /* reltuples */
@@ -46,6 +49,8 @@ static void s_table_free(s_table_t *t)
     }
     free(t->cols);
     free(t->qname);
+    free(t->nspname);
+    free(t->relname);
     free(t->pk);
     memset(t, 0, sizeof *t);
 }
@@ -72,7 +77,8 @@ static bool s_table_load(PGconn *conn, proto_side_t side, const char *name,
         conn,
         "SELECT format('%I.%I', n.nspname, c.relname), c.relkind, "
         "pg_relation_size(c.oid) / current_setting('block_size')::int, "
-        "c.reltuples, c.oid FROM pg_class c JOIN pg_namespace n "
+        "c.reltuples, c.oid, n.nspname, c.relname FROM pg_class c JOIN "
+        "pg_namespace n "
         "ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)",
         1, params, side, &e);
     if (!res) {
@@ -87,6 +93,8 @@ static bool s_table_load(PGconn *conn, proto_side_t side, const char *name,
         return s_fail(err, errlen, side, name, "does not exist");
     }
     t->qname = strdup(PQgetvalue(res, 0, 0));
+    t->nspname = strdup(PQgetvalue(res, 0, 5));
+    t->relname = strdup(PQgetvalue(res, 0, 6));
     t->relkind = PQgetvalue(res, 0, 1)[0];
     t->pages = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
     t->tuples = strtod(PQgetvalue(res, 0, 3), NULL);
@@ -130,7 +138,7 @@ static bool s_table_load(PGconn *conn, proto_side_t side, const char *name,
     }
     if (PQntuples(res) == 1) t->pk = strdup(PQgetvalue(res, 0, 0));
     PQclear(res);
-    if (!t->cols || !t->qname)
+    if (!t->cols || !t->qname || !t->nspname || !t->relname)
         return s_fail(err, errlen, side, name, "- out of memory");
     return true;
 }
@@ -457,6 +465,139 @@ static bool s_check_required(const s_table_t *s, const int *pick, int npick,
     return false;
 }
 
+/* Picked columns whose type (per ti, in pick order) COPY FROM cannot load:
+ * all named in one line in err, after prefix, with the way out: in the
+ * query or by --columns for a target to create (is_query tells which), on
+ * the target itself for one that exists. */
+static bool s_check_loadable(const s_table_t *s, const int *pick, int npick,
+                             const typeinfo_t *ti, const char *prefix,
+                             bool exists, bool is_query, char *err,
+                             size_t errlen)
+{
+    char *list = NULL;
+    size_t len = 0;
+    const char *first = NULL;
+    for (int i = 0; i < npick; i++) {
+        if (!ti[i].unloadable) continue;
+        const char *name = s->cols[pick[i]].name;
+        bool inside = strcmp(ti[i].unloadable, ti[i].name) != 0;
+        char item[PROTO_MAX_MESSAGE];
+        snprintf(item, sizeof item, "%scolumn \"%s\" of type %s%s%s%s",
+                 len ? ", " : "", name, ti[i].name, inside ? " (holds " : "",
+                 inside ? ti[i].unloadable : "", inside ? ")" : "");
+        if (!first) first = name;
+        if (!s_append(&list, &len, item)) {
+            free(list);
+            snprintf(err, errlen, "out of memory reading the schema");
+            return false;
+        }
+    }
+    if (!list) return true;
+    if (exists)
+        snprintf(err, errlen,
+                 "%s: COPY FROM cannot load %s; give such a column a type "
+                 "that can be loaded (e.g. text) on the target",
+                 prefix, list);
+    else
+        snprintf(err, errlen,
+                 "%s: COPY FROM cannot load %s; %s (e.g. \"%s\"::text)%s",
+                 prefix, list,
+                 is_query ? "select such a column as text in the query"
+                          : "copy such a column as text with --query",
+                 first, is_query ? "" : " or leave it out with --columns");
+    free(list);
+    return false;
+}
+
+/* current_setting(name) on conn into out ("" when unreadable). */
+static void s_setting(PGconn *conn, proto_side_t side, const char *name,
+                      char *out, size_t n)
+{
+    pgutil_error_t e;
+    const char *params[] = {name};
+    PGresult *res =
+        pgutil_query(conn, "SELECT current_setting($1)", 1, params, side, &e);
+    snprintf(out, n, "%s", res ? PQgetvalue(res, 0, 0) : "");
+    if (!res) pgutil_log_error("reading a setting", &e);
+    PQclear(res);
+}
+
+/* Money prints and reads by lc_monetary (symbol, separators, decimals), so
+ * between databases whose lc_monetary differ its text is not its value:
+ * refuse, naming every picked column with money in it on either side,
+ * when the copy is text or rows may be re-read as text. */
+static bool s_check_money(PGconn *src, PGconn *dst, const s_table_t *s,
+                          const int *pick, int npick, const typeinfo_t *si,
+                          const typeinfo_t *ti, bool text, bool rows_as_text,
+                          char *err, size_t errlen)
+{
+    if (!text && !rows_as_text) return true;
+    char *names = NULL;
+    size_t len = 0;
+    const char *first = NULL;
+    int count = 0;
+    for (int i = 0; i < npick; i++) {
+        if (!si[i].money && !ti[i].money) continue;
+        if (!count++) first = s->cols[pick[i]].name;
+        if ((len && !s_append(&names, &len, ", ")) ||
+            !s_append(&names, &len, "\"") ||
+            !s_append(&names, &len, s->cols[pick[i]].name) ||
+            !s_append(&names, &len, "\"")) {
+            free(names);
+            snprintf(err, errlen, "out of memory reading the schema");
+            return false;
+        }
+    }
+    if (!names) return true;
+    char lsrc[128], ldst[128];
+    s_setting(src, PROTO_SIDE_SOURCE, "lc_monetary", lsrc, sizeof lsrc);
+    s_setting(dst, PROTO_SIDE_TARGET, "lc_monetary", ldst, sizeof ldst);
+    bool same = lsrc[0] && !strcmp(lsrc, ldst);
+    if (!same)
+        snprintf(err, errlen,
+                 "%s %s %s money, whose text follows lc_monetary, which "
+                 "differs (source '%s', target '%s'): %s would not carry it "
+                 "exactly; make lc_monetary the same on both databases, or "
+                 "select it as \"%s\"::numeric in a query",
+                 count > 1 ? "columns" : "column", names,
+                 count > 1 ? "hold" : "holds", lsrc, ldst,
+                 text ? "text COPY"
+                      : "--on-bad-rows reject, which re-reads rows as text,",
+                 first);
+    free(names);
+    return same;
+}
+
+/* Whether a target created from the source's types gets binary COPY (the
+ * same decision schema_load makes once it exists). */
+static bool s_created_binary(const s_table_t *s, const int *pick, int npick,
+                             const typeinfo_t *si)
+{
+    for (int i = 0; i < npick; i++)
+        if (!si[i].binary ||
+            strtoll(s->cols[pick[i]].type, NULL, 10) >= SCHEMA_FIRST_USER_OID)
+            return false;
+    return true;
+}
+
+/* Append a column name and its NUL to out->columns (as the wire carries
+ * them). */
+static bool s_add_name(schema_t *out, const char *name)
+{
+    size_t n = strlen(name) + 1;
+    if (n > PROTO_MAX_NAME + 1) {
+        log_error("column \"%s\": a name longer than %d bytes", name,
+                  PROTO_MAX_NAME);
+        return false;
+    }
+    char *c = realloc(out->columns, out->columns_len + n);
+    if (!c) return false;
+    memcpy(c + out->columns_len, name, n);
+    out->columns = c;
+    out->columns_len += n;
+    return true;
+}
+
 bool schema_load(PGconn *src, PGconn *dst, const schema_request_t *req,
                  schema_t *out, bool *usage_error_out, char *err, size_t errlen)
 {
@@ -464,6 +605,8 @@ bool schema_load(PGconn *src, PGconn *dst, const schema_request_t *req,
     *usage_error_out = false;
     s_table_t s = {0}, t = {0};
     int *pick = NULL, npick = 0;
+    const char **types = NULL;
+    typeinfo_t *si = NULL, *ti = NULL;
     bool ok = false;
     const char *tname = req->target_table ? req->target_table : req->table;
     if (req->query
@@ -487,10 +630,26 @@ bool schema_load(PGconn *src, PGconn *dst, const schema_request_t *req,
                         errlen))
         goto done;
     *usage_error_out = false;
+    types = calloc((size_t)npick + 1, sizeof *types);
+    if (!types) goto oom;
+    for (int i = 0; i < npick; i++)
+        types[i] = s.cols[pick[i]].type;
+    if (!typeinfo_load(src, PROTO_SIDE_SOURCE, types, npick, &si)) {
+        snprintf(err, errlen, "source: cannot read the columns' types");
+        goto done;
+    }
+    char prefix[600];
     bool missing = false;
     if (!s_table_load(dst, PROTO_SIDE_TARGET, tname, &t, &missing, err,
                       errlen)) {
+        snprintf(prefix, sizeof prefix, "target table %s cannot be created",
+                 tname);
         if (!missing || !req->create_target ||
+            !s_check_loadable(&s, pick, npick, si, prefix, false, req->query,
+                              err, errlen) ||
+            !s_check_money(src, dst, &s, pick, npick, si, si,
+                           !s_created_binary(&s, pick, npick, si),
+                           req->rows_as_text, err, errlen) ||
             !s_create_target(src, dst, tname, &s, pick, npick, err, errlen) ||
             !s_table_load(dst, PROTO_SIDE_TARGET, tname, &t, NULL, err, errlen))
             goto done;
@@ -508,17 +667,44 @@ bool schema_load(PGconn *src, PGconn *dst, const schema_request_t *req,
         if (strcmp(sc->type, tc->type) || strcmp(sc->typmod, tc->typmod) ||
             strtoll(sc->type, NULL, 10) >= SCHEMA_FIRST_USER_OID)
             out->binary = false;
+        types[i] = tc->type;
         char *q = pgutil_quote_ident(src, sc->name);
         bool appended = q && (i == 0 || s_append(&out->qcolumns, &len, ", ")) &&
-                        s_append(&out->qcolumns, &len, q);
+                        s_append(&out->qcolumns, &len, q) &&
+                        s_add_name(out, sc->name);
         free(q);
         if (!appended) goto oom;
         out->ncolumns++;
     }
+    if (!typeinfo_load(dst, PROTO_SIDE_TARGET, types, npick, &ti)) {
+        snprintf(err, errlen, "target: cannot read the columns' types");
+        goto done;
+    }
+    snprintf(prefix, sizeof prefix, "target table %s", t.qname);
+    if (!s_check_loadable(&s, pick, npick, ti, prefix, !missing, req->query,
+                          err, errlen))
+        goto done;
+    /* Binary only where both sides have a binary form of every type
+     * inside the column (aclitem has none); else text, as for a mismatch. */
+    for (int i = 0; i < npick; i++)
+        out->binary = out->binary && si[i].binary && ti[i].binary;
+    if (!s_check_money(src, dst, &s, pick, npick, si, ti, !out->binary,
+                       req->rows_as_text, err, errlen))
+        goto done;
     if (!s_check_required(&s, pick, npick, &t, err, errlen)) goto done;
+    if (strlen(t.nspname) > PROTO_MAX_NAME ||
+        strlen(t.relname) > PROTO_MAX_NAME) {
+        snprintf(err, errlen, "target table %s: a name longer than %d bytes",
+                 t.qname, PROTO_MAX_NAME);
+        goto done;
+    }
     out->qsource = strdup(s.qname);
     out->qtarget = strdup(t.qname);
-    if (!out->qsource || !out->qtarget) goto oom;
+    out->target_schema = strdup(t.nspname);
+    out->target_name = strdup(t.relname);
+    if (!out->qsource || !out->qtarget || !out->target_schema ||
+        !out->target_name)
+        goto oom;
     out->is_query = req->query != NULL;
     out->relkind = s.relkind;
     out->pages = s.pages;
@@ -528,6 +714,9 @@ bool schema_load(PGconn *src, PGconn *dst, const schema_request_t *req,
 oom:
     snprintf(err, errlen, "out of memory reading the schema");
 done:
+    typeinfo_free(&si, npick);
+    typeinfo_free(&ti, npick);
+    free(types);
     free(pick);
     s_table_free(&s);
     s_table_free(&t);
@@ -536,26 +725,36 @@ done:
 }
 
 bool schema_chunk_sql(const schema_t *s, const plan_chunk_t *c,
-                      char **source_sql_out, char **target_sql_out)
+                      char **source_sql_out)
 {
     char where[SCHEMA_SQL_MAX + 128];
     if (!plan_chunk_where(c, s->qsplit ? s->qsplit : "", where, sizeof where))
         return false;
     const char *fmt = s->binary ? MAPPER_COPY_BINARY_SUFFIX : "";
-    size_t n1 = strlen(s->qcolumns) + strlen(s->qsource) + strlen(where) + 64;
-    size_t n2 = strlen(s->qcolumns) + strlen(s->qtarget) + 64;
-    char *a = malloc(n1), *b = malloc(n2);
-    if (!a || !b) {
-        free(a);
-        free(b);
+    size_t n = strlen(s->qcolumns) + strlen(s->qsource) + strlen(where) + 64;
+    char *a = malloc(n);
+    if (!a) {
         log_error("out of memory building chunk %lld SQL", (long long)c->id);
         return false;
     }
-    snprintf(a, n1, "COPY (SELECT %s FROM %s%s) TO STDOUT%s", s->qcolumns,
+    snprintf(a, n, "COPY (SELECT %s FROM %s%s) TO STDOUT%s", s->qcolumns,
              s->qsource, where, fmt);
-    snprintf(b, n2, "COPY %s (%s) FROM STDIN%s", s->qtarget, s->qcolumns, fmt);
     *source_sql_out = a;
-    *target_sql_out = b;
+    return true;
+}
+
+bool schema_target_fields(const schema_t *s, proto_msg_t *m)
+{
+    m->columns = malloc(s->columns_len);
+    if (!m->columns) {
+        log_error("out of memory for a chunk's column names");
+        return false;
+    }
+    memcpy(m->columns, s->columns, s->columns_len);
+    m->columns_len = s->columns_len;
+    snprintf(m->target_schema, sizeof m->target_schema, "%s", s->target_schema);
+    snprintf(m->target_table, sizeof m->target_table, "%s", s->target_name);
+    m->binary = s->binary;
     return true;
 }
 
@@ -565,6 +764,9 @@ void schema_free(schema_t *s)
     free(s->qsource);
     free(s->qtarget);
     free(s->qcolumns);
+    free(s->target_schema);
+    free(s->target_name);
+    free(s->columns);
     free(s->qsplit);
     memset(s, 0, sizeof *s);
 }

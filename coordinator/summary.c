@@ -3,7 +3,21 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "log.h"
 #include "mapper.h"
+
+/* An error as it may leave the process: one line, no control characters,
+ * no password (log_one_line). */
+typedef struct {
+    char s[1024];
+} s_clean_t;
+
+static s_clean_t s_clean(const char *text)
+{
+    s_clean_t c;
+    log_one_line(c.s, sizeof c.s, text);
+    return c;
+}
 
 static void s_json_string(FILE *out, const char *s)
 {
@@ -66,7 +80,7 @@ void mapper_result_print(const mapper_result *r, FILE *out)
             fprintf(out, "  %-8" PRId64 " %-8d %-7s %-8s %-12s %s\n",
                     e->chunk_id, e->attempts, e->side,
                     e->sqlstate[0] ? e->sqlstate : "-", e->classification,
-                    e->error);
+                    s_clean(e->error).s);
         }
         fprintf(out, "\nerrors by side and SQLSTATE\n");
         for (size_t i = 0; i < r->n_chunk_errors; i++) {
@@ -91,7 +105,7 @@ void mapper_result_print(const mapper_result *r, FILE *out)
                 " chunks were not finished\n",
                 r->chunks_total - r->chunks_succeeded - r->chunks_failed,
                 r->chunks_total);
-    if (r->error[0]) fprintf(out, "\nerror: %s\n", r->error);
+    if (r->error[0]) fprintf(out, "\nerror: %s\n", s_clean(r->error).s);
     fflush(out);
 }
 
@@ -113,7 +127,7 @@ bool mapper_result_write_json(const mapper_result *r, FILE *out)
             r->resumed ? "true" : "false", r->already_done ? "true" : "false",
             r->ledger ? "true" : "false", r->exit_code);
     if (r->error[0])
-        s_json_string(out, r->error);
+        s_json_string(out, s_clean(r->error).s);
     else
         fputs("null", out);
     fprintf(out,
@@ -132,7 +146,7 @@ bool mapper_result_write_json(const mapper_result *r, FILE *out)
         const mapper_chunk_error *e = &r->chunk_errors[i];
         fprintf(out, "%s{\"chunk_id\": %" PRId64 ", \"error\": ", i ? ", " : "",
                 e->chunk_id);
-        s_json_string(out, e->error);
+        s_json_string(out, s_clean(e->error).s);
         fputs(", \"sqlstate\": ", out);
         if (e->sqlstate[0])
             s_json_string(out, e->sqlstate);

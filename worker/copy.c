@@ -18,6 +18,8 @@
 /* Rows are gathered into one CopyData message of about this size: fewer
  * messages and system calls than one message per row. */
 #define COPY_BATCH_BYTES (64 * 1024)
+/* The target's COPY statement is built in a buffer this big, doubled. */
+#define COPY_SQL_FIRST_BYTES 256
 /* Stream mode writes from memory in pieces this big, ticking between. */
 #define COPY_MEMORY_BATCH_BYTES (1024 * 1024)
 /* No timeouts on the data path; server-side keepalives so that a worker
@@ -71,25 +73,41 @@ static double s_now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-void copy_fault(const char *point, int64_t chunk_id, int32_t attempt)
+/* Whether $MAPPER_FAULT (without its "pause-") names point and chunk_id:
+ * a hold while its release file is missing, whichever attempt meets it;
+ * any other fault on a first attempt. *pause_out tells the "pause-" form. */
+static bool s_fault_named(const char *point, int64_t chunk_id, int32_t attempt,
+                          bool *pause_out)
 {
     const char *spec = getenv(MAPPER_ENV_FAULT);
-    if (!spec) return;
+    if (!spec) return false;
     const char *release = getenv(MAPPER_ENV_FAULT_RELEASE);
-    if (release && !*release) release = NULL;
-    bool pause = !strncmp(spec, COPY_FAULT_PAUSE, strlen(COPY_FAULT_PAUSE));
-    if (pause) spec += strlen(COPY_FAULT_PAUSE);
-    /* A hold lasts until its release, whichever attempt meets it; the other
-     * faults strike the first attempt only. */
-    if (pause && release ? access(release, F_OK) == 0 : attempt != 1) return;
+    *pause_out = !strncmp(spec, COPY_FAULT_PAUSE, strlen(COPY_FAULT_PAUSE));
+    if (*pause_out) spec += strlen(COPY_FAULT_PAUSE);
+    if (*pause_out && release && *release ? access(release, F_OK) == 0
+                                          : attempt != 1)
+        return false;
     size_t n = strlen(point);
-    if (strncmp(spec, point, n) || spec[n] != ':') return;
-    if (spec[n + 1] != '*' && strtoll(spec + n + 1, NULL, 10) != chunk_id)
-        return;
+    if (strncmp(spec, point, n) || spec[n] != ':') return false;
+    return spec[n + 1] == '*' || strtoll(spec + n + 1, NULL, 10) == chunk_id;
+}
+
+bool copy_fault_hit(const char *point, int64_t chunk_id, int32_t attempt)
+{
+    bool pause = false;
+    if (!s_fault_named(point, chunk_id, attempt, &pause)) return false;
+    log_warn("chunk %" PRId64 ": fault injection at %s", chunk_id, point);
+    return true;
+}
+
+void copy_fault(const char *point, int64_t chunk_id, int32_t attempt)
+{
+    bool pause = false;
+    if (!s_fault_named(point, chunk_id, attempt, &pause)) return;
     log_warn("chunk %" PRId64 ": fault injection at %s: %s", chunk_id, point,
              pause ? "pausing" : "SIGKILL");
     if (!pause) raise(SIGKILL);
-    s_fault_hold(release);
+    s_fault_hold(getenv(MAPPER_ENV_FAULT_RELEASE));
     log_warn("chunk %" PRId64 ": fault injection at %s: going on", chunk_id,
              point);
 }
@@ -238,11 +256,60 @@ bool copy_source_start(copy_conns_t *c, const char *snapshot, const char *sql,
     return ok;
 }
 
+/* Append n bytes at p to the buffer *buf (len used, cap allocated). */
+static bool s_cat(char **buf, size_t *len, size_t *cap, const char *p, size_t n)
+{
+    if (!growbuf_reserve(buf, cap, *len + n, COPY_SQL_FIRST_BYTES))
+        return false;
+    memcpy(*buf + *len, p, n);
+    *len += n;
+    return true;
+}
+
+/* The target's statement, built here from the job's names, each quoted by
+ * libpq: COPY "schema"."table" ("a", "b", ...) FROM STDIN, with the binary
+ * option when binary. Nothing else the coordinator sends reaches the
+ * target. malloc'd, or NULL with *err set. */
+static char *s_target_sql(PGconn *dst, const copy_job_t *job, bool binary,
+                          pgutil_error_t *err)
+{
+    char *qs = pgutil_quote_ident(dst, job->target_schema);
+    char *qt = pgutil_quote_ident(dst, job->target_table);
+    char *sql = NULL;
+    size_t len = 0, cap = 0;
+    bool ok = qs && qt;
+    const char *parts[] = {"COPY ", qs, ".", qt, " ("};
+    for (size_t i = 0; ok && i < sizeof parts / sizeof *parts; i++)
+        ok = s_cat(&sql, &len, &cap, parts[i], strlen(parts[i]));
+    for (size_t at = 0; ok && at < job->columns_len;) {
+        const char *name = job->columns + at;
+        char *q = pgutil_quote_ident(dst, name);
+        ok = q && (at == 0 || s_cat(&sql, &len, &cap, ", ", 2)) &&
+             s_cat(&sql, &len, &cap, q, strlen(q));
+        free(q);
+        at += strlen(name) + 1;
+    }
+    const char *tail =
+        binary ? ") FROM STDIN" MAPPER_COPY_BINARY_SUFFIX : ") FROM STDIN";
+    ok = ok && s_cat(&sql, &len, &cap, tail, strlen(tail) + 1);
+    free(qs);
+    free(qt);
+    if (ok) return sql;
+    free(sql);
+    pgutil_capture(dst, NULL, PROTO_SIDE_TARGET, err);
+    if (!err->message[0])
+        snprintf(err->message, sizeof err->message, "out of memory");
+    return NULL;
+}
+
 /* Target: start COPY FROM STDIN (the transaction is already open). */
 static bool s_target_start(copy_conns_t *c, const copy_job_t *job,
                            pgutil_error_t *err)
 {
-    PGresult *res = PQexec(c->dst, job->target_sql);
+    char *sql = s_target_sql(c->dst, job, job->binary, err);
+    if (!sql) return false;
+    PGresult *res = PQexecParams(c->dst, sql, 0, NULL, NULL, NULL, NULL, 0);
+    free(sql);
     bool ok = PQresultStatus(res) == PGRES_COPY_IN;
     if (!ok) pgutil_capture(c->dst, res, PROTO_SIDE_TARGET, err);
     PQclear(res);
@@ -269,7 +336,7 @@ static copy_status_t s_write_memory(copy_conns_t *c, copy_tick_fn tick,
                                     void *arg, const copy_job_t *job,
                                     pgutil_error_t *err)
 {
-    bool binary = s_is_binary(job->target_sql);
+    bool binary = job->binary;
     if (binary &&
         !s_put(c->dst, COPY_BINARY_HEADER, COPY_BINARY_HEADER_LEN, err))
         return COPY_FAILED;
@@ -449,7 +516,7 @@ static bool s_held_row(void *arg, const char *row, size_t n,
 static bool s_held_split(s_held_t *h, const copy_job_t *job,
                          pgutil_error_t *err)
 {
-    if (s_is_binary(job->target_sql)) {
+    if (job->binary) {
         snprintf(err->message, sizeof err->message,
                  "cannot set rows of a binary stream chunk aside");
         return false;
@@ -535,7 +602,7 @@ static copy_status_t s_isolate(copy_conns_t *c, const copy_job_t *job,
         return COPY_FAILED;
     if (done) return COPY_ALREADY;
     char *source_sql = job->data ? NULL : s_text_sql(job->source_sql);
-    char *target_sql = s_text_sql(job->target_sql);
+    char *target_sql = s_target_sql(c->dst, job, false, err);
     s_held_t held = {0};
     isolate_rejects_t rej = {0};
     s_ticker_t ticker = {tick, arg};
@@ -556,7 +623,12 @@ static copy_status_t s_isolate(copy_conns_t *c, const copy_job_t *job,
         st = aborted ? COPY_ABORTED : COPY_FAILED;
         goto out;
     }
-    if (!s_report_rejects(job, arg, &held, &rej, err)) goto out;
+    if (!s_report_rejects(job, arg, &held, &rej, err) ||
+        (ledger &&
+         !isolate_record(c->dst, job->state_schema, job->job_id, job->chunk_id,
+                         &(isolate_rows_t){held.text, held.off, held.n}, &rej,
+                         err)))
+        goto out;
     int64_t bytes = (int64_t)held.len;
     for (size_t i = 0; i < rej.n; i++)
         bytes -= (int64_t)(held.off[rej.rows[i].index + 1] -

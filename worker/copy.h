@@ -37,23 +37,29 @@ typedef bool (*copy_reject_fn)(void *arg, int64_t row_index,
                                const char *sqlstate, const char *message,
                                const char *row, size_t len);
 
-/* What a chunk needs: the snapshot to import and the two statements. */
+/* What a chunk needs: the snapshot to import, the source statement and
+ * where its rows go (names the worker quotes itself: the target sees no
+ * SQL from the coordinator). */
 typedef struct {
-    int64_t chunk_id;         /* for fault injection and logs */
-    int32_t attempt;          /* likewise */
-    const char *snapshot;     /* exported snapshot id */
-    const char *source_sql;   /* COPY (SELECT ...) TO STDOUT ... */
-    const char *target_sql;   /* COPY t (...) FROM STDIN ... */
-    const char *job_id;       /* ledger job id; "" = no ledger */
-    const char *state_schema; /* ledger schema (unquoted) */
-    const char *data;         /* stream mode: the chunk's rows in memory
-                                 (COPY's own form, no binary header or
-                                 trailer), written instead of reading the
-                                 source; NULL otherwise */
-    size_t data_len;          /* bytes at data */
-    int64_t data_rows;        /* rows at data */
-    bool reject_rows;         /* set bad rows aside instead of failing */
-    copy_reject_fn on_reject; /* told of each (reject_rows); gets arg */
+    int64_t chunk_id;          /* for fault injection and logs */
+    int32_t attempt;           /* likewise */
+    const char *snapshot;      /* exported snapshot id */
+    const char *source_sql;    /* COPY (SELECT ...) TO STDOUT ... */
+    const char *target_schema; /* target table's schema (a name) */
+    const char *target_table;  /* target table (a name) */
+    const char *columns;       /* column names, each ended by a NUL */
+    size_t columns_len;        /* bytes at columns */
+    bool binary;               /* binary COPY on both sides */
+    const char *job_id;        /* ledger job id; "" = no ledger */
+    const char *state_schema;  /* ledger schema (unquoted) */
+    const char *data;          /* stream mode: the chunk's rows in memory
+                                  (COPY's own form, no binary header or
+                                  trailer), written instead of reading the
+                                  source; NULL otherwise */
+    size_t data_len;           /* bytes at data */
+    int64_t data_rows;         /* rows at data */
+    bool reject_rows;          /* set bad rows aside instead of failing */
+    copy_reject_fn on_reject;  /* told of each (reject_rows); gets arg */
 } copy_job_t;
 
 /* Copy one chunk. On COPY_OK, *rows_out and *bytes_out hold what committed
@@ -112,5 +118,10 @@ void copy_conns_close(copy_conns_t *conns);
  * signal, or two minutes, end a hold too); without it, the first attempt
  * holds for a few seconds. CHUNK "*" is any chunk. Inert otherwise. */
 void copy_fault(const char *point, int64_t chunk_id, int32_t attempt);
+
+/* Test-only: whether $MAPPER_FAULT is POINT:CHUNK (or POINT:*) and this
+ * is a first attempt; the caller then misbehaves on purpose (a stream
+ * reader at ignore-credit sends CHUNK without waiting for credit). */
+bool copy_fault_hit(const char *point, int64_t chunk_id, int32_t attempt);
 
 #endif

@@ -1,6 +1,8 @@
 /* worker/isolate.c - set aside the rows the target refuses (isolate.h). */
 #include "isolate.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,6 +13,10 @@
 /* What a failed COPY's context says about its row: "COPY t, line N". */
 #define ISOLATE_CONTEXT_COPY "COPY "
 #define ISOLATE_CONTEXT_LINE ", line "
+/* The ledger's record of one rejected row (schema quoted in %s). */
+#define ISOLATE_RECORD_SQL                                                     \
+    "INSERT INTO %s.rejects (job_id, chunk_id, row_index, sqlstate, "          \
+    "message, row) VALUES ($1, $2, $3, $4, $5, $6)"
 
 /* A range of rows still to load: [first, last). */
 typedef struct {
@@ -237,5 +243,40 @@ bool isolate_rows(PGconn *dst, const char *copy_sql, const isolate_rows_t *rows,
                     .tick_arg = tick_arg};
     bool ok = isolate_run(s_target_load, &t, rows->n, out, err);
     *aborted_out = t.aborted;
+    return ok;
+}
+
+bool isolate_record(PGconn *dst, const char *state_schema, const char *job_id,
+                    int64_t chunk_id, const isolate_rows_t *rows,
+                    const isolate_rejects_t *rej, pgutil_error_t *err)
+{
+    char *qs = rej->n ? pgutil_quote_ident(dst, state_schema) : NULL;
+    char *sql = NULL;
+    if (rej->n && (!qs || asprintf(&sql, ISOLATE_RECORD_SQL, qs) < 0)) {
+        free(qs);
+        return s_oom(err);
+    }
+    free(qs);
+    bool ok = true;
+    for (size_t i = 0; i < rej->n && ok; i++) {
+        const isolate_reject_t *r = &rej->rows[i];
+        char id[24], index[24];
+        snprintf(id, sizeof id, "%" PRId64, chunk_id);
+        snprintf(index, sizeof index, "%zu", r->index);
+        char *row = strndup(rows->text + rows->off[r->index],
+                            rows->off[r->index + 1] - rows->off[r->index]);
+        if (!row) {
+            ok = s_oom(err);
+            break;
+        }
+        const char *params[] = {job_id,      id,         index,
+                                r->sqlstate, r->message, row};
+        PGresult *res = PQexecParams(dst, sql, 6, NULL, params, NULL, NULL, 0);
+        ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+        if (!ok) pgutil_capture(dst, res, PROTO_SIDE_TARGET, err);
+        PQclear(res);
+        free(row);
+    }
+    free(sql);
     return ok;
 }

@@ -73,6 +73,15 @@ bool isolate_rows(PGconn *dst, const char *copy_sql, const isolate_rows_t *rows,
                   bool *aborted_out, pgutil_error_t *err)
     __attribute__((warn_unused_result));
 
+/* Record each row of rej in the ledger's rejects table (state_schema
+ * unquoted), in dst's open transaction, so the rows commit with their
+ * chunk or not at all: job, chunk, row index, SQLSTATE, message and the
+ * row's COPY text line as held in rows. False with *err filled. */
+bool isolate_record(PGconn *dst, const char *state_schema, const char *job_id,
+                    int64_t chunk_id, const isolate_rows_t *rows,
+                    const isolate_rejects_t *rej, pgutil_error_t *err)
+    __attribute__((warn_unused_result));
+
 /* Whether err is a data or integrity error (SQLSTATE class 22 or 23). */
 bool isolate_is_bad_data(const pgutil_error_t *err);
 

@@ -2,10 +2,12 @@
  * ready, copy each assigned chunk, report progress and the outcome, and
  * exchange heartbeats. Forked by mapper-coord, or started by hand (or by
  * runit, Kubernetes) on another host with --connect tcp://HOST:PORT. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <malloc.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,6 +92,8 @@ static void s_usage(FILE *out)
         "                            coordinator (default %.0f)\n"
         "  --curve-server-key FILE   the coordinator's public key (CURVE)\n"
         "  --curve-secret-key FILE   this worker's secret key (CURVE)\n"
+        "  --insecure                allow plain TCP (no CURVE) to a\n"
+        "                            coordinator beyond loopback\n"
         "  -v, --verbose             debug logging\n"
         "  -h, --help                this help\n"
         "\n"
@@ -363,6 +367,7 @@ static bool s_send_wait(void *arg, const proto_msg_t *m)
 static bool s_credit(void *arg, int64_t chunk)
 {
     s_worker_t *w = arg;
+    if (copy_fault_hit("ignore-credit", chunk, w->attempt)) return true;
     while (chunk >= w->limit) {
         if (!s_wait(w, ZMQ_POLLIN)) return false;
         if (s_now() - w->last_sent > MAPPER_HEARTBEAT_S) {
@@ -378,6 +383,7 @@ static bool s_credit(void *arg, int64_t chunk)
 static void s_run_read(s_worker_t *w, copy_conns_t *conns, const proto_msg_t *a)
 {
     w->limit = a->limit;
+    w->attempt = a->attempt;
     stream_read_t r = {a->attempt, a->snapshot, a->source_sql, a->rows};
     stream_io_t io = {s_send_wait, s_credit, w};
     int64_t chunks = 0, rows = 0, bytes = 0;
@@ -407,6 +413,7 @@ static bool s_source_identity(copy_conns_t *conns, s_worker_t *w)
 
 typedef struct {
     const char *endpoint, *id, *source, *target, *server_key, *secret_key;
+    bool insecure; /* plain TCP beyond loopback allowed */
     long parent;
     double coord_timeout;
     log_level_t level;
@@ -423,6 +430,7 @@ static int s_parse(int argc, char **argv, s_opts_t *o)
         {"coordinator-timeout", required_argument, 0, 'T'},
         {"curve-server-key", required_argument, 0, 'K'},
         {"curve-secret-key", required_argument, 0, 'S'},
+        {"insecure", no_argument, 0, 'I'},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
@@ -443,8 +451,13 @@ static int s_parse(int argc, char **argv, s_opts_t *o)
         case 's':
         case 't': {
             char *copy = strdup(optarg);
+            char why[512];
             if (!copy) return MAPPER_EXIT_CANNOT_RUN;
-            log_scrub_conninfo(optarg); /* hide the password from ps */
+            if (!log_hide_conninfo(copy, optarg, why, sizeof why)) {
+                log_error("--%s: %s", c == 's' ? "source" : "target", why);
+                free(copy);
+                return MAPPER_EXIT_USAGE;
+            }
             if (c == 's')
                 o->source = copy;
             else
@@ -465,6 +478,9 @@ static int s_parse(int argc, char **argv, s_opts_t *o)
             break;
         case 'S':
             o->secret_key = optarg;
+            break;
+        case 'I':
+            o->insecure = true;
             break;
         case 'v':
             o->level = LOG_DEBUG;
@@ -491,10 +507,54 @@ static int s_parse(int argc, char **argv, s_opts_t *o)
     return MAPPER_EXIT_OK;
 }
 
-/* CURVE keys: from the files given, or (a forked worker) from the
- * environment the coordinator set; none: plain. */
-static bool s_curve(void *sock, const s_opts_t *o)
+/* True for tcp://127.x.x.x:P, tcp://[::1]:P and tcp://localhost:P (after
+ * a "SOURCE;" part, if any): literal loopback addresses, not names a DNS
+ * answer could turn elsewhere. */
+static bool s_loopback(const char *endpoint)
 {
+    const char *host = strrchr(endpoint, ';');
+    host = host ? host + 1 : endpoint + strlen("tcp://");
+    const char *colon = strrchr(host, ':');
+    if (!colon || colon == host) return false;
+    char addr[64];
+    size_t n = (size_t)(colon - host);
+    if (host[0] == '[' && colon[-1] == ']') {
+        host++;
+        n -= 2;
+    }
+    if (n >= sizeof addr) return false;
+    memcpy(addr, host, n);
+    addr[n] = '\0';
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (!strcmp(addr, "localhost")) return true;
+    if (inet_pton(AF_INET, addr, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    return inet_pton(AF_INET6, addr, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+}
+
+/* Plain TCP beyond loopback only with --insecure: a spoofed or stale
+ * address would otherwise hand this worker's databases to whoever
+ * answers there. ipc:// (a forked worker's) is a private directory. */
+static bool s_endpoint_allowed(const s_opts_t *o, bool curve)
+{
+    if (curve || o->insecure || !strncmp(o->endpoint, "ipc://", 6) ||
+        (!strncmp(o->endpoint, "tcp://", 6) && s_loopback(o->endpoint)))
+        return true;
+    log_error("--connect %s: plain TCP beyond loopback; whoever answers "
+              "there would direct this worker: use CURVE "
+              "(--curve-server-key, --curve-secret-key) or say --insecure",
+              o->endpoint);
+    return false;
+}
+
+/* CURVE keys: from the files given, or (a forked worker) from the
+ * environment the coordinator set; none: plain (*on_out false). The
+ * coordinator is authenticated by its public key: a server without the
+ * matching secret key fails the handshake. */
+static bool s_curve(void *sock, const s_opts_t *o, bool *on_out)
+{
+    *on_out = false;
     char server[CURVE_KEY_LEN + 1], secret[CURVE_KEY_LEN + 1], err[256];
     const char *env_server = getenv(MAPPER_ENV_CURVE_SERVER);
     const char *env_secret = getenv(MAPPER_ENV_CURVE_SECRET);
@@ -510,6 +570,7 @@ static bool s_curve(void *sock, const s_opts_t *o)
     } else {
         return true;
     }
+    *on_out = true;
     return curve_client_setup(sock, server, secret);
 }
 
@@ -551,6 +612,12 @@ int main(int argc, char **argv)
     }
     const char *src = o.source ? o.source : getenv(MAPPER_ENV_SOURCE);
     const char *dst = o.target ? o.target : getenv(MAPPER_ENV_TARGET);
+    char why[512];
+    if (!log_hide_conninfo(src, NULL, why, sizeof why) ||
+        !log_hide_conninfo(dst, NULL, why, sizeof why)) {
+        log_error("connection string: %s", why);
+        return MAPPER_EXIT_USAGE;
+    }
     copy_conns_t conns = {src ? src : "", dst ? dst : "", NULL, NULL};
     void *ctx = zmq_ctx_new();
     w.sock = ctx ? zmq_socket(ctx, ZMQ_DEALER) : NULL;
@@ -568,7 +635,8 @@ int main(int argc, char **argv)
         log_error("cannot make a socket: %s", zmq_strerror(errno));
         goto out;
     }
-    if (!s_curve(w.sock, &o)) {
+    bool curve = false;
+    if (!s_curve(w.sock, &o, &curve) || !s_endpoint_allowed(&o, curve)) {
         rc = MAPPER_EXIT_USAGE;
         goto out;
     }
@@ -598,7 +666,11 @@ int main(int argc, char **argv)
                                   .attempt = a.attempt,
                                   .snapshot = a.snapshot,
                                   .source_sql = a.source_sql,
-                                  .target_sql = a.target_sql,
+                                  .target_schema = a.target_schema,
+                                  .target_table = a.target_table,
+                                  .columns = a.columns,
+                                  .columns_len = a.columns_len,
+                                  .binary = a.binary,
                                   .job_id = a.job_id,
                                   .state_schema = a.state_schema,
                                   .reject_rows = a.reject_rows,
@@ -611,7 +683,11 @@ int main(int argc, char **argv)
             proto_msg_t *m = &w.write;
             copy_job_t job = {.chunk_id = m->chunk_id,
                               .attempt = m->attempt,
-                              .target_sql = m->target_sql,
+                              .target_schema = m->target_schema,
+                              .target_table = m->target_table,
+                              .columns = m->columns,
+                              .columns_len = m->columns_len,
+                              .binary = m->binary,
                               .job_id = m->job_id,
                               .state_schema = m->state_schema,
                               .data = w.buf ? w.buf : "",

@@ -46,7 +46,8 @@ static bool s_same_str(const char *a, const char *b)
 static bool s_same_msg(const proto_msg_t *a, const proto_msg_t *b)
 {
     if (!s_same_str(a->source_sql, b->source_sql) ||
-        !s_same_str(a->target_sql, b->target_sql) ||
+        a->columns_len != b->columns_len || !a->columns != !b->columns ||
+        (a->columns_len && memcmp(a->columns, b->columns, a->columns_len)) ||
         !s_same_str(a->message, b->message) || !s_same_str(a->row, b->row) ||
         a->data_len != b->data_len || !a->data != !b->data ||
         (a->data_len && memcmp(a->data, b->data, a->data_len)))
@@ -54,8 +55,8 @@ static bool s_same_msg(const proto_msg_t *a, const proto_msg_t *b)
     proto_msg_t x, y;
     memcpy(&x, a, sizeof x);
     memcpy(&y, b, sizeof y);
-    x.source_sql = x.target_sql = x.message = x.row = x.data = NULL;
-    y.source_sql = y.target_sql = y.message = y.row = y.data = NULL;
+    x.source_sql = x.columns = x.message = x.row = x.data = NULL;
+    y.source_sql = y.columns = y.message = y.row = y.data = NULL;
     return memcmp(&x, &y, sizeof x) == 0;
 }
 
@@ -96,9 +97,23 @@ static void s_check_limits(const proto_msg_t *m)
         if (!((m->sqlstate[i] >= '0' && m->sqlstate[i] <= '9') ||
               (m->sqlstate[i] >= 'A' && m->sqlstate[i] <= 'Z')))
             s_die("accepted a sqlstate with a bad byte", m->sqlstate);
-    if ((m->source_sql && strlen(m->source_sql) > PROTO_MAX_SQL) ||
-        (m->target_sql && strlen(m->target_sql) > PROTO_MAX_SQL))
+    if (m->source_sql && strlen(m->source_sql) > PROTO_MAX_SQL)
         s_die("accepted an over-long SQL statement", NULL);
+    if (!S_TERMINATED(m->target_schema) || !S_TERMINATED(m->target_table))
+        s_die("accepted an unterminated target name", NULL);
+    bool targeted = m->kind == PROTO_ASSIGN || m->kind == PROTO_WRITE;
+    if (targeted && (!m->target_schema[0] || !m->target_table[0] ||
+                     !m->columns || m->columns_len == 0 ||
+                     m->columns[m->columns_len - 1] != '\0'))
+        s_die("accepted a target without names", proto_kind_name(m->kind));
+    size_t names = 0;
+    for (size_t at = 0; at < m->columns_len; names++) {
+        size_t n = strlen(m->columns + at); /* ended by a NUL: checked */
+        if (n == 0 || n > PROTO_MAX_NAME)
+            s_die("accepted an empty or over-long column name", NULL);
+        at += n + 1;
+    }
+    if (names > PROTO_MAX_COLUMNS) s_die("accepted too many columns", NULL);
     if (m->message && strlen(m->message) > PROTO_MAX_MESSAGE)
         s_die("accepted an over-long message", NULL);
     if (m->row) {

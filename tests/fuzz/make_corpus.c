@@ -8,6 +8,7 @@
  * rarely makes a string one byte longer (the length prefix has to change with
  * it), so these put it next to the boundaries an off-by-one in a limit would
  * move. Usage: make_corpus DIR */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,6 +91,20 @@ static void s_emit_long_id(const char *name, proto_msg_t *msg, size_t max)
     proto_msg_clear(msg);
 }
 
+/* Set m's target: schema, table, n bytes of column names (each ended by
+ * a NUL), binary. */
+static void s_target(proto_msg_t *m, const char *schema, const char *table,
+                     const char *cols, size_t n, bool binary)
+{
+    snprintf(m->target_schema, sizeof m->target_schema, "%s", schema);
+    snprintf(m->target_table, sizeof m->target_table, "%s", table);
+    m->columns = malloc(n);
+    if (!m->columns) exit(1);
+    memcpy(m->columns, cols, n);
+    m->columns_len = n;
+    m->binary = binary;
+}
+
 /* A valid "assign" into *m, for stretching one of its ids. */
 static void s_assign(proto_msg_t *m)
 {
@@ -98,7 +113,7 @@ static void s_assign(proto_msg_t *m)
     strcpy(m->job_id, "job-1");
     strcpy(m->state_schema, "mapper_state");
     m->source_sql = strdup("COPY (SELECT * FROM t) TO STDOUT");
-    m->target_sql = strdup("COPY t FROM STDIN");
+    s_target(m, "public", "t", "a\0b\0", 4, false);
 }
 
 int main(int argc, char **argv)
@@ -127,14 +142,26 @@ int main(int argc, char **argv)
     strcpy(m.state_schema, "mapper_state");
     m.source_sql = strdup("COPY (SELECT * FROM public.t WHERE ctid >= "
                           "'(0,0)' AND ctid < '(100,0)') TO STDOUT");
-    m.target_sql = strdup("COPY public.t FROM STDIN");
+    s_target(&m, "public", "t", "id\0v\0", 5, false);
     s_emit("assign", &m);
 
     m = (proto_msg_t){.kind = PROTO_ASSIGN, .chunk_id = 0, .attempt = 1};
     m.source_sql = strdup("COPY (SELECT \"ä\", E'\\t' FROM s.\"T\")\n"
                           "TO STDOUT (FORMAT binary)");
-    m.target_sql = strdup("COPY s.\"T\" FROM STDIN (FORMAT binary)");
+    s_target(&m, "s", "T", "\xc3\xa4\0\"x\" y\0", 9, true);
     s_emit("assign-no-snapshot-no-job", &m);
+
+    /* The longest names, and the most columns. */
+    s_assign(&m);
+    memset(m.target_schema, S_FILL, PROTO_MAX_NAME);
+    memset(m.target_table, S_FILL, PROTO_MAX_NAME);
+    free(m.columns);
+    m.columns_len = 2 * PROTO_MAX_COLUMNS;
+    m.columns = malloc(m.columns_len);
+    if (!m.columns) exit(1);
+    for (size_t i = 0; i < m.columns_len; i += 2)
+        memcpy(m.columns + i, "c", 2);
+    s_emit("assign-limits", &m);
 
     s_assign(&m);
     m.reject_rows = true;
@@ -242,21 +269,22 @@ int main(int argc, char **argv)
     s_emit("end", &m);
 
     m = (proto_msg_t){.kind = PROTO_WRITE, .chunk_id = 4, .attempt = 1};
-    m.target_sql = strdup("COPY t FROM STDIN");
+    s_target(&m, "public", "t", "a\0", 2, true);
     strcpy(m.job_id, "job-7");
     strcpy(m.state_schema, "mapper");
     s_emit("write", &m);
 
     /* A valid heartbeat in another form than proto_encode writes: map 16,
      * version first as an int 64, the keys and type as str 8. */
-    static const char odd[] = "\xde\x00\x02"
-                              "\xd9\x07"
-                              "version"
-                              "\xd3\0\0\0\0\0\0\0\x01"
-                              "\xd9\x04"
-                              "type"
-                              "\xd9\x09"
-                              "heartbeat";
+    char odd[] = "\xde\x00\x02"
+                 "\xd9\x07"
+                 "version"
+                 "\xd3\0\0\0\0\0\0\0\x00" /* PROTO_VERSION, below */
+                 "\xd9\x04"
+                 "type"
+                 "\xd9\x09"
+                 "heartbeat";
+    odd[3 + 2 + 7 + 8] = (char)PROTO_VERSION;
     s_write("heartbeat-noncanonical", odd, sizeof odd - 1);
 
     /* Just past the limits. */
@@ -279,6 +307,9 @@ int main(int argc, char **argv)
     s_assign(&m);
     memset(m.state_schema, S_FILL, PROTO_MAX_ID);
     s_emit_long_id("over-state-schema", &m, PROTO_MAX_ID);
+    s_assign(&m);
+    memset(m.target_table, S_FILL, PROTO_MAX_NAME);
+    s_emit_long_id("over-target-table", &m, PROTO_MAX_NAME);
 
     /* attempt INT32_MAX (uint 32 0x7fffffff) + 1. */
     m = (proto_msg_t){.kind = PROTO_PROGRESS, .chunk_id = 1, .attempt = 1};
@@ -301,6 +332,15 @@ int main(int argc, char **argv)
     at = s_find("over-row-two-lines", buf, len, "a\tb\n", 4);
     buf[at + 2] = '\n';
     s_write("over-row-two-lines", buf, len);
+    free(buf);
+    proto_msg_clear(&m);
+
+    /* Column names "a\0b\0" with b made a NUL: an empty name. */
+    s_assign(&m);
+    s_encode("over-columns-empty-name", &m, &buf, &len);
+    at = s_find("over-columns-empty-name", buf, len, "a\0b\0", 4);
+    buf[at + 2] = '\0';
+    s_write("over-columns-empty-name", buf, len);
     free(buf);
     proto_msg_clear(&m);
 

@@ -30,6 +30,23 @@ static const proto_kind_t s_all_kinds[S_NKINDS] = {
 /* ------------------------------------------------------------------ */
 /* Messages and frames built by hand                                   */
 
+/* Column names as the wire carries them: each ended by a NUL; any other
+ * byte goes (the worker quotes them). */
+static const char s_cols[] = "id\0Some Name\0\"q\"\0a;b\n";
+
+/* Set m's target fields (columns: n bytes at cols, copied). */
+static void s_set_target(proto_msg_t *m, const char *schema, const char *table,
+                         const char *cols, size_t n)
+{
+    snprintf(m->target_schema, sizeof m->target_schema, "%s", schema);
+    snprintf(m->target_table, sizeof m->target_table, "%s", table);
+    m->columns = malloc(n);
+    assert_non_null(m->columns);
+    memcpy(m->columns, cols, n);
+    m->columns_len = n;
+    m->binary = true; /* not the zero default */
+}
+
 /* A message of kind with every field of that kind set (others zero). */
 static proto_msg_t s_sample(proto_kind_t kind)
 {
@@ -46,7 +63,7 @@ static proto_msg_t s_sample(proto_kind_t kind)
         strcpy(m.snapshot, "00000003-0000001B-1");
         m.source_sql = strdup("COPY (SELECT * FROM t WHERE ctid >= '(0,0)' "
                               "AND ctid < '(100,0)') TO STDOUT");
-        m.target_sql = strdup("COPY t FROM STDIN");
+        s_set_target(&m, "Public", "t;\"drop\"", s_cols, sizeof s_cols);
         strcpy(m.job_id, "job-20240501-1a2b");
         strcpy(m.state_schema, "mapper_state");
         m.reject_rows = true; /* not the zero default */
@@ -110,7 +127,7 @@ static proto_msg_t s_sample(proto_kind_t kind)
     case PROTO_WRITE:
         m.chunk_id = 12;
         m.attempt = 2;
-        m.target_sql = strdup("COPY t FROM STDIN");
+        s_set_target(&m, "s", "t", "a\0", 2);
         strcpy(m.job_id, "job-7");
         strcpy(m.state_schema, "mapper");
         m.reject_rows = true;
@@ -139,7 +156,12 @@ static void s_assert_msg_equal(const proto_msg_t *a, const proto_msg_t *b)
     assert_int_equal(a->attempt, b->attempt);
     assert_string_equal(a->snapshot, b->snapshot);
     s_assert_str_or_null(a->source_sql, b->source_sql);
-    s_assert_str_or_null(a->target_sql, b->target_sql);
+    assert_string_equal(a->target_schema, b->target_schema);
+    assert_string_equal(a->target_table, b->target_table);
+    assert_int_equal(a->columns_len, b->columns_len);
+    if (a->columns_len)
+        assert_memory_equal(a->columns, b->columns, a->columns_len);
+    assert_int_equal(a->binary, b->binary);
     assert_int_equal(a->rows, b->rows);
     assert_int_equal(a->bytes, b->bytes);
     assert_int_equal(a->side, b->side);
@@ -221,7 +243,11 @@ static s_fields_t s_valid_fields(proto_kind_t kind)
         f.kv[f.n++] = (s_kv_t)KV_INT("attempt", 2);
         f.kv[f.n++] = (s_kv_t)KV_STR("snapshot", "00000003-0000001B-1");
         f.kv[f.n++] = (s_kv_t)KV_STR("source_sql", "COPY (SELECT 1) TO STDOUT");
-        f.kv[f.n++] = (s_kv_t)KV_STR("target_sql", "COPY t FROM STDIN");
+        f.kv[f.n++] = (s_kv_t)KV_STR("target_schema", "public");
+        f.kv[f.n++] = (s_kv_t)KV_STR("target_table", "T t");
+        f.kv[f.n++] =
+            (s_kv_t){.key = "columns", .t = V_BIN, .s = "a\0b\0", .n = 4};
+        f.kv[f.n++] = (s_kv_t)KV_BOOL("binary", 0);
         f.kv[f.n++] = (s_kv_t)KV_STR("job_id", "job-7");
         f.kv[f.n++] = (s_kv_t)KV_STR("state_schema", "Mapper State");
         f.kv[f.n++] = (s_kv_t)KV_BOOL("reject_rows", 1);
@@ -280,7 +306,11 @@ static s_fields_t s_valid_fields(proto_kind_t kind)
     case PROTO_WRITE:
         f.kv[f.n++] = (s_kv_t)KV_INT("chunk_id", 3);
         f.kv[f.n++] = (s_kv_t)KV_INT("attempt", 1);
-        f.kv[f.n++] = (s_kv_t)KV_STR("target_sql", "COPY t FROM STDIN");
+        f.kv[f.n++] = (s_kv_t)KV_STR("target_schema", "public");
+        f.kv[f.n++] = (s_kv_t)KV_STR("target_table", "t");
+        f.kv[f.n++] =
+            (s_kv_t){.key = "columns", .t = V_BIN, .s = "a\0", .n = 2};
+        f.kv[f.n++] = (s_kv_t)KV_BOOL("binary", 1);
         f.kv[f.n++] = (s_kv_t)KV_STR("job_id", "job-7");
         f.kv[f.n++] = (s_kv_t)KV_STR("state_schema", "mapper");
         f.kv[f.n++] = (s_kv_t)KV_BOOL("reject_rows", 0);
@@ -423,8 +453,9 @@ static const char *const *s_kind_keys(proto_kind_t kind)
 {
     static const char *const ready[] = {"worker", "pid", "source_id", NULL};
     static const char *const assign[] = {
-        "chunk_id", "attempt",      "snapshot",    "source_sql", "target_sql",
-        "job_id",   "state_schema", "reject_rows", NULL};
+        "chunk_id",      "attempt",      "snapshot",    "source_sql",
+        "target_schema", "target_table", "columns",     "binary",
+        "job_id",        "state_schema", "reject_rows", NULL};
     static const char *const progress[] = {"chunk_id", "attempt", "rows",
                                            "bytes", NULL};
     static const char *const done[] = {"chunk_id", "attempt",  "rows", "bytes",
@@ -442,8 +473,8 @@ static const char *const *s_kind_keys(proto_kind_t kind)
     static const char *const end[] = {"chunk_id", "attempt", "rows", "bytes",
                                       NULL};
     static const char *const write[] = {
-        "chunk_id",     "attempt",     "target_sql", "job_id",
-        "state_schema", "reject_rows", NULL};
+        "chunk_id", "attempt", "target_schema", "target_table", "columns",
+        "binary",   "job_id",  "state_schema",  "reject_rows",  NULL};
     static const char *const none[] = {NULL};
     switch (kind) {
     case PROTO_READY:
@@ -528,13 +559,14 @@ static void s_check_wire(const char *buf, size_t len, proto_kind_t kind)
         if (!strcmp(name, "conn_bad") || !strcmp(name, "already") ||
             !strcmp(name, "last") || !strcmp(name, "reject_rows"))
             assert_int_equal(v->type, MSGPACK_OBJECT_BOOLEAN);
-        if (!strcmp(name, "data"))
+        if (!strcmp(name, "data") || !strcmp(name, "columns"))
             assert_int_equal(v->type, MSGPACK_OBJECT_BIN);
         if (!strcmp(name, "sqlstate") || !strcmp(name, "message") ||
             !strcmp(name, "worker") || !strcmp(name, "snapshot") ||
-            !strcmp(name, "source_sql") || !strcmp(name, "target_sql") ||
-            !strcmp(name, "job_id") || !strcmp(name, "state_schema") ||
-            !strcmp(name, "source_id") || !strcmp(name, "row"))
+            !strcmp(name, "source_sql") || !strcmp(name, "target_schema") ||
+            !strcmp(name, "target_table") || !strcmp(name, "job_id") ||
+            !strcmp(name, "state_schema") || !strcmp(name, "source_id") ||
+            !strcmp(name, "row"))
             assert_int_equal(v->type, MSGPACK_OBJECT_STR);
     }
     assert_int_equal(matched, nkeys);
@@ -567,6 +599,8 @@ static void test_round_trip_every_kind(void **state)
         proto_msg_clear(&m);
     }
 }
+
+static void s_expect_encode_fails(const proto_msg_t *m);
 
 static void test_round_trip_limits(void **state)
 {
@@ -648,10 +682,13 @@ static void test_round_trip_limits(void **state)
     proto_msg_clear(&m);
 
     m = s_sample(PROTO_DONE);
-    m.rows = INT64_MAX;
+    m.rows = PROTO_MAX_COUNT;
     m.bytes = 0;
     m.chunk_id = INT64_MAX;
     s_round_trip(&m);
+    m.rows = PROTO_MAX_COUNT + 1; /* counts stay far from overflowing */
+    s_expect_encode_fails(&m);
+    m.rows = PROTO_MAX_COUNT;
     m.already = false;
     s_round_trip(&m);
     m.already = true;
@@ -851,12 +888,56 @@ static void test_encode_rejects(void **state)
     m.source_sql = NULL;
     s_expect_encode_fails(&m);
     m.source_sql = saved;
-    free(m.target_sql);
-    m.target_sql = malloc(PROTO_MAX_SQL + 2);
-    assert_non_null(m.target_sql);
-    memset(m.target_sql, 't', PROTO_MAX_SQL + 1);
-    m.target_sql[PROTO_MAX_SQL + 1] = '\0';
+    /* target names: none, too long; columns: none, not ended by a NUL,
+     * an empty name, a name too long */
+    m.target_table[0] = '\0';
     s_expect_encode_fails(&m);
+    memset(m.target_table, 't', PROTO_MAX_NAME);
+    s_round_trip(&m);
+    memset(m.target_schema, 's', sizeof m.target_schema); /* unterminated */
+    s_expect_encode_fails(&m);
+    snprintf(m.target_schema, sizeof m.target_schema, "s");
+    char *cols = m.columns;
+    m.columns = NULL;
+    s_expect_encode_fails(&m);
+    m.columns = cols;
+    static const struct {
+        const char *bytes;
+        size_t n;
+    } bad_cols[] = {{"a", 1}, {"a\0b", 3}, {"\0", 1}, {"a\0\0", 3}};
+    size_t saved_len = m.columns_len;
+    for (size_t i = 0; i < sizeof bad_cols / sizeof *bad_cols; i++) {
+        memcpy(m.columns, bad_cols[i].bytes, bad_cols[i].n);
+        m.columns_len = bad_cols[i].n;
+        s_expect_encode_fails(&m);
+    }
+    m.columns_len = saved_len;
+    proto_msg_clear(&m);
+    m = s_sample(PROTO_ASSIGN);
+    char name[PROTO_MAX_NAME + 2];
+    memset(name, 'c', sizeof name);
+    free(m.columns);
+    m.columns = malloc(sizeof name);
+    assert_non_null(m.columns);
+    memcpy(m.columns, name, PROTO_MAX_NAME);
+    m.columns[PROTO_MAX_NAME] = '\0';
+    m.columns_len = PROTO_MAX_NAME + 1;
+    s_round_trip(&m); /* the longest name */
+    memcpy(m.columns, name, PROTO_MAX_NAME + 1);
+    m.columns[PROTO_MAX_NAME + 1] = '\0';
+    m.columns_len = PROTO_MAX_NAME + 2;
+    s_expect_encode_fails(&m); /* one byte longer */
+    proto_msg_clear(&m);
+    m = s_sample(PROTO_ASSIGN);
+    free(m.columns);
+    m.columns_len = 2 * (PROTO_MAX_COLUMNS + 1);
+    m.columns = malloc(m.columns_len);
+    assert_non_null(m.columns);
+    for (size_t i = 0; i < m.columns_len; i += 2)
+        memcpy(m.columns + i, "x", 2);
+    s_expect_encode_fails(&m); /* one name too many */
+    m.columns_len -= 2;
+    s_round_trip(&m); /* PROTO_MAX_COLUMNS names */
     proto_msg_clear(&m);
     m = s_sample(PROTO_ASSIGN);
     m.attempt = 0;
@@ -985,8 +1066,10 @@ static void test_reject_rows(void **state)
     s_round_trip(&m);
     proto_msg_clear(&m);
     m = s_sample(PROTO_DONE);
-    m.rejected = INT64_MAX;
+    m.rejected = PROTO_MAX_COUNT;
     s_round_trip(&m);
+    m.rejected = PROTO_MAX_COUNT + 1;
+    s_expect_encode_fails(&m);
     m.rejected = -1;
     s_expect_encode_fails(&m);
 
@@ -1114,7 +1197,11 @@ static void test_decode_hand_built(void **state)
     assert_int_equal(out.attempt, 2);
     assert_string_equal(out.snapshot, "00000003-0000001B-1");
     assert_string_equal(out.source_sql, "COPY (SELECT 1) TO STDOUT");
-    assert_string_equal(out.target_sql, "COPY t FROM STDIN");
+    assert_string_equal(out.target_schema, "public");
+    assert_string_equal(out.target_table, "T t");
+    assert_int_equal(out.columns_len, 4);
+    assert_memory_equal(out.columns, "a\0b\0", 4);
+    assert_false(out.binary);
     assert_string_equal(out.job_id, "job-7");
     assert_string_equal(out.state_schema, "Mapper State");
     assert_false(out.already);
@@ -1242,7 +1329,8 @@ static void test_decode_oversized_strings(void **state)
         {PROTO_READY, "worker", PROTO_MAX_ID + 1},
         {PROTO_ASSIGN, "snapshot", PROTO_MAX_ID + 1},
         {PROTO_ASSIGN, "source_sql", PROTO_MAX_SQL + 1},
-        {PROTO_ASSIGN, "target_sql", PROTO_MAX_SQL + 1},
+        {PROTO_ASSIGN, "target_schema", PROTO_MAX_NAME + 1},
+        {PROTO_WRITE, "target_table", PROTO_MAX_NAME + 1},
         {PROTO_ASSIGN, "job_id", PROTO_MAX_ID + 1},
         {PROTO_ASSIGN, "state_schema", PROTO_MAX_ID + 1},
         {PROTO_FAILED, "message", PROTO_MAX_MESSAGE + 1},
@@ -1695,11 +1783,12 @@ static void test_decode_nul_in_string(void **state)
         proto_kind_t kind;
         const char *key;
     } cases[] = {
-        {PROTO_READY, "worker"},      {PROTO_ASSIGN, "snapshot"},
-        {PROTO_ASSIGN, "source_sql"}, {PROTO_ASSIGN, "target_sql"},
-        {PROTO_FAILED, "message"},    {PROTO_FAILED, "sqlstate"},
-        {PROTO_ASSIGN, "job_id"},     {PROTO_ASSIGN, "state_schema"},
-        {PROTO_READY, "source_id"},   {PROTO_STOP, "message"},
+        {PROTO_READY, "worker"},        {PROTO_ASSIGN, "snapshot"},
+        {PROTO_ASSIGN, "source_sql"},   {PROTO_ASSIGN, "target_schema"},
+        {PROTO_WRITE, "target_table"},  {PROTO_FAILED, "message"},
+        {PROTO_FAILED, "sqlstate"},     {PROTO_ASSIGN, "job_id"},
+        {PROTO_ASSIGN, "state_schema"}, {PROTO_READY, "source_id"},
+        {PROTO_STOP, "message"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         s_fields_t f = s_with(cases[i].kind, cases[i].key,
@@ -1797,6 +1886,10 @@ static void test_decode_out_of_range(void **state)
         {PROTO_FAILED, "side", 3},
         {PROTO_FAILED, "side", -1},
         {PROTO_FAILED, "chunk_id", INT64_MIN},
+        {PROTO_DONE, "rows", PROTO_MAX_COUNT + 1},
+        {PROTO_PROGRESS, "bytes", PROTO_MAX_COUNT + 1},
+        {PROTO_DONE, "rejected", PROTO_MAX_COUNT + 1},
+        {PROTO_REJECT, "row_index", PROTO_MAX_COUNT + 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         s_fields_t f = s_with(cases[i].kind, cases[i].key,
