@@ -93,6 +93,17 @@ q "$DST" "CREATE TABLE h2(id bigint NOT NULL, v text)"
 run_coord --table h --target-table h2 --workers 2 --chunk-size 10000 --job-id rb --resume=auto
 check "new id with --resume=auto: exit 0" 0 "$RC"
 exact "new id with --resume=auto" h2
+# An unfinished job that cannot resume (a table without an integer key,
+# cut into ctid page ranges) is refused, as with --resume.
+q "$SRC" "CREATE TABLE nokey(v text); INSERT INTO nokey SELECT md5(g::text) FROM generate_series(1, 1000) g"
+q "$DST" "CREATE TABLE nokey(v text)"
+run_coord --table nokey --workers 2 --job-id nk --resume=auto
+check "ctid job, new: exit 0" 0 "$RC"
+q "$DST" "UPDATE mapper.jobs SET status = 'interrupted' WHERE job_id = 'nk'"
+run_coord --table nokey --workers 2 --job-id nk --resume=auto
+check "ctid job, unfinished: exit 2" 2 "$RC"
+check_match "ctid job, unfinished: says why" "job nk is unfinished, and cannot be picked up .*--restart --truncate" "$ERR"
+
 run_coord "${args[@]}" --restart
 check "--resume=auto --restart: exit 2" 2 "$RC"
 check_match "--resume=auto --restart: says so" "cannot be combined" "$ERR"
