@@ -1,14 +1,19 @@
 # mapper - build, test, demo and install.
 #   make deps     install missing Debian packages (apt-get; root or sudo)
 #   make          build bin/mapper-coord, bin/mapper-worker, build/libmapper.a
+#                 and build/libmapper.so (soname libmapper.so.0)
 #   make check    deps + build + unit tests + integration tests (real PostgreSQL)
 #   make demo     copy a 1,000,000-row table on a throwaway PostgreSQL
 #   make asan / check-asan   the same under AddressSanitizer + UBSan
 #   make bench    side-by-side benchmark (scripts/bench.sh)
-#   make install  PREFIX=/usr/local DESTDIR=
+#   make install  PREFIX=/usr/local DESTDIR= LIBDIR=$(PREFIX)/lib: binaries,
+#                 libmapper.a and .so, mapper.h, mapper.pc, man pages
 
 CC ?= cc
 PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR ?= $(PREFIX)/share/man
 BUILD ?= build
 BIN ?= bin
 PKGS := libpq libzmq msgpack
@@ -27,8 +32,16 @@ PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
 
 CFLAGS ?= -O2 -g
-ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SAN_FLAGS) -Icommon -Icoordinator -Iworker
+# Every object is position-independent, so one set serves the binaries,
+# libmapper.a and libmapper.so.
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -fPIC $(WARN) $(CFLAGS) $(SAN_FLAGS) -Icommon -Icoordinator -Iworker
 LDLIBS_ALL = $(PKG_LIBS) -lm $(SAN_FLAGS)
+
+# The shared library: its soname changes when the ABI does (SOVERSION);
+# only the mapper_* functions are exported (coordinator/libmapper.map).
+VERSION := $(shell sed -n 's/^\#define MAPPER_VERSION "\(.*\)"/\1/p' common/defaults.h)
+SOVERSION := 0
+SONAME := libmapper.so.$(SOVERSION)
 
 COMMON_SRC := $(wildcard common/*.c)
 COORD_SRC := $(filter-out coordinator/main.c,$(wildcard coordinator/*.c))
@@ -42,13 +55,14 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .PHONY: all deps check unit integration demo bench asan check-asan install clean format format-check
 
-all: $(BIN)/mapper-coord $(BIN)/mapper-worker $(BUILD)/libmapper.a $(BUILD)/tests/embed_job \
-     $(BUILD)/tests/peer
+all: $(BIN)/mapper-coord $(BIN)/mapper-worker $(BUILD)/libmapper.a \
+    $(BUILD)/libmapper.so $(BUILD)/tests/embed_job $(BUILD)/tests/peer
 
 deps:
 	@scripts/deps.sh
 
-$(BUILD)/%.o: %.c $(wildcard common/*.h coordinator/*.h worker/*.h)
+# Objects depend on the Makefile too: a change of flags rebuilds them.
+$(BUILD)/%.o: %.c $(wildcard common/*.h coordinator/*.h worker/*.h) Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(PKG_CFLAGS) -c $< -o $@
 
@@ -60,6 +74,14 @@ $(BUILD)/libmappercommon.a: $(COMMON_OBJ)
 $(BUILD)/libmapper.a: $(COMMON_OBJ) $(COORD_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
+
+$(BUILD)/libmapper.so.$(VERSION): $(COMMON_OBJ) $(COORD_OBJ) coordinator/libmapper.map
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=coordinator/libmapper.map \
+	    $(SAN_FLAGS) -o $@ $(COMMON_OBJ) $(COORD_OBJ) $(LDLIBS_ALL)
+
+$(BUILD)/libmapper.so: $(BUILD)/libmapper.so.$(VERSION)
+	ln -sf libmapper.so.$(VERSION) $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $@
 
 $(BIN)/mapper-coord: $(BUILD)/coordinator/main.o $(BUILD)/libmapper.a
 	@mkdir -p $(dir $@)
@@ -121,12 +143,25 @@ demo: deps all
 bench: deps all
 	@scripts/bench.sh --bin "$(BIN)"
 
+# mapper.pc: the shared library needs nothing more; a static link
+# (pkg-config --static) adds libpq, libzmq, msgpack and libm.
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LIBDIR)/pkgconfig \
+	    $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(MANDIR)/man1
 	install -m 0755 $(BIN)/mapper-coord $(BIN)/mapper-worker $(DESTDIR)$(PREFIX)/bin/
-	install -m 0644 $(BUILD)/libmapper.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 0644 coordinator/mapper.h common/retry.h common/proto.h \
-	    common/defaults.h $(DESTDIR)$(PREFIX)/include/
+	install -m 0644 $(BUILD)/libmapper.a $(DESTDIR)$(LIBDIR)/
+	install -m 0755 $(BUILD)/libmapper.so.$(VERSION) $(DESTDIR)$(LIBDIR)/
+	ln -sf libmapper.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libmapper.so
+	install -m 0644 coordinator/mapper.h $(DESTDIR)$(INCLUDEDIR)/
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' \
+	    'includedir=$(INCLUDEDIR)' '' 'Name: mapper' \
+	    'Description: copy a PostgreSQL table or query in parallel chunks, exactly once' \
+	    'Version: $(VERSION)' 'Requires.private: $(PKGS)' \
+	    'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -lmapper' \
+	    'Libs.private: -lm' >$(DESTDIR)$(LIBDIR)/pkgconfig/mapper.pc
+	install -m 0644 coordinator/mapper-coord.1 worker/mapper-worker.1 \
+	    $(DESTDIR)$(MANDIR)/man1/
 
 FORMAT_FILES = $(wildcard common/*.[ch] coordinator/*.[ch] worker/*.[ch] tests/unit/*.c tests/*.c)
 

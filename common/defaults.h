@@ -95,6 +95,11 @@
 #define MAPPER_ENV_CURVE_SERVER     "MAPPER_CURVE_SERVER_KEY"
 #define MAPPER_ENV_CURVE_SECRET     "MAPPER_CURVE_SECRET_KEY"
 #define MAPPER_ENV_PROGRESS_ENABLED "MAPPER_PARALLEL_PROGRESS_ENABLED"
+/* MAPPER_RESUME=auto is --resume=auto (its only value). */
+#define MAPPER_ENV_RESUME  "MAPPER_RESUME"
+#define MAPPER_RESUME_AUTO "auto"
+/* A buffer this big holds any message about a bad environment variable. */
+#define MAPPER_ENV_ERR_MAX 256
 
 /* ---- retry policy (common/retry.h) ---- */
 #define MAPPER_RETRY_ENABLED          true /* retry failed chunks at all */

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mapper.h"
+
 /* Callback throttle: at most one call per interval (seconds). */
 #define PROGRESS_DEFAULT_UPDATE_INTERVAL_S 2.0
 /* estimated_remaining_time when eta_known is false. */
@@ -51,35 +53,12 @@
 #define PROGRESS_SECONDS_PER_HOUR     3600
 #define PROGRESS_NS_PER_S             1e9
 
-/* Where a job stands, at one instant. Row and byte counters of committed
- * work (successful, failed, processed, bytes, completed) never decrease. */
-typedef struct {
-    int64_t total_chunks;            /* chunks planned (0 while unknown) */
-    int64_t completed_chunks;        /* chunks whose transaction committed */
-    int64_t failed_chunks;           /* chunks failed for good */
-    int64_t chunks_in_progress;      /* chunks with an attempt copying now */
-    int64_t total_rows_processed;    /* successful + failed rows */
-    int64_t total_rows_successful;   /* rows of committed chunks */
-    int64_t total_rows_failed;       /* rows of chunks failed for good */
-    double elapsed_time;             /* seconds since the tracker started */
-    double estimated_remaining_time; /* seconds left; -1 unless eta_known */
-    bool eta_known;                  /* false until an estimate is meaningful */
-    double progress_percentage;      /* 0-100, 100 once every chunk finished */
-    int64_t rows_total_estimate;     /* planner's row estimate (0 = unknown) */
-    int64_t rows_in_flight;          /* rows of attempts still copying */
-    int64_t bytes_processed;         /* bytes of committed chunks */
-    double rows_per_second;          /* throughput, last ~30 s (0 = unknown) */
-    double bytes_per_second;         /* same, in bytes per second */
-    int64_t retries;                 /* failed attempts that will be retried */
-    int workers;                     /* workers configured (0 = unknown) */
-    int workers_busy;                /* workers copying a chunk now */
-} mapper_progress_snapshot;
+/* mapper_progress_snapshot, where a job stands, is public: see mapper.h. */
 
 /* Called with a snapshot (valid during the call only) and the user pointer
  * given to progress_new. Never called with the tracker's lock held, so it
  * may call progress_snapshot. */
-typedef void (*progress_callback_fn)(const mapper_progress_snapshot *snap,
-                                     void *user);
+typedef mapper_progress_fn progress_callback_fn;
 
 /* A monotonic clock in seconds; the default reads CLOCK_MONOTONIC. */
 typedef double (*progress_clock_fn)(void *user);

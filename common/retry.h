@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "defaults.h"
+#include "mapper.h"
 #include "proto.h"
 
 /* A buffer this big holds any message the retry_config_* functions write. */
@@ -17,16 +18,7 @@
 
 #define RETRY_WUR __attribute__((warn_unused_result))
 
-/* The retry knobs (defaults in common/defaults.h, "retry policy" block). */
-typedef struct {
-    bool enabled;            /* false: a failed chunk is never retried */
-    int max_retries;         /* retries after the first attempt (>= 0) */
-    double initial_delay;    /* seconds before retry 1 (>= 0) */
-    double max_delay;        /* cap on any one delay, seconds (>= initial) */
-    double exponential_base; /* delay growth per retry (>= 1) */
-    bool jitter;             /* true: delay uniform in [0, d] (full jitter) */
-    double deadline; /* seconds from a chunk's first start; 0 = no deadline */
-} mapper_retry_config;
+/* mapper_retry_config, the retry knobs, is public: see mapper.h. */
 
 /* Fill cfg with the defaults: enabled, 3 retries, 1 s .. 60 s, base 2,
  * jitter on, no deadline. */

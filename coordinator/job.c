@@ -24,6 +24,7 @@
 #include "progress.h"
 #include "reject.h"
 #include "report.h"
+#include "retry.h"
 #include "schema.h"
 #include "spawn.h"
 
@@ -190,6 +191,11 @@ static int s_validate(const mapper_job_spec *spec, mapper_result *out)
         return s_fail(out, MAPPER_EXIT_USAGE,
                       "--resume cannot be combined with --restart, "
                       "--truncate or --no-ledger");
+    if (spec->resume_auto &&
+        (spec->resume || spec->restart || spec->truncate || spec->no_ledger))
+        return s_fail(out, MAPPER_EXIT_USAGE,
+                      "--resume=auto cannot be combined with --resume, "
+                      "--restart, --truncate or --no-ledger");
     if ((spec->resume || spec->restart) && spec->no_ledger)
         return s_fail(out, MAPPER_EXIT_USAGE,
                       "--restart needs the ledger (not --no-ledger)");
@@ -326,6 +332,34 @@ typedef struct {
     char *read_sql;         /* stream mode: the reader's COPY */
 } s_job_t;
 
+/* Lock the job (whatever the mode: one coordinator per job), then check
+ * it against mode; --resume=auto becomes a fresh start or a resume here,
+ * or finds the job done (out->already_done). */
+static int s_lock_check(s_job_t *j, const char *job_id, const ledger_spec_t *ls,
+                        ledger_mode_t *mode, bool *exists, mapper_result *out)
+{
+    char err[1024];
+    if (!ledger_lock(&j->ledger, job_id, err, sizeof err))
+        return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "%s", err);
+    if (!ledger_check(&j->ledger, job_id, ls, *mode, exists, err, sizeof err))
+        return s_fail(out, MAPPER_EXIT_USAGE, "%s", err);
+    if (*mode != LEDGER_AUTO) return MAPPER_EXIT_OK;
+    *mode = *exists ? LEDGER_RESUME : LEDGER_FRESH;
+    if (*exists && !strcmp(j->ledger.status, "done")) {
+        snprintf(out->job_id, sizeof out->job_id, "%s", job_id);
+        out->ledger = out->already_done = true;
+        return MAPPER_EXIT_OK;
+    }
+    if (*exists && out->restart_only)
+        return s_fail(out, MAPPER_EXIT_USAGE,
+                      "--resume=auto: job %s is unfinished, and cannot be "
+                      "picked up where it stopped (a stream job, or a table "
+                      "cut into ctid page ranges); run it again with "
+                      "--restart --truncate",
+                      job_id);
+    return MAPPER_EXIT_OK;
+}
+
 /* Plan afresh, or load the plan of the job being resumed; record a fresh
  * plan in the ledger (with --truncate in the same transaction). */
 static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
@@ -358,9 +392,10 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
                       "under a new snapshot (lost or copied twice); run it "
                       "again with --restart --truncate, or give --split-by",
                       j->schema.qsource);
-    ledger_mode_t mode = spec->resume    ? LEDGER_RESUME
-                         : spec->restart ? LEDGER_RESTART
-                                         : LEDGER_FRESH;
+    ledger_mode_t mode = spec->resume        ? LEDGER_RESUME
+                         : spec->restart     ? LEDGER_RESTART
+                         : spec->resume_auto ? LEDGER_AUTO
+                                             : LEDGER_FRESH;
     if (!spec->no_ledger) {
         if (!ledger_open(&j->ledger, j->dst, target,
                          spec->state_schema ? spec->state_schema
@@ -372,9 +407,9 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
         if (!spec->job_id && !ledger_default_id(&j->ledger, &ls, id, sizeof id))
             return s_fail(out, MAPPER_EXIT_CANNOT_RUN,
                           "ledger: cannot derive the job id");
-        if (!ledger_check(&j->ledger, spec->job_id ? spec->job_id : id, &ls,
-                          mode, &exists, err, sizeof err))
-            return s_fail(out, MAPPER_EXIT_USAGE, "%s", err);
+        int rc = s_lock_check(j, spec->job_id ? spec->job_id : id, &ls, &mode,
+                              &exists, out);
+        if (rc != MAPPER_EXIT_OK || out->already_done) return rc;
         if (exists && spec->truncate && !out->restart_only &&
             ledger_done_count(&j->ledger) != 0)
             return s_fail(out, MAPPER_EXIT_USAGE,
@@ -522,7 +557,7 @@ static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
     j->stream = out->stream = s_stream_mode(&j->schema);
     out->restart_only = j->stream || !j->schema.qsplit;
     int rc = s_plan_job(spec, j, target, out);
-    if (rc != MAPPER_EXIT_OK) return rc;
+    if (rc != MAPPER_EXIT_OK || out->already_done) return rc;
 
     char perr[512];
     char *bin = spawn_find_worker(spec->worker_bin, perr, sizeof perr);
@@ -703,10 +738,15 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
                     "not be written to the reject file (see the log)");
     report_t *report = NULL;
     progress_t *progress = NULL;
-    if (rc == MAPPER_EXIT_OK && spec->progress != MAPPER_PROGRESS_NONE &&
-        !(report = report_new(spec, err, sizeof err)))
+    if (out->already_done) {
+        log_info("job %s already done: nothing to do", out->job_id);
+    } else if (rc == MAPPER_EXIT_OK &&
+               (spec->progress != MAPPER_PROGRESS_NONE ||
+                spec->progress_callback) &&
+               !(report = report_new(spec, err, sizeof err))) {
         rc = s_fail(out, MAPPER_EXIT_USAGE, "%s", err);
-    if (rc == MAPPER_EXIT_OK &&
+    }
+    if (rc == MAPPER_EXIT_OK && !out->already_done &&
         !(progress =
               progress_new(j.stream ? (j.plan.est_rows + spec->chunk_size - 1) /
                                           spec->chunk_size
@@ -714,7 +754,7 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
                            report ? report_callback : NULL, report,
                            report ? report_interval(report) : 0)))
         rc = s_fail(out, MAPPER_EXIT_CANNOT_RUN, "out of memory");
-    if (rc == MAPPER_EXIT_OK) {
+    if (rc == MAPPER_EXIT_OK && !out->already_done) {
         progress_set_rows_total_estimate(progress, j.plan.est_rows);
         progress_set_workers(progress, spec->workers);
         dispatch_config_t cfg = {
@@ -750,6 +790,7 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
             rc = MAPPER_EXIT_INTERRUPTED;
         else if (out->chunks_failed > 0 || out->rows_rejected > 0)
             rc = MAPPER_EXIT_FAILED;
+        report_last(report);
         progress_finish(progress);
         if (out->rows_rejected > 0 && rejects)
             log_warn("%" PRId64 " rows rejected: the rows are in %s, the "

@@ -12,6 +12,9 @@
 
 #define LEDGER_SQL_MAX     2048
 #define LEDGER_ID_HASH_LEN 12
+/* The advisory lock of a job is (LEDGER_LOCK_CLASS, hashtext of
+ * "schema.job_id"): the class keeps it apart from other users' locks. */
+#define LEDGER_LOCK_CLASS "1835098224" /* "mapp" */
 
 static const char *const s_kind_names[] = {
     [PLAN_KEY_RANGE] = "range", [PLAN_KEY_NULL] = "null", [PLAN_CTID] = "ctid",
@@ -42,10 +45,35 @@ static bool s_fail(char *err, size_t errlen, const char *what,
     return false;
 }
 
-/* The session, reconnected if an outage broke it. */
+/* Ask for the job's lock without waiting: *got_out says if it is ours. */
+static bool s_try_lock(ledger_t *l, bool *got_out, pgutil_error_t *e)
+{
+    char key[PROTO_MAX_ID * 2 + 2];
+    snprintf(key, sizeof key, "%s.%s", l->schema, l->job_id);
+    const char *params[] = {key};
+    PGresult *res = pgutil_query(
+        l->conn,
+        "SELECT pg_try_advisory_lock(" LEDGER_LOCK_CLASS ", hashtext($1))", 1,
+        params, PROTO_SIDE_TARGET, e);
+    if (!res) return false;
+    *got_out = PQgetvalue(res, 0, 0)[0] == 't';
+    PQclear(res);
+    return true;
+}
+
+/* The session, reconnected if an outage broke it; a new session takes
+ * the job's lock again. */
 static PGconn *s_conn(ledger_t *l)
 {
-    if (PQstatus(l->conn) != CONNECTION_OK) PQreset(l->conn);
+    if (PQstatus(l->conn) == CONNECTION_OK) return l->conn;
+    PQreset(l->conn);
+    bool got = false;
+    pgutil_error_t e;
+    if (l->locked && PQstatus(l->conn) == CONNECTION_OK &&
+        (!s_try_lock(l, &got, &e) || !got))
+        log_error("ledger: job %s: reconnected, but its lock is gone: "
+                  "another coordinator may be running it",
+                  l->job_id);
     return l->conn;
 }
 
@@ -61,28 +89,30 @@ static bool s_command(ledger_t *l, const char *sql, int nparams,
     return ok;
 }
 
-/* A ledger made before queries has no jobs.query column: add it (only
- * then, as ALTER TABLE locks the table against running jobs). */
-static bool s_add_query_column(ledger_t *l, char *err, size_t errlen)
+/* A ledger made by an older version lacks a column: add it (only then:
+ * ALTER TABLE waits for, and then blocks, every running job's chunk
+ * transactions). table is "jobs" or "chunks"; ddl the column's
+ * definition. */
+static bool s_add_column(ledger_t *l, const char *table, const char *column,
+                         const char *ddl, char *err, size_t errlen)
 {
     char sql[LEDGER_SQL_MAX];
-    s_sql(l, sql, sizeof sql,
-          "SELECT count(*) FROM pg_attribute WHERE attrelid = "
-          "to_regclass($1) AND attname = 'query' AND NOT attisdropped");
-    char jobs[PROTO_MAX_ID * 2 + 16];
-    snprintf(jobs, sizeof jobs, "%s.jobs", l->qschema);
-    const char *params[] = {jobs};
+    char qtable[PROTO_MAX_ID * 2 + 16];
+    snprintf(qtable, sizeof qtable, "%s.%s", l->qschema, table);
+    const char *params[] = {qtable, column};
     pgutil_error_t e;
     PGresult *res =
-        pgutil_query(l->conn, sql, 1, params, PROTO_SIDE_TARGET, &e);
+        pgutil_query(l->conn,
+                     "SELECT count(*) FROM pg_attribute WHERE attrelid = "
+                     "to_regclass($1) AND attname = $2 AND NOT attisdropped",
+                     2, params, PROTO_SIDE_TARGET, &e);
     if (!res) return s_fail(err, errlen, "cannot read its tables", &e);
     bool has = strcmp(PQgetvalue(res, 0, 0), "0") != 0;
     PQclear(res);
-    s_sql(l, sql, sizeof sql,
-          "ALTER TABLE @S.jobs ADD COLUMN IF NOT EXISTS query text NOT NULL "
-          "DEFAULT ''");
+    snprintf(sql, sizeof sql, "ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s %s",
+             qtable, column, ddl);
     if (!has && !pgutil_exec(l->conn, sql, PROTO_SIDE_TARGET, &e))
-        return s_fail(err, errlen, "cannot add the query column", &e);
+        return s_fail(err, errlen, "cannot add a column", &e);
     return true;
 }
 
@@ -182,10 +212,9 @@ bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
           " state text NOT NULL DEFAULT 'pending', rows bigint,"
           " attempts int NOT NULL DEFAULT 0, last_error text,"
           " updated_at timestamptz NOT NULL DEFAULT now(),"
-          " UNIQUE (job_id, chunk_id));"
-          /* rows set aside (--on-bad-rows=reject); added to older ledgers */
-          "ALTER TABLE @S.chunks ADD COLUMN IF NOT EXISTS rejected bigint "
-          "NOT NULL DEFAULT 0");
+          " rejected bigint NOT NULL DEFAULT 0,"
+          " rejects_written boolean NOT NULL DEFAULT false,"
+          " rejects_at bigint[], UNIQUE (job_id, chunk_id));");
     pgutil_error_t e;
     if (!pgutil_exec(conn, sql, PROTO_SIDE_TARGET, &e))
         return s_fail(err, errlen, "cannot create its tables", &e);
@@ -196,13 +225,18 @@ bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
           " job_id text NOT NULL REFERENCES @S.jobs ON DELETE CASCADE,"
           " chunk_id bigint NOT NULL, row_index bigint NOT NULL,"
           " sqlstate text NOT NULL, message text NOT NULL, row text NOT NULL,"
-          " PRIMARY KEY (job_id, chunk_id, row_index));"
-          "ALTER TABLE @S.chunks ADD COLUMN IF NOT EXISTS rejects_written "
-          "boolean NOT NULL DEFAULT false, ADD COLUMN IF NOT EXISTS "
-          "rejects_at bigint[]");
+          " PRIMARY KEY (job_id, chunk_id, row_index))");
     if (!pgutil_exec(conn, sql, PROTO_SIDE_TARGET, &e))
         return s_fail(err, errlen, "cannot create its rejects table", &e);
-    return s_add_query_column(l, err, errlen);
+    /* Columns that older ledgers lack: rows set aside (--on-bad-rows
+     * reject), the reject file's progress, the source query. */
+    return s_add_column(l, "chunks", "rejected", "bigint NOT NULL DEFAULT 0",
+                        err, errlen) &&
+           s_add_column(l, "chunks", "rejects_written",
+                        "boolean NOT NULL DEFAULT false", err, errlen) &&
+           s_add_column(l, "chunks", "rejects_at", "bigint[]", err, errlen) &&
+           s_add_column(l, "jobs", "query", "text NOT NULL DEFAULT ''", err,
+                        errlen);
 }
 
 /* The spec as text (malloc'd, or NULL): what the fingerprint hashes. A
@@ -246,6 +280,24 @@ bool ledger_default_id(ledger_t *l, const ledger_spec_t *spec, char *id_out,
     return ok;
 }
 
+bool ledger_lock(ledger_t *l, const char *job_id, char *err, size_t errlen)
+{
+    snprintf(l->job_id, sizeof l->job_id, "%s", job_id);
+    bool got = false;
+    pgutil_error_t e;
+    if (!s_try_lock(l, &got, &e))
+        return s_fail(err, errlen, "cannot lock the job", &e);
+    if (!got) {
+        snprintf(err, errlen,
+                 "job %s is running in another coordinator (it holds the "
+                 "job's lock in the target)",
+                 job_id);
+        return false;
+    }
+    l->locked = true;
+    return true;
+}
+
 bool ledger_check(ledger_t *l, const char *job_id, const ledger_spec_t *spec,
                   ledger_mode_t mode, bool *exists_out, char *err,
                   size_t errlen)
@@ -261,6 +313,9 @@ bool ledger_check(ledger_t *l, const char *job_id, const ledger_spec_t *spec,
         pgutil_query(s_conn(l), sql, 1, params, PROTO_SIDE_TARGET, &e);
     if (!res) return s_fail(err, errlen, "cannot read the jobs table", &e);
     *exists_out = PQntuples(res) == 1;
+    snprintf(l->status, sizeof l->status, "%s",
+             *exists_out ? PQgetvalue(res, 0, 7) : "");
+    if (mode == LEDGER_AUTO) mode = *exists_out ? LEDGER_RESUME : LEDGER_FRESH;
     bool ok = true;
     if (mode == LEDGER_FRESH && *exists_out) {
         snprintf(err, errlen,

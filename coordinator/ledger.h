@@ -31,6 +31,8 @@ typedef struct ledger_t {
     char *qschema;                 /* quoted ledger schema */
     char schema[PROTO_MAX_ID + 1]; /* the schema's name, as given */
     char job_id[PROTO_MAX_ID + 1]; /* this job */
+    char status[16];               /* its status when checked, "" if new */
+    bool locked;                   /* this session holds the job's lock */
 } ledger_t;
 
 /* How a job starts. */
@@ -38,6 +40,7 @@ typedef enum {
     LEDGER_FRESH,   /* new job; refuse if the id exists */
     LEDGER_RESUME,  /* continue an existing job with the same spec */
     LEDGER_RESTART, /* discard the id's ledger, then start fresh */
+    LEDGER_AUTO,    /* as LEDGER_RESUME if the id exists, else fresh */
 } ledger_mode_t;
 
 /* Create the schema and tables if missing. Tables of those names that are
@@ -51,9 +54,17 @@ bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
 bool ledger_default_id(ledger_t *l, const ledger_spec_t *spec, char *id_out,
                        size_t n) __attribute__((warn_unused_result));
 
+/* Take the job's lock: a session-level advisory lock in the target,
+ * held by the ledger's session until it ends (so a coordinator that dies
+ * lets go). False, with err naming the job, when another session holds it
+ * or the lock cannot be asked for. */
+bool ledger_lock(ledger_t *l, const char *job_id, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
 /* Look the job up and check it against mode: a fresh job must not exist,
  * a resumed one must exist with the same spec. Returns false with err set
- * (a usage error) when refused. *exists_out tells whether it exists. */
+ * (a usage error) when refused. *exists_out tells whether it exists,
+ * l->status its status. */
 bool ledger_check(ledger_t *l, const char *job_id, const ledger_spec_t *spec,
                   ledger_mode_t mode, bool *exists_out, char *err,
                   size_t errlen) __attribute__((warn_unused_result));

@@ -93,6 +93,10 @@ static void s_help(FILE *out)
         "                         (not a stream job nor a table cut into\n"
         "                         ctid page ranges: those start over with\n"
         "                         --restart --truncate)\n"
+        "  --resume=auto          for supervisors: start job NAME if it is\n"
+        "                         new, continue it if unfinished, exit 0 at\n"
+        "                         once if done (env " MAPPER_ENV_RESUME
+        "=auto)\n"
         "  --restart              discard job NAME's ledger and start afresh\n"
         "                         (target data is not touched)\n"
         "  --truncate             empty the target table first (a fresh job,\n"
@@ -147,9 +151,13 @@ static void s_help(FILE *out)
         "in --source/--target are hidden from ps and never logged; workers\n"
         "get connection strings through their environment.\n"
         "\n"
+        "While it runs a coordinator holds a lock on its job in the target:\n"
+        "a second coordinator of the same job is refused (exit 3).\n"
+        "\n"
         "Exit status: 0 every chunk done; 1 finished with failed chunks or\n"
         "rejected rows; 2 usage or configuration error; 3 could not run\n"
-        "(database unreachable, a table, column or type missing); 75\n"
+        "(database unreachable, a table, column or type missing, the job\n"
+        "running elsewhere); 75\n"
         "interrupted by SIGINT/SIGTERM (resumable: the command to resume is\n"
         "printed).\n",
         MAPPER_MAX_WORKERS, MAPPER_DEFAULT_CHUNK_SIZE);
@@ -186,6 +194,27 @@ static bool s_parse_seconds(const char *opt, const char *s, double *out)
     return true;
 }
 
+/* --resume (plain) or --resume=auto; value NULL is the plain form. */
+static bool s_parse_resume(const char *value, mapper_job_spec *spec)
+{
+    if (value && strcmp(value, MAPPER_RESUME_AUTO)) return false;
+    spec->resume = !value;
+    spec->resume_auto = value != NULL;
+    return true;
+}
+
+/* MAPPER_RESUME=auto: --resume=auto unless the command line says otherwise
+ * (the only value it takes). */
+static bool s_resume_env(mapper_job_spec *spec, char *err, size_t errlen)
+{
+    const char *v = getenv(MAPPER_ENV_RESUME);
+    if (!v || !*v) return true;
+    if (s_parse_resume(v, spec)) return true;
+    snprintf(err, errlen, "%s: expected auto, got '%.64s'", MAPPER_ENV_RESUME,
+             v);
+    return false;
+}
+
 static bool s_parse_progress(const char *s, mapper_progress_mode *out)
 {
     static const char *const names[] = {"auto", "bar", "log", "json", "none"};
@@ -195,26 +224,6 @@ static bool s_parse_progress(const char *s, mapper_progress_mode *out)
             return true;
         }
     log_error("--progress: expected auto, bar, log, json or none, got '%s'", s);
-    return false;
-}
-
-/* MAPPER_PARALLEL_PROGRESS_ENABLED: true/false/1/0/yes/no (any case). */
-static bool s_progress_env(mapper_progress_mode *mode)
-{
-    const char *v = getenv(MAPPER_ENV_PROGRESS_ENABLED);
-    if (!v) return true;
-    static const char *const yes[] = {"true", "1", "yes"}, *const no[] = {
-                                                               "false", "0",
-                                                               "no"};
-    for (size_t i = 0; i < 3; i++) {
-        if (!strcasecmp(v, yes[i])) return true;
-        if (!strcasecmp(v, no[i])) {
-            *mode = MAPPER_PROGRESS_NONE;
-            return true;
-        }
-    }
-    log_error("%s: expected true or false, got '%.64s'",
-              MAPPER_ENV_PROGRESS_ENABLED, v);
     return false;
 }
 
@@ -413,7 +422,7 @@ int main(int argc, char **argv)
         {"progress-file", required_argument, 0, OPT_PROGRESS_FILE},
         {"job-id", required_argument, 0, OPT_JOB_ID},
         {"state-schema", required_argument, 0, OPT_STATE_SCHEMA},
-        {"resume", no_argument, 0, OPT_RESUME},
+        {"resume", optional_argument, 0, OPT_RESUME},
         {"restart", no_argument, 0, OPT_RESTART},
         {"truncate", no_argument, 0, OPT_TRUNCATE},
         {"no-ledger", no_argument, 0, OPT_NO_LEDGER},
@@ -436,12 +445,12 @@ int main(int argc, char **argv)
         {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0}};
-    char err[RETRY_ERR_MAX];
-    if (!retry_config_from_env(&spec.retry, err, sizeof err)) {
+    char err[MAPPER_ENV_ERR_MAX];
+    if (!mapper_job_spec_env(&spec, err, sizeof err) ||
+        !s_resume_env(&spec, err, sizeof err)) {
         log_error("%s", err);
         return MAPPER_EXIT_USAGE;
     }
-    if (!s_progress_env(&spec.progress)) return MAPPER_EXIT_USAGE;
     opterr = 0;
     int o, idx;
     int64_t v;
@@ -552,7 +561,12 @@ int main(int argc, char **argv)
             spec.state_schema = optarg;
             break;
         case OPT_RESUME:
-            spec.resume = true;
+            if (!s_parse_resume(optarg, &spec)) {
+                log_error("--resume: expected --resume or --resume=auto, "
+                          "got '%s'",
+                          optarg);
+                return MAPPER_EXIT_USAGE;
+            }
             break;
         case OPT_RESTART:
             spec.restart = true;
@@ -671,10 +685,13 @@ int main(int argc, char **argv)
         (rc == MAPPER_EXIT_CANNOT_RUN && r.chunks_total == 0)) {
         log_error("%s", r.error);
     } else {
-        if (!quiet) mapper_result_print(&r, stdout);
+        if (!quiet && !r.already_done) mapper_result_print(&r, stdout);
         if (r.error[0]) log_error("%s", r.error);
     }
-    if (rc == MAPPER_EXIT_INTERRUPTED && r.job_id[0] && !spec.resume)
+    if (r.already_done)
+        printf("job %s already done\n", r.job_id);
+    else if (rc == MAPPER_EXIT_INTERRUPTED && r.job_id[0] && !spec.resume &&
+             !spec.resume_auto)
         s_print_resume(argc, argv, r.job_id, r.stream, r.restart_only);
     else if (rc == MAPPER_EXIT_INTERRUPTED && r.job_id[0])
         fprintf(stderr, "interrupted: run the same command again to resume\n");

@@ -1,5 +1,6 @@
 /* coordinator/mapper.h - the public face of libmapper: run one copy job
- * (the C form of the seed design's execute_query_parallel). */
+ * (the C form of the seed design's execute_query_parallel). The one header
+ * installed: it stands alone and declares public types only. */
 #ifndef MAPPER_H
 #define MAPPER_H
 
@@ -8,7 +9,52 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "retry.h"
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The retry knobs (defaults in mapper_job_spec_init). enabled and
+ * max_retries are the seed's enable_retry and max_retries. */
+typedef struct {
+    bool enabled;            /* false: a failed chunk is never retried */
+    int max_retries;         /* retries after the first attempt (>= 0) */
+    double initial_delay;    /* seconds before retry 1 (>= 0) */
+    double max_delay;        /* cap on any one delay, seconds (>= initial) */
+    double exponential_base; /* delay growth per retry (>= 1) */
+    bool jitter;             /* true: delay uniform in [0, d] (full jitter) */
+    double deadline; /* seconds from a chunk's first start; 0 = no deadline */
+} mapper_retry_config;
+
+/* Where a job stands, at one instant; the first ten fields are the seed's
+ * ProgressSnapshot. Row and byte counters of committed work (successful,
+ * failed, processed, bytes, completed) never decrease. */
+typedef struct {
+    int64_t total_chunks;            /* chunks planned (0 while unknown) */
+    int64_t completed_chunks;        /* chunks whose transaction committed */
+    int64_t failed_chunks;           /* chunks failed for good */
+    int64_t chunks_in_progress;      /* chunks with an attempt copying now */
+    int64_t total_rows_processed;    /* successful + failed rows */
+    int64_t total_rows_successful;   /* rows of committed chunks */
+    int64_t total_rows_failed;       /* rows of chunks failed for good */
+    double elapsed_time;             /* seconds since the job started */
+    double estimated_remaining_time; /* seconds left; -1 unless eta_known */
+    bool eta_known;                  /* false until an estimate is meaningful */
+    double progress_percentage;      /* 0-100, 100 once every chunk finished */
+    int64_t rows_total_estimate;     /* planner's row estimate (0 = unknown) */
+    int64_t rows_in_flight;          /* rows of attempts still copying */
+    int64_t bytes_processed;         /* bytes of committed chunks */
+    double rows_per_second;          /* throughput, last ~30 s (0 = unknown) */
+    double bytes_per_second;         /* same, in bytes per second */
+    int64_t retries;                 /* failed attempts that will be retried */
+    int workers;                     /* workers configured (0 = unknown) */
+    int workers_busy;                /* workers copying a chunk now */
+} mapper_progress_snapshot;
+
+/* A progress callback: snap is valid during the call only; user is the
+ * spec's progress_user. It runs in the coordinator's loop (the thread that
+ * called mapper_job_run), so it must return quickly. */
+typedef void (*mapper_progress_fn)(const mapper_progress_snapshot *snap,
+                                   void *user);
 
 /* Where progress goes (--progress). */
 typedef enum {
@@ -50,12 +96,23 @@ typedef struct {
     mapper_retry_config retry; /* retry policy (retry_config_defaults) */
     double outage_timeout;     /* seconds a database may stay unreachable
                                   before the job gives up (> 0) */
-    mapper_progress_mode progress; /* progress output */
-    double progress_interval;      /* seconds between log/JSON lines (0: 2.0) */
+    mapper_progress_mode progress;        /* progress output; NONE is the seed's
+                                             enable_progress = false */
+    double progress_interval;             /* seconds between log/JSON lines and
+                                             progress_callback calls (0: 2.0) */
+    mapper_progress_fn progress_callback; /* called at most once per
+                                             progress_interval, and once at
+                                             the end with the final snapshot
+                                             (elapsed frozen, 100 % when every
+                                             chunk finished), whatever the
+                                             progress mode; or NULL */
+    void *progress_user;                  /* passed to progress_callback */
     const char *progress_file; /* progress lines go here instead of stderr */
     const char *job_id;        /* ledger job id; NULL: derived from the spec */
     const char *state_schema;  /* ledger schema in the target ("mapper") */
     bool resume;               /* continue job_id: skip its done chunks */
+    bool resume_auto;          /* start job_id if new, continue it if
+                                  unfinished, do nothing if done */
     bool restart;              /* discard job_id's ledger, start afresh */
     bool truncate;             /* empty the target first (fresh jobs only) */
     bool no_ledger;            /* no ledger: a retried chunk may duplicate */
@@ -113,6 +170,7 @@ typedef struct {
     bool interrupted;                 /* stopped by SIGINT/SIGTERM */
     char job_id[65];                  /* the ledger's job id, "" without */
     bool resumed;                     /* continued an earlier run's job */
+    bool already_done;                /* resume_auto: the job was done */
     bool stream;                      /* a query read once (stream mode) */
     bool restart_only;                /* cannot resume (stream mode or
                                          ctid page ranges): restart it */
@@ -121,9 +179,17 @@ typedef struct {
     char error[1024];                 /* why the job could not run, or "" */
 } mapper_result;
 
-/* Defaults: workers = CPUs, chunk_size 50000, on_bad_rows fail, unlimited
- * max_rejects, everything else NULL. */
+/* Defaults: workers = CPUs, chunk_size 50000, retries on (3), progress
+ * auto, on_bad_rows fail, unlimited max_rejects, everything else NULL. */
 void mapper_job_spec_init(mapper_job_spec *spec);
+
+/* Overlay the seed's variables on spec: MAPPER_PARALLEL_RETRY_ENABLED and
+ * MAPPER_PARALLEL_PROGRESS_ENABLED (true/false/1/0/yes/no, any case),
+ * MAPPER_PARALLEL_MAX_RETRIES (a whole number >= 0). Unset variables change
+ * nothing. Call it between mapper_job_spec_init and setting fields of your
+ * own, so that yours win. On a bad value returns false, leaves spec as it
+ * was and writes a one-line message into err. */
+bool mapper_job_spec_env(mapper_job_spec *spec, char *err, size_t errlen);
 
 /* Run one job to its end. Fills *out (free with mapper_result_free) and
  * returns its exit code: 0 all chunks done, 1 some chunk failed or some row
@@ -138,5 +204,9 @@ void mapper_result_free(mapper_result *result);
 /* Print the summary table, and write the result as one JSON object. */
 void mapper_result_print(const mapper_result *result, FILE *out);
 bool mapper_result_write_json(const mapper_result *result, FILE *out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -22,6 +22,11 @@ struct report_t {
     double interval;             /* seconds between callbacks */
     char job[64];                /* job name on log lines */
     char bar[PROGRESS_LINE_MAX]; /* last bar drawn, "" when none */
+    mapper_progress_fn user_fn;  /* the spec's progress_callback, or NULL */
+    void *user;                  /* its progress_user */
+    double user_interval;        /* seconds between its calls */
+    double user_last;            /* elapsed_time of its last call */
+    bool last;                   /* the next callback is the final one */
 };
 
 /* The log hook: clear the bar before a log line, redraw it after, so the
@@ -73,6 +78,11 @@ report_t *report_new(const mapper_job_spec *spec, char *err, size_t errlen)
         log_set_hook(s_log_hook, r);
     }
     snprintf(r->job, sizeof r->job, "%s", spec->table ? spec->table : "job");
+    r->user_fn = spec->progress_callback;
+    r->user = spec->progress_user;
+    r->user_interval = spec->progress_interval > 0
+                           ? spec->progress_interval
+                           : PROGRESS_DEFAULT_UPDATE_INTERVAL_S;
     return r;
 }
 
@@ -81,9 +91,26 @@ double report_interval(const report_t *self)
     return self->interval;
 }
 
+void report_last(report_t *self)
+{
+    if (self) self->last = true;
+}
+
+/* The embedder's callback: throttled by the snapshots' own clock, which
+ * the tracker advances by at least its interval between calls. */
+static void s_user_callback(report_t *r, const mapper_progress_snapshot *snap)
+{
+    if (!r->user_fn) return;
+    if (!r->last && snap->elapsed_time - r->user_last < r->user_interval)
+        return;
+    r->user_last = snap->elapsed_time;
+    r->user_fn(snap, r->user);
+}
+
 void report_callback(const mapper_progress_snapshot *snap, void *user)
 {
     report_t *r = user;
+    s_user_callback(r, snap);
     char line[PROGRESS_LINE_MAX], clean[PROGRESS_LINE_MAX];
     switch (r->mode) {
     case MAPPER_PROGRESS_BAR:

@@ -118,14 +118,14 @@ bool mapper_result_write_json(const mapper_result *r, FILE *out)
             ", \"chunks_total\": %" PRId64 ", \"chunks_succeeded\": %" PRId64
             ", \"chunks_failed\": %" PRId64
             ", \"elapsed_s\": %.3f, \"rows_per_s\": %.1f, \"bytes\": %" PRId64
-            ", \"interrupted\": %s, \"resumed\": %s, \"ledger\": %s"
-            ", \"exit_code\": %d, \"error\": ",
+            ", \"interrupted\": %s, \"resumed\": %s, \"already_done\": %s"
+            ", \"ledger\": %s, \"exit_code\": %d, \"error\": ",
             r->total_rows_processed, r->total_rows_successful,
             r->total_rows_failed, r->rows_rejected, r->chunks_total,
             r->chunks_succeeded, r->chunks_failed, r->elapsed_s, r->rows_per_s,
             r->bytes, r->interrupted ? "true" : "false",
-            r->resumed ? "true" : "false", r->ledger ? "true" : "false",
-            r->exit_code);
+            r->resumed ? "true" : "false", r->already_done ? "true" : "false",
+            r->ledger ? "true" : "false", r->exit_code);
     if (r->error[0])
         s_json_string(out, s_clean(r->error).s);
     else

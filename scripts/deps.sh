@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(gcc make pkg-config libpq-dev libzmq3-dev libmsgpack-dev libcmocka-dev
       postgresql postgresql-client jq clang-format procps tmux
-      clang libclang-rt-dev stress-ng)
+      clang libclang-rt-dev stress-ng man-db groff-base)
 missing=()
 for p in "${pkgs[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
