@@ -97,15 +97,14 @@ check_match "--resume of a stream job: says why" "cannot be picked up where it s
 # Memory: the coordinator holds at most --max-inflight-chunks chunks (2
 # per worker: 8 here) plus the one being read, and each writer one chunk.
 # The bound is computed from each run's own figures: base = the peak of the
-# same job over an empty result; chunk = bytes / chunks. A held chunk may
-# exist twice at its peak (the coordinator's copy and ZeroMQ's copy of the
-# frames being sent or received), so the coordinator's bound is
-# base + 2 x (max-inflight + 1) x chunk, plus a quarter for the allocator
-# (freed chunks leave holes it reuses but does not always return), plus
-# 4 MB; a writer's is base + 4 x chunk + 4 MB (its buffer, grown by
-# doubling, plus the frames in ZeroMQ's pipe). Both hold whatever the size
-# of the result: a coordinator that ignored the credit would hold all 100
-# chunks (116 MB).
+# same job over an empty result; chunk = bytes / chunks. A held chunk can
+# take up to four times its bytes at the peak (its buffer, grown by
+# doubling; ZeroMQ's copy of frames being received or sent; holes the
+# allocator keeps), so the coordinator's bound is
+# base + 4 x (max-inflight + 1) x chunk + 4 MB, about 53 MB here (measured
+# 28-43 MB, quiet or loaded); a writer's is base + 4 x chunk + 4 MB. Both
+# hold whatever the size of the result; a coordinator that ignored the
+# credit reached 73 MB at 2,000,000 rows.
 fresh_dbs stream_mem
 q "$SRC" "CREATE TABLE big(id bigint, a int, note text);
           INSERT INTO big SELECT g, g % 1000, md5(g::text) FROM generate_series(1, 2000000) g"
@@ -125,7 +124,7 @@ for who in coord worker; do
     for n in 500000 2000000; do
         chunk_kb=$(jq '.bytes / .chunks_total / 1024 | ceil' "$T_OUT/m$n.json")
         copies=4
-        [ $who = coord ] && copies=$((2 * (inflight + 1) * 5 / 4))
+        [ $who = coord ] && copies=$((4 * (inflight + 1)))
         bound=$((base + copies * chunk_kb + 4096))
         peak=$(json_field "$T_OUT/m$n.json" ${who}_max_rss_kb)
         echo "# peak RSS of the $who at $n rows: $peak kB; base $base kB, chunk $chunk_kb kB, bound $bound kB"
