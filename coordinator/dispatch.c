@@ -672,6 +672,10 @@ static void s_fill_result(dispatch_loop_t *l)
     for (size_t i = 0; i < l->chunks.n; i++)
         if (l->chunks.v[i].state == CHUNKS_FAILED) nfail++;
     out->chunk_errors = nfail ? calloc(nfail, sizeof *out->chunk_errors) : NULL;
+    if (nfail && !out->chunk_errors)
+        log_error("out of memory for %zu chunk errors: the summary lists none "
+                  "(the ledger still records them)",
+                  nfail);
     for (size_t i = 0; i < l->chunks.n; i++) {
         chunks_chunk_t *c = &l->chunks.v[i];
         if (c->state == CHUNKS_DONE) {
@@ -683,10 +687,10 @@ static void s_fill_result(dispatch_loop_t *l)
         } else if (c->state == CHUNKS_FAILED) {
             out->chunks_failed++;
             s_add(&out->total_rows_failed, c->est_rows);
-            if (!out->chunk_errors) continue;
-            if (l->cfg->ledger)
+            if (l->cfg->ledger) /* whether or not the summary has room */
                 ledger_chunk_failed(l->cfg->ledger, (int64_t)i, c->attempts,
                                     c->error.message);
+            if (!out->chunk_errors) continue; /* out of memory: counts only */
             mapper_chunk_error *e = &out->chunk_errors[out->n_chunk_errors++];
             e->chunk_id = (int64_t)i;
             e->attempts = c->attempts;
