@@ -511,6 +511,35 @@ static void s_reap(dispatch_loop_t *l)
     }
 }
 
+/* Stream mode: send the rows that did not fit in a writer's queue. A
+ * writer whose rows cannot go out (gone, or its queue full for the worker
+ * timeout) loses the attempt, and is stopped: it holds half a chunk. */
+static void s_flush_sends(dispatch_loop_t *l)
+{
+    for (size_t i = 0; i < l->nworkers; i++) {
+        dispatch_worker_t *w = &l->workers[i];
+        if (!w->sending) continue;
+        const chunks_chunk_t *c = w->chunk >= 0 ? &l->chunks.v[w->chunk] : NULL;
+        if (!w->alive || !c || c->state != CHUNKS_RUNNING ||
+            c->attempts != w->send_attempt) {
+            w->sending = false; /* the attempt is over */
+            continue;
+        }
+        if (dispatch_stream_flush(l, w)) continue;
+        size_t ci = (size_t)w->chunk;
+        chunks_chunk_t *f = &l->chunks.v[ci];
+        memset(&f->error, 0, sizeof f->error);
+        snprintf(f->error.message, sizeof f->error.message,
+                 "the chunk's rows could not be sent to worker %s", w->id);
+        w->chunk = -1;
+        s_attempt_failed(l, ci, CHUNKS_LEASE_LOST);
+        if (w->pid > 0)
+            kill(w->pid, SIGTERM); /* SIGCHLD reaps and replaces it */
+        else
+            dispatch_send_away(l, w, "it did not take its chunk's rows");
+    }
+}
+
 /* Read the self-pipe: 'C' reaps children, 'T' starts the stop. */
 static void s_on_signals(dispatch_loop_t *l)
 {
@@ -739,6 +768,7 @@ bool dispatch_run(const dispatch_config_t *cfg, mapper_result *out)
         }
         s_assign_idle(&l);
         s_poll(&l, MAPPER_LOOP_TICK_MS);
+        s_flush_sends(&l);
         s_probe(&l);
         s_leases(&l);
         progress_tick(cfg->progress);

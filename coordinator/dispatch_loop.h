@@ -39,6 +39,11 @@ typedef struct {
     bool ready;                   /* said ready */
     bool banned;                  /* sent away: its id is not taken back */
     int64_t chunk;                /* chunk held, or -1 */
+    /* Stream mode: rows of its chunk not yet sent (its queue was full). */
+    bool sending;     /* some are left */
+    size_t sent;      /* bytes of the chunk sent */
+    int send_attempt; /* the attempt they belong to */
+    double sent_last; /* monotonic time a frame last went out */
 } dispatch_worker_t;
 
 typedef struct {
@@ -107,9 +112,19 @@ void dispatch_stream_release(void *ctx, size_t ci);
 /* Make w the reader: it reads the query from its first row. */
 void dispatch_stream_start_reader(dispatch_loop_t *l, dispatch_worker_t *w);
 
-/* Send chunk ci's rows to w, after its WRITE. */
+/* Send chunk ci's rows to w, after its WRITE: as many frames as its queue
+ * takes now; the rest go out with dispatch_stream_flush. False (logged)
+ * when they cannot be sent at all. */
 bool dispatch_stream_send_rows(dispatch_loop_t *l, dispatch_worker_t *w,
-                               size_t ci, int attempt);
+                               size_t ci, int attempt)
+    __attribute__((warn_unused_result));
+
+/* Send more of w's chunk rows, if some are left (w->sending) and its queue
+ * takes them. A frame is never dropped: it goes out, or - the peer gone, or
+ * its queue full for the worker timeout - false (logged) and the caller
+ * fails the attempt. True when all went out or the rest can wait. */
+bool dispatch_stream_flush(dispatch_loop_t *l, dispatch_worker_t *w)
+    __attribute__((warn_unused_result));
 
 /* The reader's process or lease is gone (why: for the log and summary). */
 void dispatch_stream_reader_lost(dispatch_loop_t *l, chunks_cause_t cause,

@@ -2,10 +2,12 @@
  * worker reads the query once; its rows arrive as data frames, are cut
  * into chunks held until they commit, and go to writers with their WRITE
  * (dispatch_loop.h). */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zmq.h>
 
 #include "dispatch_loop.h"
 #include "ledger.h"
@@ -66,30 +68,58 @@ void dispatch_stream_start_reader(dispatch_loop_t *l, dispatch_worker_t *w)
     proto_msg_clear(&m);
 }
 
-/* Stream mode: send chunk ci's rows to w after its WRITE. */
 bool dispatch_stream_send_rows(dispatch_loop_t *l, dispatch_worker_t *w,
                                size_t ci, int attempt)
 {
-    const inflight_chunk_t *h = &l->held.chunks[ci];
-    if (!h->data) {
-        log_error("chunk %zu: its rows are gone", ci);
+    w->sending = true;
+    w->sent = 0;
+    w->send_attempt = attempt;
+    w->sent_last = clock_now();
+    (void)ci; /* w->chunk is ci */
+    return dispatch_stream_flush(l, w);
+}
+
+bool dispatch_stream_flush(dispatch_loop_t *l, dispatch_worker_t *w)
+{
+    if (!w->sending) return true;
+    size_t ci = (size_t)w->chunk;
+    const inflight_chunk_t *h = w->chunk >= 0 && (int64_t)ci < l->held.known
+                                    ? &l->held.chunks[ci]
+                                    : NULL;
+    if (!h || !h->data) {
+        w->sending = false;
+        log_error("chunk %" PRId64 ": its rows are gone", w->chunk);
         return false;
     }
-    for (size_t at = 0;;) {
-        size_t n = h->len - at;
+    while (w->sending) {
+        size_t n = h->len - w->sent;
         if (n > PROTO_MAX_DATA) n = PROTO_MAX_DATA;
-        bool last = at + n == h->len;
+        bool last = w->sent + n == h->len;
         proto_msg_t d = {.kind = PROTO_DATA,
                          .chunk_id = (int64_t)ci,
-                         .attempt = attempt,
+                         .attempt = w->send_attempt,
                          .rows = last ? h->rows : 0,
                          .last = last,
-                         .data = h->data + at,
+                         .data = h->data + w->sent,
                          .data_len = n};
-        if (!dispatch_send(l, w, &d)) return false;
-        if (last) return true;
-        at += n;
+        if (!proto_send_if_there(l->cfg->router, w->id, strlen(w->id), &d)) {
+            double stuck = clock_now() - w->sent_last;
+            if (errno == EAGAIN && stuck <= l->cfg->worker_timeout)
+                return true; /* its queue is full: the rest waits */
+            w->sending = false;
+            log_warn("chunk %zu attempt %d: cannot send its rows to %s (%s)",
+                     ci, w->send_attempt, w->id,
+                     errno == EAGAIN ? "its queue stayed full"
+                                     : zmq_strerror(errno));
+            return false;
+        }
+        w->sent_last = clock_now();
+        if (last)
+            w->sending = false;
+        else
+            w->sent += n;
     }
+    return true;
 }
 
 /* Reading the query failed (e: why): read again from the first row after
