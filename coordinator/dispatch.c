@@ -175,14 +175,24 @@ static void s_attempt_failed(dispatch_loop_t *l, size_t ci,
     (void)chunks_attempt_failed(&l->chunks, ci, cause);
 }
 
-/* Probe databases in an outage; end the outage when one answers, or end
- * the job (every undone chunk failed) when it lasted too long. */
+/* Probe databases in an outage, without blocking the loop: a probe
+ * starts when one is due and is polled every tick. End the outage when the
+ * database answers, or end the job (every undone chunk failed) when it
+ * lasted too long. */
 static void s_probe(dispatch_loop_t *l)
 {
     for (int side = PROTO_SIDE_SOURCE; side <= PROTO_SIDE_TARGET; side++) {
-        if (!chunks_probe_due(&l->chunks, (proto_side_t)side)) continue;
-        bool up = pgutil_ping(l->cfg->conninfo[side]);
-        if (chunks_probed(&l->chunks, (proto_side_t)side, up) != CHUNKS_GAVE_UP)
+        pgutil_probe_t *p = &l->probe[side];
+        pgutil_probe_state_t st;
+        if (p->conn)
+            st = pgutil_probe_poll(p);
+        else if (chunks_probe_due(&l->chunks, (proto_side_t)side))
+            st = pgutil_probe_start(p, l->cfg->conninfo[side]);
+        else
+            continue;
+        if (st == PGUTIL_PROBE_BUSY ||
+            chunks_probed(&l->chunks, (proto_side_t)side,
+                          st == PGUTIL_PROBE_UP) != CHUNKS_GAVE_UP)
             continue;
         for (size_t i = 0; i < l->nworkers; i++)
             l->workers[i].chunk = -1;
@@ -775,6 +785,8 @@ bool dispatch_run(const dispatch_config_t *cfg, mapper_result *out)
     }
     s_shutdown(&l);
     s_fill_result(&l);
+    for (int side = 0; side < 3; side++)
+        pgutil_probe_cancel(&l.probe[side]);
     inflight_free(&l.held);
     chunks_free(&l.chunks);
     free(l.workers);

@@ -49,6 +49,7 @@ typedef struct {
 typedef struct {
     const dispatch_config_t *cfg; /* what to run */
     chunks_t chunks;            /* one per plan chunk, or stream chunks known */
+    pgutil_probe_t probe[3];    /* by proto_side_t: a database in an outage */
     dispatch_worker_t *workers; /* every worker started, alive or not */
     size_t nworkers;            /* entries used */
     size_t cap_workers;         /* entries allocated */
