@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,6 +176,25 @@ static void s_attempt_failed(dispatch_loop_t *l, size_t ci,
     (void)chunks_attempt_failed(&l->chunks, ci, cause);
 }
 
+/* w's attempt at the chunk it holds is lost (cause; the rest says why,
+ * printf-style, as the chunk's error): w holds nothing any more, and the
+ * chunk is retried, paused or failed. No-op when w holds no chunk. */
+__attribute__((format(printf, 4, 5))) static void
+s_attempt_lost(dispatch_loop_t *l, dispatch_worker_t *w, chunks_cause_t cause,
+               const char *fmt, ...)
+{
+    if (w->chunk < 0) return;
+    size_t ci = (size_t)w->chunk;
+    chunks_chunk_t *c = &l->chunks.v[ci];
+    memset(&c->error, 0, sizeof c->error);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->error.message, sizeof c->error.message, fmt, ap);
+    va_end(ap);
+    w->chunk = -1;
+    s_attempt_failed(l, ci, cause);
+}
+
 /* Probe databases in an outage, without blocking the loop: a probe
  * starts when one is due and is polled every tick. End the outage when the
  * database answers, or end the job (every undone chunk failed) when it
@@ -311,16 +331,9 @@ static dispatch_worker_t *s_register(dispatch_loop_t *l, const char *peer,
 static void s_on_ready(dispatch_loop_t *l, dispatch_worker_t *w,
                        const proto_msg_t *m)
 {
-    if (w->chunk >= 0) {
-        chunks_chunk_t *c = &l->chunks.v[w->chunk];
-        memset(&c->error, 0, sizeof c->error);
-        snprintf(c->error.message, sizeof c->error.message,
-                 "worker %s gave the chunk up (it lost the coordinator)",
-                 w->id);
-        size_t ci = (size_t)w->chunk;
-        w->chunk = -1;
-        s_attempt_failed(l, ci, CHUNKS_LEASE_LOST);
-    }
+    s_attempt_lost(l, w, CHUNKS_LEASE_LOST,
+                   "worker %s gave the chunk up (it lost the coordinator)",
+                   w->id);
     if (l->reader == (int)(w - l->workers))
         dispatch_stream_reader_lost(
             l, CHUNKS_LEASE_LOST,
@@ -366,16 +379,9 @@ static void s_leases(dispatch_loop_t *l)
             log_warn("worker %s silent for %.0f s: its lease is lost", w->id,
                      now - w->last_heard);
             w->alive = false;
-            if (w->chunk >= 0) {
-                chunks_chunk_t *c = &l->chunks.v[w->chunk];
-                memset(&c->error, 0, sizeof c->error);
-                snprintf(c->error.message, sizeof c->error.message,
-                         "worker %s lost its lease (silent for %.0f s)", w->id,
-                         now - w->last_heard);
-                size_t ci = (size_t)w->chunk;
-                w->chunk = -1;
-                s_attempt_failed(l, ci, CHUNKS_LEASE_LOST);
-            }
+            s_attempt_lost(l, w, CHUNKS_LEASE_LOST,
+                           "worker %s lost its lease (silent for %.0f s)",
+                           w->id, now - w->last_heard);
             if (l->reader == (int)i)
                 dispatch_stream_reader_lost(l, CHUNKS_LEASE_LOST,
                                             "the reader lost its lease");
@@ -498,18 +504,10 @@ static void s_reap(dispatch_loop_t *l)
                          (long)pid, WEXITSTATUS(status));
         }
         if (!w->ready) l->early_deaths++;
-        if (w->chunk >= 0) {
-            chunks_chunk_t *c = &l->chunks.v[w->chunk];
-            memset(&c->error, 0, sizeof c->error);
-            c->error.side = PROTO_SIDE_NONE;
-            snprintf(c->error.message, sizeof c->error.message,
-                     "worker %s died (%s %d) during the chunk", w->id,
-                     WIFSIGNALED(status) ? "signal" : "exit status",
-                     WIFSIGNALED(status) ? WTERMSIG(status)
-                                         : WEXITSTATUS(status));
-            s_attempt_failed(l, (size_t)w->chunk, CHUNKS_CRASHED);
-            w->chunk = -1;
-        }
+        s_attempt_lost(
+            l, w, CHUNKS_CRASHED, "worker %s died (%s %d) during the chunk",
+            w->id, WIFSIGNALED(status) ? "signal" : "exit status",
+            WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
         if (l->reader == (int)(w - l->workers)) {
             char why[128];
             snprintf(why, sizeof why, "the reader %s died (%s %d)", w->id,
@@ -536,13 +534,9 @@ static void s_flush_sends(dispatch_loop_t *l)
             continue;
         }
         if (dispatch_stream_flush(l, w)) continue;
-        size_t ci = (size_t)w->chunk;
-        chunks_chunk_t *f = &l->chunks.v[ci];
-        memset(&f->error, 0, sizeof f->error);
-        snprintf(f->error.message, sizeof f->error.message,
-                 "the chunk's rows could not be sent to worker %s", w->id);
-        w->chunk = -1;
-        s_attempt_failed(l, ci, CHUNKS_LEASE_LOST);
+        s_attempt_lost(l, w, CHUNKS_LEASE_LOST,
+                       "the chunk's rows could not be sent to worker %s",
+                       w->id);
         if (w->pid > 0)
             kill(w->pid, SIGTERM); /* SIGCHLD reaps and replaces it */
         else
