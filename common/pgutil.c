@@ -1,10 +1,13 @@
 /* common/pgutil.c - PostgreSQL helpers: connect, capture errors, quote. */
 #include "pgutil.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "defaults.h"
 #include "log.h"
 
@@ -20,12 +23,61 @@ const char *pgutil_side_name(proto_side_t side)
     }
 }
 
-bool pgutil_ping(const char *conninfo)
+pgutil_probe_state_t pgutil_probe_start(pgutil_probe_t *p, const char *conninfo)
 {
-    const char *keys[] = {"connect_timeout", "dbname", NULL};
-    const char *vals[] = {MAPPER_CONNECT_TIMEOUT_S, conninfo ? conninfo : "",
-                          NULL};
-    return PQpingParams(keys, vals, 1) == PQPING_OK;
+    pgutil_probe_cancel(p);
+    const char *keys[] = {"dbname", NULL};
+    const char *vals[] = {conninfo ? conninfo : "", NULL};
+    p->conn = PQconnectStartParams(keys, vals, 1);
+    p->reading = false;
+    p->started = clock_now();
+    if (!p->conn || PQstatus(p->conn) == CONNECTION_BAD) {
+        pgutil_probe_cancel(p);
+        return PGUTIL_PROBE_DOWN;
+    }
+    return pgutil_probe_poll(p);
+}
+
+/* A finished probe's answer: the connection is closed. */
+static pgutil_probe_state_t s_probe_end(pgutil_probe_t *p, bool up)
+{
+    pgutil_probe_cancel(p);
+    return up ? PGUTIL_PROBE_UP : PGUTIL_PROBE_DOWN;
+}
+
+pgutil_probe_state_t pgutil_probe_poll(pgutil_probe_t *p)
+{
+    if (!p->conn) return PGUTIL_PROBE_DOWN;
+    for (;;) {
+        /* libpq may be asked to go on only once its socket is ready. */
+        struct pollfd pfd = {PQsocket(p->conn), p->reading ? POLLIN : POLLOUT,
+                             0};
+        int n = poll(&pfd, 1, 0);
+        if (n == 0) {
+            if (clock_now() - p->started > atof(MAPPER_CONNECT_TIMEOUT_S))
+                return s_probe_end(p, false);
+            return PGUTIL_PROBE_BUSY;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        switch (PQconnectPoll(p->conn)) {
+        case PGRES_POLLING_READING:
+            p->reading = true;
+            continue;
+        case PGRES_POLLING_WRITING:
+            p->reading = false;
+            continue;
+        case PGRES_POLLING_OK:
+            return s_probe_end(p, true);
+        default: /* failed: answered only if it asked for a password */
+            return s_probe_end(p, PQconnectionNeedsPassword(p->conn) != 0);
+        }
+    }
+}
+
+void pgutil_probe_cancel(pgutil_probe_t *p)
+{
+    if (p->conn) PQfinish(p->conn);
+    p->conn = NULL;
 }
 
 /* The settings that shape values as text, pinned on every session (as

@@ -47,9 +47,32 @@ PGresult *pgutil_query(PGconn *conn, const char *sql, int nparams,
 /* A malloc'd, quoted identifier ("My Table" -> "\"My Table\""), or NULL. */
 char *pgutil_quote_ident(PGconn *conn, const char *ident);
 
-/* True when the server at conninfo accepts connections (PQping with our
- * connect timeout). */
-bool pgutil_ping(const char *conninfo);
+/* A probe of a database that stopped answering, advanced without blocking
+ * (PQconnectStart/PQconnectPoll): an event loop starts it and polls it once
+ * a tick. */
+typedef struct {
+    PGconn *conn;   /* the connection being tried, or NULL */
+    bool reading;   /* libpq waits to read (else to write) */
+    double started; /* clock_now() when it began */
+} pgutil_probe_t;
+
+typedef enum {
+    PGUTIL_PROBE_BUSY, /* no answer yet */
+    PGUTIL_PROBE_UP,   /* the server answered: it accepts connections */
+    PGUTIL_PROBE_DOWN, /* refused, failed, or no answer for the connect
+                          timeout */
+} pgutil_probe_state_t;
+
+/* Start probing the server at conninfo (*p zeroed before the first use). */
+pgutil_probe_state_t pgutil_probe_start(pgutil_probe_t *p,
+                                        const char *conninfo);
+
+/* Advance the probe without blocking. A finished probe (UP or DOWN) has
+ * closed its connection. */
+pgutil_probe_state_t pgutil_probe_poll(pgutil_probe_t *p);
+
+/* Abandon a probe (no-op when none is running). */
+void pgutil_probe_cancel(pgutil_probe_t *p);
 
 /* The database's identity, "SYSTEM_IDENTIFIER/DBNAME" (the system
  * identifier when this role may read it, else empty). Run it outside a

@@ -844,12 +844,13 @@ bool proto_socket_setup(void *socket, bool is_router)
                      &mandatory, sizeof mandatory));
 }
 
-/* Log a failed zmq_send (unless quiet and the peer is simply gone) and
+/* Log a failed zmq_send (unless quiet and the peer is simply gone or its
+ * queue full) and
  * keep its errno for the caller. */
 static bool s_send_failed(const proto_msg_t *msg, const char *who, bool quiet)
 {
     int e = errno;
-    if (quiet && e == EHOSTUNREACH) return false;
+    if (quiet && (e == EHOSTUNREACH || e == EAGAIN)) return false;
     char what[PROTO_ERR_LEN];
     s_describe(msg, what, sizeof what);
     if (e == EAGAIN || e == EHOSTUNREACH)

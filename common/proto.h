@@ -199,8 +199,9 @@ bool proto_socket_setup(void *socket, bool is_router)
 bool proto_send(void *socket, const void *peer, size_t peer_len,
                 const proto_msg_t *msg) __attribute__((warn_unused_result));
 
-/* proto_send to a ROUTER's peer that may have left: its absence (errno
- * EHOSTUNREACH) is an answer, not logged; other failures are. */
+/* proto_send to a ROUTER's peer that may have left or be slow: its absence
+ * (errno EHOSTUNREACH) or its full queue (EAGAIN) is an answer, not logged;
+ * other failures are. */
 bool proto_send_if_there(void *socket, const void *peer, size_t peer_len,
                          const proto_msg_t *msg)
     __attribute__((warn_unused_result));

@@ -218,13 +218,6 @@ double retry_rng_uniform(retry_rng *rng)
            (double)top;
 }
 
-double retry_clock_monotonic(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / S_NS_PER_S;
-}
-
 /* ---- delays and deadlines ---- */
 
 double retry_backoff(const mapper_retry_config *cfg, int k)
@@ -417,12 +410,12 @@ retry_decision retry_decide(const mapper_retry_config *cfg, int attempts,
 
 retry_decision retry_decide_chunk(const mapper_retry_config *cfg, int attempts,
                                   const retry_verdict *verdict,
-                                  double first_start, retry_clock_fn clock,
+                                  double first_start, clock_fn clock,
                                   retry_rng *rng)
 {
     retry_decision d = retry_decide(cfg, attempts, verdict, rng);
     if (!d.retry) return d;
-    double now = clock ? clock() : retry_clock_monotonic();
+    double now = clock ? clock() : clock_now();
     if (!retry_deadline_clamp(cfg, first_start, now, d.delay, &d.delay)) {
         d.retry = false;
         d.delay = 0;

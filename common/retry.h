@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "clock.h"
 #include "defaults.h"
 #include "mapper.h"
 #include "proto.h"
@@ -55,12 +56,6 @@ uint64_t retry_rng_next(retry_rng *rng);
 
 /* A uniform double in [0, 1] (both ends included, 53-bit resolution). */
 double retry_rng_uniform(retry_rng *rng);
-
-/* A clock: monotonic seconds. Injected so deadline logic can be tested. */
-typedef double (*retry_clock_fn)(void);
-
-/* The default clock: CLOCK_MONOTONIC in seconds. */
-double retry_clock_monotonic(void);
 
 /* The delay before retry k (k >= 1) without jitter:
  * min(max_delay, initial_delay * base^(k-1)). Never overflows, whatever k
@@ -133,11 +128,11 @@ const char *retry_reason_name(retry_reason reason);
 retry_decision retry_decide(const mapper_retry_config *cfg, int attempts,
                             const retry_verdict *verdict, retry_rng *rng);
 
-/* retry_decide, then retry_deadline_clamp with now = clock() (NULL: the
- * monotonic clock) for a chunk first started at first_start. */
+/* retry_decide, then retry_deadline_clamp with now = clock() (NULL: clock_now)
+ * for a chunk first started at first_start. */
 retry_decision retry_decide_chunk(const mapper_retry_config *cfg, int attempts,
                                   const retry_verdict *verdict,
-                                  double first_start, retry_clock_fn clock,
+                                  double first_start, clock_fn clock,
                                   retry_rng *rng);
 
 #endif

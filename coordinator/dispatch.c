@@ -5,11 +5,11 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -23,26 +23,12 @@
 /* Workers that die before saying ready, in a row, before we give up. */
 #define DISPATCH_MAX_EARLY_DEATHS 8
 
-double dispatch_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* *sum += v, saturating (logged) instead of overflowing. */
 static void s_add(int64_t *sum, int64_t v)
 {
     if (!__builtin_add_overflow(*sum, v, sum)) return;
     log_error("a count overflows: kept at its maximum");
     *sum = INT64_MAX;
-}
-
-/* Rows expected in chunk ci (for a chunk that failed). */
-static int64_t s_est_rows(const dispatch_loop_t *l, size_t ci)
-{
-    if (!l->stream) return l->cfg->plan->chunks[ci].est_rows;
-    return (int64_t)ci < l->held.known ? l->held.chunks[ci].rows : 0;
 }
 
 static bool s_grow_workers(dispatch_loop_t *l)
@@ -70,7 +56,7 @@ static bool s_spawn(dispatch_loop_t *l)
     w->pid = spawn_worker(l->cfg->spawn, w->id);
     if (w->pid < 0) return false;
     w->alive = true;
-    w->last_heard = dispatch_now();
+    w->last_heard = clock_now();
     l->nworkers++;
     l->alive++;
     log_debug("started worker %s (pid %ld)", w->id, (long)w->pid);
@@ -85,30 +71,6 @@ static dispatch_worker_t *s_worker_by_id(dispatch_loop_t *l, const char *id,
             !memcmp(l->workers[i].id, id, len))
             return &l->workers[i];
     return NULL;
-}
-
-bool dispatch_send(dispatch_loop_t *l, dispatch_worker_t *w,
-                   const proto_msg_t *m)
-{
-    return proto_send(l->cfg->router, w->id, strlen(w->id), m);
-}
-
-static bool s_in_outage(const dispatch_loop_t *l)
-{
-    return l->outage[PROTO_SIDE_SOURCE].active ||
-           l->outage[PROTO_SIDE_TARGET].active;
-}
-
-static void s_outage_begin(dispatch_loop_t *l, proto_side_t side, double now)
-{
-    dispatch_outage_t *o = &l->outage[side];
-    o->active = true;
-    o->since = now;
-    o->probe_wait = MAPPER_OUTAGE_PROBE_MIN_S;
-    o->next_probe = now + o->probe_wait;
-    log_warn("%s database unreachable from %d chunks in a row: pausing "
-             "dispatch and probing it (giving up after %.0f s)",
-             pgutil_side_name(side), o->streak, l->cfg->outage_timeout);
 }
 
 /* Past --max-rejects the job stops handing out chunks. */
@@ -131,7 +93,7 @@ static void s_check_max_rejects(dispatch_loop_t *l)
  * ledger, those committed with the chunk; without, those reported. */
 static void s_rejects_committed(dispatch_loop_t *l, size_t ci, int64_t rejected)
 {
-    dispatch_chunk_t *c = &l->chunks[ci];
+    chunks_chunk_t *c = &l->chunks.v[ci];
     c->rejected = rejected;
     s_add(&l->rejected, rejected);
     if (!l->cfg->rejects) return;
@@ -156,28 +118,23 @@ static void s_rejects_committed(dispatch_loop_t *l, size_t ci, int64_t rejected)
     s_check_max_rejects(l);
 }
 
-/* Past --max-rejects: the chunks waiting to start fail. */
+/* Past --max-rejects: the chunks waiting to start fail, and so does the
+ * rest of a stream that is not read. */
 static void s_fail_waiting(dispatch_loop_t *l)
 {
-    if (dispatch_stream_open(l)) { /* the rest of the result is not read */
+    if (dispatch_stream_open(l)) {
         l->read_failed = true;
         l->reader = -1;
-        dispatch_chunk_add(l); /* pending, for the unread rest: failed below */
+        if (!chunks_add(&l->chunks, 0) && !l->out->error[0]) /* logged */
+            snprintf(l->out->error, sizeof l->out->error,
+                     "out of memory: the rest of the query is not copied");
     }
-    for (size_t i = 0; i < l->nchunks; i++) {
-        dispatch_chunk_t *c = &l->chunks[i];
-        if (c->state != DISPATCH_PENDING) continue;
-        memset(&c->error, 0, sizeof c->error);
-        snprintf(c->error.message, sizeof c->error.message,
-                 "not run: more than %" PRId64 " rows rejected "
-                 "(--max-rejects %" PRId64 ")",
-                 l->cfg->max_rejects, l->cfg->max_rejects);
-        c->class_name = "max-rejects";
-        c->state = DISPATCH_FAILED;
-        l->unfinished--;
-        progress_chunk_failed(l->cfg->progress, i, s_est_rows(l, i));
-        dispatch_stream_release(l, i);
-    }
+    char why[PROTO_MAX_MESSAGE];
+    snprintf(why, sizeof why,
+             "not run: more than %" PRId64 " rows rejected "
+             "(--max-rejects %" PRId64 ")",
+             l->cfg->max_rejects, l->cfg->max_rejects);
+    chunks_fail_pending(&l->chunks, "max-rejects", why);
 }
 
 /* Chunk ci's attempt committed (or the ledger says an earlier one did),
@@ -185,30 +142,20 @@ static void s_fail_waiting(dispatch_loop_t *l)
 static void s_chunk_done(dispatch_loop_t *l, size_t ci, int attempt,
                          int64_t rows, int64_t bytes, int64_t rejected)
 {
-    dispatch_chunk_t *c = &l->chunks[ci];
     s_rejects_committed(l, ci, rejected);
-    c->state = DISPATCH_DONE;
-    c->worker = -1;
-    c->rows = rows;
-    c->bytes = bytes;
-    l->unfinished--;
-    l->outage[PROTO_SIDE_SOURCE].streak = 0;
-    l->outage[PROTO_SIDE_TARGET].streak = 0;
-    progress_chunk_committed(l->cfg->progress, (int64_t)ci, attempt, rows,
-                             bytes);
-    log_debug("chunk %zu done: %" PRId64 " rows", ci, rows);
-    dispatch_stream_release(l, ci);
+    chunks_done(&l->chunks, ci, attempt, rows, bytes, rejected);
 }
 
 /* An attempt whose outcome is unknown (its worker died, or the target
  * connection broke, maybe during COMMIT) is settled by the ledger. */
 static bool s_settled_by_ledger(dispatch_loop_t *l, size_t ci,
-                                dispatch_cause_t cause)
+                                chunks_cause_t cause)
 {
-    dispatch_chunk_t *c = &l->chunks[ci];
+    chunks_chunk_t *c = &l->chunks.v[ci];
     int64_t rows = 0, rejected = 0;
-    if (!l->cfg->ledger || l->outage[PROTO_SIDE_TARGET].active) return false;
-    if (cause == DISPATCH_REPORTED &&
+    if (!l->cfg->ledger || chunks_in_outage(&l->chunks, PROTO_SIDE_TARGET))
+        return false;
+    if (cause == CHUNKS_REPORTED &&
         !(c->error.conn_bad && c->error.side == PROTO_SIDE_TARGET))
         return false;
     if (!ledger_chunk_done(l->cfg->ledger, (int64_t)ci, &rows, &rejected))
@@ -220,160 +167,90 @@ static bool s_settled_by_ledger(dispatch_loop_t *l, size_t ci,
     return true;
 }
 
-/* Decide what happens to a chunk whose attempt failed: retry after a delay
- * (the retry policy), or fail it for good. A connection failure on a
- * database known to be in an outage does not use up an attempt. */
+/* A chunk's attempt failed (its error is set): the ledger may know it
+ * committed; else the state machine retries, pauses or fails it. */
 static void s_attempt_failed(dispatch_loop_t *l, size_t ci,
-                             dispatch_cause_t cause)
+                             chunks_cause_t cause)
 {
-    dispatch_chunk_t *c = &l->chunks[ci];
     if (s_settled_by_ledger(l, ci, cause)) return;
-    reject_buf_clear(&c->rejects); /* rolled back: the retry reports again */
-    double now = dispatch_now();
-    c->state = DISPATCH_PENDING;
-    c->worker = -1;
-    c->rows = c->bytes = 0;
-    int attempt = c->attempts;
-    retry_error e = {.side = c->error.side,
-                     .conn_lost = c->error.conn_bad,
-                     .worker_crashed = cause == DISPATCH_CRASHED ||
-                                       cause == DISPATCH_DISBELIEVED,
-                     .heartbeat_lost = cause == DISPATCH_LEASE_LOST};
-    memcpy(e.sqlstate, c->error.sqlstate, sizeof e.sqlstate);
-    retry_verdict v = retry_classify(&e);
-    c->class_name = v.class_name;
-    const char *side = pgutil_side_name(c->error.side);
-    if (retry_is_connection_failure(&e)) {
-        dispatch_outage_t *o = &l->outage[c->error.side];
-        if (!o->active && ++o->streak >= MAPPER_OUTAGE_STREAK)
-            s_outage_begin(l, c->error.side, now);
-        if (o->active) {
-            progress_chunk_attempt_failed(l->cfg->progress, ci, attempt, true);
-            c->attempts--; /* the outage's fault, not the chunk's */
-            c->not_before = now;
-            log_info("chunk %zu: %s unreachable (outage): will run again "
-                     "when it answers",
-                     ci, side);
-            return;
-        }
-    }
-    retry_decision d = retry_decide_chunk(l->cfg->retry, c->attempts, &v,
-                                          c->first_start, NULL, &l->rng);
-    progress_chunk_attempt_failed(l->cfg->progress, ci, attempt, d.retry);
-    if (d.retry) {
-        c->not_before = now + d.delay;
-        log_warn("chunk %zu attempt %d failed (%s%s%s, %s: %s); retry in "
-                 "%.2f s",
-                 ci, c->attempts, side, c->error.sqlstate[0] ? " " : "",
-                 c->error.sqlstate, v.class_name, c->error.message, d.delay);
-        return;
-    }
-    c->state = DISPATCH_FAILED;
-    l->unfinished--;
-    progress_chunk_failed(l->cfg->progress, ci, s_est_rows(l, ci));
-    dispatch_stream_release(l, ci);
-    log_error("chunk %zu failed after %d attempt%s (%s%s%s, %s, %s): %s", ci,
-              c->attempts, c->attempts == 1 ? "" : "s", side,
-              c->error.sqlstate[0] ? " " : "", c->error.sqlstate, v.class_name,
-              retry_reason_name(d.reason), c->error.message);
+    (void)chunks_attempt_failed(&l->chunks, ci, cause);
 }
 
-/* Probe databases in an outage; end the outage when one answers, or end
- * the job (every undone chunk failed) when it lasted too long. */
+/* w's attempt at the chunk it holds is lost (cause; the rest says why,
+ * printf-style, as the chunk's error): w holds nothing any more, and the
+ * chunk is retried, paused or failed. No-op when w holds no chunk. */
+__attribute__((format(printf, 4, 5))) static void
+s_attempt_lost(dispatch_loop_t *l, dispatch_worker_t *w, chunks_cause_t cause,
+               const char *fmt, ...)
+{
+    if (w->chunk < 0) return;
+    size_t ci = (size_t)w->chunk;
+    chunks_chunk_t *c = &l->chunks.v[ci];
+    memset(&c->error, 0, sizeof c->error);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->error.message, sizeof c->error.message, fmt, ap);
+    va_end(ap);
+    w->chunk = -1;
+    s_attempt_failed(l, ci, cause);
+}
+
+/* Probe databases in an outage, without blocking the loop: a probe
+ * starts when one is due and is polled every tick. End the outage when the
+ * database answers, or end the job (every undone chunk failed) when it
+ * lasted too long. */
 static void s_probe(dispatch_loop_t *l)
 {
-    double now = dispatch_now();
     for (int side = PROTO_SIDE_SOURCE; side <= PROTO_SIDE_TARGET; side++) {
-        dispatch_outage_t *o = &l->outage[side];
-        if (!o->active || now < o->next_probe) continue;
-        if (pgutil_ping(l->cfg->conninfo[side])) {
-            log_warn("%s database answers again after %.1f s: resuming",
-                     pgutil_side_name((proto_side_t)side), now - o->since);
-            memset(o, 0, sizeof *o);
+        pgutil_probe_t *p = &l->probe[side];
+        pgutil_probe_state_t st;
+        if (p->conn)
+            st = pgutil_probe_poll(p);
+        else if (chunks_probe_due(&l->chunks, (proto_side_t)side))
+            st = pgutil_probe_start(p, l->cfg->conninfo[side]);
+        else
             continue;
-        }
-        if (now - o->since > l->cfg->outage_timeout) {
-            log_error("%s database unreachable for more than %.0f s: giving up",
-                      pgutil_side_name((proto_side_t)side),
-                      l->cfg->outage_timeout);
-            for (size_t i = 0; i < l->nchunks; i++) {
-                dispatch_chunk_t *c = &l->chunks[i];
-                if (c->state != DISPATCH_PENDING &&
-                    c->state != DISPATCH_RUNNING)
-                    continue;
-                if (c->state == DISPATCH_RUNNING && c->worker >= 0)
-                    l->workers[c->worker].chunk = -1;
-                memset(&c->error, 0, sizeof c->error);
-                c->error.side = (proto_side_t)side;
-                c->error.conn_bad = true;
-                snprintf(c->error.message, sizeof c->error.message,
-                         "%s database unreachable for more than %.0f s",
-                         pgutil_side_name((proto_side_t)side),
-                         l->cfg->outage_timeout);
-                c->class_name = "outage";
-                if (c->state == DISPATCH_RUNNING)
-                    progress_chunk_attempt_failed(l->cfg->progress, i,
-                                                  c->attempts, false);
-                progress_chunk_failed(l->cfg->progress, i, s_est_rows(l, i));
-                c->state = DISPATCH_FAILED;
-                l->unfinished--;
-                dispatch_stream_release(l, i);
-            }
-            return;
-        }
-        o->probe_wait *= 2;
-        if (o->probe_wait > MAPPER_OUTAGE_PROBE_MAX_S)
-            o->probe_wait = MAPPER_OUTAGE_PROBE_MAX_S;
-        o->next_probe = now + o->probe_wait;
+        if (st == PGUTIL_PROBE_BUSY ||
+            chunks_probed(&l->chunks, (proto_side_t)side,
+                          st == PGUTIL_PROBE_UP) != CHUNKS_GAVE_UP)
+            continue;
+        for (size_t i = 0; i < l->nworkers; i++)
+            l->workers[i].chunk = -1;
+        return;
     }
 }
 
-/* The next chunk that may start now: retries first, then fresh ones. */
-static ssize_t s_next_chunk(dispatch_loop_t *l, double now)
-{
-    for (size_t i = 0; i < l->next_pending; i++)
-        if (l->chunks[i].state == DISPATCH_PENDING &&
-            l->chunks[i].not_before <= now)
-            return (ssize_t)i;
-    while (l->next_pending < l->nchunks &&
-           l->chunks[l->next_pending].state != DISPATCH_PENDING)
-        l->next_pending++;
-    if (l->next_pending < l->nchunks) return (ssize_t)l->next_pending++;
-    return -1;
-}
-
+/* Give w the next chunk that may start (or the read, in stream mode); a
+ * worker with nothing left to do is told to stop. */
 static void s_assign(dispatch_loop_t *l, dispatch_worker_t *w)
 {
     if (l->over_max_rejects) s_fail_waiting(l);
-    double now = dispatch_now();
-    if (dispatch_stream_open(l) && l->reader < 0 && now >= l->read_not_before) {
+    if (dispatch_stream_open(l) && l->reader < 0 &&
+        clock_now() >= l->read_not_before) {
         dispatch_stream_start_reader(l, w);
         return;
     }
-    ssize_t ci = s_next_chunk(l, now);
+    ssize_t ci = chunks_next(&l->chunks);
     if (ci < 0) {
-        if (l->unfinished == 0 && !dispatch_stream_open(l)) {
+        if (l->chunks.unfinished == 0 && !dispatch_stream_open(l)) {
             proto_msg_t stop = {.kind = PROTO_STOP, .message = ""};
             if (!dispatch_send(l, w, &stop)) { /* logged; SIGCHLD will tell */
             }
         }
         return;
     }
-    dispatch_chunk_t *c = &l->chunks[ci];
     proto_msg_t m = {.kind = l->stream ? PROTO_WRITE : PROTO_ASSIGN,
                      .chunk_id = ci};
     if (!schema_target_fields(l->cfg->schema, &m) ||
         (!l->stream &&
          !schema_chunk_sql(l->cfg->schema, &l->cfg->plan->chunks[ci],
                            &m.source_sql))) {
-        c->state = DISPATCH_FAILED;
-        l->unfinished--;
+        log_error("chunk %zd: its statement could not be built", ci);
+        chunks_fail(&l->chunks, (size_t)ci, PROTO_SIDE_NONE, NULL,
+                    "its statement could not be built (see the log)");
         proto_msg_clear(&m);
         return;
     }
-    c->attempts++;
-    if (c->attempts == 1) c->first_start = dispatch_now();
-    m.attempt = c->attempts;
     snprintf(m.snapshot, sizeof m.snapshot, "%s", l->cfg->snapshot);
     if (l->cfg->ledger) {
         snprintf(m.job_id, sizeof m.job_id, "%s", l->cfg->ledger->job_id);
@@ -381,9 +258,7 @@ static void s_assign(dispatch_loop_t *l, dispatch_worker_t *w)
                  l->cfg->ledger->schema);
     }
     m.reject_rows = l->cfg->rejects != NULL;
-    c->state = DISPATCH_RUNNING;
-    c->worker = (int)(w - l->workers);
-    progress_chunk_started(l->cfg->progress, ci, m.attempt);
+    m.attempt = chunks_start(&l->chunks, (size_t)ci, (int)(w - l->workers));
     w->chunk = ci;
     if (!dispatch_send(l, w, &m) ||
         (l->stream &&
@@ -396,14 +271,14 @@ static void s_assign(dispatch_loop_t *l, dispatch_worker_t *w)
 }
 
 /* The chunk a result is about, if the sender really holds that attempt. */
-static dispatch_chunk_t *s_held(dispatch_loop_t *l, dispatch_worker_t *w,
-                                const proto_msg_t *m)
+static chunks_chunk_t *s_held(dispatch_loop_t *l, dispatch_worker_t *w,
+                              const proto_msg_t *m)
 {
-    if (m->chunk_id < 0 || (size_t)m->chunk_id >= l->nchunks ||
+    if (m->chunk_id < 0 || (size_t)m->chunk_id >= l->chunks.n ||
         w->chunk != m->chunk_id)
         return NULL;
-    dispatch_chunk_t *c = &l->chunks[m->chunk_id];
-    if (c->state != DISPATCH_RUNNING || c->attempts != m->attempt) return NULL;
+    chunks_chunk_t *c = &l->chunks.v[m->chunk_id];
+    if (c->state != CHUNKS_RUNNING || c->attempts != m->attempt) return NULL;
     return c;
 }
 
@@ -456,19 +331,12 @@ static dispatch_worker_t *s_register(dispatch_loop_t *l, const char *peer,
 static void s_on_ready(dispatch_loop_t *l, dispatch_worker_t *w,
                        const proto_msg_t *m)
 {
-    if (w->chunk >= 0) {
-        dispatch_chunk_t *c = &l->chunks[w->chunk];
-        memset(&c->error, 0, sizeof c->error);
-        snprintf(c->error.message, sizeof c->error.message,
-                 "worker %s gave the chunk up (it lost the coordinator)",
-                 w->id);
-        size_t ci = (size_t)w->chunk;
-        w->chunk = -1;
-        s_attempt_failed(l, ci, DISPATCH_LEASE_LOST);
-    }
+    s_attempt_lost(l, w, CHUNKS_LEASE_LOST,
+                   "worker %s gave the chunk up (it lost the coordinator)",
+                   w->id);
     if (l->reader == (int)(w - l->workers))
         dispatch_stream_reader_lost(
-            l, DISPATCH_LEASE_LOST,
+            l, CHUNKS_LEASE_LOST,
             "the reader gave the read up (it lost the coordinator)");
     if (strcmp(m->source_id, l->cfg->source_id)) {
         char why[PROTO_MAX_MESSAGE];
@@ -491,7 +359,7 @@ static void s_on_ready(dispatch_loop_t *l, dispatch_worker_t *w,
         proto_msg_t stop = {.kind = PROTO_STOP, .message = ""};
         if (!dispatch_send(l, w, &stop)) { /* logged */
         }
-    } else if (!s_in_outage(l)) {
+    } else if (!chunks_in_outage(&l->chunks, PROTO_SIDE_NONE)) {
         s_assign(l, w);
     }
 }
@@ -500,7 +368,7 @@ static void s_on_ready(dispatch_loop_t *l, dispatch_worker_t *w,
  * chunk; every live worker hears from us once a heartbeat interval. */
 static void s_leases(dispatch_loop_t *l)
 {
-    double now = dispatch_now();
+    double now = clock_now();
     bool beat = now - l->last_beat >= MAPPER_HEARTBEAT_S;
     if (beat) l->last_beat = now;
     proto_msg_t hb = {.kind = PROTO_HEARTBEAT};
@@ -511,18 +379,11 @@ static void s_leases(dispatch_loop_t *l)
             log_warn("worker %s silent for %.0f s: its lease is lost", w->id,
                      now - w->last_heard);
             w->alive = false;
-            if (w->chunk >= 0) {
-                dispatch_chunk_t *c = &l->chunks[w->chunk];
-                memset(&c->error, 0, sizeof c->error);
-                snprintf(c->error.message, sizeof c->error.message,
-                         "worker %s lost its lease (silent for %.0f s)", w->id,
-                         now - w->last_heard);
-                size_t ci = (size_t)w->chunk;
-                w->chunk = -1;
-                s_attempt_failed(l, ci, DISPATCH_LEASE_LOST);
-            }
+            s_attempt_lost(l, w, CHUNKS_LEASE_LOST,
+                           "worker %s lost its lease (silent for %.0f s)",
+                           w->id, now - w->last_heard);
             if (l->reader == (int)i)
-                dispatch_stream_reader_lost(l, DISPATCH_LEASE_LOST,
+                dispatch_stream_reader_lost(l, CHUNKS_LEASE_LOST,
                                             "the reader lost its lease");
             continue;
         }
@@ -552,7 +413,7 @@ static void s_on_message(dispatch_loop_t *l, const char *peer, size_t peer_len,
                   proto_peer_text(peer, peer_len, who, sizeof who));
         return;
     }
-    w->last_heard = dispatch_now();
+    w->last_heard = clock_now();
     if (m->kind == PROTO_HEARTBEAT) return;
     if (m->kind == PROTO_READY) {
         s_on_ready(l, w, m);
@@ -560,7 +421,7 @@ static void s_on_message(dispatch_loop_t *l, const char *peer, size_t peer_len,
     }
     if (l->stream && l->reader == (int)(w - l->workers)) {
         if (dispatch_stream_on_reader(l, w, m) && !l->stopping &&
-            !s_in_outage(l))
+            !chunks_in_outage(&l->chunks, PROTO_SIDE_NONE))
             s_assign(l, w);
         return;
     }
@@ -571,7 +432,7 @@ static void s_on_message(dispatch_loop_t *l, const char *peer, size_t peer_len,
                  w->id);
         return;
     }
-    dispatch_chunk_t *c = s_held(l, w, m);
+    chunks_chunk_t *c = s_held(l, w, m);
     if (!c) {
         log_debug("stale %s for chunk %" PRId64 " attempt %d from %s ignored",
                   proto_kind_name(m->kind), m->chunk_id, m->attempt, w->id);
@@ -600,7 +461,7 @@ static void s_on_message(dispatch_loop_t *l, const char *peer, size_t peer_len,
     int64_t rows = m->rows, rejected = m->rejected;
     if (m->kind == PROTO_DONE &&
         !dispatch_done_checked(l, w, ci, m, &rows, &rejected)) {
-        s_attempt_failed(l, ci, DISPATCH_DISBELIEVED);
+        s_attempt_failed(l, ci, CHUNKS_DISBELIEVED);
         if (!w->ready) return; /* sent away */
     } else if (m->kind == PROTO_DONE) {
         if (m->already)
@@ -615,9 +476,10 @@ static void s_on_message(dispatch_loop_t *l, const char *peer, size_t peer_len,
         c->error.conn_bad = m->conn_bad;
         snprintf(c->error.message, sizeof c->error.message, "%s",
                  m->message ? m->message : "");
-        s_attempt_failed(l, ci, DISPATCH_REPORTED);
+        s_attempt_failed(l, ci, CHUNKS_REPORTED);
     }
-    if (!l->stopping && !s_in_outage(l)) s_assign(l, w);
+    if (!l->stopping && !chunks_in_outage(&l->chunks, PROTO_SIDE_NONE))
+        s_assign(l, w);
 }
 
 /* Reap the workers that exited: only our own children, by pid, so that a
@@ -642,26 +504,43 @@ static void s_reap(dispatch_loop_t *l)
                          (long)pid, WEXITSTATUS(status));
         }
         if (!w->ready) l->early_deaths++;
-        if (w->chunk >= 0) {
-            dispatch_chunk_t *c = &l->chunks[w->chunk];
-            memset(&c->error, 0, sizeof c->error);
-            c->error.side = PROTO_SIDE_NONE;
-            snprintf(c->error.message, sizeof c->error.message,
-                     "worker %s died (%s %d) during the chunk", w->id,
-                     WIFSIGNALED(status) ? "signal" : "exit status",
-                     WIFSIGNALED(status) ? WTERMSIG(status)
-                                         : WEXITSTATUS(status));
-            s_attempt_failed(l, (size_t)w->chunk, DISPATCH_CRASHED);
-            w->chunk = -1;
-        }
+        s_attempt_lost(
+            l, w, CHUNKS_CRASHED, "worker %s died (%s %d) during the chunk",
+            w->id, WIFSIGNALED(status) ? "signal" : "exit status",
+            WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
         if (l->reader == (int)(w - l->workers)) {
             char why[128];
             snprintf(why, sizeof why, "the reader %s died (%s %d)", w->id,
                      WIFSIGNALED(status) ? "signal" : "exit status",
                      WIFSIGNALED(status) ? WTERMSIG(status)
                                          : WEXITSTATUS(status));
-            dispatch_stream_reader_lost(l, DISPATCH_CRASHED, why);
+            dispatch_stream_reader_lost(l, CHUNKS_CRASHED, why);
         }
+    }
+}
+
+/* Stream mode: send the rows that did not fit in a writer's queue. A
+ * writer whose rows cannot go out (gone, or its queue full for the worker
+ * timeout) loses the attempt, and is stopped: it holds half a chunk. */
+static void s_flush_sends(dispatch_loop_t *l)
+{
+    for (size_t i = 0; i < l->nworkers; i++) {
+        dispatch_worker_t *w = &l->workers[i];
+        if (!w->sending) continue;
+        const chunks_chunk_t *c = w->chunk >= 0 ? &l->chunks.v[w->chunk] : NULL;
+        if (!w->alive || !c || c->state != CHUNKS_RUNNING ||
+            c->attempts != w->send_attempt) {
+            w->sending = false; /* the attempt is over */
+            continue;
+        }
+        if (dispatch_stream_flush(l, w)) continue;
+        s_attempt_lost(l, w, CHUNKS_LEASE_LOST,
+                       "the chunk's rows could not be sent to worker %s",
+                       w->id);
+        if (w->pid > 0)
+            kill(w->pid, SIGTERM); /* SIGCHLD reaps and replaces it */
+        else
+            dispatch_send_away(l, w, "it did not take its chunk's rows");
     }
 }
 
@@ -678,7 +557,7 @@ static void s_on_signals(dispatch_loop_t *l)
                          "finish for %.0f s",
                          l->cfg->grace);
                 l->stopping = true;
-                l->stop_at = dispatch_now();
+                l->stop_at = clock_now();
                 l->out->interrupted = true;
             }
         }
@@ -711,8 +590,8 @@ static bool s_top_up(dispatch_loop_t *l)
     int want = l->cfg->workers;
     if (dispatch_stream_open(l))
         want += want > 0; /* the reader, besides the writers */
-    else if ((size_t)want > l->unfinished)
-        want = (int)l->unfinished;
+    else if ((size_t)want > l->chunks.unfinished)
+        want = (int)l->chunks.unfinished;
     while (!l->stopping && l->alive < want) {
         if (l->early_deaths >= DISPATCH_MAX_EARLY_DEATHS) {
             snprintf(l->out->error, sizeof l->out->error,
@@ -734,7 +613,7 @@ static bool s_top_up(dispatch_loop_t *l)
 static void s_assign_idle(dispatch_loop_t *l)
 {
     if (l->over_max_rejects) s_fail_waiting(l);
-    if (s_in_outage(l)) return;
+    if (chunks_in_outage(&l->chunks, PROTO_SIDE_NONE)) return;
     for (size_t i = 0; i < l->nworkers && !l->stopping; i++) {
         dispatch_worker_t *w = &l->workers[i];
         if (w->alive && w->ready && w->chunk < 0 && (int)i != l->reader)
@@ -755,20 +634,13 @@ static void s_poll(dispatch_loop_t *l, long timeout_ms)
     s_drain_router(l);
 }
 
-static size_t s_running(const dispatch_loop_t *l)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < l->nchunks; i++)
-        if (l->chunks[i].state == DISPATCH_RUNNING) n++;
-    return n;
-}
-
 /* After a stop signal, the loop goes on until the running chunks end or
  * the grace period is over. */
 static bool s_stopped(const dispatch_loop_t *l)
 {
     if (!l->stopping) return false;
-    return s_running(l) == 0 || dispatch_now() >= l->stop_at + l->cfg->grace;
+    return chunks_running(&l->chunks) == 0 ||
+           clock_now() >= l->stop_at + l->cfg->grace;
 }
 
 /* Tell every worker to stop; SIGTERM them when interrupted; wait, then
@@ -781,7 +653,7 @@ static bool s_stopped(const dispatch_loop_t *l)
 static void s_farewell(dispatch_loop_t *l)
 {
     proto_msg_t stop = {.kind = PROTO_STOP, .message = ""};
-    double end = dispatch_now() + MAPPER_FAREWELL_MS / 1000.0;
+    double end = clock_now() + MAPPER_FAREWELL_MS / 1000.0;
     for (;;) {
         bool anyone = false;
         for (size_t i = 0; i < l->nworkers; i++) {
@@ -794,7 +666,7 @@ static void s_farewell(dispatch_loop_t *l)
             else
                 w->ready = false; /* gone: it heard its STOP */
         }
-        if (!anyone || dispatch_now() >= end) return;
+        if (!anyone || clock_now() >= end) return;
         s_poll(l, MAPPER_FAREWELL_EVERY_MS);
     }
 }
@@ -809,8 +681,8 @@ static void s_shutdown(dispatch_loop_t *l)
         }
         if (w->pid > 0 && (l->stopping || !w->ready)) kill(w->pid, SIGTERM);
     }
-    double deadline = dispatch_now() + MAPPER_SHUTDOWN_WAIT_MS / 1000.0;
-    while (l->alive > 0 && dispatch_now() < deadline) {
+    double deadline = clock_now() + MAPPER_SHUTDOWN_WAIT_MS / 1000.0;
+    while (l->alive > 0 && clock_now() < deadline) {
         s_poll(l, MAPPER_LOOP_TICK_MS);
         s_reap(l);
     }
@@ -828,26 +700,30 @@ static void s_shutdown(dispatch_loop_t *l)
 static void s_fill_result(dispatch_loop_t *l)
 {
     mapper_result *out = l->out;
-    out->chunks_total = (int64_t)l->nchunks;
+    out->chunks_total = (int64_t)l->chunks.n;
     size_t nfail = 0;
-    for (size_t i = 0; i < l->nchunks; i++)
-        if (l->chunks[i].state == DISPATCH_FAILED) nfail++;
+    for (size_t i = 0; i < l->chunks.n; i++)
+        if (l->chunks.v[i].state == CHUNKS_FAILED) nfail++;
     out->chunk_errors = nfail ? calloc(nfail, sizeof *out->chunk_errors) : NULL;
-    for (size_t i = 0; i < l->nchunks; i++) {
-        dispatch_chunk_t *c = &l->chunks[i];
-        if (c->state == DISPATCH_DONE) {
+    if (nfail && !out->chunk_errors)
+        log_error("out of memory for %zu chunk errors: the summary lists none "
+                  "(the ledger still records them)",
+                  nfail);
+    for (size_t i = 0; i < l->chunks.n; i++) {
+        chunks_chunk_t *c = &l->chunks.v[i];
+        if (c->state == CHUNKS_DONE) {
             out->chunks_succeeded++;
             s_add(&out->total_rows_successful, c->rows);
             s_add(&out->rows_rejected, c->rejected);
             s_add(&out->total_rows_failed, c->rejected);
             s_add(&out->bytes, c->bytes);
-        } else if (c->state == DISPATCH_FAILED) {
+        } else if (c->state == CHUNKS_FAILED) {
             out->chunks_failed++;
-            s_add(&out->total_rows_failed, s_est_rows(l, i));
-            if (!out->chunk_errors) continue;
-            if (l->cfg->ledger)
+            s_add(&out->total_rows_failed, c->est_rows);
+            if (l->cfg->ledger) /* whether or not the summary has room */
                 ledger_chunk_failed(l->cfg->ledger, (int64_t)i, c->attempts,
                                     c->error.message);
+            if (!out->chunk_errors) continue; /* out of memory: counts only */
             mapper_chunk_error *e = &out->chunk_errors[out->n_chunk_errors++];
             e->chunk_id = (int64_t)i;
             e->attempts = c->attempts;
@@ -866,54 +742,47 @@ static void s_fill_result(dispatch_loop_t *l)
 
 bool dispatch_run(const dispatch_config_t *cfg, mapper_result *out)
 {
-    dispatch_loop_t l = {.cfg = cfg,
-                         .out = out,
-                         .nchunks = cfg->plan->n,
-                         .cap_chunks = cfg->plan->n ? cfg->plan->n : 1,
-                         .stream = cfg->read_sql != NULL,
-                         .reader = -1};
-    l.unfinished = l.nchunks;
-    inflight_init(&l.held, cfg->max_inflight);
-    l.held.chunk_rows = cfg->chunk_rows;
-    l.chunks = calloc(l.cap_chunks, sizeof *l.chunks);
-    if (!l.chunks) {
+    dispatch_loop_t l = {
+        .cfg = cfg, .out = out, .stream = cfg->read_sql != NULL, .reader = -1};
+    if (!chunks_init(&l.chunks, cfg->plan->n, cfg->retry, cfg->outage_timeout,
+                     cfg->progress, NULL)) {
         snprintf(out->error, sizeof out->error, "out of memory");
         return false;
     }
-    retry_rng_seed_process(&l.rng);
-    for (size_t i = 0; i < l.nchunks; i++) {
-        l.chunks[i].worker = -1;
-        if (cfg->done && cfg->done[i]) {
-            l.chunks[i].state = DISPATCH_DONE;
-            l.chunks[i].rows = cfg->done_rows[i];
-            l.chunks[i].rejected =
-                cfg->done_rejected ? cfg->done_rejected[i] : 0;
-            l.rejected += l.chunks[i].rejected;
-            l.unfinished--;
-            progress_chunk_committed(cfg->progress, (int64_t)i, 0,
-                                     cfg->done_rows[i], 0);
-        }
+    if (l.stream) {
+        l.chunks.on_end = dispatch_stream_release;
+        l.chunks.on_end_ctx = &l;
     }
-    l.next_pending = 0;
+    inflight_init(&l.held, cfg->max_inflight);
+    l.held.chunk_rows = cfg->chunk_rows;
+    for (size_t i = 0; i < l.chunks.n; i++) {
+        l.chunks.v[i].est_rows = cfg->plan->chunks[i].est_rows;
+        if (!cfg->done || !cfg->done[i]) continue;
+        int64_t rejected = cfg->done_rejected ? cfg->done_rejected[i] : 0;
+        chunks_resumed(&l.chunks, i, cfg->done_rows[i], rejected);
+        l.rejected += rejected;
+    }
     s_check_max_rejects(&l); /* a resumed job may be past it already */
     bool ok = true;
-    while ((l.unfinished > 0 || dispatch_stream_open(&l)) && !s_stopped(&l)) {
+    while ((l.chunks.unfinished > 0 || dispatch_stream_open(&l)) &&
+           !s_stopped(&l)) {
         if (!s_top_up(&l)) {
             ok = false;
             break;
         }
         s_assign_idle(&l);
         s_poll(&l, MAPPER_LOOP_TICK_MS);
+        s_flush_sends(&l);
         s_probe(&l);
         s_leases(&l);
         progress_tick(cfg->progress);
     }
     s_shutdown(&l);
     s_fill_result(&l);
+    for (int side = 0; side < 3; side++)
+        pgutil_probe_cancel(&l.probe[side]);
     inflight_free(&l.held);
-    for (size_t i = 0; i < l.nchunks; i++)
-        reject_buf_clear(&l.chunks[i].rejects);
-    free(l.chunks);
+    chunks_free(&l.chunks);
     free(l.workers);
     return ok;
 }

@@ -1,7 +1,9 @@
 /* coordinator/dispatch_loop.h - the dispatcher's state, shared by its
- * two halves: dispatch.c (the event loop: workers, chunks, retries) and
- * dispatch_stream.c (stream mode: the reader and the chunks it cuts).
- * Private to those two files; the public face is dispatch.h. */
+ * layers: dispatch.c (the event loop: poll, signals, reaping, timers) on
+ * top of dispatch_stream.c (stream mode: the reader and the chunks it
+ * cuts), on top of dispatch_trust.c (sending to a worker, what is believed
+ * of it), on top of chunks.c (the chunk state machine). Nothing below
+ * calls up. Private to those files; the public face is dispatch.h. */
 #ifndef MAPPER_DISPATCH_LOOP_H
 #define MAPPER_DISPATCH_LOOP_H
 
@@ -10,6 +12,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "chunks.h"
+#include "clock.h"
 #include "curve.h"
 #include "dispatch.h"
 #include "inflight.h"
@@ -24,35 +28,6 @@
 #define DISPATCH_ID_LEN          (PROTO_MAX_ID + 1)
 #define DISPATCH_RANDOM_ID_BYTES 8
 
-/* Why an attempt ended without a result. */
-typedef enum {
-    DISPATCH_REPORTED,    /* the worker reported the failure */
-    DISPATCH_CRASHED,     /* the worker process died */
-    DISPATCH_LEASE_LOST,  /* a remote worker stopped answering */
-    DISPATCH_DISBELIEVED, /* its done was not borne out by the ledger */
-} dispatch_cause_t;
-
-typedef enum {
-    DISPATCH_PENDING, /* not yet run, or waiting for its retry time */
-    DISPATCH_RUNNING, /* held by a worker */
-    DISPATCH_DONE,    /* committed */
-    DISPATCH_FAILED,  /* failed for good */
-} dispatch_state_t;
-
-typedef struct {
-    dispatch_state_t state; /* where the chunk is */
-    int attempts;           /* attempts started */
-    double not_before;      /* monotonic time its next attempt may start */
-    double first_start;     /* monotonic time of its first attempt */
-    const char *class_name; /* retry class of the last error */
-    int worker;             /* index of the worker holding it, or -1 */
-    int64_t rows;           /* rows committed (or reported in flight) */
-    int64_t bytes;          /* bytes likewise */
-    int64_t rejected;       /* rows set aside when it committed */
-    reject_buf_t rejects;   /* the running attempt's rejected rows */
-    pgutil_error_t error;   /* last error */
-} dispatch_chunk_t;
-
 typedef struct {
     pid_t pid;   /* process id (local), 0 when reaped/remote */
     bool alive;  /* running (local) or holding a lease (remote) */
@@ -64,37 +39,28 @@ typedef struct {
     bool ready;                   /* said ready */
     bool banned;                  /* sent away: its id is not taken back */
     int64_t chunk;                /* chunk held, or -1 */
+    /* Stream mode: rows of its chunk not yet sent (its queue was full). */
+    bool sending;     /* some are left */
+    size_t sent;      /* bytes of the chunk sent */
+    int send_attempt; /* the attempt they belong to */
+    double sent_last; /* monotonic time a frame last went out */
 } dispatch_worker_t;
-
-/* A database that stopped answering: dispatching waits while it lasts. */
-typedef struct {
-    int streak;        /* connection failures in a row on this side */
-    bool active;       /* in an outage now */
-    double since;      /* when it began */
-    double next_probe; /* when to PQping next */
-    double probe_wait; /* current probe interval */
-} dispatch_outage_t;
 
 typedef struct {
     const dispatch_config_t *cfg; /* what to run */
-    dispatch_outage_t outage[3];  /* by proto_side_t */
-    retry_rng rng;                /* jitter draws */
-    dispatch_chunk_t *chunks;     /* one per plan chunk */
-    size_t nchunks;               /* plan->n, or stream chunks known */
-    size_t cap_chunks;            /* entries allocated */
-    size_t next_pending;          /* first chunk never started */
-    size_t unfinished;            /* chunks not DONE or FAILED */
-    dispatch_worker_t *workers;   /* every worker started, alive or not */
-    size_t nworkers;              /* entries used */
-    size_t cap_workers;           /* entries allocated */
-    int alive;                    /* workers not yet reaped */
-    int early_deaths;             /* deaths before ready, in a row */
-    bool stopping;                /* a stop signal arrived */
-    double last_beat;             /* when heartbeats last went out */
-    double stop_at;               /* when */
-    int64_t rejected;             /* rows set aside in committed chunks */
-    bool over_max_rejects;        /* past --max-rejects: no chunk starts */
-    mapper_result *out;           /* result being filled */
+    chunks_t chunks;            /* one per plan chunk, or stream chunks known */
+    pgutil_probe_t probe[3];    /* by proto_side_t: a database in an outage */
+    dispatch_worker_t *workers; /* every worker started, alive or not */
+    size_t nworkers;            /* entries used */
+    size_t cap_workers;         /* entries allocated */
+    int alive;                  /* workers not yet reaped */
+    int early_deaths;           /* deaths before ready, in a row */
+    bool stopping;              /* a stop signal arrived */
+    double last_beat;           /* when heartbeats last went out */
+    double stop_at;             /* when */
+    int64_t rejected;           /* rows set aside in committed chunks */
+    bool over_max_rejects;      /* past --max-rejects: no chunk starts */
+    mapper_result *out;         /* result being filled */
     /* Stream mode. */
     bool stream;             /* the chunks come from one reader */
     inflight_t held;         /* their rows, until committed */
@@ -107,10 +73,7 @@ typedef struct {
     int64_t rows_cut;        /* rows in the chunks known */
 } dispatch_loop_t;
 
-/* Monotonic seconds. */
-double dispatch_now(void);
-
-/* Send m to worker w (logged on failure). */
+/* (dispatch_trust.c) Send m to worker w (logged on failure). */
 bool dispatch_send(dispatch_loop_t *l, dispatch_worker_t *w,
                    const proto_msg_t *m);
 
@@ -143,21 +106,29 @@ bool dispatch_done_checked(dispatch_loop_t *l, dispatch_worker_t *w, size_t ci,
 bool dispatch_stream_open(const dispatch_loop_t *l);
 
 /* A stream chunk committed or failed for good: free its rows, raise the
- * reader's credit. No-op outside stream mode. */
-void dispatch_stream_release(dispatch_loop_t *l, size_t ci);
-
-/* One more chunk entry, pending (stream mode finds chunks as it reads). */
-dispatch_chunk_t *dispatch_chunk_add(dispatch_loop_t *l);
+ * reader's credit. The chunk table's on_end in stream mode (ctx: the
+ * dispatch_loop_t). */
+void dispatch_stream_release(void *ctx, size_t ci);
 
 /* Make w the reader: it reads the query from its first row. */
 void dispatch_stream_start_reader(dispatch_loop_t *l, dispatch_worker_t *w);
 
-/* Send chunk ci's rows to w, after its WRITE. */
+/* Send chunk ci's rows to w, after its WRITE: as many frames as its queue
+ * takes now; the rest go out with dispatch_stream_flush. False (logged)
+ * when they cannot be sent at all. */
 bool dispatch_stream_send_rows(dispatch_loop_t *l, dispatch_worker_t *w,
-                               size_t ci, int attempt);
+                               size_t ci, int attempt)
+    __attribute__((warn_unused_result));
+
+/* Send more of w's chunk rows, if some are left (w->sending) and its queue
+ * takes them. A frame is never dropped: it goes out, or - the peer gone, or
+ * its queue full for the worker timeout - false (logged) and the caller
+ * fails the attempt. True when all went out or the rest can wait. */
+bool dispatch_stream_flush(dispatch_loop_t *l, dispatch_worker_t *w)
+    __attribute__((warn_unused_result));
 
 /* The reader's process or lease is gone (why: for the log and summary). */
-void dispatch_stream_reader_lost(dispatch_loop_t *l, dispatch_cause_t cause,
+void dispatch_stream_reader_lost(dispatch_loop_t *l, chunks_cause_t cause,
                                  const char *why);
 
 /* A message from the reader. Returns true when w is free for other work

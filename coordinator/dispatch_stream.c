@@ -2,10 +2,12 @@
  * worker reads the query once; its rows arrive as data frames, are cut
  * into chunks held until they commit, and go to writers with their WRITE
  * (dispatch_loop.h). */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zmq.h>
 
 #include "dispatch_loop.h"
 #include "ledger.h"
@@ -16,6 +18,16 @@
 bool dispatch_stream_open(const dispatch_loop_t *l)
 {
     return l->stream && !l->read_done && !l->read_failed;
+}
+
+/* A stream chunk could not be recorded: the job fails loudly rather than
+ * end without the rows (why: for the result). */
+static void s_lost(dispatch_loop_t *l, const char *why)
+{
+    log_error("stream mode: %s: the rest of the query is not copied", why);
+    if (!l->out->error[0])
+        snprintf(l->out->error, sizeof l->out->error,
+                 "%s: the rest of the query is not copied", why);
 }
 
 /* Tell the reader how far it may read. */
@@ -30,38 +42,18 @@ static void s_send_credit(dispatch_loop_t *l)
 
 /* A stream chunk's rows are no longer needed: free them, raise the
  * reader's credit. */
-void dispatch_stream_release(dispatch_loop_t *l, size_t ci)
+void dispatch_stream_release(void *ctx, size_t ci)
 {
-    if (!l->stream) return;
+    dispatch_loop_t *l = ctx;
     inflight_release(&l->held, (int64_t)ci);
     s_send_credit(l);
-}
-
-/* One more chunk entry (stream mode). */
-dispatch_chunk_t *dispatch_chunk_add(dispatch_loop_t *l)
-{
-    if (l->nchunks == l->cap_chunks) {
-        size_t cap = l->cap_chunks ? l->cap_chunks * 2 : 64;
-        dispatch_chunk_t *c = realloc(l->chunks, cap * sizeof *c);
-        if (!c) {
-            log_error("out of memory for %zu chunks", cap);
-            return NULL;
-        }
-        l->chunks = c;
-        l->cap_chunks = cap;
-    }
-    dispatch_chunk_t *c = &l->chunks[l->nchunks++];
-    memset(c, 0, sizeof *c);
-    c->worker = -1;
-    l->unfinished++;
-    return c;
 }
 
 /* Stream mode: make w the reader; it reads from the first row. */
 void dispatch_stream_start_reader(dispatch_loop_t *l, dispatch_worker_t *w)
 {
     l->reader = (int)(w - l->workers);
-    if (++l->read_attempts == 1) l->read_first_start = dispatch_now();
+    if (++l->read_attempts == 1) l->read_first_start = clock_now();
     inflight_restart(&l->held);
     proto_msg_t m = {.kind = PROTO_READ,
                      .attempt = l->read_attempts,
@@ -76,79 +68,102 @@ void dispatch_stream_start_reader(dispatch_loop_t *l, dispatch_worker_t *w)
     proto_msg_clear(&m);
 }
 
-/* Stream mode: send chunk ci's rows to w after its WRITE. */
 bool dispatch_stream_send_rows(dispatch_loop_t *l, dispatch_worker_t *w,
                                size_t ci, int attempt)
 {
-    const inflight_chunk_t *h = &l->held.chunks[ci];
-    if (!h->data) {
-        log_error("chunk %zu: its rows are gone", ci);
+    w->sending = true;
+    w->sent = 0;
+    w->send_attempt = attempt;
+    w->sent_last = clock_now();
+    (void)ci; /* w->chunk is ci */
+    return dispatch_stream_flush(l, w);
+}
+
+bool dispatch_stream_flush(dispatch_loop_t *l, dispatch_worker_t *w)
+{
+    if (!w->sending) return true;
+    size_t ci = (size_t)w->chunk;
+    const inflight_chunk_t *h = w->chunk >= 0 && (int64_t)ci < l->held.known
+                                    ? &l->held.chunks[ci]
+                                    : NULL;
+    if (!h || !h->data) {
+        w->sending = false;
+        log_error("chunk %" PRId64 ": its rows are gone", w->chunk);
         return false;
     }
-    for (size_t at = 0;;) {
-        size_t n = h->len - at;
+    while (w->sending) {
+        size_t n = h->len - w->sent;
         if (n > PROTO_MAX_DATA) n = PROTO_MAX_DATA;
-        bool last = at + n == h->len;
+        bool last = w->sent + n == h->len;
         proto_msg_t d = {.kind = PROTO_DATA,
                          .chunk_id = (int64_t)ci,
-                         .attempt = attempt,
+                         .attempt = w->send_attempt,
                          .rows = last ? h->rows : 0,
                          .last = last,
-                         .data = h->data + at,
+                         .data = h->data + w->sent,
                          .data_len = n};
-        if (!dispatch_send(l, w, &d)) return false;
-        if (last) return true;
-        at += n;
+        if (!proto_send_if_there(l->cfg->router, w->id, strlen(w->id), &d)) {
+            double stuck = clock_now() - w->sent_last;
+            if (errno == EAGAIN && stuck <= l->cfg->worker_timeout)
+                return true; /* its queue is full: the rest waits */
+            w->sending = false;
+            log_warn("chunk %zu attempt %d: cannot send its rows to %s (%s)",
+                     ci, w->send_attempt, w->id,
+                     errno == EAGAIN ? "its queue stayed full"
+                                     : zmq_strerror(errno));
+            return false;
+        }
+        w->sent_last = clock_now();
+        if (last)
+            w->sending = false;
+        else
+            w->sent += n;
     }
+    return true;
 }
 
 /* Reading the query failed (e: why): read again from the first row after
  * a delay, or (final, or out of attempts) stop reading: the chunks not
  * read are one failed chunk carrying the error. */
-static void s_read_failed(dispatch_loop_t *l, dispatch_cause_t cause,
+static void s_read_failed(dispatch_loop_t *l, chunks_cause_t cause,
                           const pgutil_error_t *e, bool final)
 {
     l->reader = -1;
     inflight_restart(&l->held);
-    retry_error re = {.side = e->side,
-                      .conn_lost = e->conn_bad,
-                      .worker_crashed = cause == DISPATCH_CRASHED ||
-                                        cause == DISPATCH_DISBELIEVED,
-                      .heartbeat_lost = cause == DISPATCH_LEASE_LOST};
-    memcpy(re.sqlstate, e->sqlstate, sizeof re.sqlstate);
-    retry_verdict v = retry_classify(&re);
+    const char *class_name = "other";
     retry_decision d = {0};
     if (!final)
-        d = retry_decide_chunk(l->cfg->retry, l->read_attempts, &v,
-                               l->read_first_start, NULL, &l->rng);
+        d = chunks_decide(&l->chunks, e, cause, l->read_attempts,
+                          l->read_first_start, &class_name);
     const char *side = pgutil_side_name(e->side);
     if (d.retry) {
-        l->read_not_before = dispatch_now() + d.delay;
+        l->read_not_before = clock_now() + d.delay;
         log_warn("reading the query failed (attempt %d: %s%s%s, %s: %s); "
                  "reading it again from the first row in %.2f s (chunks read "
                  "already: %" PRId64 ", compared, not kept twice)",
                  l->read_attempts, side, e->sqlstate[0] ? " " : "", e->sqlstate,
-                 v.class_name, e->message, d.delay, l->held.known);
+                 class_name, e->message, d.delay, l->held.known);
         return;
     }
     l->read_failed = true;
-    dispatch_chunk_t *c = dispatch_chunk_add(l);
-    if (!c) return;
-    c->state = DISPATCH_FAILED;
-    l->unfinished--;
-    c->attempts = l->read_attempts;
-    c->error = *e;
-    c->class_name = final ? "other" : v.class_name;
-    progress_set_total_chunks(l->cfg->progress, (int64_t)l->nchunks);
-    progress_chunk_failed(l->cfg->progress, (int64_t)l->nchunks - 1, 0);
     log_error("reading the query failed after %d attempt%s (%s%s%s): %s; "
               "rows after the first %" PRId64 " are not copied",
               l->read_attempts, l->read_attempts == 1 ? "" : "s", side,
               e->sqlstate[0] ? " " : "", e->sqlstate, e->message, l->rows_cut);
+    progress_set_total_chunks(l->cfg->progress, (int64_t)l->chunks.n + 1);
+    chunks_chunk_t *c = chunks_add(&l->chunks, 0);
+    if (!c) { /* logged: the job must not look whole */
+        s_lost(l, "out of memory for the chunk that carries the read's "
+                  "error");
+        return;
+    }
+    c->attempts = l->read_attempts;
+    chunks_fail(&l->chunks, l->chunks.n - 1, e->side, class_name, e->message);
+    l->chunks.v[l->chunks.n - 1].error = *e;
 }
 
 /* The reader's process or lease is gone. */
-void dispatch_stream_reader_lost(dispatch_loop_t *l, dispatch_cause_t cause,
+void dispatch_stream_reader_lost(dispatch_loop_t *l, chunks_cause_t cause,
                                  const char *why)
 {
     pgutil_error_t e = {.side = PROTO_SIDE_NONE};
@@ -159,9 +174,14 @@ void dispatch_stream_reader_lost(dispatch_loop_t *l, dispatch_cause_t cause,
 /* A new stream chunk is complete: record it and make it runnable. */
 static void s_stream_chunk(dispatch_loop_t *l, int64_t k)
 {
-    if ((size_t)k != l->nchunks || !dispatch_chunk_add(l)) return;
-    dispatch_chunk_t *c = &l->chunks[k];
+    if ((size_t)k != l->chunks.n) return;
     int64_t rows = l->held.chunks[k].rows;
+    if (!chunks_add(&l->chunks, rows)) { /* logged */
+        l->read_failed = true;
+        l->reader = -1;
+        s_lost(l, "out of memory for a chunk read");
+        return;
+    }
     plan_chunk_t pc = {.id = k,
                        .kind = PLAN_STREAM,
                        .has_lo = true,
@@ -179,13 +199,8 @@ static void s_stream_chunk(dispatch_loop_t *l, int64_t k)
     char err[512];
     if (l->cfg->ledger &&
         !ledger_add_chunk(l->cfg->ledger, &pc, err, sizeof err)) {
-        c->state = DISPATCH_FAILED;
-        l->unfinished--;
-        c->error.side = PROTO_SIDE_TARGET;
-        snprintf(c->error.message, sizeof c->error.message, "%s", err);
-        progress_chunk_failed(l->cfg->progress, k, rows);
-        dispatch_stream_release(l, (size_t)k);
         log_error("chunk %" PRId64 ": %s", k, err);
+        chunks_fail(&l->chunks, (size_t)k, PROTO_SIDE_TARGET, NULL, err);
         return;
     }
     log_debug("chunk %" PRId64 " read: %" PRId64 " rows", k, rows);
@@ -218,12 +233,12 @@ bool dispatch_stream_on_reader(dispatch_loop_t *l, dispatch_worker_t *w,
                      " when it was read again: its order is not stable "
                      "(use --split-by, or an ORDER BY on a unique key)",
                      k);
-            s_read_failed(l, DISPATCH_REPORTED, &e, true);
+            s_read_failed(l, CHUNKS_REPORTED, &e, true);
             return false;
         case INFLIGHT_BAD:
             snprintf(e.message, sizeof e.message,
                      "reader %s sent chunk %" PRId64 " out of order", w->id, k);
-            s_read_failed(l, DISPATCH_REPORTED, &e, false);
+            s_read_failed(l, CHUNKS_REPORTED, &e, false);
             return false;
         case INFLIGHT_OVER_CREDIT:
         case INFLIGHT_OVER_SIZE:
@@ -234,7 +249,7 @@ bool dispatch_stream_on_reader(dispatch_loop_t *l, dispatch_worker_t *w,
                          : "with more rows or bytes than a chunk holds");
             log_error("%s: the read fails and %s is sent away", e.message,
                       w->id);
-            s_read_failed(l, DISPATCH_DISBELIEVED, &e, false);
+            s_read_failed(l, CHUNKS_DISBELIEVED, &e, false);
             dispatch_send_away(l, w, e.message);
             return false;
         }
@@ -244,20 +259,20 @@ bool dispatch_stream_on_reader(dispatch_loop_t *l, dispatch_worker_t *w,
                  "reader %s ended after %" PRId64 " chunks, %" PRId64
                  " arrived",
                  w->id, m->chunk_id, l->held.known);
-        s_read_failed(l, DISPATCH_REPORTED, &e, false);
+        s_read_failed(l, CHUNKS_REPORTED, &e, false);
     } else if (m->kind == PROTO_END) {
         l->read_done = true;
         l->reader = -1;
-        progress_set_total_chunks(l->cfg->progress, (int64_t)l->nchunks);
+        progress_set_total_chunks(l->cfg->progress, (int64_t)l->chunks.n);
         log_info("read the whole query: %" PRId64 " rows in %zu chunks",
-                 m->rows, l->nchunks);
+                 m->rows, l->chunks.n);
     } else {
         e.side = m->side;
         memcpy(e.sqlstate, m->sqlstate, sizeof e.sqlstate);
         e.conn_bad = m->conn_bad;
         snprintf(e.message, sizeof e.message, "%s",
                  m->message ? m->message : "");
-        s_read_failed(l, DISPATCH_REPORTED, &e, false);
+        s_read_failed(l, CHUNKS_REPORTED, &e, false);
     }
     return true; /* w is free for other work */
 }

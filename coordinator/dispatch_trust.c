@@ -1,6 +1,6 @@
 /* coordinator/dispatch_trust.c - what the dispatcher believes of a
- * worker (dispatch_loop.h): unguessable ids for the workers it forks, a
- * DONE checked against the ledger, and sending a worker away. */
+ * worker (dispatch_loop.h): sending to it, unguessable ids for the workers
+ * it forks, a DONE checked against the ledger, and sending a worker away. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -21,6 +21,12 @@ bool dispatch_random_id(char *dst, size_t n)
     for (size_t i = 0; i < sizeof r && at + 2 < n; i++)
         at += (size_t)snprintf(dst + at, n - at, "%02x", r[i]);
     return true;
+}
+
+bool dispatch_send(dispatch_loop_t *l, dispatch_worker_t *w,
+                   const proto_msg_t *m)
+{
+    return proto_send(l->cfg->router, w->id, strlen(w->id), m);
 }
 
 void dispatch_send_away(dispatch_loop_t *l, dispatch_worker_t *w,
@@ -48,7 +54,7 @@ bool dispatch_done_checked(dispatch_loop_t *l, dispatch_worker_t *w, size_t ci,
                            const proto_msg_t *m, int64_t *rows_out,
                            int64_t *rejected_out)
 {
-    dispatch_chunk_t *c = &l->chunks[ci];
+    chunks_chunk_t *c = &l->chunks.v[ci];
     memset(&c->error, 0, sizeof c->error);
     int64_t bound = s_max_rows(l, ci);
     bool done = false;

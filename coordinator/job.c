@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "clock.h"
 #include "curve.h"
 #include "defaults.h"
 #include "dispatch.h"
@@ -75,13 +76,6 @@ static void s_signals_restore(s_signals_t *s)
     close(s->fds[0]);
     close(s->fds[1]);
     s_sigpipe_w = -1;
-}
-
-static double s_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static int s_fail(mapper_result *out, int code, const char *fmt, ...)
@@ -421,7 +415,7 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
         log_info("job %s (ledger %s.jobs in the target)%s", out->job_id,
                  j->ledger.qschema, mode == LEDGER_RESUME ? ": resuming" : "");
     }
-    double t0 = s_now();
+    double t0 = clock_now();
     if (mode == LEDGER_RESUME) {
         if (!ledger_load(&j->ledger, &j->plan, &j->done, &j->done_rows,
                          &j->done_rejected, err, sizeof err))
@@ -454,7 +448,7 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
         return s_fail(out, MAPPER_EXIT_CANNOT_RUN,
                       "planning the chunks failed");
     }
-    out->planning_s = s_now() - t0;
+    out->planning_s = clock_now() - t0;
     if (!j->stream)
         log_info("planned %zu chunks (%s%s, about %" PRId64 " rows) in %.2f s, "
                  "%s COPY",
@@ -710,7 +704,7 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
         spec->source ? spec->source : getenv(MAPPER_ENV_SOURCE);
     const char *target =
         spec->target ? spec->target : getenv(MAPPER_ENV_TARGET);
-    double t0 = s_now();
+    double t0 = clock_now();
     s_job_t j = {0};
     char err[256];
     /* Learn the passwords before anything can print them. */
@@ -807,7 +801,7 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
     s_cleanup(&j);
     reject_destroy(&rejects);
     s_signals_restore(&sig);
-    out->elapsed_s = s_now() - t0;
+    out->elapsed_s = clock_now() - t0;
     out->rows_per_s = out->elapsed_s > 0
                           ? (double)out->total_rows_successful / out->elapsed_s
                           : 0;

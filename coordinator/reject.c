@@ -75,37 +75,6 @@ void reject_destroy(reject_t **self_p)
     *self_p = NULL;
 }
 
-bool reject_buf_take(reject_buf_t *buf, proto_msg_t *msg)
-{
-    if (buf->n == buf->cap) {
-        size_t cap = buf->cap ? buf->cap * 2 : 16;
-        reject_row_t *v = realloc(buf->v, cap * sizeof *v);
-        if (!v) {
-            log_error("out of memory holding rejected rows");
-            return false;
-        }
-        buf->v = v;
-        buf->cap = cap;
-    }
-    reject_row_t *r = &buf->v[buf->n++];
-    r->row_index = msg->row_index;
-    memcpy(r->sqlstate, msg->sqlstate, sizeof r->sqlstate);
-    r->message = msg->message;
-    r->row = msg->row;
-    msg->message = msg->row = NULL;
-    return true;
-}
-
-void reject_buf_clear(reject_buf_t *buf)
-{
-    for (size_t i = 0; i < buf->n; i++) {
-        free(buf->v[i].message);
-        free(buf->v[i].row);
-    }
-    free(buf->v);
-    memset(buf, 0, sizeof *buf);
-}
-
 /* What reject_write appends for buf: the rows, and the log lines
  * (malloc'd). False when out of memory. */
 static bool s_render(int64_t chunk_id, const reject_buf_t *buf, char **rows,

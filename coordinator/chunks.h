@@ -1,0 +1,163 @@
+/* coordinator/chunks.h - the chunk table and its state machine: pending,
+ * running, waiting for a retry, paused by an outage, done, failed for good.
+ * No sockets and no database calls: the dispatcher (dispatch.c) does the
+ * talking and tells this module what happened; retries and outages are
+ * decided here, through common/retry, by an injectable clock. */
+#ifndef MAPPER_CHUNKS_H
+#define MAPPER_CHUNKS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "clock.h"
+#include "pgutil.h"
+#include "progress.h"
+#include "proto.h"
+#include "reject.h"
+#include "retry.h"
+
+#define CHUNKS_WUR __attribute__((warn_unused_result))
+
+/* Why an attempt ended without a result. */
+typedef enum {
+    CHUNKS_REPORTED,    /* the worker reported the failure */
+    CHUNKS_CRASHED,     /* the worker process died */
+    CHUNKS_LEASE_LOST,  /* a remote worker stopped answering */
+    CHUNKS_DISBELIEVED, /* its done was not borne out by the ledger */
+} chunks_cause_t;
+
+typedef enum {
+    CHUNKS_PENDING, /* not yet run, or waiting for its retry time */
+    CHUNKS_RUNNING, /* held by a worker */
+    CHUNKS_DONE,    /* committed */
+    CHUNKS_FAILED,  /* failed for good */
+} chunks_state_t;
+
+typedef struct {
+    chunks_state_t state;   /* where the chunk is */
+    int attempts;           /* attempts started */
+    double not_before;      /* monotonic time its next attempt may start */
+    double first_start;     /* monotonic time of its first attempt */
+    const char *class_name; /* retry class of the last error, or NULL */
+    int worker;             /* index of the worker holding it, or -1 */
+    int64_t est_rows;       /* rows it is expected to hold (counted failed) */
+    int64_t rows;           /* rows committed (or reported in flight) */
+    int64_t bytes;          /* bytes likewise */
+    int64_t rejected;       /* rows set aside when it committed */
+    reject_buf_t rejects;   /* the running attempt's rejected rows */
+    pgutil_error_t error;   /* last error */
+} chunks_chunk_t;
+
+/* A database that stopped answering: no chunk starts while it lasts. */
+typedef struct {
+    int streak;        /* connection failures in a row on this side */
+    bool active;       /* in an outage now */
+    double since;      /* when it began */
+    double next_probe; /* when to probe next */
+    double probe_wait; /* current probe interval */
+} chunks_outage_t;
+
+/* Called when a chunk ends (done or failed for good): the stream mode frees
+ * its rows and raises the reader's credit there. */
+typedef void (*chunks_end_fn)(void *ctx, size_t ci);
+
+typedef struct {
+    const mapper_retry_config *retry; /* retry policy */
+    double outage_timeout;     /* seconds a database may stay unreachable */
+    progress_t *progress;      /* told of every chunk event, or NULL */
+    clock_fn clock;            /* monotonic seconds */
+    retry_rng rng;             /* jitter draws */
+    chunks_end_fn on_end;      /* or NULL */
+    void *on_end_ctx;          /* its first argument */
+    chunks_chunk_t *v;         /* the chunks */
+    size_t n;                  /* entries used */
+    size_t cap;                /* entries allocated */
+    size_t next_pending;       /* first chunk never started */
+    size_t unfinished;         /* chunks not DONE or FAILED */
+    chunks_outage_t outage[3]; /* by proto_side_t */
+} chunks_t;
+
+/* What became of a failed attempt. */
+typedef enum {
+    CHUNKS_RETRY,  /* pending again, after a delay */
+    CHUNKS_PAUSED, /* pending, waiting for its database (attempt not used) */
+    CHUNKS_GONE,   /* failed for good */
+} chunks_outcome_t;
+
+/* What a probe's answer did to an outage. */
+typedef enum {
+    CHUNKS_RESUMED, /* it answered: the outage is over */
+    CHUNKS_WAITING, /* still down: probed again later */
+    CHUNKS_GAVE_UP, /* down too long: every unfinished chunk failed */
+} chunks_probe_t;
+
+/* A table of n pending chunks (clock NULL: clock_now; progress may be
+ * NULL). False (logged) when out of memory. */
+bool chunks_init(chunks_t *t, size_t n, const mapper_retry_config *retry,
+                 double outage_timeout, progress_t *progress,
+                 clock_fn clock) CHUNKS_WUR;
+void chunks_free(chunks_t *t);
+
+/* One more pending chunk expected to hold est_rows (stream mode finds
+ * chunks as it reads). NULL (logged) when out of memory. */
+chunks_chunk_t *chunks_add(chunks_t *t, int64_t est_rows) CHUNKS_WUR;
+
+/* Chunk ci was committed by an earlier run (resume). */
+void chunks_resumed(chunks_t *t, size_t ci, int64_t rows, int64_t rejected);
+
+/* The next chunk that may start now: retries whose time has come first,
+ * then fresh ones; -1 when none may. Nothing starts during an outage. */
+ssize_t chunks_next(chunks_t *t);
+
+/* Chunk ci (pending) starts its next attempt on worker `worker`; returns
+ * that attempt's number. */
+int chunks_start(chunks_t *t, size_t ci, int worker);
+
+/* Chunk ci committed by attempt `attempt`; ends any outage streak. */
+void chunks_done(chunks_t *t, size_t ci, int attempt, int64_t rows,
+                 int64_t bytes, int64_t rejected);
+
+/* Fail chunk ci for good (the one way to do it): its error becomes
+ * (side, class_name, message), a running attempt ends first, the chunk is
+ * counted failed with its expected rows, and on_end is told. */
+void chunks_fail(chunks_t *t, size_t ci, proto_side_t side,
+                 const char *class_name, const char *message);
+
+/* The retry verdict on an error of the given cause. */
+retry_verdict chunks_classify(const pgutil_error_t *e, chunks_cause_t cause);
+
+/* Decide about retry `attempts` of something first started at first_start
+ * that failed with e (the stream reader uses it too). */
+retry_decision chunks_decide(chunks_t *t, const pgutil_error_t *e,
+                             chunks_cause_t cause, int attempts,
+                             double first_start, const char **class_out);
+
+/* Chunk ci's running attempt failed with ci's error (set by the caller):
+ * a connection failure on a database in an outage (or that starts one)
+ * pauses the chunk without using an attempt; else it retries after the
+ * policy's delay, or fails for good. Logged here. */
+chunks_outcome_t chunks_attempt_failed(chunks_t *t, size_t ci,
+                                       chunks_cause_t cause);
+
+/* Every pending chunk fails for good with class_name and message (e.g. past
+ * --max-rejects). */
+void chunks_fail_pending(chunks_t *t, const char *class_name,
+                         const char *message);
+
+/* True when a database is in an outage (side PROTO_SIDE_NONE: either). */
+bool chunks_in_outage(const chunks_t *t, proto_side_t side);
+
+/* True when side is in an outage and its next probe is due. */
+bool chunks_probe_due(const chunks_t *t, proto_side_t side);
+
+/* A probe of side answered (or not): end the outage, wait longer before the
+ * next probe, or - down longer than the outage timeout - fail every
+ * unfinished chunk for good. */
+chunks_probe_t chunks_probed(chunks_t *t, proto_side_t side, bool answered);
+
+/* Chunks running now. */
+size_t chunks_running(const chunks_t *t);
+
+#endif
