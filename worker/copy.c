@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,9 @@
 /* Rows are gathered into one CopyData message of about this size: fewer
  * messages and system calls than one message per row. */
 #define COPY_BATCH_BYTES (64 * 1024)
+/* The relay's buffer between source and target (see s_stream): rows read
+ * while the target's libpq sends the previous batch. */
+#define COPY_RELAY_BYTES (256 * 1024)
 /* The target's COPY statement is built in a buffer this big, doubled. */
 #define COPY_SQL_FIRST_BYTES 256
 /* Stream mode writes from memory in pieces this big, ticking between. */
@@ -223,15 +227,49 @@ bool copy_open_source(copy_conns_t *c, pgutil_error_t *err)
     return s_open(&c->src, c->source_conninfo, PROTO_SIDE_SOURCE, err);
 }
 
-bool copy_source_start(copy_conns_t *c, const char *snapshot, const char *sql,
-                       bool *binary_out, pgutil_error_t *err)
+/* The relay: wait for the libpq sockets in fds through job->wait, or
+ * poll(2) alone when there is none. False to abort (a stop). */
+static bool s_wait(const copy_job_t *job, void *arg, struct pollfd *fds,
+                   int nfds, int timeout_ms)
+{
+    for (int i = 0; i < nfds; i++)
+        fds[i].revents = 0;
+    if (job && job->wait) return job->wait(arg, fds, nfds, timeout_ms);
+    return poll(fds, (nfds_t)nfds, timeout_ms) >= 0 || errno == EINTR;
+}
+
+/* Wait (serving job->wait) until conn has a whole result to give, so that
+ * the PQgetResult after it does not block. */
+static copy_status_t s_await_result(PGconn *conn, proto_side_t side,
+                                    const copy_job_t *job, void *arg,
+                                    pgutil_error_t *err)
+{
+    while (PQisBusy(conn)) {
+        struct pollfd fd = {.fd = PQsocket(conn), .events = POLLIN};
+        if (!s_wait(job, arg, &fd, 1, MAPPER_PROGRESS_EVERY_MS))
+            return COPY_ABORTED;
+        if (fd.revents && !PQconsumeInput(conn)) {
+            pgutil_capture(conn, NULL, side, err);
+            return COPY_FAILED;
+        }
+    }
+    return COPY_OK;
+}
+
+/* copy_source_start, its COPY's start awaited through job->wait (job NULL:
+ * in libpq): a source may take long before it answers at all (a sort, a
+ * lock, a slow query: the server sends nothing before its first rows). */
+static copy_status_t s_source_start(copy_conns_t *c, const char *snapshot,
+                                    const char *sql, const copy_job_t *job,
+                                    void *arg, bool *binary_out,
+                                    pgutil_error_t *err)
 {
     if (!s_open(&c->src, c->source_conninfo, PROTO_SIDE_SOURCE, err))
-        return false;
+        return COPY_FAILED;
     char *lit = PQescapeLiteral(c->src, snapshot, strlen(snapshot));
     if (!lit) {
         pgutil_capture(c->src, NULL, PROTO_SIDE_SOURCE, err);
-        return false;
+        return COPY_FAILED;
     }
     size_t n = strlen(lit) + 128;
     char *begin = malloc(n);
@@ -243,17 +281,30 @@ bool copy_source_start(copy_conns_t *c, const char *snapshot, const char *sql,
     PQfreemem(lit);
     if (!begin) {
         snprintf(err->message, sizeof err->message, "out of memory");
-        return false;
+        return COPY_FAILED;
     }
     bool ok = pgutil_exec(c->src, begin, PROTO_SIDE_SOURCE, err);
     free(begin);
-    if (!ok) return false;
-    PGresult *res = PQexecParams(c->src, sql, 0, NULL, NULL, NULL, NULL, 0);
+    if (!ok) return COPY_FAILED;
+    if (!PQsendQueryParams(c->src, sql, 0, NULL, NULL, NULL, NULL, 0)) {
+        pgutil_capture(c->src, NULL, PROTO_SIDE_SOURCE, err);
+        return COPY_FAILED;
+    }
+    copy_status_t st = s_await_result(c->src, PROTO_SIDE_SOURCE, job, arg, err);
+    if (st != COPY_OK) return st;
+    PGresult *res = PQgetResult(c->src);
     ok = PQresultStatus(res) == PGRES_COPY_OUT;
     if (!ok) pgutil_capture(c->src, res, PROTO_SIDE_SOURCE, err);
     *binary_out = ok && PQbinaryTuples(res);
     PQclear(res);
-    return ok;
+    return ok ? COPY_OK : COPY_FAILED;
+}
+
+bool copy_source_start(copy_conns_t *c, const char *snapshot, const char *sql,
+                       bool *binary_out, pgutil_error_t *err)
+{
+    return s_source_start(c, snapshot, sql, NULL, NULL, binary_out, err) ==
+           COPY_OK;
 }
 
 /* Append n bytes at p to the buffer *buf (len used, cap allocated). */
@@ -363,8 +414,69 @@ static copy_status_t s_write_memory(copy_conns_t *c, copy_tick_fn tick,
     return COPY_OK;
 }
 
-/* Stream rows until the source's COPY ends. */
-/* Binary COPY sends one CopyData message per row, the file header riding
+/* Send what libpq holds for the target: *busy_out tells that some is still
+ * queued (wait for POLLOUT). On readable, the target's input is consumed
+ * first (libpq's rule for a non-blocking flush). */
+static bool s_flush(PGconn *dst, bool readable, bool *busy_out,
+                    pgutil_error_t *err)
+{
+    int rc = readable && !PQconsumeInput(dst) ? -1 : PQflush(dst);
+    *busy_out = rc == 1;
+    if (rc >= 0) return true;
+    pgutil_capture(dst, NULL, PROTO_SIDE_TARGET, err);
+    return false;
+}
+
+/* Hand what buffer holds to the target's libpq (only when libpq has sent
+ * all it held before, so that its own buffer never grows past one batch)
+ * and start sending it. */
+static bool s_feed(PGconn *dst, char *buf, size_t *used, bool *busy,
+                   pgutil_error_t *err)
+{
+    if (*busy || *used == 0) return true;
+    if (!s_put(dst, buf, *used, err)) return false;
+    *used = 0;
+    return s_flush(dst, false, busy, err);
+}
+
+/* The relay's state: rows read from the source wait in buf (at most
+ * COPY_RELAY_BYTES) until the target's libpq has sent the previous batch;
+ * a row that does not fit waits in pending. */
+typedef struct {
+    char *buf;        /* rows read, not yet handed to the target */
+    size_t used;      /* bytes in buf */
+    char *pending;    /* a row that did not fit in buf (libpq's), or NULL */
+    size_t pending_n; /* its bytes */
+    bool src_done;    /* the source's COPY ended */
+    bool src_dry;     /* the source has no whole row buffered */
+    bool dst_busy;    /* the target's libpq still holds unsent data */
+} s_relay_t;
+
+/* Move the pending row into the buffer, or (bigger than the buffer) hand
+ * it to the target's libpq alone once that has room. */
+static bool s_relay_pending(PGconn *dst, s_relay_t *r, pgutil_error_t *err)
+{
+    if (!r->pending) return true;
+    if (r->pending_n <= COPY_RELAY_BYTES - r->used) {
+        memcpy(r->buf + r->used, r->pending, r->pending_n);
+        r->used += r->pending_n;
+    } else if (r->pending_n > COPY_RELAY_BYTES && r->used == 0 &&
+               !r->dst_busy) {
+        if (!s_put(dst, r->pending, r->pending_n, err) ||
+            !s_flush(dst, false, &r->dst_busy, err))
+            return false;
+    } else {
+        return true; /* later: the buffer or libpq empties first */
+    }
+    PQfreemem(r->pending);
+    r->pending = NULL;
+    return true;
+}
+
+/* Stream rows until the source's COPY ends, both sessions non-blocking:
+ * the source is read while the target is fed, and every wait goes through
+ * job->wait (the worker's heartbeats, its coordinator, its signals).
+ * Binary COPY sends one CopyData message per row, the file header riding
  * on the first and a trailer message after the last (header and trailer
  * share one message when there is no row): rows = messages - 1. */
 static copy_status_t s_stream(copy_conns_t *c, copy_tick_fn tick, void *arg,
@@ -372,48 +484,50 @@ static copy_status_t s_stream(copy_conns_t *c, copy_tick_fn tick, void *arg,
                               int64_t *rows_out, int64_t *bytes_out,
                               pgutil_error_t *err)
 {
-    char *batch = malloc(COPY_BATCH_BYTES);
-    if (!batch) {
+    s_relay_t r = {.buf = malloc(COPY_RELAY_BYTES)};
+    if (!r.buf) {
         snprintf(err->message, sizeof err->message, "out of memory");
         return COPY_FAILED;
     }
-    size_t used = 0;
+    if (PQsetnonblocking(c->src, 1) || PQsetnonblocking(c->dst, 1)) {
+        pgutil_capture(c->src, NULL, PROTO_SIDE_SOURCE, err);
+        free(r.buf);
+        return COPY_FAILED;
+    }
     int64_t rows = 0, bytes = 0, next_tick_rows = MAPPER_PROGRESS_EVERY_ROWS;
     double next_tick_ms = s_now_ms() + MAPPER_PROGRESS_EVERY_MS;
     copy_status_t st = COPY_FAILED;
     for (;;) {
-        char *row = NULL;
-        int n = PQgetCopyData(c->src, &row, 0);
-        if (n == -1) break;
-        if (n < 0) {
-            pgutil_capture(c->src, NULL, PROTO_SIDE_SOURCE, err);
-            goto out;
-        }
-        if (used + (size_t)n > COPY_BATCH_BYTES) {
-            bool ok = s_put(c->dst, batch, used, err);
-            used = 0;
-            if (!ok) {
-                PQfreemem(row);
+        /* Read every whole row the source sent, while there is room. */
+        while (!r.src_done && !r.pending) {
+            char *row = NULL;
+            int n = PQgetCopyData(c->src, &row, 1);
+            r.src_dry = n == 0;
+            if (n == 0) break;
+            if (n == -1) {
+                r.src_done = true;
+                break;
+            }
+            if (n < 0) {
+                pgutil_capture(c->src, NULL, PROTO_SIDE_SOURCE, err);
                 goto out;
             }
+            rows++;
+            bytes += n;
+            r.pending = row;
+            r.pending_n = (size_t)n;
+            if (!s_relay_pending(c->dst, &r, err)) goto out;
+            if (rows == 2) { /* after a hold, hear the coordinator at once */
+                copy_fault("mid-copy", job->chunk_id, job->attempt);
+                next_tick_ms = 0;
+            }
         }
-        if ((size_t)n > COPY_BATCH_BYTES) {
-            bool ok = s_put(c->dst, row, (size_t)n, err);
-            PQfreemem(row);
-            if (!ok) goto out;
-        } else {
-            memcpy(batch + used, row, (size_t)n);
-            used += (size_t)n;
-            PQfreemem(row);
-        }
-        rows++;
-        bytes += n;
-        if (rows == 2) { /* after a hold, hear the coordinator at once */
-            copy_fault("mid-copy", job->chunk_id, job->attempt);
-            next_tick_ms = 0;
-        }
-        if (rows >= next_tick_rows ||
-            (rows % 256 == 0 && s_now_ms() >= next_tick_ms)) {
+        if (!s_feed(c->dst, r.buf, &r.used, &r.dst_busy, err) ||
+            !s_relay_pending(c->dst, &r, err) ||
+            !s_feed(c->dst, r.buf, &r.used, &r.dst_busy, err))
+            goto out;
+        if (r.src_done && !r.pending && r.used == 0 && !r.dst_busy) break;
+        if (rows >= next_tick_rows || s_now_ms() >= next_tick_ms) {
             if (!tick(arg, rows, bytes)) {
                 st = COPY_ABORTED;
                 goto out;
@@ -421,19 +535,76 @@ static copy_status_t s_stream(copy_conns_t *c, copy_tick_fn tick, void *arg,
             next_tick_rows = rows + MAPPER_PROGRESS_EVERY_ROWS;
             next_tick_ms = s_now_ms() + MAPPER_PROGRESS_EVERY_MS;
         }
+        /* Wait for the source when it has nothing whole and there is room
+         * for more; for the target while libpq holds unsent data. */
+        struct pollfd fds[2];
+        int nfds = 0, at_src = -1, at_dst = -1;
+        bool want_src = !r.src_done && !r.pending && r.src_dry;
+        if (want_src) {
+            at_src = nfds;
+            fds[nfds++] = (struct pollfd){PQsocket(c->src), POLLIN, 0};
+        }
+        if (r.dst_busy) {
+            at_dst = nfds;
+            fds[nfds++] =
+                (struct pollfd){PQsocket(c->dst), POLLIN | POLLOUT, 0};
+        }
+        if (nfds == 0) continue; /* rows to move, nothing to wait for */
+        if (!s_wait(job, arg, fds, nfds, MAPPER_PROGRESS_EVERY_MS)) {
+            st = COPY_ABORTED;
+            goto out;
+        }
+        if (at_src >= 0 && fds[at_src].revents) {
+            if (!PQconsumeInput(c->src)) {
+                pgutil_capture(c->src, NULL, PROTO_SIDE_SOURCE, err);
+                goto out;
+            }
+            r.src_dry = false;
+        }
+        if (at_dst >= 0 && fds[at_dst].revents &&
+            !s_flush(c->dst, fds[at_dst].revents & (POLLIN | POLLERR),
+                     &r.dst_busy, err))
+            goto out;
     }
+    if ((st = s_await_result(c->src, PROTO_SIDE_SOURCE, job, arg, err)) !=
+        COPY_OK)
+        goto out;
+    st = COPY_FAILED;
     if (!s_result(c->src, PGRES_COMMAND_OK, PROTO_SIDE_SOURCE, err)) goto out;
-    if (!s_put(c->dst, batch, used, err)) goto out;
     if (PQputCopyEnd(c->dst, NULL) != 1) {
         pgutil_capture(c->dst, NULL, PROTO_SIDE_TARGET, err);
         goto out;
     }
+    for (bool busy = true, readable = false; busy;) {
+        if (!s_flush(c->dst, readable, &busy, err)) goto out;
+        if (!busy) break;
+        struct pollfd fd = {PQsocket(c->dst), POLLIN | POLLOUT, 0};
+        if (!s_wait(job, arg, &fd, 1, MAPPER_PROGRESS_EVERY_MS)) {
+            st = COPY_ABORTED;
+            goto out;
+        }
+        readable = fd.revents & (POLLIN | POLLERR);
+    }
+    if ((st = s_await_result(c->dst, PROTO_SIDE_TARGET, job, arg, err)) !=
+        COPY_OK)
+        goto out;
+    st = COPY_FAILED;
     if (!s_result(c->dst, PGRES_COMMAND_OK, PROTO_SIDE_TARGET, err)) goto out;
     *rows_out = binary && rows > 0 ? rows - 1 : rows;
     *bytes_out = bytes;
     st = COPY_OK;
 out:
-    free(batch);
+    PQfreemem(r.pending);
+    free(r.buf);
+    /* Back to blocking for the ledger and COMMIT. That fails only with
+     * data unsent (a chunk cut short: its sessions are closed anyway). */
+    bool src_ok = !PQsetnonblocking(c->src, 0);
+    bool dst_ok = !PQsetnonblocking(c->dst, 0);
+    if ((!src_ok || !dst_ok) && st == COPY_OK) {
+        pgutil_capture(src_ok ? c->dst : c->src, NULL,
+                       src_ok ? PROTO_SIDE_TARGET : PROTO_SIDE_SOURCE, err);
+        st = COPY_FAILED;
+    }
     return st;
 }
 
@@ -671,10 +842,12 @@ copy_status_t copy_chunk(copy_conns_t *conns, const copy_job_t *job,
         rows = job->data_rows;
         bytes = (int64_t)job->data_len;
     } else {
-        if (!copy_source_start(conns, job->snapshot, job->source_sql, &binary,
-                               err) ||
-            !s_target_start(conns, job, err))
+        st = s_source_start(conns, job->snapshot, job->source_sql, job, arg,
+                            &binary, err);
+        if (st != COPY_OK || !s_target_start(conns, job, err)) {
+            if (st == COPY_OK) st = COPY_FAILED;
             goto fail;
+        }
         st = s_stream(conns, tick, arg, job, binary, &rows, &bytes, err);
     }
     if (st == COPY_FAILED && job->reject_rows && isolate_is_bad_data(err))

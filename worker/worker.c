@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,8 @@
 #include "stream.h"
 
 #define WORKER_POLL_MS 200
+/* The relay waits for at most this many libpq sockets (source, target). */
+#define WORKER_MAX_PG_FDS 2
 /* A stream chunk's buffer starts this big, and doubles. */
 #define WORKER_FIRST_CHUNK_BYTES (1024 * 1024)
 
@@ -262,6 +265,42 @@ static bool s_tick(void *arg, int64_t rows, int64_t bytes)
     return !s_stop && !w->lost;
 }
 
+/* copy_wait_fn: wait for the libpq sockets and the coordinator together,
+ * hearing it, and sending heartbeats on time whatever libpq is doing. */
+static bool s_wait_pg(void *arg, struct pollfd *fds, int nfds, int timeout_ms)
+{
+    s_worker_t *w = arg;
+    zmq_pollitem_t items[1 + WORKER_MAX_PG_FDS] = {{w->sock, 0, ZMQ_POLLIN, 0}};
+    if (nfds > WORKER_MAX_PG_FDS) nfds = WORKER_MAX_PG_FDS;
+    for (int i = 0; i < nfds; i++) {
+        items[1 + i].fd = fds[i].fd;
+        items[1 + i].events =
+            (short)(((fds[i].events & POLLIN) ? ZMQ_POLLIN : 0) |
+                    ((fds[i].events & POLLOUT) ? ZMQ_POLLOUT : 0));
+    }
+    if (s_stop) return false;
+    double beat = w->last_sent + MAPPER_HEARTBEAT_S - s_now();
+    long wait = beat * 1000 < timeout_ms ? (long)(beat * 1000) : timeout_ms;
+    if (zmq_poll(items, 1 + nfds, wait < 0 ? 0 : wait) < 0 && errno != EINTR) {
+        log_error("poll: %s", zmq_strerror(errno));
+        return false;
+    }
+    for (int i = 0; i < nfds; i++) {
+        short ev = items[1 + i].revents;
+        fds[i].revents = (short)(((ev & ZMQ_POLLIN) ? POLLIN : 0) |
+                                 ((ev & ZMQ_POLLOUT) ? POLLOUT : 0) |
+                                 ((ev & ZMQ_POLLERR) ? POLLERR : 0));
+    }
+    s_drain(w);
+    s_watch(w);
+    if (w->heard && s_now() - w->last_sent > MAPPER_HEARTBEAT_S) {
+        proto_msg_t hb = {.kind = PROTO_HEARTBEAT};
+        if (!s_send(w, &hb)) { /* logged */
+        }
+    }
+    return !s_stop && !w->lost;
+}
+
 /* Report how an attempt ended (a chunk's, or with kind END a read's). */
 static void s_report(s_worker_t *w, copy_status_t st, proto_kind_t ok_kind,
                      int64_t chunk_id, int32_t attempt, int64_t rows,
@@ -421,7 +460,8 @@ int worker_run(worker_t *w)
                                   .job_id = a.job_id,
                                   .state_schema = a.state_schema,
                                   .reject_rows = a.reject_rows,
-                                  .on_reject = s_reject};
+                                  .on_reject = s_reject,
+                                  .wait = s_wait_pg};
                 s_run_chunk(w, &w->conns, &job);
             }
             proto_msg_clear(&a);
@@ -441,7 +481,8 @@ int worker_run(worker_t *w)
                               .data_len = w->len,
                               .data_rows = w->buf_rows,
                               .reject_rows = m->reject_rows,
-                              .on_reject = s_reject};
+                              .on_reject = s_reject,
+                              .wait = s_wait_pg};
             s_run_chunk(w, &w->conns, &job);
             s_write_clear(w);
         }
