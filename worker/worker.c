@@ -45,6 +45,7 @@ struct worker {
     bool heard;           /* the coordinator ever answered */
     bool lost;            /* silence past the liveness limit */
     bool refused;         /* the coordinator refused us */
+    bool stop;            /* told to stop (STOP, lost, out of memory) */
     int64_t chunk_id;     /* chunk being copied */
     int32_t attempt;      /* its attempt */
     int64_t limit;        /* reader: chunks below this may be sent */
@@ -58,6 +59,12 @@ struct worker {
     int64_t buf_rows;     /* rows in buf */
 };
 typedef struct worker s_worker_t;
+
+/* Whether this worker is to stop: told so, or a signal (worker_stop). */
+static bool s_stopping(const s_worker_t *w)
+{
+    return s_stop || w->stop;
+}
 
 static double s_now(void)
 {
@@ -119,7 +126,7 @@ static void s_on_data(s_worker_t *w, const proto_msg_t *m)
                          WORKER_FIRST_CHUNK_BYTES)) {
         log_error("out of memory for chunk %" PRId64 " (%zu bytes)",
                   m->chunk_id, w->len + m->data_len);
-        s_stop = 1;
+        w->stop = true;
         return;
     }
     if (m->data_len) memcpy(w->buf + w->len, m->data, m->data_len);
@@ -153,7 +160,7 @@ static void s_refuse(s_worker_t *w, const proto_msg_t *m)
 static void s_drain(s_worker_t *w)
 {
     proto_msg_t msg;
-    while (!s_stop && proto_recv(w->sock, NULL, 0, NULL, &msg)) {
+    while (!s_stopping(w) && proto_recv(w->sock, NULL, 0, NULL, &msg)) {
         w->last_heard = s_now();
         w->heard = true;
         if (w->lost) log_info("the coordinator answers again");
@@ -163,7 +170,7 @@ static void s_drain(s_worker_t *w)
                 log_error("refused by the coordinator: %s", msg.message);
                 w->refused = true;
             }
-            s_stop = 1;
+            w->stop = true;
         } else if ((msg.kind == PROTO_ASSIGN || msg.kind == PROTO_READ) &&
                    !w->has_next) {
             w->next = msg;
@@ -202,7 +209,7 @@ static void s_watch(s_worker_t *w)
         log_error("%s for %.0f s: giving up",
                   w->heard ? "lost the coordinator" : "no coordinator answered",
                   silent);
-        s_stop = 1;
+        w->stop = true;
     }
 }
 
@@ -214,7 +221,7 @@ static bool s_wait(s_worker_t *w, short events)
     if (zmq_poll(&item, 1, WORKER_POLL_MS) < 0 && errno != EINTR) return false;
     s_drain(w);
     s_watch(w);
-    return !s_stop && !w->lost;
+    return !s_stopping(w) && !w->lost;
 }
 
 /* Send a message that must not be dropped: while the send queue is full
@@ -262,7 +269,7 @@ static bool s_tick(void *arg, int64_t rows, int64_t bytes)
     }
     s_drain(w);
     s_watch(w);
-    return !s_stop && !w->lost;
+    return !s_stopping(w) && !w->lost;
 }
 
 /* copy_wait_fn: wait for the libpq sockets and the coordinator together,
@@ -278,7 +285,7 @@ static bool s_wait_pg(void *arg, struct pollfd *fds, int nfds, int timeout_ms)
             (short)(((fds[i].events & POLLIN) ? ZMQ_POLLIN : 0) |
                     ((fds[i].events & POLLOUT) ? ZMQ_POLLOUT : 0));
     }
-    if (s_stop) return false;
+    if (s_stopping(w)) return false;
     double beat = w->last_sent + MAPPER_HEARTBEAT_S - s_now();
     long wait = beat * 1000 < timeout_ms ? (long)(beat * 1000) : timeout_ms;
     if (zmq_poll(items, 1 + nfds, wait < 0 ? 0 : wait) < 0 && errno != EINTR) {
@@ -298,7 +305,7 @@ static bool s_wait_pg(void *arg, struct pollfd *fds, int nfds, int timeout_ms)
         if (!s_send(w, &hb)) { /* logged */
         }
     }
-    return !s_stop && !w->lost;
+    return !s_stopping(w) && !w->lost;
 }
 
 /* Report how an attempt ended (a chunk's, or with kind END a read's). */
@@ -374,7 +381,7 @@ static bool s_credit(void *arg, int64_t chunk)
             }
         }
     }
-    return !s_stop && !w->lost;
+    return !s_stopping(w) && !w->lost;
 }
 
 /* Stream mode: read the whole query and send it in chunks. */
@@ -434,7 +441,7 @@ int worker_run(worker_t *w)
 {
     w->last_heard = s_now();
     s_send_ready(w);
-    while (!s_stop) {
+    while (!s_stopping(w)) {
         zmq_pollitem_t item = {w->sock, 0, ZMQ_POLLIN, 0};
         long wait = w->has_next || w->write_ready ? 0 : WORKER_POLL_MS;
         if (zmq_poll(&item, 1, wait) < 0 && errno != EINTR) {
