@@ -229,24 +229,24 @@ bool copy_open_source(copy_conns_t *c, pgutil_error_t *err)
 
 /* The relay: wait for the libpq sockets in fds through job->wait, or
  * poll(2) alone when there is none. False to abort (a stop). */
-static bool s_wait(const copy_job_t *job, void *arg, struct pollfd *fds,
-                   int nfds, int timeout_ms)
+static bool s_wait(copy_wait_fn wait, void *arg, struct pollfd *fds, int nfds,
+                   int timeout_ms)
 {
     for (int i = 0; i < nfds; i++)
         fds[i].revents = 0;
-    if (job && job->wait) return job->wait(arg, fds, nfds, timeout_ms);
+    if (wait) return wait(arg, fds, nfds, timeout_ms);
     return poll(fds, (nfds_t)nfds, timeout_ms) >= 0 || errno == EINTR;
 }
 
 /* Wait (serving job->wait) until conn has a whole result to give, so that
  * the PQgetResult after it does not block. */
 static copy_status_t s_await_result(PGconn *conn, proto_side_t side,
-                                    const copy_job_t *job, void *arg,
+                                    copy_wait_fn wait, void *arg,
                                     pgutil_error_t *err)
 {
     while (PQisBusy(conn)) {
         struct pollfd fd = {.fd = PQsocket(conn), .events = POLLIN};
-        if (!s_wait(job, arg, &fd, 1, MAPPER_PROGRESS_EVERY_MS))
+        if (!s_wait(wait, arg, &fd, 1, MAPPER_PROGRESS_EVERY_MS))
             return COPY_ABORTED;
         if (fd.revents && !PQconsumeInput(conn)) {
             pgutil_capture(conn, NULL, side, err);
@@ -256,13 +256,9 @@ static copy_status_t s_await_result(PGconn *conn, proto_side_t side,
     return COPY_OK;
 }
 
-/* copy_source_start, its COPY's start awaited through job->wait (job NULL:
- * in libpq): a source may take long before it answers at all (a sort, a
- * lock, a slow query: the server sends nothing before its first rows). */
-static copy_status_t s_source_start(copy_conns_t *c, const char *snapshot,
-                                    const char *sql, const copy_job_t *job,
-                                    void *arg, bool *binary_out,
-                                    pgutil_error_t *err)
+copy_status_t copy_source_start(copy_conns_t *c, const char *snapshot,
+                                const char *sql, copy_wait_fn wait, void *arg,
+                                bool *binary_out, pgutil_error_t *err)
 {
     if (!s_open(&c->src, c->source_conninfo, PROTO_SIDE_SOURCE, err))
         return COPY_FAILED;
@@ -290,7 +286,8 @@ static copy_status_t s_source_start(copy_conns_t *c, const char *snapshot,
         pgutil_capture(c->src, NULL, PROTO_SIDE_SOURCE, err);
         return COPY_FAILED;
     }
-    copy_status_t st = s_await_result(c->src, PROTO_SIDE_SOURCE, job, arg, err);
+    copy_status_t st =
+        s_await_result(c->src, PROTO_SIDE_SOURCE, wait, arg, err);
     if (st != COPY_OK) return st;
     PGresult *res = PQgetResult(c->src);
     ok = PQresultStatus(res) == PGRES_COPY_OUT;
@@ -298,13 +295,6 @@ static copy_status_t s_source_start(copy_conns_t *c, const char *snapshot,
     *binary_out = ok && PQbinaryTuples(res);
     PQclear(res);
     return ok ? COPY_OK : COPY_FAILED;
-}
-
-bool copy_source_start(copy_conns_t *c, const char *snapshot, const char *sql,
-                       bool *binary_out, pgutil_error_t *err)
-{
-    return s_source_start(c, snapshot, sql, NULL, NULL, binary_out, err) ==
-           COPY_OK;
 }
 
 /* Append n bytes at p to the buffer *buf (len used, cap allocated). */
@@ -550,7 +540,7 @@ static copy_status_t s_stream(copy_conns_t *c, copy_tick_fn tick, void *arg,
                 (struct pollfd){PQsocket(c->dst), POLLIN | POLLOUT, 0};
         }
         if (nfds == 0) continue; /* rows to move, nothing to wait for */
-        if (!s_wait(job, arg, fds, nfds, MAPPER_PROGRESS_EVERY_MS)) {
+        if (!s_wait(job->wait, arg, fds, nfds, MAPPER_PROGRESS_EVERY_MS)) {
             st = COPY_ABORTED;
             goto out;
         }
@@ -566,7 +556,7 @@ static copy_status_t s_stream(copy_conns_t *c, copy_tick_fn tick, void *arg,
                      &r.dst_busy, err))
             goto out;
     }
-    if ((st = s_await_result(c->src, PROTO_SIDE_SOURCE, job, arg, err)) !=
+    if ((st = s_await_result(c->src, PROTO_SIDE_SOURCE, job->wait, arg, err)) !=
         COPY_OK)
         goto out;
     st = COPY_FAILED;
@@ -579,13 +569,13 @@ static copy_status_t s_stream(copy_conns_t *c, copy_tick_fn tick, void *arg,
         if (!s_flush(c->dst, readable, &busy, err)) goto out;
         if (!busy) break;
         struct pollfd fd = {PQsocket(c->dst), POLLIN | POLLOUT, 0};
-        if (!s_wait(job, arg, &fd, 1, MAPPER_PROGRESS_EVERY_MS)) {
+        if (!s_wait(job->wait, arg, &fd, 1, MAPPER_PROGRESS_EVERY_MS)) {
             st = COPY_ABORTED;
             goto out;
         }
         readable = fd.revents & (POLLIN | POLLERR);
     }
-    if ((st = s_await_result(c->dst, PROTO_SIDE_TARGET, job, arg, err)) !=
+    if ((st = s_await_result(c->dst, PROTO_SIDE_TARGET, job->wait, arg, err)) !=
         COPY_OK)
         goto out;
     st = COPY_FAILED;
@@ -653,21 +643,38 @@ static char *s_text_sql(const char *sql)
                                          : n);
 }
 
-bool copy_each_row(PGconn *src, copy_row_fn fn, void *arg, pgutil_error_t *err)
+copy_status_t copy_each_row(PGconn *src, copy_row_fn fn, void *arg,
+                            copy_wait_fn wait, void *wait_arg,
+                            pgutil_error_t *err)
 {
     for (;;) {
         char *row = NULL;
-        int n = PQgetCopyData(src, &row, 0);
+        int n = PQgetCopyData(src, &row, 1);
         if (n == -1) break;
+        if (n == 0) {
+            struct pollfd fd = {.fd = PQsocket(src), .events = POLLIN};
+            if (!s_wait(wait, wait_arg, &fd, 1, MAPPER_PROGRESS_EVERY_MS))
+                return COPY_ABORTED;
+            if (fd.revents && !PQconsumeInput(src)) {
+                pgutil_capture(src, NULL, PROTO_SIDE_SOURCE, err);
+                return COPY_FAILED;
+            }
+            continue;
+        }
         if (n < 0) {
             pgutil_capture(src, NULL, PROTO_SIDE_SOURCE, err);
-            return false;
+            return COPY_FAILED;
         }
         bool ok = fn(arg, row, (size_t)n, err);
         PQfreemem(row);
-        if (!ok) return false;
+        if (!ok) return COPY_FAILED;
     }
-    return s_result(src, PGRES_COMMAND_OK, PROTO_SIDE_SOURCE, err);
+    copy_status_t st =
+        s_await_result(src, PROTO_SIDE_SOURCE, wait, wait_arg, err);
+    if (st != COPY_OK) return st;
+    return s_result(src, PGRES_COMMAND_OK, PROTO_SIDE_SOURCE, err)
+               ? COPY_OK
+               : COPY_FAILED;
 }
 
 /* copy_row_fn: keep one row for isolation. */
@@ -783,10 +790,11 @@ static copy_status_t s_isolate(copy_conns_t *c, const copy_job_t *job,
         snprintf(err->message, sizeof err->message, "out of memory");
         goto out;
     }
-    if (job->data
-            ? !s_held_split(&held, job, err)
-            : (!copy_source_start(c, job->snapshot, source_sql, &binary, err) ||
-               !copy_each_row(c->src, s_held_row, &held, err)))
+    if (job->data ? !s_held_split(&held, job, err)
+                  : (copy_source_start(c, job->snapshot, source_sql, job->wait,
+                                       arg, &binary, err) != COPY_OK ||
+                     copy_each_row(c->src, s_held_row, &held, job->wait, arg,
+                                   err) != COPY_OK))
         goto out;
     if (!isolate_rows(c->dst, target_sql,
                       &(isolate_rows_t){held.text, held.off, held.n},
@@ -842,8 +850,8 @@ copy_status_t copy_chunk(copy_conns_t *conns, const copy_job_t *job,
         rows = job->data_rows;
         bytes = (int64_t)job->data_len;
     } else {
-        st = s_source_start(conns, job->snapshot, job->source_sql, job, arg,
-                            &binary, err);
+        st = copy_source_start(conns, job->snapshot, job->source_sql, job->wait,
+                               arg, &binary, err);
         if (st != COPY_OK || !s_target_start(conns, job, err)) {
             if (st == COPY_OK) st = COPY_FAILED;
             goto fail;

@@ -96,9 +96,13 @@ bool copy_open_source(copy_conns_t *conns, pgutil_error_t *err)
 /* Open (or keep) the source session, import the snapshot in a REPEATABLE
  * READ READ ONLY transaction, and start sql (one COPY ... TO STDOUT
  * statement, sent with the extended protocol so that it can never be
- * more than one). *binary_out tells the format. */
-bool copy_source_start(copy_conns_t *conns, const char *snapshot,
-                       const char *sql, bool *binary_out, pgutil_error_t *err)
+ * more than one), waiting for its start through wait (gets wait_arg;
+ * NULL: poll(2)): a source may say nothing for long (a sort, a lock).
+ * *binary_out tells the format. COPY_ABORTED when wait said stop. */
+copy_status_t copy_source_start(copy_conns_t *conns, const char *snapshot,
+                                const char *sql, copy_wait_fn wait,
+                                void *wait_arg, bool *binary_out,
+                                pgutil_error_t *err)
     __attribute__((warn_unused_result));
 
 /* Called with each row of a COPY TO STDOUT; false stops (with *err set,
@@ -106,10 +110,13 @@ bool copy_source_start(copy_conns_t *conns, const char *snapshot,
 typedef bool (*copy_row_fn)(void *arg, const char *row, size_t n,
                             pgutil_error_t *err);
 
-/* Feed every row of the COPY running on src to fn (PQgetCopyData gives
- * one row per call), then check the COPY's result. False when src failed
- * (*err) or fn stopped; the COPY may then still be running. */
-bool copy_each_row(PGconn *src, copy_row_fn fn, void *arg, pgutil_error_t *err)
+/* Feed every row of the COPY running on src to fn, reading without
+ * blocking and waiting through wait (as copy_source_start), then check
+ * the COPY's result. COPY_FAILED when src failed (*err) or fn stopped,
+ * COPY_ABORTED when wait said stop; the COPY may then still be running. */
+copy_status_t copy_each_row(PGconn *src, copy_row_fn fn, void *arg,
+                            copy_wait_fn wait, void *wait_arg,
+                            pgutil_error_t *err)
     __attribute__((warn_unused_result));
 
 /* The 19-byte header of a binary COPY stream with no extension, and the

@@ -390,7 +390,7 @@ static void s_run_read(s_worker_t *w, copy_conns_t *conns, const proto_msg_t *a)
     w->limit = a->limit;
     w->attempt = a->attempt;
     stream_read_t r = {a->attempt, a->snapshot, a->source_sql, a->rows};
-    stream_io_t io = {s_send_wait, s_credit, w};
+    stream_io_t io = {s_send_wait, s_credit, s_wait_pg, w};
     int64_t chunks = 0, rows = 0, bytes = 0;
     pgutil_error_t err;
     log_debug("reading the stream, attempt %d", a->attempt);

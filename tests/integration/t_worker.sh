@@ -101,6 +101,28 @@ check_match "the chunk ran again: done on a later attempt" "^done:([2-9]|[1-9][0
 check_match "the rolled-back attempt was retried" "chunk 0 attempt 1 failed .*57P01.*retry in" "$(cat "$T_OUT/b.err")"
 exact "after SIGTERM while waiting"
 
+# (b2) Stream mode (no --split-by): the reader's source takes 8 s before
+# its first row; the reader keeps its lease, the job ends exact.
+q "$DST" "TRUNCATE slow"
+port=$(free_port)
+"$COORD" --query "$slow" --target-table slow --workers 0 --chunk-size 5000 \
+    --listen "tcp://127.0.0.1:$port" --insecure --worker-timeout 3 --job-id slowstream \
+    --summary-json "$T_OUT/s.json" >"$T_OUT/s.out" 2>"$T_OUT/s.err" &
+pid=$!
+"$WORKER" --connect "tcp://127.0.0.1:$port" --id reader-a 2>"$T_OUT/ra.err" &
+wa=$!
+"$WORKER" --connect "tcp://127.0.0.1:$port" --id reader-b 2>"$T_OUT/rb.err" &
+wb=$!
+wait $pid
+check "stream, slow first row: job exit 0" 0 "$?"
+wait $wa
+check "stream, slow first row: worker a exits 0" 0 "$?"
+wait $wb
+check "stream, slow first row: worker b exits 0" 0 "$?"
+check "stream, slow first row: no lease lost" 0 "$(grep -c 'lease is lost' "$T_OUT/s.err")"
+check "stream, slow first row: the query was read once, whole" 1 "$(grep -c 'read the whole query' "$T_OUT/s.err")"
+exact "stream, slow first row"
+
 # (c) 2 MB values, one chunk of up to 1,000,000 rows: the worker's peak
 # RSS stays within 32 MB (the relay holds a bounded buffer, not the chunk).
 q "$SRC" "CREATE TABLE wide(id bigint PRIMARY KEY, v text);
