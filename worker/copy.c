@@ -344,17 +344,26 @@ static char *s_target_sql(PGconn *dst, const copy_job_t *job, bool binary,
 }
 
 /* Target: start COPY FROM STDIN (the transaction is already open). */
-static bool s_target_start(copy_conns_t *c, const copy_job_t *job,
-                           pgutil_error_t *err)
+static copy_status_t s_target_start(copy_conns_t *c, const copy_job_t *job,
+                                    void *arg, pgutil_error_t *err)
 {
     char *sql = s_target_sql(c->dst, job, job->binary, err);
-    if (!sql) return false;
-    PGresult *res = PQexecParams(c->dst, sql, 0, NULL, NULL, NULL, NULL, 0);
+    if (!sql) return COPY_FAILED;
+    int sent = PQsendQueryParams(c->dst, sql, 0, NULL, NULL, NULL, NULL, 0);
     free(sql);
+    if (!sent) {
+        pgutil_capture(c->dst, NULL, PROTO_SIDE_TARGET, err);
+        return COPY_FAILED;
+    }
+    /* The target may wait for a lock on its table before it answers. */
+    copy_status_t st =
+        s_await_result(c->dst, PROTO_SIDE_TARGET, job->wait, arg, err);
+    if (st != COPY_OK) return st;
+    PGresult *res = PQgetResult(c->dst);
     bool ok = PQresultStatus(res) == PGRES_COPY_IN;
     if (!ok) pgutil_capture(c->dst, res, PROTO_SIDE_TARGET, err);
     PQclear(res);
-    return ok;
+    return ok ? COPY_OK : COPY_FAILED;
 }
 
 /* Whether a COPY statement is binary: it ends with the binary option. */
@@ -845,17 +854,16 @@ copy_status_t copy_chunk(copy_conns_t *conns, const copy_job_t *job,
         goto fail;
     if (done) goto already;
     if (job->data) {
-        if (!s_target_start(conns, job, err)) goto fail;
+        st = s_target_start(conns, job, arg, err);
+        if (st != COPY_OK) goto fail;
         st = s_write_memory(conns, tick, arg, job, err);
         rows = job->data_rows;
         bytes = (int64_t)job->data_len;
     } else {
         st = copy_source_start(conns, job->snapshot, job->source_sql, job->wait,
                                arg, &binary, err);
-        if (st != COPY_OK || !s_target_start(conns, job, err)) {
-            if (st == COPY_OK) st = COPY_FAILED;
-            goto fail;
-        }
+        if (st == COPY_OK) st = s_target_start(conns, job, arg, err);
+        if (st != COPY_OK) goto fail;
         st = s_stream(conns, tick, arg, job, binary, &rows, &bytes, err);
     }
     if (st == COPY_FAILED && job->reject_rows && isolate_is_bad_data(err))
