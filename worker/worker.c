@@ -22,6 +22,8 @@
 #define WORKER_POLL_MS 200
 /* The relay waits for at most this many libpq sockets (source, target). */
 #define WORKER_MAX_PG_FDS 2
+/* While the first connection comes up, READY is retried this often. */
+#define WORKER_CONNECT_POLL_MS 10
 /* A stream chunk's buffer starts this big, and doubles. */
 #define WORKER_FIRST_CHUNK_BYTES (1024 * 1024)
 
@@ -42,6 +44,8 @@ struct worker {
     double last_heard;    /* when the coordinator last spoke */
     double last_sent;     /* when we last sent anything */
     double last_ready;    /* when we last said ready */
+    double started;       /* when the loop started */
+    bool ready_unsent;    /* the last READY found no coordinator connected */
     bool heard;           /* the coordinator ever answered */
     bool lost;            /* silence past the liveness limit */
     bool refused;         /* the coordinator refused us */
@@ -92,7 +96,8 @@ static bool s_connected(s_worker_t *w)
 static void s_send_ready(s_worker_t *w)
 {
     w->last_ready = s_now();
-    if (!s_connected(w)) {
+    w->ready_unsent = !s_connected(w);
+    if (w->ready_unsent) {
         log_debug("no coordinator connected yet");
         return;
     }
@@ -440,10 +445,17 @@ worker_t *worker_new(const worker_config_t *cfg)
 int worker_run(worker_t *w)
 {
     w->last_heard = s_now();
+    w->started = s_now();
     s_send_ready(w);
     while (!s_stopping(w)) {
         zmq_pollitem_t item = {w->sock, 0, ZMQ_POLLIN, 0};
-        long wait = w->has_next || w->write_ready ? 0 : WORKER_POLL_MS;
+        /* Just started and the connection not up yet: say ready as soon
+         * as it is (a job of one small chunk should not wait a second). */
+        bool connecting = w->ready_unsent && !w->heard &&
+                          s_now() - w->started < MAPPER_HEARTBEAT_S;
+        long wait = w->has_next || w->write_ready ? 0
+                    : connecting                  ? WORKER_CONNECT_POLL_MS
+                                                  : WORKER_POLL_MS;
         if (zmq_poll(&item, 1, wait) < 0 && errno != EINTR) {
             log_error("poll: %s", zmq_strerror(errno));
             break;
@@ -497,7 +509,8 @@ int worker_run(worker_t *w)
         double now = s_now();
         /* Say ready again while unheard: the coordinator may have started
          * after us, restarted, or dropped our lease. */
-        if ((w->lost || !w->heard) && now - w->last_ready > MAPPER_HEARTBEAT_S)
+        if ((w->lost || !w->heard) &&
+            (connecting || now - w->last_ready > MAPPER_HEARTBEAT_S))
             s_send_ready(w);
         else if (w->heard && now - w->last_sent > MAPPER_HEARTBEAT_S) {
             proto_msg_t hb = {.kind = PROTO_HEARTBEAT};
