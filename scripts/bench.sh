@@ -11,7 +11,8 @@
 #   --json FILE         raw figures and aggregates as JSON (default: build/bench.json)
 #   --only LIST         run only these contenders (comma separated):
 #                       psql1, psqlpar, pgcopydb, pgloader, mapper, chunks,
-#                       stream (mapper-coord --query without --split-by)
+#                       stream (mapper-coord --query without --split-by),
+#                       onechunk (mapper-coord --workers 1, the table as one chunk)
 #   --no-install        do not apt-get install missing pgcopydb / pgloader (skip them)
 #
 # Set-up (outside the database): installs pgcopydb and pgloader with apt-get when
@@ -252,6 +253,7 @@ run_mapperq() { # stream mode: one reader, W writers
 contenders=()
 add() { contenders+=("$1|$2|$3|$4|$5"); }
 want psql1 && add psql1 psql1 1 - "psql COPY binary, 1 stream"
+want onechunk && add mapper-one mapper 1 "$rows" "mapper-coord --workers 1, one chunk"
 for w in "${workers_arr[@]}"; do
     want psqlpar && add "psqlpar-$w" psqlpar "$w" - "psql COPY binary, $w id range$( ((w > 1)) && echo s)"
     want pgcopydb && add "pgcopydb-$w" pgcopydb "$w" - "pgcopydb copy table-data"
@@ -422,8 +424,12 @@ def r3: if . == null then null else (. * 1000 | round) / 1000 end;
         (if .median_s == null then null
          elif .kind == "psql1" then ([$psql[].median_s] | min) as $b | (.median_s / $b)
          else base(.workers) as $b | if $b == null then null else .median_s / $b end end)})) as $all
+| (first($all[] | select(.kind == "psql1" and .median_s != null)) // null) as $p1
+| (find("mapper"; 1; $rows)) as $one
 | {date: $date, rows: $rows, runs: $runs, cpus: $cpus, workers_list: $ws,
    postgresql: $pg, tools: $tools, failures: $failures, contenders: $all,
+   one_chunk_vs_psql1: (if $one == null or $p1 == null then null
+                        else $one.median_s / $p1.median_s end),
    targets: [$ws[] as $w
      | find("mapper"; $w; null) as $m
      | base($w) as $b
@@ -471,6 +477,8 @@ mv "$json.tmp" "$json"
             fi
         done
     echo "(vs psql: median / the best psql baseline median at the same W, 1 stream or W ranges)"
+    jq -r 'if .one_chunk_vs_psql1 == null then empty else
+        "mapper-coord --workers 1, one chunk vs psql COPY binary, 1 stream: \(.one_chunk_vs_psql1 * 1000 | round / 1000)x (target <= 0.97)" end' "$json"
     if jq -e '[.contenders[] | select(.mapper)] | length > 0' "$json" >/dev/null; then
         echo
         printf '%-34s %4s %10s %10s %9s %9s %7s %9s %7s\n' "mapper resources" W \

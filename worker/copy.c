@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include "growbuf.h"
 #include "isolate.h"
 #include "log.h"
+#include "relay.h"
 
 /* Rows are gathered into one CopyData message of about this size: fewer
  * messages and system calls than one message per row. */
@@ -64,13 +66,6 @@ static void s_fault_hold(const char *release)
         struct timespec ts = {0, COPY_FAULT_POLL_NS};
         if (nanosleep(&ts, NULL) && errno == EINTR) return;
     }
-}
-
-static double s_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
 /* Whether $MAPPER_FAULT (without its "pause-") names point and chunk_id:
@@ -223,15 +218,16 @@ bool copy_open_source(copy_conns_t *c, pgutil_error_t *err)
     return s_open(&c->src, c->source_conninfo, PROTO_SIDE_SOURCE, err);
 }
 
-bool copy_source_start(copy_conns_t *c, const char *snapshot, const char *sql,
-                       bool *binary_out, pgutil_error_t *err)
+copy_status_t copy_source_start(copy_conns_t *c, const char *snapshot,
+                                const char *sql, copy_wait_fn wait, void *arg,
+                                bool *binary_out, pgutil_error_t *err)
 {
     if (!s_open(&c->src, c->source_conninfo, PROTO_SIDE_SOURCE, err))
-        return false;
+        return COPY_FAILED;
     char *lit = PQescapeLiteral(c->src, snapshot, strlen(snapshot));
     if (!lit) {
         pgutil_capture(c->src, NULL, PROTO_SIDE_SOURCE, err);
-        return false;
+        return COPY_FAILED;
     }
     size_t n = strlen(lit) + 128;
     char *begin = malloc(n);
@@ -243,17 +239,24 @@ bool copy_source_start(copy_conns_t *c, const char *snapshot, const char *sql,
     PQfreemem(lit);
     if (!begin) {
         snprintf(err->message, sizeof err->message, "out of memory");
-        return false;
+        return COPY_FAILED;
     }
     bool ok = pgutil_exec(c->src, begin, PROTO_SIDE_SOURCE, err);
     free(begin);
-    if (!ok) return false;
-    PGresult *res = PQexecParams(c->src, sql, 0, NULL, NULL, NULL, NULL, 0);
+    if (!ok) return COPY_FAILED;
+    if (!PQsendQueryParams(c->src, sql, 0, NULL, NULL, NULL, NULL, 0)) {
+        pgutil_capture(c->src, NULL, PROTO_SIDE_SOURCE, err);
+        return COPY_FAILED;
+    }
+    copy_status_t st =
+        relay_await_result(c->src, PROTO_SIDE_SOURCE, wait, arg, err);
+    if (st != COPY_OK) return st;
+    PGresult *res = PQgetResult(c->src);
     ok = PQresultStatus(res) == PGRES_COPY_OUT;
     if (!ok) pgutil_capture(c->src, res, PROTO_SIDE_SOURCE, err);
     *binary_out = ok && PQbinaryTuples(res);
     PQclear(res);
-    return ok;
+    return ok ? COPY_OK : COPY_FAILED;
 }
 
 /* Append n bytes at p to the buffer *buf (len used, cap allocated). */
@@ -303,17 +306,26 @@ static char *s_target_sql(PGconn *dst, const copy_job_t *job, bool binary,
 }
 
 /* Target: start COPY FROM STDIN (the transaction is already open). */
-static bool s_target_start(copy_conns_t *c, const copy_job_t *job,
-                           pgutil_error_t *err)
+static copy_status_t s_target_start(copy_conns_t *c, const copy_job_t *job,
+                                    void *arg, pgutil_error_t *err)
 {
     char *sql = s_target_sql(c->dst, job, job->binary, err);
-    if (!sql) return false;
-    PGresult *res = PQexecParams(c->dst, sql, 0, NULL, NULL, NULL, NULL, 0);
+    if (!sql) return COPY_FAILED;
+    int sent = PQsendQueryParams(c->dst, sql, 0, NULL, NULL, NULL, NULL, 0);
     free(sql);
+    if (!sent) {
+        pgutil_capture(c->dst, NULL, PROTO_SIDE_TARGET, err);
+        return COPY_FAILED;
+    }
+    /* The target may wait for a lock on its table before it answers. */
+    copy_status_t st =
+        relay_await_result(c->dst, PROTO_SIDE_TARGET, job->wait, arg, err);
+    if (st != COPY_OK) return st;
+    PGresult *res = PQgetResult(c->dst);
     bool ok = PQresultStatus(res) == PGRES_COPY_IN;
     if (!ok) pgutil_capture(c->dst, res, PROTO_SIDE_TARGET, err);
     PQclear(res);
-    return ok;
+    return ok ? COPY_OK : COPY_FAILED;
 }
 
 /* Whether a COPY statement is binary: it ends with the binary option. */
@@ -363,80 +375,6 @@ static copy_status_t s_write_memory(copy_conns_t *c, copy_tick_fn tick,
     return COPY_OK;
 }
 
-/* Stream rows until the source's COPY ends. */
-/* Binary COPY sends one CopyData message per row, the file header riding
- * on the first and a trailer message after the last (header and trailer
- * share one message when there is no row): rows = messages - 1. */
-static copy_status_t s_stream(copy_conns_t *c, copy_tick_fn tick, void *arg,
-                              const copy_job_t *job, bool binary,
-                              int64_t *rows_out, int64_t *bytes_out,
-                              pgutil_error_t *err)
-{
-    char *batch = malloc(COPY_BATCH_BYTES);
-    if (!batch) {
-        snprintf(err->message, sizeof err->message, "out of memory");
-        return COPY_FAILED;
-    }
-    size_t used = 0;
-    int64_t rows = 0, bytes = 0, next_tick_rows = MAPPER_PROGRESS_EVERY_ROWS;
-    double next_tick_ms = s_now_ms() + MAPPER_PROGRESS_EVERY_MS;
-    copy_status_t st = COPY_FAILED;
-    for (;;) {
-        char *row = NULL;
-        int n = PQgetCopyData(c->src, &row, 0);
-        if (n == -1) break;
-        if (n < 0) {
-            pgutil_capture(c->src, NULL, PROTO_SIDE_SOURCE, err);
-            goto out;
-        }
-        if (used + (size_t)n > COPY_BATCH_BYTES) {
-            bool ok = s_put(c->dst, batch, used, err);
-            used = 0;
-            if (!ok) {
-                PQfreemem(row);
-                goto out;
-            }
-        }
-        if ((size_t)n > COPY_BATCH_BYTES) {
-            bool ok = s_put(c->dst, row, (size_t)n, err);
-            PQfreemem(row);
-            if (!ok) goto out;
-        } else {
-            memcpy(batch + used, row, (size_t)n);
-            used += (size_t)n;
-            PQfreemem(row);
-        }
-        rows++;
-        bytes += n;
-        if (rows == 2) { /* after a hold, hear the coordinator at once */
-            copy_fault("mid-copy", job->chunk_id, job->attempt);
-            next_tick_ms = 0;
-        }
-        if (rows >= next_tick_rows ||
-            (rows % 256 == 0 && s_now_ms() >= next_tick_ms)) {
-            if (!tick(arg, rows, bytes)) {
-                st = COPY_ABORTED;
-                goto out;
-            }
-            next_tick_rows = rows + MAPPER_PROGRESS_EVERY_ROWS;
-            next_tick_ms = s_now_ms() + MAPPER_PROGRESS_EVERY_MS;
-        }
-    }
-    if (!s_result(c->src, PGRES_COMMAND_OK, PROTO_SIDE_SOURCE, err)) goto out;
-    if (!s_put(c->dst, batch, used, err)) goto out;
-    if (PQputCopyEnd(c->dst, NULL) != 1) {
-        pgutil_capture(c->dst, NULL, PROTO_SIDE_TARGET, err);
-        goto out;
-    }
-    if (!s_result(c->dst, PGRES_COMMAND_OK, PROTO_SIDE_TARGET, err)) goto out;
-    *rows_out = binary && rows > 0 ? rows - 1 : rows;
-    *bytes_out = bytes;
-    st = COPY_OK;
-out:
-    free(batch);
-    return st;
-}
-
 /* A chunk's rows held in memory for isolation: COPY text lines back to
  * back, and where each starts (n + 1 offsets). */
 typedef struct {
@@ -482,21 +420,38 @@ static char *s_text_sql(const char *sql)
                                          : n);
 }
 
-bool copy_each_row(PGconn *src, copy_row_fn fn, void *arg, pgutil_error_t *err)
+copy_status_t copy_each_row(PGconn *src, copy_row_fn fn, void *arg,
+                            copy_wait_fn wait, void *wait_arg,
+                            pgutil_error_t *err)
 {
     for (;;) {
         char *row = NULL;
-        int n = PQgetCopyData(src, &row, 0);
+        int n = PQgetCopyData(src, &row, 1);
         if (n == -1) break;
+        if (n == 0) {
+            struct pollfd fd = {.fd = PQsocket(src), .events = POLLIN};
+            if (!relay_wait(wait, wait_arg, &fd, 1, MAPPER_PROGRESS_EVERY_MS))
+                return COPY_ABORTED;
+            if (fd.revents && !PQconsumeInput(src)) {
+                pgutil_capture(src, NULL, PROTO_SIDE_SOURCE, err);
+                return COPY_FAILED;
+            }
+            continue;
+        }
         if (n < 0) {
             pgutil_capture(src, NULL, PROTO_SIDE_SOURCE, err);
-            return false;
+            return COPY_FAILED;
         }
         bool ok = fn(arg, row, (size_t)n, err);
         PQfreemem(row);
-        if (!ok) return false;
+        if (!ok) return COPY_FAILED;
     }
-    return s_result(src, PGRES_COMMAND_OK, PROTO_SIDE_SOURCE, err);
+    copy_status_t st =
+        relay_await_result(src, PROTO_SIDE_SOURCE, wait, wait_arg, err);
+    if (st != COPY_OK) return st;
+    return s_result(src, PGRES_COMMAND_OK, PROTO_SIDE_SOURCE, err)
+               ? COPY_OK
+               : COPY_FAILED;
 }
 
 /* copy_row_fn: keep one row for isolation. */
@@ -612,10 +567,11 @@ static copy_status_t s_isolate(copy_conns_t *c, const copy_job_t *job,
         snprintf(err->message, sizeof err->message, "out of memory");
         goto out;
     }
-    if (job->data
-            ? !s_held_split(&held, job, err)
-            : (!copy_source_start(c, job->snapshot, source_sql, &binary, err) ||
-               !copy_each_row(c->src, s_held_row, &held, err)))
+    if (job->data ? !s_held_split(&held, job, err)
+                  : (copy_source_start(c, job->snapshot, source_sql, job->wait,
+                                       arg, &binary, err) != COPY_OK ||
+                     copy_each_row(c->src, s_held_row, &held, job->wait, arg,
+                                   err) != COPY_OK))
         goto out;
     if (!isolate_rows(c->dst, target_sql,
                       &(isolate_rows_t){held.text, held.off, held.n},
@@ -666,16 +622,17 @@ copy_status_t copy_chunk(copy_conns_t *conns, const copy_job_t *job,
         goto fail;
     if (done) goto already;
     if (job->data) {
-        if (!s_target_start(conns, job, err)) goto fail;
+        st = s_target_start(conns, job, arg, err);
+        if (st != COPY_OK) goto fail;
         st = s_write_memory(conns, tick, arg, job, err);
         rows = job->data_rows;
         bytes = (int64_t)job->data_len;
     } else {
-        if (!copy_source_start(conns, job->snapshot, job->source_sql, &binary,
-                               err) ||
-            !s_target_start(conns, job, err))
-            goto fail;
-        st = s_stream(conns, tick, arg, job, binary, &rows, &bytes, err);
+        st = copy_source_start(conns, job->snapshot, job->source_sql, job->wait,
+                               arg, &binary, err);
+        if (st == COPY_OK) st = s_target_start(conns, job, arg, err);
+        if (st != COPY_OK) goto fail;
+        st = relay_stream(conns, tick, arg, job, binary, &rows, &bytes, err);
     }
     if (st == COPY_FAILED && job->reject_rows && isolate_is_bad_data(err))
         st = s_isolate(conns, job, tick, arg, &rows, &bytes, &rejected, err);

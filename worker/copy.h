@@ -5,6 +5,7 @@
 #define MAPPER_COPY_H
 
 #include <libpq-fe.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -28,6 +29,13 @@ typedef enum {
 /* Called every few thousand rows or ~100 ms with the rows and bytes so far;
  * returns false to abort the chunk (a stop request). */
 typedef bool (*copy_tick_fn)(void *arg, int64_t rows, int64_t bytes);
+
+/* Wait at most timeout_ms for the events asked of the libpq sockets in
+ * fds (POLLIN, POLLOUT; revents filled), serving the caller's own work
+ * (the coordinator's socket, heartbeats) meanwhile; returns false to abort
+ * the chunk (a stop request). */
+typedef bool (*copy_wait_fn)(void *arg, struct pollfd *fds, int nfds,
+                             int timeout_ms);
 
 /* Called for each row set aside, in row order, before the chunk commits,
  * with the row as one COPY text line (len bytes, newline included);
@@ -60,18 +68,22 @@ typedef struct {
     int64_t data_rows;         /* rows at data */
     bool reject_rows;          /* set bad rows aside instead of failing */
     copy_reject_fn on_reject;  /* told of each (reject_rows); gets arg */
+    copy_wait_fn wait;         /* the relay waits here (gets arg); NULL:
+                                  poll(2) on the libpq sockets alone */
 } copy_job_t;
 
-/* Copy one chunk. On COPY_OK, *rows_out and *bytes_out hold what committed
- * and *rejected_out the rows set aside (COPY_ALREADY: the ledger's rows
- * and rejected). On failure the connections are closed (the server rolls
- * back) and reopened by the next call; *err was captured before they were
- * closed.
- * With job->reject_rows, a COPY the target refuses for a row's data
- * (SQLSTATE class 22 or 23) is rolled back and the chunk is read again
- * from the source as text into memory, its bad rows isolated (isolate.h)
- * and passed to job->on_reject, and the other rows loaded, all in one new
- * transaction with the ledger update. A clean chunk never buffers. */
+/* Copy one chunk. The relay never blocks in libpq: both sessions are
+ * non-blocking while rows flow, the source read into a bounded buffer
+ * while the target is fed, and every wait goes through job->wait. On COPY_OK,
+ * *rows_out and *bytes_out hold what committed and *rejected_out the rows set
+ * aside (COPY_ALREADY: the ledger's rows and rejected). On failure the
+ * connections are closed (the server rolls back) and reopened by the next call;
+ * *err was captured before they were closed. With job->reject_rows, a COPY the
+ * target refuses for a row's data (SQLSTATE class 22 or 23) is rolled back and
+ * the chunk is read again from the source as text into memory, its bad rows
+ * isolated (isolate.h) and passed to job->on_reject, and the other rows loaded,
+ * all in one new transaction with the ledger update. A clean chunk never
+ * buffers. */
 copy_status_t copy_chunk(copy_conns_t *conns, const copy_job_t *job,
                          copy_tick_fn tick, void *arg, int64_t *rows_out,
                          int64_t *bytes_out, int64_t *rejected_out,
@@ -84,9 +96,13 @@ bool copy_open_source(copy_conns_t *conns, pgutil_error_t *err)
 /* Open (or keep) the source session, import the snapshot in a REPEATABLE
  * READ READ ONLY transaction, and start sql (one COPY ... TO STDOUT
  * statement, sent with the extended protocol so that it can never be
- * more than one). *binary_out tells the format. */
-bool copy_source_start(copy_conns_t *conns, const char *snapshot,
-                       const char *sql, bool *binary_out, pgutil_error_t *err)
+ * more than one), waiting for its start through wait (gets wait_arg;
+ * NULL: poll(2)): a source may say nothing for long (a sort, a lock).
+ * *binary_out tells the format. COPY_ABORTED when wait said stop. */
+copy_status_t copy_source_start(copy_conns_t *conns, const char *snapshot,
+                                const char *sql, copy_wait_fn wait,
+                                void *wait_arg, bool *binary_out,
+                                pgutil_error_t *err)
     __attribute__((warn_unused_result));
 
 /* Called with each row of a COPY TO STDOUT; false stops (with *err set,
@@ -94,10 +110,13 @@ bool copy_source_start(copy_conns_t *conns, const char *snapshot,
 typedef bool (*copy_row_fn)(void *arg, const char *row, size_t n,
                             pgutil_error_t *err);
 
-/* Feed every row of the COPY running on src to fn (PQgetCopyData gives
- * one row per call), then check the COPY's result. False when src failed
- * (*err) or fn stopped; the COPY may then still be running. */
-bool copy_each_row(PGconn *src, copy_row_fn fn, void *arg, pgutil_error_t *err)
+/* Feed every row of the COPY running on src to fn, reading without
+ * blocking and waiting through wait (as copy_source_start), then check
+ * the COPY's result. COPY_FAILED when src failed (*err) or fn stopped,
+ * COPY_ABORTED when wait said stop; the COPY may then still be running. */
+copy_status_t copy_each_row(PGconn *src, copy_row_fn fn, void *arg,
+                            copy_wait_fn wait, void *wait_arg,
+                            pgutil_error_t *err)
     __attribute__((warn_unused_result));
 
 /* The 19-byte header of a binary COPY stream with no extension, and the

@@ -1,11 +1,10 @@
-/* worker/main.c - mapper-worker: connect a DEALER to the coordinator, say
- * ready, copy each assigned chunk, report progress and the outcome, and
- * exchange heartbeats. Forked by mapper-coord, or started by hand (or by
- * runit, Kubernetes) on another host with --connect tcp://HOST:PORT. */
+/* worker/main.c - mapper-worker's command line: options, the DEALER to
+ * the coordinator (CURVE or a plain endpoint it allows), signals; the loop
+ * itself is worker/worker.c. Forked by mapper-coord, or started by hand
+ * (or by runit, Kubernetes) on another host with --connect tcp://HOST:PORT. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
-#include <inttypes.h>
 #include <malloc.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -13,62 +12,22 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
-#include "copy.h"
 #include "curve.h"
 #include "defaults.h"
-#include "growbuf.h"
 #include "log.h"
 #include "proto.h"
-#include "stream.h"
+#include "worker.h"
 
-#define WORKER_POLL_MS          200
 #define WORKER_RECONNECT_MS     100
 #define WORKER_RECONNECT_MAX_MS 5000
-/* A stream chunk's buffer starts this big, and doubles. */
-#define WORKER_FIRST_CHUNK_BYTES (1024 * 1024)
-
-static volatile sig_atomic_t s_stop;
 
 static void s_on_signal(int sig)
 {
     (void)sig;
-    s_stop = 1;
-}
-
-typedef struct {
-    void *sock;                              /* DEALER to the coordinator */
-    char id[PROTO_MAX_ID + 1];               /* routing id */
-    char source_id[PROTO_MAX_SOURCE_ID + 1]; /* this worker's source */
-    bool remote;                             /* not forked by the coordinator */
-    double coord_timeout; /* remote: give up after this much silence */
-    double last_heard;    /* when the coordinator last spoke */
-    double last_sent;     /* when we last sent anything */
-    double last_ready;    /* when we last said ready */
-    bool heard;           /* the coordinator ever answered */
-    bool lost;            /* silence past the liveness limit */
-    bool refused;         /* the coordinator refused us */
-    int64_t chunk_id;     /* chunk being copied */
-    int32_t attempt;      /* its attempt */
-    int64_t limit;        /* reader: chunks below this may be sent */
-    proto_msg_t next;     /* an ASSIGN or READ not yet started */
-    bool has_next;        /* next holds one */
-    proto_msg_t write;    /* writer: the WRITE whose rows are arriving */
-    bool writing;         /* write holds a WRITE */
-    bool write_ready;     /* its last data frame arrived */
-    char *buf;            /* its rows */
-    size_t len, cap;      /* bytes in buf, allocated */
-    int64_t buf_rows;     /* rows in buf */
-} s_worker_t;
-
-static double s_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    worker_stop();
 }
 
 static void s_usage(FILE *out)
@@ -102,313 +61,6 @@ static void s_usage(FILE *out)
         "reported); 2 usage; 3 refused by the coordinator, no coordinator, or\n"
         "the source database unreachable; 75 lost the coordinator.\n",
         MAPPER_COORD_TIMEOUT_S);
-}
-
-static bool s_send(s_worker_t *w, const proto_msg_t *m)
-{
-    w->last_sent = s_now();
-    return proto_send(w->sock, NULL, 0, m);
-}
-
-/* True when a coordinator is connected (with ZMQ_IMMEDIATE, the socket is
- * writable only then). */
-static bool s_connected(s_worker_t *w)
-{
-    int events = 0;
-    size_t size = sizeof events;
-    return !zmq_getsockopt(w->sock, ZMQ_EVENTS, &events, &size) &&
-           (events & ZMQ_POLLOUT);
-}
-
-static void s_send_ready(s_worker_t *w)
-{
-    w->last_ready = s_now();
-    if (!s_connected(w)) {
-        log_debug("no coordinator connected yet");
-        return;
-    }
-    proto_msg_t ready = {.kind = PROTO_READY, .pid = getpid()};
-    snprintf(ready.worker, sizeof ready.worker, "%s", w->id);
-    snprintf(ready.source_id, sizeof ready.source_id, "%s", w->source_id);
-    w->last_ready = s_now();
-    if (!s_send(w, &ready)) { /* logged; the next one may get through */
-    }
-}
-
-/* Forget the WRITE in hand and its rows. */
-static void s_write_clear(s_worker_t *w)
-{
-    proto_msg_clear(&w->write);
-    w->writing = w->write_ready = false;
-    w->len = 0;
-    w->buf_rows = 0;
-}
-
-/* A data frame of the WRITE in hand: keep its rows. */
-static void s_on_data(s_worker_t *w, const proto_msg_t *m)
-{
-    if (!w->writing || w->write_ready || m->chunk_id != w->write.chunk_id ||
-        m->attempt != w->write.attempt) {
-        log_debug("data for chunk %" PRId64 " attempt %d ignored", m->chunk_id,
-                  m->attempt);
-        return;
-    }
-    if (!growbuf_reserve(&w->buf, &w->cap, w->len + m->data_len,
-                         WORKER_FIRST_CHUNK_BYTES)) {
-        log_error("out of memory for chunk %" PRId64 " (%zu bytes)",
-                  m->chunk_id, w->len + m->data_len);
-        s_stop = 1;
-        return;
-    }
-    if (m->data_len) memcpy(w->buf + w->len, m->data, m->data_len);
-    w->len += m->data_len;
-    w->buf_rows += m->rows;
-    w->write_ready = m->last;
-}
-
-/* Refuse work that came while the worker had work waiting already (the
- * coordinator took a READY for "gave my chunk up" while it was not): the
- * coordinator retries the chunk elsewhere. */
-static void s_refuse(s_worker_t *w, const proto_msg_t *m)
-{
-    char why[PROTO_MAX_MESSAGE];
-    snprintf(why, sizeof why, "worker %s was busy with other work", w->id);
-    proto_msg_t r = {.kind = PROTO_FAILED,
-                     .chunk_id = m->chunk_id,
-                     .attempt = m->attempt,
-                     .side = PROTO_SIDE_NONE,
-                     .message = why};
-    memcpy(r.sqlstate, MAPPER_SQLSTATE_SHUTDOWN, sizeof r.sqlstate);
-    log_warn("%s for chunk %" PRId64 " refused: %s", proto_kind_name(m->kind),
-             m->chunk_id, why);
-    if (!proto_send(w->sock, NULL, 0, &r)) { /* logged */
-    }
-}
-
-/* Handle every waiting message. Work is never dropped: an ASSIGN or READ
- * waits in w->next (one at a time) even while a chunk runs, a WRITE in
- * w->write until its rows have arrived; work beyond that is refused. */
-static void s_drain(s_worker_t *w)
-{
-    proto_msg_t msg;
-    while (!s_stop && proto_recv(w->sock, NULL, 0, NULL, &msg)) {
-        w->last_heard = s_now();
-        w->heard = true;
-        if (w->lost) log_info("the coordinator answers again");
-        w->lost = false;
-        if (msg.kind == PROTO_STOP) {
-            if (msg.message && *msg.message) {
-                log_error("refused by the coordinator: %s", msg.message);
-                w->refused = true;
-            }
-            s_stop = 1;
-        } else if ((msg.kind == PROTO_ASSIGN || msg.kind == PROTO_READ) &&
-                   !w->has_next) {
-            w->next = msg;
-            w->has_next = true;
-            continue; /* run by the main loop */
-        } else if (msg.kind == PROTO_WRITE && !w->writing) {
-            w->write = msg;
-            w->writing = true;
-            continue; /* kept until its rows arrive */
-        } else if (msg.kind == PROTO_ASSIGN || msg.kind == PROTO_READ ||
-                   msg.kind == PROTO_WRITE) {
-            s_refuse(w, &msg);
-        } else if (msg.kind == PROTO_DATA) {
-            s_on_data(w, &msg);
-        } else if (msg.kind == PROTO_CREDIT) {
-            if (msg.limit > w->limit) w->limit = msg.limit;
-        } else if (msg.kind != PROTO_HEARTBEAT) {
-            log_warn("ignoring unexpected %s", proto_kind_name(msg.kind));
-        }
-        proto_msg_clear(&msg);
-    }
-}
-
-/* Remote workers watch the coordinator's heartbeats: past the liveness
- * limit the chunk in hand is abandoned; past --coordinator-timeout the
- * worker gives up. */
-static void s_watch(s_worker_t *w)
-{
-    if (!w->remote) return;
-    double now = s_now(), silent = now - w->last_heard;
-    if (!w->lost && silent > MAPPER_COORD_LIVENESS_S) {
-        log_warn("no word from the coordinator for %.0f s", silent);
-        w->lost = true;
-    }
-    if (silent > w->coord_timeout) {
-        log_error("%s for %.0f s: giving up",
-                  w->heard ? "lost the coordinator" : "no coordinator answered",
-                  silent);
-        s_stop = 1;
-    }
-}
-
-/* Wait up to a poll interval for events on the socket while hearing the
- * coordinator; false when the worker is stopping or lost it. */
-static bool s_wait(s_worker_t *w, short events)
-{
-    zmq_pollitem_t item = {w->sock, 0, events, 0};
-    if (zmq_poll(&item, 1, WORKER_POLL_MS) < 0 && errno != EINTR) return false;
-    s_drain(w);
-    s_watch(w);
-    return !s_stop && !w->lost;
-}
-
-/* Send a message that must not be dropped: while the send queue is full
- * (the high-water mark), wait for room, still hearing the coordinator.
- * Gives up when the worker is told to stop or loses the coordinator. */
-static bool s_send_surely(s_worker_t *w, const proto_msg_t *m)
-{
-    for (;;) {
-        w->last_sent = s_now();
-        if (proto_send(w->sock, NULL, 0, m)) return true;
-        if (errno != EAGAIN || !s_wait(w, ZMQ_POLLOUT)) return false;
-    }
-}
-
-/* A row the target refused: to the coordinator, which writes it to the
- * reject file once the chunk commits. */
-static bool s_reject(void *arg, int64_t row_index, const char *sqlstate,
-                     const char *message, const char *row, size_t len)
-{
-    s_worker_t *w = arg;
-    proto_msg_t m = {.kind = PROTO_REJECT,
-                     .chunk_id = w->chunk_id,
-                     .attempt = w->attempt,
-                     .row_index = row_index,
-                     .message = (char *)message,
-                     .row = strndup(row, len)};
-    snprintf(m.sqlstate, sizeof m.sqlstate, "%s", sqlstate);
-    bool ok = m.row && s_send_surely(w, &m);
-    if (!ok)
-        log_error("chunk %" PRId64 ": could not send rejected row %" PRId64,
-                  w->chunk_id, row_index + 1);
-    free(m.row);
-    return ok;
-}
-
-static bool s_tick(void *arg, int64_t rows, int64_t bytes)
-{
-    s_worker_t *w = arg;
-    proto_msg_t m = {.kind = PROTO_PROGRESS,
-                     .chunk_id = w->chunk_id,
-                     .attempt = w->attempt,
-                     .rows = rows,
-                     .bytes = bytes};
-    if (!s_send(w, &m)) { /* logged; progress is advisory */
-    }
-    s_drain(w);
-    s_watch(w);
-    return !s_stop && !w->lost;
-}
-
-/* Report how an attempt ended (a chunk's, or with kind END a read's). */
-static void s_report(s_worker_t *w, copy_status_t st, proto_kind_t ok_kind,
-                     int64_t chunk_id, int32_t attempt, int64_t rows,
-                     int64_t bytes, int64_t rejected, const pgutil_error_t *err)
-{
-    proto_msg_t r = {.chunk_id = chunk_id, .attempt = attempt};
-    char msg[PROTO_MAX_MESSAGE];
-    if (st == COPY_OK || st == COPY_ALREADY) {
-        r.kind = ok_kind;
-        r.already = st == COPY_ALREADY;
-        r.rows = rows;
-        r.bytes = bytes;
-        r.rejected = rejected;
-    } else if (st == COPY_ABORTED) {
-        /* Rolled back on purpose: a shutdown, which is worth a retry. */
-        r.kind = PROTO_FAILED;
-        r.side = PROTO_SIDE_NONE;
-        memcpy(r.sqlstate, MAPPER_SQLSTATE_SHUTDOWN, sizeof r.sqlstate);
-        snprintf(msg, sizeof msg, "worker %s rolled the chunk back: %s", w->id,
-                 w->lost ? "lost the coordinator" : "asked to stop");
-        r.message = msg;
-        log_warn("chunk %" PRId64 " attempt %d: %s", chunk_id, attempt, msg);
-    } else {
-        r.kind = PROTO_FAILED;
-        r.side = err->side;
-        memcpy(r.sqlstate, err->sqlstate, sizeof r.sqlstate);
-        r.conn_bad = err->conn_bad;
-        snprintf(msg, sizeof msg, "%s", err->message);
-        r.message = msg;
-        log_warn("%s %" PRId64 " attempt %d: %s: %s%s%s",
-                 ok_kind == PROTO_END ? "reading, chunk" : "chunk", chunk_id,
-                 attempt, pgutil_side_name(err->side), err->sqlstate,
-                 err->sqlstate[0] ? " " : "", err->message);
-    }
-    if (!s_send_surely(w, &r))
-        log_error("chunk %" PRId64 ": could not report the outcome", chunk_id);
-}
-
-/* Copy one chunk (ASSIGN), or write one held in memory (WRITE). */
-static void s_run_chunk(s_worker_t *w, copy_conns_t *conns,
-                        const copy_job_t *job)
-{
-    w->chunk_id = job->chunk_id;
-    w->attempt = job->attempt;
-    int64_t rows = 0, bytes = 0, rejected = 0;
-    pgutil_error_t err;
-    log_debug("chunk %" PRId64 " attempt %d: start", job->chunk_id,
-              job->attempt);
-    copy_status_t st =
-        copy_chunk(conns, job, s_tick, w, &rows, &bytes, &rejected, &err);
-    s_report(w, st, PROTO_DONE, job->chunk_id, job->attempt, rows, bytes,
-             rejected, &err);
-}
-
-/* stream_io_t's send: a reader's data must not be dropped. */
-static bool s_send_wait(void *arg, const proto_msg_t *m)
-{
-    return s_send_surely(arg, m);
-}
-
-/* Wait until the coordinator lets the reader send chunk. */
-static bool s_credit(void *arg, int64_t chunk)
-{
-    s_worker_t *w = arg;
-    if (copy_fault_hit("ignore-credit", chunk, w->attempt)) return true;
-    while (chunk >= w->limit) {
-        if (!s_wait(w, ZMQ_POLLIN)) return false;
-        if (s_now() - w->last_sent > MAPPER_HEARTBEAT_S) {
-            proto_msg_t hb = {.kind = PROTO_HEARTBEAT};
-            if (!s_send(w, &hb)) { /* logged */
-            }
-        }
-    }
-    return !s_stop && !w->lost;
-}
-
-/* Stream mode: read the whole query and send it in chunks. */
-static void s_run_read(s_worker_t *w, copy_conns_t *conns, const proto_msg_t *a)
-{
-    w->limit = a->limit;
-    w->attempt = a->attempt;
-    stream_read_t r = {a->attempt, a->snapshot, a->source_sql, a->rows};
-    stream_io_t io = {s_send_wait, s_credit, w};
-    int64_t chunks = 0, rows = 0, bytes = 0;
-    pgutil_error_t err;
-    log_debug("reading the stream, attempt %d", a->attempt);
-    copy_status_t st =
-        stream_read(conns, &r, &io, &chunks, &rows, &bytes, &err);
-    s_report(w, st, PROTO_END, chunks, a->attempt, rows, bytes, 0, &err);
-}
-
-/* The worker's own view of its source: refused by the coordinator when it
- * is not the job's source. */
-static bool s_source_identity(copy_conns_t *conns, s_worker_t *w)
-{
-    pgutil_error_t err;
-    conns->src = pgutil_connect(conns->source_conninfo, PROTO_SIDE_SOURCE,
-                                "mapper-worker", &err);
-    if (!conns->src) {
-        char where[256];
-        log_describe_conninfo(where, sizeof where, conns->source_conninfo);
-        log_error("source database unreachable (%s): %s", where, err.message);
-        return false;
-    }
-    pgutil_source_identity(conns->src, w->source_id, sizeof w->source_id);
-    return true;
 }
 
 typedef struct {
@@ -573,7 +225,6 @@ static bool s_curve(void *sock, const s_opts_t *o, bool *on_out)
     *on_out = true;
     return curve_client_setup(sock, server, secret);
 }
-
 int main(int argc, char **argv)
 {
     log_init("worker", LOG_INFO);
@@ -596,19 +247,17 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
 
-    s_worker_t w = {.remote = o.parent <= 0,
-                    .coord_timeout = o.coord_timeout,
-                    .chunk_id = -1};
+    char id[PROTO_MAX_ID + 1];
     if (o.id && (strlen(o.id) == 0 || strlen(o.id) > PROTO_MAX_ID)) {
         log_error("--id: expected 1 to %d bytes", PROTO_MAX_ID);
         return MAPPER_EXIT_USAGE;
     }
     if (o.id) {
-        snprintf(w.id, sizeof w.id, "%s", o.id);
+        snprintf(id, sizeof id, "%s", o.id);
     } else {
         char host[PROTO_MAX_ID / 2] = "worker";
         gethostname(host, sizeof host - 1);
-        snprintf(w.id, sizeof w.id, "%s-%ld", host, (long)getpid());
+        snprintf(id, sizeof id, "%s-%ld", host, (long)getpid());
     }
     const char *src = o.source ? o.source : getenv(MAPPER_ENV_SOURCE);
     const char *dst = o.target ? o.target : getenv(MAPPER_ENV_TARGET);
@@ -618,108 +267,44 @@ int main(int argc, char **argv)
         log_error("connection string: %s", why);
         return MAPPER_EXIT_USAGE;
     }
-    copy_conns_t conns = {src ? src : "", dst ? dst : "", NULL, NULL};
     void *ctx = zmq_ctx_new();
-    w.sock = ctx ? zmq_socket(ctx, ZMQ_DEALER) : NULL;
+    void *sock = ctx ? zmq_socket(ctx, ZMQ_DEALER) : NULL;
+    worker_t *w = NULL;
     /* IMMEDIATE: nothing is queued while no coordinator is connected, so
      * a coordinator that comes up late does not find a pile of stale
      * READYs (each would read as "gave my chunk up"). */
     int ivl = WORKER_RECONNECT_MS, ivl_max = WORKER_RECONNECT_MAX_MS, imm = 1;
     rc = MAPPER_EXIT_CANNOT_RUN;
-    if (!w.sock || zmq_setsockopt(w.sock, ZMQ_ROUTING_ID, w.id, strlen(w.id)) ||
-        zmq_setsockopt(w.sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl) ||
-        zmq_setsockopt(w.sock, ZMQ_IMMEDIATE, &imm, sizeof imm) ||
-        zmq_setsockopt(w.sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max,
-                       sizeof ivl_max) ||
-        !proto_socket_setup(w.sock, false)) {
+    if (!sock || zmq_setsockopt(sock, ZMQ_ROUTING_ID, id, strlen(id)) ||
+        zmq_setsockopt(sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl) ||
+        zmq_setsockopt(sock, ZMQ_IMMEDIATE, &imm, sizeof imm) ||
+        zmq_setsockopt(sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max) ||
+        !proto_socket_setup(sock, false)) {
         log_error("cannot make a socket: %s", zmq_strerror(errno));
         goto out;
     }
     bool curve = false;
-    if (!s_curve(w.sock, &o, &curve) || !s_endpoint_allowed(&o, curve)) {
+    if (!s_curve(sock, &o, &curve) || !s_endpoint_allowed(&o, curve)) {
         rc = MAPPER_EXIT_USAGE;
         goto out;
     }
-    if (!s_source_identity(&conns, &w)) goto out;
-    if (zmq_connect(w.sock, o.endpoint)) {
+    worker_config_t cfg = {.sock = sock,
+                           .id = id,
+                           .source_conninfo = src ? src : "",
+                           .target_conninfo = dst ? dst : "",
+                           .remote = o.parent <= 0,
+                           .coord_timeout = o.coord_timeout};
+    w = worker_new(&cfg);
+    if (!w) goto out;
+    if (zmq_connect(sock, o.endpoint)) {
         log_error("cannot connect to %s: %s", o.endpoint, zmq_strerror(errno));
         rc = MAPPER_EXIT_USAGE;
         goto out;
     }
-    w.last_heard = s_now();
-    s_send_ready(&w);
-    while (!s_stop) {
-        zmq_pollitem_t item = {w.sock, 0, ZMQ_POLLIN, 0};
-        long wait = w.has_next || w.write_ready ? 0 : WORKER_POLL_MS;
-        if (zmq_poll(&item, 1, wait) < 0 && errno != EINTR) {
-            log_error("poll: %s", zmq_strerror(errno));
-            break;
-        }
-        s_drain(&w);
-        if (w.has_next) {
-            proto_msg_t a = w.next; /* ours now; a new next may arrive */
-            w.has_next = false;
-            if (a.kind == PROTO_READ) {
-                s_run_read(&w, &conns, &a);
-            } else {
-                copy_job_t job = {.chunk_id = a.chunk_id,
-                                  .attempt = a.attempt,
-                                  .snapshot = a.snapshot,
-                                  .source_sql = a.source_sql,
-                                  .target_schema = a.target_schema,
-                                  .target_table = a.target_table,
-                                  .columns = a.columns,
-                                  .columns_len = a.columns_len,
-                                  .binary = a.binary,
-                                  .job_id = a.job_id,
-                                  .state_schema = a.state_schema,
-                                  .reject_rows = a.reject_rows,
-                                  .on_reject = s_reject};
-                s_run_chunk(&w, &conns, &job);
-            }
-            proto_msg_clear(&a);
-        }
-        if (w.write_ready) {
-            proto_msg_t *m = &w.write;
-            copy_job_t job = {.chunk_id = m->chunk_id,
-                              .attempt = m->attempt,
-                              .target_schema = m->target_schema,
-                              .target_table = m->target_table,
-                              .columns = m->columns,
-                              .columns_len = m->columns_len,
-                              .binary = m->binary,
-                              .job_id = m->job_id,
-                              .state_schema = m->state_schema,
-                              .data = w.buf ? w.buf : "",
-                              .data_len = w.len,
-                              .data_rows = w.buf_rows,
-                              .reject_rows = m->reject_rows,
-                              .on_reject = s_reject};
-            s_run_chunk(&w, &conns, &job);
-            s_write_clear(&w);
-        }
-        s_watch(&w);
-        double now = s_now();
-        /* Say ready again while unheard: the coordinator may have started
-         * after us, restarted, or dropped our lease. */
-        if ((w.lost || !w.heard) && now - w.last_ready > MAPPER_HEARTBEAT_S)
-            s_send_ready(&w);
-        else if (w.heard && now - w.last_sent > MAPPER_HEARTBEAT_S) {
-            proto_msg_t hb = {.kind = PROTO_HEARTBEAT};
-            if (!s_send(&w, &hb)) { /* logged */
-            }
-        }
-    }
-    rc = w.refused              ? MAPPER_EXIT_CANNOT_RUN
-         : w.remote && !w.heard ? MAPPER_EXIT_CANNOT_RUN
-         : w.remote && w.lost   ? MAPPER_EXIT_INTERRUPTED
-                                : MAPPER_EXIT_OK;
+    rc = worker_run(w);
 out:
-    copy_conns_close(&conns);
-    s_write_clear(&w);
-    free(w.buf);
-    if (w.has_next) proto_msg_clear(&w.next);
-    if (w.sock) zmq_close(w.sock);
+    worker_destroy(&w);
+    if (sock) zmq_close(sock);
     if (ctx) zmq_ctx_term(ctx);
     free((char *)o.source);
     free((char *)o.target);

@@ -132,14 +132,19 @@ copy_status_t stream_read(copy_conns_t *conns, const stream_read_t *r,
     }
     if (!copy_open_source(conns, err) ||
         !pgutil_exec(conns->src, STREAM_SESSION_SQL, PROTO_SIDE_SOURCE, err) ||
-        !copy_source_start(conns, r->snapshot, r->source_sql, &rd.binary, err))
+        (st = copy_source_start(conns, r->snapshot, r->source_sql, io->wait,
+                                io->arg, &rd.binary, err)) != COPY_OK) {
+        if (st != COPY_ABORTED) st = COPY_FAILED;
         goto out;
+    }
     log_debug("reader attempt %d: reading (%s COPY, %" PRId64 " rows a chunk)",
               r->attempt, rd.binary ? "binary" : "text", r->chunk_rows);
-    if (!copy_each_row(conns->src, s_row, &rd, err)) {
+    st = copy_each_row(conns->src, s_row, &rd, io->wait, io->arg, err);
+    if (st != COPY_OK) {
         if (rd.aborted) st = COPY_ABORTED;
         goto out;
     }
+    st = COPY_FAILED;
     if (rd.binary && !rd.trailer_seen) {
         snprintf(err->message, sizeof err->message,
                  "binary COPY stream without its trailer");

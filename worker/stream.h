@@ -20,6 +20,9 @@ typedef struct {
     /* Wait until chunk may be sent (chunk < the coordinator's limit);
      * false when the worker is stopping or lost the coordinator. */
     bool (*credit)(void *arg, int64_t chunk);
+    /* Wait for the source's socket, serving the coordinator meanwhile
+     * (copy_wait_fn; NULL: poll(2) alone). */
+    copy_wait_fn wait;
     void *arg;
 } stream_io_t;
 

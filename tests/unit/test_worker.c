@@ -1,0 +1,240 @@
+/* tests/unit/test_worker.c - the worker's loop (worker/worker.c) against a
+ * ROUTER over inproc://, its databases mocked (test_worker.wrap): a chunk
+ * whose copy waits in libpq keeps sending heartbeats and hears a STOP. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#include "copy.h"
+#include "defaults.h"
+#include "pgutil.h"
+#include "proto.h"
+#include "worker.h"
+
+/* The fake copy waits in job->wait (a source that has not answered yet)
+ * until the test releases it, the wait says stop, or this long passed. */
+#define S_COPY_WAIT_MAX_S 30.0
+/* Heartbeats the test waits for while the copy waits. */
+#define S_BEATS 3
+/* A message from the worker is awaited at most this long. */
+#define S_RECV_MS 10000
+
+static double s_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- mocks: no database ---- */
+static int s_fake_conn;
+
+PGconn *__wrap_pgutil_connect(const char *conninfo, proto_side_t side,
+                              const char *app_name, pgutil_error_t *err)
+{
+    (void)conninfo, (void)side, (void)app_name, (void)err;
+    return (PGconn *)&s_fake_conn;
+}
+
+void __wrap_pgutil_source_identity(PGconn *conn, char *out, size_t n)
+{
+    (void)conn;
+    snprintf(out, n, "%s", "42/test");
+}
+
+void __wrap_copy_conns_close(copy_conns_t *conns)
+{
+    conns->src = conns->dst = NULL;
+}
+
+static _Atomic int s_waits;    /* job->wait calls in the last copy */
+static _Atomic bool s_waited;  /* the last copy's wait said stop */
+static _Atomic bool s_release; /* the test lets the copy finish */
+
+/* A copy whose source does not answer until the test releases it: all its
+ * time is spent in job->wait, as the relay's is while libpq has nothing. */
+copy_status_t __wrap_copy_chunk(copy_conns_t *conns, const copy_job_t *job,
+                                copy_tick_fn tick, void *arg, int64_t *rows_out,
+                                int64_t *bytes_out, int64_t *rejected_out,
+                                pgutil_error_t *err)
+{
+    (void)conns, (void)tick;
+    memset(err, 0, sizeof *err);
+    *rows_out = *bytes_out = *rejected_out = 0;
+    s_waits = 0;
+    s_waited = false;
+    assert_non_null(job->wait);
+    double end = s_now() + S_COPY_WAIT_MAX_S;
+    while (!s_release && s_now() < end) {
+        s_waits++;
+        if (!job->wait(arg, NULL, 0, MAPPER_PROGRESS_EVERY_MS)) {
+            s_waited = true;
+            return COPY_ABORTED;
+        }
+    }
+    *rows_out = 7;
+    return s_release ? COPY_OK : COPY_FAILED;
+}
+
+/* ---- a coordinator ---- */
+typedef struct {
+    void *ctx, *router, *dealer;
+    worker_t *w;
+    pthread_t thread;
+    int rc;
+    char peer[256];
+    size_t peer_len;
+} s_fixture_t;
+
+static void *s_run(void *arg)
+{
+    s_fixture_t *f = arg;
+    f->rc = worker_run(f->w);
+    return NULL;
+}
+
+/* The next message from the worker (fails the test after S_RECV_MS). */
+static void s_recv(s_fixture_t *f, proto_msg_t *m)
+{
+    zmq_pollitem_t item = {f->router, 0, ZMQ_POLLIN, 0};
+    for (double end = s_now() + S_RECV_MS / 1000.0; s_now() < end;) {
+        if (proto_recv(f->router, f->peer, sizeof f->peer, &f->peer_len, m))
+            return;
+        assert_true(zmq_poll(&item, 1, 100) >= 0);
+    }
+    fail_msg("no message from the worker");
+}
+
+static void s_start(s_fixture_t *f, const char *endpoint)
+{
+    memset(f, 0, sizeof *f);
+    f->ctx = zmq_ctx_new();
+    f->router = zmq_socket(f->ctx, ZMQ_ROUTER);
+    f->dealer = zmq_socket(f->ctx, ZMQ_DEALER);
+    assert_true(proto_socket_setup(f->router, true));
+    assert_true(proto_socket_setup(f->dealer, false));
+    assert_int_equal(zmq_setsockopt(f->dealer, ZMQ_ROUTING_ID, "w1", 2), 0);
+    assert_int_equal(zmq_bind(f->router, endpoint), 0);
+    worker_config_t cfg = {.sock = f->dealer,
+                           .id = "w1",
+                           .source_conninfo = "",
+                           .target_conninfo = "",
+                           .remote = false,
+                           .coord_timeout = MAPPER_COORD_TIMEOUT_S};
+    f->w = worker_new(&cfg);
+    assert_non_null(f->w);
+    assert_int_equal(zmq_connect(f->dealer, endpoint), 0);
+    assert_int_equal(pthread_create(&f->thread, NULL, s_run, f), 0);
+    proto_msg_t m;
+    s_recv(f, &m);
+    assert_int_equal(m.kind, PROTO_READY);
+    assert_string_equal(m.source_id, "42/test");
+    proto_msg_clear(&m);
+}
+
+static void s_assign(s_fixture_t *f)
+{
+    static const char cols[] = "id\0v";
+    proto_msg_t a = {.kind = PROTO_ASSIGN, .chunk_id = 3, .attempt = 1};
+    snprintf(a.snapshot, sizeof a.snapshot, "00000003-0000001B-1");
+    a.source_sql = strdup("COPY (SELECT id, v FROM t) TO STDOUT");
+    snprintf(a.target_schema, sizeof a.target_schema, "public");
+    snprintf(a.target_table, sizeof a.target_table, "t");
+    a.columns = malloc(sizeof cols);
+    memcpy(a.columns, cols, sizeof cols);
+    a.columns_len = sizeof cols;
+    snprintf(a.state_schema, sizeof a.state_schema, "mapper");
+    assert_true(proto_send(f->router, f->peer, f->peer_len, &a));
+    proto_msg_clear(&a);
+}
+
+static void s_stop_worker(s_fixture_t *f)
+{
+    proto_msg_t stop = {.kind = PROTO_STOP, .message = ""};
+    assert_true(proto_send(f->router, f->peer, f->peer_len, &stop));
+}
+
+static void s_finish(s_fixture_t *f)
+{
+    assert_int_equal(pthread_join(f->thread, NULL), 0);
+    assert_int_equal(f->rc, MAPPER_EXIT_OK);
+    worker_destroy(&f->w);
+    assert_null(f->w);
+    zmq_close(f->dealer);
+    zmq_close(f->router);
+    zmq_ctx_term(f->ctx);
+}
+
+/* While its copy waits (a source that has not sent a row), the worker
+ * still sends heartbeats; released, the copy reports DONE. */
+static void test_heartbeats_while_copy_waits(void **state)
+{
+    (void)state;
+    s_fixture_t f;
+    s_release = false;
+    s_start(&f, "inproc://worker-hb");
+    s_assign(&f);
+    proto_msg_t m;
+    for (int beats = 0; beats < S_BEATS; beats++) {
+        s_recv(&f, &m);
+        assert_int_equal(m.kind, PROTO_HEARTBEAT);
+        proto_msg_clear(&m);
+    }
+    assert_true(s_waits > 0); /* they came while the copy waited */
+    s_release = true;
+    do {
+        s_recv(&f, &m);
+    } while (m.kind == PROTO_HEARTBEAT);
+    assert_int_equal(m.kind, PROTO_DONE);
+    assert_int_equal(m.chunk_id, 3);
+    assert_int_equal(m.rows, 7);
+    proto_msg_clear(&m);
+    s_stop_worker(&f);
+    s_finish(&f);
+}
+
+/* A STOP that arrives while the copy waits is heard there: the copy is
+ * aborted and reported as a shutdown, and the loop ends. */
+static void test_stop_heard_while_copy_waits(void **state)
+{
+    (void)state;
+    s_fixture_t f;
+    s_release = false;
+    s_waits = 0;
+    s_start(&f, "inproc://worker-stop");
+    s_assign(&f);
+    while (s_waits == 0) { /* the copy is in its wait */
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    s_stop_worker(&f);
+    proto_msg_t m;
+    do {
+        s_recv(&f, &m);
+        if (m.kind == PROTO_HEARTBEAT) proto_msg_clear(&m);
+    } while (m.kind == PROTO_HEARTBEAT);
+    assert_int_equal(m.kind, PROTO_FAILED);
+    assert_string_equal(m.sqlstate, MAPPER_SQLSTATE_SHUTDOWN);
+    proto_msg_clear(&m);
+    assert_true(s_waited);
+    s_finish(&f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_heartbeats_while_copy_waits),
+        cmocka_unit_test(test_stop_heard_while_copy_waits),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
