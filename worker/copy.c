@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -51,20 +52,23 @@
 #define COPY_FAULT_HOLD_S  120
 #define COPY_FAULT_POLL_NS (10 * 1000 * 1000)
 
-/* Hold until RELEASE exists (NULL: for COPY_FAULT_PAUSE_S) or a signal
- * arrives; the caller's own checks then see why it was woken. */
-static void s_fault_hold(const char *release)
+/* Hold until RELEASE exists (NULL: for COPY_FAULT_PAUSE_S) or SIGTERM or
+ * SIGINT arrives; the caller's own checks then see why it was woken. The
+ * caller blocked those signals before announcing the hold, and each wait
+ * unblocks them atomically (pselect with the old mask), so a signal sent
+ * the moment the hold is announced still ends it. */
+static void s_fault_hold(const char *release, const sigset_t *old)
 {
     if (!release || !*release) {
         struct timespec ts = {COPY_FAULT_PAUSE_S, 0};
-        while (nanosleep(&ts, &ts) && errno == EINTR) {
-        }
+        pselect(0, NULL, NULL, NULL, &ts, old);
         return;
     }
     long polls = (long)COPY_FAULT_HOLD_S * (1000000000L / COPY_FAULT_POLL_NS);
     for (long i = 0; i < polls && access(release, F_OK) != 0; i++) {
         struct timespec ts = {0, COPY_FAULT_POLL_NS};
-        if (nanosleep(&ts, NULL) && errno == EINTR) return;
+        if (pselect(0, NULL, NULL, NULL, &ts, old) < 0 && errno == EINTR)
+            return;
     }
 }
 
@@ -99,10 +103,16 @@ void copy_fault(const char *point, int64_t chunk_id, int32_t attempt)
 {
     bool pause = false;
     if (!s_fault_named(point, chunk_id, attempt, &pause)) return;
+    sigset_t stop, old;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    sigprocmask(SIG_BLOCK, &stop, &old); /* see s_fault_hold */
     log_warn("chunk %" PRId64 ": fault injection at %s: %s", chunk_id, point,
              pause ? "pausing" : "SIGKILL");
     if (!pause) raise(SIGKILL);
-    s_fault_hold(getenv(MAPPER_ENV_FAULT_RELEASE));
+    s_fault_hold(getenv(MAPPER_ENV_FAULT_RELEASE), &old);
+    sigprocmask(SIG_SETMASK, &old, NULL);
     log_warn("chunk %" PRId64 ": fault injection at %s: going on", chunk_id,
              point);
 }
