@@ -150,4 +150,8 @@ wait_job $pid
 check "64-byte worker id: the job exits 0" 0 "$?"
 exact "64-byte worker id"
 
+# Attacks from the same host (passwords, planted links, file modes,
+# control characters, resume of a ctid plan, rejects that outlive a
+# crash, ledger tables not our own): their own databases, their own process.
+bash "$(dirname "$0")/trust_local.sh" || T_FAILS=$((T_FAILS + 1))
 finish

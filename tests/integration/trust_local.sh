@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# tests/integration/t_trust_local.sh - attacks from the same host: passwords
+# tests/integration/trust_local.sh - part of t_trust.sh (items 3-6 of the
+# trust work), run by it in a process of its own: attacks from the same host: passwords
 # in every spelling never leave the process (ps, logs, summary, JSON,
 # progress file), planted symbolic links are never followed, files that hold
 # rows are 0600 and not inherited by workers, control characters from rows
