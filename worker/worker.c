@@ -408,10 +408,8 @@ static void s_run_read(s_worker_t *w, copy_conns_t *conns, const proto_msg_t *a)
  * is not the job's source. */
 static bool s_source_identity(copy_conns_t *conns, s_worker_t *w)
 {
-    pgutil_error_t err;
-    conns->src = pgutil_connect(conns->source_conninfo, PROTO_SIDE_SOURCE,
-                                "mapper-worker", &err);
-    if (!conns->src) {
+    pgutil_error_t err; /* the session every chunk then reuses: set up */
+    if (!copy_open_source(conns, &err)) {
         char where[256];
         log_describe_conninfo(where, sizeof where, conns->source_conninfo);
         log_error("source database unreachable (%s): %s", where, err.message);

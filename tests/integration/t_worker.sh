@@ -141,5 +141,19 @@ if [ -n "${ASAN_OPTIONS:-}" ]; then # make check-asan: not a measure
 else
     check "wide: worker peak RSS <= 32 MB" yes "$([ "$rss" -le 32768 ] && echo yes || echo "no ($rss kB)")"
 fi
+# (d) Every source session a worker copies on has the mover's settings,
+# the first one too (opened to read the source's identity): a source whose
+# default statement_timeout is 100 ms cannot cancel a chunk that reads for
+# longer.
+fresh_dbs worker_timeout
+q "$SRC" "CREATE TABLE st(id int PRIMARY KEY); INSERT INTO st SELECT generate_series(1, 4);
+          ALTER DATABASE worker_timeout_src SET statement_timeout = '100ms'"
+q "$DST" "CREATE TABLE st(id int PRIMARY KEY)"
+run_coord --query "SELECT id FROM st, pg_sleep(0.1)" --target-table st --split-by id --chunk-size 2 \
+    --workers 1 --no-retry --job-id st --summary-json "$T_OUT/st.json"
+check "source statement_timeout 100 ms, 0.4 s chunks: exit 0" 0 "$RC"
+check "source statement_timeout: every chunk on its first attempt" 0 "$(json_field "$T_OUT/st.json" chunks_failed)"
+check "source statement_timeout: exact" "$(checksum "$SRC" st)" "$(checksum "$DST" st)"
+
 check "no worker left" 0 "$(no_workers_left && echo 0 || echo 1)"
 finish
