@@ -108,10 +108,10 @@ static void s_check_limits(const proto_msg_t *m)
         s_die("accepted a target without names", proto_kind_name(m->kind));
     size_t names = 0;
     for (size_t at = 0; at < m->columns_len; names++) {
-        size_t n = strlen(m->columns + at); /* ended by a NUL: checked */
-        if (n == 0 || n > PROTO_MAX_NAME)
+        size_t len = strlen(m->columns + at); /* ended by a NUL: checked */
+        if (len == 0 || len > PROTO_MAX_NAME)
             s_die("accepted an empty or over-long column name", NULL);
-        at += n + 1;
+        at += len + 1;
     }
     if (names > PROTO_MAX_COLUMNS) s_die("accepted too many columns", NULL);
     if (m->message && strlen(m->message) > PROTO_MAX_MESSAGE)
