@@ -46,6 +46,13 @@ PGconn *__wrap_pgutil_connect(const char *conninfo, proto_side_t side,
     return (PGconn *)&s_fake_conn;
 }
 
+bool __wrap_copy_open_source(copy_conns_t *conns, pgutil_error_t *err)
+{
+    (void)err;
+    conns->src = (PGconn *)&s_fake_conn;
+    return true;
+}
+
 void __wrap_pgutil_source_identity(PGconn *conn, char *out, size_t n)
 {
     (void)conn;
