@@ -141,9 +141,8 @@ static bool s_open(PGconn **conn, const char *conninfo, proto_side_t side,
     return true;
 }
 
-/* Expect one result of status want from conn, then no more. */
-static bool s_result(PGconn *conn, ExecStatusType want, proto_side_t side,
-                     pgutil_error_t *err)
+bool copy_result(PGconn *conn, ExecStatusType want, proto_side_t side,
+                 pgutil_error_t *err)
 {
     PGresult *res = PQgetResult(conn);
     bool ok = PQresultStatus(res) == want;
@@ -380,7 +379,7 @@ static copy_status_t s_write_memory(copy_conns_t *c, copy_tick_fn tick,
         pgutil_capture(c->dst, NULL, PROTO_SIDE_TARGET, err);
         return COPY_FAILED;
     }
-    if (!s_result(c->dst, PGRES_COMMAND_OK, PROTO_SIDE_TARGET, err))
+    if (!copy_result(c->dst, PGRES_COMMAND_OK, PROTO_SIDE_TARGET, err))
         return COPY_FAILED;
     return COPY_OK;
 }
@@ -459,7 +458,7 @@ copy_status_t copy_each_row(PGconn *src, copy_row_fn fn, void *arg,
     copy_status_t st =
         relay_await_result(src, PROTO_SIDE_SOURCE, wait, wait_arg, err);
     if (st != COPY_OK) return st;
-    return s_result(src, PGRES_COMMAND_OK, PROTO_SIDE_SOURCE, err)
+    return copy_result(src, PGRES_COMMAND_OK, PROTO_SIDE_SOURCE, err)
                ? COPY_OK
                : COPY_FAILED;
 }

@@ -125,6 +125,11 @@ copy_status_t copy_each_row(PGconn *src, copy_row_fn fn, void *arg,
 #define COPY_BINARY_HEADER_LEN 19
 #define COPY_BINARY_TRAILER    "\377\377"
 
+/* Expect one result of status want from conn, then no more; false with
+ * the error in *err otherwise. */
+bool copy_result(PGconn *conn, ExecStatusType want, proto_side_t side,
+                 pgutil_error_t *err) __attribute__((warn_unused_result));
+
 /* Close both connections. */
 void copy_conns_close(copy_conns_t *conns);
 

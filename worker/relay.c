@@ -29,19 +29,6 @@ static bool s_put(PGconn *dst, const char *buf, size_t len, pgutil_error_t *err)
     return false;
 }
 
-/* Expect one result of status want from conn, then no more. */
-static bool s_result(PGconn *conn, ExecStatusType want, proto_side_t side,
-                     pgutil_error_t *err)
-{
-    PGresult *res = PQgetResult(conn);
-    bool ok = PQresultStatus(res) == want;
-    if (!ok) pgutil_capture(conn, res, side, err);
-    PQclear(res);
-    while ((res = PQgetResult(conn)))
-        PQclear(res);
-    return ok;
-}
-
 /* The relay: wait for the libpq sockets in fds through job->wait, or
  * poll(2) alone when there is none. False to abort (a stop). */
 bool relay_wait(copy_wait_fn wait, void *arg, struct pollfd *fds, int nfds,
@@ -226,7 +213,8 @@ copy_status_t relay_stream(copy_conns_t *c, copy_tick_fn tick, void *arg,
                                  err)) != COPY_OK)
         goto out;
     st = COPY_FAILED;
-    if (!s_result(c->src, PGRES_COMMAND_OK, PROTO_SIDE_SOURCE, err)) goto out;
+    if (!copy_result(c->src, PGRES_COMMAND_OK, PROTO_SIDE_SOURCE, err))
+        goto out;
     if (PQputCopyEnd(c->dst, NULL) != 1) {
         pgutil_capture(c->dst, NULL, PROTO_SIDE_TARGET, err);
         goto out;
@@ -245,7 +233,8 @@ copy_status_t relay_stream(copy_conns_t *c, copy_tick_fn tick, void *arg,
                                  err)) != COPY_OK)
         goto out;
     st = COPY_FAILED;
-    if (!s_result(c->dst, PGRES_COMMAND_OK, PROTO_SIDE_TARGET, err)) goto out;
+    if (!copy_result(c->dst, PGRES_COMMAND_OK, PROTO_SIDE_TARGET, err))
+        goto out;
     *rows_out = binary && rows > 0 ? rows - 1 : rows;
     *bytes_out = bytes;
     st = COPY_OK;
