@@ -158,7 +158,7 @@ bool copy_result(PGconn *conn, ExecStatusType want, proto_side_t side,
  * Returns its result (caller clears) or NULL with *err filled. */
 static PGresult *s_ledger(copy_conns_t *c, const copy_job_t *job,
                           bool mark_done, int64_t rows, int64_t rejected,
-                          pgutil_error_t *err)
+                          void *arg, pgutil_error_t *err)
 {
     const char *tmpl = mark_done ? COPY_LEDGER_DONE : COPY_LEDGER_CHECK;
     ExecStatusType want = mark_done ? PGRES_COMMAND_OK : PGRES_TUPLES_OK;
@@ -178,9 +178,27 @@ static PGresult *s_ledger(copy_conns_t *c, const copy_job_t *job,
     snprintf(a, sizeof a, "%d", job->attempt);
     snprintf(rej, sizeof rej, "%" PRId64, rejected);
     const char *params[] = {job->job_id, id, r, a, rej};
-    PGresult *res = PQexecParams(c->dst, sql, mark_done ? 5 : 2, NULL, params,
+    /* Sent, then waited for through job->wait: a lock wait here (a stale
+     * attempt holds the row) goes on hearing the coordinator and sending
+     * heartbeats, so it never costs this worker its lease. */
+    int sent = PQsendQueryParams(c->dst, sql, mark_done ? 5 : 2, NULL, params,
                                  NULL, NULL, 0);
     free(sql);
+    if (!sent || relay_await_result(c->dst, PROTO_SIDE_TARGET, job->wait, arg,
+                                    err) != COPY_OK) {
+        if (!sent) {
+            pgutil_capture(c->dst, NULL, PROTO_SIDE_TARGET, err);
+        } else if (!err->message[0]) { /* a stop: retried elsewhere */
+            memcpy(err->sqlstate, MAPPER_SQLSTATE_SHUTDOWN,
+                   sizeof err->sqlstate);
+            snprintf(err->message, sizeof err->message,
+                     "asked to stop while waiting for the ledger");
+        }
+        return NULL;
+    }
+    PGresult *res = PQgetResult(c->dst);
+    for (PGresult *more; (more = PQgetResult(c->dst));)
+        PQclear(more);
     if (PQresultStatus(res) == want) return res;
     pgutil_capture(c->dst, res, PROTO_SIDE_TARGET, err);
     PQclear(res);
@@ -190,7 +208,7 @@ static PGresult *s_ledger(copy_conns_t *c, const copy_job_t *job,
 /* In the target transaction: lock the chunk's ledger row and tell whether
  * an earlier attempt already committed it (with how many rows, and rows
  * rejected). */
-static bool s_ledger_check(copy_conns_t *c, const copy_job_t *job,
+static bool s_ledger_check(copy_conns_t *c, const copy_job_t *job, void *arg,
                            bool *done_out, int64_t *rows_out,
                            int64_t *rejected_out, pgutil_error_t *err)
 {
@@ -200,7 +218,7 @@ static bool s_ledger_check(copy_conns_t *c, const copy_job_t *job,
                      "SET LOCAL lock_timeout = '" COPY_LEDGER_LOCK_WAIT "'",
                      PROTO_SIDE_TARGET, err))
         return false;
-    PGresult *res = s_ledger(c, job, false, 0, 0, err);
+    PGresult *res = s_ledger(c, job, false, 0, 0, arg, err);
     if (!res) return false;
     if (!pgutil_exec(c->dst, "SET LOCAL lock_timeout = 0", PROTO_SIDE_TARGET,
                      err)) {
@@ -562,7 +580,8 @@ static copy_status_t s_isolate(copy_conns_t *c, const copy_job_t *job,
         (!job->data &&
          !s_open(&c->src, c->source_conninfo, PROTO_SIDE_SOURCE, err)) ||
         !pgutil_exec(c->dst, "BEGIN", PROTO_SIDE_TARGET, err) ||
-        (ledger && !s_ledger_check(c, job, &done, rows_out, rejected_out, err)))
+        (ledger &&
+         !s_ledger_check(c, job, arg, &done, rows_out, rejected_out, err)))
         return COPY_FAILED;
     if (done) return COPY_ALREADY;
     char *source_sql = job->data ? NULL : s_text_sql(job->source_sql);
@@ -627,7 +646,8 @@ copy_status_t copy_chunk(copy_conns_t *conns, const copy_job_t *job,
                                PROTO_SIDE_SOURCE, err)) ||
         !s_open(&conns->dst, conns->target_conninfo, PROTO_SIDE_TARGET, err) ||
         !pgutil_exec(conns->dst, "BEGIN", PROTO_SIDE_TARGET, err) ||
-        (ledger && !s_ledger_check(conns, job, &done, &rows, &rejected, err)))
+        (ledger &&
+         !s_ledger_check(conns, job, arg, &done, &rows, &rejected, err)))
         goto fail;
     if (done) goto already;
     if (job->data) {
@@ -649,7 +669,7 @@ copy_status_t copy_chunk(copy_conns_t *conns, const copy_job_t *job,
     if (st != COPY_OK) goto fail;
     st = COPY_FAILED;
     if (ledger) {
-        PGresult *res = s_ledger(conns, job, true, rows, rejected, err);
+        PGresult *res = s_ledger(conns, job, true, rows, rejected, arg, err);
         if (!res) goto fail;
         PQclear(res);
     }

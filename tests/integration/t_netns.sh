@@ -85,7 +85,7 @@ check "link down mid-chunk: job exit 0" 0 "$?"
 wait $wnear
 rc=$?
 check "the near worker: exit 0" 0 "$rc"
-[ $rc = 0 ] || { sed 's/^/# near: /' "$T_OUT/near.err"; grep -v progress "$T_OUT/b.err" | tail -40 | sed 's/^/# coord: /'; }
+[ $rc = 0 ] || { sed "s/^/# near: /" "$T_OUT/near.err"; grep -v progress "$T_OUT/b.err" | tail -60 | sed "s/^/# coord: /"; sed "s/^/# stale: /" "$T_OUT/stale.err" | grep -v progress | tail -30; }
 wait $wstale
 rc=$?
 check "the stale worker reconnected or gave up without harm (0 or 75)" yes "$([ $rc = 0 ] || [ $rc = 75 ] && echo yes || echo "no: $rc")"

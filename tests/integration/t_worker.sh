@@ -3,7 +3,8 @@
 # source takes longer than --worker-timeout to return its first row keeps
 # its lease (heartbeats go out while libpq waits); SIGTERM to a worker
 # waiting for that first row rolls the chunk back and exits at once; the
-# worker's memory stays flat with 2 MB values in one large chunk.
+# worker's memory stays flat with 2 MB values in one large chunk; a worker
+# waiting for its chunk's ledger row keeps its lease.
 . "$(dirname "$0")/lib.sh"
 WORKER="$MAPPER_BIN/mapper-worker"
 
@@ -154,6 +155,46 @@ run_coord --query "SELECT id FROM st, pg_sleep(0.1)" --target-table st --split-b
 check "source statement_timeout 100 ms, 0.4 s chunks: exit 0" 0 "$RC"
 check "source statement_timeout: every chunk on its first attempt" 0 "$(json_field "$T_OUT/st.json" chunks_failed)"
 check "source statement_timeout: exact" "$(checksum "$SRC" st)" "$(checksum "$DST" st)"
+
+# (e) A worker waiting for its chunk's ledger row (another session, e.g. a
+# stale attempt, holds it) longer than --worker-timeout keeps its lease:
+# the wait goes on hearing the coordinator and sending heartbeats.
+fresh_dbs worker_lock
+q "$SRC" "CREATE TABLE r(id bigint PRIMARY KEY, v text);
+          INSERT INTO r SELECT g, md5(g::text) FROM generate_series(1, 20000) g"
+q "$DST" "CREATE TABLE lk(id bigint NOT NULL, v text)"
+port=$(free_port)
+"$COORD" --query "SELECT id, v FROM r" --split-by id --target-table lk --workers 0 --chunk-size 1000000 \
+    --listen "tcp://127.0.0.1:$port" --insecure --worker-timeout 3 --job-id lockwait \
+    >"$T_OUT/e.out" 2>"$T_OUT/e.err" &
+pid=$!
+wait_for_sql() { # WHAT SQL: poll (up to 2 minutes) until SQL on DST says t
+    for _ in $(seq 2400); do
+        [ "$(q "$DST" "$2")" = t ] && return 0
+        sleep 0.05
+    done
+    fail "$1: never happened"
+    return 1
+}
+wait_for_sql "the ledger row of chunk 0" "SELECT EXISTS (SELECT FROM mapper.chunks WHERE job_id = 'lockwait' AND chunk_id = 0)"
+PGAPPNAME=locker psql -X -q -d "$DST" -c "BEGIN" \
+    -c "SELECT FROM mapper.chunks WHERE job_id = 'lockwait' AND chunk_id = 0 FOR UPDATE" \
+    -c "SELECT pg_sleep(600)" >/dev/null 2>&1 &
+locker=$!
+wait_for_sql "the locker holds the row" "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE application_name = 'locker' AND wait_event = 'PgSleep')"
+"$WORKER" --connect "tcp://127.0.0.1:$port" --id waiter 2>"$T_OUT/waiter.err" &
+ww=$!
+wait_for_sql "the worker waits for the row" "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE application_name = 'mapper-worker' AND wait_event_type = 'Lock')"
+# Held past --worker-timeout (3 s), within the worker's lock wait (5 s).
+sleep 4
+q "$DST" "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'locker'" >/dev/null
+wait $locker 2>/dev/null
+wait $pid
+check "ledger row lock wait: job exit 0" 0 "$?"
+wait $ww
+check "ledger row lock wait: the worker exits 0" 0 "$?"
+check "ledger row lock wait: no lease lost" 0 "$(grep -c 'lease is lost' "$T_OUT/e.err")"
+check "ledger row lock wait: exact" "$(checksum "$SRC" r)" "$(checksum "$DST" lk)"
 
 check "no worker left" 0 "$(no_workers_left && echo 0 || echo 1)"
 finish
