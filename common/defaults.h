@@ -89,7 +89,7 @@
 #define MAPPER_ENV_TARGET     "MAPPER_TARGET_URL"
 #define MAPPER_ENV_WORKER_BIN "MAPPER_WORKER_BIN"
 #define MAPPER_ENV_FAULT      "MAPPER_FAULT"
-/* Test-only: a "pause-" fault holds until this file exists (see copy_fault). */
+/* Test-only: a "pause-" fault holds until this file exists (see fault_at). */
 #define MAPPER_ENV_FAULT_RELEASE "MAPPER_FAULT_RELEASE"
 /* CURVE keys handed to forked workers (never on argv). */
 #define MAPPER_ENV_CURVE_SERVER     "MAPPER_CURVE_SERVER_KEY"

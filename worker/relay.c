@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "defaults.h"
+#include "fault.h"
 
 /* The buffer between source and target: rows read while the target's
  * libpq sends the previous batch. 64 KiB to 4 MiB measured the same time
@@ -27,6 +28,18 @@ static bool s_put(PGconn *dst, const char *buf, size_t len, pgutil_error_t *err)
     if (len == 0 || PQputCopyData(dst, buf, (int)len) == 1) return true;
     pgutil_capture(dst, NULL, PROTO_SIDE_TARGET, err);
     return false;
+}
+
+bool relay_result(PGconn *conn, ExecStatusType want, proto_side_t side,
+                  pgutil_error_t *err)
+{
+    PGresult *res = PQgetResult(conn);
+    bool ok = PQresultStatus(res) == want;
+    if (!ok) pgutil_capture(conn, res, side, err);
+    PQclear(res);
+    while ((res = PQgetResult(conn)))
+        PQclear(res);
+    return ok;
 }
 
 /* The relay: wait for the libpq sockets in fds through job->wait, or
@@ -161,7 +174,7 @@ copy_status_t relay_stream(copy_conns_t *c, copy_tick_fn tick, void *arg,
             r.pending_n = (size_t)n;
             if (!s_relay_pending(c->dst, &r, err)) goto out;
             if (rows == 2) { /* after a hold, hear the coordinator at once */
-                copy_fault("mid-copy", job->chunk_id, job->attempt);
+                fault_at("mid-copy", job->chunk_id, job->attempt);
                 next_tick_ms = 0;
             }
         }
@@ -213,7 +226,7 @@ copy_status_t relay_stream(copy_conns_t *c, copy_tick_fn tick, void *arg,
                                  err)) != COPY_OK)
         goto out;
     st = COPY_FAILED;
-    if (!copy_result(c->src, PGRES_COMMAND_OK, PROTO_SIDE_SOURCE, err))
+    if (!relay_result(c->src, PGRES_COMMAND_OK, PROTO_SIDE_SOURCE, err))
         goto out;
     if (PQputCopyEnd(c->dst, NULL) != 1) {
         pgutil_capture(c->dst, NULL, PROTO_SIDE_TARGET, err);
@@ -233,7 +246,7 @@ copy_status_t relay_stream(copy_conns_t *c, copy_tick_fn tick, void *arg,
                                  err)) != COPY_OK)
         goto out;
     st = COPY_FAILED;
-    if (!copy_result(c->dst, PGRES_COMMAND_OK, PROTO_SIDE_TARGET, err))
+    if (!relay_result(c->dst, PGRES_COMMAND_OK, PROTO_SIDE_TARGET, err))
         goto out;
     *rows_out = binary && rows > 0 ? rows - 1 : rows;
     *bytes_out = bytes;

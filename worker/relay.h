@@ -26,6 +26,11 @@ copy_status_t relay_await_result(PGconn *conn, proto_side_t side,
                                  pgutil_error_t *err)
     __attribute__((warn_unused_result));
 
+/* Expect one result of status want from conn, then no more; false with
+ * the error in *err otherwise. */
+bool relay_result(PGconn *conn, ExecStatusType want, proto_side_t side,
+                  pgutil_error_t *err) __attribute__((warn_unused_result));
+
 /* Stream the rows of the COPY TO STDOUT running on c->src into the COPY
  * FROM STDIN running on c->dst until the source's ends, then end the
  * target's and check both results. Reads the source while the target is

@@ -14,6 +14,7 @@
 
 #include "copy.h"
 #include "defaults.h"
+#include "fault.h"
 #include "growbuf.h"
 #include "log.h"
 #include "proto.h"
@@ -377,7 +378,7 @@ static bool s_send_wait(void *arg, const proto_msg_t *m)
 static bool s_credit(void *arg, int64_t chunk)
 {
     s_worker_t *w = arg;
-    if (copy_fault_hit("ignore-credit", chunk, w->attempt)) return true;
+    if (fault_hit("ignore-credit", chunk, w->attempt)) return true;
     while (chunk >= w->limit) {
         if (!s_wait(w, ZMQ_POLLIN)) return false;
         if (s_now() - w->last_sent > MAPPER_HEARTBEAT_S) {
