@@ -451,8 +451,7 @@ static int s_pack(msgpack_packer *pk, s_field_t f, const s_value_t *v)
     return -1;
 }
 
-/* One-line context for an encode failure: kind, and chunk when it has one. */
-static void s_describe(const proto_msg_t *msg, char *dst, size_t n)
+void proto_describe(const proto_msg_t *msg, char *dst, size_t n)
 {
     const char *kind = proto_kind_name(msg->kind);
     if (msg->kind >= S_KIND_FIRST && msg->kind <= S_KIND_LAST &&
@@ -470,7 +469,7 @@ bool proto_encode(const proto_msg_t *msg, char **buf_out, size_t *len_out)
     *len_out = 0;
     char what[PROTO_ERR_LEN];
     char err[PROTO_ERR_LEN];
-    s_describe(msg, what, sizeof what);
+    proto_describe(msg, what, sizeof what);
     if (msg->kind < S_KIND_FIRST || msg->kind > S_KIND_LAST) {
         log_error("cannot encode message of unknown kind %d", (int)msg->kind);
         return false;
@@ -522,135 +521,6 @@ bool proto_encode(const proto_msg_t *msg, char **buf_out, size_t *len_out)
     }
     *len_out = sbuf.size;
     *buf_out = msgpack_sbuffer_release(&sbuf);
-    return true;
-}
-
-/* Read an n-byte big-endian unsigned integer. */
-static uint64_t s_be(const unsigned char *p, size_t n)
-{
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-/* The layout of the msgpack formats 0xc0..0xdf (the fix* formats and fixint
- * are decoded from the byte itself). */
-typedef struct {
-    bool valid;        /* false: 0xc1, never used */
-    uint8_t hdr;       /* bytes of the length or count after the format byte */
-    uint8_t skip;      /* fixed bytes after that */
-    bool payload;      /* the length counts more bytes to skip */
-    uint8_t container; /* count is of 1 (array) or 2 (map) objects each */
-} s_format_t;
-
-#define S_FORMAT_BASE 0xc0
-static const s_format_t s_formats[] = {
-    [0xc0 - S_FORMAT_BASE] = {true, 0, 0, false, 0},  /* nil */
-    [0xc1 - S_FORMAT_BASE] = {false, 0, 0, false, 0}, /* never used */
-    [0xc2 - S_FORMAT_BASE] = {true, 0, 0, false, 0},  /* false */
-    [0xc3 - S_FORMAT_BASE] = {true, 0, 0, false, 0},  /* true */
-    [0xc4 - S_FORMAT_BASE] = {true, 1, 0, true, 0},   /* bin 8 */
-    [0xc5 - S_FORMAT_BASE] = {true, 2, 0, true, 0},   /* bin 16 */
-    [0xc6 - S_FORMAT_BASE] = {true, 4, 0, true, 0},   /* bin 32 */
-    [0xc7 - S_FORMAT_BASE] = {true, 1, 1, true, 0},   /* ext 8 (+ type) */
-    [0xc8 - S_FORMAT_BASE] = {true, 2, 1, true, 0},   /* ext 16 */
-    [0xc9 - S_FORMAT_BASE] = {true, 4, 1, true, 0},   /* ext 32 */
-    [0xca - S_FORMAT_BASE] = {true, 0, 4, false, 0},  /* float 32 */
-    [0xcb - S_FORMAT_BASE] = {true, 0, 8, false, 0},  /* float 64 */
-    [0xcc - S_FORMAT_BASE] = {true, 0, 1, false, 0},  /* uint 8 */
-    [0xcd - S_FORMAT_BASE] = {true, 0, 2, false, 0},  /* uint 16 */
-    [0xce - S_FORMAT_BASE] = {true, 0, 4, false, 0},  /* uint 32 */
-    [0xcf - S_FORMAT_BASE] = {true, 0, 8, false, 0},  /* uint 64 */
-    [0xd0 - S_FORMAT_BASE] = {true, 0, 1, false, 0},  /* int 8 */
-    [0xd1 - S_FORMAT_BASE] = {true, 0, 2, false, 0},  /* int 16 */
-    [0xd2 - S_FORMAT_BASE] = {true, 0, 4, false, 0},  /* int 32 */
-    [0xd3 - S_FORMAT_BASE] = {true, 0, 8, false, 0},  /* int 64 */
-    [0xd4 - S_FORMAT_BASE] = {true, 0, 2, false, 0},  /* fixext 1 (+ type) */
-    [0xd5 - S_FORMAT_BASE] = {true, 0, 3, false, 0},  /* fixext 2 */
-    [0xd6 - S_FORMAT_BASE] = {true, 0, 5, false, 0},  /* fixext 4 */
-    [0xd7 - S_FORMAT_BASE] = {true, 0, 9, false, 0},  /* fixext 8 */
-    [0xd8 - S_FORMAT_BASE] = {true, 0, 17, false, 0}, /* fixext 16 */
-    [0xd9 - S_FORMAT_BASE] = {true, 1, 0, true, 0},   /* str 8 */
-    [0xda - S_FORMAT_BASE] = {true, 2, 0, true, 0},   /* str 16 */
-    [0xdb - S_FORMAT_BASE] = {true, 4, 0, true, 0},   /* str 32 */
-    [0xdc - S_FORMAT_BASE] = {true, 2, 0, false, 1},  /* array 16 */
-    [0xdd - S_FORMAT_BASE] = {true, 4, 0, false, 1},  /* array 32 */
-    [0xde - S_FORMAT_BASE] = {true, 2, 0, false, 2},  /* map 16 */
-    [0xdf - S_FORMAT_BASE] = {true, 4, 0, false, 2},  /* map 32 */
-};
-
-/* The layout of the object starting with byte b. */
-static s_format_t s_format(unsigned char b)
-{
-    if (b <= 0x7f || b >= 0xe0) return (s_format_t){.valid = true}; /* fixint */
-    if (b <= 0x8f)
-        return (s_format_t){.valid = true, .container = 2}; /* fixmap */
-    if (b <= 0x9f)
-        return (s_format_t){.valid = true, .container = 1}; /* fixarray */
-    if (b <= 0xbf)
-        return (s_format_t){.valid = true, .skip = b & 0x1f}; /* fixstr */
-    return s_formats[b - S_FORMAT_BASE];
-}
-
-/* Walk one msgpack object at *pos without building it, so that msgpack
- * never sees a container bigger than the frame could hold, more than
- * PROTO_MAX_FIELDS entries, or nesting deeper than PROTO_MAX_DEPTH. */
-static bool s_walk(const unsigned char *p, size_t len, size_t *pos, int depth,
-                   char *err, size_t errlen)
-{
-    if (*pos >= len)
-        return s_fail(err, errlen, "frame truncated at byte %zu", *pos);
-    size_t at = (*pos)++;
-    s_format_t fmt = s_format(p[at]);
-    if (!fmt.valid)
-        return s_fail(err, errlen, "invalid msgpack byte 0x%02x at %zu", p[at],
-                      at);
-    if (len - *pos < fmt.hdr)
-        return s_fail(err, errlen, "frame truncated at byte %zu", *pos);
-    uint64_t n = s_be(p + *pos, fmt.hdr); /* count or length */
-    *pos += fmt.hdr;
-    if (!fmt.container) {
-        uint64_t skip = fmt.skip + (fmt.payload ? n : 0);
-        if (skip > len - *pos)
-            return s_fail(err, errlen,
-                          "object at byte %zu announces %llu bytes, only %zu "
-                          "left",
-                          at, (unsigned long long)skip, len - *pos);
-        *pos += skip;
-        return true;
-    }
-    if (!fmt.hdr) n = p[at] & 0x0f; /* fixmap, fixarray */
-    if (n * fmt.container > len - *pos)
-        return s_fail(err, errlen,
-                      "container at byte %zu announces %llu items, only %zu "
-                      "bytes left",
-                      at, (unsigned long long)n, len - *pos);
-    if (depth >= PROTO_MAX_DEPTH)
-        return s_fail(err, errlen,
-                      "nested container at byte %zu (at most %d level)", at,
-                      PROTO_MAX_DEPTH);
-    if (n > PROTO_MAX_FIELDS)
-        return s_fail(err, errlen,
-                      "container at byte %zu has %llu entries, at most %d", at,
-                      (unsigned long long)n, PROTO_MAX_FIELDS);
-    for (uint64_t i = 0; i < n * fmt.container; i++)
-        if (!s_walk(p, len, pos, depth + 1, err, errlen)) return false;
-    return true;
-}
-
-/* Check the frame's structure before msgpack allocates anything for it. */
-static bool s_prescan(const void *buf, size_t len, char *err, size_t errlen)
-{
-    if (!buf || len == 0) return s_fail(err, errlen, "empty frame");
-    if (len > PROTO_MAX_FRAME)
-        return s_fail(err, errlen, "frame of %zu bytes, more than %d", len,
-                      PROTO_MAX_FRAME);
-    size_t pos = 0;
-    if (!s_walk(buf, len, &pos, 0, err, errlen)) return false;
-    if (pos != len)
-        return s_fail(err, errlen, "%zu trailing bytes after the message",
-                      len - pos);
     return true;
 }
 
@@ -791,7 +661,7 @@ bool proto_decode(const void *buf, size_t len, proto_msg_t *out, char *err,
     assert(out);
     memset(out, 0, sizeof *out);
     if (err && errlen) err[0] = '\0';
-    if (!s_prescan(buf, len, err, errlen)) return false;
+    if (!proto_prescan(buf, len, err, errlen)) return false;
 
     msgpack_unpacked up;
     msgpack_unpacked_init(&up);
@@ -820,171 +690,4 @@ void proto_msg_clear(proto_msg_t *msg)
     free(msg->data);
     free(msg->row);
     memset(msg, 0, sizeof *msg);
-}
-
-/* Set one socket option, logging a failure. */
-static bool s_setopt(void *socket, int option, const char *name,
-                     const void *value, size_t size)
-{
-    if (zmq_setsockopt(socket, option, value, size) == 0) return true;
-    log_error("zmq_setsockopt(%s): %s", name, zmq_strerror(errno));
-    return false;
-}
-
-bool proto_socket_setup(void *socket, bool is_router)
-{
-    int linger = 0;
-    int64_t max_size = PROTO_MAX_FRAME;
-    int mandatory = 1;
-    return s_setopt(socket, ZMQ_LINGER, "ZMQ_LINGER", &linger, sizeof linger) &&
-           s_setopt(socket, ZMQ_MAXMSGSIZE, "ZMQ_MAXMSGSIZE", &max_size,
-                    sizeof max_size) &&
-           (!is_router ||
-            s_setopt(socket, ZMQ_ROUTER_MANDATORY, "ZMQ_ROUTER_MANDATORY",
-                     &mandatory, sizeof mandatory));
-}
-
-/* Log a failed zmq_send (unless quiet and the peer is simply gone or its
- * queue full) and
- * keep its errno for the caller. */
-static bool s_send_failed(const proto_msg_t *msg, const char *who, bool quiet)
-{
-    int e = errno;
-    if (quiet && (e == EHOSTUNREACH || e == EAGAIN)) return false;
-    char what[PROTO_ERR_LEN];
-    s_describe(msg, what, sizeof what);
-    if (e == EAGAIN || e == EHOSTUNREACH)
-        log_warn("cannot send %s to %s: %s", what, who, zmq_strerror(e));
-    else
-        log_error("cannot send %s to %s: %s", what, who, zmq_strerror(e));
-    errno = e;
-    return false;
-}
-
-static bool s_send(void *socket, const void *peer, size_t peer_len,
-                   const proto_msg_t *msg, bool quiet)
-{
-    char who[PROTO_PEER_TEXT] = "the router";
-    if (peer) proto_peer_text(peer, peer_len, who, sizeof who);
-    if (peer && (peer_len == 0 || peer_len > PROTO_MAX_PEER)) {
-        log_error("cannot send to peer %s: routing id of %zu bytes", who,
-                  peer_len);
-        errno = EINVAL;
-        return false;
-    }
-    char *buf;
-    size_t len;
-    if (!proto_encode(msg, &buf, &len)) {
-        errno = EINVAL;
-        return false;
-    }
-    bool ok = true;
-    if (peer &&
-        zmq_send(socket, peer, peer_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
-        ok = s_send_failed(msg, who, quiet);
-    if (ok && zmq_send(socket, buf, len, ZMQ_DONTWAIT) < 0)
-        ok = s_send_failed(msg, who, quiet);
-    int e = errno;
-    free(buf);
-    errno = e;
-    return ok;
-}
-
-bool proto_send(void *socket, const void *peer, size_t peer_len,
-                const proto_msg_t *msg)
-{
-    return s_send(socket, peer, peer_len, msg, false);
-}
-
-bool proto_send_if_there(void *socket, const void *peer, size_t peer_len,
-                         const proto_msg_t *msg)
-{
-    return s_send(socket, peer, peer_len, msg, true);
-}
-
-/* Receive the next frame. Only a first frame may find nothing waiting. */
-static bool s_recv_frame(void *socket, zmq_msg_t *frame, bool first)
-{
-    zmq_msg_init(frame);
-    if (zmq_msg_recv(frame, socket, ZMQ_DONTWAIT) >= 0) return true;
-    int e = errno;
-    zmq_msg_close(frame);
-    if (!first || (e != EAGAIN && e != EINTR))
-        log_error("zmq_msg_recv: %s", zmq_strerror(e));
-    errno = e;
-    return false;
-}
-
-bool proto_recv(void *socket, void *peer_out, size_t peer_cap,
-                size_t *peer_len_out, proto_msg_t *out)
-{
-    return proto_recv_user(socket, peer_out, peer_cap, peer_len_out, NULL, 0,
-                           out);
-}
-
-bool proto_recv_user(void *socket, void *peer_out, size_t peer_cap,
-                     size_t *peer_len_out, char *user_out, size_t user_cap,
-                     proto_msg_t *out)
-{
-    assert(out);
-    memset(out, 0, sizeof *out);
-    if (peer_len_out) *peer_len_out = 0;
-    if (user_out && user_cap) user_out[0] = '\0';
-
-    /* Take the frames we want ([peer][body] or [body]) and count the rest. */
-    size_t want = peer_out ? 2 : 1;
-    zmq_msg_t frames[2];
-    size_t got = 0, extra = 0;
-    for (bool more = true; more;) {
-        zmq_msg_t spare;
-        zmq_msg_t *frame = got < want ? &frames[got] : &spare;
-        if (!s_recv_frame(socket, frame, got == 0)) {
-            int e = errno;
-            for (size_t i = 0; i < got; i++)
-                zmq_msg_close(&frames[i]);
-            errno = e;
-            return false;
-        }
-        more = zmq_msg_more(frame);
-        if (frame == &spare) {
-            extra++;
-            zmq_msg_close(&spare);
-        } else {
-            got++;
-        }
-    }
-
-    char who[PROTO_PEER_TEXT] = "the router";
-    char err[PROTO_ERR_LEN] = "";
-    if (peer_out)
-        proto_peer_text(zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]), who,
-                        sizeof who);
-    bool ok;
-    if (got < want || extra > 0) {
-        ok = s_fail(err, sizeof err, "%zu frames, expected %zu", got + extra,
-                    want);
-    } else if (peer_out && zmq_msg_size(&frames[0]) > peer_cap) {
-        ok = s_fail(err, sizeof err, "routing id of %zu bytes, room for %zu",
-                    zmq_msg_size(&frames[0]), peer_cap);
-    } else {
-        zmq_msg_t *body = &frames[want - 1];
-        ok = proto_decode(zmq_msg_data(body), zmq_msg_size(body), out, err,
-                          sizeof err);
-    }
-    if (ok && peer_out) {
-        memcpy(peer_out, zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]));
-        if (peer_len_out) *peer_len_out = zmq_msg_size(&frames[0]);
-    }
-    if (ok && user_out && user_cap) {
-        /* The identity the ZAP handler authenticated (CURVE), or none. */
-        const char *user = zmq_msg_gets(&frames[want - 1], "User-Id");
-        snprintf(user_out, user_cap, "%s", user ? user : "");
-    }
-    for (size_t i = 0; i < got; i++)
-        zmq_msg_close(&frames[i]);
-    if (!ok) {
-        log_warn("dropping malformed message from %s: %s", who, err);
-        errno = EPROTO;
-    }
-    return ok;
 }
