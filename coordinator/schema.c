@@ -598,6 +598,33 @@ static bool s_add_name(schema_t *out, const char *name)
     return true;
 }
 
+/* Copy what out keeps of the source s and the target t: their names and
+ * the source's size. False (err) when a target name is too long for the
+ * wire or memory runs out. */
+static bool s_fill_tables(schema_t *out, const s_table_t *s, const s_table_t *t,
+                          char *err, size_t errlen)
+{
+    if (strlen(t->nspname) > PROTO_MAX_NAME ||
+        strlen(t->relname) > PROTO_MAX_NAME) {
+        snprintf(err, errlen, "target table %s: a name longer than %d bytes",
+                 t->qname, PROTO_MAX_NAME);
+        return false;
+    }
+    out->qsource = strdup(s->qname);
+    out->qtarget = strdup(t->qname);
+    out->target_schema = strdup(t->nspname);
+    out->target_name = strdup(t->relname);
+    if (!out->qsource || !out->qtarget || !out->target_schema ||
+        !out->target_name) {
+        snprintf(err, errlen, "out of memory reading the schema");
+        return false;
+    }
+    out->relkind = s->relkind;
+    out->pages = s->pages;
+    out->reltuples = s->tuples;
+    return true;
+}
+
 bool schema_load(PGconn *src, PGconn *dst, const schema_request_t *req,
                  schema_t *out, bool *usage_error_out, char *err, size_t errlen)
 {
@@ -692,24 +719,8 @@ bool schema_load(PGconn *src, PGconn *dst, const schema_request_t *req,
                        req->rows_as_text, err, errlen))
         goto done;
     if (!s_check_required(&s, pick, npick, &t, err, errlen)) goto done;
-    if (strlen(t.nspname) > PROTO_MAX_NAME ||
-        strlen(t.relname) > PROTO_MAX_NAME) {
-        snprintf(err, errlen, "target table %s: a name longer than %d bytes",
-                 t.qname, PROTO_MAX_NAME);
-        goto done;
-    }
-    out->qsource = strdup(s.qname);
-    out->qtarget = strdup(t.qname);
-    out->target_schema = strdup(t.nspname);
-    out->target_name = strdup(t.relname);
-    if (!out->qsource || !out->qtarget || !out->target_schema ||
-        !out->target_name)
-        goto oom;
+    ok = s_fill_tables(out, &s, &t, err, errlen);
     out->is_query = req->query != NULL;
-    out->relkind = s.relkind;
-    out->pages = s.pages;
-    out->reltuples = s.tuples;
-    ok = true;
     goto done;
 oom:
     snprintf(err, errlen, "out of memory reading the schema");
