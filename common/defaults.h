@@ -23,6 +23,8 @@
 #define MAPPER_OUTAGE_TIMEOUT_S   300.0
 #define MAPPER_OUTAGE_PROBE_MIN_S 0.5
 #define MAPPER_OUTAGE_PROBE_MAX_S 5.0
+/* A broken ledger session is reconnected at most this often. */
+#define MAPPER_LEDGER_RECONNECT_S 1.0
 
 /* libpq session settings for every connection we open. */
 #define MAPPER_CONNECT_TIMEOUT_S     "10"

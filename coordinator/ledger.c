@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
+#include "defaults.h"
 #include "log.h"
 #include "pgutil.h"
 #include "reject.h"
@@ -61,12 +63,9 @@ static bool s_try_lock(ledger_t *l, bool *got_out, pgutil_error_t *e)
     return true;
 }
 
-/* The session, reconnected if an outage broke it; a new session takes
- * the job's lock again. */
-static PGconn *s_conn(ledger_t *l)
+/* A session that came back takes the job's lock again. */
+static void s_relock(ledger_t *l)
 {
-    if (PQstatus(l->conn) == CONNECTION_OK) return l->conn;
-    PQreset(l->conn);
     bool got = false;
     pgutil_error_t e;
     if (l->locked && PQstatus(l->conn) == CONNECTION_OK &&
@@ -74,6 +73,49 @@ static PGconn *s_conn(ledger_t *l)
         log_error("ledger: job %s: reconnected, but its lock is gone: "
                   "another coordinator may be running it",
                   l->job_id);
+}
+
+void ledger_reconnect(ledger_t *l)
+{
+    if (!l->conn) return;
+    pgutil_probe_state_t st;
+    if (l->reconnect.conn)
+        st = pgutil_probe_poll(&l->reconnect);
+    else if (PQstatus(l->conn) == CONNECTION_OK ||
+             clock_now() < l->reconnect_at)
+        return;
+    else
+        st = pgutil_reset_start(&l->reconnect, l->conn);
+    if (st == PGUTIL_PROBE_BUSY) return;
+    if (st == PGUTIL_PROBE_DOWN) {
+        l->reconnect_at = clock_now() + MAPPER_LEDGER_RECONNECT_S;
+        return;
+    }
+    log_info("ledger: job %s: the target session is back", l->job_id);
+    s_relock(l);
+}
+
+/* The session, or NULL (the statement then fails at once, as on a broken
+ * connection) while it is broken: reconnecting it goes on without
+ * blocking (ledger_reconnect). */
+static PGconn *s_conn(ledger_t *l)
+{
+    if (!l->reconnect.conn && PQstatus(l->conn) == CONNECTION_OK)
+        return l->conn;
+    ledger_reconnect(l);
+    return l->reconnect.conn || PQstatus(l->conn) != CONNECTION_OK ? NULL
+                                                                   : l->conn;
+}
+
+/* The session, reconnected if it broke, waiting for it: only once the
+ * job's loop is over (the last writes of a job). */
+static PGconn *s_conn_wait(ledger_t *l)
+{
+    if (!l->reconnect.conn && PQstatus(l->conn) == CONNECTION_OK)
+        return l->conn;
+    pgutil_probe_cancel(&l->reconnect);
+    PQreset(l->conn);
+    s_relock(l);
     return l->conn;
 }
 
@@ -81,10 +123,11 @@ static PGconn *s_conn(ledger_t *l)
 static bool s_command(ledger_t *l, const char *sql, int nparams,
                       const char *const *params, pgutil_error_t *e)
 {
+    PGconn *conn = s_conn(l);
     PGresult *res =
-        PQexecParams(s_conn(l), sql, nparams, NULL, params, NULL, NULL, 0);
+        PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
     bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-    if (!ok) pgutil_capture(l->conn, res, PROTO_SIDE_TARGET, e);
+    if (!ok) pgutil_capture(conn, res, PROTO_SIDE_TARGET, e);
     PQclear(res);
     return ok;
 }
@@ -615,6 +658,7 @@ void ledger_chunk_failed(ledger_t *l, int64_t chunk_id, int attempts,
     log_one_line(clean, sizeof clean, error);
     const char *params[] = {l->job_id, id, att, clean};
     pgutil_error_t e;
+    (void)s_conn_wait(l);
     if (!s_command(l, sql, 4, params, &e))
         pgutil_log_error("ledger: recording a failed chunk", &e);
 }
@@ -627,6 +671,7 @@ void ledger_finish(ledger_t *l, const char *status)
           "job_id = $1");
     const char *params[] = {l->job_id, status};
     pgutil_error_t e;
+    (void)s_conn_wait(l);
     if (!s_command(l, sql, 2, params, &e))
         pgutil_log_error("ledger: recording the job's status", &e);
 }
@@ -710,7 +755,7 @@ bool ledger_rejects_unwritten(ledger_t *l, ledger_unwritten_t **out,
     const char *params[] = {l->job_id};
     pgutil_error_t e;
     PGresult *res =
-        pgutil_query(s_conn(l), sql, 1, params, PROTO_SIDE_TARGET, &e);
+        pgutil_query(s_conn_wait(l), sql, 1, params, PROTO_SIDE_TARGET, &e);
     *out = NULL;
     *n_out = 0;
     if (!res) {
@@ -736,6 +781,7 @@ bool ledger_rejects_unwritten(ledger_t *l, ledger_unwritten_t **out,
 
 void ledger_close(ledger_t *l)
 {
+    pgutil_probe_cancel(&l->reconnect);
     free(l->qschema);
     memset(l, 0, sizeof *l);
 }
