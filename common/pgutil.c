@@ -202,6 +202,13 @@ void pgutil_log_error(const char *context, const pgutil_error_t *err)
               err->sqlstate[0] ? "] " : "", err->message);
 }
 
+bool pgutil_reason(char *err, size_t errlen, const char *context,
+                   const pgutil_error_t *e)
+{
+    return log_reason(err, errlen, "%s: %s%s%s", context, e->sqlstate,
+                      e->sqlstate[0] ? " " : "", e->message);
+}
+
 void pgutil_source_identity(PGconn *conn, char *out, size_t n)
 {
     pgutil_error_t e;

@@ -87,6 +87,11 @@ void pgutil_probe_cancel(pgutil_probe_t *p);
  * transaction that matters: a refused query aborts it. */
 void pgutil_source_identity(PGconn *conn, char *out, size_t n);
 
+/* Write e as a reason into err (log_reason): "context: SQLSTATE message".
+ * Returns false. */
+bool pgutil_reason(char *err, size_t errlen, const char *context,
+                   const pgutil_error_t *e);
+
 /* Log err once: "<side>: [SQLSTATE] message" with a context prefix. */
 void pgutil_log_error(const char *context, const pgutil_error_t *err);
 

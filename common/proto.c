@@ -211,21 +211,6 @@ typedef struct {
     size_t len;    /* S_T_STR: bytes at s */
 } s_value_t;
 
-/* Write a one-line reason into err and return false. */
-__attribute__((format(printf, 3, 4))) static bool
-s_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0) return false;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    char line[PROTO_ERR_LEN];
-    log_one_line(line, sizeof line, err);
-    snprintf(err, errlen, "%s", line);
-    return false;
-}
-
 /* Copy up to S_QUOTE_MAX bytes of an untrusted string into dst, printable
  * ASCII only (others become '?'), for quoting in an error message. */
 static const char *s_quote(char *dst, size_t n, const char *s, size_t len)
@@ -280,21 +265,21 @@ static bool s_check_names(const s_spec_t *spec, const s_value_t *v, char *err,
         const char *nul = memchr(v->s + at, '\0', v->len - at);
         size_t n = nul ? (size_t)(nul - (v->s + at)) : v->len - at;
         if (!nul || n == 0 || n > PROTO_MAX_NAME)
-            return s_fail(err, errlen,
-                          "field '%s': name %zu is %s (1..%d bytes, each "
-                          "ended by a NUL)",
-                          spec->name, count + 1,
-                          !nul ? "not ended by a NUL"
-                          : n  ? "too long"
-                               : "empty",
-                          PROTO_MAX_NAME);
+            return log_reason(err, errlen,
+                              "field '%s': name %zu is %s (1..%d bytes, each "
+                              "ended by a NUL)",
+                              spec->name, count + 1,
+                              !nul ? "not ended by a NUL"
+                              : n  ? "too long"
+                                   : "empty",
+                              PROTO_MAX_NAME);
         if (++count > PROTO_MAX_COLUMNS)
-            return s_fail(err, errlen, "field '%s' has more than %d names",
-                          spec->name, PROTO_MAX_COLUMNS);
+            return log_reason(err, errlen, "field '%s' has more than %d names",
+                              spec->name, PROTO_MAX_COLUMNS);
         at += n + 1;
     }
     if (count == 0)
-        return s_fail(err, errlen, "field '%s' has no name", spec->name);
+        return log_reason(err, errlen, "field '%s' has no name", spec->name);
     return true;
 }
 
@@ -305,30 +290,33 @@ static bool s_check(s_field_t f, const s_value_t *v, char *err, size_t errlen)
     if (spec->type == S_T_BOOL) return true;
     if (spec->type == S_T_INT) {
         if (v->i >= spec->min && v->i <= spec->max) return true;
-        return s_fail(err, errlen, "field '%s' is %lld, allowed %lld..%lld",
-                      spec->name, (long long)v->i, (long long)spec->min,
-                      (long long)spec->max);
+        return log_reason(err, errlen, "field '%s' is %lld, allowed %lld..%lld",
+                          spec->name, (long long)v->i, (long long)spec->min,
+                          (long long)spec->max);
     }
-    if (!v->s) return s_fail(err, errlen, "field '%s' is missing", spec->name);
+    if (!v->s)
+        return log_reason(err, errlen, "field '%s' is missing", spec->name);
     if (spec->type == S_T_BIN) {
         if (v->len > (size_t)spec->max)
-            return s_fail(err, errlen, "field '%s' has %zu bytes, at most %lld",
-                          spec->name, v->len, (long long)spec->max);
+            return log_reason(err, errlen,
+                              "field '%s' has %zu bytes, at most %lld",
+                              spec->name, v->len, (long long)spec->max);
         return spec->charset != S_C_NAMES ||
                s_check_names(spec, v, err, errlen);
     }
     if (v->len < (size_t)spec->min || v->len > (size_t)spec->max)
-        return s_fail(
+        return log_reason(
             err, errlen, "field '%s' has %zu bytes, allowed %lld..%lld",
             spec->name, v->len, (long long)spec->min, (long long)spec->max);
     if (memchr(v->s, '\0', v->len))
-        return s_fail(err, errlen, "field '%s' contains a NUL byte",
-                      spec->name);
+        return log_reason(err, errlen, "field '%s' contains a NUL byte",
+                          spec->name);
     if (spec->charset == S_C_LINE &&
         memchr(v->s, '\n', v->len) != v->s + v->len - 1)
-        return s_fail(err, errlen,
-                      "field '%s' must be one line ending in its only newline",
-                      spec->name);
+        return log_reason(
+            err, errlen,
+            "field '%s' must be one line ending in its only newline",
+            spec->name);
     for (size_t i = 0; i < v->len; i++) {
         char c = v->s[i];
         bool ok = true;
@@ -336,13 +324,14 @@ static bool s_check(s_field_t f, const s_value_t *v, char *err, size_t errlen)
         if (spec->charset == S_C_SQLSTATE)
             ok = (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z');
         if (!ok)
-            return s_fail(err, errlen, "field '%s' has a bad byte 0x%02x",
-                          spec->name, (unsigned char)c);
+            return log_reason(err, errlen, "field '%s' has a bad byte 0x%02x",
+                              spec->name, (unsigned char)c);
     }
     if (spec->charset == S_C_SQLSTATE && v->len != 0 &&
         v->len != PROTO_SQLSTATE_LEN)
-        return s_fail(err, errlen, "field '%s' must be empty or %d characters",
-                      spec->name, PROTO_SQLSTATE_LEN);
+        return log_reason(err, errlen,
+                          "field '%s' must be empty or %d characters",
+                          spec->name, PROTO_SQLSTATE_LEN);
     return true;
 }
 
@@ -409,19 +398,19 @@ static bool s_set(proto_msg_t *msg, s_field_t f, const s_value_t *v, char *err,
         return true;
     case S_AT_BLOB:
         msg->data = malloc(v->len ? v->len : 1);
-        if (!msg->data) return s_fail(err, errlen, "out of memory");
+        if (!msg->data) return log_reason(err, errlen, "out of memory");
         if (v->len) memcpy(msg->data, v->s, v->len);
         msg->data_len = v->len;
         return true;
     case S_AT_NAMES:
         msg->columns = malloc(v->len);
-        if (!msg->columns) return s_fail(err, errlen, "out of memory");
+        if (!msg->columns) return log_reason(err, errlen, "out of memory");
         memcpy(msg->columns, v->s, v->len);
         msg->columns_len = v->len;
         return true;
     case S_AT_HEAP:
         copy = *(char **)at = malloc(v->len + 1);
-        if (!copy) return s_fail(err, errlen, "out of memory");
+        if (!copy) return log_reason(err, errlen, "out of memory");
         /* fall through */
     case S_AT_CHARS:
         if (v->len) memcpy(copy, v->s, v->len);
@@ -537,8 +526,8 @@ static bool s_from_object(s_field_t f, const msgpack_object *o, s_value_t *v,
         }
         if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER) break;
         if (o->via.u64 > (uint64_t)INT64_MAX)
-            return s_fail(err, errlen, "field '%s' is %llu, too large",
-                          spec->name, (unsigned long long)o->via.u64);
+            return log_reason(err, errlen, "field '%s' is %llu, too large",
+                              spec->name, (unsigned long long)o->via.u64);
         v->i = (int64_t)o->via.u64;
         return true;
     case S_T_BOOL:
@@ -560,8 +549,8 @@ static bool s_from_object(s_field_t f, const msgpack_object *o, s_value_t *v,
                                        [S_T_STR] = "a string",
                                        [S_T_BOOL] = "a bool",
                                        [S_T_BIN] = "binary"};
-    return s_fail(err, errlen, "field '%s' must be %s (msgpack type %d)",
-                  spec->name, want[spec->type], (int)o->type);
+    return log_reason(err, errlen, "field '%s' must be %s (msgpack type %d)",
+                      spec->name, want[spec->type], (int)o->type);
 }
 
 /* The field whose wire name is key, or S_F_COUNT. */
@@ -597,52 +586,53 @@ static bool s_decode_map(const msgpack_object *top, proto_msg_t *out, char *err,
 {
     char q[S_QUOTE_MAX + 1];
     if (top->type != MSGPACK_OBJECT_MAP)
-        return s_fail(err, errlen, "message is not a map (msgpack type %d)",
-                      (int)top->type);
+        return log_reason(err, errlen, "message is not a map (msgpack type %d)",
+                          (int)top->type);
     if (top->via.map.size > PROTO_MAX_FIELDS)
-        return s_fail(err, errlen, "message has %u fields, at most %d",
-                      (unsigned)top->via.map.size, PROTO_MAX_FIELDS);
+        return log_reason(err, errlen, "message has %u fields, at most %d",
+                          (unsigned)top->via.map.size, PROTO_MAX_FIELDS);
 
     const msgpack_object *vals[S_F_COUNT] = {0};
     for (uint32_t i = 0; i < top->via.map.size; i++) {
         const msgpack_object_kv *kv = &top->via.map.ptr[i];
         if (kv->key.type != MSGPACK_OBJECT_STR)
-            return s_fail(err, errlen, "key %u is not a string", i);
+            return log_reason(err, errlen, "key %u is not a string", i);
         const char *key = kv->key.via.str.ptr;
         size_t klen = kv->key.via.str.size;
         s_field_t f = s_field_by_name(key, klen);
         if (f == S_F_COUNT)
-            return s_fail(err, errlen, "unknown field '%s'",
-                          s_quote(q, sizeof q, key, klen));
+            return log_reason(err, errlen, "unknown field '%s'",
+                              s_quote(q, sizeof q, key, klen));
         if (vals[f])
-            return s_fail(err, errlen, "duplicate field '%s'", s_specs[f].name);
+            return log_reason(err, errlen, "duplicate field '%s'",
+                              s_specs[f].name);
         vals[f] = &kv->val;
     }
 
     s_value_t type = {0}, version = {0};
-    if (!vals[S_F_TYPE]) return s_fail(err, errlen, "missing field 'type'");
+    if (!vals[S_F_TYPE]) return log_reason(err, errlen, "missing field 'type'");
     if (!vals[S_F_VERSION])
-        return s_fail(err, errlen, "missing field 'version'");
+        return log_reason(err, errlen, "missing field 'version'");
     if (!s_from_object(S_F_VERSION, vals[S_F_VERSION], &version, err, errlen))
         return false;
     if (version.i != PROTO_VERSION)
-        return s_fail(err, errlen, "protocol version %lld, expected %d",
-                      (long long)version.i, PROTO_VERSION);
+        return log_reason(err, errlen, "protocol version %lld, expected %d",
+                          (long long)version.i, PROTO_VERSION);
     if (!s_read(S_F_TYPE, vals[S_F_TYPE], &type, err, errlen)) return false;
     proto_kind_t kind = s_kind_by_name(type.s, type.len);
     if (!kind)
-        return s_fail(err, errlen, "unknown message type '%s'",
-                      s_quote(q, sizeof q, type.s, type.len));
+        return log_reason(err, errlen, "unknown message type '%s'",
+                          s_quote(q, sizeof q, type.s, type.len));
 
     uint32_t fields = S_HEADER | s_kinds[kind].fields;
     for (s_field_t f = 0; f < S_F_COUNT; f++) {
         bool wanted = fields & S_BIT(f);
         if (vals[f] && !wanted)
-            return s_fail(err, errlen, "field '%s' not allowed in '%s'",
-                          s_specs[f].name, s_kinds[kind].name);
+            return log_reason(err, errlen, "field '%s' not allowed in '%s'",
+                              s_specs[f].name, s_kinds[kind].name);
         if (!vals[f] && wanted)
-            return s_fail(err, errlen, "missing field '%s' in '%s'",
-                          s_specs[f].name, s_kinds[kind].name);
+            return log_reason(err, errlen, "missing field '%s' in '%s'",
+                              s_specs[f].name, s_kinds[kind].name);
     }
     out->kind = kind;
     for (s_field_t f = 0; f < S_F_COUNT; f++) {
@@ -669,11 +659,11 @@ bool proto_decode(const void *buf, size_t len, proto_msg_t *out, char *err,
     msgpack_unpack_return rc = msgpack_unpack_next(&up, buf, len, &off);
     bool ok;
     if (rc != MSGPACK_UNPACK_SUCCESS)
-        ok = s_fail(err, errlen, "msgpack cannot unpack the frame (%d)",
-                    (int)rc);
+        ok = log_reason(err, errlen, "msgpack cannot unpack the frame (%d)",
+                        (int)rc);
     else if (off != len)
-        ok = s_fail(err, errlen, "%zu trailing bytes after the message",
-                    len - off);
+        ok = log_reason(err, errlen, "%zu trailing bytes after the message",
+                        len - off);
     else
         ok = s_decode_map(&up.data, out, err, errlen);
     msgpack_unpacked_destroy(&up);

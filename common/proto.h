@@ -206,9 +206,10 @@ bool proto_socket_setup(void *socket, bool is_router)
 
 /* Send msg on a socket. With peer (a ROUTER), frames are [peer][body];
  * without (a DEALER), [body]. Non-blocking (ZMQ_DONTWAIT); every failure is
- * logged and returns false. */
+ * logged and returns false (not warn_unused_result: a heartbeat's or a
+ * stop's failure is the lease's business, and such a caller ignores it). */
 bool proto_send(void *socket, const void *peer, size_t peer_len,
-                const proto_msg_t *msg) __attribute__((warn_unused_result));
+                const proto_msg_t *msg);
 
 /* proto_send to a ROUTER's peer that may have left or be slow: its absence
  * (errno EHOSTUNREACH) or its full queue (EAGAIN) is an answer, not logged;

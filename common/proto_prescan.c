@@ -6,9 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* Write a one-line reason into err (when there is one) and be false. */
-#define S_FAIL(...)                                                            \
-    ((err && errlen ? snprintf(err, errlen, __VA_ARGS__) : 0), false)
+#include "log.h"
 
 /* Read an n-byte big-endian unsigned integer. */
 static uint64_t s_be(const unsigned char *p, size_t n)
@@ -84,35 +82,43 @@ static s_format_t s_format(unsigned char b)
 static bool s_walk(const unsigned char *p, size_t len, size_t *pos, int depth,
                    char *err, size_t errlen)
 {
-    if (*pos >= len) return S_FAIL("frame truncated at byte %zu", *pos);
+    if (*pos >= len)
+        return log_reason(err, errlen, "frame truncated at byte %zu", *pos);
     size_t at = (*pos)++;
     s_format_t fmt = s_format(p[at]);
     if (!fmt.valid)
-        return S_FAIL("invalid msgpack byte 0x%02x at %zu", p[at], at);
+        return log_reason(err, errlen, "invalid msgpack byte 0x%02x at %zu",
+                          p[at], at);
     if (len - *pos < fmt.hdr)
-        return S_FAIL("frame truncated at byte %zu", *pos);
+        return log_reason(err, errlen, "frame truncated at byte %zu", *pos);
     uint64_t n = s_be(p + *pos, fmt.hdr); /* count or length */
     *pos += fmt.hdr;
     if (!fmt.container) {
         uint64_t skip = fmt.skip + (fmt.payload ? n : 0);
         if (skip > len - *pos)
-            return S_FAIL("object at byte %zu announces %llu bytes, only %zu "
-                          "left",
-                          at, (unsigned long long)skip, len - *pos);
+            return log_reason(
+                err, errlen,
+                "object at byte %zu announces %llu bytes, only %zu "
+                "left",
+                at, (unsigned long long)skip, len - *pos);
         *pos += skip;
         return true;
     }
     if (!fmt.hdr) n = p[at] & 0x0f; /* fixmap, fixarray */
     if (n * fmt.container > len - *pos)
-        return S_FAIL("container at byte %zu announces %llu items, only %zu "
-                      "bytes left",
-                      at, (unsigned long long)n, len - *pos);
+        return log_reason(
+            err, errlen,
+            "container at byte %zu announces %llu items, only %zu "
+            "bytes left",
+            at, (unsigned long long)n, len - *pos);
     if (depth >= PROTO_MAX_DEPTH)
-        return S_FAIL("nested container at byte %zu (at most %d level)", at,
-                      PROTO_MAX_DEPTH);
+        return log_reason(err, errlen,
+                          "nested container at byte %zu (at most %d level)", at,
+                          PROTO_MAX_DEPTH);
     if (n > PROTO_MAX_FIELDS)
-        return S_FAIL("container at byte %zu has %llu entries, at most %d", at,
-                      (unsigned long long)n, PROTO_MAX_FIELDS);
+        return log_reason(err, errlen,
+                          "container at byte %zu has %llu entries, at most %d",
+                          at, (unsigned long long)n, PROTO_MAX_FIELDS);
     for (uint64_t i = 0; i < n * fmt.container; i++)
         if (!s_walk(p, len, pos, depth + 1, err, errlen)) return false;
     return true;
@@ -120,12 +126,14 @@ static bool s_walk(const unsigned char *p, size_t len, size_t *pos, int depth,
 
 bool proto_prescan(const void *buf, size_t len, char *err, size_t errlen)
 {
-    if (!buf || len == 0) return S_FAIL("empty frame");
+    if (!buf || len == 0) return log_reason(err, errlen, "empty frame");
     if (len > PROTO_MAX_FRAME)
-        return S_FAIL("frame of %zu bytes, more than %d", len, PROTO_MAX_FRAME);
+        return log_reason(err, errlen, "frame of %zu bytes, more than %d", len,
+                          PROTO_MAX_FRAME);
     size_t pos = 0;
     if (!s_walk(buf, len, &pos, 0, err, errlen)) return false;
     if (pos != len)
-        return S_FAIL("%zu trailing bytes after the message", len - pos);
+        return log_reason(err, errlen, "%zu trailing bytes after the message",
+                          len - pos);
     return true;
 }

@@ -17,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log.h"
+
 /* splitmix64 (Steele, Lea, Flood 2014): the step and the output mixer. */
 #define S_SPLITMIX_GAMMA  0x9E3779B97F4A7C15ULL
 #define S_SPLITMIX_MUL1   0xBF58476D1CE4E5B9ULL
@@ -32,19 +34,6 @@
 #define S_NS_PER_S  1000000000.0
 
 /* ---- configuration ---- */
-
-static void s_fail(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Write one message into err (may be NULL or empty). */
-static void s_fail(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || err_len == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 void retry_config_defaults(mapper_retry_config *cfg)
 {
@@ -107,15 +96,16 @@ bool retry_config_from_env(mapper_retry_config *cfg, char *err, size_t err_len)
     const char *v = getenv(MAPPER_ENV_RETRY_ENABLED);
     if (v && !s_parse_bool(v, &next.enabled)) {
         s_show_value(shown, v);
-        s_fail(err, err_len, "%s='%s': expected true, false, 1, 0, yes or no",
-               MAPPER_ENV_RETRY_ENABLED, shown);
+        log_reason(err, err_len,
+                   "%s='%s': expected true, false, 1, 0, yes or no",
+                   MAPPER_ENV_RETRY_ENABLED, shown);
         return false;
     }
     v = getenv(MAPPER_ENV_MAX_RETRIES);
     if (v && !s_parse_count(v, &next.max_retries)) {
         s_show_value(shown, v);
-        s_fail(err, err_len, "%s='%s': expected a non-negative integer",
-               MAPPER_ENV_MAX_RETRIES, shown);
+        log_reason(err, err_len, "%s='%s': expected a non-negative integer",
+                   MAPPER_ENV_MAX_RETRIES, shown);
         return false;
     }
     *cfg = next;
@@ -127,8 +117,8 @@ static bool s_check_seconds(const char *field, double value, char *err,
                             size_t err_len)
 {
     if (isfinite(value) && value >= 0) return true;
-    s_fail(err, err_len, "retry %s must be a finite number >= 0 (got %g)",
-           field, value);
+    log_reason(err, err_len, "retry %s must be a finite number >= 0 (got %g)",
+               field, value);
     return false;
 }
 
@@ -136,8 +126,8 @@ bool retry_config_validate(const mapper_retry_config *cfg, char *err,
                            size_t err_len)
 {
     if (cfg->max_retries < 0) {
-        s_fail(err, err_len, "retry max_retries must be >= 0 (got %d)",
-               cfg->max_retries);
+        log_reason(err, err_len, "retry max_retries must be >= 0 (got %d)",
+                   cfg->max_retries);
         return false;
     }
     if (!s_check_seconds("initial_delay", cfg->initial_delay, err, err_len) ||
@@ -145,15 +135,16 @@ bool retry_config_validate(const mapper_retry_config *cfg, char *err,
         !s_check_seconds("deadline", cfg->deadline, err, err_len))
         return false;
     if (!(isfinite(cfg->exponential_base) && cfg->exponential_base >= 1)) {
-        s_fail(err, err_len,
-               "retry exponential_base must be a finite number >= 1 (got %g)",
-               cfg->exponential_base);
+        log_reason(
+            err, err_len,
+            "retry exponential_base must be a finite number >= 1 (got %g)",
+            cfg->exponential_base);
         return false;
     }
     if (cfg->initial_delay > cfg->max_delay) {
-        s_fail(err, err_len,
-               "retry initial_delay (%g) must not exceed max_delay (%g)",
-               cfg->initial_delay, cfg->max_delay);
+        log_reason(err, err_len,
+                   "retry initial_delay (%g) must not exceed max_delay (%g)",
+                   cfg->initial_delay, cfg->max_delay);
         return false;
     }
     return true;

@@ -39,10 +39,8 @@ static int s_fail(mapper_result *out, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    char raw[sizeof out->error];
-    vsnprintf(raw, sizeof raw, fmt, ap);
+    log_vreason(out->error, sizeof out->error, fmt, ap);
     va_end(ap);
-    log_one_line(out->error, sizeof out->error, raw);
     out->exit_code = code;
     return code;
 }

@@ -39,14 +39,6 @@ static void s_sql(const ledger_t *l, char *buf, size_t n, const char *tmpl)
     buf[j] = '\0';
 }
 
-static bool s_fail(char *err, size_t errlen, const char *what,
-                   const pgutil_error_t *e)
-{
-    snprintf(err, errlen, "ledger: %s: %s%s%s", what, e->sqlstate,
-             e->sqlstate[0] ? " " : "", e->message);
-    return false;
-}
-
 /* Ask for the job's lock without waiting: *got_out says if it is ours. */
 static bool s_try_lock(ledger_t *l, bool *got_out, pgutil_error_t *e)
 {
@@ -149,13 +141,14 @@ static bool s_add_column(ledger_t *l, const char *table, const char *column,
                      "SELECT count(*) FROM pg_attribute WHERE attrelid = "
                      "to_regclass($1) AND attname = $2 AND NOT attisdropped",
                      2, params, PROTO_SIDE_TARGET, &e);
-    if (!res) return s_fail(err, errlen, "cannot read its tables", &e);
+    if (!res)
+        return pgutil_reason(err, errlen, "ledger: cannot read its tables", &e);
     bool has = strcmp(PQgetvalue(res, 0, 0), "0") != 0;
     PQclear(res);
     snprintf(sql, sizeof sql, "ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s %s",
              qtable, column, ddl);
     if (!has && !pgutil_exec(l->conn, sql, PROTO_SIDE_TARGET, &e))
-        return s_fail(err, errlen, "cannot add a column", &e);
+        return pgutil_reason(err, errlen, "ledger: cannot add a column", &e);
     return true;
 }
 
@@ -195,7 +188,8 @@ static bool s_check_tables(ledger_t *l, char *err, size_t errlen)
         "pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND "
         "c.relname IN ('jobs', 'chunks', 'rejects') ORDER BY 1 DESC",
         4, params, PROTO_SIDE_TARGET, &e);
-    if (!res) return s_fail(err, errlen, "cannot read its tables", &e);
+    if (!res)
+        return pgutil_reason(err, errlen, "ledger: cannot read its tables", &e);
     bool ok = true;
     for (int i = 0; i < PQntuples(res) && ok; i++) {
         bool mine = PQgetvalue(res, i, 1)[0] == 't';
@@ -260,7 +254,8 @@ bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
           " rejects_at bigint[], UNIQUE (job_id, chunk_id));");
     pgutil_error_t e;
     if (!pgutil_exec(conn, sql, PROTO_SIDE_TARGET, &e))
-        return s_fail(err, errlen, "cannot create its tables", &e);
+        return pgutil_reason(err, errlen, "ledger: cannot create its tables",
+                             &e);
     /* Rows set aside, committed with their chunk by the worker; the
      * coordinator copies them to the reject file and then says so. */
     s_sql(l, sql, sizeof sql,
@@ -270,7 +265,8 @@ bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
           " sqlstate text NOT NULL, message text NOT NULL, row text NOT NULL,"
           " PRIMARY KEY (job_id, chunk_id, row_index))");
     if (!pgutil_exec(conn, sql, PROTO_SIDE_TARGET, &e))
-        return s_fail(err, errlen, "cannot create its rejects table", &e);
+        return pgutil_reason(err, errlen,
+                             "ledger: cannot create its rejects table", &e);
     /* Columns that older ledgers lack: rows set aside (--on-bad-rows
      * reject), the reject file's progress, the source query. */
     return s_add_column(l, "chunks", "rejected", "bigint NOT NULL DEFAULT 0",
@@ -329,7 +325,7 @@ bool ledger_lock(ledger_t *l, const char *job_id, char *err, size_t errlen)
     bool got = false;
     pgutil_error_t e;
     if (!s_try_lock(l, &got, &e))
-        return s_fail(err, errlen, "cannot lock the job", &e);
+        return pgutil_reason(err, errlen, "ledger: cannot lock the job", &e);
     if (!got) {
         snprintf(err, errlen,
                  "job %s is running in another coordinator (it holds the "
@@ -354,7 +350,9 @@ bool ledger_check(ledger_t *l, const char *job_id, const ledger_spec_t *spec,
     pgutil_error_t e;
     PGresult *res =
         pgutil_query(s_conn(l), sql, 1, params, PROTO_SIDE_TARGET, &e);
-    if (!res) return s_fail(err, errlen, "cannot read the jobs table", &e);
+    if (!res)
+        return pgutil_reason(err, errlen, "ledger: cannot read the jobs table",
+                             &e);
     *exists_out = PQntuples(res) == 1;
     snprintf(l->status, sizeof l->status, "%s",
              *exists_out ? PQgetvalue(res, 0, 7) : "");
@@ -503,10 +501,10 @@ bool ledger_create(ledger_t *l, const ledger_spec_t *spec, const plan_t *plan,
     }
     if (ok) ok = pgutil_exec(c, "COMMIT", PROTO_SIDE_TARGET, &e);
     if (!ok) {
-        s_fail(err, errlen, "cannot record the job", &e);
-        pgutil_error_t ignored;
-        if (!pgutil_exec(c, "ROLLBACK", PROTO_SIDE_TARGET, &ignored)) {
-        }
+        pgutil_reason(err, errlen, "ledger: cannot record the job", &e);
+        pgutil_error_t rb;
+        if (!pgutil_exec(c, "ROLLBACK", PROTO_SIDE_TARGET, &rb))
+            log_debug("ledger: ROLLBACK: %s", rb.message);
     }
 out:
     for (int a = 0; a < NARR; a++)
@@ -529,7 +527,7 @@ bool ledger_add_chunk(ledger_t *l, const plan_chunk_t *c, char *err,
     const char *p[] = {l->job_id, id, s_kind_names[c->kind], lo, hi, est};
     pgutil_error_t e;
     if (s_command(l, sql, 6, p, &e)) return true;
-    return s_fail(err, errlen, "cannot record a chunk", &e);
+    return pgutil_reason(err, errlen, "ledger: cannot record a chunk", &e);
 }
 
 static plan_kind_t s_kind(const char *name)
@@ -552,7 +550,8 @@ bool ledger_load(ledger_t *l, plan_t *plan, bool **done_out, int64_t **rows_out,
     pgutil_error_t e;
     PGresult *res =
         pgutil_query(s_conn(l), sql, 1, params, PROTO_SIDE_TARGET, &e);
-    if (!res) return s_fail(err, errlen, "cannot read the chunks", &e);
+    if (!res)
+        return pgutil_reason(err, errlen, "ledger: cannot read the chunks", &e);
     int n = PQntuples(res);
     *done_out = calloc((size_t)n + 1, sizeof **done_out);
     *rows_out = calloc((size_t)n + 1, sizeof **rows_out);

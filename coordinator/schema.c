@@ -55,14 +55,6 @@ static void s_table_free(s_table_t *t)
     memset(t, 0, sizeof *t);
 }
 
-/* Write "<side> table <name>: <what>" into err; returns false. */
-static bool s_fail(char *err, size_t errlen, proto_side_t side,
-                   const char *name, const char *what)
-{
-    snprintf(err, errlen, "%s table %s %s", pgutil_side_name(side), name, what);
-    return false;
-}
-
 /* Resolve name (SQL syntax, search_path applies) on conn into *t;
  * *missing_out (may be NULL) tells that it does not exist. */
 static bool s_table_load(PGconn *conn, proto_side_t side, const char *name,
@@ -90,7 +82,8 @@ static bool s_table_load(PGconn *conn, proto_side_t side, const char *name,
     if (PQntuples(res) != 1) {
         PQclear(res);
         if (missing_out) *missing_out = true;
-        return s_fail(err, errlen, side, name, "does not exist");
+        return log_reason(err, errlen, "%s table %s %s", pgutil_side_name(side),
+                          name, "does not exist");
     }
     t->qname = strdup(PQgetvalue(res, 0, 0));
     t->nspname = strdup(PQgetvalue(res, 0, 5));
@@ -113,7 +106,8 @@ static bool s_table_load(PGconn *conn, proto_side_t side, const char *name,
                        1, oid_params, side, &e);
     if (!res) {
         pgutil_log_error("reading columns", &e);
-        return s_fail(err, errlen, side, name, "- cannot read its columns");
+        return log_reason(err, errlen, "%s table %s %s", pgutil_side_name(side),
+                          name, "- cannot read its columns");
     }
     t->ncols = PQntuples(res);
     t->cols = calloc((size_t)t->ncols + 1, sizeof *t->cols);
@@ -134,12 +128,14 @@ static bool s_table_load(PGconn *conn, proto_side_t side, const char *name,
                        1, oid_params, side, &e);
     if (!res) {
         pgutil_log_error("reading primary key", &e);
-        return s_fail(err, errlen, side, name, "- cannot read its primary key");
+        return log_reason(err, errlen, "%s table %s %s", pgutil_side_name(side),
+                          name, "- cannot read its primary key");
     }
     if (PQntuples(res) == 1) t->pk = strdup(PQgetvalue(res, 0, 0));
     PQclear(res);
     if (!t->cols || !t->qname || !t->nspname || !t->relname)
-        return s_fail(err, errlen, side, name, "- out of memory");
+        return log_reason(err, errlen, "%s table %s %s", pgutil_side_name(side),
+                          name, "- out of memory");
     return true;
 }
 
