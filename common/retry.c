@@ -253,50 +253,41 @@ bool retry_deadline_clamp(const mapper_retry_config *cfg, double first_start,
 
 /* ---- classification ---- */
 
-/* An extra condition on a table row, from the error's context flags. */
-typedef enum {
-    S_ALWAYS = 0,   /* the SQLSTATE alone decides */
-    S_WE_CANCELLED, /* only when we cancelled the query ourselves */
-    S_IN_SNAPSHOT,  /* only while importing the job's snapshot */
-} s_when;
-
 /* One row: an exact SQLSTATE (5 characters) or a class (2 characters). */
 typedef struct {
     const char *pattern;    /* "40001" or "08" */
-    s_when when;            /* extra condition, S_ALWAYS for none */
     bool retryable;         /* worth another attempt */
     bool unreachable;       /* the database is down or unreachable */
     const char *class_name; /* name for logs and the summary */
 } s_rule;
 
-/* Exact codes are tried before classes; within a code, the conditional row
- * comes first. Anything unmatched from the server is "other", final. */
+/* Exact codes are tried before classes. Anything unmatched from the server
+ * is "other", final (so is 55000, a snapshot that is gone: retrying cannot
+ * bring it back). */
 static const s_rule s_rules[] = {
-    {"40001", S_ALWAYS, true, false, "serialization"},
-    {"40P01", S_ALWAYS, true, false, "deadlock"},
-    {"57P01", S_ALWAYS, true, true, "shutdown"}, /* admin shutdown */
-    {"57P02", S_ALWAYS, true, true, "shutdown"}, /* crash shutdown */
-    {"57P03", S_ALWAYS, true, true, "shutdown"}, /* cannot connect now */
-    {"55P03", S_ALWAYS, true, false, "lock"},    /* lock not available */
-    {"55006", S_ALWAYS, true, false, "lock"},    /* object in use */
-    {"57014", S_WE_CANCELLED, false, false, "cancelled"},
-    {"57014", S_ALWAYS, true, false, "cancelled"}, /* timeout, operator */
-    {"58000", S_ALWAYS, true, false, "system"},
-    {"58030", S_ALWAYS, true, false, "system"},         /* I/O error */
-    {"55000", S_IN_SNAPSHOT, false, false, "snapshot"}, /* snapshot gone */
-    {"3D000", S_ALWAYS, false, false, "no-database"},
-    {"0A000", S_ALWAYS, false, false, "unsupported"},
-    {"08", S_ALWAYS, true, true, "connection"},
-    {"53", S_ALWAYS, true, false, "resources"},
-    {"42", S_ALWAYS, false, false, "syntax"}, /* also undefined, privilege */
-    {"22", S_ALWAYS, false, false, "data"},
-    {"23", S_ALWAYS, false, false, "integrity"},
-    {"28", S_ALWAYS, false, false, "auth"},
-    {"XX", S_ALWAYS, false, false, "internal"},
+    {"40001", true, false, "serialization"},
+    {"40P01", true, false, "deadlock"},
+    {"57P01", true, true, "shutdown"},   /* admin shutdown */
+    {"57P02", true, true, "shutdown"},   /* crash shutdown */
+    {"57P03", true, true, "shutdown"},   /* cannot connect now */
+    {"55P03", true, false, "lock"},      /* lock not available */
+    {"55006", true, false, "lock"},      /* object in use */
+    {"57014", true, false, "cancelled"}, /* timeout, operator */
+    {"58000", true, false, "system"},
+    {"58030", true, false, "system"}, /* I/O error */
+    {"3D000", false, false, "no-database"},
+    {"0A000", false, false, "unsupported"},
+    {"08", true, true, "connection"},
+    {"53", true, false, "resources"},
+    {"42", false, false, "syntax"}, /* also undefined, privilege */
+    {"22", false, false, "data"},
+    {"23", false, false, "integrity"},
+    {"28", false, false, "auth"},
+    {"XX", false, false, "internal"},
 };
 
-static const s_rule s_other = {"", S_ALWAYS, false, false, "other"};
-static const s_rule s_conn_lost = {"", S_ALWAYS, true, true, "connection"};
+static const s_rule s_other = {"", false, false, "other"};
+static const s_rule s_conn_lost = {"", true, true, "connection"};
 static const retry_verdict s_crash = {true, "crash"};
 static const retry_verdict s_heartbeat = {true, "heartbeat"};
 
@@ -310,27 +301,13 @@ static bool s_sqlstate_valid(const char *s)
     return i == PROTO_SQLSTATE_LEN;
 }
 
-static bool s_when_holds(s_when when, const retry_error *err)
-{
-    switch (when) {
-    case S_WE_CANCELLED:
-        return err->cancelled_by_us;
-    case S_IN_SNAPSHOT:
-        return err->snapshot_import;
-    case S_ALWAYS:
-        break;
-    }
-    return true;
-}
-
 /* The first row whose pattern has length len and matches err. */
 static const s_rule *s_lookup(const retry_error *err, size_t len)
 {
     for (size_t i = 0; i < sizeof s_rules / sizeof s_rules[0]; i++) {
         const s_rule *r = &s_rules[i];
         if (strlen(r->pattern) == len &&
-            strncmp(r->pattern, err->sqlstate, len) == 0 &&
-            s_when_holds(r->when, err))
+            strncmp(r->pattern, err->sqlstate, len) == 0)
             return r;
     }
     return NULL;
