@@ -103,7 +103,7 @@
 /* A buffer this big holds any message about a bad environment variable. */
 #define MAPPER_ENV_ERR_MAX 256
 
-/* ---- retry policy (common/retry.h) ---- */
+/* ---- retry policy (coordinator/retry.h) ---- */
 #define MAPPER_RETRY_ENABLED          true /* retry failed chunks at all */
 #define MAPPER_RETRY_MAX_RETRIES      3    /* retries after the first attempt */
 #define MAPPER_RETRY_INITIAL_DELAY_S  1.0  /* delay before retry 1 */

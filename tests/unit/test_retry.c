@@ -1,6 +1,6 @@
-/* tests/unit/test_retry.c - unit tests for common/retry.c: backoff, jitter,
- * per-process seeding, the classification table, environment, validation,
- * deadlines and decisions. No timing: the clock is injected. */
+/* tests/unit/test_retry.c - unit tests for coordinator/retry.c: backoff,
+ * jitter, per-process seeding, the classification table, environment,
+ * validation, deadlines and decisions. No timing: the clock is injected. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,5 +1,6 @@
-/* common/retry.h - the retry policy: configuration, backoff delays with full
- * jitter, a per-chunk deadline, and the table that says which errors retry. */
+/* coordinator/retry.h - the retry policy: configuration, backoff delays with
+ * full jitter, a per-chunk deadline, and the table that says which errors
+ * retry. */
 #ifndef MAPPER_RETRY_H
 #define MAPPER_RETRY_H
 

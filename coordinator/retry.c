@@ -1,4 +1,4 @@
-/* common/retry.c - the retry policy: configuration from defaults and the
+/* coordinator/retry.c - the retry policy: configuration from defaults and the
  * environment, exponential backoff with full jitter, chunk deadlines, and the
  * SQLSTATE table that decides what is worth retrying. */
 #include "retry.h"
