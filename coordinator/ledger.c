@@ -12,7 +12,9 @@
 #include "pgutil.h"
 #include "reject.h"
 
-#define LEDGER_SQL_MAX     2048
+#define LEDGER_SQL_MAX 2048
+/* The most parameters a ledger statement run by s_run takes. */
+#define LEDGER_MAX_PARAMS  8
 #define LEDGER_ID_HASH_LEN 12
 /* The advisory lock of a job is (LEDGER_LOCK_CLASS, hashtext of
  * "schema.job_id"): the class keeps it apart from other users' locks. */
@@ -337,6 +339,22 @@ bool ledger_lock(ledger_t *l, const char *job_id, char *err, size_t errlen)
     return true;
 }
 
+/* The job's identity as the jobs table keeps it, in its column order
+ * (source, source_table, target_table, split_by, chunk_size, columns,
+ * query); size is the chunk size as text. */
+#define LEDGER_SPEC_FIELDS 7
+static void s_spec_values(const ledger_spec_t *spec, const char *size,
+                          const char *v[LEDGER_SPEC_FIELDS])
+{
+    v[0] = spec->source;
+    v[1] = spec->source_table;
+    v[2] = spec->target_table;
+    v[3] = spec->split_by;
+    v[4] = size;
+    v[5] = spec->columns;
+    v[6] = spec->query;
+}
+
 bool ledger_check(ledger_t *l, const char *job_id, const ledger_spec_t *spec,
                   ledger_mode_t mode, bool *exists_out, char *err,
                   size_t errlen)
@@ -374,17 +392,12 @@ bool ledger_check(ledger_t *l, const char *job_id, const ledger_spec_t *spec,
         const char *names[] = {
             "source database", "table",   "target table", "split column",
             "--chunk-size",    "columns", "--query"};
-        const char *now[] = {spec->source,
-                             spec->source_table,
-                             spec->target_table,
-                             spec->split_by,
-                             size,
-                             spec->columns,
-                             spec->query};
-        for (int i = 0; i < 7 && ok; i++) {
+        const char *now[LEDGER_SPEC_FIELDS];
+        s_spec_values(spec, size, now);
+        for (int i = 0; i < LEDGER_SPEC_FIELDS && ok; i++) {
             if (!strcmp(PQgetvalue(res, 0, i), now[i])) continue;
             /* A query is too long for the line: say that it differs. */
-            if (i == 6)
+            if (i == LEDGER_SPEC_FIELDS - 1) /* the query */
                 snprintf(err, errlen,
                          "--resume: job %s was started with a different "
                          "--query",
@@ -478,16 +491,9 @@ bool ledger_create(ledger_t *l, const ledger_spec_t *spec, const plan_t *plan,
               "source_table, target_table, split_by, chunk_size, columns, "
               "query, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
               "'running')");
-        const char *p[] = {l->job_id,
-                           md5,
-                           spec->source,
-                           spec->source_table,
-                           spec->target_table,
-                           spec->split_by,
-                           size,
-                           spec->columns,
-                           spec->query};
-        ok = s_command(l, sql, 9, p, &e);
+        const char *p[2 + LEDGER_SPEC_FIELDS] = {l->job_id, md5};
+        s_spec_values(spec, size, p + 2);
+        ok = s_command(l, sql, 2 + LEDGER_SPEC_FIELDS, p, &e);
     }
     if (ok && plan->n > 0) { /* stream mode adds its chunks as it goes */
         s_sql(l, sql, sizeof sql,
@@ -590,23 +596,53 @@ bool ledger_load(ledger_t *l, plan_t *plan, bool **done_out, int64_t **rows_out,
     return ok;
 }
 
+/* Run the statement tmpl (@S: the schema) on conn with $1 the job id, $2
+ * chunk_id (none when < 0), then the nmore values of more. Returns its
+ * result (rows or none; the caller clears it), or NULL, logged as
+ * "ledger: what". */
+static PGresult *s_run(ledger_t *l, PGconn *conn, const char *tmpl,
+                       int64_t chunk_id, int nmore, const char *const *more,
+                       const char *what)
+{
+    char sql[LEDGER_SQL_MAX], id[24];
+    s_sql(l, sql, sizeof sql, tmpl);
+    snprintf(id, sizeof id, "%" PRId64, chunk_id);
+    const char *params[LEDGER_MAX_PARAMS] = {l->job_id, id};
+    int n = chunk_id < 0 ? 1 : 2;
+    for (int i = 0; i < nmore && n < LEDGER_MAX_PARAMS; i++)
+        params[n++] = more[i];
+    PGresult *res = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return res;
+    pgutil_error_t e;
+    pgutil_capture(conn, res, PROTO_SIDE_TARGET, &e);
+    PQclear(res);
+    char context[LEDGER_SQL_MAX];
+    snprintf(context, sizeof context, "ledger: %s", what);
+    pgutil_log_error(context, &e);
+    return NULL;
+}
+
+/* s_run for a statement that returns no rows: true when it ran. */
+static bool s_run_command(ledger_t *l, PGconn *conn, const char *tmpl,
+                          int64_t chunk_id, int nmore, const char *const *more,
+                          const char *what)
+{
+    PGresult *res = s_run(l, conn, tmpl, chunk_id, nmore, more, what);
+    PQclear(res);
+    return res != NULL;
+}
+
 bool ledger_chunk_state(ledger_t *l, int64_t chunk_id, bool *done_out,
                         int64_t *rows_out, int64_t *rejected_out)
 {
-    char sql[LEDGER_SQL_MAX], id[24];
-    s_sql(l, sql, sizeof sql,
-          "SELECT coalesce(rows, 0), rejected FROM @S.chunks WHERE job_id = "
-          "$1 AND chunk_id = $2 AND state = 'done'");
-    snprintf(id, sizeof id, "%" PRId64, chunk_id);
-    const char *params[] = {l->job_id, id};
-    pgutil_error_t e;
     *done_out = false;
     PGresult *res =
-        pgutil_query(s_conn(l), sql, 2, params, PROTO_SIDE_TARGET, &e);
-    if (!res) {
-        pgutil_log_error("ledger: reading a chunk's state", &e);
-        return false;
-    }
+        s_run(l, s_conn(l),
+              "SELECT coalesce(rows, 0), rejected FROM @S.chunks WHERE job_id "
+              "= $1 AND chunk_id = $2 AND state = 'done'",
+              chunk_id, 0, NULL, "reading a chunk's state");
+    if (!res) return false;
     *done_out = PQntuples(res) == 1;
     if (*done_out) {
         *rows_out = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
@@ -626,18 +662,11 @@ bool ledger_chunk_done(ledger_t *l, int64_t chunk_id, int64_t *rows_out,
 
 int64_t ledger_done_count(ledger_t *l)
 {
-    char sql[LEDGER_SQL_MAX];
-    s_sql(l, sql, sizeof sql,
-          "SELECT count(*) FROM @S.chunks WHERE job_id = $1 AND state = "
-          "'done'");
-    const char *params[] = {l->job_id};
-    pgutil_error_t e;
-    PGresult *res =
-        pgutil_query(s_conn(l), sql, 1, params, PROTO_SIDE_TARGET, &e);
-    if (!res) {
-        pgutil_log_error("ledger: counting done chunks", &e);
-        return -1;
-    }
+    PGresult *res = s_run(l, s_conn(l),
+                          "SELECT count(*) FROM @S.chunks WHERE job_id = $1 "
+                          "AND state = 'done'",
+                          -1, 0, NULL, "counting done chunks");
+    if (!res) return -1;
     int64_t n = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
     PQclear(res);
     return n;
@@ -646,50 +675,35 @@ int64_t ledger_done_count(ledger_t *l)
 void ledger_chunk_failed(ledger_t *l, int64_t chunk_id, int attempts,
                          const char *error)
 {
-    char sql[LEDGER_SQL_MAX], id[24], att[16];
-    s_sql(l, sql, sizeof sql,
-          "UPDATE @S.chunks SET state = 'failed', attempts = $3, "
-          "last_error = $4, updated_at = now() WHERE job_id = $1 AND "
-          "chunk_id = $2 AND state <> 'done'");
-    snprintf(id, sizeof id, "%" PRId64, chunk_id);
+    char att[16];
     snprintf(att, sizeof att, "%d", attempts);
     char clean[PROTO_MAX_MESSAGE]; /* no password, no control characters */
     log_one_line(clean, sizeof clean, error);
-    const char *params[] = {l->job_id, id, att, clean};
-    pgutil_error_t e;
-    (void)s_conn_wait(l);
-    if (!s_command(l, sql, 4, params, &e))
-        pgutil_log_error("ledger: recording a failed chunk", &e);
+    const char *more[] = {att, clean};
+    (void)s_run_command(l, s_conn_wait(l),
+                        "UPDATE @S.chunks SET state = 'failed', attempts = "
+                        "$3, last_error = $4, updated_at = now() WHERE job_id "
+                        "= $1 AND chunk_id = $2 AND state <> 'done'",
+                        chunk_id, 2, more, "recording a failed chunk");
 }
 
 void ledger_finish(ledger_t *l, const char *status)
 {
-    char sql[LEDGER_SQL_MAX];
-    s_sql(l, sql, sizeof sql,
-          "UPDATE @S.jobs SET status = $2, finished_at = now() WHERE "
-          "job_id = $1");
-    const char *params[] = {l->job_id, status};
-    pgutil_error_t e;
-    (void)s_conn_wait(l);
-    if (!s_command(l, sql, 2, params, &e))
-        pgutil_log_error("ledger: recording the job's status", &e);
+    const char *more[] = {status};
+    (void)s_run_command(l, s_conn_wait(l),
+                        "UPDATE @S.jobs SET status = $2, finished_at = now() "
+                        "WHERE job_id = $1",
+                        -1, 1, more, "recording the job's status");
 }
 
 bool ledger_load_rejects(ledger_t *l, int64_t chunk_id, reject_buf_t *out)
 {
-    char sql[LEDGER_SQL_MAX], id[24];
-    s_sql(l, sql, sizeof sql,
-          "SELECT row_index, sqlstate, message, row FROM @S.rejects WHERE "
-          "job_id = $1 AND chunk_id = $2 ORDER BY row_index");
-    snprintf(id, sizeof id, "%" PRId64, chunk_id);
-    const char *params[] = {l->job_id, id};
-    pgutil_error_t e;
-    PGresult *res =
-        pgutil_query(s_conn(l), sql, 2, params, PROTO_SIDE_TARGET, &e);
-    if (!res) {
-        pgutil_log_error("ledger: reading a chunk's rejected rows", &e);
-        return false;
-    }
+    PGresult *res = s_run(l, s_conn(l),
+                          "SELECT row_index, sqlstate, message, row FROM "
+                          "@S.rejects WHERE job_id = $1 AND chunk_id = $2 "
+                          "ORDER BY row_index",
+                          chunk_id, 0, NULL, "reading a chunk's rejected rows");
+    if (!res) return false;
     bool ok = true;
     for (int i = 0; i < PQntuples(res) && ok; i++) {
         proto_msg_t m = {.row_index = strtoll(PQgetvalue(res, i, 0), NULL, 10),
@@ -710,57 +724,42 @@ bool ledger_load_rejects(ledger_t *l, int64_t chunk_id, reject_buf_t *out)
 
 void ledger_rejects_written(ledger_t *l, int64_t chunk_id)
 {
-    char sql[LEDGER_SQL_MAX], id[24];
-    s_sql(l, sql, sizeof sql,
-          "UPDATE @S.chunks SET rejects_written = true WHERE job_id = $1 "
-          "AND chunk_id = $2");
-    snprintf(id, sizeof id, "%" PRId64, chunk_id);
-    const char *params[] = {l->job_id, id};
-    pgutil_error_t e;
-    if (!s_command(l, sql, 2, params, &e))
-        pgutil_log_error("ledger: recording rejected rows written", &e);
+    (void)s_run_command(l, s_conn(l),
+                        "UPDATE @S.chunks SET rejects_written = true WHERE "
+                        "job_id = $1 AND chunk_id = $2",
+                        chunk_id, 0, NULL, "recording rejected rows written");
 }
 
 bool ledger_rejects_at(ledger_t *l, int64_t chunk_id, int64_t rows_at,
                        int64_t log_at)
 {
-    char sql[LEDGER_SQL_MAX], id[24], r[24], g[24];
-    s_sql(l, sql, sizeof sql,
-          "UPDATE @S.chunks SET rejects_at = ARRAY[$3, $4]::bigint[] WHERE "
-          "job_id = $1 AND chunk_id = $2");
-    snprintf(id, sizeof id, "%" PRId64, chunk_id);
+    if (rows_at < 0 || log_at < 0) {
+        log_error("reject file: cannot tell its size");
+        return false;
+    }
+    char r[24], g[24];
     snprintf(r, sizeof r, "%" PRId64, rows_at);
     snprintf(g, sizeof g, "%" PRId64, log_at);
-    const char *params[] = {l->job_id, id, r, g};
-    pgutil_error_t e;
-    if (rows_at >= 0 && log_at >= 0 && s_command(l, sql, 4, params, &e))
-        return true;
-    if (rows_at < 0 || log_at < 0)
-        log_error("reject file: cannot tell its size");
-    else
-        pgutil_log_error("ledger: recording where rejected rows go", &e);
-    return false;
+    const char *more[] = {r, g};
+    return s_run_command(l, s_conn(l),
+                         "UPDATE @S.chunks SET rejects_at = ARRAY[$3, "
+                         "$4]::bigint[] WHERE job_id = $1 AND chunk_id = $2",
+                         chunk_id, 2, more, "recording where rejected rows go");
 }
 
 bool ledger_rejects_unwritten(ledger_t *l, ledger_unwritten_t **out,
                               size_t *n_out)
 {
-    char sql[LEDGER_SQL_MAX];
-    s_sql(l, sql, sizeof sql,
-          "SELECT chunk_id, coalesce(rejects_at[1], -1), "
-          "coalesce(rejects_at[2], -1) FROM @S.chunks WHERE job_id = $1 AND "
-          "state = 'done' AND rejected > 0 AND NOT rejects_written ORDER BY "
-          "chunk_id");
-    const char *params[] = {l->job_id};
-    pgutil_error_t e;
-    PGresult *res =
-        pgutil_query(s_conn_wait(l), sql, 1, params, PROTO_SIDE_TARGET, &e);
     *out = NULL;
     *n_out = 0;
-    if (!res) {
-        pgutil_log_error("ledger: finding rejected rows not written", &e);
-        return false;
-    }
+    PGresult *res =
+        s_run(l, s_conn_wait(l),
+              "SELECT chunk_id, coalesce(rejects_at[1], -1), "
+              "coalesce(rejects_at[2], -1) FROM @S.chunks WHERE job_id = $1 "
+              "AND state = 'done' AND rejected > 0 AND NOT rejects_written "
+              "ORDER BY chunk_id",
+              -1, 0, NULL, "finding rejected rows not written");
+    if (!res) return false;
     size_t n = (size_t)PQntuples(res);
     ledger_unwritten_t *v = calloc(n + 1, sizeof *v);
     for (size_t i = 0; v && i < n; i++)
