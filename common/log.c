@@ -2,6 +2,7 @@
 #include "log.h"
 
 #include <ctype.h>
+#include <getopt.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -322,4 +323,12 @@ bool log_reason(char *err, size_t errlen, const char *fmt, ...)
     log_vreason(err, errlen, fmt, ap);
     va_end(ap);
     return false;
+}
+
+void log_bad_option(int opt, char **argv)
+{
+    if (opt == ':')
+        log_error("option %s needs a value (see --help)", argv[optind - 1]);
+    else
+        log_error("unknown option '%s' (see --help)", argv[optind - 1]);
 }

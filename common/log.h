@@ -73,6 +73,10 @@ bool log_reason(char *err, size_t errlen, const char *fmt, ...)
 bool log_vreason(char *err, size_t errlen, const char *fmt, va_list ap)
     __attribute__((format(printf, 3, 0)));
 
+/* Log what getopt_long found wrong with argv: for ':' an option with no
+ * value, for anything else an unknown option (see --help). */
+void log_bad_option(int opt, char **argv);
+
 /* What a password is replaced with. */
 #define LOG_REDACTED "[password]"
 

@@ -665,10 +665,8 @@ static int s_option_run(int o, s_cli_t *c, char **argv)
         printf("mapper-coord %s\n", MAPPER_VERSION);
         return MAPPER_EXIT_OK;
     case ':':
-        log_error("option %s needs a value (see --help)", argv[optind - 1]);
-        return MAPPER_EXIT_USAGE;
     default:
-        log_error("unknown option '%s' (see --help)", argv[optind - 1]);
+        log_bad_option(o, argv);
         return MAPPER_EXIT_USAGE;
     }
     return S_OPTION_NEXT;

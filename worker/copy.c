@@ -352,13 +352,9 @@ copy_status_t copy_each_row(PGconn *src, copy_row_fn fn, void *arg,
         int n = PQgetCopyData(src, &row, 1);
         if (n == -1) break;
         if (n == 0) {
-            struct pollfd fd = {.fd = PQsocket(src), .events = POLLIN};
-            if (!relay_wait(wait, wait_arg, &fd, 1, MAPPER_PROGRESS_EVERY_MS))
-                return COPY_ABORTED;
-            if (fd.revents && !PQconsumeInput(src)) {
-                pgutil_capture(src, NULL, PROTO_SIDE_SOURCE, err);
-                return COPY_FAILED;
-            }
+            copy_status_t st =
+                relay_read_more(src, PROTO_SIDE_SOURCE, wait, wait_arg, err);
+            if (st != COPY_OK) return st;
             continue;
         }
         if (n < 0) {

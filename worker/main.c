@@ -141,10 +141,8 @@ static int s_parse(int argc, char **argv, s_opts_t *o)
             s_usage(stdout);
             return -1;
         case ':':
-            log_error("option %s needs a value (see --help)", argv[optind - 1]);
-            return MAPPER_EXIT_USAGE;
         default:
-            log_error("unknown option '%s' (see --help)", argv[optind - 1]);
+            log_bad_option(c, argv);
             return MAPPER_EXIT_USAGE;
         }
     }

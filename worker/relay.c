@@ -53,6 +53,19 @@ bool relay_wait(copy_wait_fn wait, void *arg, struct pollfd *fds, int nfds,
     return poll(fds, (nfds_t)nfds, timeout_ms) >= 0 || errno == EINTR;
 }
 
+copy_status_t relay_read_more(PGconn *conn, proto_side_t side,
+                              copy_wait_fn wait, void *arg, pgutil_error_t *err)
+{
+    struct pollfd fd = {.fd = PQsocket(conn), .events = POLLIN};
+    if (!relay_wait(wait, arg, &fd, 1, MAPPER_PROGRESS_EVERY_MS))
+        return COPY_ABORTED;
+    if (fd.revents && !PQconsumeInput(conn)) {
+        pgutil_capture(conn, NULL, side, err);
+        return COPY_FAILED;
+    }
+    return COPY_OK;
+}
+
 /* Wait (serving job->wait) until conn has a whole result to give, so that
  * the PQgetResult after it does not block. */
 copy_status_t relay_await_result(PGconn *conn, proto_side_t side,
@@ -60,13 +73,8 @@ copy_status_t relay_await_result(PGconn *conn, proto_side_t side,
                                  pgutil_error_t *err)
 {
     while (PQisBusy(conn)) {
-        struct pollfd fd = {.fd = PQsocket(conn), .events = POLLIN};
-        if (!relay_wait(wait, arg, &fd, 1, MAPPER_PROGRESS_EVERY_MS))
-            return COPY_ABORTED;
-        if (fd.revents && !PQconsumeInput(conn)) {
-            pgutil_capture(conn, NULL, side, err);
-            return COPY_FAILED;
-        }
+        copy_status_t st = relay_read_more(conn, side, wait, arg, err);
+        if (st != COPY_OK) return st;
     }
     return COPY_OK;
 }

@@ -18,6 +18,13 @@
 bool relay_wait(copy_wait_fn wait, void *arg, struct pollfd *fds, int nfds,
                 int timeout_ms) __attribute__((warn_unused_result));
 
+/* Wait through wait (one poll interval at most) for conn to be readable,
+ * and read what came. COPY_ABORTED when wait said stop, COPY_FAILED (*err)
+ * when the connection failed. */
+copy_status_t relay_read_more(PGconn *conn, proto_side_t side,
+                              copy_wait_fn wait, void *arg, pgutil_error_t *err)
+    __attribute__((warn_unused_result));
+
 /* Wait through wait until conn has a whole result, so that PQgetResult
  * does not block. COPY_ABORTED when wait said stop, COPY_FAILED (*err)
  * when the connection failed. */
