@@ -457,17 +457,25 @@ curve_allow_t *curve_allow_load(const char *file_or_dir, char *err,
 
 /* ---- socket setup ---- */
 
-bool curve_server_setup(void *socket, const char *secret_z85)
+/* Whether a socket can be set up with CURVE and key (named what in the
+ * log line when it is not a key). */
+static bool s_setup_ready(const char *key, const char *what)
 {
     if (!curve_available()) {
         log_error("CURVE: this libzmq was built without CURVE support");
         return false;
     }
-    if (!s_key_ok(secret_z85)) {
-        log_error("CURVE: the server secret key is not a %d-character Z85 key",
+    if (!s_key_ok(key)) {
+        log_error("CURVE: the %s is not a %d-character Z85 key", what,
                   CURVE_KEY_LEN);
         return false;
     }
+    return true;
+}
+
+bool curve_server_setup(void *socket, const char *secret_z85)
+{
+    if (!s_setup_ready(secret_z85, "server secret key")) return false;
     int on = 1;
     if (zmq_setsockopt(socket, ZMQ_CURVE_SERVER, &on, sizeof on) != 0 ||
         zmq_setsockopt(socket, ZMQ_CURVE_SECRETKEY, secret_z85,
@@ -484,15 +492,7 @@ bool curve_server_setup(void *socket, const char *secret_z85)
 bool curve_client_setup(void *socket, const char *server_public_z85,
                         const char *client_secret_z85)
 {
-    if (!curve_available()) {
-        log_error("CURVE: this libzmq was built without CURVE support");
-        return false;
-    }
-    if (!s_key_ok(server_public_z85)) {
-        log_error("CURVE: the server public key is not a %d-character Z85 key",
-                  CURVE_KEY_LEN);
-        return false;
-    }
+    if (!s_setup_ready(server_public_z85, "server public key")) return false;
     char client_public[CURVE_KEY_LEN + 1];
     if (!curve_public_from_secret(client_secret_z85, client_public))
         return false;

@@ -55,6 +55,23 @@ static void s_table_free(s_table_t *t)
     memset(t, 0, sizeof *t);
 }
 
+/* Read what (its "columns", its "primary key") of table name from the
+ * catalog on conn with sql ($1: the table's oid, in oid_params). The rows
+ * (the caller clears them), or NULL with the reason in err. */
+static PGresult *s_catalog(PGconn *conn, proto_side_t side, const char *name,
+                           const char *const *oid_params, const char *sql,
+                           const char *what, char *err, size_t errlen)
+{
+    pgutil_error_t e;
+    PGresult *res = pgutil_query(conn, sql, 1, oid_params, side, &e);
+    if (res) return res;
+    char context[256];
+    snprintf(context, sizeof context, "%s table %s - cannot read its %s",
+             pgutil_side_name(side), name, what);
+    pgutil_reason(err, errlen, context, &e);
+    return NULL;
+}
+
 /* Resolve name (SQL syntax, search_path applies) on conn into *t;
  * *missing_out (may be NULL) tells that it does not exist. */
 static bool s_table_load(PGconn *conn, proto_side_t side, const char *name,
@@ -97,18 +114,14 @@ static bool s_table_load(PGconn *conn, proto_side_t side, const char *name,
     PQclear(res);
     oid_params[0] = oid;
 
-    res = pgutil_query(conn,
-                       "SELECT attname, atttypid, atttypmod, "
-                       "atttypid IN (20, 21, 23), attnotnull AND NOT "
-                       "atthasdef AND attidentity = '' FROM pg_attribute "
-                       "WHERE attrelid = $1::oid AND attnum > 0 AND NOT "
-                       "attisdropped AND attgenerated = '' ORDER BY attnum",
-                       1, oid_params, side, &e);
-    if (!res) {
-        pgutil_log_error("reading columns", &e);
-        return log_reason(err, errlen, "%s table %s %s", pgutil_side_name(side),
-                          name, "- cannot read its columns");
-    }
+    res = s_catalog(conn, side, name, oid_params,
+                    "SELECT attname, atttypid, atttypmod, "
+                    "atttypid IN (20, 21, 23), attnotnull AND NOT "
+                    "atthasdef AND attidentity = '' FROM pg_attribute "
+                    "WHERE attrelid = $1::oid AND attnum > 0 AND NOT "
+                    "attisdropped AND attgenerated = '' ORDER BY attnum",
+                    "columns", err, errlen);
+    if (!res) return false;
     t->ncols = PQntuples(res);
     t->cols = calloc((size_t)t->ncols + 1, sizeof *t->cols);
     for (int i = 0; t->cols && i < t->ncols; i++) {
@@ -120,17 +133,13 @@ static bool s_table_load(PGconn *conn, proto_side_t side, const char *name,
     }
     PQclear(res);
 
-    res = pgutil_query(conn,
-                       "SELECT a.attname FROM pg_index i JOIN pg_attribute a "
-                       "ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
-                       "WHERE i.indrelid = $1::oid AND i.indisprimary AND "
-                       "i.indnkeyatts = 1 AND a.atttypid IN (20, 21, 23)",
-                       1, oid_params, side, &e);
-    if (!res) {
-        pgutil_log_error("reading primary key", &e);
-        return log_reason(err, errlen, "%s table %s %s", pgutil_side_name(side),
-                          name, "- cannot read its primary key");
-    }
+    res = s_catalog(conn, side, name, oid_params,
+                    "SELECT a.attname FROM pg_index i JOIN pg_attribute a "
+                    "ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+                    "WHERE i.indrelid = $1::oid AND i.indisprimary AND "
+                    "i.indnkeyatts = 1 AND a.atttypid IN (20, 21, 23)",
+                    "primary key", err, errlen);
+    if (!res) return false;
     if (PQntuples(res) == 1) t->pk = strdup(PQgetvalue(res, 0, 0));
     PQclear(res);
     if (!t->cols || !t->qname || !t->nspname || !t->relname)
