@@ -5,6 +5,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <malloc.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -396,7 +397,7 @@ typedef struct {
     int query_options;    /* --query and --query-file given */
 } s_cli_t;
 
-/* s_option's answers besides an exit code. */
+/* The option functions' answers besides an exit code. */
 #define S_OPTION_NEXT  (-1) /* taken: go on */
 #define S_OPTION_OTHER (-2) /* not one of this function's options */
 
@@ -448,90 +449,129 @@ static const struct option s_opts[] = {
     {"version", no_argument, 0, 'V'},
     {0, 0, 0, 0}};
 
-/* The options that say what to copy, how the chunks go and how progress
- * shows. */
-static int s_option_copy(int o, s_cli_t *c)
+/* The options that only set one field: a string (optarg), a flag, a
+ * whole number in a range, or seconds (s_parse_seconds). */
+#define S_AT(field) offsetof(s_cli_t, field)
+static const struct {
+    int opt;
+    size_t at;
+} s_strings[] = {
+    {OPT_TABLE, S_AT(spec.table)},
+    {OPT_TARGET_TABLE, S_AT(spec.target_table)},
+    {OPT_SPLIT, S_AT(spec.split_by)},
+    {OPT_JSON, S_AT(json)},
+    {OPT_PROGRESS_FILE, S_AT(spec.progress_file)},
+    {OPT_JOB_ID, S_AT(spec.job_id)},
+    {OPT_STATE_SCHEMA, S_AT(spec.state_schema)},
+    {OPT_LISTEN, S_AT(spec.listen)},
+    {OPT_CURVE_SECRET, S_AT(spec.curve_secret_key)},
+    {OPT_CURVE_ALLOW, S_AT(spec.curve_allow)},
+    {OPT_COLUMNS, S_AT(spec.columns)},
+    {OPT_REJECT_FILE, S_AT(spec.reject_file)},
+};
+static const struct {
+    int opt;
+    size_t at;
+    bool value;
+} s_flags[] = {
+    {OPT_NO_JITTER, S_AT(spec.retry.jitter), false},
+    {OPT_NO_RETRY, S_AT(spec.retry.enabled), false},
+    {OPT_RESTART, S_AT(spec.restart), true},
+    {OPT_TRUNCATE, S_AT(spec.truncate), true},
+    {OPT_NO_LEDGER, S_AT(spec.no_ledger), true},
+    {OPT_INSECURE, S_AT(spec.insecure), true},
+};
+static const struct {
+    int opt;
+    const char *name;
+    int64_t min, max;
+    size_t at;
+    bool is_int; /* the field is an int, else an int64_t */
+} s_ints[] = {
+    {OPT_WORKERS, "--workers", 0, MAPPER_MAX_WORKERS, S_AT(spec.workers), true},
+    {OPT_CHUNK, "--chunk-size", 1, INT64_MAX / 2, S_AT(spec.chunk_size), false},
+    {OPT_MAX_INFLIGHT, "--max-inflight-chunks", 1, MAPPER_MAX_INFLIGHT,
+     S_AT(spec.max_inflight_chunks), false},
+    {OPT_MAX_RETRIES, "--max-retries", 0, 1000, S_AT(spec.retry.max_retries),
+     true},
+    {OPT_MAX_REJECTS, "--max-rejects", 0, INT64_MAX, S_AT(spec.max_rejects),
+     false},
+};
+static const struct {
+    int opt;
+    const char *name;
+    size_t at;
+} s_seconds[] = {
+    {OPT_INITIAL_DELAY, "--initial-delay", S_AT(spec.retry.initial_delay)},
+    {OPT_MAX_DELAY, "--max-delay", S_AT(spec.retry.max_delay)},
+    {OPT_BASE, "--backoff-base", S_AT(spec.retry.exponential_base)},
+    {OPT_DEADLINE, "--retry-deadline", S_AT(spec.retry.deadline)},
+    {OPT_OUTAGE, "--outage-timeout", S_AT(spec.outage_timeout)},
+    {OPT_GRACE, "--grace", S_AT(spec.grace)},
+    {OPT_WORKER_TIMEOUT, "--worker-timeout", S_AT(spec.worker_timeout)},
+};
+#define S_COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Take option o when it only sets one field (the tables above). */
+static int s_option_field(int o, s_cli_t *c)
 {
-    int64_t v;
+    char *base = (char *)c;
+    for (size_t i = 0; i < S_COUNT(s_strings); i++)
+        if (s_strings[i].opt == o) {
+            *(const char **)(base + s_strings[i].at) = optarg;
+            return S_OPTION_NEXT;
+        }
+    for (size_t i = 0; i < S_COUNT(s_flags); i++)
+        if (s_flags[i].opt == o) {
+            *(bool *)(base + s_flags[i].at) = s_flags[i].value;
+            return S_OPTION_NEXT;
+        }
+    for (size_t i = 0; i < S_COUNT(s_ints); i++) {
+        int64_t v;
+        if (s_ints[i].opt != o) continue;
+        if (!s_parse_int(s_ints[i].name, optarg, s_ints[i].min, s_ints[i].max,
+                         &v))
+            return MAPPER_EXIT_USAGE;
+        if (s_ints[i].is_int)
+            *(int *)(base + s_ints[i].at) = (int)v;
+        else
+            *(int64_t *)(base + s_ints[i].at) = v;
+        return S_OPTION_NEXT;
+    }
+    for (size_t i = 0; i < S_COUNT(s_seconds); i++)
+        if (s_seconds[i].opt == o)
+            return s_parse_seconds(s_seconds[i].name, optarg,
+                                   (double *)(base + s_seconds[i].at))
+                       ? S_OPTION_NEXT
+                       : MAPPER_EXIT_USAGE;
+    return S_OPTION_OTHER;
+}
+
+/* --source or --target: kept as given, its password hidden in argv. */
+static int s_option_conninfo(int o, s_cli_t *c)
+{
+    char *copy = strdup(optarg), why[512];
+    if (!copy) return MAPPER_EXIT_CANNOT_RUN;
+    if (!log_hide_conninfo(copy, optarg, why, sizeof why)) {
+        log_error("--%s: %s", o == OPT_SOURCE ? "source" : "target", why);
+        free(copy);
+        return MAPPER_EXIT_USAGE;
+    }
+    char **slot = o == OPT_SOURCE ? &c->source : &c->target;
+    free(*slot);
+    *slot = copy;
+    return S_OPTION_NEXT;
+}
+
+/* The options that take more than setting one field. */
+static int s_option(int o, s_cli_t *c, char **argv)
+{
+    int rc = s_option_field(o, c);
+    if (rc != S_OPTION_OTHER) return rc;
     switch (o) {
     case OPT_SOURCE:
-    case OPT_TARGET: {
-        char *copy = strdup(optarg), why[512];
-        if (!copy) return MAPPER_EXIT_CANNOT_RUN;
-        if (!log_hide_conninfo(copy, optarg, why, sizeof why)) {
-            log_error("--%s: %s", o == OPT_SOURCE ? "source" : "target", why);
-            free(copy);
-            return MAPPER_EXIT_USAGE;
-        }
-        if (o == OPT_SOURCE)
-            free(c->source), c->source = copy;
-        else
-            free(c->target), c->target = copy;
-        break;
-    }
-    case OPT_TABLE:
-        c->spec.table = optarg;
-        break;
-    case OPT_TARGET_TABLE:
-        c->spec.target_table = optarg;
-        break;
-    case OPT_WORKERS:
-        if (!s_parse_int("--workers", optarg, 0, MAPPER_MAX_WORKERS, &v))
-            return MAPPER_EXIT_USAGE;
-        c->spec.workers = (int)v;
-        break;
-    case OPT_CHUNK:
-        if (!s_parse_int("--chunk-size", optarg, 1, INT64_MAX / 2, &v))
-            return MAPPER_EXIT_USAGE;
-        c->spec.chunk_size = v;
-        break;
-    case OPT_MAX_INFLIGHT:
-        if (!s_parse_int("--max-inflight-chunks", optarg, 1,
-                         MAPPER_MAX_INFLIGHT, &v))
-            return MAPPER_EXIT_USAGE;
-        c->spec.max_inflight_chunks = v;
-        break;
-    case OPT_SPLIT:
-        c->spec.split_by = optarg;
-        break;
-    case OPT_JSON:
-        c->json = optarg;
-        break;
-    case OPT_MAX_RETRIES:
-        if (!s_parse_int("--max-retries", optarg, 0, 1000, &v))
-            return MAPPER_EXIT_USAGE;
-        c->spec.retry.max_retries = (int)v;
-        break;
-    case OPT_INITIAL_DELAY:
-        if (!s_parse_seconds("--initial-delay", optarg,
-                             &c->spec.retry.initial_delay))
-            return MAPPER_EXIT_USAGE;
-        break;
-    case OPT_MAX_DELAY:
-        if (!s_parse_seconds("--max-delay", optarg, &c->spec.retry.max_delay))
-            return MAPPER_EXIT_USAGE;
-        break;
-    case OPT_BASE:
-        if (!s_parse_seconds("--backoff-base", optarg,
-                             &c->spec.retry.exponential_base))
-            return MAPPER_EXIT_USAGE;
-        break;
-    case OPT_NO_JITTER:
-        c->spec.retry.jitter = false;
-        break;
-    case OPT_NO_RETRY:
-        c->spec.retry.enabled = false;
-        break;
-    case OPT_DEADLINE:
-        if (!s_parse_seconds("--retry-deadline", optarg,
-                             &c->spec.retry.deadline))
-            return MAPPER_EXIT_USAGE;
-        break;
-    case OPT_OUTAGE:
-        if (!s_parse_seconds("--outage-timeout", optarg,
-                             &c->spec.outage_timeout))
-            return MAPPER_EXIT_USAGE;
-        break;
+    case OPT_TARGET:
+        return s_option_conninfo(o, c);
     case OPT_PROGRESS:
         if (!s_parse_progress(optarg, &c->spec.progress))
             return MAPPER_EXIT_USAGE;
@@ -548,26 +588,6 @@ static int s_option_copy(int o, s_cli_t *c)
     case OPT_NO_PROGRESS:
         c->spec.progress = MAPPER_PROGRESS_NONE;
         break;
-    case OPT_PROGRESS_FILE:
-        c->spec.progress_file = optarg;
-        break;
-    default:
-        return S_OPTION_OTHER;
-    }
-    return S_OPTION_NEXT;
-}
-
-/* The other options: progress, ledger, network, query, bad rows, output. */
-static int s_option_run(int o, s_cli_t *c, char **argv)
-{
-    int64_t v;
-    switch (o) {
-    case OPT_JOB_ID:
-        c->spec.job_id = optarg;
-        break;
-    case OPT_STATE_SCHEMA:
-        c->spec.state_schema = optarg;
-        break;
     case OPT_RESUME:
         if (!s_parse_resume(optarg, &c->spec)) {
             log_error("--resume: expected --resume or --resume=auto, "
@@ -575,36 +595,6 @@ static int s_option_run(int o, s_cli_t *c, char **argv)
                       optarg);
             return MAPPER_EXIT_USAGE;
         }
-        break;
-    case OPT_RESTART:
-        c->spec.restart = true;
-        break;
-    case OPT_TRUNCATE:
-        c->spec.truncate = true;
-        break;
-    case OPT_NO_LEDGER:
-        c->spec.no_ledger = true;
-        break;
-    case OPT_GRACE:
-        if (!s_parse_seconds("--grace", optarg, &c->spec.grace))
-            return MAPPER_EXIT_USAGE;
-        break;
-    case OPT_LISTEN:
-        c->spec.listen = optarg;
-        break;
-    case OPT_INSECURE:
-        c->spec.insecure = true;
-        break;
-    case OPT_WORKER_TIMEOUT:
-        if (!s_parse_seconds("--worker-timeout", optarg,
-                             &c->spec.worker_timeout))
-            return MAPPER_EXIT_USAGE;
-        break;
-    case OPT_CURVE_SECRET:
-        c->spec.curve_secret_key = optarg;
-        break;
-    case OPT_CURVE_ALLOW:
-        c->spec.curve_allow = optarg;
         break;
     case OPT_QUERY:
         c->spec.query = optarg;
@@ -616,9 +606,6 @@ static int s_option_run(int o, s_cli_t *c, char **argv)
             return MAPPER_EXIT_USAGE;
         c->spec.query = c->query_file;
         c->query_options++;
-        break;
-    case OPT_COLUMNS:
-        c->spec.columns = optarg;
         break;
     case OPT_IF_TARGET_MISSING:
         if (!strcmp(optarg, "create"))
@@ -642,14 +629,6 @@ static int s_option_run(int o, s_cli_t *c, char **argv)
                       optarg);
             return MAPPER_EXIT_USAGE;
         }
-        break;
-    case OPT_REJECT_FILE:
-        c->spec.reject_file = optarg;
-        break;
-    case OPT_MAX_REJECTS:
-        if (!s_parse_int("--max-rejects", optarg, 0, INT64_MAX, &v))
-            return MAPPER_EXIT_USAGE;
-        c->spec.max_rejects = v;
         break;
     case 'v':
         log_set_level(LOG_DEBUG);
@@ -685,8 +664,7 @@ static int s_parse_args(int argc, char **argv, s_cli_t *c)
     opterr = 0;
     int o, idx;
     while ((o = getopt_long(argc, argv, ":vqhV", s_opts, &idx)) != -1) {
-        int rc = s_option_copy(o, c);
-        if (rc == S_OPTION_OTHER) rc = s_option_run(o, c, argv);
+        int rc = s_option(o, c, argv);
         if (rc != S_OPTION_NEXT) return rc;
     }
     if (optind < argc) {
