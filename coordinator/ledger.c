@@ -599,11 +599,15 @@ bool ledger_load(ledger_t *l, plan_t *plan, bool **done_out, int64_t **rows_out,
 /* Run the statement tmpl (@S: the schema) on conn with $1 the job id, $2
  * chunk_id (none when < 0), then the nmore values of more. Returns its
  * result (rows or none; the caller clears it), or NULL, logged as
- * "ledger: what". */
+ * "ledger: what" (conn NULL: the session is being reconnected). */
 static PGresult *s_run(ledger_t *l, PGconn *conn, const char *tmpl,
                        int64_t chunk_id, int nmore, const char *const *more,
                        const char *what)
 {
+    if (!conn) {
+        log_warn("ledger: %s: the target session is down (reconnecting)", what);
+        return NULL;
+    }
     char sql[LEDGER_SQL_MAX], id[24];
     s_sql(l, sql, sizeof sql, tmpl);
     snprintf(id, sizeof id, "%" PRId64, chunk_id);
