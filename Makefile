@@ -192,7 +192,8 @@ FUZZ_ARGS ?=
 FUZZ_CFLAGS := -fsanitize=fuzzer,address,undefined \
     -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1 -std=c11 \
     -D_GNU_SOURCE $(WARN) -Icommon
-FUZZ_SRC := tests/fuzz/fuzz_proto.c common/proto.c common/log.c
+FUZZ_SRC := tests/fuzz/fuzz_proto.c common/proto.c common/proto_prescan.c \
+    common/log.c
 FUZZ_RUN = @mkdir -p $(BUILD)/fuzz/corpus && \
     cp tests/fuzz/corpus/* $(BUILD)/fuzz/corpus/ && \
     UBSAN_OPTIONS=print_stacktrace=1 $(BUILD)/fuzz/fuzz_proto \
@@ -212,9 +213,10 @@ fuzz-smoke: $(BUILD)/fuzz/fuzz_proto
 	$(FUZZ_RUN) -max_total_time=20
 
 $(BUILD)/fuzz/make_corpus: tests/fuzz/make_corpus.c common/proto.c \
-    common/log.c common/proto.h common/log.h
+    common/proto_prescan.c common/log.c common/proto.h common/log.h
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(PKG_CFLAGS) -o $@ $< common/proto.c common/log.c \
+	$(CC) $(ALL_CFLAGS) $(PKG_CFLAGS) -o $@ $< common/proto.c common/proto_prescan.c \
+	    common/log.c \
 	    $(LDLIBS_ALL)
 
 fuzz-corpus: $(BUILD)/fuzz/make_corpus

@@ -27,17 +27,6 @@ struct curve_allow {
     size_t cap;                       /* keys allocated */
 };
 
-/* Write a one-line message into err when there is room for one. */
-__attribute__((format(printf, 3, 4))) static void
-s_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* Decode a Z85 key of exactly CURVE_KEY_LEN characters into out. The length
  * is checked first: zmq_z85_decode writes 4/5 of strlen bytes. */
 static bool s_decode(const char *z85, uint8_t out[CURVE_KEY_BYTES])
@@ -87,7 +76,8 @@ static bool s_write_key(int fd, const char *key, mode_t mode, const char *path,
         saved = errno;
     }
     explicit_bzero(line, sizeof line);
-    if (!ok) s_err(err, errlen, "cannot write %s: %s", path, strerror(saved));
+    if (!ok)
+        log_reason(err, errlen, "cannot write %s: %s", path, strerror(saved));
     return ok;
 }
 
@@ -99,9 +89,11 @@ static bool s_create_key(const char *path, const char *key, mode_t mode,
         open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd < 0) {
         if (errno == EEXIST)
-            s_err(err, errlen, "%s already exists; not overwriting it", path);
+            log_reason(err, errlen, "%s already exists; not overwriting it",
+                       path);
         else
-            s_err(err, errlen, "cannot create %s: %s", path, strerror(errno));
+            log_reason(err, errlen, "cannot create %s: %s", path,
+                       strerror(errno));
         return false;
     }
     if (s_write_key(fd, key, mode, path, err, errlen)) return true;
@@ -111,13 +103,13 @@ static bool s_create_key(const char *path, const char *key, mode_t mode,
 
 bool curve_keygen(const char *name, char *err, size_t errlen)
 {
-    s_err(err, errlen, "%s", "");
+    log_reason(err, errlen, "%s", "");
     if (!name || !*name) {
-        s_err(err, errlen, "key name is empty");
+        log_reason(err, errlen, "key name is empty");
         return false;
     }
     if (!curve_available()) {
-        s_err(err, errlen, "this libzmq was built without CURVE support");
+        log_reason(err, errlen, "this libzmq was built without CURVE support");
         return false;
     }
     char key_path[PATH_MAX], pub_path[PATH_MAX];
@@ -125,22 +117,24 @@ bool curve_keygen(const char *name, char *err, size_t errlen)
     int pn = snprintf(pub_path, sizeof pub_path, "%s.pub", name);
     if (kn < 0 || pn < 0 || (size_t)kn >= sizeof key_path ||
         (size_t)pn >= sizeof pub_path) {
-        s_err(err, errlen, "key name is too long");
+        log_reason(err, errlen, "key name is too long");
         return false;
     }
     struct stat st;
     if (lstat(pub_path, &st) == 0) {
-        s_err(err, errlen, "%s already exists; not overwriting it", pub_path);
+        log_reason(err, errlen, "%s already exists; not overwriting it",
+                   pub_path);
         return false;
     }
     if (errno != ENOENT) {
-        s_err(err, errlen, "cannot check %s: %s", pub_path, strerror(errno));
+        log_reason(err, errlen, "cannot check %s: %s", pub_path,
+                   strerror(errno));
         return false;
     }
     char public_z85[CURVE_KEY_LEN + 1], secret_z85[CURVE_KEY_LEN + 1];
     if (zmq_curve_keypair(public_z85, secret_z85) != 0) {
-        s_err(err, errlen, "cannot generate a key pair: %s",
-              zmq_strerror(errno));
+        log_reason(err, errlen, "cannot generate a key pair: %s",
+                   zmq_strerror(errno));
         return false;
     }
     bool ok = s_create_key(key_path, secret_z85, S_SECRET_MODE, err, errlen);
@@ -192,14 +186,14 @@ static bool s_parse_key_text(const char *buf, size_t len, const char *path,
     while (n < len && buf[n] > ' ' && buf[n] < 0x7f)
         n++;
     if (n != CURVE_KEY_LEN) {
-        s_err(err, errlen,
-              "%s: not a key file (expected %d Z85 characters, found %zu)",
-              path, CURVE_KEY_LEN, n);
+        log_reason(err, errlen,
+                   "%s: not a key file (expected %d Z85 characters, found %zu)",
+                   path, CURVE_KEY_LEN, n);
         return false;
     }
     for (size_t i = n; i < len; i++) {
         if (!strchr(" \t\r\n", buf[i]) || buf[i] == '\0') {
-            s_err(err, errlen, "%s: unexpected text after the key", path);
+            log_reason(err, errlen, "%s: unexpected text after the key", path);
             return false;
         }
     }
@@ -207,7 +201,7 @@ static bool s_parse_key_text(const char *buf, size_t len, const char *path,
     out[CURVE_KEY_LEN] = '\0';
     if (!s_key_ok(out)) {
         explicit_bzero(out, CURVE_KEY_LEN + 1);
-        s_err(err, errlen, "%s: not a valid Z85 key", path);
+        log_reason(err, errlen, "%s: not a valid Z85 key", path);
         return false;
     }
     return true;
@@ -217,11 +211,11 @@ bool curve_read_key(const char *path, bool secret, char out[CURVE_KEY_LEN + 1],
                     char *err, size_t errlen)
 {
     out[0] = '\0';
-    s_err(err, errlen, "%s", "");
+    log_reason(err, errlen, "%s", "");
     /* O_NONBLOCK: a FIFO planted at path must not hang us. */
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
-        s_err(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        log_reason(err, errlen, "cannot open %s: %s", path, strerror(errno));
         return false;
     }
     struct stat st;
@@ -230,17 +224,17 @@ bool curve_read_key(const char *path, bool secret, char out[CURVE_KEY_LEN + 1],
     bool too_long = false;
     bool ok = false;
     if (fstat(fd, &st) != 0)
-        s_err(err, errlen, "cannot stat %s: %s", path, strerror(errno));
+        log_reason(err, errlen, "cannot stat %s: %s", path, strerror(errno));
     else if (!S_ISREG(st.st_mode))
-        s_err(err, errlen, "%s is not a regular file", path);
+        log_reason(err, errlen, "%s is not a regular file", path);
     else if (secret && (st.st_mode & S_GROUP_OTHER))
-        s_err(err, errlen,
-              "%s: permissions %04o are too open for a secret key "
-              "(group/others may access it); chmod 600 it",
-              path, (unsigned)(st.st_mode & 07777));
+        log_reason(err, errlen,
+                   "%s: permissions %04o are too open for a secret key "
+                   "(group/others may access it); chmod 600 it",
+                   path, (unsigned)(st.st_mode & 07777));
     else if (!s_read_all(fd, buf, sizeof buf, &len, &too_long))
-        s_err(err, errlen, "%s: %s", path,
-              too_long ? "too long for a key file" : strerror(errno));
+        log_reason(err, errlen, "%s: %s", path,
+                   too_long ? "too long for a key file" : strerror(errno));
     else
         ok = s_parse_key_text(buf, len, path, out, err, errlen);
     close(fd);
@@ -336,7 +330,7 @@ static bool s_allow_line(curve_allow_t *self, char *line, size_t len,
                          size_t errlen)
 {
     if (strlen(line) != len) {
-        s_err(err, errlen, "%s:%zu: NUL byte in the line", path, lineno);
+        log_reason(err, errlen, "%s:%zu: NUL byte in the line", path, lineno);
         return false;
     }
     char *p = line + strspn(line, " \t\r\n");
@@ -350,11 +344,11 @@ static bool s_allow_line(curve_allow_t *self, char *line, size_t len,
         is_key = s_decode(p, key);
     }
     if (!is_key) {
-        s_err(err, errlen, "%s:%zu: not a Z85 public key", path, lineno);
+        log_reason(err, errlen, "%s:%zu: not a Z85 public key", path, lineno);
         return false;
     }
     if (!s_allow_add_bin(self, key)) {
-        s_err(err, errlen, "%s:%zu: out of memory", path, lineno);
+        log_reason(err, errlen, "%s:%zu: out of memory", path, lineno);
         return false;
     }
     return true;
@@ -365,7 +359,7 @@ static bool s_allow_file(curve_allow_t *self, const char *path, char *err,
 {
     FILE *f = fopen(path, "re");
     if (!f) {
-        s_err(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        log_reason(err, errlen, "cannot open %s: %s", path, strerror(errno));
         return false;
     }
     char *line = NULL;
@@ -376,7 +370,7 @@ static bool s_allow_file(curve_allow_t *self, const char *path, char *err,
     while (ok && (len = getline(&line, &cap, f)) >= 0)
         ok = s_allow_line(self, line, (size_t)len, path, ++lineno, err, errlen);
     if (ok && ferror(f)) {
-        s_err(err, errlen, "cannot read %s: %s", path, strerror(errno));
+        log_reason(err, errlen, "cannot read %s: %s", path, strerror(errno));
         ok = false;
     }
     free(line);
@@ -396,8 +390,8 @@ static bool s_allow_dir(curve_allow_t *self, const char *path, char *err,
 {
     DIR *dir = opendir(path);
     if (!dir) {
-        s_err(err, errlen, "cannot open directory %s: %s", path,
-              strerror(errno));
+        log_reason(err, errlen, "cannot open directory %s: %s", path,
+                   strerror(errno));
         return false;
     }
     bool ok = true;
@@ -410,15 +404,16 @@ static bool s_allow_dir(curve_allow_t *self, const char *path, char *err,
         uint8_t key[CURVE_KEY_BYTES];
         struct stat st;
         if (n < 0 || (size_t)n >= sizeof file) {
-            s_err(err, errlen, "%s/%s: path too long", path, de->d_name);
+            log_reason(err, errlen, "%s/%s: path too long", path, de->d_name);
             ok = false;
         } else if (stat(file, &st) == 0 && (st.st_mode & S_IWOTH)) {
-            s_err(err, errlen, "%s is writable by others; refusing it", file);
+            log_reason(err, errlen, "%s is writable by others; refusing it",
+                       file);
             ok = false;
         } else if (!curve_read_key(file, false, z85, err, errlen)) {
             ok = false;
         } else if (!s_decode(z85, key) || !s_allow_add_bin(self, key)) {
-            s_err(err, errlen, "%s: out of memory", file);
+            log_reason(err, errlen, "%s: out of memory", file);
             ok = false;
         }
     }
@@ -429,29 +424,31 @@ static bool s_allow_dir(curve_allow_t *self, const char *path, char *err,
 curve_allow_t *curve_allow_load(const char *file_or_dir, char *err,
                                 size_t errlen)
 {
-    s_err(err, errlen, "%s", "");
+    log_reason(err, errlen, "%s", "");
     struct stat st;
     if (!file_or_dir || stat(file_or_dir, &st) != 0) {
-        s_err(err, errlen, "cannot open allow-list %s: %s",
-              file_or_dir ? file_or_dir : "(null)",
-              file_or_dir ? strerror(errno) : "no path");
+        log_reason(err, errlen, "cannot open allow-list %s: %s",
+                   file_or_dir ? file_or_dir : "(null)",
+                   file_or_dir ? strerror(errno) : "no path");
         return NULL;
     }
     if (st.st_mode & S_IWOTH) {
-        s_err(err, errlen, "allow-list %s is writable by others; refusing it",
-              file_or_dir);
+        log_reason(err, errlen,
+                   "allow-list %s is writable by others; refusing it",
+                   file_or_dir);
         return NULL;
     }
     curve_allow_t *self = calloc(1, sizeof *self);
     if (!self) {
-        s_err(err, errlen, "out of memory");
+        log_reason(err, errlen, "out of memory");
         return NULL;
     }
     bool ok = S_ISDIR(st.st_mode)
                   ? s_allow_dir(self, file_or_dir, err, errlen)
                   : s_allow_file(self, file_or_dir, err, errlen);
     if (ok && self->count == 0) {
-        s_err(err, errlen, "allow-list %s holds no public key", file_or_dir);
+        log_reason(err, errlen, "allow-list %s holds no public key",
+                   file_or_dir);
         ok = false;
     }
     if (!ok) curve_allow_destroy(&self);
@@ -460,17 +457,25 @@ curve_allow_t *curve_allow_load(const char *file_or_dir, char *err,
 
 /* ---- socket setup ---- */
 
-bool curve_server_setup(void *socket, const char *secret_z85)
+/* Whether a socket can be set up with CURVE and key (named what in the
+ * log line when it is not a key). */
+static bool s_setup_ready(const char *key, const char *what)
 {
     if (!curve_available()) {
         log_error("CURVE: this libzmq was built without CURVE support");
         return false;
     }
-    if (!s_key_ok(secret_z85)) {
-        log_error("CURVE: the server secret key is not a %d-character Z85 key",
+    if (!s_key_ok(key)) {
+        log_error("CURVE: the %s is not a %d-character Z85 key", what,
                   CURVE_KEY_LEN);
         return false;
     }
+    return true;
+}
+
+bool curve_server_setup(void *socket, const char *secret_z85)
+{
+    if (!s_setup_ready(secret_z85, "server secret key")) return false;
     int on = 1;
     if (zmq_setsockopt(socket, ZMQ_CURVE_SERVER, &on, sizeof on) != 0 ||
         zmq_setsockopt(socket, ZMQ_CURVE_SECRETKEY, secret_z85,
@@ -487,15 +492,7 @@ bool curve_server_setup(void *socket, const char *secret_z85)
 bool curve_client_setup(void *socket, const char *server_public_z85,
                         const char *client_secret_z85)
 {
-    if (!curve_available()) {
-        log_error("CURVE: this libzmq was built without CURVE support");
-        return false;
-    }
-    if (!s_key_ok(server_public_z85)) {
-        log_error("CURVE: the server public key is not a %d-character Z85 key",
-                  CURVE_KEY_LEN);
-        return false;
-    }
+    if (!s_setup_ready(server_public_z85, "server public key")) return false;
     char client_public[CURVE_KEY_LEN + 1];
     if (!curve_public_from_secret(client_secret_z85, client_public))
         return false;

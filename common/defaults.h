@@ -23,6 +23,8 @@
 #define MAPPER_OUTAGE_TIMEOUT_S   300.0
 #define MAPPER_OUTAGE_PROBE_MIN_S 0.5
 #define MAPPER_OUTAGE_PROBE_MAX_S 5.0
+/* A broken ledger session is reconnected at most this often. */
+#define MAPPER_LEDGER_RECONNECT_S 1.0
 
 /* libpq session settings for every connection we open. */
 #define MAPPER_CONNECT_TIMEOUT_S     "10"
@@ -89,7 +91,7 @@
 #define MAPPER_ENV_TARGET     "MAPPER_TARGET_URL"
 #define MAPPER_ENV_WORKER_BIN "MAPPER_WORKER_BIN"
 #define MAPPER_ENV_FAULT      "MAPPER_FAULT"
-/* Test-only: a "pause-" fault holds until this file exists (see copy_fault). */
+/* Test-only: a "pause-" fault holds until this file exists (see fault_at). */
 #define MAPPER_ENV_FAULT_RELEASE "MAPPER_FAULT_RELEASE"
 /* CURVE keys handed to forked workers (never on argv). */
 #define MAPPER_ENV_CURVE_SERVER     "MAPPER_CURVE_SERVER_KEY"
@@ -101,7 +103,7 @@
 /* A buffer this big holds any message about a bad environment variable. */
 #define MAPPER_ENV_ERR_MAX 256
 
-/* ---- retry policy (common/retry.h) ---- */
+/* ---- retry policy (coordinator/retry.h) ---- */
 #define MAPPER_RETRY_ENABLED          true /* retry failed chunks at all */
 #define MAPPER_RETRY_MAX_RETRIES      3    /* retries after the first attempt */
 #define MAPPER_RETRY_INITIAL_DELAY_S  1.0  /* delay before retry 1 */

@@ -2,12 +2,16 @@
 #include "log.h"
 
 #include <ctype.h>
+#include <getopt.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+/* The longest reason log_reason formats before cleaning it. */
+#define LOG_REASON_MAX 4096
 
 static const char *s_role = "mapper";
 static log_level_t s_level = LOG_INFO;
@@ -301,4 +305,30 @@ bool log_hide_conninfo(const char *conninfo, char *arg, char *err,
      * that still parses: then hide it all. */
     if (s_password_left(arg)) memset(arg, 'x', strlen(arg));
     return true;
+}
+
+bool log_vreason(char *err, size_t errlen, const char *fmt, va_list ap)
+{
+    if (!err || errlen == 0) return false;
+    char raw[LOG_REASON_MAX];
+    vsnprintf(raw, sizeof raw, fmt, ap);
+    log_one_line(err, errlen, raw);
+    return false;
+}
+
+bool log_reason(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_vreason(err, errlen, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+void log_bad_option(int opt, char **argv)
+{
+    if (opt == ':')
+        log_error("option %s needs a value (see --help)", argv[optind - 1]);
+    else
+        log_error("unknown option '%s' (see --help)", argv[optind - 1]);
 }

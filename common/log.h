@@ -1,5 +1,27 @@
 /* common/log.h - one logging module: level-checked macros, one line per
- * event on stderr, prefixed with the process role and pid. */
+ * event on stderr, prefixed with the process role and pid.
+ *
+ * How failure travels, everywhere in mapper:
+ * - A fallible function returns bool (true = ok) or a pointer (NULL =
+ *   failed), marked warn_unused_result when its caller must act on a
+ *   failure. It logs the failure once, where it happens, with the context
+ *   it has (chunk, attempt, peer, side, SQLSTATE); callers add nothing or
+ *   one line of their own context.
+ * - Unless its header says it writes the reason into the caller's buffer
+ *   (char *err, size_t errlen) instead, with log_reason: only for input
+ *   whose context the caller has (a frame from a peer, a key file, an
+ *   option or a variable) and for the steps that set a job up, whose reason
+ *   becomes the job's result. Such a function does not log; its caller
+ *   logs the reason once or passes it on.
+ * - A database error that decides a chunk's fate is a pgutil_error_t:
+ *   captured (pgutil_capture) before anything else touches the session,
+ *   sent by the worker in a FAILED message, judged only in the coordinator
+ *   (chunks.c with retry.c). Nowhere else.
+ * - mapper_job_run, the library's boundary, returns an exit code with the
+ *   reason in mapper_result.error (job.c's s_fail); mapper-coord logs it.
+ * - A send whose loss the protocol recovers from (a heartbeat, progress, a
+ *   stop: the next one, the lease or SIGCHLD tells) is logged by the send;
+ *   its caller calls it as a statement. */
 #ifndef MAPPER_LOG_H
 #define MAPPER_LOG_H
 
@@ -42,6 +64,18 @@ void log_write(log_level_t level, const char *fmt, ...)
  * trailing blanks are trimmed. Every line this process writes passes
  * here. Returns dst. */
 char *log_one_line(char *dst, size_t n, const char *src);
+
+/* Write the reason for a failure (printf-style) into err (size errlen; no
+ * effect when NULL or 0) as one line safe to show (log_one_line), without
+ * logging it. Returns false, for `return log_reason(...)`. */
+bool log_reason(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+bool log_vreason(char *err, size_t errlen, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+
+/* Log what getopt_long found wrong with argv: for ':' an option with no
+ * value, for anything else an unknown option (see --help). */
+void log_bad_option(int opt, char **argv);
 
 /* What a password is replaced with. */
 #define LOG_REDACTED "[password]"

@@ -29,6 +29,7 @@ pgutil_probe_state_t pgutil_probe_start(pgutil_probe_t *p, const char *conninfo)
     const char *keys[] = {"dbname", NULL};
     const char *vals[] = {conninfo ? conninfo : "", NULL};
     p->conn = PQconnectStartParams(keys, vals, 1);
+    p->reset = false;
     p->reading = false;
     p->started = clock_now();
     if (!p->conn || PQstatus(p->conn) == CONNECTION_BAD) {
@@ -38,7 +39,19 @@ pgutil_probe_state_t pgutil_probe_start(pgutil_probe_t *p, const char *conninfo)
     return pgutil_probe_poll(p);
 }
 
-/* A finished probe's answer: the connection is closed. */
+pgutil_probe_state_t pgutil_reset_start(pgutil_probe_t *p, PGconn *conn)
+{
+    pgutil_probe_cancel(p);
+    p->started = clock_now();
+    p->reading = false;
+    if (!conn || !PQresetStart(conn)) return PGUTIL_PROBE_DOWN;
+    p->conn = conn;
+    p->reset = true;
+    return pgutil_probe_poll(p);
+}
+
+/* A finished probe's answer: the connection is closed (a reset's stays
+ * with its owner). */
 static pgutil_probe_state_t s_probe_end(pgutil_probe_t *p, bool up)
 {
     pgutil_probe_cancel(p);
@@ -59,7 +72,7 @@ pgutil_probe_state_t pgutil_probe_poll(pgutil_probe_t *p)
             return PGUTIL_PROBE_BUSY;
         }
         if (n < 0 && errno == EINTR) continue;
-        switch (PQconnectPoll(p->conn)) {
+        switch (p->reset ? PQresetPoll(p->conn) : PQconnectPoll(p->conn)) {
         case PGRES_POLLING_READING:
             p->reading = true;
             continue;
@@ -69,14 +82,15 @@ pgutil_probe_state_t pgutil_probe_poll(pgutil_probe_t *p)
         case PGRES_POLLING_OK:
             return s_probe_end(p, true);
         default: /* failed: answered only if it asked for a password */
-            return s_probe_end(p, PQconnectionNeedsPassword(p->conn) != 0);
+            return s_probe_end(p, !p->reset &&
+                                      PQconnectionNeedsPassword(p->conn) != 0);
         }
     }
 }
 
 void pgutil_probe_cancel(pgutil_probe_t *p)
 {
-    if (p->conn) PQfinish(p->conn);
+    if (p->conn && !p->reset) PQfinish(p->conn);
     p->conn = NULL;
 }
 
@@ -186,6 +200,13 @@ void pgutil_log_error(const char *context, const pgutil_error_t *err)
     log_error("%s: %s: %s%s%s%s", context, pgutil_side_name(err->side),
               err->sqlstate[0] ? "[" : "", err->sqlstate,
               err->sqlstate[0] ? "] " : "", err->message);
+}
+
+bool pgutil_reason(char *err, size_t errlen, const char *context,
+                   const pgutil_error_t *e)
+{
+    return log_reason(err, errlen, "%s: %s%s%s", context, e->sqlstate,
+                      e->sqlstate[0] ? " " : "", e->message);
 }
 
 void pgutil_source_identity(PGconn *conn, char *out, size_t n)

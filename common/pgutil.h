@@ -48,10 +48,12 @@ PGresult *pgutil_query(PGconn *conn, const char *sql, int nparams,
 char *pgutil_quote_ident(PGconn *conn, const char *ident);
 
 /* A probe of a database that stopped answering, advanced without blocking
- * (PQconnectStart/PQconnectPoll): an event loop starts it and polls it once
- * a tick. */
+ * (PQconnectStart/PQconnectPoll), or the reconnection of a session that
+ * broke (PQresetStart/PQresetPoll): an event loop starts it and polls it
+ * once a tick. */
 typedef struct {
     PGconn *conn;   /* the connection being tried, or NULL */
+    bool reset;     /* conn is a caller's session being reset (kept) */
     bool reading;   /* libpq waits to read (else to write) */
     double started; /* clock_now() when it began */
 } pgutil_probe_t;
@@ -67,8 +69,14 @@ typedef enum {
 pgutil_probe_state_t pgutil_probe_start(pgutil_probe_t *p,
                                         const char *conninfo);
 
+/* Start reconnecting conn (PQresetStart), a session that broke, without
+ * blocking; pgutil_probe_poll advances it. UP: conn is connected again
+ * (the caller's session settings are not replayed). The probe never
+ * closes conn: it stays the caller's. */
+pgutil_probe_state_t pgutil_reset_start(pgutil_probe_t *p, PGconn *conn);
+
 /* Advance the probe without blocking. A finished probe (UP or DOWN) has
- * closed its connection. */
+ * closed its connection (a reset's: only let go of it). */
 pgutil_probe_state_t pgutil_probe_poll(pgutil_probe_t *p);
 
 /* Abandon a probe (no-op when none is running). */
@@ -78,6 +86,11 @@ void pgutil_probe_cancel(pgutil_probe_t *p);
  * identifier when this role may read it, else empty). Run it outside a
  * transaction that matters: a refused query aborts it. */
 void pgutil_source_identity(PGconn *conn, char *out, size_t n);
+
+/* Write e as a reason into err (log_reason): "context: SQLSTATE message".
+ * Returns false. */
+bool pgutil_reason(char *err, size_t errlen, const char *context,
+                   const pgutil_error_t *e);
 
 /* Log err once: "<side>: [SQLSTATE] message" with a context prefix. */
 void pgutil_log_error(const char *context, const pgutil_error_t *err);

@@ -211,21 +211,6 @@ typedef struct {
     size_t len;    /* S_T_STR: bytes at s */
 } s_value_t;
 
-/* Write a one-line reason into err and return false. */
-__attribute__((format(printf, 3, 4))) static bool
-s_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0) return false;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    char line[PROTO_ERR_LEN];
-    log_one_line(line, sizeof line, err);
-    snprintf(err, errlen, "%s", line);
-    return false;
-}
-
 /* Copy up to S_QUOTE_MAX bytes of an untrusted string into dst, printable
  * ASCII only (others become '?'), for quoting in an error message. */
 static const char *s_quote(char *dst, size_t n, const char *s, size_t len)
@@ -280,21 +265,21 @@ static bool s_check_names(const s_spec_t *spec, const s_value_t *v, char *err,
         const char *nul = memchr(v->s + at, '\0', v->len - at);
         size_t n = nul ? (size_t)(nul - (v->s + at)) : v->len - at;
         if (!nul || n == 0 || n > PROTO_MAX_NAME)
-            return s_fail(err, errlen,
-                          "field '%s': name %zu is %s (1..%d bytes, each "
-                          "ended by a NUL)",
-                          spec->name, count + 1,
-                          !nul ? "not ended by a NUL"
-                          : n  ? "too long"
-                               : "empty",
-                          PROTO_MAX_NAME);
+            return log_reason(err, errlen,
+                              "field '%s': name %zu is %s (1..%d bytes, each "
+                              "ended by a NUL)",
+                              spec->name, count + 1,
+                              !nul ? "not ended by a NUL"
+                              : n  ? "too long"
+                                   : "empty",
+                              PROTO_MAX_NAME);
         if (++count > PROTO_MAX_COLUMNS)
-            return s_fail(err, errlen, "field '%s' has more than %d names",
-                          spec->name, PROTO_MAX_COLUMNS);
+            return log_reason(err, errlen, "field '%s' has more than %d names",
+                              spec->name, PROTO_MAX_COLUMNS);
         at += n + 1;
     }
     if (count == 0)
-        return s_fail(err, errlen, "field '%s' has no name", spec->name);
+        return log_reason(err, errlen, "field '%s' has no name", spec->name);
     return true;
 }
 
@@ -305,30 +290,33 @@ static bool s_check(s_field_t f, const s_value_t *v, char *err, size_t errlen)
     if (spec->type == S_T_BOOL) return true;
     if (spec->type == S_T_INT) {
         if (v->i >= spec->min && v->i <= spec->max) return true;
-        return s_fail(err, errlen, "field '%s' is %lld, allowed %lld..%lld",
-                      spec->name, (long long)v->i, (long long)spec->min,
-                      (long long)spec->max);
+        return log_reason(err, errlen, "field '%s' is %lld, allowed %lld..%lld",
+                          spec->name, (long long)v->i, (long long)spec->min,
+                          (long long)spec->max);
     }
-    if (!v->s) return s_fail(err, errlen, "field '%s' is missing", spec->name);
+    if (!v->s)
+        return log_reason(err, errlen, "field '%s' is missing", spec->name);
     if (spec->type == S_T_BIN) {
         if (v->len > (size_t)spec->max)
-            return s_fail(err, errlen, "field '%s' has %zu bytes, at most %lld",
-                          spec->name, v->len, (long long)spec->max);
+            return log_reason(err, errlen,
+                              "field '%s' has %zu bytes, at most %lld",
+                              spec->name, v->len, (long long)spec->max);
         return spec->charset != S_C_NAMES ||
                s_check_names(spec, v, err, errlen);
     }
     if (v->len < (size_t)spec->min || v->len > (size_t)spec->max)
-        return s_fail(
+        return log_reason(
             err, errlen, "field '%s' has %zu bytes, allowed %lld..%lld",
             spec->name, v->len, (long long)spec->min, (long long)spec->max);
     if (memchr(v->s, '\0', v->len))
-        return s_fail(err, errlen, "field '%s' contains a NUL byte",
-                      spec->name);
+        return log_reason(err, errlen, "field '%s' contains a NUL byte",
+                          spec->name);
     if (spec->charset == S_C_LINE &&
         memchr(v->s, '\n', v->len) != v->s + v->len - 1)
-        return s_fail(err, errlen,
-                      "field '%s' must be one line ending in its only newline",
-                      spec->name);
+        return log_reason(
+            err, errlen,
+            "field '%s' must be one line ending in its only newline",
+            spec->name);
     for (size_t i = 0; i < v->len; i++) {
         char c = v->s[i];
         bool ok = true;
@@ -336,13 +324,14 @@ static bool s_check(s_field_t f, const s_value_t *v, char *err, size_t errlen)
         if (spec->charset == S_C_SQLSTATE)
             ok = (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z');
         if (!ok)
-            return s_fail(err, errlen, "field '%s' has a bad byte 0x%02x",
-                          spec->name, (unsigned char)c);
+            return log_reason(err, errlen, "field '%s' has a bad byte 0x%02x",
+                              spec->name, (unsigned char)c);
     }
     if (spec->charset == S_C_SQLSTATE && v->len != 0 &&
         v->len != PROTO_SQLSTATE_LEN)
-        return s_fail(err, errlen, "field '%s' must be empty or %d characters",
-                      spec->name, PROTO_SQLSTATE_LEN);
+        return log_reason(err, errlen,
+                          "field '%s' must be empty or %d characters",
+                          spec->name, PROTO_SQLSTATE_LEN);
     return true;
 }
 
@@ -409,19 +398,19 @@ static bool s_set(proto_msg_t *msg, s_field_t f, const s_value_t *v, char *err,
         return true;
     case S_AT_BLOB:
         msg->data = malloc(v->len ? v->len : 1);
-        if (!msg->data) return s_fail(err, errlen, "out of memory");
+        if (!msg->data) return log_reason(err, errlen, "out of memory");
         if (v->len) memcpy(msg->data, v->s, v->len);
         msg->data_len = v->len;
         return true;
     case S_AT_NAMES:
         msg->columns = malloc(v->len);
-        if (!msg->columns) return s_fail(err, errlen, "out of memory");
+        if (!msg->columns) return log_reason(err, errlen, "out of memory");
         memcpy(msg->columns, v->s, v->len);
         msg->columns_len = v->len;
         return true;
     case S_AT_HEAP:
         copy = *(char **)at = malloc(v->len + 1);
-        if (!copy) return s_fail(err, errlen, "out of memory");
+        if (!copy) return log_reason(err, errlen, "out of memory");
         /* fall through */
     case S_AT_CHARS:
         if (v->len) memcpy(copy, v->s, v->len);
@@ -451,8 +440,7 @@ static int s_pack(msgpack_packer *pk, s_field_t f, const s_value_t *v)
     return -1;
 }
 
-/* One-line context for an encode failure: kind, and chunk when it has one. */
-static void s_describe(const proto_msg_t *msg, char *dst, size_t n)
+void proto_describe(const proto_msg_t *msg, char *dst, size_t n)
 {
     const char *kind = proto_kind_name(msg->kind);
     if (msg->kind >= S_KIND_FIRST && msg->kind <= S_KIND_LAST &&
@@ -470,7 +458,7 @@ bool proto_encode(const proto_msg_t *msg, char **buf_out, size_t *len_out)
     *len_out = 0;
     char what[PROTO_ERR_LEN];
     char err[PROTO_ERR_LEN];
-    s_describe(msg, what, sizeof what);
+    proto_describe(msg, what, sizeof what);
     if (msg->kind < S_KIND_FIRST || msg->kind > S_KIND_LAST) {
         log_error("cannot encode message of unknown kind %d", (int)msg->kind);
         return false;
@@ -525,135 +513,6 @@ bool proto_encode(const proto_msg_t *msg, char **buf_out, size_t *len_out)
     return true;
 }
 
-/* Read an n-byte big-endian unsigned integer. */
-static uint64_t s_be(const unsigned char *p, size_t n)
-{
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-/* The layout of the msgpack formats 0xc0..0xdf (the fix* formats and fixint
- * are decoded from the byte itself). */
-typedef struct {
-    bool valid;        /* false: 0xc1, never used */
-    uint8_t hdr;       /* bytes of the length or count after the format byte */
-    uint8_t skip;      /* fixed bytes after that */
-    bool payload;      /* the length counts more bytes to skip */
-    uint8_t container; /* count is of 1 (array) or 2 (map) objects each */
-} s_format_t;
-
-#define S_FORMAT_BASE 0xc0
-static const s_format_t s_formats[] = {
-    [0xc0 - S_FORMAT_BASE] = {true, 0, 0, false, 0},  /* nil */
-    [0xc1 - S_FORMAT_BASE] = {false, 0, 0, false, 0}, /* never used */
-    [0xc2 - S_FORMAT_BASE] = {true, 0, 0, false, 0},  /* false */
-    [0xc3 - S_FORMAT_BASE] = {true, 0, 0, false, 0},  /* true */
-    [0xc4 - S_FORMAT_BASE] = {true, 1, 0, true, 0},   /* bin 8 */
-    [0xc5 - S_FORMAT_BASE] = {true, 2, 0, true, 0},   /* bin 16 */
-    [0xc6 - S_FORMAT_BASE] = {true, 4, 0, true, 0},   /* bin 32 */
-    [0xc7 - S_FORMAT_BASE] = {true, 1, 1, true, 0},   /* ext 8 (+ type) */
-    [0xc8 - S_FORMAT_BASE] = {true, 2, 1, true, 0},   /* ext 16 */
-    [0xc9 - S_FORMAT_BASE] = {true, 4, 1, true, 0},   /* ext 32 */
-    [0xca - S_FORMAT_BASE] = {true, 0, 4, false, 0},  /* float 32 */
-    [0xcb - S_FORMAT_BASE] = {true, 0, 8, false, 0},  /* float 64 */
-    [0xcc - S_FORMAT_BASE] = {true, 0, 1, false, 0},  /* uint 8 */
-    [0xcd - S_FORMAT_BASE] = {true, 0, 2, false, 0},  /* uint 16 */
-    [0xce - S_FORMAT_BASE] = {true, 0, 4, false, 0},  /* uint 32 */
-    [0xcf - S_FORMAT_BASE] = {true, 0, 8, false, 0},  /* uint 64 */
-    [0xd0 - S_FORMAT_BASE] = {true, 0, 1, false, 0},  /* int 8 */
-    [0xd1 - S_FORMAT_BASE] = {true, 0, 2, false, 0},  /* int 16 */
-    [0xd2 - S_FORMAT_BASE] = {true, 0, 4, false, 0},  /* int 32 */
-    [0xd3 - S_FORMAT_BASE] = {true, 0, 8, false, 0},  /* int 64 */
-    [0xd4 - S_FORMAT_BASE] = {true, 0, 2, false, 0},  /* fixext 1 (+ type) */
-    [0xd5 - S_FORMAT_BASE] = {true, 0, 3, false, 0},  /* fixext 2 */
-    [0xd6 - S_FORMAT_BASE] = {true, 0, 5, false, 0},  /* fixext 4 */
-    [0xd7 - S_FORMAT_BASE] = {true, 0, 9, false, 0},  /* fixext 8 */
-    [0xd8 - S_FORMAT_BASE] = {true, 0, 17, false, 0}, /* fixext 16 */
-    [0xd9 - S_FORMAT_BASE] = {true, 1, 0, true, 0},   /* str 8 */
-    [0xda - S_FORMAT_BASE] = {true, 2, 0, true, 0},   /* str 16 */
-    [0xdb - S_FORMAT_BASE] = {true, 4, 0, true, 0},   /* str 32 */
-    [0xdc - S_FORMAT_BASE] = {true, 2, 0, false, 1},  /* array 16 */
-    [0xdd - S_FORMAT_BASE] = {true, 4, 0, false, 1},  /* array 32 */
-    [0xde - S_FORMAT_BASE] = {true, 2, 0, false, 2},  /* map 16 */
-    [0xdf - S_FORMAT_BASE] = {true, 4, 0, false, 2},  /* map 32 */
-};
-
-/* The layout of the object starting with byte b. */
-static s_format_t s_format(unsigned char b)
-{
-    if (b <= 0x7f || b >= 0xe0) return (s_format_t){.valid = true}; /* fixint */
-    if (b <= 0x8f)
-        return (s_format_t){.valid = true, .container = 2}; /* fixmap */
-    if (b <= 0x9f)
-        return (s_format_t){.valid = true, .container = 1}; /* fixarray */
-    if (b <= 0xbf)
-        return (s_format_t){.valid = true, .skip = b & 0x1f}; /* fixstr */
-    return s_formats[b - S_FORMAT_BASE];
-}
-
-/* Walk one msgpack object at *pos without building it, so that msgpack
- * never sees a container bigger than the frame could hold, more than
- * PROTO_MAX_FIELDS entries, or nesting deeper than PROTO_MAX_DEPTH. */
-static bool s_walk(const unsigned char *p, size_t len, size_t *pos, int depth,
-                   char *err, size_t errlen)
-{
-    if (*pos >= len)
-        return s_fail(err, errlen, "frame truncated at byte %zu", *pos);
-    size_t at = (*pos)++;
-    s_format_t fmt = s_format(p[at]);
-    if (!fmt.valid)
-        return s_fail(err, errlen, "invalid msgpack byte 0x%02x at %zu", p[at],
-                      at);
-    if (len - *pos < fmt.hdr)
-        return s_fail(err, errlen, "frame truncated at byte %zu", *pos);
-    uint64_t n = s_be(p + *pos, fmt.hdr); /* count or length */
-    *pos += fmt.hdr;
-    if (!fmt.container) {
-        uint64_t skip = fmt.skip + (fmt.payload ? n : 0);
-        if (skip > len - *pos)
-            return s_fail(err, errlen,
-                          "object at byte %zu announces %llu bytes, only %zu "
-                          "left",
-                          at, (unsigned long long)skip, len - *pos);
-        *pos += skip;
-        return true;
-    }
-    if (!fmt.hdr) n = p[at] & 0x0f; /* fixmap, fixarray */
-    if (n * fmt.container > len - *pos)
-        return s_fail(err, errlen,
-                      "container at byte %zu announces %llu items, only %zu "
-                      "bytes left",
-                      at, (unsigned long long)n, len - *pos);
-    if (depth >= PROTO_MAX_DEPTH)
-        return s_fail(err, errlen,
-                      "nested container at byte %zu (at most %d level)", at,
-                      PROTO_MAX_DEPTH);
-    if (n > PROTO_MAX_FIELDS)
-        return s_fail(err, errlen,
-                      "container at byte %zu has %llu entries, at most %d", at,
-                      (unsigned long long)n, PROTO_MAX_FIELDS);
-    for (uint64_t i = 0; i < n * fmt.container; i++)
-        if (!s_walk(p, len, pos, depth + 1, err, errlen)) return false;
-    return true;
-}
-
-/* Check the frame's structure before msgpack allocates anything for it. */
-static bool s_prescan(const void *buf, size_t len, char *err, size_t errlen)
-{
-    if (!buf || len == 0) return s_fail(err, errlen, "empty frame");
-    if (len > PROTO_MAX_FRAME)
-        return s_fail(err, errlen, "frame of %zu bytes, more than %d", len,
-                      PROTO_MAX_FRAME);
-    size_t pos = 0;
-    if (!s_walk(buf, len, &pos, 0, err, errlen)) return false;
-    if (pos != len)
-        return s_fail(err, errlen, "%zu trailing bytes after the message",
-                      len - pos);
-    return true;
-}
-
 /* Turn a msgpack object into a value of field f's type (not yet checked). */
 static bool s_from_object(s_field_t f, const msgpack_object *o, s_value_t *v,
                           char *err, size_t errlen)
@@ -667,8 +526,8 @@ static bool s_from_object(s_field_t f, const msgpack_object *o, s_value_t *v,
         }
         if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER) break;
         if (o->via.u64 > (uint64_t)INT64_MAX)
-            return s_fail(err, errlen, "field '%s' is %llu, too large",
-                          spec->name, (unsigned long long)o->via.u64);
+            return log_reason(err, errlen, "field '%s' is %llu, too large",
+                              spec->name, (unsigned long long)o->via.u64);
         v->i = (int64_t)o->via.u64;
         return true;
     case S_T_BOOL:
@@ -690,8 +549,8 @@ static bool s_from_object(s_field_t f, const msgpack_object *o, s_value_t *v,
                                        [S_T_STR] = "a string",
                                        [S_T_BOOL] = "a bool",
                                        [S_T_BIN] = "binary"};
-    return s_fail(err, errlen, "field '%s' must be %s (msgpack type %d)",
-                  spec->name, want[spec->type], (int)o->type);
+    return log_reason(err, errlen, "field '%s' must be %s (msgpack type %d)",
+                      spec->name, want[spec->type], (int)o->type);
 }
 
 /* The field whose wire name is key, or S_F_COUNT. */
@@ -727,52 +586,53 @@ static bool s_decode_map(const msgpack_object *top, proto_msg_t *out, char *err,
 {
     char q[S_QUOTE_MAX + 1];
     if (top->type != MSGPACK_OBJECT_MAP)
-        return s_fail(err, errlen, "message is not a map (msgpack type %d)",
-                      (int)top->type);
+        return log_reason(err, errlen, "message is not a map (msgpack type %d)",
+                          (int)top->type);
     if (top->via.map.size > PROTO_MAX_FIELDS)
-        return s_fail(err, errlen, "message has %u fields, at most %d",
-                      (unsigned)top->via.map.size, PROTO_MAX_FIELDS);
+        return log_reason(err, errlen, "message has %u fields, at most %d",
+                          (unsigned)top->via.map.size, PROTO_MAX_FIELDS);
 
     const msgpack_object *vals[S_F_COUNT] = {0};
     for (uint32_t i = 0; i < top->via.map.size; i++) {
         const msgpack_object_kv *kv = &top->via.map.ptr[i];
         if (kv->key.type != MSGPACK_OBJECT_STR)
-            return s_fail(err, errlen, "key %u is not a string", i);
+            return log_reason(err, errlen, "key %u is not a string", i);
         const char *key = kv->key.via.str.ptr;
         size_t klen = kv->key.via.str.size;
         s_field_t f = s_field_by_name(key, klen);
         if (f == S_F_COUNT)
-            return s_fail(err, errlen, "unknown field '%s'",
-                          s_quote(q, sizeof q, key, klen));
+            return log_reason(err, errlen, "unknown field '%s'",
+                              s_quote(q, sizeof q, key, klen));
         if (vals[f])
-            return s_fail(err, errlen, "duplicate field '%s'", s_specs[f].name);
+            return log_reason(err, errlen, "duplicate field '%s'",
+                              s_specs[f].name);
         vals[f] = &kv->val;
     }
 
     s_value_t type = {0}, version = {0};
-    if (!vals[S_F_TYPE]) return s_fail(err, errlen, "missing field 'type'");
+    if (!vals[S_F_TYPE]) return log_reason(err, errlen, "missing field 'type'");
     if (!vals[S_F_VERSION])
-        return s_fail(err, errlen, "missing field 'version'");
+        return log_reason(err, errlen, "missing field 'version'");
     if (!s_from_object(S_F_VERSION, vals[S_F_VERSION], &version, err, errlen))
         return false;
     if (version.i != PROTO_VERSION)
-        return s_fail(err, errlen, "protocol version %lld, expected %d",
-                      (long long)version.i, PROTO_VERSION);
+        return log_reason(err, errlen, "protocol version %lld, expected %d",
+                          (long long)version.i, PROTO_VERSION);
     if (!s_read(S_F_TYPE, vals[S_F_TYPE], &type, err, errlen)) return false;
     proto_kind_t kind = s_kind_by_name(type.s, type.len);
     if (!kind)
-        return s_fail(err, errlen, "unknown message type '%s'",
-                      s_quote(q, sizeof q, type.s, type.len));
+        return log_reason(err, errlen, "unknown message type '%s'",
+                          s_quote(q, sizeof q, type.s, type.len));
 
     uint32_t fields = S_HEADER | s_kinds[kind].fields;
     for (s_field_t f = 0; f < S_F_COUNT; f++) {
         bool wanted = fields & S_BIT(f);
         if (vals[f] && !wanted)
-            return s_fail(err, errlen, "field '%s' not allowed in '%s'",
-                          s_specs[f].name, s_kinds[kind].name);
+            return log_reason(err, errlen, "field '%s' not allowed in '%s'",
+                              s_specs[f].name, s_kinds[kind].name);
         if (!vals[f] && wanted)
-            return s_fail(err, errlen, "missing field '%s' in '%s'",
-                          s_specs[f].name, s_kinds[kind].name);
+            return log_reason(err, errlen, "missing field '%s' in '%s'",
+                              s_specs[f].name, s_kinds[kind].name);
     }
     out->kind = kind;
     for (s_field_t f = 0; f < S_F_COUNT; f++) {
@@ -791,7 +651,7 @@ bool proto_decode(const void *buf, size_t len, proto_msg_t *out, char *err,
     assert(out);
     memset(out, 0, sizeof *out);
     if (err && errlen) err[0] = '\0';
-    if (!s_prescan(buf, len, err, errlen)) return false;
+    if (!proto_prescan(buf, len, err, errlen)) return false;
 
     msgpack_unpacked up;
     msgpack_unpacked_init(&up);
@@ -799,11 +659,11 @@ bool proto_decode(const void *buf, size_t len, proto_msg_t *out, char *err,
     msgpack_unpack_return rc = msgpack_unpack_next(&up, buf, len, &off);
     bool ok;
     if (rc != MSGPACK_UNPACK_SUCCESS)
-        ok = s_fail(err, errlen, "msgpack cannot unpack the frame (%d)",
-                    (int)rc);
+        ok = log_reason(err, errlen, "msgpack cannot unpack the frame (%d)",
+                        (int)rc);
     else if (off != len)
-        ok = s_fail(err, errlen, "%zu trailing bytes after the message",
-                    len - off);
+        ok = log_reason(err, errlen, "%zu trailing bytes after the message",
+                        len - off);
     else
         ok = s_decode_map(&up.data, out, err, errlen);
     msgpack_unpacked_destroy(&up);
@@ -820,171 +680,4 @@ void proto_msg_clear(proto_msg_t *msg)
     free(msg->data);
     free(msg->row);
     memset(msg, 0, sizeof *msg);
-}
-
-/* Set one socket option, logging a failure. */
-static bool s_setopt(void *socket, int option, const char *name,
-                     const void *value, size_t size)
-{
-    if (zmq_setsockopt(socket, option, value, size) == 0) return true;
-    log_error("zmq_setsockopt(%s): %s", name, zmq_strerror(errno));
-    return false;
-}
-
-bool proto_socket_setup(void *socket, bool is_router)
-{
-    int linger = 0;
-    int64_t max_size = PROTO_MAX_FRAME;
-    int mandatory = 1;
-    return s_setopt(socket, ZMQ_LINGER, "ZMQ_LINGER", &linger, sizeof linger) &&
-           s_setopt(socket, ZMQ_MAXMSGSIZE, "ZMQ_MAXMSGSIZE", &max_size,
-                    sizeof max_size) &&
-           (!is_router ||
-            s_setopt(socket, ZMQ_ROUTER_MANDATORY, "ZMQ_ROUTER_MANDATORY",
-                     &mandatory, sizeof mandatory));
-}
-
-/* Log a failed zmq_send (unless quiet and the peer is simply gone or its
- * queue full) and
- * keep its errno for the caller. */
-static bool s_send_failed(const proto_msg_t *msg, const char *who, bool quiet)
-{
-    int e = errno;
-    if (quiet && (e == EHOSTUNREACH || e == EAGAIN)) return false;
-    char what[PROTO_ERR_LEN];
-    s_describe(msg, what, sizeof what);
-    if (e == EAGAIN || e == EHOSTUNREACH)
-        log_warn("cannot send %s to %s: %s", what, who, zmq_strerror(e));
-    else
-        log_error("cannot send %s to %s: %s", what, who, zmq_strerror(e));
-    errno = e;
-    return false;
-}
-
-static bool s_send(void *socket, const void *peer, size_t peer_len,
-                   const proto_msg_t *msg, bool quiet)
-{
-    char who[PROTO_PEER_TEXT] = "the router";
-    if (peer) proto_peer_text(peer, peer_len, who, sizeof who);
-    if (peer && (peer_len == 0 || peer_len > PROTO_MAX_PEER)) {
-        log_error("cannot send to peer %s: routing id of %zu bytes", who,
-                  peer_len);
-        errno = EINVAL;
-        return false;
-    }
-    char *buf;
-    size_t len;
-    if (!proto_encode(msg, &buf, &len)) {
-        errno = EINVAL;
-        return false;
-    }
-    bool ok = true;
-    if (peer &&
-        zmq_send(socket, peer, peer_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
-        ok = s_send_failed(msg, who, quiet);
-    if (ok && zmq_send(socket, buf, len, ZMQ_DONTWAIT) < 0)
-        ok = s_send_failed(msg, who, quiet);
-    int e = errno;
-    free(buf);
-    errno = e;
-    return ok;
-}
-
-bool proto_send(void *socket, const void *peer, size_t peer_len,
-                const proto_msg_t *msg)
-{
-    return s_send(socket, peer, peer_len, msg, false);
-}
-
-bool proto_send_if_there(void *socket, const void *peer, size_t peer_len,
-                         const proto_msg_t *msg)
-{
-    return s_send(socket, peer, peer_len, msg, true);
-}
-
-/* Receive the next frame. Only a first frame may find nothing waiting. */
-static bool s_recv_frame(void *socket, zmq_msg_t *frame, bool first)
-{
-    zmq_msg_init(frame);
-    if (zmq_msg_recv(frame, socket, ZMQ_DONTWAIT) >= 0) return true;
-    int e = errno;
-    zmq_msg_close(frame);
-    if (!first || (e != EAGAIN && e != EINTR))
-        log_error("zmq_msg_recv: %s", zmq_strerror(e));
-    errno = e;
-    return false;
-}
-
-bool proto_recv(void *socket, void *peer_out, size_t peer_cap,
-                size_t *peer_len_out, proto_msg_t *out)
-{
-    return proto_recv_user(socket, peer_out, peer_cap, peer_len_out, NULL, 0,
-                           out);
-}
-
-bool proto_recv_user(void *socket, void *peer_out, size_t peer_cap,
-                     size_t *peer_len_out, char *user_out, size_t user_cap,
-                     proto_msg_t *out)
-{
-    assert(out);
-    memset(out, 0, sizeof *out);
-    if (peer_len_out) *peer_len_out = 0;
-    if (user_out && user_cap) user_out[0] = '\0';
-
-    /* Take the frames we want ([peer][body] or [body]) and count the rest. */
-    size_t want = peer_out ? 2 : 1;
-    zmq_msg_t frames[2];
-    size_t got = 0, extra = 0;
-    for (bool more = true; more;) {
-        zmq_msg_t spare;
-        zmq_msg_t *frame = got < want ? &frames[got] : &spare;
-        if (!s_recv_frame(socket, frame, got == 0)) {
-            int e = errno;
-            for (size_t i = 0; i < got; i++)
-                zmq_msg_close(&frames[i]);
-            errno = e;
-            return false;
-        }
-        more = zmq_msg_more(frame);
-        if (frame == &spare) {
-            extra++;
-            zmq_msg_close(&spare);
-        } else {
-            got++;
-        }
-    }
-
-    char who[PROTO_PEER_TEXT] = "the router";
-    char err[PROTO_ERR_LEN] = "";
-    if (peer_out)
-        proto_peer_text(zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]), who,
-                        sizeof who);
-    bool ok;
-    if (got < want || extra > 0) {
-        ok = s_fail(err, sizeof err, "%zu frames, expected %zu", got + extra,
-                    want);
-    } else if (peer_out && zmq_msg_size(&frames[0]) > peer_cap) {
-        ok = s_fail(err, sizeof err, "routing id of %zu bytes, room for %zu",
-                    zmq_msg_size(&frames[0]), peer_cap);
-    } else {
-        zmq_msg_t *body = &frames[want - 1];
-        ok = proto_decode(zmq_msg_data(body), zmq_msg_size(body), out, err,
-                          sizeof err);
-    }
-    if (ok && peer_out) {
-        memcpy(peer_out, zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]));
-        if (peer_len_out) *peer_len_out = zmq_msg_size(&frames[0]);
-    }
-    if (ok && user_out && user_cap) {
-        /* The identity the ZAP handler authenticated (CURVE), or none. */
-        const char *user = zmq_msg_gets(&frames[want - 1], "User-Id");
-        snprintf(user_out, user_cap, "%s", user ? user : "");
-    }
-    for (size_t i = 0; i < got; i++)
-        zmq_msg_close(&frames[i]);
-    if (!ok) {
-        log_warn("dropping malformed message from %s: %s", who, err);
-        errno = EPROTO;
-    }
-    return ok;
 }

@@ -180,6 +180,17 @@ bool proto_encode(const proto_msg_t *msg, char **buf_out, size_t *len_out)
 bool proto_decode(const void *buf, size_t len, proto_msg_t *out, char *err,
                   size_t errlen) __attribute__((warn_unused_result));
 
+/* Check a frame's msgpack structure before msgpack allocates anything for
+ * it (proto_decode's first step): no container bigger than the bytes left
+ * could hold, at most PROTO_MAX_FIELDS entries, PROTO_MAX_DEPTH levels, no
+ * bytes left over. On failure writes a one-line reason into err. */
+bool proto_prescan(const void *buf, size_t len, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* One-line context for a message in a log line: its kind, and its chunk
+ * and attempt when it has them. */
+void proto_describe(const proto_msg_t *msg, char *dst, size_t n);
+
 /* Free the heap strings of msg and zero it. Accepts NULL. */
 void proto_msg_clear(proto_msg_t *msg);
 
@@ -195,9 +206,10 @@ bool proto_socket_setup(void *socket, bool is_router)
 
 /* Send msg on a socket. With peer (a ROUTER), frames are [peer][body];
  * without (a DEALER), [body]. Non-blocking (ZMQ_DONTWAIT); every failure is
- * logged and returns false. */
+ * logged and returns false (not warn_unused_result: a heartbeat's or a
+ * stop's failure is the lease's business, and such a caller ignores it). */
 bool proto_send(void *socket, const void *peer, size_t peer_len,
-                const proto_msg_t *msg) __attribute__((warn_unused_result));
+                const proto_msg_t *msg);
 
 /* proto_send to a ROUTER's peer that may have left or be slow: its absence
  * (errno EHOSTUNREACH) or its full queue (EAGAIN) is an answer, not logged;

@@ -774,6 +774,7 @@ bool dispatch_run(const dispatch_config_t *cfg, mapper_result *out)
         s_poll(&l, MAPPER_LOOP_TICK_MS);
         s_flush_sends(&l);
         s_probe(&l);
+        if (cfg->ledger) ledger_reconnect(cfg->ledger);
         s_leases(&l);
         progress_tick(cfg->progress);
     }

@@ -33,8 +33,7 @@ void dispatch_send_away(dispatch_loop_t *l, dispatch_worker_t *w,
                         const char *why)
 {
     proto_msg_t stop = {.kind = PROTO_STOP, .message = (char *)why};
-    if (!dispatch_send(l, w, &stop)) { /* logged */
-    }
+    dispatch_send(l, w, &stop); /* a failure is logged; the lease tells */
     w->ready = false;
     w->banned = true;
     w->alive = w->pid > 0;

@@ -27,56 +27,10 @@
 #include "report.h"
 #include "retry.h"
 #include "schema.h"
+#include "signals.h"
 #include "spawn.h"
 
 #define JOB_SOCKET_NAME "coord.sock"
-
-static int s_sigpipe_w = -1;
-static volatile sig_atomic_t s_stop_signals;
-
-static void s_on_signal(int sig)
-{
-    int saved = errno;
-    char c = sig == SIGCHLD ? 'C' : 'T';
-    if (sig != SIGCHLD && ++s_stop_signals >= 2)
-        _exit(MAPPER_EXIT_INTERRUPTED);  /* second ^C: workers die with us */
-    if (write(s_sigpipe_w, &c, 1) < 0) { /* pipe full: a byte is pending */
-    }
-    errno = saved;
-}
-
-typedef struct {
-    struct sigaction chld, intr, term, pipe; /* to restore */
-    int fds[2];                              /* self-pipe */
-} s_signals_t;
-
-static bool s_signals_install(s_signals_t *s)
-{
-    if (pipe2(s->fds, O_NONBLOCK | O_CLOEXEC)) return false;
-    s_sigpipe_w = s->fds[1];
-    s_stop_signals = 0;
-    struct sigaction sa = {.sa_handler = s_on_signal,
-                           .sa_flags = SA_RESTART | SA_NOCLDSTOP};
-    sigemptyset(&sa.sa_mask);
-    struct sigaction ign = {.sa_handler = SIG_IGN};
-    sigemptyset(&ign.sa_mask);
-    sigaction(SIGCHLD, &sa, &s->chld);
-    sigaction(SIGINT, &sa, &s->intr);
-    sigaction(SIGTERM, &sa, &s->term);
-    sigaction(SIGPIPE, &ign, &s->pipe);
-    return true;
-}
-
-static void s_signals_restore(s_signals_t *s)
-{
-    sigaction(SIGCHLD, &s->chld, NULL);
-    sigaction(SIGINT, &s->intr, NULL);
-    sigaction(SIGTERM, &s->term, NULL);
-    sigaction(SIGPIPE, &s->pipe, NULL);
-    close(s->fds[0]);
-    close(s->fds[1]);
-    s_sigpipe_w = -1;
-}
 
 static int s_fail(mapper_result *out, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -85,10 +39,8 @@ static int s_fail(mapper_result *out, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    char raw[sizeof out->error];
-    vsnprintf(raw, sizeof raw, fmt, ap);
+    log_vreason(out->error, sizeof out->error, fmt, ap);
     va_end(ap);
-    log_one_line(out->error, sizeof out->error, raw);
     out->exit_code = code;
     return code;
 }
@@ -716,8 +668,8 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
     if (spec->on_bad_rows == MAPPER_BAD_ROWS_REJECT &&
         !(rejects = reject_new(spec->reject_file, err, sizeof err)))
         return s_fail(out, MAPPER_EXIT_USAGE, "%s", err);
-    s_signals_t sig;
-    if (!s_signals_install(&sig)) {
+    signals_t sig;
+    if (!signals_install(&sig)) {
         reject_destroy(&rejects);
         return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "pipe: %s", strerror(errno));
     }
@@ -800,7 +752,7 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
     report_destroy(&report);
     s_cleanup(&j);
     reject_destroy(&rejects);
-    s_signals_restore(&sig);
+    signals_restore(&sig);
     out->elapsed_s = clock_now() - t0;
     out->rows_per_s = out->elapsed_s > 0
                           ? (double)out->total_rows_successful / out->elapsed_s

@@ -6,11 +6,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
+#include "defaults.h"
 #include "log.h"
 #include "pgutil.h"
 #include "reject.h"
 
-#define LEDGER_SQL_MAX     2048
+#define LEDGER_SQL_MAX 2048
+/* The most parameters a ledger statement run by s_run takes. */
+#define LEDGER_MAX_PARAMS  8
 #define LEDGER_ID_HASH_LEN 12
 /* The advisory lock of a job is (LEDGER_LOCK_CLASS, hashtext of
  * "schema.job_id"): the class keeps it apart from other users' locks. */
@@ -37,14 +41,6 @@ static void s_sql(const ledger_t *l, char *buf, size_t n, const char *tmpl)
     buf[j] = '\0';
 }
 
-static bool s_fail(char *err, size_t errlen, const char *what,
-                   const pgutil_error_t *e)
-{
-    snprintf(err, errlen, "ledger: %s: %s%s%s", what, e->sqlstate,
-             e->sqlstate[0] ? " " : "", e->message);
-    return false;
-}
-
 /* Ask for the job's lock without waiting: *got_out says if it is ours. */
 static bool s_try_lock(ledger_t *l, bool *got_out, pgutil_error_t *e)
 {
@@ -61,12 +57,9 @@ static bool s_try_lock(ledger_t *l, bool *got_out, pgutil_error_t *e)
     return true;
 }
 
-/* The session, reconnected if an outage broke it; a new session takes
- * the job's lock again. */
-static PGconn *s_conn(ledger_t *l)
+/* A session that came back takes the job's lock again. */
+static void s_relock(ledger_t *l)
 {
-    if (PQstatus(l->conn) == CONNECTION_OK) return l->conn;
-    PQreset(l->conn);
     bool got = false;
     pgutil_error_t e;
     if (l->locked && PQstatus(l->conn) == CONNECTION_OK &&
@@ -74,6 +67,49 @@ static PGconn *s_conn(ledger_t *l)
         log_error("ledger: job %s: reconnected, but its lock is gone: "
                   "another coordinator may be running it",
                   l->job_id);
+}
+
+void ledger_reconnect(ledger_t *l)
+{
+    if (!l->conn) return;
+    pgutil_probe_state_t st;
+    if (l->reconnect.conn)
+        st = pgutil_probe_poll(&l->reconnect);
+    else if (PQstatus(l->conn) == CONNECTION_OK ||
+             clock_now() < l->reconnect_at)
+        return;
+    else
+        st = pgutil_reset_start(&l->reconnect, l->conn);
+    if (st == PGUTIL_PROBE_BUSY) return;
+    if (st == PGUTIL_PROBE_DOWN) {
+        l->reconnect_at = clock_now() + MAPPER_LEDGER_RECONNECT_S;
+        return;
+    }
+    log_info("ledger: job %s: the target session is back", l->job_id);
+    s_relock(l);
+}
+
+/* The session, or NULL (the statement then fails at once, as on a broken
+ * connection) while it is broken: reconnecting it goes on without
+ * blocking (ledger_reconnect). */
+static PGconn *s_conn(ledger_t *l)
+{
+    if (!l->reconnect.conn && PQstatus(l->conn) == CONNECTION_OK)
+        return l->conn;
+    ledger_reconnect(l);
+    return l->reconnect.conn || PQstatus(l->conn) != CONNECTION_OK ? NULL
+                                                                   : l->conn;
+}
+
+/* The session, reconnected if it broke, waiting for it: only once the
+ * job's loop is over (the last writes of a job). */
+static PGconn *s_conn_wait(ledger_t *l)
+{
+    if (!l->reconnect.conn && PQstatus(l->conn) == CONNECTION_OK)
+        return l->conn;
+    pgutil_probe_cancel(&l->reconnect);
+    PQreset(l->conn);
+    s_relock(l);
     return l->conn;
 }
 
@@ -81,10 +117,11 @@ static PGconn *s_conn(ledger_t *l)
 static bool s_command(ledger_t *l, const char *sql, int nparams,
                       const char *const *params, pgutil_error_t *e)
 {
+    PGconn *conn = s_conn(l);
     PGresult *res =
-        PQexecParams(s_conn(l), sql, nparams, NULL, params, NULL, NULL, 0);
+        PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
     bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-    if (!ok) pgutil_capture(l->conn, res, PROTO_SIDE_TARGET, e);
+    if (!ok) pgutil_capture(conn, res, PROTO_SIDE_TARGET, e);
     PQclear(res);
     return ok;
 }
@@ -106,13 +143,14 @@ static bool s_add_column(ledger_t *l, const char *table, const char *column,
                      "SELECT count(*) FROM pg_attribute WHERE attrelid = "
                      "to_regclass($1) AND attname = $2 AND NOT attisdropped",
                      2, params, PROTO_SIDE_TARGET, &e);
-    if (!res) return s_fail(err, errlen, "cannot read its tables", &e);
+    if (!res)
+        return pgutil_reason(err, errlen, "ledger: cannot read its tables", &e);
     bool has = strcmp(PQgetvalue(res, 0, 0), "0") != 0;
     PQclear(res);
     snprintf(sql, sizeof sql, "ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s %s",
              qtable, column, ddl);
     if (!has && !pgutil_exec(l->conn, sql, PROTO_SIDE_TARGET, &e))
-        return s_fail(err, errlen, "cannot add a column", &e);
+        return pgutil_reason(err, errlen, "ledger: cannot add a column", &e);
     return true;
 }
 
@@ -152,7 +190,8 @@ static bool s_check_tables(ledger_t *l, char *err, size_t errlen)
         "pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND "
         "c.relname IN ('jobs', 'chunks', 'rejects') ORDER BY 1 DESC",
         4, params, PROTO_SIDE_TARGET, &e);
-    if (!res) return s_fail(err, errlen, "cannot read its tables", &e);
+    if (!res)
+        return pgutil_reason(err, errlen, "ledger: cannot read its tables", &e);
     bool ok = true;
     for (int i = 0; i < PQntuples(res) && ok; i++) {
         bool mine = PQgetvalue(res, i, 1)[0] == 't';
@@ -217,7 +256,8 @@ bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
           " rejects_at bigint[], UNIQUE (job_id, chunk_id));");
     pgutil_error_t e;
     if (!pgutil_exec(conn, sql, PROTO_SIDE_TARGET, &e))
-        return s_fail(err, errlen, "cannot create its tables", &e);
+        return pgutil_reason(err, errlen, "ledger: cannot create its tables",
+                             &e);
     /* Rows set aside, committed with their chunk by the worker; the
      * coordinator copies them to the reject file and then says so. */
     s_sql(l, sql, sizeof sql,
@@ -227,7 +267,8 @@ bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
           " sqlstate text NOT NULL, message text NOT NULL, row text NOT NULL,"
           " PRIMARY KEY (job_id, chunk_id, row_index))");
     if (!pgutil_exec(conn, sql, PROTO_SIDE_TARGET, &e))
-        return s_fail(err, errlen, "cannot create its rejects table", &e);
+        return pgutil_reason(err, errlen,
+                             "ledger: cannot create its rejects table", &e);
     /* Columns that older ledgers lack: rows set aside (--on-bad-rows
      * reject), the reject file's progress, the source query. */
     return s_add_column(l, "chunks", "rejected", "bigint NOT NULL DEFAULT 0",
@@ -286,7 +327,7 @@ bool ledger_lock(ledger_t *l, const char *job_id, char *err, size_t errlen)
     bool got = false;
     pgutil_error_t e;
     if (!s_try_lock(l, &got, &e))
-        return s_fail(err, errlen, "cannot lock the job", &e);
+        return pgutil_reason(err, errlen, "ledger: cannot lock the job", &e);
     if (!got) {
         snprintf(err, errlen,
                  "job %s is running in another coordinator (it holds the "
@@ -296,6 +337,22 @@ bool ledger_lock(ledger_t *l, const char *job_id, char *err, size_t errlen)
     }
     l->locked = true;
     return true;
+}
+
+/* The job's identity as the jobs table keeps it, in its column order
+ * (source, source_table, target_table, split_by, chunk_size, columns,
+ * query); size is the chunk size as text. */
+#define LEDGER_SPEC_FIELDS 7
+static void s_spec_values(const ledger_spec_t *spec, const char *size,
+                          const char *v[LEDGER_SPEC_FIELDS])
+{
+    v[0] = spec->source;
+    v[1] = spec->source_table;
+    v[2] = spec->target_table;
+    v[3] = spec->split_by;
+    v[4] = size;
+    v[5] = spec->columns;
+    v[6] = spec->query;
 }
 
 bool ledger_check(ledger_t *l, const char *job_id, const ledger_spec_t *spec,
@@ -311,7 +368,9 @@ bool ledger_check(ledger_t *l, const char *job_id, const ledger_spec_t *spec,
     pgutil_error_t e;
     PGresult *res =
         pgutil_query(s_conn(l), sql, 1, params, PROTO_SIDE_TARGET, &e);
-    if (!res) return s_fail(err, errlen, "cannot read the jobs table", &e);
+    if (!res)
+        return pgutil_reason(err, errlen, "ledger: cannot read the jobs table",
+                             &e);
     *exists_out = PQntuples(res) == 1;
     snprintf(l->status, sizeof l->status, "%s",
              *exists_out ? PQgetvalue(res, 0, 7) : "");
@@ -333,17 +392,12 @@ bool ledger_check(ledger_t *l, const char *job_id, const ledger_spec_t *spec,
         const char *names[] = {
             "source database", "table",   "target table", "split column",
             "--chunk-size",    "columns", "--query"};
-        const char *now[] = {spec->source,
-                             spec->source_table,
-                             spec->target_table,
-                             spec->split_by,
-                             size,
-                             spec->columns,
-                             spec->query};
-        for (int i = 0; i < 7 && ok; i++) {
+        const char *now[LEDGER_SPEC_FIELDS];
+        s_spec_values(spec, size, now);
+        for (int i = 0; i < LEDGER_SPEC_FIELDS && ok; i++) {
             if (!strcmp(PQgetvalue(res, 0, i), now[i])) continue;
             /* A query is too long for the line: say that it differs. */
-            if (i == 6)
+            if (i == LEDGER_SPEC_FIELDS - 1) /* the query */
                 snprintf(err, errlen,
                          "--resume: job %s was started with a different "
                          "--query",
@@ -437,16 +491,9 @@ bool ledger_create(ledger_t *l, const ledger_spec_t *spec, const plan_t *plan,
               "source_table, target_table, split_by, chunk_size, columns, "
               "query, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
               "'running')");
-        const char *p[] = {l->job_id,
-                           md5,
-                           spec->source,
-                           spec->source_table,
-                           spec->target_table,
-                           spec->split_by,
-                           size,
-                           spec->columns,
-                           spec->query};
-        ok = s_command(l, sql, 9, p, &e);
+        const char *p[2 + LEDGER_SPEC_FIELDS] = {l->job_id, md5};
+        s_spec_values(spec, size, p + 2);
+        ok = s_command(l, sql, 2 + LEDGER_SPEC_FIELDS, p, &e);
     }
     if (ok && plan->n > 0) { /* stream mode adds its chunks as it goes */
         s_sql(l, sql, sizeof sql,
@@ -460,10 +507,10 @@ bool ledger_create(ledger_t *l, const ledger_spec_t *spec, const plan_t *plan,
     }
     if (ok) ok = pgutil_exec(c, "COMMIT", PROTO_SIDE_TARGET, &e);
     if (!ok) {
-        s_fail(err, errlen, "cannot record the job", &e);
-        pgutil_error_t ignored;
-        if (!pgutil_exec(c, "ROLLBACK", PROTO_SIDE_TARGET, &ignored)) {
-        }
+        pgutil_reason(err, errlen, "ledger: cannot record the job", &e);
+        pgutil_error_t rb;
+        if (!pgutil_exec(c, "ROLLBACK", PROTO_SIDE_TARGET, &rb))
+            log_debug("ledger: ROLLBACK: %s", rb.message);
     }
 out:
     for (int a = 0; a < NARR; a++)
@@ -486,7 +533,7 @@ bool ledger_add_chunk(ledger_t *l, const plan_chunk_t *c, char *err,
     const char *p[] = {l->job_id, id, s_kind_names[c->kind], lo, hi, est};
     pgutil_error_t e;
     if (s_command(l, sql, 6, p, &e)) return true;
-    return s_fail(err, errlen, "cannot record a chunk", &e);
+    return pgutil_reason(err, errlen, "ledger: cannot record a chunk", &e);
 }
 
 static plan_kind_t s_kind(const char *name)
@@ -509,7 +556,8 @@ bool ledger_load(ledger_t *l, plan_t *plan, bool **done_out, int64_t **rows_out,
     pgutil_error_t e;
     PGresult *res =
         pgutil_query(s_conn(l), sql, 1, params, PROTO_SIDE_TARGET, &e);
-    if (!res) return s_fail(err, errlen, "cannot read the chunks", &e);
+    if (!res)
+        return pgutil_reason(err, errlen, "ledger: cannot read the chunks", &e);
     int n = PQntuples(res);
     *done_out = calloc((size_t)n + 1, sizeof **done_out);
     *rows_out = calloc((size_t)n + 1, sizeof **rows_out);
@@ -548,23 +596,57 @@ bool ledger_load(ledger_t *l, plan_t *plan, bool **done_out, int64_t **rows_out,
     return ok;
 }
 
+/* Run the statement tmpl (@S: the schema) on conn with $1 the job id, $2
+ * chunk_id (none when < 0), then the nmore values of more. Returns its
+ * result (rows or none; the caller clears it), or NULL, logged as
+ * "ledger: what" (conn NULL: the session is being reconnected). */
+static PGresult *s_run(ledger_t *l, PGconn *conn, const char *tmpl,
+                       int64_t chunk_id, int nmore, const char *const *more,
+                       const char *what)
+{
+    if (!conn) {
+        log_warn("ledger: %s: the target session is down (reconnecting)", what);
+        return NULL;
+    }
+    char sql[LEDGER_SQL_MAX], id[24];
+    s_sql(l, sql, sizeof sql, tmpl);
+    snprintf(id, sizeof id, "%" PRId64, chunk_id);
+    const char *params[LEDGER_MAX_PARAMS] = {l->job_id, id};
+    int n = chunk_id < 0 ? 1 : 2;
+    for (int i = 0; i < nmore && n < LEDGER_MAX_PARAMS; i++)
+        params[n++] = more[i];
+    PGresult *res = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return res;
+    pgutil_error_t e;
+    pgutil_capture(conn, res, PROTO_SIDE_TARGET, &e);
+    PQclear(res);
+    char context[LEDGER_SQL_MAX];
+    snprintf(context, sizeof context, "ledger: %s", what);
+    pgutil_log_error(context, &e);
+    return NULL;
+}
+
+/* s_run for a statement that returns no rows: true when it ran. */
+static bool s_run_command(ledger_t *l, PGconn *conn, const char *tmpl,
+                          int64_t chunk_id, int nmore, const char *const *more,
+                          const char *what)
+{
+    PGresult *res = s_run(l, conn, tmpl, chunk_id, nmore, more, what);
+    PQclear(res);
+    return res != NULL;
+}
+
 bool ledger_chunk_state(ledger_t *l, int64_t chunk_id, bool *done_out,
                         int64_t *rows_out, int64_t *rejected_out)
 {
-    char sql[LEDGER_SQL_MAX], id[24];
-    s_sql(l, sql, sizeof sql,
-          "SELECT coalesce(rows, 0), rejected FROM @S.chunks WHERE job_id = "
-          "$1 AND chunk_id = $2 AND state = 'done'");
-    snprintf(id, sizeof id, "%" PRId64, chunk_id);
-    const char *params[] = {l->job_id, id};
-    pgutil_error_t e;
     *done_out = false;
     PGresult *res =
-        pgutil_query(s_conn(l), sql, 2, params, PROTO_SIDE_TARGET, &e);
-    if (!res) {
-        pgutil_log_error("ledger: reading a chunk's state", &e);
-        return false;
-    }
+        s_run(l, s_conn(l),
+              "SELECT coalesce(rows, 0), rejected FROM @S.chunks WHERE job_id "
+              "= $1 AND chunk_id = $2 AND state = 'done'",
+              chunk_id, 0, NULL, "reading a chunk's state");
+    if (!res) return false;
     *done_out = PQntuples(res) == 1;
     if (*done_out) {
         *rows_out = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
@@ -584,18 +666,11 @@ bool ledger_chunk_done(ledger_t *l, int64_t chunk_id, int64_t *rows_out,
 
 int64_t ledger_done_count(ledger_t *l)
 {
-    char sql[LEDGER_SQL_MAX];
-    s_sql(l, sql, sizeof sql,
-          "SELECT count(*) FROM @S.chunks WHERE job_id = $1 AND state = "
-          "'done'");
-    const char *params[] = {l->job_id};
-    pgutil_error_t e;
-    PGresult *res =
-        pgutil_query(s_conn(l), sql, 1, params, PROTO_SIDE_TARGET, &e);
-    if (!res) {
-        pgutil_log_error("ledger: counting done chunks", &e);
-        return -1;
-    }
+    PGresult *res = s_run(l, s_conn(l),
+                          "SELECT count(*) FROM @S.chunks WHERE job_id = $1 "
+                          "AND state = 'done'",
+                          -1, 0, NULL, "counting done chunks");
+    if (!res) return -1;
     int64_t n = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
     PQclear(res);
     return n;
@@ -604,48 +679,35 @@ int64_t ledger_done_count(ledger_t *l)
 void ledger_chunk_failed(ledger_t *l, int64_t chunk_id, int attempts,
                          const char *error)
 {
-    char sql[LEDGER_SQL_MAX], id[24], att[16];
-    s_sql(l, sql, sizeof sql,
-          "UPDATE @S.chunks SET state = 'failed', attempts = $3, "
-          "last_error = $4, updated_at = now() WHERE job_id = $1 AND "
-          "chunk_id = $2 AND state <> 'done'");
-    snprintf(id, sizeof id, "%" PRId64, chunk_id);
+    char att[16];
     snprintf(att, sizeof att, "%d", attempts);
     char clean[PROTO_MAX_MESSAGE]; /* no password, no control characters */
     log_one_line(clean, sizeof clean, error);
-    const char *params[] = {l->job_id, id, att, clean};
-    pgutil_error_t e;
-    if (!s_command(l, sql, 4, params, &e))
-        pgutil_log_error("ledger: recording a failed chunk", &e);
+    const char *more[] = {att, clean};
+    (void)s_run_command(l, s_conn_wait(l),
+                        "UPDATE @S.chunks SET state = 'failed', attempts = "
+                        "$3, last_error = $4, updated_at = now() WHERE job_id "
+                        "= $1 AND chunk_id = $2 AND state <> 'done'",
+                        chunk_id, 2, more, "recording a failed chunk");
 }
 
 void ledger_finish(ledger_t *l, const char *status)
 {
-    char sql[LEDGER_SQL_MAX];
-    s_sql(l, sql, sizeof sql,
-          "UPDATE @S.jobs SET status = $2, finished_at = now() WHERE "
-          "job_id = $1");
-    const char *params[] = {l->job_id, status};
-    pgutil_error_t e;
-    if (!s_command(l, sql, 2, params, &e))
-        pgutil_log_error("ledger: recording the job's status", &e);
+    const char *more[] = {status};
+    (void)s_run_command(l, s_conn_wait(l),
+                        "UPDATE @S.jobs SET status = $2, finished_at = now() "
+                        "WHERE job_id = $1",
+                        -1, 1, more, "recording the job's status");
 }
 
 bool ledger_load_rejects(ledger_t *l, int64_t chunk_id, reject_buf_t *out)
 {
-    char sql[LEDGER_SQL_MAX], id[24];
-    s_sql(l, sql, sizeof sql,
-          "SELECT row_index, sqlstate, message, row FROM @S.rejects WHERE "
-          "job_id = $1 AND chunk_id = $2 ORDER BY row_index");
-    snprintf(id, sizeof id, "%" PRId64, chunk_id);
-    const char *params[] = {l->job_id, id};
-    pgutil_error_t e;
-    PGresult *res =
-        pgutil_query(s_conn(l), sql, 2, params, PROTO_SIDE_TARGET, &e);
-    if (!res) {
-        pgutil_log_error("ledger: reading a chunk's rejected rows", &e);
-        return false;
-    }
+    PGresult *res = s_run(l, s_conn(l),
+                          "SELECT row_index, sqlstate, message, row FROM "
+                          "@S.rejects WHERE job_id = $1 AND chunk_id = $2 "
+                          "ORDER BY row_index",
+                          chunk_id, 0, NULL, "reading a chunk's rejected rows");
+    if (!res) return false;
     bool ok = true;
     for (int i = 0; i < PQntuples(res) && ok; i++) {
         proto_msg_t m = {.row_index = strtoll(PQgetvalue(res, i, 0), NULL, 10),
@@ -666,57 +728,42 @@ bool ledger_load_rejects(ledger_t *l, int64_t chunk_id, reject_buf_t *out)
 
 void ledger_rejects_written(ledger_t *l, int64_t chunk_id)
 {
-    char sql[LEDGER_SQL_MAX], id[24];
-    s_sql(l, sql, sizeof sql,
-          "UPDATE @S.chunks SET rejects_written = true WHERE job_id = $1 "
-          "AND chunk_id = $2");
-    snprintf(id, sizeof id, "%" PRId64, chunk_id);
-    const char *params[] = {l->job_id, id};
-    pgutil_error_t e;
-    if (!s_command(l, sql, 2, params, &e))
-        pgutil_log_error("ledger: recording rejected rows written", &e);
+    (void)s_run_command(l, s_conn(l),
+                        "UPDATE @S.chunks SET rejects_written = true WHERE "
+                        "job_id = $1 AND chunk_id = $2",
+                        chunk_id, 0, NULL, "recording rejected rows written");
 }
 
 bool ledger_rejects_at(ledger_t *l, int64_t chunk_id, int64_t rows_at,
                        int64_t log_at)
 {
-    char sql[LEDGER_SQL_MAX], id[24], r[24], g[24];
-    s_sql(l, sql, sizeof sql,
-          "UPDATE @S.chunks SET rejects_at = ARRAY[$3, $4]::bigint[] WHERE "
-          "job_id = $1 AND chunk_id = $2");
-    snprintf(id, sizeof id, "%" PRId64, chunk_id);
+    if (rows_at < 0 || log_at < 0) {
+        log_error("reject file: cannot tell its size");
+        return false;
+    }
+    char r[24], g[24];
     snprintf(r, sizeof r, "%" PRId64, rows_at);
     snprintf(g, sizeof g, "%" PRId64, log_at);
-    const char *params[] = {l->job_id, id, r, g};
-    pgutil_error_t e;
-    if (rows_at >= 0 && log_at >= 0 && s_command(l, sql, 4, params, &e))
-        return true;
-    if (rows_at < 0 || log_at < 0)
-        log_error("reject file: cannot tell its size");
-    else
-        pgutil_log_error("ledger: recording where rejected rows go", &e);
-    return false;
+    const char *more[] = {r, g};
+    return s_run_command(l, s_conn(l),
+                         "UPDATE @S.chunks SET rejects_at = ARRAY[$3, "
+                         "$4]::bigint[] WHERE job_id = $1 AND chunk_id = $2",
+                         chunk_id, 2, more, "recording where rejected rows go");
 }
 
 bool ledger_rejects_unwritten(ledger_t *l, ledger_unwritten_t **out,
                               size_t *n_out)
 {
-    char sql[LEDGER_SQL_MAX];
-    s_sql(l, sql, sizeof sql,
-          "SELECT chunk_id, coalesce(rejects_at[1], -1), "
-          "coalesce(rejects_at[2], -1) FROM @S.chunks WHERE job_id = $1 AND "
-          "state = 'done' AND rejected > 0 AND NOT rejects_written ORDER BY "
-          "chunk_id");
-    const char *params[] = {l->job_id};
-    pgutil_error_t e;
-    PGresult *res =
-        pgutil_query(s_conn(l), sql, 1, params, PROTO_SIDE_TARGET, &e);
     *out = NULL;
     *n_out = 0;
-    if (!res) {
-        pgutil_log_error("ledger: finding rejected rows not written", &e);
-        return false;
-    }
+    PGresult *res =
+        s_run(l, s_conn_wait(l),
+              "SELECT chunk_id, coalesce(rejects_at[1], -1), "
+              "coalesce(rejects_at[2], -1) FROM @S.chunks WHERE job_id = $1 "
+              "AND state = 'done' AND rejected > 0 AND NOT rejects_written "
+              "ORDER BY chunk_id",
+              -1, 0, NULL, "finding rejected rows not written");
+    if (!res) return false;
     size_t n = (size_t)PQntuples(res);
     ledger_unwritten_t *v = calloc(n + 1, sizeof *v);
     for (size_t i = 0; v && i < n; i++)
@@ -736,6 +783,7 @@ bool ledger_rejects_unwritten(ledger_t *l, ledger_unwritten_t **out,
 
 void ledger_close(ledger_t *l)
 {
+    pgutil_probe_cancel(&l->reconnect);
     free(l->qschema);
     memset(l, 0, sizeof *l);
 }

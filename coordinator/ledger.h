@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "pgutil.h"
 #include "plan.h"
 #include "proto.h"
 #include "reject.h"
@@ -33,6 +34,8 @@ typedef struct ledger_t {
     char job_id[PROTO_MAX_ID + 1]; /* this job */
     char status[16];               /* its status when checked, "" if new */
     bool locked;                   /* this session holds the job's lock */
+    pgutil_probe_t reconnect;      /* the session's reconnection, if any */
+    double reconnect_at;           /* clock_now() before which none starts */
 } ledger_t;
 
 /* How a job starts. */
@@ -134,5 +137,12 @@ bool ledger_rejects_unwritten(ledger_t *l, ledger_unwritten_t **out,
     __attribute__((warn_unused_result));
 
 void ledger_close(ledger_t *l);
+
+/* Reconnect a broken session without blocking: start (at most every
+ * MAPPER_LEDGER_RECONNECT_S) or advance a reconnection; a session that is
+ * back takes the job's lock again. The job's loop calls it every tick;
+ * meanwhile every ledger statement fails at once, as on a broken
+ * connection. */
+void ledger_reconnect(ledger_t *l);
 
 #endif

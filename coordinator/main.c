@@ -5,6 +5,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <malloc.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -385,6 +386,304 @@ enum {
     OPT_MAX_REJECTS,
 };
 
+/* What the command line gives besides the job spec. */
+typedef struct {
+    mapper_job_spec spec; /* the job */
+    const char *json;     /* --summary-json FILE, or NULL */
+    bool quiet;           /* -q: no summary table */
+    char *source;         /* --source, password hidden in argv (heap) */
+    char *target;         /* --target, likewise (heap) */
+    char *query_file;     /* --query-file's text (heap), or NULL */
+    int query_options;    /* --query and --query-file given */
+} s_cli_t;
+
+/* The option functions' answers besides an exit code. */
+#define S_OPTION_NEXT  (-1) /* taken: go on */
+#define S_OPTION_OTHER (-2) /* not one of this function's options */
+
+/* The long options (getopt_long). */
+static const struct option s_opts[] = {
+    {"source", required_argument, 0, OPT_SOURCE},
+    {"target", required_argument, 0, OPT_TARGET},
+    {"table", required_argument, 0, OPT_TABLE},
+    {"target-table", required_argument, 0, OPT_TARGET_TABLE},
+    {"workers", required_argument, 0, OPT_WORKERS},
+    {"chunk-size", required_argument, 0, OPT_CHUNK},
+    {"split-by", required_argument, 0, OPT_SPLIT},
+    {"summary-json", required_argument, 0, OPT_JSON},
+    {"max-retries", required_argument, 0, OPT_MAX_RETRIES},
+    {"initial-delay", required_argument, 0, OPT_INITIAL_DELAY},
+    {"max-delay", required_argument, 0, OPT_MAX_DELAY},
+    {"backoff-base", required_argument, 0, OPT_BASE},
+    {"no-jitter", no_argument, 0, OPT_NO_JITTER},
+    {"no-retry", no_argument, 0, OPT_NO_RETRY},
+    {"retry-deadline", required_argument, 0, OPT_DEADLINE},
+    {"outage-timeout", required_argument, 0, OPT_OUTAGE},
+    {"progress", required_argument, 0, OPT_PROGRESS},
+    {"progress-interval", required_argument, 0, OPT_PROGRESS_INTERVAL},
+    {"no-progress", no_argument, 0, OPT_NO_PROGRESS},
+    {"progress-file", required_argument, 0, OPT_PROGRESS_FILE},
+    {"job-id", required_argument, 0, OPT_JOB_ID},
+    {"state-schema", required_argument, 0, OPT_STATE_SCHEMA},
+    {"resume", optional_argument, 0, OPT_RESUME},
+    {"restart", no_argument, 0, OPT_RESTART},
+    {"truncate", no_argument, 0, OPT_TRUNCATE},
+    {"no-ledger", no_argument, 0, OPT_NO_LEDGER},
+    {"grace", required_argument, 0, OPT_GRACE},
+    {"listen", required_argument, 0, OPT_LISTEN},
+    {"insecure", no_argument, 0, OPT_INSECURE},
+    {"worker-timeout", required_argument, 0, OPT_WORKER_TIMEOUT},
+    {"curve-secret-key", required_argument, 0, OPT_CURVE_SECRET},
+    {"curve-allow", required_argument, 0, OPT_CURVE_ALLOW},
+    {"max-inflight-chunks", required_argument, 0, OPT_MAX_INFLIGHT},
+    {"query", required_argument, 0, OPT_QUERY},
+    {"query-file", required_argument, 0, OPT_QUERY_FILE},
+    {"columns", required_argument, 0, OPT_COLUMNS},
+    {"if-target-missing", required_argument, 0, OPT_IF_TARGET_MISSING},
+    {"on-bad-rows", required_argument, 0, OPT_ON_BAD_ROWS},
+    {"reject-file", required_argument, 0, OPT_REJECT_FILE},
+    {"max-rejects", required_argument, 0, OPT_MAX_REJECTS},
+    {"verbose", no_argument, 0, 'v'},
+    {"quiet", no_argument, 0, 'q'},
+    {"help", no_argument, 0, 'h'},
+    {"version", no_argument, 0, 'V'},
+    {0, 0, 0, 0}};
+
+/* The options that only set one field: a string (optarg), a flag, a
+ * whole number in a range, or seconds (s_parse_seconds). */
+#define S_AT(field) offsetof(s_cli_t, field)
+static const struct {
+    int opt;
+    size_t at;
+} s_strings[] = {
+    {OPT_TABLE, S_AT(spec.table)},
+    {OPT_TARGET_TABLE, S_AT(spec.target_table)},
+    {OPT_SPLIT, S_AT(spec.split_by)},
+    {OPT_JSON, S_AT(json)},
+    {OPT_PROGRESS_FILE, S_AT(spec.progress_file)},
+    {OPT_JOB_ID, S_AT(spec.job_id)},
+    {OPT_STATE_SCHEMA, S_AT(spec.state_schema)},
+    {OPT_LISTEN, S_AT(spec.listen)},
+    {OPT_CURVE_SECRET, S_AT(spec.curve_secret_key)},
+    {OPT_CURVE_ALLOW, S_AT(spec.curve_allow)},
+    {OPT_COLUMNS, S_AT(spec.columns)},
+    {OPT_REJECT_FILE, S_AT(spec.reject_file)},
+};
+static const struct {
+    int opt;
+    size_t at;
+    bool value;
+} s_flags[] = {
+    {OPT_NO_JITTER, S_AT(spec.retry.jitter), false},
+    {OPT_NO_RETRY, S_AT(spec.retry.enabled), false},
+    {OPT_RESTART, S_AT(spec.restart), true},
+    {OPT_TRUNCATE, S_AT(spec.truncate), true},
+    {OPT_NO_LEDGER, S_AT(spec.no_ledger), true},
+    {OPT_INSECURE, S_AT(spec.insecure), true},
+};
+static const struct {
+    int opt;
+    const char *name;
+    int64_t min, max;
+    size_t at;
+    bool is_int; /* the field is an int, else an int64_t */
+} s_ints[] = {
+    {OPT_WORKERS, "--workers", 0, MAPPER_MAX_WORKERS, S_AT(spec.workers), true},
+    {OPT_CHUNK, "--chunk-size", 1, INT64_MAX / 2, S_AT(spec.chunk_size), false},
+    {OPT_MAX_INFLIGHT, "--max-inflight-chunks", 1, MAPPER_MAX_INFLIGHT,
+     S_AT(spec.max_inflight_chunks), false},
+    {OPT_MAX_RETRIES, "--max-retries", 0, 1000, S_AT(spec.retry.max_retries),
+     true},
+    {OPT_MAX_REJECTS, "--max-rejects", 0, INT64_MAX, S_AT(spec.max_rejects),
+     false},
+};
+static const struct {
+    int opt;
+    const char *name;
+    size_t at;
+} s_seconds[] = {
+    {OPT_INITIAL_DELAY, "--initial-delay", S_AT(spec.retry.initial_delay)},
+    {OPT_MAX_DELAY, "--max-delay", S_AT(spec.retry.max_delay)},
+    {OPT_BASE, "--backoff-base", S_AT(spec.retry.exponential_base)},
+    {OPT_DEADLINE, "--retry-deadline", S_AT(spec.retry.deadline)},
+    {OPT_OUTAGE, "--outage-timeout", S_AT(spec.outage_timeout)},
+    {OPT_GRACE, "--grace", S_AT(spec.grace)},
+    {OPT_WORKER_TIMEOUT, "--worker-timeout", S_AT(spec.worker_timeout)},
+};
+#define S_COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Take option o when it only sets one field (the tables above). */
+static int s_option_field(int o, s_cli_t *c)
+{
+    char *base = (char *)c;
+    for (size_t i = 0; i < S_COUNT(s_strings); i++)
+        if (s_strings[i].opt == o) {
+            *(const char **)(base + s_strings[i].at) = optarg;
+            return S_OPTION_NEXT;
+        }
+    for (size_t i = 0; i < S_COUNT(s_flags); i++)
+        if (s_flags[i].opt == o) {
+            *(bool *)(base + s_flags[i].at) = s_flags[i].value;
+            return S_OPTION_NEXT;
+        }
+    for (size_t i = 0; i < S_COUNT(s_ints); i++) {
+        int64_t v;
+        if (s_ints[i].opt != o) continue;
+        if (!s_parse_int(s_ints[i].name, optarg, s_ints[i].min, s_ints[i].max,
+                         &v))
+            return MAPPER_EXIT_USAGE;
+        if (s_ints[i].is_int)
+            *(int *)(base + s_ints[i].at) = (int)v;
+        else
+            *(int64_t *)(base + s_ints[i].at) = v;
+        return S_OPTION_NEXT;
+    }
+    for (size_t i = 0; i < S_COUNT(s_seconds); i++)
+        if (s_seconds[i].opt == o)
+            return s_parse_seconds(s_seconds[i].name, optarg,
+                                   (double *)(base + s_seconds[i].at))
+                       ? S_OPTION_NEXT
+                       : MAPPER_EXIT_USAGE;
+    return S_OPTION_OTHER;
+}
+
+/* --source or --target: kept as given, its password hidden in argv. */
+static int s_option_conninfo(int o, s_cli_t *c)
+{
+    char *copy = strdup(optarg), why[512];
+    if (!copy) return MAPPER_EXIT_CANNOT_RUN;
+    if (!log_hide_conninfo(copy, optarg, why, sizeof why)) {
+        log_error("--%s: %s", o == OPT_SOURCE ? "source" : "target", why);
+        free(copy);
+        return MAPPER_EXIT_USAGE;
+    }
+    char **slot = o == OPT_SOURCE ? &c->source : &c->target;
+    free(*slot);
+    *slot = copy;
+    return S_OPTION_NEXT;
+}
+
+/* The options that take more than setting one field. */
+static int s_option(int o, s_cli_t *c, char **argv)
+{
+    int rc = s_option_field(o, c);
+    if (rc != S_OPTION_OTHER) return rc;
+    switch (o) {
+    case OPT_SOURCE:
+    case OPT_TARGET:
+        return s_option_conninfo(o, c);
+    case OPT_PROGRESS:
+        if (!s_parse_progress(optarg, &c->spec.progress))
+            return MAPPER_EXIT_USAGE;
+        break;
+    case OPT_PROGRESS_INTERVAL:
+        if (!s_parse_seconds("--progress-interval", optarg,
+                             &c->spec.progress_interval) ||
+            c->spec.progress_interval <= 0) {
+            if (c->spec.progress_interval <= 0)
+                log_error("--progress-interval must be > 0");
+            return MAPPER_EXIT_USAGE;
+        }
+        break;
+    case OPT_NO_PROGRESS:
+        c->spec.progress = MAPPER_PROGRESS_NONE;
+        break;
+    case OPT_RESUME:
+        if (!s_parse_resume(optarg, &c->spec)) {
+            log_error("--resume: expected --resume or --resume=auto, "
+                      "got '%s'",
+                      optarg);
+            return MAPPER_EXIT_USAGE;
+        }
+        break;
+    case OPT_QUERY:
+        c->spec.query = optarg;
+        c->query_options++;
+        break;
+    case OPT_QUERY_FILE:
+        free(c->query_file);
+        if (!(c->query_file = s_read_file("--query-file", optarg)))
+            return MAPPER_EXIT_USAGE;
+        c->spec.query = c->query_file;
+        c->query_options++;
+        break;
+    case OPT_IF_TARGET_MISSING:
+        if (!strcmp(optarg, "create"))
+            c->spec.if_target_missing = MAPPER_TARGET_CREATE;
+        else if (!strcmp(optarg, "fail"))
+            c->spec.if_target_missing = MAPPER_TARGET_FAIL;
+        else {
+            log_error("--if-target-missing: expected create or fail, "
+                      "got '%s'",
+                      optarg);
+            return MAPPER_EXIT_USAGE;
+        }
+        break;
+    case OPT_ON_BAD_ROWS:
+        if (!strcmp(optarg, "fail")) {
+            c->spec.on_bad_rows = MAPPER_BAD_ROWS_FAIL;
+        } else if (!strcmp(optarg, "reject")) {
+            c->spec.on_bad_rows = MAPPER_BAD_ROWS_REJECT;
+        } else {
+            log_error("--on-bad-rows: expected fail or reject, got '%s'",
+                      optarg);
+            return MAPPER_EXIT_USAGE;
+        }
+        break;
+    case 'v':
+        log_set_level(LOG_DEBUG);
+        break;
+    case 'q':
+        c->quiet = true;
+        log_set_level(LOG_ERROR);
+        break;
+    case 'h':
+        s_help(stdout);
+        return MAPPER_EXIT_OK;
+    case 'V':
+        printf("mapper-coord %s\n", MAPPER_VERSION);
+        return MAPPER_EXIT_OK;
+    case ':':
+    default:
+        log_bad_option(o, argv);
+        return MAPPER_EXIT_USAGE;
+    }
+    return S_OPTION_NEXT;
+}
+
+/* Read the command line into *c: S_OPTION_NEXT to run the job, or the
+ * exit code to end with (--help, --version, a usage error). */
+static int s_parse_args(int argc, char **argv, s_cli_t *c)
+{
+    char err[MAPPER_ENV_ERR_MAX];
+    if (!mapper_job_spec_env(&c->spec, err, sizeof err) ||
+        !s_resume_env(&c->spec, err, sizeof err)) {
+        log_error("%s", err);
+        return MAPPER_EXIT_USAGE;
+    }
+    opterr = 0;
+    int o, idx;
+    while ((o = getopt_long(argc, argv, ":vqhV", s_opts, &idx)) != -1) {
+        int rc = s_option(o, c, argv);
+        if (rc != S_OPTION_NEXT) return rc;
+    }
+    if (optind < argc) {
+        log_error("unexpected argument '%s' (see --help)", argv[optind]);
+        return MAPPER_EXIT_USAGE;
+    }
+    if (c->query_options > 1) {
+        log_error("give one --query or --query-file, not several");
+        return MAPPER_EXIT_USAGE;
+    }
+    if (!c->spec.table && !c->spec.query) {
+        log_error("--table or --query is required (see --help)");
+        return MAPPER_EXIT_USAGE;
+    }
+    c->spec.source = c->source;
+    c->spec.target = c->target;
+    return S_OPTION_NEXT;
+}
+
 int main(int argc, char **argv)
 {
     log_init("coord", LOG_INFO);
@@ -393,299 +692,25 @@ int main(int argc, char **argv)
     mallopt(M_MMAP_THRESHOLD, MAPPER_MMAP_THRESHOLD);
     mallopt(M_TRIM_THRESHOLD, MAPPER_MMAP_THRESHOLD);
     if (argc >= 2 && !strcmp(argv[1], "keygen")) return s_keygen(argc, argv);
-    mapper_job_spec spec;
-    mapper_job_spec_init(&spec);
-    const char *json = NULL;
-    bool quiet = false;
-    char *source = NULL, *target = NULL, *query_file = NULL;
-    int query_options = 0;
-    static const struct option opts[] = {
-        {"source", required_argument, 0, OPT_SOURCE},
-        {"target", required_argument, 0, OPT_TARGET},
-        {"table", required_argument, 0, OPT_TABLE},
-        {"target-table", required_argument, 0, OPT_TARGET_TABLE},
-        {"workers", required_argument, 0, OPT_WORKERS},
-        {"chunk-size", required_argument, 0, OPT_CHUNK},
-        {"split-by", required_argument, 0, OPT_SPLIT},
-        {"summary-json", required_argument, 0, OPT_JSON},
-        {"max-retries", required_argument, 0, OPT_MAX_RETRIES},
-        {"initial-delay", required_argument, 0, OPT_INITIAL_DELAY},
-        {"max-delay", required_argument, 0, OPT_MAX_DELAY},
-        {"backoff-base", required_argument, 0, OPT_BASE},
-        {"no-jitter", no_argument, 0, OPT_NO_JITTER},
-        {"no-retry", no_argument, 0, OPT_NO_RETRY},
-        {"retry-deadline", required_argument, 0, OPT_DEADLINE},
-        {"outage-timeout", required_argument, 0, OPT_OUTAGE},
-        {"progress", required_argument, 0, OPT_PROGRESS},
-        {"progress-interval", required_argument, 0, OPT_PROGRESS_INTERVAL},
-        {"no-progress", no_argument, 0, OPT_NO_PROGRESS},
-        {"progress-file", required_argument, 0, OPT_PROGRESS_FILE},
-        {"job-id", required_argument, 0, OPT_JOB_ID},
-        {"state-schema", required_argument, 0, OPT_STATE_SCHEMA},
-        {"resume", optional_argument, 0, OPT_RESUME},
-        {"restart", no_argument, 0, OPT_RESTART},
-        {"truncate", no_argument, 0, OPT_TRUNCATE},
-        {"no-ledger", no_argument, 0, OPT_NO_LEDGER},
-        {"grace", required_argument, 0, OPT_GRACE},
-        {"listen", required_argument, 0, OPT_LISTEN},
-        {"insecure", no_argument, 0, OPT_INSECURE},
-        {"worker-timeout", required_argument, 0, OPT_WORKER_TIMEOUT},
-        {"curve-secret-key", required_argument, 0, OPT_CURVE_SECRET},
-        {"curve-allow", required_argument, 0, OPT_CURVE_ALLOW},
-        {"max-inflight-chunks", required_argument, 0, OPT_MAX_INFLIGHT},
-        {"query", required_argument, 0, OPT_QUERY},
-        {"query-file", required_argument, 0, OPT_QUERY_FILE},
-        {"columns", required_argument, 0, OPT_COLUMNS},
-        {"if-target-missing", required_argument, 0, OPT_IF_TARGET_MISSING},
-        {"on-bad-rows", required_argument, 0, OPT_ON_BAD_ROWS},
-        {"reject-file", required_argument, 0, OPT_REJECT_FILE},
-        {"max-rejects", required_argument, 0, OPT_MAX_REJECTS},
-        {"verbose", no_argument, 0, 'v'},
-        {"quiet", no_argument, 0, 'q'},
-        {"help", no_argument, 0, 'h'},
-        {"version", no_argument, 0, 'V'},
-        {0, 0, 0, 0}};
-    char err[MAPPER_ENV_ERR_MAX];
-    if (!mapper_job_spec_env(&spec, err, sizeof err) ||
-        !s_resume_env(&spec, err, sizeof err)) {
-        log_error("%s", err);
-        return MAPPER_EXIT_USAGE;
+    s_cli_t cli = {0};
+    mapper_job_spec_init(&cli.spec);
+    int rc = s_parse_args(argc, argv, &cli);
+    if (rc != S_OPTION_NEXT) {
+        free(cli.source);
+        free(cli.target);
+        free(cli.query_file);
+        return rc;
     }
-    opterr = 0;
-    int o, idx;
-    int64_t v;
-    while ((o = getopt_long(argc, argv, ":vqhV", opts, &idx)) != -1) {
-        switch (o) {
-        case OPT_SOURCE:
-        case OPT_TARGET: {
-            char *copy = strdup(optarg), why[512];
-            if (!copy) return MAPPER_EXIT_CANNOT_RUN;
-            if (!log_hide_conninfo(copy, optarg, why, sizeof why)) {
-                log_error("--%s: %s", o == OPT_SOURCE ? "source" : "target",
-                          why);
-                free(copy);
-                return MAPPER_EXIT_USAGE;
-            }
-            if (o == OPT_SOURCE)
-                free(source), source = copy;
-            else
-                free(target), target = copy;
-            break;
-        }
-        case OPT_TABLE:
-            spec.table = optarg;
-            break;
-        case OPT_TARGET_TABLE:
-            spec.target_table = optarg;
-            break;
-        case OPT_WORKERS:
-            if (!s_parse_int("--workers", optarg, 0, MAPPER_MAX_WORKERS, &v))
-                return MAPPER_EXIT_USAGE;
-            spec.workers = (int)v;
-            break;
-        case OPT_CHUNK:
-            if (!s_parse_int("--chunk-size", optarg, 1, INT64_MAX / 2, &v))
-                return MAPPER_EXIT_USAGE;
-            spec.chunk_size = v;
-            break;
-        case OPT_MAX_INFLIGHT:
-            if (!s_parse_int("--max-inflight-chunks", optarg, 1,
-                             MAPPER_MAX_INFLIGHT, &v))
-                return MAPPER_EXIT_USAGE;
-            spec.max_inflight_chunks = v;
-            break;
-        case OPT_SPLIT:
-            spec.split_by = optarg;
-            break;
-        case OPT_JSON:
-            json = optarg;
-            break;
-        case OPT_MAX_RETRIES:
-            if (!s_parse_int("--max-retries", optarg, 0, 1000, &v))
-                return MAPPER_EXIT_USAGE;
-            spec.retry.max_retries = (int)v;
-            break;
-        case OPT_INITIAL_DELAY:
-            if (!s_parse_seconds("--initial-delay", optarg,
-                                 &spec.retry.initial_delay))
-                return MAPPER_EXIT_USAGE;
-            break;
-        case OPT_MAX_DELAY:
-            if (!s_parse_seconds("--max-delay", optarg, &spec.retry.max_delay))
-                return MAPPER_EXIT_USAGE;
-            break;
-        case OPT_BASE:
-            if (!s_parse_seconds("--backoff-base", optarg,
-                                 &spec.retry.exponential_base))
-                return MAPPER_EXIT_USAGE;
-            break;
-        case OPT_NO_JITTER:
-            spec.retry.jitter = false;
-            break;
-        case OPT_NO_RETRY:
-            spec.retry.enabled = false;
-            break;
-        case OPT_DEADLINE:
-            if (!s_parse_seconds("--retry-deadline", optarg,
-                                 &spec.retry.deadline))
-                return MAPPER_EXIT_USAGE;
-            break;
-        case OPT_OUTAGE:
-            if (!s_parse_seconds("--outage-timeout", optarg,
-                                 &spec.outage_timeout))
-                return MAPPER_EXIT_USAGE;
-            break;
-        case OPT_PROGRESS:
-            if (!s_parse_progress(optarg, &spec.progress))
-                return MAPPER_EXIT_USAGE;
-            break;
-        case OPT_PROGRESS_INTERVAL:
-            if (!s_parse_seconds("--progress-interval", optarg,
-                                 &spec.progress_interval) ||
-                spec.progress_interval <= 0) {
-                if (spec.progress_interval <= 0)
-                    log_error("--progress-interval must be > 0");
-                return MAPPER_EXIT_USAGE;
-            }
-            break;
-        case OPT_NO_PROGRESS:
-            spec.progress = MAPPER_PROGRESS_NONE;
-            break;
-        case OPT_PROGRESS_FILE:
-            spec.progress_file = optarg;
-            break;
-        case OPT_JOB_ID:
-            spec.job_id = optarg;
-            break;
-        case OPT_STATE_SCHEMA:
-            spec.state_schema = optarg;
-            break;
-        case OPT_RESUME:
-            if (!s_parse_resume(optarg, &spec)) {
-                log_error("--resume: expected --resume or --resume=auto, "
-                          "got '%s'",
-                          optarg);
-                return MAPPER_EXIT_USAGE;
-            }
-            break;
-        case OPT_RESTART:
-            spec.restart = true;
-            break;
-        case OPT_TRUNCATE:
-            spec.truncate = true;
-            break;
-        case OPT_NO_LEDGER:
-            spec.no_ledger = true;
-            break;
-        case OPT_GRACE:
-            if (!s_parse_seconds("--grace", optarg, &spec.grace))
-                return MAPPER_EXIT_USAGE;
-            break;
-        case OPT_LISTEN:
-            spec.listen = optarg;
-            break;
-        case OPT_INSECURE:
-            spec.insecure = true;
-            break;
-        case OPT_WORKER_TIMEOUT:
-            if (!s_parse_seconds("--worker-timeout", optarg,
-                                 &spec.worker_timeout))
-                return MAPPER_EXIT_USAGE;
-            break;
-        case OPT_CURVE_SECRET:
-            spec.curve_secret_key = optarg;
-            break;
-        case OPT_CURVE_ALLOW:
-            spec.curve_allow = optarg;
-            break;
-        case OPT_QUERY:
-            spec.query = optarg;
-            query_options++;
-            break;
-        case OPT_QUERY_FILE:
-            free(query_file);
-            if (!(query_file = s_read_file("--query-file", optarg)))
-                return MAPPER_EXIT_USAGE;
-            spec.query = query_file;
-            query_options++;
-            break;
-        case OPT_COLUMNS:
-            spec.columns = optarg;
-            break;
-        case OPT_IF_TARGET_MISSING:
-            if (!strcmp(optarg, "create"))
-                spec.if_target_missing = MAPPER_TARGET_CREATE;
-            else if (!strcmp(optarg, "fail"))
-                spec.if_target_missing = MAPPER_TARGET_FAIL;
-            else {
-                log_error("--if-target-missing: expected create or fail, "
-                          "got '%s'",
-                          optarg);
-                return MAPPER_EXIT_USAGE;
-            }
-            break;
-        case OPT_ON_BAD_ROWS:
-            if (!strcmp(optarg, "fail")) {
-                spec.on_bad_rows = MAPPER_BAD_ROWS_FAIL;
-            } else if (!strcmp(optarg, "reject")) {
-                spec.on_bad_rows = MAPPER_BAD_ROWS_REJECT;
-            } else {
-                log_error("--on-bad-rows: expected fail or reject, got '%s'",
-                          optarg);
-                return MAPPER_EXIT_USAGE;
-            }
-            break;
-        case OPT_REJECT_FILE:
-            spec.reject_file = optarg;
-            break;
-        case OPT_MAX_REJECTS:
-            if (!s_parse_int("--max-rejects", optarg, 0, INT64_MAX, &v))
-                return MAPPER_EXIT_USAGE;
-            spec.max_rejects = v;
-            break;
-        case 'v':
-            log_set_level(LOG_DEBUG);
-            break;
-        case 'q':
-            quiet = true;
-            log_set_level(LOG_ERROR);
-            break;
-        case 'h':
-            s_help(stdout);
-            return MAPPER_EXIT_OK;
-        case 'V':
-            printf("mapper-coord %s\n", MAPPER_VERSION);
-            return MAPPER_EXIT_OK;
-        case ':':
-            log_error("option %s needs a value (see --help)", argv[optind - 1]);
-            return MAPPER_EXIT_USAGE;
-        default:
-            log_error("unknown option '%s' (see --help)", argv[optind - 1]);
-            return MAPPER_EXIT_USAGE;
-        }
-    }
-    if (optind < argc) {
-        log_error("unexpected argument '%s' (see --help)", argv[optind]);
-        return MAPPER_EXIT_USAGE;
-    }
-    if (query_options > 1) {
-        log_error("give one --query or --query-file, not several");
-        return MAPPER_EXIT_USAGE;
-    }
-    if (!spec.table && !spec.query) {
-        log_error("--table or --query is required (see --help)");
-        return MAPPER_EXIT_USAGE;
-    }
-    spec.source = source;
-    spec.target = target;
+    mapper_job_spec spec = cli.spec;
+    const char *json = cli.json;
 
     mapper_result r;
-    int rc = mapper_job_run(&spec, &r);
+    rc = mapper_job_run(&spec, &r);
     if (rc == MAPPER_EXIT_USAGE ||
         (rc == MAPPER_EXIT_CANNOT_RUN && r.chunks_total == 0)) {
         log_error("%s", r.error);
     } else {
-        if (!quiet && !r.already_done) mapper_result_print(&r, stdout);
+        if (!cli.quiet && !r.already_done) mapper_result_print(&r, stdout);
         if (r.error[0]) log_error("%s", r.error);
     }
     if (r.already_done)
@@ -698,8 +723,8 @@ int main(int argc, char **argv)
     if (json && !s_write_json(json, &r) && rc == MAPPER_EXIT_OK)
         rc = MAPPER_EXIT_FAILED;
     mapper_result_free(&r);
-    free(source);
-    free(target);
-    free(query_file);
+    free(cli.source);
+    free(cli.target);
+    free(cli.query_file);
     return rc;
 }

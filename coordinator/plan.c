@@ -2,6 +2,7 @@
 #include "plan.h"
 
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,24 +191,42 @@ fail:
     return false;
 }
 
+/* Run the planner's statement (printf-style) on the source. Its result
+ * (rows or none; the caller clears it), or NULL, logged. */
+__attribute__((format(printf, 2, 3))) static PGresult *
+s_runf(PGconn *conn, const char *fmt, ...)
+{
+    char *sql = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&sql, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        log_error("planning: out of memory");
+        return NULL;
+    }
+    /* One statement only (the extended protocol): qfrom may hold a query. */
+    PGresult *res = PQexecParams(conn, sql, 0, NULL, NULL, NULL, NULL, 0);
+    free(sql);
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return res;
+    pgutil_error_t err;
+    pgutil_capture(conn, res, PROTO_SIDE_SOURCE, &err);
+    PQclear(res);
+    pgutil_log_error("planning", &err);
+    return NULL;
+}
+
 /* min, max and the NULL count of the key: three index probes. */
 static bool s_key_stats(PGconn *conn, const char *qtable, const char *qcol,
                         bool *empty, int64_t *min, int64_t *max, int64_t *nulls)
 {
-    size_t len = strlen(qtable) * 3 + strlen(qcol) * 5 + 200;
-    char *sql = malloc(len);
-    if (!sql) return false;
-    snprintf(sql, len,
-             "SELECT (SELECT min(%s) FROM %s), (SELECT max(%s) FROM %s), "
-             "(SELECT count(*) FROM %s WHERE %s IS NULL)",
-             qcol, qtable, qcol, qtable, qtable, qcol);
-    pgutil_error_t err;
-    PGresult *res = pgutil_query(conn, sql, 0, NULL, PROTO_SIDE_SOURCE, &err);
-    free(sql);
-    if (!res) {
-        pgutil_log_error("planning", &err);
-        return false;
-    }
+    PGresult *res =
+        s_runf(conn,
+               "SELECT (SELECT min(%s) FROM %s), (SELECT max(%s) FROM %s), "
+               "(SELECT count(*) FROM %s WHERE %s IS NULL)",
+               qcol, qtable, qcol, qtable, qtable, qcol);
+    if (!res) return false;
     *empty = PQgetisnull(res, 0, 0);
     *min = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
     *max = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
@@ -221,22 +240,16 @@ static bool s_key_stats(PGconn *conn, const char *qtable, const char *qcol,
 static bool s_cursor_walk(PGconn *conn, const char *qtable, const char *qcol,
                           int64_t chunk_size, int64_t nulls, plan_t *out)
 {
-    size_t len = strlen(qtable) + 3 * strlen(qcol) + 160;
-    char *sql = malloc(len);
-    if (!sql) return false;
-    snprintf(sql, len,
-             "DECLARE mapper_plan NO SCROLL CURSOR FOR SELECT %s FROM %s "
-             "WHERE %s IS NOT NULL ORDER BY %s",
-             qcol, qtable, qcol, qcol);
+    PGresult *res =
+        s_runf(conn,
+               "DECLARE mapper_plan NO SCROLL CURSOR FOR SELECT %s FROM %s "
+               "WHERE %s IS NOT NULL ORDER BY %s",
+               qcol, qtable, qcol, qcol);
+    if (!res) return false;
+    PQclear(res);
     pgutil_error_t err;
-    bool ok = pgutil_exec(conn, sql, PROTO_SIDE_SOURCE, &err);
-    free(sql);
-    if (!ok) {
-        pgutil_log_error("planning", &err);
-        return false;
-    }
     s_pg_walk_t w = {conn};
-    ok = plan_keyset_walk(s_pg_step, &w, chunk_size, nulls, out);
+    bool ok = plan_keyset_walk(s_pg_step, &w, chunk_size, nulls, out);
     if (!pgutil_exec(conn, "CLOSE mapper_plan", PROTO_SIDE_SOURCE, &err)) {
         pgutil_log_error("planning", &err);
         plan_free(out);
@@ -269,20 +282,11 @@ bool plan_query_pg(PGconn *conn, const char *qfrom, const char *qcol,
 {
     memset(out, 0, sizeof *out);
     *dense_out = false;
-    size_t len = strlen(qfrom) + 4 * strlen(qcol) + 120;
-    char *sql = malloc(len);
-    if (!sql) return false;
-    snprintf(sql, len,
-             "SELECT min(%s), max(%s), count(%s), count(*) - count(%s) "
-             "FROM %s",
-             qcol, qcol, qcol, qcol, qfrom);
-    pgutil_error_t err;
-    PGresult *res = pgutil_query(conn, sql, 0, NULL, PROTO_SIDE_SOURCE, &err);
-    free(sql);
-    if (!res) {
-        pgutil_log_error("planning", &err);
-        return false;
-    }
+    PGresult *res = s_runf(conn,
+                           "SELECT min(%s), max(%s), count(%s), count(*) - "
+                           "count(%s) FROM %s",
+                           qcol, qcol, qcol, qcol, qfrom);
+    if (!res) return false;
     bool empty = PQgetisnull(res, 0, 0);
     int64_t min = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
     int64_t max = strtoll(PQgetvalue(res, 0, 1), NULL, 10);

@@ -55,12 +55,21 @@ static void s_table_free(s_table_t *t)
     memset(t, 0, sizeof *t);
 }
 
-/* Write "<side> table <name>: <what>" into err; returns false. */
-static bool s_fail(char *err, size_t errlen, proto_side_t side,
-                   const char *name, const char *what)
+/* Read what (its "columns", its "primary key") of table name from the
+ * catalog on conn with sql ($1: the table's oid, in oid_params). The rows
+ * (the caller clears them), or NULL with the reason in err. */
+static PGresult *s_catalog(PGconn *conn, proto_side_t side, const char *name,
+                           const char *const *oid_params, const char *sql,
+                           const char *what, char *err, size_t errlen)
 {
-    snprintf(err, errlen, "%s table %s %s", pgutil_side_name(side), name, what);
-    return false;
+    pgutil_error_t e;
+    PGresult *res = pgutil_query(conn, sql, 1, oid_params, side, &e);
+    if (res) return res;
+    char context[256];
+    snprintf(context, sizeof context, "%s table %s - cannot read its %s",
+             pgutil_side_name(side), name, what);
+    pgutil_reason(err, errlen, context, &e);
+    return NULL;
 }
 
 /* Resolve name (SQL syntax, search_path applies) on conn into *t;
@@ -90,7 +99,8 @@ static bool s_table_load(PGconn *conn, proto_side_t side, const char *name,
     if (PQntuples(res) != 1) {
         PQclear(res);
         if (missing_out) *missing_out = true;
-        return s_fail(err, errlen, side, name, "does not exist");
+        return log_reason(err, errlen, "%s table %s %s", pgutil_side_name(side),
+                          name, "does not exist");
     }
     t->qname = strdup(PQgetvalue(res, 0, 0));
     t->nspname = strdup(PQgetvalue(res, 0, 5));
@@ -104,17 +114,14 @@ static bool s_table_load(PGconn *conn, proto_side_t side, const char *name,
     PQclear(res);
     oid_params[0] = oid;
 
-    res = pgutil_query(conn,
-                       "SELECT attname, atttypid, atttypmod, "
-                       "atttypid IN (20, 21, 23), attnotnull AND NOT "
-                       "atthasdef AND attidentity = '' FROM pg_attribute "
-                       "WHERE attrelid = $1::oid AND attnum > 0 AND NOT "
-                       "attisdropped AND attgenerated = '' ORDER BY attnum",
-                       1, oid_params, side, &e);
-    if (!res) {
-        pgutil_log_error("reading columns", &e);
-        return s_fail(err, errlen, side, name, "- cannot read its columns");
-    }
+    res = s_catalog(conn, side, name, oid_params,
+                    "SELECT attname, atttypid, atttypmod, "
+                    "atttypid IN (20, 21, 23), attnotnull AND NOT "
+                    "atthasdef AND attidentity = '' FROM pg_attribute "
+                    "WHERE attrelid = $1::oid AND attnum > 0 AND NOT "
+                    "attisdropped AND attgenerated = '' ORDER BY attnum",
+                    "columns", err, errlen);
+    if (!res) return false;
     t->ncols = PQntuples(res);
     t->cols = calloc((size_t)t->ncols + 1, sizeof *t->cols);
     for (int i = 0; t->cols && i < t->ncols; i++) {
@@ -126,20 +133,18 @@ static bool s_table_load(PGconn *conn, proto_side_t side, const char *name,
     }
     PQclear(res);
 
-    res = pgutil_query(conn,
-                       "SELECT a.attname FROM pg_index i JOIN pg_attribute a "
-                       "ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
-                       "WHERE i.indrelid = $1::oid AND i.indisprimary AND "
-                       "i.indnkeyatts = 1 AND a.atttypid IN (20, 21, 23)",
-                       1, oid_params, side, &e);
-    if (!res) {
-        pgutil_log_error("reading primary key", &e);
-        return s_fail(err, errlen, side, name, "- cannot read its primary key");
-    }
+    res = s_catalog(conn, side, name, oid_params,
+                    "SELECT a.attname FROM pg_index i JOIN pg_attribute a "
+                    "ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+                    "WHERE i.indrelid = $1::oid AND i.indisprimary AND "
+                    "i.indnkeyatts = 1 AND a.atttypid IN (20, 21, 23)",
+                    "primary key", err, errlen);
+    if (!res) return false;
     if (PQntuples(res) == 1) t->pk = strdup(PQgetvalue(res, 0, 0));
     PQclear(res);
     if (!t->cols || !t->qname || !t->nspname || !t->relname)
-        return s_fail(err, errlen, side, name, "- out of memory");
+        return log_reason(err, errlen, "%s table %s %s", pgutil_side_name(side),
+                          name, "- out of memory");
     return true;
 }
 
@@ -598,6 +603,33 @@ static bool s_add_name(schema_t *out, const char *name)
     return true;
 }
 
+/* Copy what out keeps of the source s and the target t: their names and
+ * the source's size. False (err) when a target name is too long for the
+ * wire or memory runs out. */
+static bool s_fill_tables(schema_t *out, const s_table_t *s, const s_table_t *t,
+                          char *err, size_t errlen)
+{
+    if (strlen(t->nspname) > PROTO_MAX_NAME ||
+        strlen(t->relname) > PROTO_MAX_NAME) {
+        snprintf(err, errlen, "target table %s: a name longer than %d bytes",
+                 t->qname, PROTO_MAX_NAME);
+        return false;
+    }
+    out->qsource = strdup(s->qname);
+    out->qtarget = strdup(t->qname);
+    out->target_schema = strdup(t->nspname);
+    out->target_name = strdup(t->relname);
+    if (!out->qsource || !out->qtarget || !out->target_schema ||
+        !out->target_name) {
+        snprintf(err, errlen, "out of memory reading the schema");
+        return false;
+    }
+    out->relkind = s->relkind;
+    out->pages = s->pages;
+    out->reltuples = s->tuples;
+    return true;
+}
+
 bool schema_load(PGconn *src, PGconn *dst, const schema_request_t *req,
                  schema_t *out, bool *usage_error_out, char *err, size_t errlen)
 {
@@ -692,24 +724,8 @@ bool schema_load(PGconn *src, PGconn *dst, const schema_request_t *req,
                        req->rows_as_text, err, errlen))
         goto done;
     if (!s_check_required(&s, pick, npick, &t, err, errlen)) goto done;
-    if (strlen(t.nspname) > PROTO_MAX_NAME ||
-        strlen(t.relname) > PROTO_MAX_NAME) {
-        snprintf(err, errlen, "target table %s: a name longer than %d bytes",
-                 t.qname, PROTO_MAX_NAME);
-        goto done;
-    }
-    out->qsource = strdup(s.qname);
-    out->qtarget = strdup(t.qname);
-    out->target_schema = strdup(t.nspname);
-    out->target_name = strdup(t.relname);
-    if (!out->qsource || !out->qtarget || !out->target_schema ||
-        !out->target_name)
-        goto oom;
+    ok = s_fill_tables(out, &s, &t, err, errlen);
     out->is_query = req->query != NULL;
-    out->relkind = s.relkind;
-    out->pages = s.pages;
-    out->reltuples = s.tuples;
-    ok = true;
     goto done;
 oom:
     snprintf(err, errlen, "out of memory reading the schema");

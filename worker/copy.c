@@ -4,15 +4,14 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/select.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "defaults.h"
+#include "fault.h"
 #include "growbuf.h"
 #include "isolate.h"
 #include "log.h"
@@ -44,79 +43,6 @@
     "rejected = $5, last_error = NULL, updated_at = now() WHERE job_id = $1 "  \
     "AND chunk_id = $2"
 
-/* "pause-POINT:CHUNK" holds at POINT instead of dying: until the release
- * file exists (polled every COPY_FAULT_POLL_NS, at most COPY_FAULT_HOLD_S),
- * or for COPY_FAULT_PAUSE_S without one. */
-#define COPY_FAULT_PAUSE   "pause-"
-#define COPY_FAULT_PAUSE_S 3
-#define COPY_FAULT_HOLD_S  120
-#define COPY_FAULT_POLL_NS (10 * 1000 * 1000)
-
-/* Hold until RELEASE exists (NULL: for COPY_FAULT_PAUSE_S) or SIGTERM or
- * SIGINT arrives; the caller's own checks then see why it was woken. The
- * caller blocked those signals before announcing the hold, and each wait
- * unblocks them atomically (pselect with the old mask), so a signal sent
- * the moment the hold is announced still ends it. */
-static void s_fault_hold(const char *release, const sigset_t *old)
-{
-    if (!release || !*release) {
-        struct timespec ts = {COPY_FAULT_PAUSE_S, 0};
-        pselect(0, NULL, NULL, NULL, &ts, old);
-        return;
-    }
-    long polls = (long)COPY_FAULT_HOLD_S * (1000000000L / COPY_FAULT_POLL_NS);
-    for (long i = 0; i < polls && access(release, F_OK) != 0; i++) {
-        struct timespec ts = {0, COPY_FAULT_POLL_NS};
-        if (pselect(0, NULL, NULL, NULL, &ts, old) < 0 && errno == EINTR)
-            return;
-    }
-}
-
-/* Whether $MAPPER_FAULT (without its "pause-") names point and chunk_id:
- * a hold while its release file is missing, whichever attempt meets it;
- * any other fault on a first attempt. *pause_out tells the "pause-" form. */
-static bool s_fault_named(const char *point, int64_t chunk_id, int32_t attempt,
-                          bool *pause_out)
-{
-    const char *spec = getenv(MAPPER_ENV_FAULT);
-    if (!spec) return false;
-    const char *release = getenv(MAPPER_ENV_FAULT_RELEASE);
-    *pause_out = !strncmp(spec, COPY_FAULT_PAUSE, strlen(COPY_FAULT_PAUSE));
-    if (*pause_out) spec += strlen(COPY_FAULT_PAUSE);
-    if (*pause_out && release && *release ? access(release, F_OK) == 0
-                                          : attempt != 1)
-        return false;
-    size_t n = strlen(point);
-    if (strncmp(spec, point, n) || spec[n] != ':') return false;
-    return spec[n + 1] == '*' || strtoll(spec + n + 1, NULL, 10) == chunk_id;
-}
-
-bool copy_fault_hit(const char *point, int64_t chunk_id, int32_t attempt)
-{
-    bool pause = false;
-    if (!s_fault_named(point, chunk_id, attempt, &pause)) return false;
-    log_warn("chunk %" PRId64 ": fault injection at %s", chunk_id, point);
-    return true;
-}
-
-void copy_fault(const char *point, int64_t chunk_id, int32_t attempt)
-{
-    bool pause = false;
-    if (!s_fault_named(point, chunk_id, attempt, &pause)) return;
-    sigset_t stop, old;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGTERM);
-    sigaddset(&stop, SIGINT);
-    sigprocmask(SIG_BLOCK, &stop, &old); /* see s_fault_hold */
-    log_warn("chunk %" PRId64 ": fault injection at %s: %s", chunk_id, point,
-             pause ? "pausing" : "SIGKILL");
-    if (!pause) raise(SIGKILL);
-    s_fault_hold(getenv(MAPPER_ENV_FAULT_RELEASE), &old);
-    sigprocmask(SIG_SETMASK, &old, NULL);
-    log_warn("chunk %" PRId64 ": fault injection at %s: going on", chunk_id,
-             point);
-}
-
 void copy_conns_close(copy_conns_t *conns)
 {
     PQfinish(conns->src);
@@ -139,18 +65,6 @@ static bool s_open(PGconn **conn, const char *conninfo, proto_side_t side,
         return false;
     }
     return true;
-}
-
-bool copy_result(PGconn *conn, ExecStatusType want, proto_side_t side,
-                 pgutil_error_t *err)
-{
-    PGresult *res = PQgetResult(conn);
-    bool ok = PQresultStatus(res) == want;
-    if (!ok) pgutil_capture(conn, res, side, err);
-    PQclear(res);
-    while ((res = PQgetResult(conn)))
-        PQclear(res);
-    return ok;
 }
 
 /* Run a ledger statement on the target: the check (job_id, chunk_id), or
@@ -383,7 +297,7 @@ static copy_status_t s_write_memory(copy_conns_t *c, copy_tick_fn tick,
         size_t n = job->data_len - at;
         if (n > COPY_MEMORY_BATCH_BYTES) n = COPY_MEMORY_BATCH_BYTES;
         if (!s_put(c->dst, job->data + at, n, err)) return COPY_FAILED;
-        if (at == 0) copy_fault("mid-copy", job->chunk_id, job->attempt);
+        if (at == 0) fault_at("mid-copy", job->chunk_id, job->attempt);
         at += n;
         if (at < job->data_len) {
             int64_t rows = (int64_t)((double)job->data_rows * (double)at /
@@ -397,7 +311,7 @@ static copy_status_t s_write_memory(copy_conns_t *c, copy_tick_fn tick,
         pgutil_capture(c->dst, NULL, PROTO_SIDE_TARGET, err);
         return COPY_FAILED;
     }
-    if (!copy_result(c->dst, PGRES_COMMAND_OK, PROTO_SIDE_TARGET, err))
+    if (!relay_result(c->dst, PGRES_COMMAND_OK, PROTO_SIDE_TARGET, err))
         return COPY_FAILED;
     return COPY_OK;
 }
@@ -456,13 +370,9 @@ copy_status_t copy_each_row(PGconn *src, copy_row_fn fn, void *arg,
         int n = PQgetCopyData(src, &row, 1);
         if (n == -1) break;
         if (n == 0) {
-            struct pollfd fd = {.fd = PQsocket(src), .events = POLLIN};
-            if (!relay_wait(wait, wait_arg, &fd, 1, MAPPER_PROGRESS_EVERY_MS))
-                return COPY_ABORTED;
-            if (fd.revents && !PQconsumeInput(src)) {
-                pgutil_capture(src, NULL, PROTO_SIDE_SOURCE, err);
-                return COPY_FAILED;
-            }
+            copy_status_t st =
+                relay_read_more(src, PROTO_SIDE_SOURCE, wait, wait_arg, err);
+            if (st != COPY_OK) return st;
             continue;
         }
         if (n < 0) {
@@ -476,7 +386,7 @@ copy_status_t copy_each_row(PGconn *src, copy_row_fn fn, void *arg,
     copy_status_t st =
         relay_await_result(src, PROTO_SIDE_SOURCE, wait, wait_arg, err);
     if (st != COPY_OK) return st;
-    return copy_result(src, PGRES_COMMAND_OK, PROTO_SIDE_SOURCE, err)
+    return relay_result(src, PGRES_COMMAND_OK, PROTO_SIDE_SOURCE, err)
                ? COPY_OK
                : COPY_FAILED;
 }
@@ -673,9 +583,9 @@ copy_status_t copy_chunk(copy_conns_t *conns, const copy_job_t *job,
         if (!res) goto fail;
         PQclear(res);
     }
-    copy_fault("before-commit", job->chunk_id, job->attempt);
+    fault_at("before-commit", job->chunk_id, job->attempt);
     if (!pgutil_exec(conns->dst, "COMMIT", PROTO_SIDE_TARGET, err)) goto fail;
-    copy_fault("after-commit", job->chunk_id, job->attempt);
+    fault_at("after-commit", job->chunk_id, job->attempt);
     /* The data is committed; the read-only source transaction just ends. */
     if (!job->data &&
         !pgutil_exec(conns->src, "COMMIT", PROTO_SIDE_SOURCE, &ignored)) {

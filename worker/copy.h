@@ -125,27 +125,7 @@ copy_status_t copy_each_row(PGconn *src, copy_row_fn fn, void *arg,
 #define COPY_BINARY_HEADER_LEN 19
 #define COPY_BINARY_TRAILER    "\377\377"
 
-/* Expect one result of status want from conn, then no more; false with
- * the error in *err otherwise. */
-bool copy_result(PGconn *conn, ExecStatusType want, proto_side_t side,
-                 pgutil_error_t *err) __attribute__((warn_unused_result));
-
 /* Close both connections. */
 void copy_conns_close(copy_conns_t *conns);
-
-/* Test-only fault injection: when $MAPPER_FAULT is POINT:CHUNK and this is
- * CHUNK's first attempt reaching POINT (mid-copy, before-commit,
- * after-commit; a stream reader's first attempt: after-send, once it sent
- * CHUNK), the process SIGKILLs itself. With pause-POINT:CHUNK it holds
- * there instead: when $MAPPER_FAULT_RELEASE names a file, any attempt
- * holds until that file exists (so a test decides when the job goes on; a
- * signal, or two minutes, end a hold too); without it, the first attempt
- * holds for a few seconds. CHUNK "*" is any chunk. Inert otherwise. */
-void copy_fault(const char *point, int64_t chunk_id, int32_t attempt);
-
-/* Test-only: whether $MAPPER_FAULT is POINT:CHUNK (or POINT:*) and this
- * is a first attempt; the caller then misbehaves on purpose (a stream
- * reader at ignore-credit sends CHUNK without waiting for credit). */
-bool copy_fault_hit(const char *point, int64_t chunk_id, int32_t attempt);
 
 #endif

@@ -8,6 +8,7 @@
 #include <malloc.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +72,28 @@ typedef struct {
     log_level_t level;
 } s_opts_t;
 
+/* The options that only keep their value. */
+static const struct {
+    int opt;
+    size_t at; /* a const char * in s_opts_t */
+} s_strings[] = {
+    {'c', offsetof(s_opts_t, endpoint)},
+    {'i', offsetof(s_opts_t, id)},
+    {'K', offsetof(s_opts_t, server_key)},
+    {'S', offsetof(s_opts_t, secret_key)},
+};
+
+/* Whether c is one of s_strings: then optarg is kept. */
+static bool s_string_option(int c, s_opts_t *o)
+{
+    for (size_t i = 0; i < sizeof s_strings / sizeof s_strings[0]; i++)
+        if (s_strings[i].opt == c) {
+            *(const char **)((char *)o + s_strings[i].at) = optarg;
+            return true;
+        }
+    return false;
+}
+
 static int s_parse(int argc, char **argv, s_opts_t *o)
 {
     static const struct option opts[] = {
@@ -90,13 +113,8 @@ static int s_parse(int argc, char **argv, s_opts_t *o)
     char *end;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":vh", opts, NULL)) != -1) {
+        if (s_string_option(c, o)) continue;
         switch (c) {
-        case 'c':
-            o->endpoint = optarg;
-            break;
-        case 'i':
-            o->id = optarg;
-            break;
         case 'p':
             o->parent = strtol(optarg, NULL, 10);
             break;
@@ -125,12 +143,6 @@ static int s_parse(int argc, char **argv, s_opts_t *o)
                 return MAPPER_EXIT_USAGE;
             }
             break;
-        case 'K':
-            o->server_key = optarg;
-            break;
-        case 'S':
-            o->secret_key = optarg;
-            break;
         case 'I':
             o->insecure = true;
             break;
@@ -141,10 +153,8 @@ static int s_parse(int argc, char **argv, s_opts_t *o)
             s_usage(stdout);
             return -1;
         case ':':
-            log_error("option %s needs a value (see --help)", argv[optind - 1]);
-            return MAPPER_EXIT_USAGE;
         default:
-            log_error("unknown option '%s' (see --help)", argv[optind - 1]);
+            log_bad_option(c, argv);
             return MAPPER_EXIT_USAGE;
         }
     }

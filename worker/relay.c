@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "defaults.h"
+#include "fault.h"
 
 /* The buffer between source and target: rows read while the target's
  * libpq sends the previous batch. 64 KiB to 4 MiB measured the same time
@@ -29,6 +30,18 @@ static bool s_put(PGconn *dst, const char *buf, size_t len, pgutil_error_t *err)
     return false;
 }
 
+bool relay_result(PGconn *conn, ExecStatusType want, proto_side_t side,
+                  pgutil_error_t *err)
+{
+    PGresult *res = PQgetResult(conn);
+    bool ok = PQresultStatus(res) == want;
+    if (!ok) pgutil_capture(conn, res, side, err);
+    PQclear(res);
+    while ((res = PQgetResult(conn)))
+        PQclear(res);
+    return ok;
+}
+
 /* The relay: wait for the libpq sockets in fds through job->wait, or
  * poll(2) alone when there is none. False to abort (a stop). */
 bool relay_wait(copy_wait_fn wait, void *arg, struct pollfd *fds, int nfds,
@@ -40,6 +53,19 @@ bool relay_wait(copy_wait_fn wait, void *arg, struct pollfd *fds, int nfds,
     return poll(fds, (nfds_t)nfds, timeout_ms) >= 0 || errno == EINTR;
 }
 
+copy_status_t relay_read_more(PGconn *conn, proto_side_t side,
+                              copy_wait_fn wait, void *arg, pgutil_error_t *err)
+{
+    struct pollfd fd = {.fd = PQsocket(conn), .events = POLLIN};
+    if (!relay_wait(wait, arg, &fd, 1, MAPPER_PROGRESS_EVERY_MS))
+        return COPY_ABORTED;
+    if (fd.revents && !PQconsumeInput(conn)) {
+        pgutil_capture(conn, NULL, side, err);
+        return COPY_FAILED;
+    }
+    return COPY_OK;
+}
+
 /* Wait (serving job->wait) until conn has a whole result to give, so that
  * the PQgetResult after it does not block. */
 copy_status_t relay_await_result(PGconn *conn, proto_side_t side,
@@ -47,13 +73,8 @@ copy_status_t relay_await_result(PGconn *conn, proto_side_t side,
                                  pgutil_error_t *err)
 {
     while (PQisBusy(conn)) {
-        struct pollfd fd = {.fd = PQsocket(conn), .events = POLLIN};
-        if (!relay_wait(wait, arg, &fd, 1, MAPPER_PROGRESS_EVERY_MS))
-            return COPY_ABORTED;
-        if (fd.revents && !PQconsumeInput(conn)) {
-            pgutil_capture(conn, NULL, side, err);
-            return COPY_FAILED;
-        }
+        copy_status_t st = relay_read_more(conn, side, wait, arg, err);
+        if (st != COPY_OK) return st;
     }
     return COPY_OK;
 }
@@ -116,6 +137,69 @@ static bool s_relay_pending(PGconn *dst, s_relay_t *r, pgutil_error_t *err)
     return true;
 }
 
+/* Read every whole row the source sent while there is room (rows and
+ * bytes counted; *next_tick_ms zeroed after the mid-copy fault point).
+ * False with *err when the source failed. */
+static bool s_relay_read(copy_conns_t *c, s_relay_t *r, const copy_job_t *job,
+                         int64_t *rows, int64_t *bytes, double *next_tick_ms,
+                         pgutil_error_t *err)
+{
+    while (!r->src_done && !r->pending) {
+        char *row = NULL;
+        int n = PQgetCopyData(c->src, &row, 1);
+        r->src_dry = n == 0;
+        if (n == 0) break;
+        if (n == -1) {
+            r->src_done = true;
+            break;
+        }
+        if (n < 0) {
+            pgutil_capture(c->src, NULL, PROTO_SIDE_SOURCE, err);
+            return false;
+        }
+        (*rows)++;
+        *bytes += n;
+        r->pending = row;
+        r->pending_n = (size_t)n;
+        if (!s_relay_pending(c->dst, r, err)) return false;
+        if (*rows == 2) { /* after a hold, hear the coordinator at once */
+            fault_at("mid-copy", job->chunk_id, job->attempt);
+            *next_tick_ms = 0;
+        }
+    }
+    return true;
+}
+
+/* The source's COPY has ended: check its result, end the target's COPY,
+ * send what libpq still holds (waiting through wait) and check the
+ * target's result. */
+static copy_status_t s_relay_end(copy_conns_t *c, copy_wait_fn wait, void *arg,
+                                 pgutil_error_t *err)
+{
+    copy_status_t st =
+        relay_await_result(c->src, PROTO_SIDE_SOURCE, wait, arg, err);
+    if (st != COPY_OK) return st;
+    if (!relay_result(c->src, PGRES_COMMAND_OK, PROTO_SIDE_SOURCE, err))
+        return COPY_FAILED;
+    if (PQputCopyEnd(c->dst, NULL) != 1) {
+        pgutil_capture(c->dst, NULL, PROTO_SIDE_TARGET, err);
+        return COPY_FAILED;
+    }
+    for (bool busy = true, readable = false; busy;) {
+        if (!s_flush(c->dst, readable, &busy, err)) return COPY_FAILED;
+        if (!busy) break;
+        struct pollfd fd = {PQsocket(c->dst), POLLIN | POLLOUT, 0};
+        if (!relay_wait(wait, arg, &fd, 1, MAPPER_PROGRESS_EVERY_MS))
+            return COPY_ABORTED;
+        readable = fd.revents & (POLLIN | POLLERR);
+    }
+    st = relay_await_result(c->dst, PROTO_SIDE_TARGET, wait, arg, err);
+    if (st != COPY_OK) return st;
+    return relay_result(c->dst, PGRES_COMMAND_OK, PROTO_SIDE_TARGET, err)
+               ? COPY_OK
+               : COPY_FAILED;
+}
+
 /* Stream rows until the source's COPY ends, both sessions non-blocking:
  * the source is read while the target is fed, and every wait goes through
  * job->wait (the worker's heartbeats, its coordinator, its signals).
@@ -141,30 +225,8 @@ copy_status_t relay_stream(copy_conns_t *c, copy_tick_fn tick, void *arg,
     double next_tick_ms = s_now_ms() + MAPPER_PROGRESS_EVERY_MS;
     copy_status_t st = COPY_FAILED;
     for (;;) {
-        /* Read every whole row the source sent, while there is room. */
-        while (!r.src_done && !r.pending) {
-            char *row = NULL;
-            int n = PQgetCopyData(c->src, &row, 1);
-            r.src_dry = n == 0;
-            if (n == 0) break;
-            if (n == -1) {
-                r.src_done = true;
-                break;
-            }
-            if (n < 0) {
-                pgutil_capture(c->src, NULL, PROTO_SIDE_SOURCE, err);
-                goto out;
-            }
-            rows++;
-            bytes += n;
-            r.pending = row;
-            r.pending_n = (size_t)n;
-            if (!s_relay_pending(c->dst, &r, err)) goto out;
-            if (rows == 2) { /* after a hold, hear the coordinator at once */
-                copy_fault("mid-copy", job->chunk_id, job->attempt);
-                next_tick_ms = 0;
-            }
-        }
+        if (!s_relay_read(c, &r, job, &rows, &bytes, &next_tick_ms, err))
+            goto out;
         if (!s_feed(c->dst, r.buf, &r.used, &r.dst_busy, err) ||
             !s_relay_pending(c->dst, &r, err) ||
             !s_feed(c->dst, r.buf, &r.used, &r.dst_busy, err))
@@ -209,32 +271,7 @@ copy_status_t relay_stream(copy_conns_t *c, copy_tick_fn tick, void *arg,
                      &r.dst_busy, err))
             goto out;
     }
-    if ((st = relay_await_result(c->src, PROTO_SIDE_SOURCE, job->wait, arg,
-                                 err)) != COPY_OK)
-        goto out;
-    st = COPY_FAILED;
-    if (!copy_result(c->src, PGRES_COMMAND_OK, PROTO_SIDE_SOURCE, err))
-        goto out;
-    if (PQputCopyEnd(c->dst, NULL) != 1) {
-        pgutil_capture(c->dst, NULL, PROTO_SIDE_TARGET, err);
-        goto out;
-    }
-    for (bool busy = true, readable = false; busy;) {
-        if (!s_flush(c->dst, readable, &busy, err)) goto out;
-        if (!busy) break;
-        struct pollfd fd = {PQsocket(c->dst), POLLIN | POLLOUT, 0};
-        if (!relay_wait(job->wait, arg, &fd, 1, MAPPER_PROGRESS_EVERY_MS)) {
-            st = COPY_ABORTED;
-            goto out;
-        }
-        readable = fd.revents & (POLLIN | POLLERR);
-    }
-    if ((st = relay_await_result(c->dst, PROTO_SIDE_TARGET, job->wait, arg,
-                                 err)) != COPY_OK)
-        goto out;
-    st = COPY_FAILED;
-    if (!copy_result(c->dst, PGRES_COMMAND_OK, PROTO_SIDE_TARGET, err))
-        goto out;
+    if ((st = s_relay_end(c, job->wait, arg, err)) != COPY_OK) goto out;
     *rows_out = binary && rows > 0 ? rows - 1 : rows;
     *bytes_out = bytes;
     st = COPY_OK;

@@ -18,6 +18,13 @@
 bool relay_wait(copy_wait_fn wait, void *arg, struct pollfd *fds, int nfds,
                 int timeout_ms) __attribute__((warn_unused_result));
 
+/* Wait through wait (one poll interval at most) for conn to be readable,
+ * and read what came. COPY_ABORTED when wait said stop, COPY_FAILED (*err)
+ * when the connection failed. */
+copy_status_t relay_read_more(PGconn *conn, proto_side_t side,
+                              copy_wait_fn wait, void *arg, pgutil_error_t *err)
+    __attribute__((warn_unused_result));
+
 /* Wait through wait until conn has a whole result, so that PQgetResult
  * does not block. COPY_ABORTED when wait said stop, COPY_FAILED (*err)
  * when the connection failed. */
@@ -25,6 +32,11 @@ copy_status_t relay_await_result(PGconn *conn, proto_side_t side,
                                  copy_wait_fn wait, void *arg,
                                  pgutil_error_t *err)
     __attribute__((warn_unused_result));
+
+/* Expect one result of status want from conn, then no more; false with
+ * the error in *err otherwise. */
+bool relay_result(PGconn *conn, ExecStatusType want, proto_side_t side,
+                  pgutil_error_t *err) __attribute__((warn_unused_result));
 
 /* Stream the rows of the COPY TO STDOUT running on c->src into the COPY
  * FROM STDIN running on c->dst until the source's ends, then end the

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fault.h"
 #include "log.h"
 
 /* Rows go out in data frames of about this many bytes (a row may span
@@ -43,7 +44,7 @@ static bool s_flush(s_reader_t *rd, bool last)
     bool ok = rd->io->send(rd->io->arg, &m);
     rd->used = 0;
     rd->rows = 0;
-    if (ok && last) copy_fault("after-send", rd->chunk, rd->r->attempt);
+    if (ok && last) fault_at("after-send", rd->chunk, rd->r->attempt);
     return ok;
 }
 

@@ -14,6 +14,7 @@
 
 #include "copy.h"
 #include "defaults.h"
+#include "fault.h"
 #include "growbuf.h"
 #include "log.h"
 #include "proto.h"
@@ -77,10 +78,14 @@ static double s_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static bool s_send(s_worker_t *w, const proto_msg_t *m)
+/* Send m to the coordinator when the protocol recovers from its loss (a
+ * heartbeat, progress, ready, a refusal: the next one, or the
+ * coordinator's lease, tells): a failure is logged by proto_send and
+ * nothing else is to be done about it. */
+static void s_send(s_worker_t *w, const proto_msg_t *m)
 {
     w->last_sent = s_now();
-    return proto_send(w->sock, NULL, 0, m);
+    proto_send(w->sock, NULL, 0, m);
 }
 
 /* True when a coordinator is connected (with ZMQ_IMMEDIATE, the socket is
@@ -105,8 +110,7 @@ static void s_send_ready(s_worker_t *w)
     snprintf(ready.worker, sizeof ready.worker, "%s", w->id);
     snprintf(ready.source_id, sizeof ready.source_id, "%s", w->source_id);
     w->last_ready = s_now();
-    if (!s_send(w, &ready)) { /* logged; the next one may get through */
-    }
+    s_send(w, &ready);
 }
 
 /* Forget the WRITE in hand and its rows. */
@@ -155,8 +159,7 @@ static void s_refuse(s_worker_t *w, const proto_msg_t *m)
     memcpy(r.sqlstate, MAPPER_SQLSTATE_SHUTDOWN, sizeof r.sqlstate);
     log_warn("%s for chunk %" PRId64 " refused: %s", proto_kind_name(m->kind),
              m->chunk_id, why);
-    if (!proto_send(w->sock, NULL, 0, &r)) { /* logged */
-    }
+    s_send(w, &r);
 }
 
 /* Handle every waiting message. Work is never dropped: an ASSIGN or READ
@@ -270,8 +273,7 @@ static bool s_tick(void *arg, int64_t rows, int64_t bytes)
                      .attempt = w->attempt,
                      .rows = rows,
                      .bytes = bytes};
-    if (!s_send(w, &m)) { /* logged; progress is advisory */
-    }
+    s_send(w, &m);
     s_drain(w);
     s_watch(w);
     return !s_stopping(w) && !w->lost;
@@ -307,8 +309,7 @@ static bool s_wait_pg(void *arg, struct pollfd *fds, int nfds, int timeout_ms)
     s_watch(w);
     if (w->heard && s_now() - w->last_sent > MAPPER_HEARTBEAT_S) {
         proto_msg_t hb = {.kind = PROTO_HEARTBEAT};
-        if (!s_send(w, &hb)) { /* logged */
-        }
+        s_send(w, &hb);
     }
     return !s_stopping(w) && !w->lost;
 }
@@ -377,13 +378,12 @@ static bool s_send_wait(void *arg, const proto_msg_t *m)
 static bool s_credit(void *arg, int64_t chunk)
 {
     s_worker_t *w = arg;
-    if (copy_fault_hit("ignore-credit", chunk, w->attempt)) return true;
+    if (fault_hit("ignore-credit", chunk, w->attempt)) return true;
     while (chunk >= w->limit) {
         if (!s_wait(w, ZMQ_POLLIN)) return false;
         if (s_now() - w->last_sent > MAPPER_HEARTBEAT_S) {
             proto_msg_t hb = {.kind = PROTO_HEARTBEAT};
-            if (!s_send(w, &hb)) { /* logged */
-            }
+            s_send(w, &hb);
         }
     }
     return !s_stopping(w) && !w->lost;
@@ -512,8 +512,7 @@ int worker_run(worker_t *w)
             s_send_ready(w);
         else if (w->heard && now - w->last_sent > MAPPER_HEARTBEAT_S) {
             proto_msg_t hb = {.kind = PROTO_HEARTBEAT};
-            if (!s_send(w, &hb)) { /* logged */
-            }
+            s_send(w, &hb);
         }
     }
     return w->refused               ? MAPPER_EXIT_CANNOT_RUN

@@ -1,6 +1,6 @@
-/* tests/unit/test_retry.c - unit tests for common/retry.c: backoff, jitter,
- * per-process seeding, the classification table, environment, validation,
- * deadlines and decisions. No timing: the clock is injected. */
+/* tests/unit/test_retry.c - unit tests for coordinator/retry.c: backoff,
+ * jitter, per-process seeding, the classification table, environment,
+ * validation, deadlines and decisions. No timing: the clock is injected. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -428,8 +428,6 @@ enum {
     F_CONN = 1,  /* conn_lost */
     F_CRASH = 2, /* worker_crashed */
     F_HEART = 4, /* heartbeat_lost */
-    F_SNAP = 8,  /* snapshot_import */
-    F_OURS = 16, /* cancelled_by_us */
 };
 
 static retry_error s_err(const char *sqlstate, int flags, proto_side_t side)
@@ -441,8 +439,6 @@ static retry_error s_err(const char *sqlstate, int flags, proto_side_t side)
     e.conn_lost = flags & F_CONN;
     e.worker_crashed = flags & F_CRASH;
     e.heartbeat_lost = flags & F_HEART;
-    e.snapshot_import = flags & F_SNAP;
-    e.cancelled_by_us = flags & F_OURS;
     return e;
 }
 
@@ -471,7 +467,6 @@ static void test_classify_table(void **state)
         {"55P03", 0, true, "lock"},
         {"55006", 0, true, "lock"},
         {"57014", 0, true, "cancelled"},
-        {"57014", F_SNAP, true, "cancelled"},
         {"58000", 0, true, "system"},
         {"58030", 0, true, "system"},
         {"", F_CONN, true, "connection"},
@@ -496,12 +491,9 @@ static void test_classify_table(void **state)
         {"3D000", 0, false, "no-database"},
         {"3D000", F_CONN, false, "no-database"},
         {"0A000", 0, false, "unsupported"},
-        {"55000", F_SNAP, false, "snapshot"},
-        {"55000", 0, false, "other"},
+        {"55000", 0, false, "other"}, /* a snapshot gone: final anyway */
         {"XX000", 0, false, "internal"},
         {"XX001", 0, false, "internal"},
-        {"57014", F_OURS, false, "cancelled"},
-        {"57014", F_OURS | F_SNAP, false, "cancelled"},
         {"25P02", 0, false, "other"},
         {"P0001", 0, false, "other"},
         {"57000", 0, false, "other"},
@@ -511,7 +503,6 @@ static void test_classify_table(void **state)
         {"", 0, false, "other"},
         {"08", 0, false, "other"},    /* a class alone is not a SQLSTATE */
         {"08x06", 0, false, "other"}, /* lowercase: malformed */
-        {"", F_SNAP | F_OURS, false, "other"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         retry_error e =

@@ -1,5 +1,6 @@
-/* common/retry.h - the retry policy: configuration, backoff delays with full
- * jitter, a per-chunk deadline, and the table that says which errors retry. */
+/* coordinator/retry.h - the retry policy: configuration, backoff delays with
+ * full jitter, a per-chunk deadline, and the table that says which errors
+ * retry. */
 #ifndef MAPPER_RETRY_H
 #define MAPPER_RETRY_H
 
@@ -78,12 +79,10 @@ bool retry_deadline_clamp(const mapper_retry_config *cfg, double first_start,
 /* What went wrong with one chunk attempt, as the coordinator knows it. */
 typedef struct {
     char sqlstate[PROTO_SQLSTATE_LEN + 1]; /* server SQLSTATE; "" when none */
-    proto_side_t side;    /* which database reported it, or none */
-    bool conn_lost;       /* libpq CONNECTION_BAD with no SQLSTATE */
-    bool worker_crashed;  /* the worker died or was killed mid-chunk */
-    bool heartbeat_lost;  /* a remote worker's heartbeats stopped */
-    bool snapshot_import; /* failed in SET TRANSACTION SNAPSHOT */
-    bool cancelled_by_us; /* we cancelled the query (PQcancel/PQputCopyEnd) */
+    proto_side_t side;   /* which database reported it, or none */
+    bool conn_lost;      /* libpq CONNECTION_BAD with no SQLSTATE */
+    bool worker_crashed; /* the worker died or was killed mid-chunk */
+    bool heartbeat_lost; /* a remote worker's heartbeats stopped */
 } retry_error;
 
 /* The classification of one error. */

@@ -1,4 +1,4 @@
-/* common/retry.c - the retry policy: configuration from defaults and the
+/* coordinator/retry.c - the retry policy: configuration from defaults and the
  * environment, exponential backoff with full jitter, chunk deadlines, and the
  * SQLSTATE table that decides what is worth retrying. */
 #include "retry.h"
@@ -17,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log.h"
+
 /* splitmix64 (Steele, Lea, Flood 2014): the step and the output mixer. */
 #define S_SPLITMIX_GAMMA  0x9E3779B97F4A7C15ULL
 #define S_SPLITMIX_MUL1   0xBF58476D1CE4E5B9ULL
@@ -32,19 +34,6 @@
 #define S_NS_PER_S  1000000000.0
 
 /* ---- configuration ---- */
-
-static void s_fail(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Write one message into err (may be NULL or empty). */
-static void s_fail(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || err_len == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 void retry_config_defaults(mapper_retry_config *cfg)
 {
@@ -107,15 +96,16 @@ bool retry_config_from_env(mapper_retry_config *cfg, char *err, size_t err_len)
     const char *v = getenv(MAPPER_ENV_RETRY_ENABLED);
     if (v && !s_parse_bool(v, &next.enabled)) {
         s_show_value(shown, v);
-        s_fail(err, err_len, "%s='%s': expected true, false, 1, 0, yes or no",
-               MAPPER_ENV_RETRY_ENABLED, shown);
+        log_reason(err, err_len,
+                   "%s='%s': expected true, false, 1, 0, yes or no",
+                   MAPPER_ENV_RETRY_ENABLED, shown);
         return false;
     }
     v = getenv(MAPPER_ENV_MAX_RETRIES);
     if (v && !s_parse_count(v, &next.max_retries)) {
         s_show_value(shown, v);
-        s_fail(err, err_len, "%s='%s': expected a non-negative integer",
-               MAPPER_ENV_MAX_RETRIES, shown);
+        log_reason(err, err_len, "%s='%s': expected a non-negative integer",
+                   MAPPER_ENV_MAX_RETRIES, shown);
         return false;
     }
     *cfg = next;
@@ -127,8 +117,8 @@ static bool s_check_seconds(const char *field, double value, char *err,
                             size_t err_len)
 {
     if (isfinite(value) && value >= 0) return true;
-    s_fail(err, err_len, "retry %s must be a finite number >= 0 (got %g)",
-           field, value);
+    log_reason(err, err_len, "retry %s must be a finite number >= 0 (got %g)",
+               field, value);
     return false;
 }
 
@@ -136,8 +126,8 @@ bool retry_config_validate(const mapper_retry_config *cfg, char *err,
                            size_t err_len)
 {
     if (cfg->max_retries < 0) {
-        s_fail(err, err_len, "retry max_retries must be >= 0 (got %d)",
-               cfg->max_retries);
+        log_reason(err, err_len, "retry max_retries must be >= 0 (got %d)",
+                   cfg->max_retries);
         return false;
     }
     if (!s_check_seconds("initial_delay", cfg->initial_delay, err, err_len) ||
@@ -145,15 +135,16 @@ bool retry_config_validate(const mapper_retry_config *cfg, char *err,
         !s_check_seconds("deadline", cfg->deadline, err, err_len))
         return false;
     if (!(isfinite(cfg->exponential_base) && cfg->exponential_base >= 1)) {
-        s_fail(err, err_len,
-               "retry exponential_base must be a finite number >= 1 (got %g)",
-               cfg->exponential_base);
+        log_reason(
+            err, err_len,
+            "retry exponential_base must be a finite number >= 1 (got %g)",
+            cfg->exponential_base);
         return false;
     }
     if (cfg->initial_delay > cfg->max_delay) {
-        s_fail(err, err_len,
-               "retry initial_delay (%g) must not exceed max_delay (%g)",
-               cfg->initial_delay, cfg->max_delay);
+        log_reason(err, err_len,
+                   "retry initial_delay (%g) must not exceed max_delay (%g)",
+                   cfg->initial_delay, cfg->max_delay);
         return false;
     }
     return true;
@@ -262,50 +253,41 @@ bool retry_deadline_clamp(const mapper_retry_config *cfg, double first_start,
 
 /* ---- classification ---- */
 
-/* An extra condition on a table row, from the error's context flags. */
-typedef enum {
-    S_ALWAYS = 0,   /* the SQLSTATE alone decides */
-    S_WE_CANCELLED, /* only when we cancelled the query ourselves */
-    S_IN_SNAPSHOT,  /* only while importing the job's snapshot */
-} s_when;
-
 /* One row: an exact SQLSTATE (5 characters) or a class (2 characters). */
 typedef struct {
     const char *pattern;    /* "40001" or "08" */
-    s_when when;            /* extra condition, S_ALWAYS for none */
     bool retryable;         /* worth another attempt */
     bool unreachable;       /* the database is down or unreachable */
     const char *class_name; /* name for logs and the summary */
 } s_rule;
 
-/* Exact codes are tried before classes; within a code, the conditional row
- * comes first. Anything unmatched from the server is "other", final. */
+/* Exact codes are tried before classes. Anything unmatched from the server
+ * is "other", final (so is 55000, a snapshot that is gone: retrying cannot
+ * bring it back). */
 static const s_rule s_rules[] = {
-    {"40001", S_ALWAYS, true, false, "serialization"},
-    {"40P01", S_ALWAYS, true, false, "deadlock"},
-    {"57P01", S_ALWAYS, true, true, "shutdown"}, /* admin shutdown */
-    {"57P02", S_ALWAYS, true, true, "shutdown"}, /* crash shutdown */
-    {"57P03", S_ALWAYS, true, true, "shutdown"}, /* cannot connect now */
-    {"55P03", S_ALWAYS, true, false, "lock"},    /* lock not available */
-    {"55006", S_ALWAYS, true, false, "lock"},    /* object in use */
-    {"57014", S_WE_CANCELLED, false, false, "cancelled"},
-    {"57014", S_ALWAYS, true, false, "cancelled"}, /* timeout, operator */
-    {"58000", S_ALWAYS, true, false, "system"},
-    {"58030", S_ALWAYS, true, false, "system"},         /* I/O error */
-    {"55000", S_IN_SNAPSHOT, false, false, "snapshot"}, /* snapshot gone */
-    {"3D000", S_ALWAYS, false, false, "no-database"},
-    {"0A000", S_ALWAYS, false, false, "unsupported"},
-    {"08", S_ALWAYS, true, true, "connection"},
-    {"53", S_ALWAYS, true, false, "resources"},
-    {"42", S_ALWAYS, false, false, "syntax"}, /* also undefined, privilege */
-    {"22", S_ALWAYS, false, false, "data"},
-    {"23", S_ALWAYS, false, false, "integrity"},
-    {"28", S_ALWAYS, false, false, "auth"},
-    {"XX", S_ALWAYS, false, false, "internal"},
+    {"40001", true, false, "serialization"},
+    {"40P01", true, false, "deadlock"},
+    {"57P01", true, true, "shutdown"},   /* admin shutdown */
+    {"57P02", true, true, "shutdown"},   /* crash shutdown */
+    {"57P03", true, true, "shutdown"},   /* cannot connect now */
+    {"55P03", true, false, "lock"},      /* lock not available */
+    {"55006", true, false, "lock"},      /* object in use */
+    {"57014", true, false, "cancelled"}, /* timeout, operator */
+    {"58000", true, false, "system"},
+    {"58030", true, false, "system"}, /* I/O error */
+    {"3D000", false, false, "no-database"},
+    {"0A000", false, false, "unsupported"},
+    {"08", true, true, "connection"},
+    {"53", true, false, "resources"},
+    {"42", false, false, "syntax"}, /* also undefined, privilege */
+    {"22", false, false, "data"},
+    {"23", false, false, "integrity"},
+    {"28", false, false, "auth"},
+    {"XX", false, false, "internal"},
 };
 
-static const s_rule s_other = {"", S_ALWAYS, false, false, "other"};
-static const s_rule s_conn_lost = {"", S_ALWAYS, true, true, "connection"};
+static const s_rule s_other = {"", false, false, "other"};
+static const s_rule s_conn_lost = {"", true, true, "connection"};
 static const retry_verdict s_crash = {true, "crash"};
 static const retry_verdict s_heartbeat = {true, "heartbeat"};
 
@@ -319,27 +301,13 @@ static bool s_sqlstate_valid(const char *s)
     return i == PROTO_SQLSTATE_LEN;
 }
 
-static bool s_when_holds(s_when when, const retry_error *err)
-{
-    switch (when) {
-    case S_WE_CANCELLED:
-        return err->cancelled_by_us;
-    case S_IN_SNAPSHOT:
-        return err->snapshot_import;
-    case S_ALWAYS:
-        break;
-    }
-    return true;
-}
-
 /* The first row whose pattern has length len and matches err. */
 static const s_rule *s_lookup(const retry_error *err, size_t len)
 {
     for (size_t i = 0; i < sizeof s_rules / sizeof s_rules[0]; i++) {
         const s_rule *r = &s_rules[i];
         if (strlen(r->pattern) == len &&
-            strncmp(r->pattern, err->sqlstate, len) == 0 &&
-            s_when_holds(r->when, err))
+            strncmp(r->pattern, err->sqlstate, len) == 0)
             return r;
     }
     return NULL;
