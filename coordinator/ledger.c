@@ -228,6 +228,16 @@ bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
           " PRIMARY KEY (job_id, chunk_id, row_index))");
     if (!pgutil_exec(conn, sql, PROTO_SIDE_TARGET, &e))
         return s_fail(err, errlen, "cannot create its rejects table", &e);
+    /* Indexes and constraints dropped for the load (--defer-indexes): the
+     * statements that put each back, and the last rebuild step done. */
+    s_sql(l, sql, sizeof sql,
+          "CREATE TABLE IF NOT EXISTS @S.indexes ("
+          " job_id text NOT NULL, item_id int NOT NULL, name text NOT NULL,"
+          " kind text NOT NULL, table_name text NOT NULL, build_sql text,"
+          " attach_sql text, validate_sql text, tablespace text,"
+          " step int NOT NULL DEFAULT 0, PRIMARY KEY (job_id, item_id))");
+    if (!pgutil_exec(conn, sql, PROTO_SIDE_TARGET, &e))
+        return s_fail(err, errlen, "cannot create its indexes table", &e);
     /* Columns that older ledgers lack: rows set aside (--on-bad-rows
      * reject), the reject file's progress, the source query. */
     return s_add_column(l, "chunks", "rejected", "bigint NOT NULL DEFAULT 0",

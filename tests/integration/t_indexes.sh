@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# tests/integration/t_indexes.sh - deferred indexes (--defer-indexes): a
+# target with a primary key, a partial, an expression and a collated index,
+# unique constraints, a foreign key out and one in ends with every index and
+# constraint as it was and the rows exact; what auto keeps and why; kill -9
+# of the coordinator during the copy and during the rebuild, then --resume;
+# a rebuild failing on duplicates under "on", fixed, resumed; with
+# --on-bad-rows=reject and in stream mode.
+. "$(dirname "$0")/lib.sh"
+
+fresh_dbs idx
+q "$SRC" "CREATE TABLE ev(id bigint PRIMARY KEY, cat int, name text, note text,
+                          code text UNIQUE, tag text UNIQUE, ref int);
+          INSERT INTO ev SELECT g, g % 10, 'n' || g, md5(g::text), 'c' || g, 't' || g, 1 + g % 5
+          FROM generate_series(1, 60000) g"
+
+# make_target: the target table (empty) with its indexes and constraints,
+# the table its foreign key points to, and a table whose foreign key
+# depends on one of its unique constraints.
+make_target() {
+    q "$DST" "DROP TABLE IF EXISTS child, ev, parent;
+              CREATE TABLE parent(id int PRIMARY KEY);
+              INSERT INTO parent SELECT generate_series(1, 5);
+              CREATE TABLE ev(id bigint NOT NULL, cat int, name text, note text, code text,
+                              tag text, ref int);
+              ALTER TABLE ev ADD CONSTRAINT ev_pkey PRIMARY KEY (id);
+              CREATE INDEX ev_cat_part ON ev(cat) WHERE cat > 5;
+              CREATE INDEX ev_lower_name ON ev(lower(name));
+              CREATE INDEX ev_note_c ON ev(note COLLATE \"C\");
+              ALTER TABLE ev ADD CONSTRAINT ev_code_key UNIQUE (code);
+              ALTER TABLE ev ADD CONSTRAINT ev_tag_key UNIQUE (tag);
+              CREATE UNIQUE INDEX ev_cat_name_uq ON ev(cat, name);
+              ALTER TABLE ev ADD CONSTRAINT ev_ref_fkey FOREIGN KEY (ref) REFERENCES parent(id);
+              CREATE TABLE child(code text REFERENCES ev(code))"
+}
+
+# defs: every index (name, definition, tablespace) and constraint of ev
+# and child, one a line, sorted.
+defs() {
+    q "$DST" "SELECT string_agg(x, E'\n' ORDER BY x) FROM (
+                SELECT 'index ' || c.relname || ' ' || pg_get_indexdef(i.indexrelid) || ' ts='
+                       || coalesce(t.spcname, '') AS x
+                FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                LEFT JOIN pg_tablespace t ON t.oid = c.reltablespace
+                WHERE i.indrelid IN ('ev'::regclass, 'child'::regclass)
+                UNION ALL
+                SELECT 'constraint ' || conrelid::regclass || ' ' || conname || ' '
+                       || pg_get_constraintdef(oid) || ' valid=' || convalidated
+                FROM pg_constraint WHERE conrelid IN ('ev'::regclass, 'child'::regclass)) s"
+}
+n_indexes() { q "$DST" "SELECT count(*) FROM pg_index WHERE indrelid = 'ev'::regclass"; }
+
+make_target
+before=$(defs)
+want=$(checksum "$SRC" ev)
+check "target has its 7 indexes before" 7 "$(n_indexes)"
+
+# auto: the job ends with the same definitions, the rows exact.
+run_coord --table ev --workers 2 --chunk-size 10000 --job-id a --summary-json "$T_OUT/a.json"
+check "auto: exit 0" 0 "$RC"
+check "auto: rows exact" "$want" "$(checksum "$DST" ev)"
+check "auto: every index and constraint as before" "$before" "$(defs)"
+check_match "auto: keeps the unique index the source does not guarantee, says why" \
+    "keeping .*ev_cat_name_uq.*source" "$ERR"
+check_match "auto: keeps the constraint another table's foreign key needs, says why" \
+    "keeping .*ev_code_key.*foreign key" "$ERR"
+check "auto: json lists the deferred" "ev_cat_part,ev_lower_name,ev_note_c,ev_pkey,ev_ref_fkey,ev_tag_key" \
+    "$(jq -r '.deferred_indexes | sort | join(",")' "$T_OUT/a.json")"
+check_match "auto: json has index_build_s" "^[0-9.]+$" "$(json_field "$T_OUT/a.json" index_build_s)"
+check_match "auto: summary shows the index build" "index_build_s .*deferred: ev_pkey" "$OUT"
+check "auto: the ledger's records are done" 0 \
+    "$(q "$DST" "SELECT count(*) FROM mapper.indexes WHERE job_id = 'a' AND step < 3")"
+
+# off: nothing dropped (the copy itself is today's).
+make_target
+run_coord --table ev --workers 2 --chunk-size 10000 --job-id off --defer-indexes off \
+    --summary-json "$T_OUT/off.json"
+check "off: exit 0" 0 "$RC"
+check "off: rows exact" "$want" "$(checksum "$DST" ev)"
+check "off: nothing deferred" 0 "$(jq -r '.deferred_indexes | length' "$T_OUT/off.json")"
+check "off: definitions unchanged" "$before" "$(defs)"
+
+# A target that is not empty: auto keeps everything, and says why.
+q "$DST" "DELETE FROM ev WHERE id > 10"
+run_coord --table ev --workers 2 --chunk-size 10000 --job-id notempty
+check "non-empty target: exit 1 (duplicate keys kept out by the index)" 1 "$RC"
+check_match "non-empty target: says why nothing is deferred" "not empty" "$ERR"
+check "non-empty target: definitions unchanged" "$before" "$(defs)"
+
+# kill -9 of the coordinator during the copy: the indexes are missing, a
+# run says so and names --resume; --resume brings them back.
+make_target
+hold
+MAPPER_FAULT=pause-mid-copy:3 "$COORD" --table ev --workers 2 --chunk-size 10000 --job-id k1 \
+    >"$T_OUT/k1.out" 2>"$T_OUT/k1.err" &
+pid=$!
+held "$T_OUT/k1.err" 3
+kill -9 $pid
+wait $pid 2>/dev/null
+release
+no_workers_left
+check "kill during copy: deferred indexes are gone meanwhile" 2 "$(n_indexes)"
+run_coord --table ev --workers 2 --chunk-size 10000 --job-id k1
+check "kill during copy: a new run is refused" 2 "$RC"
+check_match "kill during copy: says indexes are missing and --resume restores them" \
+    "index.* missing.*--resume" "$ERR"
+run_coord --table ev --workers 2 --chunk-size 10000 --job-id k1 --resume
+check "kill during copy: --resume exit 0" 0 "$RC"
+check "kill during copy: rows exact" "$want" "$(checksum "$DST" ev)"
+check "kill during copy: every index and constraint back" "$before" "$(defs)"
+
+# kill -9 of the coordinator during the rebuild (held after index 2 of 5
+# is built), then --resume.
+make_target
+hold
+MAPPER_FAULT=pause-index-build:2 "$COORD" --table ev --workers 2 --chunk-size 10000 --job-id k2 \
+    >"$T_OUT/k2.out" 2>"$T_OUT/k2.err" &
+pid=$!
+wait_for "$T_OUT/k2.err" "index build 2: fault injection at index-build: pausing"
+check "kill during rebuild: held after the second build" 0 "$?"
+kill -9 $pid
+wait $pid 2>/dev/null
+release
+no_workers_left
+check "kill during rebuild: some indexes are still missing" 1 "$(($(n_indexes) < 7))"
+run_coord --table ev --workers 2 --chunk-size 10000 --job-id k2 --resume --progress log \
+    --progress-interval 0.1
+check "kill during rebuild: --resume exit 0" 0 "$RC"
+check "kill during rebuild: rows exact" "$want" "$(checksum "$DST" ev)"
+check "kill during rebuild: every index and constraint back" "$before" "$(defs)"
+check_match "kill during rebuild: progress shows the index phase" "indexes[ =][0-9]+/[0-9]+" "$ERR"
+
+# on: a unique index the source does not guarantee is deferred too; the
+# source has duplicates, so the rebuild fails naming the index and a key,
+# and keeps its record; after the data is fixed, --resume rebuilds it.
+fresh_dbs dup
+q "$SRC" "CREATE TABLE d(id int PRIMARY KEY, k int); INSERT INTO d SELECT g, g FROM generate_series(1, 20000) g;
+          UPDATE d SET k = 77 WHERE id = 5000"
+q "$DST" "CREATE TABLE d(id int PRIMARY KEY, k int); CREATE UNIQUE INDEX d_k_uq ON d(k)"
+dup_before=$(q "$DST" "SELECT pg_get_indexdef('d_k_uq'::regclass)")
+run_coord --table d --workers 2 --chunk-size 5000 --job-id dup --defer-indexes on
+check "on, duplicates: exit 1" 1 "$RC"
+check_match "on, duplicates: names the index and the key" "d_k_uq.*\(k\)=\(77\)" "$ERR"
+check "on, duplicates: the record is kept" 1 \
+    "$(q "$DST" "SELECT count(*) FROM mapper.indexes WHERE job_id = 'dup' AND name = 'd_k_uq' AND step = 0")"
+q "$DST" "UPDATE d SET k = -k WHERE id = 5000"
+run_coord --table d --workers 2 --chunk-size 5000 --job-id dup --resume --defer-indexes on
+check "on, duplicates fixed: --resume exit 0" 0 "$RC"
+check "on, duplicates fixed: the index is back" "$dup_before" \
+    "$(q "$DST" "SELECT pg_get_indexdef('d_k_uq'::regclass)")"
+
+# --on-bad-rows=reject and stream mode both run with deferral.
+fresh_dbs rj
+q "$SRC" "CREATE TABLE r(id int PRIMARY KEY, v text); INSERT INTO r SELECT g, CASE WHEN g = 77 THEN NULL ELSE 'v' || g END FROM generate_series(1, 20000) g"
+q "$DST" "CREATE TABLE r(id int PRIMARY KEY, v text NOT NULL); CREATE INDEX r_v ON r(v)"
+rdefs=$(q "$DST" "SELECT string_agg(pg_get_indexdef(indexrelid), ';' ORDER BY 1) FROM pg_index WHERE indrelid = 'r'::regclass")
+run_coord --table r --workers 2 --chunk-size 5000 --on-bad-rows=reject --reject-file "$T_OUT/r.rej" \
+    --summary-json "$T_OUT/r.json"
+check "reject: exit 1 (one row set aside)" 1 "$RC"
+check "reject: rows" 19999 "$(q "$DST" "SELECT count(*) FROM r")"
+check "reject: both indexes deferred" 2 "$(jq -r '.deferred_indexes | length' "$T_OUT/r.json")"
+check "reject: indexes back" "$rdefs" \
+    "$(q "$DST" "SELECT string_agg(pg_get_indexdef(indexrelid), ';' ORDER BY 1) FROM pg_index WHERE indrelid = 'r'::regclass")"
+
+q "$DST" "CREATE TABLE s(id int PRIMARY KEY, v text); CREATE INDEX s_v ON s(v)"
+run_coord --query "SELECT id, v FROM r WHERE v IS NOT NULL ORDER BY id" --target-table s \
+    --workers 2 --chunk-size 5000 --summary-json "$T_OUT/s.json"
+check "stream: exit 0" 0 "$RC"
+check "stream: rows" 19999 "$(q "$DST" "SELECT count(*) FROM s")"
+check "stream: the key is kept (a query guarantees nothing), the index deferred" "s_v" \
+    "$(jq -r '.deferred_indexes | join(",")' "$T_OUT/s.json")"
+check_match "stream: says why the key is kept" "keeping .*s_pkey.*query" "$ERR"
+check "stream: both indexes there" 2 "$(q "$DST" "SELECT count(*) FROM pg_index WHERE indrelid = 's'::regclass")"
+finish
