@@ -328,14 +328,39 @@ static bool s_drop_sql(ledger_t *l, const s_items_t *items, long base,
     return s != NULL;
 }
 
+/* Set dst's search_path to value (NULL: pg_catalog alone, so that the
+ * definitions read name every object with its schema and mean the same in
+ * any session), keeping the old one in saved (n bytes) when given. */
+static bool s_search_path(PGconn *dst, const char *value, char *saved, size_t n)
+{
+    const char *p[] = {value ? value : "pg_catalog"};
+    pgutil_error_t e;
+    PGresult *r = pgutil_query(dst,
+                               "SELECT current_setting('search_path'), "
+                               "set_config('search_path', $1, false)",
+                               1, p, PROTO_SIDE_TARGET, &e);
+    if (!r) pgutil_log_error("deferred indexes: search_path", &e);
+    if (r && saved) snprintf(saved, n, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return r != NULL;
+}
+
 bool indexes_plan_drop(ledger_t *l, PGconn *dst, PGconn *src,
                        const indexes_request_t *req, char **sql_out, char *err,
                        size_t errlen)
 {
     *sql_out = NULL;
+    err[0] = '\0';
     s_items_t items = {0};
+    char path[S_SQL_MAX] = "";
     bool ok = req->mode == MAPPER_DEFER_OFF ||
-              s_read_items(dst, src, req, &items, err, errlen);
+              (s_search_path(dst, NULL, path, sizeof path) &&
+               s_read_items(dst, src, req, &items, err, errlen));
+    if (path[0] && !s_search_path(dst, path, NULL, 0)) ok = false;
+    if (!ok && !err[0])
+        snprintf(err, errlen,
+                 "deferred indexes: cannot set "
+                 "the search_path");
     long base = 0;
     if (ok && items.n) {
         char sql[S_SQL_MAX];

@@ -25,17 +25,19 @@ typedef struct {
     int last;       /* the step that finishes it */
 } s_item_t;
 
+/* One rebuild. */
 typedef struct {
-    ledger_t *l;
-    progress_t *progress;
-    int stop_fd;
-    bool stop; /* SIGINT/SIGTERM seen */
-    s_item_t *items;
-    size_t n;
-    int built; /* items finished */
-    char *err;
-    size_t errlen;
-    bool failed; /* err is set */
+    ledger_t *l;          /* the job's ledger */
+    progress_t *progress; /* where finished items are counted, or NULL */
+    int stop_fd;          /* the self-pipe, or -1 */
+    bool stop;            /* SIGINT/SIGTERM seen */
+    s_item_t *items;      /* the job's items, in item order */
+    size_t n;             /* how many */
+    int built;            /* of them, finished */
+    int k;                /* the step being taken */
+    char *err;            /* the first failure, once failed */
+    size_t errlen;        /* its size */
+    bool failed;          /* err is set */
 } s_ctx_t;
 
 /* The DO block taking item id from its recorded step up to step k: it
@@ -194,9 +196,10 @@ static void s_collect(s_ctx_t *x, s_slot_t *s, int *finished)
         PGresult *res = PQgetResult(s->conn);
         if (!res) {
             if (!s->bad) {
-                s->item->step = INDEXES_STEP_BUILT;
-                x->built += s->item->last == INDEXES_STEP_BUILT;
-                s_fault(++*finished);
+                x->built +=
+                    s->item->step < s->item->last && s->item->last <= x->k;
+                s->item->step = x->k;
+                if (x->k == INDEXES_STEP_BUILT) s_fault(++*finished);
             }
             s->item = NULL, s->bad = false;
             s_progress(x);
@@ -210,10 +213,10 @@ static void s_collect(s_ctx_t *x, s_slot_t *s, int *finished)
     }
 }
 
-/* Step 1 of every item with an index to build, on up to parallel
- * sessions: hand each idle session the next build, wait on all of them
- * and on stop_fd. A failure or a stop hands out nothing more and waits
- * for (or cancels) the builds running. */
+/* Take every item not past it to step x->k, on up to parallel sessions:
+ * hand each idle session the next item, wait on all of them and on
+ * stop_fd. A failure or a stop hands out nothing more and waits for (or
+ * cancels) the steps running. */
 static void s_build_all(s_ctx_t *x, const char *conninfo, const char *qjob,
                         int parallel)
 {
@@ -222,7 +225,7 @@ static void s_build_all(s_ctx_t *x, const char *conninfo, const char *qjob,
     size_t next = 0, busy = 0;
     int finished = 0;
     for (;;) {
-        while (next < x->n && x->items[next].step >= INDEXES_STEP_BUILT)
+        while (next < x->n && x->items[next].step >= x->k)
             next++;
         for (int i = 0; i < parallel && next < x->n && !x->failed && !x->stop;
              i++) {
@@ -231,15 +234,14 @@ static void s_build_all(s_ctx_t *x, const char *conninfo, const char *qjob,
             if (!s->conn && !(s->conn = s_open(conninfo, x))) break;
             char sql[S_SQL_MAX];
             s_item_t *it = &x->items[next++];
-            if (!s_step_sql(x->l, qjob, it->id, INDEXES_STEP_BUILT, sql,
-                            sizeof sql) ||
+            if (!s_step_sql(x->l, qjob, it->id, x->k, sql, sizeof sql) ||
                 !PQsendQuery(s->conn, sql)) {
                 s_failed(x, it, s->conn, NULL);
                 break;
             }
             log_debug("index build: %s started", it->name);
             s->item = it;
-            while (next < x->n && x->items[next].step >= INDEXES_STEP_BUILT)
+            while (next < x->n && x->items[next].step >= x->k)
                 next++;
         }
         struct pollfd fds[MAPPER_MAX_WORKERS + 1];
@@ -272,29 +274,6 @@ static void s_build_all(s_ctx_t *x, const char *conninfo, const char *qjob,
         PQfinish(slots[i].conn);
 }
 
-/* Steps 2 and 3 (constraints, then validations), in item order, on the
- * ledger's session. */
-static void s_attach_all(s_ctx_t *x, const char *qjob, int k)
-{
-    for (size_t i = 0; i < x->n && !x->failed && !x->stop; i++) {
-        s_item_t *it = &x->items[i];
-        if (it->step >= k) continue;
-        char sql[S_SQL_MAX];
-        PGresult *res = NULL;
-        if (s_step_sql(x->l, qjob, it->id, k, sql, sizeof sql))
-            res = PQexec(x->l->conn, sql);
-        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-            s_failed(x, it, x->l->conn, res);
-        } else {
-            x->built += it->step < it->last && it->last <= k;
-            it->step = k;
-        }
-        PQclear(res);
-        s_check_stop(x);
-        s_progress(x);
-    }
-}
-
 bool indexes_rebuild(ledger_t *l, const char *conninfo, int parallel,
                      progress_t *progress, int stop_fd, bool *interrupted_out,
                      char *err, size_t errlen)
@@ -317,14 +296,15 @@ bool indexes_rebuild(ledger_t *l, const char *conninfo, int parallel,
         log_info("deferred indexes: rebuilding %zu of %zu, %d at a time",
                  x.n - (size_t)x.built, x.n, parallel < 1 ? 1 : parallel);
     s_progress(&x);
-    s_build_all(&x, conninfo, qjob, parallel < 1 ? 1 : parallel);
-    /* The builds of this run's killed predecessor may have committed
-     * behind our back: read the steps again before going on. */
-    if (!x.failed && !x.stop && !s_load(&x)) x.failed = true;
-    if (!x.failed && !x.stop) {
-        s_attach_all(&x, qjob, INDEXES_STEP_ATTACHED);
-        s_attach_all(&x, qjob, INDEXES_STEP_DONE);
-    }
+    /* Index builds in parallel (each takes a SHARE lock, which they
+     * share); then constraints and validations one at a time (they take
+     * locks that conflict with each other). */
+    for (x.k = INDEXES_STEP_BUILT;
+         x.k <= INDEXES_STEP_DONE && !x.failed && !x.stop; x.k++)
+        s_build_all(&x, conninfo, qjob,
+                    x.k > INDEXES_STEP_BUILT ? 1
+                    : parallel < 1           ? 1
+                                             : parallel);
     s_progress(&x);
     PQfreemem(qjob);
     free(x.items);

@@ -14,6 +14,12 @@ q "$SRC" "CREATE TABLE ev(id bigint PRIMARY KEY, cat int, name text, note text,
           INSERT INTO ev SELECT g, g % 10, 'n' || g, md5(g::text), 'c' || g, 't' || g, 1 + g % 5
           FROM generate_series(1, 60000) g"
 
+# A tablespace of its own for two of the target's indexes.
+# (A server started as root runs as postgres, which must own the directory.)
+mkdir "$T_OUT/ts"
+if [ "$(id -u)" = 0 ]; then chmod 711 "$T_OUT" && chown postgres "$T_OUT/ts"; fi
+q "$DST" "CREATE TABLESPACE t_indexes_ts LOCATION '$T_OUT/ts'"
+
 # make_target: the target table (empty) with its indexes and constraints,
 # the table its foreign key points to, and a table whose foreign key
 # depends on one of its unique constraints.
@@ -26,9 +32,9 @@ make_target() {
               ALTER TABLE ev ADD CONSTRAINT ev_pkey PRIMARY KEY (id);
               CREATE INDEX ev_cat_part ON ev(cat) WHERE cat > 5;
               CREATE INDEX ev_lower_name ON ev(lower(name));
-              CREATE INDEX ev_note_c ON ev(note COLLATE \"C\");
+              CREATE INDEX ev_note_c ON ev(note COLLATE \"C\") TABLESPACE t_indexes_ts;
               ALTER TABLE ev ADD CONSTRAINT ev_code_key UNIQUE (code);
-              ALTER TABLE ev ADD CONSTRAINT ev_tag_key UNIQUE (tag);
+              ALTER TABLE ev ADD CONSTRAINT ev_tag_key UNIQUE (tag) USING INDEX TABLESPACE t_indexes_ts;
               CREATE UNIQUE INDEX ev_cat_name_uq ON ev(cat, name);
               ALTER TABLE ev ADD CONSTRAINT ev_ref_fkey FOREIGN KEY (ref) REFERENCES parent(id);
               CREATE TABLE child(code text REFERENCES ev(code))"
@@ -54,6 +60,7 @@ make_target
 before=$(defs)
 want=$(checksum "$SRC" ev)
 check "target has its 7 indexes before" 7 "$(n_indexes)"
+check "two of them in their own tablespace" 2 "$(grep -c 'ts=t_indexes_ts' <<<"$before")"
 
 # auto: the job ends with the same definitions, the rows exact.
 run_coord --table ev --workers 2 --chunk-size 10000 --job-id a --summary-json "$T_OUT/a.json"
