@@ -69,7 +69,12 @@ static bool s_push(s_items_t *x, s_item_t it)
         x->v = v, x->cap = cap;
     }
     x->v[x->n++] = it;
-    return it.name && it.drop;
+    /* Every item has what drops it, and something that puts it back. */
+    return it.name && it.drop && (it.build || it.attach) &&
+           (strcmp(it.kind, "primary key") && strcmp(it.kind, "unique")
+                ? true
+                : it.build && it.attach) &&
+           (strcmp(it.kind, "foreign key") || it.attach);
 }
 
 /* Whether every name hash of sub (a S_KEY_COLS list) is in set. */

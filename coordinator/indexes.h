@@ -60,11 +60,11 @@ bool indexes_rebuild(ledger_t *l, const char *conninfo, int parallel,
                      char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
-/* After the last chunk of l's job committed (rc the copy's exit code):
- * rebuild its deferred items as indexes_rebuild does (a resumed job's
- * too), and fill out's index_build_s and deferred_indexes. Returns rc, or
- * 1 when the rebuild failed, 75 when it was interrupted (out->error and
- * out->interrupted set). */
+/* After the copy of l's job ended (rc its exit code): when every chunk
+ * committed, rebuild its deferred items as indexes_rebuild does (a
+ * resumed job's too) and fill out's index_build_s and deferred_indexes;
+ * otherwise say that --resume will. Returns rc, or 1 when the rebuild
+ * failed, 75 when it was interrupted (out->error, out->interrupted set). */
 int indexes_after_load(ledger_t *l, const char *conninfo, int parallel,
                        progress_t *progress, int stop_fd, int rc,
                        mapper_result *out);

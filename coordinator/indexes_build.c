@@ -206,7 +206,8 @@ static void s_collect(s_ctx_t *x, s_slot_t *s, int *finished)
             break;
         }
         if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-            s_failed(x, s->item, s->conn, res);
+            /* A step cancelled by a stop is not a failure: it is redone. */
+            if (!x->stop) s_failed(x, s->item, s->conn, res);
             s->bad = true;
         }
         PQclear(res);
@@ -321,6 +322,14 @@ int indexes_after_load(ledger_t *l, const char *conninfo, int parallel,
                        mapper_result *out)
 {
     int pending = indexes_pending(l);
+    if ((rc != MAPPER_EXIT_OK && rc != MAPPER_EXIT_FAILED) ||
+        out->chunks_failed > 0) {
+        if (pending > 0)
+            log_warn("%d deferred index(es) or constraint(s) not rebuilt "
+                     "(the copy did not finish): --resume rebuilds them",
+                     pending);
+        return rc;
+    }
     bool interrupted = false;
     char err[sizeof out->error];
     double t0 = clock_now();

@@ -798,9 +798,7 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
             rc = MAPPER_EXIT_INTERRUPTED;
         else if (out->chunks_failed > 0 || out->rows_rejected > 0)
             rc = MAPPER_EXIT_FAILED;
-        if (j.has_ledger &&
-            (rc == MAPPER_EXIT_OK || rc == MAPPER_EXIT_FAILED) &&
-            out->chunks_failed == 0)
+        if (j.has_ledger)
             rc = indexes_after_load(&j.ledger, target ? target : "",
                                     spec->workers, progress, sig.fds[0], rc,
                                     out);

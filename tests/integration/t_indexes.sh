@@ -137,6 +137,25 @@ check "kill during rebuild: rows exact" "$want" "$(checksum "$DST" ev)"
 check "kill during rebuild: every index and constraint back" "$before" "$(defs)"
 check_match "kill during rebuild: progress shows the index phase" "indexes[ =][0-9]+/[0-9]+" "$ERR"
 
+# SIGTERM during the rebuild: exit 75, the builds running are cancelled,
+# and --resume finishes them.
+make_target
+hold
+MAPPER_FAULT=pause-index-build:1 "$COORD" --table ev --workers 2 --chunk-size 10000 --job-id t1 \
+    >"$T_OUT/t1.out" 2>"$T_OUT/t1.err" &
+pid=$!
+wait_for "$T_OUT/t1.err" "index build 1: fault injection at index-build: pausing"
+check "SIGTERM during rebuild: held after the first build" 0 "$?"
+kill -TERM $pid
+release
+wait $pid
+check "SIGTERM during rebuild: exit 75" 75 "$?"
+check_match "SIGTERM during rebuild: says --resume rebuilds the rest" "interrupted; --resume rebuilds" "$(cat "$T_OUT/t1.err")"
+check "SIGTERM during rebuild: some indexes are still missing" 1 "$(($(n_indexes) < 7))"
+run_coord --table ev --workers 2 --chunk-size 10000 --job-id t1 --resume
+check "SIGTERM during rebuild: --resume exit 0" 0 "$RC"
+check "SIGTERM during rebuild: every index and constraint back" "$before" "$(defs)"
+
 # on: a unique index the source does not guarantee is deferred too; the
 # source has duplicates, so the rebuild fails naming the index and a key,
 # and keeps its record; after the data is fixed, --resume rebuilds it.
