@@ -189,10 +189,19 @@ static bool s_index_items(PGconn *dst, const PGresult *res,
 }
 
 /* Append the target's foreign keys (NOT VALID, then VALIDATE). */
-static bool s_fk_items(const PGresult *res, const char *qtarget, s_items_t *out)
+static bool s_fk_items(const PGresult *res, const indexes_request_t *req,
+                       s_items_t *out)
 {
+    const char *qtarget = req->qtarget;
     bool ok = true;
     for (int r = 0; r < PQntuples(res) && ok; r++) {
+        if (req->mode == MAPPER_DEFER_AUTO && req->rejects) {
+            log_info("deferred indexes: keeping %s on %s: with "
+                     "--on-bad-rows reject, rows breaking it are set aside "
+                     "as they load",
+                     PQgetvalue(res, r, 0), qtarget);
+            continue;
+        }
         const char *qcon = PQgetvalue(res, r, 1);
         bool valid = PQgetvalue(res, r, 3)[0] == 't';
         s_item_t it = {.name = strdup(PQgetvalue(res, r, 0)),
@@ -277,7 +286,7 @@ static bool s_read_items(PGconn *dst, PGconn *src, const indexes_request_t *req,
     bool ok = idx && fks;
     if (!ok) snprintf(err, errlen, "deferred indexes: %s", e.message);
     if (ok && (!s_index_items(dst, idx, keys, req, items) ||
-               !s_fk_items(fks, req->qtarget, items))) {
+               !s_fk_items(fks, req, items))) {
         snprintf(err, errlen, "deferred indexes: out of memory");
         ok = false;
     }

@@ -26,6 +26,9 @@ typedef struct {
     const char *qsource;       /* source table whose unique indexes prove a
                                   target's unique ones safe; NULL: a query */
     const char *truncate;      /* statement emptying it first, or NULL */
+    bool rejects;              /* rows breaking a constraint are set aside
+                                  (--on-bad-rows reject): auto keeps the
+                                  foreign keys, which would only fail */
 } indexes_request_t;
 
 /* Read the table's indexes and constraints (target session dst; source

@@ -467,7 +467,8 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
     if (j->has_ledger) {
         indexes_request_t ir = {spec->defer_indexes, j->schema.qtarget,
                                 j->schema.is_query ? NULL : j->schema.qsource,
-                                spec->truncate ? truncate : NULL};
+                                spec->truncate ? truncate : NULL,
+                                spec->on_bad_rows == MAPPER_BAD_ROWS_REJECT};
         char *first = NULL;
         bool ok = indexes_plan_drop(&j->ledger, j->dst, j->src, &ir, &first,
                                     err, sizeof err) &&

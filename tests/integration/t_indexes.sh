@@ -178,12 +178,15 @@ check "on, duplicates fixed: the index is back" "$dup_before" \
 # --on-bad-rows=reject and stream mode both run with deferral.
 fresh_dbs rj
 q "$SRC" "CREATE TABLE r(id int PRIMARY KEY, v text); INSERT INTO r SELECT g, CASE WHEN g = 77 THEN NULL ELSE 'v' || g END FROM generate_series(1, 20000) g"
-q "$DST" "CREATE TABLE r(id int PRIMARY KEY, v text NOT NULL); CREATE INDEX r_v ON r(v)"
+q "$DST" "CREATE TABLE rp(id int PRIMARY KEY); INSERT INTO rp SELECT generate_series(1, 19990);
+          CREATE TABLE r(id int PRIMARY KEY, v text NOT NULL, CONSTRAINT r_id_fkey FOREIGN KEY (id) REFERENCES rp);
+          CREATE INDEX r_v ON r(v)"
 rdefs=$(q "$DST" "SELECT string_agg(pg_get_indexdef(indexrelid), ';' ORDER BY 1) FROM pg_index WHERE indrelid = 'r'::regclass")
 run_coord --table r --workers 2 --chunk-size 5000 --on-bad-rows=reject --reject-file "$T_OUT/r.rej" \
     --summary-json "$T_OUT/r.json"
-check "reject: exit 1 (one row set aside)" 1 "$RC"
-check "reject: rows" 19999 "$(q "$DST" "SELECT count(*) FROM r")"
+check "reject: exit 1 (rows set aside)" 1 "$RC"
+check "reject: rows (one null, ten without a parent set aside)" 19989 "$(q "$DST" "SELECT count(*) FROM r")"
+check_match "reject: keeps the foreign key, says why" "keeping r_id_fkey .*reject" "$ERR"
 check "reject: both indexes deferred" 2 "$(jq -r '.deferred_indexes | length' "$T_OUT/r.json")"
 check "reject: indexes back" "$rdefs" \
     "$(q "$DST" "SELECT string_agg(pg_get_indexdef(indexrelid), ';' ORDER BY 1) FROM pg_index WHERE indrelid = 'r'::regclass")"
