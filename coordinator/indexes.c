@@ -96,6 +96,32 @@ static bool s_subset(const char *sub, const char *set)
     return *sub != '\0';
 }
 
+/* The ncolumns NUL-ended names at names as a text[] literal (malloc'd),
+ * or NULL. */
+static char *s_text_array(const char *names, int ncolumns)
+{
+    size_t len = 3;
+    const char *p = names;
+    for (int i = 0; i < ncolumns; i++, p += strlen(p) + 1)
+        len += 2 * strlen(p) + 3;
+    char *out = malloc(len), *o = out;
+    if (!out) return NULL;
+    *o++ = '{';
+    p = names;
+    for (int i = 0; i < ncolumns; i++, p += strlen(p) + 1) {
+        if (i) *o++ = ',';
+        *o++ = '"';
+        for (const char *c = p; *c; c++) {
+            if (*c == '"' || *c == '\\') *o++ = '\\';
+            *o++ = *c;
+        }
+        *o++ = '"';
+    }
+    *o++ = '}';
+    *o = '\0';
+    return out;
+}
+
 /* Why auto keeps a unique index the source may not guarantee, or NULL. */
 static const char *s_unsure_unique(const PGresult *src_keys, bool expr,
                                    const char *cols, bool is_query)
@@ -245,15 +271,25 @@ static bool s_read_items(PGconn *dst, PGconn *src, const indexes_request_t *req,
     }
     PGresult *keys = NULL;
     if (req->qsource && req->mode == MAPPER_DEFER_AUTO) {
-        const char *sp[] = {req->qsource};
-        keys = pgutil_query(src,
+        /* The source's unique keys on columns that are all copied. */
+        char *copied = s_text_array(req->columns, req->ncolumns);
+        const char *sp[] = {req->qsource, copied};
+        keys = copied ? pgutil_query(
+                            src,
                             "SELECT " S_KEY_COLS " FROM pg_index i WHERE "
                             "i.indrelid = $1::regclass AND i.indisunique AND "
                             "i.indisvalid AND i.indpred IS NULL AND "
-                            "i.indexprs IS NULL",
-                            1, sp, PROTO_SIDE_SOURCE, &e);
+                            "i.indexprs IS NULL AND NOT EXISTS (SELECT 1 "
+                            "FROM pg_attribute a WHERE a.attrelid = "
+                            "i.indrelid AND a.attnum = ANY ((i.indkey::int2[])"
+                            "[0:i.indnkeyatts - 1]) AND a.attname <> ALL "
+                            "($2::text[]))",
+                            2, sp, PROTO_SIDE_SOURCE, &e)
+                      : NULL;
+        free(copied);
         if (!keys) {
-            snprintf(err, errlen, "deferred indexes: source: %s", e.message);
+            snprintf(err, errlen, "deferred indexes: source: %s",
+                     copied ? e.message : "out of memory");
             return false;
         }
     }

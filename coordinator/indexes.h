@@ -25,6 +25,8 @@ typedef struct {
     const char *qtarget;       /* the table acted on (quoted) */
     const char *qsource;       /* source table whose unique indexes prove a
                                   target's unique ones safe; NULL: a query */
+    const char *columns;       /* the columns copied, each ended by a NUL */
+    int ncolumns;              /* how many */
     const char *truncate;      /* statement emptying it first, or NULL */
     bool rejects;              /* rows breaking a constraint are set aside
                                   (--on-bad-rows reject): auto keeps the

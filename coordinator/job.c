@@ -465,8 +465,11 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
     char truncate[600];
     snprintf(truncate, sizeof truncate, "TRUNCATE %s", j->schema.qtarget);
     if (j->has_ledger) {
-        indexes_request_t ir = {spec->defer_indexes, j->schema.qtarget,
+        indexes_request_t ir = {spec->defer_indexes,
+                                j->schema.qtarget,
                                 j->schema.is_query ? NULL : j->schema.qsource,
+                                j->schema.columns,
+                                j->schema.ncolumns,
                                 spec->truncate ? truncate : NULL,
                                 spec->on_bad_rows == MAPPER_BAD_ROWS_REJECT};
         char *first = NULL;

@@ -175,13 +175,22 @@ check "on, duplicates fixed: --resume exit 0" 0 "$RC"
 check "on, duplicates fixed: the index is back" "$dup_before" \
     "$(q "$DST" "SELECT pg_get_indexdef('d_k_uq'::regclass)")"
 
+# --columns: a source key on a column not copied guarantees nothing.
+q "$SRC" "CREATE TABLE c(id int PRIMARY KEY, a int UNIQUE, b int); INSERT INTO c SELECT g, g, g FROM generate_series(1, 1000) g"
+q "$DST" "CREATE TABLE c(id int PRIMARY KEY, a int UNIQUE, b int)"
+run_coord --table c --columns id,b --workers 2 --chunk-size 500 --summary-json "$T_OUT/c.json"
+check "--columns: exit 0" 0 "$RC"
+check "--columns: the key is deferred, the unique index on a column not copied kept" "c_pkey" \
+    "$(jq -r '.deferred_indexes | join(",")' "$T_OUT/c.json")"
+check_match "--columns: says why" "keeping c_a_key .*no unique index" "$ERR"
+
 # --on-bad-rows=reject and stream mode both run with deferral.
 fresh_dbs rj
 q "$SRC" "CREATE TABLE r(id int PRIMARY KEY, v text); INSERT INTO r SELECT g, CASE WHEN g = 77 THEN NULL ELSE 'v' || g END FROM generate_series(1, 20000) g"
 q "$DST" "CREATE TABLE rp(id int PRIMARY KEY); INSERT INTO rp SELECT generate_series(1, 19990);
           CREATE TABLE r(id int PRIMARY KEY, v text NOT NULL, CONSTRAINT r_id_fkey FOREIGN KEY (id) REFERENCES rp);
           CREATE INDEX r_v ON r(v)"
-rdefs=$(q "$DST" "SELECT string_agg(pg_get_indexdef(indexrelid), ';' ORDER BY 1) FROM pg_index WHERE indrelid = 'r'::regclass")
+rdefs=$(q "$DST" "SELECT string_agg(pg_get_indexdef(indexrelid), ';' ORDER BY pg_get_indexdef(indexrelid)) FROM pg_index WHERE indrelid = 'r'::regclass")
 run_coord --table r --workers 2 --chunk-size 5000 --on-bad-rows=reject --reject-file "$T_OUT/r.rej" \
     --summary-json "$T_OUT/r.json"
 check "reject: exit 1 (rows set aside)" 1 "$RC"
@@ -189,7 +198,7 @@ check "reject: rows (one null, ten without a parent set aside)" 19989 "$(q "$DST
 check_match "reject: keeps the foreign key, says why" "keeping r_id_fkey .*reject" "$ERR"
 check "reject: both indexes deferred" 2 "$(jq -r '.deferred_indexes | length' "$T_OUT/r.json")"
 check "reject: indexes back" "$rdefs" \
-    "$(q "$DST" "SELECT string_agg(pg_get_indexdef(indexrelid), ';' ORDER BY 1) FROM pg_index WHERE indrelid = 'r'::regclass")"
+    "$(q "$DST" "SELECT string_agg(pg_get_indexdef(indexrelid), ';' ORDER BY pg_get_indexdef(indexrelid)) FROM pg_index WHERE indrelid = 'r'::regclass")"
 
 q "$DST" "CREATE TABLE s(id int PRIMARY KEY, v text); CREATE INDEX s_v ON s(v)"
 run_coord --query "SELECT id, v FROM r WHERE v IS NOT NULL ORDER BY id" --target-table s \
