@@ -253,22 +253,25 @@ static bool s_read_items(PGconn *dst, PGconn *src, const indexes_request_t *req,
     const char *p[] = {req->qtarget};
     char sql[S_SQL_MAX];
     snprintf(sql, sizeof sql,
-             "SELECT c.relkind::text, EXISTS (SELECT 1 FROM %s) FROM pg_class "
-             "c WHERE c.oid = $1::regclass",
+             "SELECT c.relkind::text, EXISTS (SELECT 1 FROM %s), "
+             "pg_has_role(c.relowner, 'USAGE') FROM pg_class c WHERE c.oid = "
+             "$1::regclass",
              req->qtarget);
     PGresult *t = pgutil_query(dst, sql, 1, p, PROTO_SIDE_TARGET, &e);
     if (!t) {
         snprintf(err, errlen, "deferred indexes: %s", e.message);
         return false;
     }
-    bool partitioned = PQgetvalue(t, 0, 0)[0] == 'p';
-    bool filled = !req->truncate && PQgetvalue(t, 0, 1)[0] == 't';
+    const char *why = PQgetvalue(t, 0, 0)[0] == 'p' ? "is partitioned"
+                      : !req->truncate && PQgetvalue(t, 0, 1)[0] == 't'
+                          ? "is not empty"
+                      : PQgetvalue(t, 0, 2)[0] != 't'
+                          ? "is not this role's own (only its owner may drop "
+                            "its indexes)"
+                          : NULL;
+    if (why) log_info("deferred indexes: none: %s %s", req->qtarget, why);
     PQclear(t);
-    if (partitioned || filled) {
-        log_info("deferred indexes: none: %s is %s", req->qtarget,
-                 partitioned ? "partitioned" : "not empty");
-        return true;
-    }
+    if (why) return true;
     PGresult *keys = NULL;
     if (req->qsource && req->mode == MAPPER_DEFER_AUTO) {
         /* The source's unique keys on columns that are all copied. */
@@ -479,7 +482,8 @@ void indexes_warn_pending(ledger_t *l, const char *job_id)
     if (n > 0)
         log_warn("job %s: %d deferred index(es) or constraint(s) of its "
                  "target are missing (dropped for the load, not rebuilt "
-                 "yet): --resume restores them",
+                 "yet): --resume restores them (a job that cannot be "
+                 "resumed: run it again with --restart --truncate)",
                  job_id, n);
 }
 

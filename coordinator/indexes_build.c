@@ -326,7 +326,8 @@ int indexes_after_load(ledger_t *l, const char *conninfo, int parallel,
         out->chunks_failed > 0) {
         if (pending > 0)
             log_warn("%d deferred index(es) or constraint(s) not rebuilt "
-                     "(the copy did not finish): --resume rebuilds them",
+                     "(the copy did not finish): --resume rebuilds them (a "
+                     "job that cannot be resumed: --restart --truncate)",
                      pending);
         return rc;
     }

@@ -94,6 +94,18 @@ check "non-empty target: exit 1 (duplicate keys kept out by the index)" 1 "$RC"
 check_match "non-empty target: says why nothing is deferred" "not empty" "$ERR"
 check "non-empty target: definitions unchanged" "$before" "$(defs)"
 
+# A role that does not own the target may load it, not drop its indexes:
+# nothing is deferred, and the job runs.
+q "$DST" "CREATE ROLE t_indexes_loader LOGIN PASSWORD 'loader-pw'; GRANT ALL ON SCHEMA public TO t_indexes_loader;
+          GRANT INSERT, SELECT ON ev TO t_indexes_loader; TRUNCATE ev CASCADE"
+q "$DST" "GRANT CREATE ON DATABASE idx_dst TO t_indexes_loader"
+run_coord --table ev --target "postgresql://t_indexes_loader:loader-pw@127.0.0.1:$MAPPER_PG_PORT/idx_dst" \
+    --state-schema loader_ledger --workers 2 --chunk-size 10000 --job-id notmine
+check "not the owner: exit 0" 0 "$RC"
+check_match "not the owner: says why nothing is deferred" "not this role's own" "$ERR"
+check "not the owner: rows exact" "$want" "$(checksum "$DST" ev)"
+check "not the owner: definitions unchanged" "$before" "$(defs)"
+
 # kill -9 of the coordinator during the copy: the indexes are missing, a
 # run says so and names --resume; --resume brings them back.
 make_target
@@ -209,4 +221,24 @@ check "stream: the key is kept (a query guarantees nothing), the index deferred"
     "$(jq -r '.deferred_indexes | join(",")' "$T_OUT/s.json")"
 check_match "stream: says why the key is kept" "keeping .*s_pkey.*query" "$ERR"
 check "stream: both indexes there" 2 "$(q "$DST" "SELECT count(*) FROM pg_index WHERE indrelid = 's'::regclass")"
+
+# A stream job cannot be resumed: killed mid-copy, it is run again with
+# --restart --truncate, which rebuilds the index the first run dropped.
+sv=$(q "$DST" "SELECT pg_get_indexdef('s_v'::regclass)")
+q "$DST" "TRUNCATE s"
+hold
+MAPPER_FAULT=pause-mid-copy:1 "$COORD" --query "SELECT id, v FROM r WHERE v IS NOT NULL ORDER BY id" \
+    --target-table s --workers 2 --chunk-size 5000 --job-id st >"$T_OUT/st.out" 2>"$T_OUT/st.err" &
+pid=$!
+held "$T_OUT/st.err" 1
+kill -9 $pid
+wait $pid 2>/dev/null
+release
+no_workers_left
+check "stream killed: its deferred index is missing" 0 "$(q "$DST" "SELECT count(*) FROM pg_class WHERE relname = 's_v'")"
+run_coord --query "SELECT id, v FROM r WHERE v IS NOT NULL ORDER BY id" --target-table s \
+    --workers 2 --chunk-size 5000 --job-id st --restart --truncate
+check "stream killed: --restart --truncate exit 0" 0 "$RC"
+check "stream killed: rows" 19999 "$(q "$DST" "SELECT count(*) FROM s")"
+check "stream killed: the index is back" "$sv" "$(q "$DST" "SELECT pg_get_indexdef('s_v'::regclass)")"
 finish
