@@ -132,6 +132,8 @@ static bool s_add_column(ledger_t *l, const char *table, const char *column,
 #define LEDGER_REJECTS_SHAPE                                                   \
     "{\"job_id text\",\"chunk_id bigint\",\"row_index bigint\","               \
     "\"sqlstate text\",\"message text\",\"row text\"}"
+#define LEDGER_INDEXES_SHAPE                                                   \
+    "{\"job_id text\",\"item_id integer\",\"name text\",\"step integer\"}"
 
 /* Refuse ledger tables already in the schema that are not plain tables
  * owned by this role with the ledger's columns: the ledger would alter
@@ -139,19 +141,21 @@ static bool s_add_column(ledger_t *l, const char *table, const char *column,
 static bool s_check_tables(ledger_t *l, char *err, size_t errlen)
 {
     const char *params[] = {l->schema, LEDGER_JOBS_SHAPE, LEDGER_CHUNKS_SHAPE,
-                            LEDGER_REJECTS_SHAPE};
+                            LEDGER_REJECTS_SHAPE, LEDGER_INDEXES_SHAPE};
     pgutil_error_t e;
     PGresult *res = pgutil_query(
         l->conn,
         "SELECT c.relname, c.relkind = 'r' AND pg_get_userbyid(c.relowner) "
         "= current_user, (CASE c.relname WHEN 'jobs' THEN $2 WHEN 'chunks' "
-        "THEN $3 ELSE $4 END)::text[] <@ ARRAY(SELECT a.attname || ' ' || "
+        "THEN $3 WHEN 'rejects' THEN $4 ELSE $5 END)::text[] <@ ARRAY(SELECT "
+        "a.attname || ' ' || "
         "format_type(a.atttypid, a.atttypmod) FROM pg_attribute a WHERE "
         "a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), "
         "pg_get_userbyid(c.relowner), current_user FROM pg_class c JOIN "
         "pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND "
-        "c.relname IN ('jobs', 'chunks', 'rejects') ORDER BY 1 DESC",
-        4, params, PROTO_SIDE_TARGET, &e);
+        "c.relname IN ('jobs', 'chunks', 'rejects', 'indexes') ORDER BY 1 "
+        "DESC",
+        5, params, PROTO_SIDE_TARGET, &e);
     if (!res) return s_fail(err, errlen, "cannot read its tables", &e);
     bool ok = true;
     for (int i = 0; i < PQntuples(res) && ok; i++) {

@@ -94,6 +94,13 @@ check "non-empty target: exit 1 (duplicate keys kept out by the index)" 1 "$RC"
 check_match "non-empty target: says why nothing is deferred" "not empty" "$ERR"
 check "non-empty target: definitions unchanged" "$before" "$(defs)"
 
+# The ledger never takes over an "indexes" table that is not its own.
+q "$DST" "CREATE SCHEMA alien; CREATE TABLE alien.indexes(id int, note text)"
+run_coord --table ev --workers 2 --state-schema alien --job-id alien
+check "a user's indexes table in the ledger schema: exit 3" 3 "$RC"
+check_match "a user's indexes table: named" '"alien"\.indexes exists and is not a ledger table' "$ERR"
+check "a user's indexes table: no ledger table beside it" "" "$(q "$DST" "SELECT to_regclass('alien.jobs')")"
+
 # A role that does not own the target may load it, not drop its indexes:
 # nothing is deferred, and the job runs.
 q "$DST" "CREATE ROLE t_indexes_loader LOGIN PASSWORD 'loader-pw'; GRANT ALL ON SCHEMA public TO t_indexes_loader;
