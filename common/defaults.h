@@ -93,6 +93,16 @@
 #define MAPPER_ENV_FAULT      "MAPPER_FAULT"
 /* Test-only: a "pause-" fault holds until this file exists (see fault_at). */
 #define MAPPER_ENV_FAULT_RELEASE "MAPPER_FAULT_RELEASE"
+/* A coordinator held by a pause fault looks for the release file this
+ * often (ns), this many times at most (five minutes). */
+#define MAPPER_FAULT_POLL_NS    50000000L
+#define MAPPER_FAULT_HOLD_POLLS 6000
+
+/* Deferred index builds: maintenance_work_mem of each build session (raised
+ * to this, never lowered), and how often (ms) the wait for builds wakes to
+ * report progress. */
+#define MAPPER_INDEX_MEM     "256MB"
+#define MAPPER_INDEX_POLL_MS 500
 /* CURVE keys handed to forked workers (never on argv). */
 #define MAPPER_ENV_CURVE_SERVER     "MAPPER_CURVE_SERVER_KEY"
 #define MAPPER_ENV_CURVE_SECRET     "MAPPER_CURVE_SECRET_KEY"

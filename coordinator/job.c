@@ -17,6 +17,7 @@
 #include "curve.h"
 #include "defaults.h"
 #include "dispatch.h"
+#include "indexes.h"
 #include "ledger.h"
 #include "log.h"
 #include "mapper.h"
@@ -158,6 +159,10 @@ static int s_validate(const mapper_job_spec *spec, mapper_result *out)
     if (!(spec->outage_timeout > 0))
         return s_fail(out, MAPPER_EXIT_USAGE,
                       "outage timeout must be a positive number of seconds");
+    if (spec->defer_indexes < MAPPER_DEFER_AUTO ||
+        spec->defer_indexes > MAPPER_DEFER_OFF)
+        return s_fail(out, MAPPER_EXIT_USAGE, "unknown defer_indexes mode %d",
+                      (int)spec->defer_indexes);
     bool reject = spec->on_bad_rows == MAPPER_BAD_ROWS_REJECT;
     if (spec->on_bad_rows != MAPPER_BAD_ROWS_FAIL && !reject)
         return s_fail(out, MAPPER_EXIT_USAGE, "unknown on_bad_rows mode %d",
@@ -353,6 +358,8 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
         if (!spec->job_id && !ledger_default_id(&j->ledger, &ls, id, sizeof id))
             return s_fail(out, MAPPER_EXIT_CANNOT_RUN,
                           "ledger: cannot derive the job id");
+        if (mode == LEDGER_FRESH)
+            indexes_warn_pending(&j->ledger, spec->job_id ? spec->job_id : id);
         int rc = s_lock_check(j, spec->job_id ? spec->job_id : id, &ls, &mode,
                               &exists, out);
         if (rc != MAPPER_EXIT_OK || out->already_done) return rc;
@@ -410,9 +417,20 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
     char truncate[600];
     snprintf(truncate, sizeof truncate, "TRUNCATE %s", j->schema.qtarget);
     if (j->has_ledger) {
-        if (!ledger_create(&j->ledger, &ls, &j->plan, exists,
-                           spec->truncate ? truncate : NULL, err, sizeof err))
-            return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "%s", err);
+        indexes_request_t ir = {spec->defer_indexes,
+                                j->schema.qtarget,
+                                j->schema.is_query ? NULL : j->schema.qsource,
+                                j->schema.columns,
+                                j->schema.ncolumns,
+                                spec->truncate ? truncate : NULL,
+                                spec->on_bad_rows == MAPPER_BAD_ROWS_REJECT};
+        char *first = NULL;
+        bool ok = indexes_plan_drop(&j->ledger, j->dst, j->src, &ir, &first,
+                                    err, sizeof err) &&
+                  ledger_create(&j->ledger, &ls, &j->plan, exists, first, err,
+                                sizeof err);
+        free(first);
+        if (!ok) return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "%s", err);
     } else if (spec->truncate) {
         pgutil_error_t e;
         if (!pgutil_exec(j->dst, truncate, PROTO_SIDE_TARGET, &e))
@@ -736,6 +754,10 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
             rc = MAPPER_EXIT_INTERRUPTED;
         else if (out->chunks_failed > 0 || out->rows_rejected > 0)
             rc = MAPPER_EXIT_FAILED;
+        if (j.has_ledger)
+            rc = indexes_after_load(&j.ledger, target ? target : "",
+                                    spec->workers, progress, sig.fds[0], rc,
+                                    out);
         report_last(report);
         progress_finish(progress);
         if (out->rows_rejected > 0 && rejects)

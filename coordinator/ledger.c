@@ -170,6 +170,8 @@ static bool s_add_column(ledger_t *l, const char *table, const char *column,
 #define LEDGER_REJECTS_SHAPE                                                   \
     "{\"job_id text\",\"chunk_id bigint\",\"row_index bigint\","               \
     "\"sqlstate text\",\"message text\",\"row text\"}"
+#define LEDGER_INDEXES_SHAPE                                                   \
+    "{\"job_id text\",\"item_id integer\",\"name text\",\"step integer\"}"
 
 /* Refuse ledger tables already in the schema that are not plain tables
  * owned by this role with the ledger's columns: the ledger would alter
@@ -177,19 +179,21 @@ static bool s_add_column(ledger_t *l, const char *table, const char *column,
 static bool s_check_tables(ledger_t *l, char *err, size_t errlen)
 {
     const char *params[] = {l->schema, LEDGER_JOBS_SHAPE, LEDGER_CHUNKS_SHAPE,
-                            LEDGER_REJECTS_SHAPE};
+                            LEDGER_REJECTS_SHAPE, LEDGER_INDEXES_SHAPE};
     pgutil_error_t e;
     PGresult *res = pgutil_query(
         l->conn,
         "SELECT c.relname, c.relkind = 'r' AND pg_get_userbyid(c.relowner) "
         "= current_user, (CASE c.relname WHEN 'jobs' THEN $2 WHEN 'chunks' "
-        "THEN $3 ELSE $4 END)::text[] <@ ARRAY(SELECT a.attname || ' ' || "
+        "THEN $3 WHEN 'rejects' THEN $4 ELSE $5 END)::text[] <@ ARRAY(SELECT "
+        "a.attname || ' ' || "
         "format_type(a.atttypid, a.atttypmod) FROM pg_attribute a WHERE "
         "a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), "
         "pg_get_userbyid(c.relowner), current_user FROM pg_class c JOIN "
         "pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND "
-        "c.relname IN ('jobs', 'chunks', 'rejects') ORDER BY 1 DESC",
-        4, params, PROTO_SIDE_TARGET, &e);
+        "c.relname IN ('jobs', 'chunks', 'rejects', 'indexes') ORDER BY 1 "
+        "DESC",
+        5, params, PROTO_SIDE_TARGET, &e);
     if (!res)
         return pgutil_reason(err, errlen, "ledger: cannot read its tables", &e);
     bool ok = true;
@@ -269,6 +273,17 @@ bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
     if (!pgutil_exec(conn, sql, PROTO_SIDE_TARGET, &e))
         return pgutil_reason(err, errlen,
                              "ledger: cannot create its rejects table", &e);
+    /* Indexes and constraints dropped for the load (--defer-indexes): the
+     * statements that put each back, and the last rebuild step done. */
+    s_sql(l, sql, sizeof sql,
+          "CREATE TABLE IF NOT EXISTS @S.indexes ("
+          " job_id text NOT NULL, item_id int NOT NULL, name text NOT NULL,"
+          " kind text NOT NULL, table_name text NOT NULL, build_sql text,"
+          " attach_sql text, validate_sql text, tablespace text,"
+          " step int NOT NULL DEFAULT 0, PRIMARY KEY (job_id, item_id))");
+    if (!pgutil_exec(conn, sql, PROTO_SIDE_TARGET, &e))
+        return pgutil_reason(err, errlen,
+                             "ledger: cannot create its indexes table", &e);
     /* Columns that older ledgers lack: rows set aside (--on-bad-rows
      * reject), the reject file's progress, the source query. */
     return s_add_column(l, "chunks", "rejected", "bigint NOT NULL DEFAULT 0",

@@ -107,6 +107,11 @@ static void s_help(FILE *out)
         "                         retried chunk may then be duplicated\n"
         "  --grace S              after SIGINT/SIGTERM running chunks may\n"
         "                         finish for S seconds (default 30)\n"
+        "  --defer-indexes MODE   auto: drop the indexes and constraints of\n"
+        "                         an empty target that are safe to drop,\n"
+        "                         rebuild them after the load (default);\n"
+        "                         on: every one that can be dropped; off:\n"
+        "                         keep them all\n"
         "\n"
         "Bad rows (a row the target refuses for its data, SQLSTATE class 22\n"
         "or 23, e.g. a CHECK violation or a value of the wrong type):\n"
@@ -384,7 +389,23 @@ enum {
     OPT_ON_BAD_ROWS,
     OPT_REJECT_FILE,
     OPT_MAX_REJECTS,
+    OPT_DEFER_INDEXES,
 };
+
+/* --defer-indexes auto|on|off. */
+static bool s_parse_defer(const char *arg, mapper_defer_indexes *out)
+{
+    static const char *const names[] = {[MAPPER_DEFER_AUTO] = "auto",
+                                        [MAPPER_DEFER_ON] = "on",
+                                        [MAPPER_DEFER_OFF] = "off"};
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(arg, names[i])) {
+            *out = (mapper_defer_indexes)i;
+            return true;
+        }
+    log_error("--defer-indexes: expected auto, on or off, got '%s'", arg);
+    return false;
+}
 
 /* What the command line gives besides the job spec. */
 typedef struct {
@@ -428,6 +449,7 @@ static const struct option s_opts[] = {
     {"resume", optional_argument, 0, OPT_RESUME},
     {"restart", no_argument, 0, OPT_RESTART},
     {"truncate", no_argument, 0, OPT_TRUNCATE},
+    {"defer-indexes", required_argument, 0, OPT_DEFER_INDEXES},
     {"no-ledger", no_argument, 0, OPT_NO_LEDGER},
     {"grace", required_argument, 0, OPT_GRACE},
     {"listen", required_argument, 0, OPT_LISTEN},
@@ -629,6 +651,10 @@ static int s_option(int o, s_cli_t *c, char **argv)
                       optarg);
             return MAPPER_EXIT_USAGE;
         }
+        break;
+    case OPT_DEFER_INDEXES:
+        if (!s_parse_defer(optarg, &c->spec.defer_indexes))
+            return MAPPER_EXIT_USAGE;
         break;
     case 'v':
         log_set_level(LOG_DEBUG);

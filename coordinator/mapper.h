@@ -48,6 +48,8 @@ typedef struct {
     int64_t retries;                 /* failed attempts that will be retried */
     int workers;                     /* workers configured (0 = unknown) */
     int workers_busy;                /* workers copying a chunk now */
+    int indexes_total;               /* deferred indexes to rebuild (0: none) */
+    int indexes_built;               /* of them, rebuilt */
 } mapper_progress_snapshot;
 
 /* A progress callback: snap is valid during the call only; user is the
@@ -75,6 +77,12 @@ typedef enum {
     MAPPER_BAD_ROWS_FAIL = 0, /* the row's chunk fails */
     MAPPER_BAD_ROWS_REJECT,   /* the row is set aside, the chunk loads */
 } mapper_bad_rows_mode;
+/* Whether the target's indexes are built after the load (--defer-indexes). */
+typedef enum {
+    MAPPER_DEFER_AUTO = 0, /* defer those safe and worth deferring */
+    MAPPER_DEFER_ON,       /* defer whatever can be dropped */
+    MAPPER_DEFER_OFF,      /* maintain every index row by row */
+} mapper_defer_indexes;
 
 /* What to copy, and how. Fill with mapper_job_spec_init() first. */
 typedef struct {
@@ -134,6 +142,7 @@ typedef struct {
     const char *reject_file; /* reject: rows go here, reasons to FILE.log */
     int64_t max_rejects;     /* reject: the job fails once more rows than
                                 this are rejected; < 0 unlimited (default) */
+    mapper_defer_indexes defer_indexes; /* build indexes after the load */
 } mapper_job_spec;
 
 /* One chunk that failed for good. */
@@ -177,6 +186,8 @@ typedef struct {
     bool ledger;                      /* chunks were recorded in a ledger */
     int exit_code;                    /* see MAPPER_EXIT_* in defaults.h */
     char error[1024];                 /* why the job could not run, or "" */
+    double index_build_s;             /* time spent rebuilding indexes */
+    char deferred_indexes[1024];      /* their names, comma-separated */
 } mapper_result;
 
 /* Defaults: workers = CPUs, chunk_size 50000, retries on (3), progress

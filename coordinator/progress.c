@@ -77,6 +77,8 @@ struct progress_t {
     int64_t total_chunks;          /* planned chunks (0 = unknown) */
     int64_t rows_estimate;         /* planned rows (0 = unknown) */
     int workers;                   /* workers configured (0 = unknown) */
+    int indexes_total;             /* deferred indexes to rebuild */
+    int indexes_built;             /* of them, rebuilt */
     s_chunk_t *table;              /* chunks by id, open addressing */
     size_t capacity;               /* slots in table (power of two or 0) */
     unsigned bits;                 /* log2(capacity) */
@@ -475,6 +477,8 @@ static mapper_progress_snapshot s_compute(const progress_t *self, double now)
         .retries = self->retries,
         .workers = self->workers,
         .workers_busy = self->running < INT_MAX ? (int)self->running : INT_MAX,
+        .indexes_total = self->indexes_total,
+        .indexes_built = self->indexes_built,
     };
     s_rate_t rate = {0};
     bool have_rate = s_rate(self, now, &rate);
@@ -567,6 +571,15 @@ void progress_set_workers(progress_t *self, int workers)
     assert(self);
     pthread_mutex_lock(&self->lock);
     self->workers = workers > 0 ? workers : 0;
+    pthread_mutex_unlock(&self->lock);
+}
+
+void progress_set_indexes(progress_t *self, int built, int total)
+{
+    assert(self);
+    pthread_mutex_lock(&self->lock);
+    self->indexes_built = built > 0 ? built : 0;
+    self->indexes_total = total > 0 ? total : 0;
     pthread_mutex_unlock(&self->lock);
 }
 
@@ -779,6 +792,9 @@ bool progress_format_log(const mapper_progress_snapshot *snap, const char *job,
         s_put(&line, " eta_s=unknown");
     s_put(&line, " retries=%" PRId64 " workers=%d/%d", snap->retries,
           snap->workers_busy, snap->workers);
+    if (snap->indexes_total > 0)
+        s_put(&line, " indexes=%d/%d", snap->indexes_built,
+              snap->indexes_total);
     return line.fits;
 }
 
@@ -807,12 +823,14 @@ bool progress_format_json(const mapper_progress_snapshot *snap, char *buf,
           ",\"rows_total_estimate\":%" PRId64 ",\"rows_in_flight\":%" PRId64
           ",\"bytes_processed\":%" PRId64
           ",\"rows_per_second\":%.3f,\"bytes_per_second\":%.3f"
-          ",\"retries\":%" PRId64 ",\"workers\":%d,\"workers_busy\":%d}",
+          ",\"retries\":%" PRId64 ",\"workers\":%d,\"workers_busy\":%d"
+          ",\"indexes_total\":%d,\"indexes_built\":%d}",
           snap->eta_known ? "true" : "false",
           s_finite(snap->progress_percentage), snap->rows_total_estimate,
           snap->rows_in_flight, snap->bytes_processed,
           s_finite(snap->rows_per_second), s_finite(snap->bytes_per_second),
-          snap->retries, snap->workers, snap->workers_busy);
+          snap->retries, snap->workers, snap->workers_busy, snap->indexes_total,
+          snap->indexes_built);
     return line.fits;
 }
 
@@ -858,6 +876,9 @@ bool progress_format_bar(const mapper_progress_snapshot *snap, int width,
     if (snap->retries > 0) s_put(&line, " retries %" PRId64, snap->retries);
     if (snap->failed_chunks > 0)
         s_put(&line, " failed %" PRId64, snap->failed_chunks);
+    if (snap->indexes_total > 0)
+        s_put(&line, " indexes %d/%d", snap->indexes_built,
+              snap->indexes_total);
     return line.fits;
 }
 

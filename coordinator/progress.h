@@ -86,6 +86,8 @@ void progress_set_clock(progress_t *self, progress_clock_fn clock, void *user);
 void progress_set_total_chunks(progress_t *self, int64_t total_chunks);
 void progress_set_rows_total_estimate(progress_t *self, int64_t rows);
 void progress_set_workers(progress_t *self, int workers);
+/* The deferred index rebuild: built of total done (total 0: none). */
+void progress_set_indexes(progress_t *self, int built, int total);
 
 /* Chunk events, safe from any thread. Chunk ids may be any int64. An event
  * that does not fit the chunk's state (a stale attempt, a chunk already

@@ -72,6 +72,9 @@ void mapper_result_print(const mapper_result *r, FILE *out)
             r->total_rows_processed, r->total_rows_successful,
             r->total_rows_failed, r->rows_rejected, r->chunks_total,
             r->chunks_succeeded, r->chunks_failed, r->elapsed_s, r->rows_per_s);
+    if (r->deferred_indexes[0])
+        fprintf(out, "  index_build_s          %.2f (deferred: %s)\n",
+                r->index_build_s, s_clean(r->deferred_indexes).s);
     if (r->n_chunk_errors) {
         fprintf(out, "\nfailed chunks\n  %-8s %-8s %-7s %-8s %-12s %s\n",
                 "chunk", "attempts", "side", "sqlstate", "class", "error");
@@ -109,6 +112,22 @@ void mapper_result_print(const mapper_result *r, FILE *out)
     fflush(out);
 }
 
+/* "index_build_s" and "deferred_indexes" (an array of names). */
+static void s_json_indexes(const mapper_result *r, FILE *out)
+{
+    fprintf(out, ", \"index_build_s\": %.3f, \"deferred_indexes\": [",
+            r->index_build_s);
+    char names[sizeof r->deferred_indexes];
+    snprintf(names, sizeof names, "%s", r->deferred_indexes);
+    int i = 0;
+    for (char *save = NULL, *n = strtok_r(names, ",", &save); n;
+         n = strtok_r(NULL, ",", &save)) {
+        fputs(i++ ? ", " : "", out);
+        s_json_string(out, n);
+    }
+    fputs("]", out);
+}
+
 bool mapper_result_write_json(const mapper_result *r, FILE *out)
 {
     fprintf(out,
@@ -136,6 +155,7 @@ bool mapper_result_write_json(const mapper_result *r, FILE *out)
             ", \"coord_cpu_s\": %.3f, \"workers_cpu_s\": %.3f",
             r->planning_s, r->coord_max_rss_kb, r->worker_max_rss_kb,
             r->coord_cpu_s, r->workers_cpu_s);
+    s_json_indexes(r, out);
     fputs(", \"job_id\": ", out);
     if (r->job_id[0])
         s_json_string(out, r->job_id);

@@ -12,7 +12,10 @@
 #   --only LIST         run only these contenders (comma separated):
 #                       psql1, psqlpar, pgcopydb, pgloader, mapper, chunks,
 #                       stream (mapper-coord --query without --split-by),
-#                       onechunk (mapper-coord --workers 1, the table as one chunk)
+#                       onechunk (mapper-coord --workers 1, the table as one chunk),
+#                       indexes (psql and mapper-coord into a target with the key
+#                       and 3 secondary indexes, and mapper-coord --defer-indexes off
+#                       into both targets)
 #   --no-install        do not apt-get install missing pgcopydb / pgloader (skip them)
 #
 # Set-up (outside the database): installs pgcopydb and pgloader with apt-get when
@@ -135,7 +138,14 @@ why_failed() {
 ddl="CREATE TABLE events(id bigint PRIMARY KEY, account_id int NOT NULL,
      created_at timestamptz NOT NULL, amount numeric(12,2), status text,
      payload jsonb, note text)"
+# events_ix: the same table with 3 secondary indexes beside its key.
+ddl_ix="${ddl/events(/events_ix(};
+        CREATE INDEX events_ix_account ON events_ix(account_id);
+        CREATE INDEX events_ix_created ON events_ix(created_at);
+        CREATE INDEX events_ix_status ON events_ix(status, amount)"
 checksum_sql="SELECT count(*) || ':' || coalesce(sum(hashtext(e::text)), 0) FROM events e"
+# target_of KIND: the table a contender loads.
+target_of() { [[ $1 == *ix ]] && echo events_ix || echo events; }
 
 create_dataset() {
     say "creating $rows rows in mapper_src.events"
@@ -148,6 +158,7 @@ create_dataset() {
                md5(g::text)
         FROM generate_series(1, $rows) g" -c "VACUUM ANALYZE events" >/dev/null
     q "$DST" "$ddl" >/dev/null
+    psql -X -q -v ON_ERROR_STOP=1 -d "$DST" -c "$ddl_ix" >/dev/null
     src_sum=$(q "$SRC" "$checksum_sql")
     read -r id_min id_max < <(q "$SRC" "SELECT min(id), max(id) FROM events" | tr '|' ' ')
     table_bytes=$(q "$SRC" "SELECT pg_table_size('events')")
@@ -156,7 +167,7 @@ create_dataset() {
 
 # reset_target: empty the target table (and mapper's ledger), flush dirty buffers.
 reset_target() {
-    q "$DST" "TRUNCATE events" >/dev/null
+    q "$DST" "TRUNCATE events, events_ix" >/dev/null
     q "$DST" "DROP SCHEMA IF EXISTS mapper CASCADE" >/dev/null 2>&1
     q "$DST" "CHECKPOINT" >/dev/null
 }
@@ -166,10 +177,14 @@ reset_target() {
 # output in $log and returns the tool's status. describe_<kind> prints the
 # command for the table's JSON.
 
-psql_pipe() { # psql_pipe SELECT-OR-TABLE: one binary COPY stream source -> target
+psql_pipe() { # psql_pipe SELECT-OR-TABLE [TARGET]: one binary COPY stream source -> target
     psql -X -q -v ON_ERROR_STOP=1 -d "$SRC" -c "COPY $1 TO STDOUT (FORMAT binary)" |
-        psql -X -q -v ON_ERROR_STOP=1 -d "$DST" -c "COPY events FROM STDIN (FORMAT binary)"
+        psql -X -q -v ON_ERROR_STOP=1 -d "$DST" -c "COPY ${2:-events} FROM STDIN (FORMAT binary)"
 }
+describe_psql1ix() {
+    echo "psql -c 'COPY events TO STDOUT (FORMAT binary)' | psql -c 'COPY events_ix FROM STDIN (FORMAT binary)'"
+}
+run_psql1ix() { psql_pipe events events_ix; }
 
 describe_psql1() {
     echo "psql -c 'COPY events TO STDOUT (FORMAT binary)' | psql -c 'COPY events FROM STDIN (FORMAT binary)'"
@@ -238,8 +253,21 @@ describe_mapper() {
 }
 run_mapper() {
     "$bin/mapper-coord" --source "$SRC" --target "$DST" --table events --workers "$1" \
-        ${2:+--chunk-size "$2"} --summary-json "$work/summary.json" -q
+        ${2:+--chunk-size "$2"} --summary-json "$work/summary.json" -q "${@:3}"
 }
+describe_mapperix() {
+    echo "mapper-coord --source \$SRC --target \$DST --table events --target-table events_ix --workers $1 --summary-json FILE -q"
+}
+run_mapperix() { "$bin/mapper-coord" --source "$SRC" --target "$DST" --table events \
+    --target-table events_ix --workers "$1" --summary-json "$work/summary.json" -q "${@:3}"; }
+describe_mapperoff() {
+    echo "mapper-coord --source \$SRC --target \$DST --table events --workers $1 --defer-indexes off --summary-json FILE -q"
+}
+run_mapperoff() { run_mapper "$1" "" --defer-indexes off; }
+describe_mapperoffix() {
+    echo "mapper-coord --source \$SRC --target \$DST --table events --target-table events_ix --workers $1 --defer-indexes off --summary-json FILE -q"
+}
+run_mapperoffix() { run_mapperix "$1" "" --defer-indexes off; }
 describe_mapperq() {
     echo "mapper-coord --source \$SRC --target \$DST --query 'SELECT * FROM events' --target-table events --workers $1 --summary-json FILE -q"
 }
@@ -254,12 +282,18 @@ contenders=()
 add() { contenders+=("$1|$2|$3|$4|$5"); }
 want psql1 && add psql1 psql1 1 - "psql COPY binary, 1 stream"
 want onechunk && add mapper-one mapper 1 "$rows" "mapper-coord --workers 1, one chunk"
+want indexes && add psql1ix psql1ix 1 - "psql COPY binary, key + 3 indexes"
 for w in "${workers_arr[@]}"; do
     want psqlpar && add "psqlpar-$w" psqlpar "$w" - "psql COPY binary, $w id range$( ((w > 1)) && echo s)"
     want pgcopydb && add "pgcopydb-$w" pgcopydb "$w" - "pgcopydb copy table-data"
     want pgloader && add "pgloader-$w" pgloader "$w" - "pgloader (data only)"
     want mapper && add "mapper-$w" mapper "$w" - "mapper-coord"
     want stream && add "mapperq-$w" mapperq "$w" - "mapper-coord --query (stream mode)"
+    if want indexes; then
+        add "mapperoff-$w" mapperoff "$w" - "mapper-coord --defer-indexes off"
+        add "mapperix-$w" mapperix "$w" - "mapper-coord, key + 3 indexes"
+        add "mapperoffix-$w" mapperoffix "$w" - "mapper-coord off, key + 3 indexes"
+    fi
     if want chunks; then
         add "mapper-c5000-$w" mapper "$w" 5000 "mapper-coord --chunk-size 5000"
         add "mapper-c100000-$w" mapper "$w" 100000 "mapper-coord --chunk-size 100000"
@@ -314,13 +348,15 @@ timed_run() {
         fi
         return 0
     fi
-    n=$(q "$DST" "SELECT count(*) FROM events")
+    local tbl
+    tbl=$(target_of "$kind")
+    n=$(q "$DST" "SELECT count(*) FROM $tbl")
     if [ "$n" != "$rows" ]; then
         failed "$key" "target has $n rows after the run, expected $rows$( [ -s "$log" ] && echo " (log: $(oneline "$log"))")"
         return 0
     fi
     if [ -z "${checked[$key]:-}" ]; then
-        sum=$(q "$DST" "$checksum_sql")
+        sum=$(q "$DST" "${checksum_sql/FROM events e/FROM $tbl e}")
         if [ "$sum" != "$src_sum" ]; then
             failed "$key" "target checksum $sum differs from the source's $src_sum"
             return 0
@@ -423,6 +459,8 @@ def r3: if . == null then null else (. * 1000 | round) / 1000 end;
 | ($all | map(. + {ratio_to_best_psql:
         (if .median_s == null then null
          elif .kind == "psql1" then ([$psql[].median_s] | min) as $b | (.median_s / $b)
+         elif (.kind | endswith("ix")) then (first($all[] | select(.kind == "psql1ix") | .median_s) // null) as $b
+             | if $b == null then null else .median_s / $b end
          else base(.workers) as $b | if $b == null then null else .median_s / $b end end)})) as $all
 | (first($all[] | select(.kind == "psql1" and .median_s != null)) // null) as $p1
 | (find("mapper"; 1; $rows)) as $one
@@ -440,8 +478,17 @@ def r3: if . == null then null else (. * 1000 | round) / 1000 end;
          {workers: $w, name: $name, value: $value, limit: $limit,
           met: (if $value == null then null else $value <= $limit end), detail: $detail};
        def ratio($a; $b): if $a == null or $b == null then null else $a.median_s / $b end;
-       t("mapper vs best psql baseline (x)"; ratio($m; $b); 1.0;
+       t("mapper vs best psql baseline (x)"; ratio($m; $b); 0.85;
          "\($m.median_s // "-") s vs \($b // "-") s"),
+       (find("mapperix"; $w; null) as $mx | find("psql1ix"; 1; null) as $px
+        | t("mapper vs psql, key + 3 indexes (x)"; ratio($mx; $px.median_s); 0.85;
+            "\($mx.median_s // "-") s vs \($px.median_s // "-") s")),
+       (find("mapperoff"; $w; null) as $mo
+        | t("deferred vs kept indexes, key (x)"; ratio($m; $mo.median_s); 1.0;
+            "\($m.median_s // "-") s vs \($mo.median_s // "-") s")),
+       (find("mapperix"; $w; null) as $mx | find("mapperoffix"; $w; null) as $mo
+        | t("deferred vs kept, key + 3 indexes (x)"; ratio($mx; $mo.median_s); 1.0;
+            "\($mx.median_s // "-") s vs \($mo.median_s // "-") s")),
        t("mapper vs pgcopydb (x)"; ratio($m; $pc.median_s); 0.85;
          "\($m.median_s // "-") s vs \($pc.median_s // "-") s"),
        t("mapper vs pgloader (x)"; ratio($m; $pl.median_s); 0.4;
@@ -476,7 +523,8 @@ mv "$json.tmp" "$json"
                 printf '%-34s %4s %s: %s\n' "$label" "$w" "${st^^}" "$why"
             fi
         done
-    echo "(vs psql: median / the best psql baseline median at the same W, 1 stream or W ranges)"
+    echo "(vs psql: median / the best psql baseline median at the same W, 1 stream or W ranges;"
+    echo " key + 3 indexes: median / psql's into that table)"
     jq -r 'if .one_chunk_vs_psql1 == null then empty else
         "mapper-coord --workers 1, one chunk vs psql COPY binary, 1 stream: \(.one_chunk_vs_psql1 * 1000 | round / 1000)x (target <= 0.97)" end' "$json"
     if jq -e '[.contenders[] | select(.mapper)] | length > 0' "$json" >/dev/null; then

@@ -25,7 +25,7 @@ run_coord --restart --table p --workers 2 --chunk-size 8000 --progress json --pr
 check "json progress: exit 0" 0 "$RC"
 check_json "$T_OUT/p.jsonl" "json progress"
 check "json fields are the snapshot's" \
-    "bytes_processed,chunks_in_progress,completed_chunks,elapsed_time,estimated_remaining_time,eta_known,failed_chunks,progress_percentage,retries,rows_in_flight,rows_per_second,rows_total_estimate,total_chunks,total_rows_failed,total_rows_processed,total_rows_successful" \
+    "bytes_processed,chunks_in_progress,completed_chunks,elapsed_time,estimated_remaining_time,eta_known,failed_chunks,indexes_built,indexes_total,progress_percentage,retries,rows_in_flight,rows_per_second,rows_total_estimate,total_chunks,total_rows_failed,total_rows_processed,total_rows_successful" \
     "$(head -1 "$T_OUT/p.jsonl" | jq -r 'keys - ["bytes_per_second", "workers", "workers_busy"] | join(",")')"
 
 q "$DST" "TRUNCATE p"

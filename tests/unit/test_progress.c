@@ -627,6 +627,26 @@ static mapper_progress_snapshot sample_snapshot(void)
     };
 }
 
+/* The deferred index rebuild shows as a phase, only while there is one. */
+static void test_format_indexes(void **state)
+{
+    (void)state;
+    mapper_progress_snapshot s = sample_snapshot();
+    char buf[PROGRESS_LINE_MAX];
+    assert_true(progress_format_log(&s, "j", buf, sizeof buf));
+    assert_null(strstr(buf, "indexes"));
+    assert_true(progress_format_bar(&s, 10, buf, sizeof buf));
+    assert_null(strstr(buf, "indexes"));
+    s.indexes_total = 5;
+    s.indexes_built = 2;
+    assert_true(progress_format_log(&s, "j", buf, sizeof buf));
+    assert_non_null(strstr(buf, " indexes=2/5"));
+    assert_true(progress_format_bar(&s, 10, buf, sizeof buf));
+    assert_non_null(strstr(buf, " indexes 2/5"));
+    assert_true(progress_format_json(&s, buf, sizeof buf));
+    assert_non_null(strstr(buf, "\"indexes_total\":5,\"indexes_built\":2}"));
+}
+
 static void test_format_json(void **state)
 {
     (void)state;
@@ -657,7 +677,9 @@ static void test_format_json(void **state)
         "\"bytes_per_second\":12300000.000,",
         "\"retries\":0,",
         "\"workers\":4,",
-        "\"workers_busy\":4}",
+        "\"workers_busy\":4,",
+        "\"indexes_total\":0,",
+        "\"indexes_built\":0}",
     };
     size_t nkeys = sizeof keys / sizeof keys[0];
     for (size_t i = 0; i < nkeys; i++)
@@ -765,6 +787,7 @@ int main(void)
         cmocka_unit_test(test_sparse_chunk_ids),
         cmocka_unit_test(test_threads_exact_totals),
         cmocka_unit_test(test_format_json),
+        cmocka_unit_test(test_format_indexes),
         cmocka_unit_test(test_format_log),
         cmocka_unit_test(test_format_bar),
     };
