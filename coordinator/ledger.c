@@ -12,7 +12,7 @@
 #include "pgutil.h"
 #include "reject.h"
 
-#define LEDGER_SQL_MAX 2048
+#define LEDGER_SQL_MAX 4096
 /* The most parameters a ledger statement run by s_run takes. */
 #define LEDGER_MAX_PARAMS  8
 #define LEDGER_ID_HASH_LEN 12
@@ -257,33 +257,26 @@ bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
           " updated_at timestamptz NOT NULL DEFAULT now(),"
           " rejected bigint NOT NULL DEFAULT 0,"
           " rejects_written boolean NOT NULL DEFAULT false,"
-          " rejects_at bigint[], UNIQUE (job_id, chunk_id));");
-    pgutil_error_t e;
-    if (!pgutil_exec(conn, sql, PROTO_SIDE_TARGET, &e))
-        return pgutil_reason(err, errlen, "ledger: cannot create its tables",
-                             &e);
-    /* Rows set aside, committed with their chunk by the worker; the
-     * coordinator copies them to the reject file and then says so. */
-    s_sql(l, sql, sizeof sql,
+          " rejects_at bigint[], UNIQUE (job_id, chunk_id));"
+          /* Rows set aside, committed with their chunk by the worker; the
+           * coordinator copies them to the reject file and then says so. */
           "CREATE TABLE IF NOT EXISTS @S.rejects ("
           " job_id text NOT NULL REFERENCES @S.jobs ON DELETE CASCADE,"
           " chunk_id bigint NOT NULL, row_index bigint NOT NULL,"
           " sqlstate text NOT NULL, message text NOT NULL, row text NOT NULL,"
-          " PRIMARY KEY (job_id, chunk_id, row_index))");
-    if (!pgutil_exec(conn, sql, PROTO_SIDE_TARGET, &e))
-        return pgutil_reason(err, errlen,
-                             "ledger: cannot create its rejects table", &e);
-    /* Indexes and constraints dropped for the load (--defer-indexes): the
-     * statements that put each back, and the last rebuild step done. */
-    s_sql(l, sql, sizeof sql,
+          " PRIMARY KEY (job_id, chunk_id, row_index));"
+          /* Indexes and constraints dropped for the load (--defer-indexes):
+           * the statements that put each back, and the last rebuild step
+           * done. */
           "CREATE TABLE IF NOT EXISTS @S.indexes ("
           " job_id text NOT NULL, item_id int NOT NULL, name text NOT NULL,"
           " kind text NOT NULL, table_name text NOT NULL, build_sql text,"
           " attach_sql text, validate_sql text, tablespace text,"
           " step int NOT NULL DEFAULT 0, PRIMARY KEY (job_id, item_id))");
+    pgutil_error_t e;
     if (!pgutil_exec(conn, sql, PROTO_SIDE_TARGET, &e))
-        return pgutil_reason(err, errlen,
-                             "ledger: cannot create its indexes table", &e);
+        return pgutil_reason(err, errlen, "ledger: cannot create its tables",
+                             &e);
     /* Columns that older ledgers lack: rows set aside (--on-bad-rows
      * reject), the reject file's progress, the source query. */
     return s_add_column(l, "chunks", "rejected", "bigint NOT NULL DEFAULT 0",
