@@ -152,11 +152,12 @@ static bool s_settled_by_ledger(dispatch_loop_t *l, size_t ci,
                                 chunks_cause_t cause)
 {
     chunks_chunk_t *c = &l->chunks.v[ci];
+    const pgutil_error_t *e = chunks_last_error(&l->chunks, ci);
     int64_t rows = 0, rejected = 0;
     if (!l->cfg->ledger || chunks_in_outage(&l->chunks, PROTO_SIDE_TARGET))
         return false;
     if (cause == CHUNKS_REPORTED &&
-        !(c->error.conn_bad && c->error.side == PROTO_SIDE_TARGET))
+        !(e && e->conn_bad && e->side == PROTO_SIDE_TARGET))
         return false;
     if (!ledger_chunk_done(l->cfg->ledger, (int64_t)ci, &rows, &rejected))
         return false;
@@ -185,11 +186,10 @@ s_attempt_lost(dispatch_loop_t *l, dispatch_worker_t *w, chunks_cause_t cause,
 {
     if (w->chunk < 0) return;
     size_t ci = (size_t)w->chunk;
-    chunks_chunk_t *c = &l->chunks.v[ci];
-    memset(&c->error, 0, sizeof c->error);
+    pgutil_error_t *e = chunks_error(&l->chunks, ci);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(c->error.message, sizeof c->error.message, fmt, ap);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
     va_end(ap);
     w->chunk = -1;
     s_attempt_failed(l, ci, cause);
@@ -470,11 +470,11 @@ static void s_on_message(dispatch_loop_t *l, const char *peer, size_t peer_len,
                      ci, m->attempt);
         s_chunk_done(l, ci, m->attempt, rows, m->bytes, rejected);
     } else {
-        memset(&c->error, 0, sizeof c->error);
-        c->error.side = m->side;
-        memcpy(c->error.sqlstate, m->sqlstate, sizeof c->error.sqlstate);
-        c->error.conn_bad = m->conn_bad;
-        snprintf(c->error.message, sizeof c->error.message, "%s",
+        pgutil_error_t *e = chunks_error(&l->chunks, ci);
+        e->side = m->side;
+        memcpy(e->sqlstate, m->sqlstate, sizeof e->sqlstate);
+        e->conn_bad = m->conn_bad;
+        snprintf(e->message, sizeof e->message, "%s",
                  m->message ? m->message : "");
         s_attempt_failed(l, ci, CHUNKS_REPORTED);
     }
@@ -718,22 +718,26 @@ static void s_fill_result(dispatch_loop_t *l)
             s_add(&out->total_rows_failed, c->rejected);
             s_add(&out->bytes, c->bytes);
         } else if (c->state == CHUNKS_FAILED) {
+            static const pgutil_error_t none; /* its error was not kept */
+            const pgutil_error_t *err = chunks_last_error(&l->chunks, i);
+            const char *class_name = chunks_class(&l->chunks, i);
+            if (!err) err = &none;
             out->chunks_failed++;
             s_add(&out->total_rows_failed, c->est_rows);
             if (l->cfg->ledger) /* whether or not the summary has room */
                 ledger_chunk_failed(l->cfg->ledger, (int64_t)i, c->attempts,
-                                    c->error.message);
+                                    err->message);
             if (!out->chunk_errors) continue; /* out of memory: counts only */
             mapper_chunk_error *e = &out->chunk_errors[out->n_chunk_errors++];
             e->chunk_id = (int64_t)i;
             e->attempts = c->attempts;
             snprintf(e->error, sizeof e->error, "%.*s",
-                     (int)sizeof e->error - 1, c->error.message);
-            snprintf(e->sqlstate, sizeof e->sqlstate, "%s", c->error.sqlstate);
+                     (int)sizeof e->error - 1, err->message);
+            snprintf(e->sqlstate, sizeof e->sqlstate, "%s", err->sqlstate);
             snprintf(e->side, sizeof e->side, "%s",
-                     pgutil_side_name(c->error.side));
+                     pgutil_side_name(err->side));
             snprintf(e->classification, sizeof e->classification, "%s",
-                     c->class_name ? c->class_name : "other");
+                     class_name ? class_name : "other");
         }
     }
     out->total_rows_processed = out->total_rows_successful;
