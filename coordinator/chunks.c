@@ -46,11 +46,16 @@ void chunks_free(chunks_t *t)
     t->ready_len = t->ready_cap = t->ntimers = t->cap_timers = 0;
 }
 
-/* Chunk c leaves its state for s, keeping the running count. */
+static bool s_held(uint8_t state)
+{
+    return state == CHUNKS_RUNNING || state == CHUNKS_AHEAD;
+}
+
+/* Chunk c leaves its state for s, keeping the count of held chunks. */
 static void s_set_state(chunks_t *t, chunks_chunk_t *c, chunks_state_t s)
 {
-    if (c->state == CHUNKS_RUNNING) t->running--;
-    if (s == CHUNKS_RUNNING) t->running++;
+    if (s_held(c->state)) t->running--;
+    if (s_held((uint8_t)s)) t->running++;
     c->state = (uint8_t)s;
 }
 
@@ -85,6 +90,17 @@ static bool s_ready_push(chunks_t *t, size_t ci)
             t->ready[old + i] = t->ready[i];
     }
     t->ready[(t->ready_head + t->ready_len) % t->ready_cap] = ci;
+    t->ready_len++;
+    return true;
+}
+
+/* Put ci first in the ready ring. */
+static bool s_ready_push_front(chunks_t *t, size_t ci)
+{
+    if (!s_ready_push(t, ci)) return false; /* room, and the ring unwrapped */
+    t->ready_len--;
+    t->ready_head = (t->ready_head + t->ready_cap - 1) % t->ready_cap;
+    t->ready[t->ready_head] = ci;
     t->ready_len++;
     return true;
 }
@@ -178,7 +194,9 @@ void chunks_resumed(chunks_t *t, size_t ci, int64_t rows, int64_t rejected)
         progress_chunk_committed(t->progress, (int64_t)ci, 0, rows, 0);
 }
 
-ssize_t chunks_next(chunks_t *t)
+/* The chunk chunks_next would hand out, left where it is: due retries
+ * move from the heap to the ready ring, ended entries are dropped. */
+static ssize_t s_peek(chunks_t *t)
 {
     double now = t->clock();
     while (t->ntimers > 0 && t->timers[0].at <= now) {
@@ -190,17 +208,40 @@ ssize_t chunks_next(chunks_t *t)
                         "out of memory to queue its retry");
     }
     while (t->ready_len > 0) {
-        size_t ci = s_ready_pop(t);
-        chunks_chunk_t *c = &t->v[ci];
-        if (c->state != CHUNKS_PENDING || !c->queued) continue; /* ended */
-        c->queued = false;
-        return (ssize_t)ci;
+        size_t ci = t->ready[t->ready_head];
+        const chunks_chunk_t *c = &t->v[ci];
+        if (c->state == CHUNKS_PENDING && c->queued) return (ssize_t)ci;
+        (void)s_ready_pop(t); /* ended while it waited */
     }
     while (t->next_pending < t->n &&
            t->v[t->next_pending].state != CHUNKS_PENDING)
         t->next_pending++;
-    if (t->next_pending < t->n) return (ssize_t)t->next_pending++;
-    return -1;
+    return t->next_pending < t->n ? (ssize_t)t->next_pending : -1;
+}
+
+/* Take chunk ci, the one s_peek found, off its queue. */
+static void s_take(chunks_t *t, size_t ci)
+{
+    if (t->ready_len > 0 && t->ready[t->ready_head] == ci)
+        (void)s_ready_pop(t);
+    else
+        t->next_pending++;
+    t->v[ci].queued = false;
+}
+
+ssize_t chunks_next(chunks_t *t)
+{
+    ssize_t ci = s_peek(t);
+    if (ci >= 0) s_take(t, (size_t)ci);
+    return ci;
+}
+
+ssize_t chunks_next_ahead(chunks_t *t)
+{
+    ssize_t ci = s_peek(t);
+    if (ci < 0 || t->v[ci].taken_back) return -1;
+    s_take(t, (size_t)ci);
+    return ci;
 }
 
 int chunks_start(chunks_t *t, size_t ci, int worker)
@@ -439,7 +480,7 @@ chunks_probe_t chunks_probed(chunks_t *t, proto_side_t side, bool answered)
                  name, t->outage_timeout);
         for (size_t i = 0; i < t->n; i++) {
             chunks_state_t s = t->v[i].state;
-            if (s != CHUNKS_PENDING && s != CHUNKS_RUNNING) continue;
+            if (s != CHUNKS_PENDING && !s_held(s)) continue;
             chunks_fail(t, i, side, "outage", why);
             s_err(t, &t->v[i])->conn_bad = true;
         }
@@ -450,6 +491,42 @@ chunks_probe_t chunks_probed(chunks_t *t, proto_side_t side, bool answered)
         o->probe_wait = MAPPER_OUTAGE_PROBE_MAX_S;
     o->next_probe = now + o->probe_wait;
     return CHUNKS_WAITING;
+}
+
+int chunks_start_ahead(chunks_t *t, size_t ci, int worker)
+{
+    chunks_chunk_t *c = &t->v[ci];
+    c->attempts++;
+    c->queued = false;
+    s_set_state(t, c, CHUNKS_AHEAD);
+    c->worker = worker;
+    return c->attempts;
+}
+
+void chunks_ahead_runs(chunks_t *t, size_t ci)
+{
+    chunks_chunk_t *c = &t->v[ci];
+    if (c->state != CHUNKS_AHEAD) return;
+    if (c->attempts == 1) c->first_start = t->clock();
+    s_set_state(t, c, CHUNKS_RUNNING);
+    if (t->progress)
+        progress_chunk_started(t->progress, (int64_t)ci, c->attempts);
+}
+
+void chunks_take_back(chunks_t *t, size_t ci)
+{
+    chunks_chunk_t *c = &t->v[ci];
+    if (c->state != CHUNKS_AHEAD) return;
+    s_set_state(t, c, CHUNKS_PENDING);
+    c->attempts--;
+    c->worker = -1;
+    c->taken_back = true;
+    c->not_before = t->clock();
+    c->queued = s_ready_push_front(t, ci);
+    if (!c->queued)
+        chunks_fail(t, ci, PROTO_SIDE_NONE, NULL,
+                    "out of memory to queue it again");
+    log_debug("chunk %zu: taken back before its turn", ci);
 }
 
 size_t chunks_running(const chunks_t *t)

@@ -33,6 +33,8 @@ typedef enum {
     CHUNKS_RUNNING, /* held by a worker */
     CHUNKS_DONE,    /* committed */
     CHUNKS_FAILED,  /* failed for good */
+    CHUNKS_AHEAD,   /* handed to a worker to run after its running chunk:
+                       its attempt is numbered, it has not started */
 } chunks_state_t;
 
 /* What a chunk that failed keeps of its last error: allocated at its first
@@ -56,6 +58,8 @@ typedef struct {
     int32_t attempts;      /* attempts started */
     uint8_t state;         /* chunks_state_t: where the chunk is */
     bool queued;           /* pending in the ready or the retry queue */
+    bool taken_back;       /* once taken back from a worker's hands ahead:
+                              handed out again only to run at once */
 } chunks_chunk_t;
 
 /* A pending chunk waiting for its retry time, in the retry heap. */
@@ -90,7 +94,7 @@ typedef struct {
     size_t cap;                /* entries allocated */
     size_t next_pending;       /* first chunk never started */
     size_t unfinished;         /* chunks not DONE or FAILED */
-    size_t running;            /* chunks RUNNING */
+    size_t running;            /* chunks RUNNING or AHEAD: held by workers */
     size_t *ready;             /* pending again and due: a ring (FIFO) */
     size_t ready_head;         /* its first entry */
     size_t ready_len;          /* entries in it */
@@ -140,6 +144,26 @@ ssize_t chunks_next(chunks_t *t);
 /* Chunk ci (pending) starts its next attempt on worker `worker`; returns
  * that attempt's number. */
 int chunks_start(chunks_t *t, size_t ci, int worker);
+
+/* As chunks_next, for a worker that is busy: the chunk it will run after
+ * its running one. -1 also when the next chunk was taken back from a
+ * worker before (it runs only at once, so that a chunk that kills its
+ * worker is counted: see chunks_take_back); it stays first in line. */
+ssize_t chunks_next_ahead(chunks_t *t);
+
+/* Chunk ci (pending, from chunks_next_ahead) is handed to worker `worker`
+ * to run after its running chunk: AHEAD, with its next attempt's number
+ * (returned); it counts as held, not yet as started. */
+int chunks_start_ahead(chunks_t *t, size_t ci, int worker);
+
+/* The worker finished its running chunk: chunk ci (AHEAD) runs now. */
+void chunks_ahead_runs(chunks_t *t, size_t ci);
+
+/* Chunk ci (AHEAD) comes back from a worker that died, lost its lease or
+ * gave its work up before its turn: pending again, first in line, its
+ * attempt not counted. Had the worker begun it after all, its ledger row
+ * tells the next attempt ("already"), so it is never counted twice. */
+void chunks_take_back(chunks_t *t, size_t ci);
 
 /* Chunk ci committed by attempt `attempt`; ends any outage streak. */
 void chunks_done(chunks_t *t, size_t ci, int attempt, int64_t rows,
@@ -194,7 +218,7 @@ bool chunks_probe_due(const chunks_t *t, proto_side_t side);
  * unfinished chunk for good. */
 chunks_probe_t chunks_probed(chunks_t *t, proto_side_t side, bool answered);
 
-/* Chunks running now (a counter). */
+/* Chunks held by workers now, running or ahead (a counter). */
 size_t chunks_running(const chunks_t *t);
 
 #endif

@@ -160,7 +160,9 @@ copy_status_t relay_stream(copy_conns_t *c, copy_tick_fn tick, void *arg,
             r.pending = row;
             r.pending_n = (size_t)n;
             if (!s_relay_pending(c->dst, &r, err)) goto out;
-            if (rows == 2) { /* after a hold, hear the coordinator at once */
+            if (rows == 2 && getenv(MAPPER_ENV_FAULT)) {
+                /* after a hold, hear the coordinator at once (without a
+                 * fault, no extra message for every chunk) */
                 copy_fault("mid-copy", job->chunk_id, job->attempt);
                 next_tick_ms = 0;
             }

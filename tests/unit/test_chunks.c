@@ -504,6 +504,80 @@ static void test_ready_ring_grows(void **state)
     chunks_free(&t);
 }
 
+/* A chunk handed out ahead is held (not started) until its worker gets to
+ * it; then it runs with the attempt number it was given. */
+static void test_ahead_runs(void **state)
+{
+    (void)state;
+    chunks_t t = s_table(3);
+    s_start(&t, 0, 0);
+    assert_int_equal(chunks_next_ahead(&t), 1);
+    assert_int_equal(chunks_start_ahead(&t, 1, 0), 1);
+    assert_int_equal(t.v[1].state, CHUNKS_AHEAD);
+    assert_int_equal(chunks_running(&t), 2); /* held: 0 runs, 1 ahead */
+    s_time = 105;
+    chunks_done(&t, 0, 1, 10, 10, 0);
+    chunks_ahead_runs(&t, 1);
+    assert_int_equal(t.v[1].state, CHUNKS_RUNNING);
+    assert_true(t.v[1].first_start == 105); /* when it began, not sent */
+    chunks_done(&t, 1, 1, 10, 10, 0);
+    assert_int_equal(chunks_running(&t), 0);
+    assert_int_equal(t.unfinished, 1);
+    chunks_free(&t);
+}
+
+/* A chunk taken back from a worker that died before its turn is pending
+ * again, first in line, its attempt not counted; from then on it is only
+ * handed out to run at once. */
+static void test_take_back(void **state)
+{
+    (void)state;
+    chunks_t t = s_table(4);
+    s_start(&t, 0, 0);
+    assert_int_equal(chunks_next_ahead(&t), 1);
+    assert_int_equal(chunks_start_ahead(&t, 1, 0), 1);
+    chunks_take_back(&t, 1);
+    assert_int_equal(t.v[1].state, CHUNKS_PENDING);
+    assert_int_equal(t.v[1].attempts, 0);
+    assert_int_equal(t.v[1].worker, -1);
+    assert_int_equal(chunks_running(&t), 1);
+    assert_int_equal(s_nended, 0);
+    assert_int_equal(chunks_next_ahead(&t), -1); /* not ahead again */
+    assert_int_equal(chunks_next(&t), 1);        /* first in line */
+    assert_int_equal(chunks_start(&t, 1, 1), 1); /* its first attempt */
+    assert_int_equal(chunks_next_ahead(&t), 2);
+    chunks_take_back(&t, 0); /* not ahead: nothing happens */
+    assert_int_equal(t.v[0].state, CHUNKS_RUNNING);
+    chunks_free(&t);
+}
+
+/* Giving up on an outage fails the chunks held ahead too. */
+static void test_gave_up_fails_ahead(void **state)
+{
+    (void)state;
+    chunks_t t = s_table(2);
+    s_start(&t, 0, 0);
+    assert_int_equal(chunks_next_ahead(&t), 1);
+    (void)chunks_start_ahead(&t, 1, 0);
+    for (int i = 0; i < 3; i++) {
+        pgutil_error_t *e = chunks_error(&t, 0);
+        e->side = PROTO_SIDE_SOURCE;
+        e->conn_bad = true;
+        if (t.v[0].state == CHUNKS_RUNNING)
+            (void)chunks_attempt_failed(&t, 0, CHUNKS_REPORTED);
+        s_time += 100;
+        if (chunks_next(&t) == 0) (void)chunks_start(&t, 0, 0);
+    }
+    assert_true(chunks_in_outage(&t, PROTO_SIDE_SOURCE));
+    s_time += 100;
+    assert_int_equal(chunks_probed(&t, PROTO_SIDE_SOURCE, false),
+                     CHUNKS_GAVE_UP);
+    assert_int_equal(t.v[1].state, CHUNKS_FAILED);
+    assert_int_equal(t.unfinished, 0);
+    assert_int_equal(chunks_running(&t), 0);
+    chunks_free(&t);
+}
+
 /* The issue's bound: a million planned chunks through the state machine,
  * with simulated workers (no database): every 50th first attempt fails
  * with a retryable error and runs again after its delay, every event goes
@@ -533,28 +607,39 @@ static void test_million_chunks_constant_cost(void **state)
     chunks_t t = s_table(PERF_CHUNKS);
     t.on_end = NULL;
     t.progress = p;
-    ssize_t held[PERF_WORKERS];
+    /* each worker runs one chunk and holds the next ahead, as the
+     * dispatcher hands them out */
+    ssize_t run[PERF_WORKERS], ahead[PERF_WORKERS];
+    int attempt[PERF_WORKERS];
     size_t retried = 0, done = 0;
     for (int w = 0; w < PERF_WORKERS; w++)
-        held[w] = -1;
+        run[w] = ahead[w] = -1;
     while (t.unfinished > 0) {
         bool busy = false;
         for (int w = 0; w < PERF_WORKERS; w++) {
-            if (held[w] < 0) held[w] = chunks_next(&t);
-            if (held[w] < 0) continue;
-            size_t ci = (size_t)held[w];
-            int attempt = chunks_start(&t, ci, w);
+            if (run[w] < 0 && (run[w] = chunks_next(&t)) >= 0)
+                attempt[w] = chunks_start(&t, (size_t)run[w], w);
+            if (run[w] >= 0 && ahead[w] < 0 &&
+                (ahead[w] = chunks_next_ahead(&t)) >= 0)
+                (void)chunks_start_ahead(&t, (size_t)ahead[w], w);
+            if (run[w] < 0) continue;
+            size_t ci = (size_t)run[w];
             busy = true;
-            if (attempt == 1 && ci % 50 == 0) {
+            if (attempt[w] == 1 && ci % 50 == 0) {
                 assert_int_equal(s_fail_with(&t, ci, PROTO_SIDE_TARGET, "40001",
                                              CHUNKS_REPORTED),
                                  CHUNKS_RETRY);
                 retried++;
             } else {
-                chunks_done(&t, ci, attempt, 100, 1000, 0);
+                chunks_done(&t, ci, attempt[w], 100, 1000, 0);
                 done++;
             }
-            held[w] = -1;
+            run[w] = ahead[w];
+            ahead[w] = -1;
+            if (run[w] >= 0) {
+                chunks_ahead_runs(&t, (size_t)run[w]);
+                attempt[w] = t.v[run[w]].attempts;
+            }
         }
         s_time += busy ? 0.001 : 1.0; /* idle: wait for the retries */
     }
@@ -598,6 +683,9 @@ int main(void)
         cmocka_unit_test(test_retry_queue_order),
         cmocka_unit_test(test_error_kept_only_for_failures),
         cmocka_unit_test(test_ready_ring_grows),
+        cmocka_unit_test(test_ahead_runs),
+        cmocka_unit_test(test_take_back),
+        cmocka_unit_test(test_gave_up_fails_ahead),
         cmocka_unit_test(test_million_chunks_constant_cost),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
