@@ -119,10 +119,6 @@ void copy_conns_close(copy_conns_t *conns)
 static bool s_open(PGconn **conn, const char *conninfo, proto_side_t side,
                    pgutil_error_t *err)
 {
-    PGresult *res;
-    if (*conn && PQtransactionStatus(*conn) == PQTRANS_ACTIVE)
-        while ((res = PQgetResult(*conn))) /* a COMMIT sent, not awaited */
-            PQclear(res);
     if (*conn && PQstatus(*conn) == CONNECTION_OK &&
         PQtransactionStatus(*conn) == PQTRANS_IDLE)
         return true;
@@ -270,16 +266,19 @@ bool copy_open_source(copy_conns_t *c, pgutil_error_t *err)
 static bool s_source_begin(copy_conns_t *c, const char *snapshot,
                            pgutil_error_t *err)
 {
-    if (!s_open(&c->src, c->source_conninfo, PROTO_SIDE_SOURCE, err))
+    /* The last chunk's read-only transaction ends in the same query. */
+    bool open = c->src && PQstatus(c->src) == CONNECTION_OK &&
+                PQtransactionStatus(c->src) == PQTRANS_INTRANS;
+    if (!open && !s_open(&c->src, c->source_conninfo, PROTO_SIDE_SOURCE, err))
         return false;
     char *lit = PQescapeLiteral(c->src, snapshot, strlen(snapshot));
     size_t n = lit ? strlen(lit) + 128 : 0;
     char *begin = lit ? malloc(n) : NULL;
     if (begin)
         snprintf(begin, n,
-                 "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "
+                 "%sBEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "
                  "SET TRANSACTION SNAPSHOT %s",
-                 lit);
+                 open ? "COMMIT; " : "", lit);
     PQfreemem(lit);
     if (!begin) snprintf(err->message, sizeof err->message, "out of memory");
     bool ok = s_send(c->src, begin, PROTO_SIDE_SOURCE, err);
@@ -294,10 +293,17 @@ static copy_status_t s_source_copy(copy_conns_t *c, const char *sql,
                                    copy_wait_fn wait, void *arg,
                                    pgutil_error_t *err)
 {
-    static const ExecStatusType begun[] = {PGRES_COMMAND_OK, PGRES_COMMAND_OK};
-    copy_status_t st =
-        s_results(c->src, PROTO_SIDE_SOURCE, begun, 2, wait, arg, NULL, err);
-    if (st != COPY_OK) return st;
+    PGresult *res;
+    for (;;) { /* [COMMIT,] BEGIN, SET: each must succeed */
+        copy_status_t st =
+            relay_await_result(c->src, PROTO_SIDE_SOURCE, wait, arg, err);
+        if (st != COPY_OK) return st;
+        if (!(res = PQgetResult(c->src))) break;
+        bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+        if (!ok) pgutil_capture(c->src, res, PROTO_SIDE_SOURCE, err);
+        PQclear(res);
+        if (!ok) return COPY_FAILED;
+    }
     if (PQsendQueryParams(c->src, sql, 0, NULL, NULL, NULL, NULL, 0))
         return COPY_OK;
     pgutil_capture(c->src, NULL, PROTO_SIDE_SOURCE, err);
@@ -749,13 +755,8 @@ copy_status_t copy_chunk(copy_conns_t *conns, const copy_job_t *job,
                            job->wait, arg, NULL, err) != COPY_OK)
         goto fail;
     copy_fault("after-commit", job->chunk_id, job->attempt);
-    /* The data is committed; the read-only source transaction just ends:
-     * its COMMIT is not awaited (s_open reads its answer before the next
-     * use of the session). */
-    if (!job->data && !PQsendQuery(conns->src, "COMMIT")) {
-        PQfinish(conns->src);
-        conns->src = NULL;
-    }
+    /* The data is committed. The read-only source transaction ends with
+     * the next chunk's BEGIN, in the same query, or with the session. */
     *rows_out = rows;
     *bytes_out = bytes;
     *rejected_out = rejected;
