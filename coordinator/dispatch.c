@@ -23,14 +23,6 @@
 /* Workers that die before saying ready, in a row, before we give up. */
 #define DISPATCH_MAX_EARLY_DEATHS 8
 
-/* *sum += v, saturating (logged) instead of overflowing. */
-static void s_add(int64_t *sum, int64_t v)
-{
-    if (!__builtin_add_overflow(*sum, v, sum)) return;
-    log_error("a count overflows: kept at its maximum");
-    *sum = INT64_MAX;
-}
-
 static bool s_grow_workers(dispatch_loop_t *l)
 {
     if (l->nworkers == l->cap_workers) {
@@ -51,7 +43,7 @@ static bool s_spawn(dispatch_loop_t *l)
     if (!s_grow_workers(l)) return false;
     dispatch_worker_t *w = &l->workers[l->nworkers];
     memset(w, 0, sizeof *w);
-    w->chunk = -1;
+    w->chunk = w->ahead = -1;
     if (!dispatch_random_id(w->id, sizeof w->id)) return false;
     w->pid = spawn_worker(l->cfg->spawn, w->id);
     if (w->pid < 0) return false;
@@ -95,7 +87,7 @@ static void s_rejects_committed(dispatch_loop_t *l, size_t ci, int64_t rejected)
 {
     chunks_chunk_t *c = &l->chunks.v[ci];
     c->rejected = rejected;
-    s_add(&l->rejected, rejected);
+    dispatch_add(&l->rejected, rejected);
     if (!l->cfg->rejects) return;
     bool ok = true;
     if (l->cfg->ledger) {
@@ -152,11 +144,12 @@ static bool s_settled_by_ledger(dispatch_loop_t *l, size_t ci,
                                 chunks_cause_t cause)
 {
     chunks_chunk_t *c = &l->chunks.v[ci];
+    const pgutil_error_t *e = chunks_last_error(&l->chunks, ci);
     int64_t rows = 0, rejected = 0;
     if (!l->cfg->ledger || chunks_in_outage(&l->chunks, PROTO_SIDE_TARGET))
         return false;
     if (cause == CHUNKS_REPORTED &&
-        !(c->error.conn_bad && c->error.side == PROTO_SIDE_TARGET))
+        !(e && e->conn_bad && e->side == PROTO_SIDE_TARGET))
         return false;
     if (!ledger_chunk_done(l->cfg->ledger, (int64_t)ci, &rows, &rejected))
         return false;
@@ -176,20 +169,20 @@ static void s_attempt_failed(dispatch_loop_t *l, size_t ci,
     (void)chunks_attempt_failed(&l->chunks, ci, cause);
 }
 
-/* w's attempt at the chunk it holds is lost (cause; the rest says why,
- * printf-style, as the chunk's error): w holds nothing any more, and the
- * chunk is retried, paused or failed. No-op when w holds no chunk. */
+/* w's attempt at the chunk it runs is lost (cause; the rest says why,
+ * printf-style, as the chunk's error): w holds nothing any more (its chunk
+ * ahead is taken back), and the chunk is retried, paused or failed. */
 __attribute__((format(printf, 4, 5))) static void
 s_attempt_lost(dispatch_loop_t *l, dispatch_worker_t *w, chunks_cause_t cause,
                const char *fmt, ...)
 {
+    dispatch_take_back(l, w);
     if (w->chunk < 0) return;
     size_t ci = (size_t)w->chunk;
-    chunks_chunk_t *c = &l->chunks.v[ci];
-    memset(&c->error, 0, sizeof c->error);
+    pgutil_error_t *e = chunks_error(&l->chunks, ci);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(c->error.message, sizeof c->error.message, fmt, ap);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
     va_end(ap);
     w->chunk = -1;
     s_attempt_failed(l, ci, cause);
@@ -215,24 +208,39 @@ static void s_probe(dispatch_loop_t *l)
                           st == PGUTIL_PROBE_UP) != CHUNKS_GAVE_UP)
             continue;
         for (size_t i = 0; i < l->nworkers; i++)
-            l->workers[i].chunk = -1;
+            l->workers[i].chunk = l->workers[i].ahead = -1;
         return;
     }
 }
 
-/* Give w the next chunk that may start (or the read, in stream mode); a
- * worker with nothing left to do is told to stop. */
+/* Chunks waiting to start outnumber the workers that hold none: a busy
+ * worker may take one ahead without starving an idle one. */
+static bool s_room_ahead(dispatch_loop_t *l)
+{
+    size_t idle = 0;
+    for (size_t i = 0; i < l->nworkers; i++) {
+        const dispatch_worker_t *x = &l->workers[i];
+        if (x->alive && x->chunk < 0 && (int)i != l->reader) idle++;
+    }
+    return l->chunks.unfinished - chunks_running(&l->chunks) > idle;
+}
+
+/* Give w the next chunk that may start (or the read, in stream mode) - or,
+ * when w runs one already, the chunk it runs after that; a worker with
+ * nothing left to do is told to stop. */
 static void s_assign(dispatch_loop_t *l, dispatch_worker_t *w)
 {
+    bool ahead = w->chunk >= 0;
     if (l->over_max_rejects) s_fail_waiting(l);
     if (dispatch_stream_open(l) && l->reader < 0 &&
         clock_now() >= l->read_not_before) {
         dispatch_stream_start_reader(l, w);
         return;
     }
-    ssize_t ci = chunks_next(&l->chunks);
+    ssize_t ci =
+        ahead ? chunks_next_ahead(&l->chunks) : chunks_next(&l->chunks);
     if (ci < 0) {
-        if (l->chunks.unfinished == 0 && !dispatch_stream_open(l)) {
+        if (!ahead && l->chunks.unfinished == 0 && !dispatch_stream_open(l)) {
             proto_msg_t stop = {.kind = PROTO_STOP, .message = ""};
             if (!dispatch_send(l, w, &stop)) { /* logged; SIGCHLD will tell */
             }
@@ -258,16 +266,46 @@ static void s_assign(dispatch_loop_t *l, dispatch_worker_t *w)
                  l->cfg->ledger->schema);
     }
     m.reject_rows = l->cfg->rejects != NULL;
-    m.attempt = chunks_start(&l->chunks, (size_t)ci, (int)(w - l->workers));
-    w->chunk = ci;
+    int wi = (int)(w - l->workers);
+    m.attempt = ahead ? chunks_start_ahead(&l->chunks, (size_t)ci, wi)
+                      : chunks_start(&l->chunks, (size_t)ci, wi);
+    *(ahead ? &w->ahead : &w->chunk) = ci;
     if (!dispatch_send(l, w, &m) ||
         (l->stream &&
          !dispatch_stream_send_rows(l, w, (size_t)ci, m.attempt))) {
         /* The worker is going away; its SIGCHLD puts the chunk back. */
         log_warn("chunk %zd: could not assign to %s", ci, w->id);
     }
-    log_debug("chunk %zd attempt %d -> %s", ci, m.attempt, w->id);
+    log_debug("chunk %zd attempt %d -> %s%s", ci, m.attempt, w->id,
+              ahead ? " (ahead)" : "");
     proto_msg_clear(&m);
+}
+
+/* Keep w busy: a chunk to run and, in range mode when there are chunks to
+ * spare, the next one ahead, so that it never waits for an ASSIGN. Not
+ * with --max-rejects: past it no chunk may start, and a worker goes on to
+ * its chunk ahead without asking. */
+static void s_fill(dispatch_loop_t *l, dispatch_worker_t *w)
+{
+    if (w->chunk < 0) s_assign(l, w);
+    if (w->chunk >= 0 && w->ahead < 0 && !l->stream && w->alive && w->ready &&
+        l->cfg->max_rejects < 0 && s_room_ahead(l))
+        s_assign(l, w);
+}
+
+/* w reports on the chunk it holds ahead: it went on without a word about
+ * the chunk it ran (that outcome was lost on the way), so that one is
+ * settled as lost, and the one ahead runs. */
+static void s_went_on(dispatch_loop_t *l, dispatch_worker_t *w)
+{
+    int64_t next = w->ahead;
+    w->ahead = -1; /* not taken back: it runs */
+    s_attempt_lost(l, w, CHUNKS_LEASE_LOST,
+                   "worker %s went on to chunk %" PRId64
+                   " without reporting this one",
+                   w->id, next);
+    w->chunk = next;
+    chunks_ahead_runs(&l->chunks, (size_t)next);
 }
 
 /* The chunk a result is about, if the sender really holds that attempt. */
@@ -275,11 +313,19 @@ static chunks_chunk_t *s_held(dispatch_loop_t *l, dispatch_worker_t *w,
                               const proto_msg_t *m)
 {
     if (m->chunk_id < 0 || (size_t)m->chunk_id >= l->chunks.n ||
-        w->chunk != m->chunk_id)
+        (w->chunk != m->chunk_id && w->ahead != m->chunk_id))
         return NULL;
     chunks_chunk_t *c = &l->chunks.v[m->chunk_id];
-    if (c->state != CHUNKS_RUNNING || c->attempts != m->attempt) return NULL;
-    return c;
+    if (c->attempts != m->attempt) return NULL;
+    if (w->ahead == m->chunk_id && c->state == CHUNKS_AHEAD) {
+        if (m->kind == PROTO_FAILED) { /* refused: it had no room for it */
+            dispatch_take_back(l, w);
+            return NULL;
+        }
+        s_went_on(l, w);
+        return c;
+    }
+    return c->state == CHUNKS_RUNNING ? c : NULL;
 }
 
 /* A READY from a peer we hold no lease for: a remote worker (only with
@@ -304,7 +350,7 @@ static dispatch_worker_t *s_register(dispatch_loop_t *l, const char *peer,
         if (x->remote && !strcmp(x->id, m->worker))
             w = x; /* back after losing its lease; its key stays bound */
         else if (x->remote && !x->alive && !x->banned && x->chunk < 0 &&
-                 l->reader != (int)i && !dead)
+                 x->ahead < 0 && l->reader != (int)i && !dead)
             dead = x; /* an entry of a remote worker that left: reused */
     }
     if (w && w->banned) {
@@ -320,7 +366,7 @@ static dispatch_worker_t *s_register(dispatch_loop_t *l, const char *peer,
     }
     w->alive = true;
     w->ready = false;
-    w->chunk = -1;
+    w->chunk = w->ahead = -1;
     log_info("remote worker %s (pid %" PRId64 ") connected", w->id, m->pid);
     return w;
 }
@@ -360,7 +406,7 @@ static void s_on_ready(dispatch_loop_t *l, dispatch_worker_t *w,
         if (!dispatch_send(l, w, &stop)) { /* logged */
         }
     } else if (!chunks_in_outage(&l->chunks, PROTO_SIDE_NONE)) {
-        s_assign(l, w);
+        s_fill(l, w);
     }
 }
 
@@ -422,7 +468,7 @@ static void s_on_message(dispatch_loop_t *l, const char *peer, size_t peer_len,
     if (l->stream && l->reader == (int)(w - l->workers)) {
         if (dispatch_stream_on_reader(l, w, m) && !l->stopping &&
             !chunks_in_outage(&l->chunks, PROTO_SIDE_NONE))
-            s_assign(l, w);
+            s_fill(l, w);
         return;
     }
     if (m->kind != PROTO_PROGRESS && m->kind != PROTO_DONE &&
@@ -470,16 +516,21 @@ static void s_on_message(dispatch_loop_t *l, const char *peer, size_t peer_len,
                      ci, m->attempt);
         s_chunk_done(l, ci, m->attempt, rows, m->bytes, rejected);
     } else {
-        memset(&c->error, 0, sizeof c->error);
-        c->error.side = m->side;
-        memcpy(c->error.sqlstate, m->sqlstate, sizeof c->error.sqlstate);
-        c->error.conn_bad = m->conn_bad;
-        snprintf(c->error.message, sizeof c->error.message, "%s",
+        pgutil_error_t *e = chunks_error(&l->chunks, ci);
+        e->side = m->side;
+        memcpy(e->sqlstate, m->sqlstate, sizeof e->sqlstate);
+        e->conn_bad = m->conn_bad;
+        snprintf(e->message, sizeof e->message, "%s",
                  m->message ? m->message : "");
         s_attempt_failed(l, ci, CHUNKS_REPORTED);
     }
+    if (w->ahead >= 0) { /* the worker went on to it at once */
+        w->chunk = w->ahead;
+        w->ahead = -1;
+        chunks_ahead_runs(&l->chunks, (size_t)w->chunk);
+    }
     if (!l->stopping && !chunks_in_outage(&l->chunks, PROTO_SIDE_NONE))
-        s_assign(l, w);
+        s_fill(l, w);
 }
 
 /* Reap the workers that exited: only our own children, by pid, so that a
@@ -609,15 +660,17 @@ static bool s_top_up(dispatch_loop_t *l)
     return true;
 }
 
-/* Hand chunks whose retry time has come to idle workers. */
+/* Hand chunks whose retry time has come to idle workers, and chunks
+ * ahead to busy ones. */
 static void s_assign_idle(dispatch_loop_t *l)
 {
     if (l->over_max_rejects) s_fail_waiting(l);
     if (chunks_in_outage(&l->chunks, PROTO_SIDE_NONE)) return;
     for (size_t i = 0; i < l->nworkers && !l->stopping; i++) {
         dispatch_worker_t *w = &l->workers[i];
-        if (w->alive && w->ready && w->chunk < 0 && (int)i != l->reader)
-            s_assign(l, w);
+        if (w->alive && w->ready && (w->chunk < 0 || w->ahead < 0) &&
+            (int)i != l->reader)
+            s_fill(l, w);
     }
 }
 
@@ -630,8 +683,10 @@ static void s_poll(dispatch_loop_t *l, long timeout_ms)
     if (zmq_poll(items, l->cfg->zap ? 3 : 2, timeout_ms) < 0 && errno != EINTR)
         log_error("poll: %s", zmq_strerror(errno));
     if (l->cfg->zap) curve_zap_handle(l->cfg->zap);
-    s_on_signals(l);
+    /* What a worker said before it died is heard before its death: a
+     * chunk it reported done is not lost with it. */
     s_drain_router(l);
+    if (items[1].revents & ZMQ_POLLIN) s_on_signals(l);
 }
 
 /* After a stop signal, the loop goes on until the running chunks end or
@@ -697,49 +752,6 @@ static void s_shutdown(dispatch_loop_t *l)
     s_farewell(l);
 }
 
-static void s_fill_result(dispatch_loop_t *l)
-{
-    mapper_result *out = l->out;
-    out->chunks_total = (int64_t)l->chunks.n;
-    size_t nfail = 0;
-    for (size_t i = 0; i < l->chunks.n; i++)
-        if (l->chunks.v[i].state == CHUNKS_FAILED) nfail++;
-    out->chunk_errors = nfail ? calloc(nfail, sizeof *out->chunk_errors) : NULL;
-    if (nfail && !out->chunk_errors)
-        log_error("out of memory for %zu chunk errors: the summary lists none "
-                  "(the ledger still records them)",
-                  nfail);
-    for (size_t i = 0; i < l->chunks.n; i++) {
-        chunks_chunk_t *c = &l->chunks.v[i];
-        if (c->state == CHUNKS_DONE) {
-            out->chunks_succeeded++;
-            s_add(&out->total_rows_successful, c->rows);
-            s_add(&out->rows_rejected, c->rejected);
-            s_add(&out->total_rows_failed, c->rejected);
-            s_add(&out->bytes, c->bytes);
-        } else if (c->state == CHUNKS_FAILED) {
-            out->chunks_failed++;
-            s_add(&out->total_rows_failed, c->est_rows);
-            if (l->cfg->ledger) /* whether or not the summary has room */
-                ledger_chunk_failed(l->cfg->ledger, (int64_t)i, c->attempts,
-                                    c->error.message);
-            if (!out->chunk_errors) continue; /* out of memory: counts only */
-            mapper_chunk_error *e = &out->chunk_errors[out->n_chunk_errors++];
-            e->chunk_id = (int64_t)i;
-            e->attempts = c->attempts;
-            snprintf(e->error, sizeof e->error, "%.*s",
-                     (int)sizeof e->error - 1, c->error.message);
-            snprintf(e->sqlstate, sizeof e->sqlstate, "%s", c->error.sqlstate);
-            snprintf(e->side, sizeof e->side, "%s",
-                     pgutil_side_name(c->error.side));
-            snprintf(e->classification, sizeof e->classification, "%s",
-                     c->class_name ? c->class_name : "other");
-        }
-    }
-    out->total_rows_processed = out->total_rows_successful;
-    s_add(&out->total_rows_processed, out->total_rows_failed);
-}
-
 bool dispatch_run(const dispatch_config_t *cfg, mapper_result *out)
 {
     dispatch_loop_t l = {
@@ -779,7 +791,7 @@ bool dispatch_run(const dispatch_config_t *cfg, mapper_result *out)
         progress_tick(cfg->progress);
     }
     s_shutdown(&l);
-    s_fill_result(&l);
+    dispatch_fill_result(&l);
     for (int side = 0; side < 3; side++)
         pgutil_probe_cancel(&l.probe[side]);
     inflight_free(&l.held);

@@ -1,9 +1,10 @@
 /* coordinator/dispatch_loop.h - the dispatcher's state, shared by its
  * layers: dispatch.c (the event loop: poll, signals, reaping, timers) on
- * top of dispatch_stream.c (stream mode: the reader and the chunks it
- * cuts), on top of dispatch_trust.c (sending to a worker, what is believed
- * of it), on top of chunks.c (the chunk state machine). Nothing below
- * calls up. Private to those files; the public face is dispatch.h. */
+ * top of dispatch_result.c (the job's result), dispatch_stream.c (stream mode:
+ * the reader and the chunks it cuts), on top of dispatch_trust.c (sending to a
+ * worker, what is believed of it), on top of chunks.c (the chunk state
+ * machine). Nothing below calls up. Private to those files; the public face is
+ * dispatch.h. */
 #ifndef MAPPER_DISPATCH_LOOP_H
 #define MAPPER_DISPATCH_LOOP_H
 
@@ -38,7 +39,9 @@ typedef struct {
     char id[DISPATCH_ID_LEN];     /* routing id */
     bool ready;                   /* said ready */
     bool banned;                  /* sent away: its id is not taken back */
-    int64_t chunk;                /* chunk held, or -1 */
+    int64_t chunk;                /* chunk it runs, or -1 */
+    int64_t ahead; /* chunk it runs next (range mode; its ASSIGN is queued
+                      at the worker, so no idle gap between chunks), or -1 */
     /* Stream mode: rows of its chunk not yet sent (its queue was full). */
     bool sending;     /* some are left */
     size_t sent;      /* bytes of the chunk sent */
@@ -79,9 +82,13 @@ bool dispatch_send(dispatch_loop_t *l, dispatch_worker_t *w,
 
 /* Tell w it is refused (why: one line, sent to it) and forget it: a
  * local one exits (SIGCHLD reaps it), a remote one loses its lease and
- * is not taken back under its id. */
+ * is not taken back under its id. Its chunk ahead is taken back. */
 void dispatch_send_away(dispatch_loop_t *l, dispatch_worker_t *w,
                         const char *why);
+
+/* The chunk w holds ahead, if any, goes back to the queue (chunks_take_back):
+ * w died, lost its lease, gave its work up or was sent away. */
+void dispatch_take_back(dispatch_loop_t *l, dispatch_worker_t *w);
 
 /* A forked worker's routing id into dst (size n): "w" and
  * DISPATCH_RANDOM_ID_BYTES random bytes in hex, so that no peer can guess
@@ -99,6 +106,15 @@ bool dispatch_done_checked(dispatch_loop_t *l, dispatch_worker_t *w, size_t ci,
                            const proto_msg_t *m, int64_t *rows_out,
                            int64_t *rejected_out)
     __attribute__((warn_unused_result));
+
+/* (dispatch_result.c) *sum += v, saturating (logged) instead of
+ * overflowing. */
+void dispatch_add(int64_t *sum, int64_t v);
+
+/* (dispatch_result.c) Fill l->out from the chunk table once the job is
+ * over: counts, and each failed chunk's error (written to the ledger too,
+ * whether or not memory for the summary's list could be had). */
+void dispatch_fill_result(dispatch_loop_t *l);
 
 /* Stream mode (dispatch_stream.c). */
 

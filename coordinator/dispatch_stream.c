@@ -158,7 +158,7 @@ static void s_read_failed(dispatch_loop_t *l, chunks_cause_t cause,
     }
     c->attempts = l->read_attempts;
     chunks_fail(&l->chunks, l->chunks.n - 1, e->side, class_name, e->message);
-    l->chunks.v[l->chunks.n - 1].error = *e;
+    *chunks_error(&l->chunks, l->chunks.n - 1) = *e;
 }
 
 /* The reader's process or lease is gone. */

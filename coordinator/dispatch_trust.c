@@ -37,6 +37,14 @@ void dispatch_send_away(dispatch_loop_t *l, dispatch_worker_t *w,
     w->ready = false;
     w->banned = true;
     w->alive = w->pid > 0;
+    dispatch_take_back(l, w);
+}
+
+void dispatch_take_back(dispatch_loop_t *l, dispatch_worker_t *w)
+{
+    if (w->ahead < 0) return;
+    chunks_take_back(&l->chunks, (size_t)w->ahead);
+    w->ahead = -1;
 }
 
 /* The most rows (loaded plus set aside) chunk ci can hold: a stream
@@ -53,12 +61,11 @@ bool dispatch_done_checked(dispatch_loop_t *l, dispatch_worker_t *w, size_t ci,
                            const proto_msg_t *m, int64_t *rows_out,
                            int64_t *rejected_out)
 {
-    chunks_chunk_t *c = &l->chunks.v[ci];
-    memset(&c->error, 0, sizeof c->error);
+    pgutil_error_t err = {0}; /* the chunk's error when it is disbelieved */
     int64_t bound = s_max_rows(l, ci);
     bool done = false;
     if (m->rows > bound || m->rejected > bound - m->rows) {
-        snprintf(c->error.message, sizeof c->error.message,
+        snprintf(err.message, sizeof err.message,
                  "done for chunk %zu attempt %d from %s counts %" PRId64
                  " rows and %" PRId64 " set aside, more than the chunk "
                  "holds (%" PRId64 ")",
@@ -67,21 +74,23 @@ bool dispatch_done_checked(dispatch_loop_t *l, dispatch_worker_t *w, size_t ci,
         return true;
     } else if (!ledger_chunk_state(l->cfg->ledger, (int64_t)ci, &done, rows_out,
                                    rejected_out)) {
-        snprintf(c->error.message, sizeof c->error.message,
+        snprintf(err.message, sizeof err.message,
                  "done for chunk %zu attempt %d from %s could not be checked "
                  "in the ledger",
                  ci, m->attempt, w->id);
+        *chunks_error(&l->chunks, ci) = err;
         return false;
     } else if (!done) {
-        snprintf(c->error.message, sizeof c->error.message,
+        snprintf(err.message, sizeof err.message,
                  "done for chunk %zu attempt %d from %s contradicts the "
                  "ledger (the chunk is not committed)",
                  ci, m->attempt, w->id);
     } else if (*rows_out > bound || *rejected_out > bound - *rows_out) {
-        snprintf(c->error.message, sizeof c->error.message,
+        snprintf(err.message, sizeof err.message,
                  "the ledger counts %" PRId64 " rows and %" PRId64
                  " set aside for chunk %zu, more than it holds (%" PRId64 ")",
                  *rows_out, *rejected_out, ci, bound);
+        *chunks_error(&l->chunks, ci) = err;
         return false;
     } else {
         if (*rows_out != m->rows || *rejected_out != m->rejected)
@@ -92,8 +101,8 @@ bool dispatch_done_checked(dispatch_loop_t *l, dispatch_worker_t *w, size_t ci,
                      *rejected_out);
         return true;
     }
-    log_error("%s: the attempt fails and %s is sent away", c->error.message,
-              w->id);
-    dispatch_send_away(l, w, c->error.message);
+    log_error("%s: the attempt fails and %s is sent away", err.message, w->id);
+    dispatch_send_away(l, w, err.message);
+    *chunks_error(&l->chunks, ci) = err;
     return false;
 }

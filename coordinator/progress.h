@@ -1,6 +1,7 @@
 /* common/progress.h - the coordinator's progress tracker: chunk and row
- * counters, throughput, percentage and ETA, a throttled callback, and
- * formatters for a log line, a JSON object and a terminal bar. */
+ * counters, throughput, percentage and ETA, and a throttled callback.
+ * Single-threaded: the coordinator's loop is its only user (its lines are
+ * coordinator/report.c's). */
 #ifndef MAPPER_PROGRESS_H
 #define MAPPER_PROGRESS_H
 
@@ -56,8 +57,7 @@
 /* mapper_progress_snapshot, where a job stands, is public: see mapper.h. */
 
 /* Called with a snapshot (valid during the call only) and the user pointer
- * given to progress_new. Never called with the tracker's lock held, so it
- * may call progress_snapshot. */
+ * given to progress_new. It may call progress_snapshot. */
 typedef mapper_progress_fn progress_callback_fn;
 
 /* A monotonic clock in seconds; the default reads CLOCK_MONOTONIC. */
@@ -89,7 +89,7 @@ void progress_set_workers(progress_t *self, int workers);
 /* The deferred index rebuild: built of total done (total 0: none). */
 void progress_set_indexes(progress_t *self, int built, int total);
 
-/* Chunk events, safe from any thread. Chunk ids may be any int64. An event
+/* Chunk events. Chunk ids may be any int64. An event
  * that does not fit the chunk's state (a stale attempt, a chunk already
  * finished) is ignored and logged at debug level, so a stale or repeated
  * report is never counted twice. None of them calls the callback. */
@@ -131,7 +131,7 @@ void progress_tick(progress_t *self);
  * time. Later calls do nothing. */
 void progress_finish(progress_t *self);
 
-/* The current state; callable at any time, from any thread. Percentage:
+/* The current state; callable at any time. Percentage:
  * rows committed, failed or in flight against the row estimate (without
  * one, finished chunks against the total). Rate: rows moved per second
  * over the last PROGRESS_RATE_WINDOW_S, counting attempts that later
@@ -142,37 +142,5 @@ mapper_progress_snapshot progress_snapshot(progress_t *self);
 /* False once an event was lost to an allocation failure (logged then): the
  * counters are no longer exact. */
 bool progress_ok(progress_t *self);
-
-/* A ready-made callback: one log_info line per call (progress_format_log)
- * for the job named in a progress_log_job_t passed as user pointer. */
-typedef struct {
-    const char *name; /* job name on each line (not copied); NULL: "job" */
-} progress_log_job_t;
-void progress_log_callback(const mapper_progress_snapshot *snap, void *user);
-
-/* Formatters: pure, write one NUL-terminated line without newline into buf
- * (size n). Return false when it did not fit (buf then holds a truncated
- * prefix); PROGRESS_LINE_MAX bytes always fit. */
-
-/* Stable key=value fields: job (quoted) pct chunks
- * (done/total) failed_chunks chunks_in_progress rows (committed)
- * rows_failed rows_in_flight rows_total_estimate bytes rows_per_s
- * bytes_per_s elapsed_s eta_s ("unknown" or seconds) retries workers
- * (busy/configured). */
-bool progress_format_log(const mapper_progress_snapshot *snap, const char *job,
-                         char *buf, size_t n)
-    __attribute__((warn_unused_result));
-
-/* One JSON object with every snapshot field under its own name; an
- * unknown estimated_remaining_time is null. */
-bool progress_format_json(const mapper_progress_snapshot *snap, char *buf,
-                          size_t n) __attribute__((warn_unused_result));
-
-/* A terminal line: "[####------] 42.0% 1.2M/2.9M rows 350k rows/s 12.3 MB/s
- * 01:23 eta 02:10 chunks 3/10 busy 4/4", then "retries N" and "failed N"
- * when non-zero. width is the bar's cells (<= 0: default, capped). */
-bool progress_format_bar(const mapper_progress_snapshot *snap, int width,
-                         char *buf, size_t n)
-    __attribute__((warn_unused_result));
 
 #endif

@@ -1,8 +1,14 @@
-/* coordinator/report.c - progress output: bar, log lines or JSON lines. */
+/* coordinator/report.c - progress output: bar, log lines or JSON lines,
+ * and the formatters that make them. */
 #include "report.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -28,6 +34,218 @@ struct report_t {
     double user_last;            /* elapsed_time of its last call */
     bool last;                   /* the next callback is the final one */
 };
+
+/* ---------------------------------------------------------------------
+ * Lines: pure formatters of a snapshot */
+
+/* A line being built; `fits` turns false for good once output was cut. */
+typedef struct {
+    char *buf;  /* destination */
+    size_t n;   /* its size */
+    size_t len; /* characters written */
+    bool fits;  /* nothing was cut so far */
+} s_line_t;
+
+static s_line_t s_line(char *buf, size_t n)
+{
+    if (buf && n > 0) buf[0] = '\0';
+    return (s_line_t){.buf = buf, .n = n, .fits = buf && n > 0};
+}
+
+static void s_put(s_line_t *line, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void s_put(s_line_t *line, const char *fmt, ...)
+{
+    if (!line->fits) return;
+    size_t room = line->n - line->len;
+    va_list ap;
+    va_start(ap, fmt);
+    int w = vsnprintf(line->buf + line->len, room, fmt, ap);
+    va_end(ap);
+    if (w < 0 || (size_t)w >= room) {
+        line->fits = false;
+        line->len = line->n - 1;
+    } else {
+        line->len += (size_t)w;
+    }
+}
+
+/* A finite number for output (NaN and infinities become 0). */
+static double s_finite(double v)
+{
+    return isfinite(v) ? v : 0.0;
+}
+
+/* 950, 12.3k, 350k, 1.2M, ... */
+static void s_human(double v, char *dst, size_t n)
+{
+    static const char *const units[] = {"", "k", "M", "G", "T", "P"};
+    size_t last = sizeof units / sizeof units[0] - 1;
+    size_t u = 0;
+    v = s_finite(v);
+    if (v < 0.0) v = 0.0;
+    while (v >= PROGRESS_HUMAN_STEP && u < last) {
+        v /= PROGRESS_HUMAN_STEP;
+        u++;
+    }
+    if (u == 0)
+        snprintf(dst, n, "%.0f", v);
+    else if (v < PROGRESS_HUMAN_DECIMALS_BELOW)
+        snprintf(dst, n, "%.1f%s", v, units[u]);
+    else
+        snprintf(dst, n, "%.0f%s", v, units[u]);
+}
+
+/* MM:SS, or H:MM:SS from an hour on; "--:--" when unknown. */
+static void s_duration(double seconds, bool known, char *dst, size_t n)
+{
+    if (!known || !isfinite(seconds) || seconds < 0.0 ||
+        seconds > (double)LLONG_MAX) {
+        snprintf(dst, n, "--:--");
+        return;
+    }
+    long long t = llround(seconds);
+    long long h = t / PROGRESS_SECONDS_PER_HOUR;
+    long long m = t % PROGRESS_SECONDS_PER_HOUR / PROGRESS_SECONDS_PER_MINUTE;
+    long long sec = t % PROGRESS_SECONDS_PER_MINUTE;
+    if (h > 0)
+        snprintf(dst, n, "%lld:%02lld:%02lld", h, m, sec);
+    else
+        snprintf(dst, n, "%02lld:%02lld", m, sec);
+}
+
+/* The job name as a quoted logfmt value: cut to PROGRESS_JOB_NAME_MAX,
+ * \" and \\ escaped, control characters shown as '?'. */
+static void s_put_job(s_line_t *line, const char *job)
+{
+    if (!job) job = "job";
+    size_t len = strnlen(job, PROGRESS_JOB_NAME_MAX);
+    s_put(line, "\"");
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)job[i];
+        if (c == '"' || c == '\\')
+            s_put(line, "\\%c", c);
+        else
+            s_put(line, "%c", c < ' ' ? '?' : c);
+    }
+    s_put(line, "\"");
+}
+
+bool report_format_log(const mapper_progress_snapshot *snap, const char *job,
+                       char *buf, size_t n)
+{
+    assert(snap);
+    s_line_t line = s_line(buf, n);
+    s_put(&line, "job=");
+    s_put_job(&line, job);
+    s_put(&line,
+          " pct=%.1f chunks=%" PRId64 "/%" PRId64 " failed_chunks=%" PRId64
+          " chunks_in_progress=%" PRId64 " rows=%" PRId64
+          " rows_failed=%" PRId64 " rows_in_flight=%" PRId64
+          " rows_total_estimate=%" PRId64 " bytes=%" PRId64
+          " rows_per_s=%.0f bytes_per_s=%.0f elapsed_s=%.1f",
+          s_finite(snap->progress_percentage), snap->completed_chunks,
+          snap->total_chunks, snap->failed_chunks, snap->chunks_in_progress,
+          snap->total_rows_successful, snap->total_rows_failed,
+          snap->rows_in_flight, snap->rows_total_estimate,
+          snap->bytes_processed, s_finite(snap->rows_per_second),
+          s_finite(snap->bytes_per_second), s_finite(snap->elapsed_time));
+    if (snap->eta_known)
+        s_put(&line, " eta_s=%.1f", s_finite(snap->estimated_remaining_time));
+    else
+        s_put(&line, " eta_s=unknown");
+    s_put(&line, " retries=%" PRId64 " workers=%d/%d", snap->retries,
+          snap->workers_busy, snap->workers);
+    if (snap->indexes_total > 0)
+        s_put(&line, " indexes=%d/%d", snap->indexes_built,
+              snap->indexes_total);
+    return line.fits;
+}
+
+bool report_format_json(const mapper_progress_snapshot *snap, char *buf,
+                        size_t n)
+{
+    assert(snap);
+    s_line_t line = s_line(buf, n);
+    s_put(&line,
+          "{\"total_chunks\":%" PRId64 ",\"completed_chunks\":%" PRId64
+          ",\"failed_chunks\":%" PRId64 ",\"chunks_in_progress\":%" PRId64
+          ",\"total_rows_processed\":%" PRId64
+          ",\"total_rows_successful\":%" PRId64
+          ",\"total_rows_failed\":%" PRId64 ",\"elapsed_time\":%.3f",
+          snap->total_chunks, snap->completed_chunks, snap->failed_chunks,
+          snap->chunks_in_progress, snap->total_rows_processed,
+          snap->total_rows_successful, snap->total_rows_failed,
+          s_finite(snap->elapsed_time));
+    if (snap->eta_known)
+        s_put(&line, ",\"estimated_remaining_time\":%.3f",
+              s_finite(snap->estimated_remaining_time));
+    else
+        s_put(&line, ",\"estimated_remaining_time\":null");
+    s_put(&line,
+          ",\"eta_known\":%s,\"progress_percentage\":%.3f"
+          ",\"rows_total_estimate\":%" PRId64 ",\"rows_in_flight\":%" PRId64
+          ",\"bytes_processed\":%" PRId64
+          ",\"rows_per_second\":%.3f,\"bytes_per_second\":%.3f"
+          ",\"retries\":%" PRId64 ",\"workers\":%d,\"workers_busy\":%d"
+          ",\"indexes_total\":%d,\"indexes_built\":%d}",
+          snap->eta_known ? "true" : "false",
+          s_finite(snap->progress_percentage), snap->rows_total_estimate,
+          snap->rows_in_flight, snap->bytes_processed,
+          s_finite(snap->rows_per_second), s_finite(snap->bytes_per_second),
+          snap->retries, snap->workers, snap->workers_busy, snap->indexes_total,
+          snap->indexes_built);
+    return line.fits;
+}
+
+bool report_format_bar(const mapper_progress_snapshot *snap, int width,
+                       char *buf, size_t n)
+{
+    assert(snap);
+    if (width <= 0) width = PROGRESS_BAR_DEFAULT_WIDTH;
+    if (width > PROGRESS_BAR_MAX_WIDTH) width = PROGRESS_BAR_MAX_WIDTH;
+    double pct = s_finite(snap->progress_percentage);
+    if (pct < 0.0) pct = 0.0;
+    if (pct > PROGRESS_PCT_MAX) pct = PROGRESS_PCT_MAX;
+    int filled = (int)floor(pct / PROGRESS_PCT_MAX * width);
+
+    char cells[PROGRESS_BAR_MAX_WIDTH + 1];
+    memset(cells, PROGRESS_BAR_FILL, (size_t)filled);
+    memset(cells + filled, PROGRESS_BAR_EMPTY, (size_t)(width - filled));
+    cells[width] = '\0';
+
+    char done[PROGRESS_FIELD_MAX], total[PROGRESS_FIELD_MAX];
+    char rate[PROGRESS_FIELD_MAX];
+    char elapsed[PROGRESS_FIELD_MAX], eta[PROGRESS_FIELD_MAX];
+    s_human((double)snap->total_rows_processed + (double)snap->rows_in_flight,
+            done, sizeof done);
+    s_human((double)snap->rows_total_estimate, total, sizeof total);
+    s_human(snap->rows_per_second, rate, sizeof rate);
+    s_duration(snap->elapsed_time, true, elapsed, sizeof elapsed);
+    s_duration(snap->estimated_remaining_time, snap->eta_known, eta,
+               sizeof eta);
+
+    s_line_t line = s_line(buf, n);
+    s_put(&line, "[%s] %5.1f%% %s", cells, pct, done);
+    if (snap->rows_total_estimate > 0) s_put(&line, "/%s", total);
+    s_put(&line, " rows %s rows/s %.1f MB/s %s eta %s chunks %" PRId64 "/",
+          rate, s_finite(snap->bytes_per_second) / PROGRESS_BYTES_PER_MB,
+          elapsed, eta, snap->completed_chunks);
+    if (snap->total_chunks > 0)
+        s_put(&line, "%" PRId64, snap->total_chunks);
+    else
+        s_put(&line, "?");
+    s_put(&line, " busy %d", snap->workers_busy);
+    if (snap->workers > 0) s_put(&line, "/%d", snap->workers);
+    if (snap->retries > 0) s_put(&line, " retries %" PRId64, snap->retries);
+    if (snap->failed_chunks > 0)
+        s_put(&line, " failed %" PRId64, snap->failed_chunks);
+    if (snap->indexes_total > 0)
+        s_put(&line, " indexes %d/%d", snap->indexes_built,
+              snap->indexes_total);
+    return line.fits;
+}
 
 /* The log hook: clear the bar before a log line, redraw it after, so the
  * two never share a line. */
@@ -114,20 +332,20 @@ void report_callback(const mapper_progress_snapshot *snap, void *user)
     char line[PROGRESS_LINE_MAX], clean[PROGRESS_LINE_MAX];
     switch (r->mode) {
     case MAPPER_PROGRESS_BAR:
-        if (!progress_format_bar(snap, 0, line, sizeof line)) break;
+        if (!report_format_bar(snap, 0, line, sizeof line)) break;
         snprintf(r->bar, sizeof r->bar, "%s", line);
         fprintf(r->out, REPORT_CLEAR_LINE "%s", r->bar);
         fflush(r->out);
         break;
     case MAPPER_PROGRESS_LOG:
-        if (!progress_format_log(snap, r->job, line, sizeof line)) break;
+        if (!report_format_log(snap, r->job, line, sizeof line)) break;
         if (r->own_out)
             fprintf(r->out, "%s\n", log_one_line(clean, sizeof clean, line));
         else
             log_info("progress %s", line);
         break;
     case MAPPER_PROGRESS_JSON:
-        if (!progress_format_json(snap, line, sizeof line)) break;
+        if (!report_format_json(snap, line, sizeof line)) break;
         fprintf(r->out, "%s\n", log_one_line(clean, sizeof clean, line));
         fflush(r->out);
         break;

@@ -31,4 +31,27 @@ void report_last(report_t *self);
 /* Clear the bar (before the summary) and close a progress file. */
 void report_destroy(report_t **self_p);
 
+/* Formatters: pure, write one NUL-terminated line without newline into buf
+ * (size n). Return false when it did not fit (buf then holds a truncated
+ * prefix); PROGRESS_LINE_MAX bytes always fit. */
+
+/* Stable key=value fields: job (quoted) pct chunks
+ * (done/total) failed_chunks chunks_in_progress rows (committed)
+ * rows_failed rows_in_flight rows_total_estimate bytes rows_per_s
+ * bytes_per_s elapsed_s eta_s ("unknown" or seconds) retries workers
+ * (busy/configured). */
+bool report_format_log(const mapper_progress_snapshot *snap, const char *job,
+                       char *buf, size_t n) __attribute__((warn_unused_result));
+
+/* One JSON object with every snapshot field under its own name; an
+ * unknown estimated_remaining_time is null. */
+bool report_format_json(const mapper_progress_snapshot *snap, char *buf,
+                        size_t n) __attribute__((warn_unused_result));
+
+/* A terminal line: "[####------] 42.0% 1.2M/2.9M rows 350k rows/s 12.3 MB/s
+ * 01:23 eta 02:10 chunks 3/10 busy 4/4", then "retries N" and "failed N"
+ * when non-zero. width is the bar's cells (<= 0: default, capped). */
+bool report_format_bar(const mapper_progress_snapshot *snap, int width,
+                       char *buf, size_t n) __attribute__((warn_unused_result));
+
 #endif

@@ -16,6 +16,8 @@
 #                       indexes (psql and mapper-coord into a target with the key
 #                       and 3 secondary indexes, and mapper-coord --defer-indexes off
 #                       into both targets)
+#                       sweep (mapper-coord at --chunk-size 200, 1000, 5000, 50000,
+#                       500000 and 100: wall, coordinator CPU and peak RSS per chunk)
 #   --no-install        do not apt-get install missing pgcopydb / pgloader (skip them)
 #
 # Set-up (outside the database): installs pgcopydb and pgloader with apt-get when
@@ -38,7 +40,7 @@ die() {
     exit 1
 }
 usage() {
-    sed -n '4,15p' "$self" | sed 's/^# \{0,1\}//'
+    sed -n '4,17p' "$self" | sed 's/^# \{0,1\}//'
     exit "${1:-2}"
 }
 
@@ -276,6 +278,9 @@ run_mapperq() { # stream mode: one reader, W writers
         --target-table events --workers "$1" --summary-json "$work/summary.json" -q
 }
 
+# The chunk-size sweep (--only sweep): what a chunk costs the coordinator.
+sweep_sizes="200 1000 5000 50000 500000 100"
+
 # ------------------------------------------------- the contender list
 # One line per contender: KEY KIND W CHUNK LABEL ("-" = none).
 contenders=()
@@ -297,6 +302,11 @@ for w in "${workers_arr[@]}"; do
     if want chunks; then
         add "mapper-c5000-$w" mapper "$w" 5000 "mapper-coord --chunk-size 5000"
         add "mapper-c100000-$w" mapper "$w" 100000 "mapper-coord --chunk-size 100000"
+    fi
+    if want sweep; then
+        for c in $sweep_sizes; do
+            add "mapper-s$c-$w" mapper "$w" "$c" "mapper-coord --chunk-size $c"
+        done
     fi
 done
 [ ${#contenders[@]} -gt 0 ] || die "--only selected no contender"
@@ -443,6 +453,7 @@ def r3: if . == null then null else (. * 1000 | round) / 1000 end;
         (.runs | map(.summary)) as $m
         | . + {mapper: {
             coord_max_rss_kb: ($m | map(.coord_max_rss_kb) | max),
+            chunks: ($m | map(.chunks_total) | max),
             worker_max_rss_kb: ($m | map(.worker_max_rss_kb) | max),
             coord_cpu_s: ($m | map(.coord_cpu_s) | median | r3),
             workers_cpu_s: ($m | map(.workers_cpu_s) | median | r3),
@@ -474,6 +485,8 @@ def r3: if . == null then null else (. * 1000 | round) / 1000 end;
      | find("pgcopydb"; $w; null) as $pc
      | find("pgloader"; $w; null) as $pl
      | find("mapper"; $w; 5000) as $c5 | find("mapper"; $w; 100000) as $c100
+     | find("mapper"; $w; 1000) as $s1k | find("mapper"; $w; 50000) as $s50k
+     | find("mapper"; $w; 100) as $s100
      | def t($name; $value; $limit; $detail):
          {workers: $w, name: $name, value: $value, limit: $limit,
           met: (if $value == null then null else $value <= $limit end), detail: $detail};
@@ -502,7 +515,15 @@ def r3: if . == null then null else (. * 1000 | round) / 1000 end;
        t("planning share of wall time (%)"; ($m.mapper.planning_share // null | if . == null then null else . * 100 end); 3;
          "planning \($m.mapper.planning_s // "-") s of \($m.mapper.elapsed_s // "-") s"),
        t("chunk-size 5000 vs 100000 (x)"; ratio($c5; $c100.median_s); 1.15;
-         "\($c5.median_s // "-") s vs \($c100.median_s // "-") s")]}
+         "\($c5.median_s // "-") s vs \($c100.median_s // "-") s"),
+       t("chunk-size 1000 vs 50000 (x)"; ratio($s1k; $s50k.median_s); 1.15;
+         "\($s1k.median_s // "-") s vs \($s50k.median_s // "-") s"),
+       t("coord CPU per chunk at 100 (us)";
+         ($s100.mapper // null | if . == null then null else .coord_cpu_s / .chunks * 1e6 end); 50;
+         "\($s100.mapper.coord_cpu_s // "-") s over \($s100.mapper.chunks // "-") chunks"),
+       t("coord RSS at 100 over 32 MB (B/chunk)";
+         ($s100.mapper // null | if . == null then null else (.coord_max_rss_kb * 1024 - 33554432) / .chunks end); 128;
+         "\($s100.mapper.coord_max_rss_kb // "-") kB over \($s100.mapper.chunks // "-") chunks")]}
 ' >"$json.tmp"
 mv "$json.tmp" "$json"
 
@@ -541,6 +562,20 @@ mv "$json.tmp" "$json"
             done
         echo "(MB: peak RSS, the largest over the runs; CPU and planning: medians; coord%: coordinator CPU / job CPU;"
         echo " plan%: planning / mapper-coord's own elapsed time)"
+    fi
+    if jq -e '[.contenders[] | select(.key | startswith("mapper-s")) | select(.mapper)] | length > 0' "$json" >/dev/null; then
+        echo
+        printf '%-12s %4s %9s %9s %12s %10s %12s\n' "chunk size" W chunks "median s" \
+            "coord us/ch" "coord MB" "coord B/ch"
+        jq -r '.contenders[] | select(.key | startswith("mapper-s")) | select(.mapper) |
+            [.chunk_size, .workers, .mapper.chunks, .median_s,
+             .mapper.coord_cpu_s / .mapper.chunks * 1e6, .mapper.coord_max_rss_kb / 1024,
+             .mapper.coord_max_rss_kb * 1024 / .mapper.chunks] | map(tostring) | join("\u001f")' "$json" |
+            while IFS=$'\x1f' read -r size w chunks med us mb per; do
+                printf '%-12s %4s %9s %9.3f %12.1f %10.1f %12.0f\n' \
+                    "$size" "$w" "$chunks" "$med" "$us" "$mb" "$per"
+            done
+        echo "(the chunk-size sweep: coordinator CPU per chunk (median run) and its peak RSS per chunk)"
     fi
     echo
     echo "targets (reported, not enforced):"

@@ -33,15 +33,8 @@
     "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; "          \
     "SET tcp_keepalives_count = 3"
 
-/* The ledger: lock the chunk's row and read its state; mark it done. */
-#define COPY_LEDGER_CHECK                                                      \
-    "SELECT state = 'done', coalesce(rows, 0), rejected FROM %s.chunks "       \
-    "WHERE job_id = $1 AND chunk_id = $2 FOR UPDATE"
+/* A stale attempt holding the chunk's ledger row is waited for this long. */
 #define COPY_LEDGER_LOCK_WAIT "5s"
-#define COPY_LEDGER_DONE                                                       \
-    "UPDATE %s.chunks SET state = 'done', rows = $3, attempts = $4, "          \
-    "rejected = $5, last_error = NULL, updated_at = now() WHERE job_id = $1 "  \
-    "AND chunk_id = $2"
 
 void copy_conns_close(copy_conns_t *conns)
 {
@@ -67,80 +60,103 @@ static bool s_open(PGconn **conn, const char *conninfo, proto_side_t side,
     return true;
 }
 
-/* Run a ledger statement on the target: the check (job_id, chunk_id), or
- * with mark_done the update (job_id, chunk_id, rows, attempt, rejected).
- * Returns its result (caller clears) or NULL with *err filled. */
-static PGresult *s_ledger(copy_conns_t *c, const copy_job_t *job,
-                          bool mark_done, int64_t rows, int64_t rejected,
-                          void *arg, pgutil_error_t *err)
+/* The results of a query sent on conn, awaited through wait: n of them,
+ * of the statuses in want; a TUPLES_OK one is kept in *rows_out (caller
+ * clears) when rows_out is given. Unless the last is a COPY, the query
+ * must then be over (one round trip for several statements). */
+static copy_status_t s_results(PGconn *conn, proto_side_t side,
+                               const ExecStatusType *want, int n,
+                               copy_wait_fn wait, void *arg,
+                               PGresult **rows_out, pgutil_error_t *err)
 {
-    const char *tmpl = mark_done ? COPY_LEDGER_DONE : COPY_LEDGER_CHECK;
-    ExecStatusType want = mark_done ? PGRES_COMMAND_OK : PGRES_TUPLES_OK;
-    char *qs = pgutil_quote_ident(c->dst, job->state_schema);
-    size_t n = strlen(tmpl) + (qs ? strlen(qs) : 0) + 1;
-    char *sql = qs ? malloc(n) : NULL;
-    if (!sql) {
-        free(qs);
-        snprintf(err->message, sizeof err->message, "out of memory");
-        return NULL;
-    }
-    snprintf(sql, n, mark_done ? COPY_LEDGER_DONE : COPY_LEDGER_CHECK, qs);
-    free(qs);
-    char id[24], r[24], a[16], rej[24];
-    snprintf(id, sizeof id, "%" PRId64, job->chunk_id);
-    snprintf(r, sizeof r, "%" PRId64, rows);
-    snprintf(a, sizeof a, "%d", job->attempt);
-    snprintf(rej, sizeof rej, "%" PRId64, rejected);
-    const char *params[] = {job->job_id, id, r, a, rej};
-    /* Sent, then waited for through job->wait: a lock wait here (a stale
-     * attempt holds the row) goes on hearing the coordinator and sending
-     * heartbeats, so it never costs this worker its lease. */
-    int sent = PQsendQueryParams(c->dst, sql, mark_done ? 5 : 2, NULL, params,
-                                 NULL, NULL, 0);
-    free(sql);
-    if (!sent || relay_await_result(c->dst, PROTO_SIDE_TARGET, job->wait, arg,
-                                    err) != COPY_OK) {
-        if (!sent) {
-            pgutil_capture(c->dst, NULL, PROTO_SIDE_TARGET, err);
-        } else if (!err->message[0]) { /* a stop: retried elsewhere */
-            memcpy(err->sqlstate, MAPPER_SQLSTATE_SHUTDOWN,
-                   sizeof err->sqlstate);
-            snprintf(err->message, sizeof err->message,
-                     "asked to stop while waiting for the ledger");
+    bool copy = want[n - 1] == PGRES_COPY_IN || want[n - 1] == PGRES_COPY_OUT;
+    for (int i = 0; i <= n; i++) {
+        if (i == n && copy) break;
+        copy_status_t st = relay_await_result(conn, side, wait, arg, err);
+        if (st != COPY_OK) return st;
+        PGresult *res = PQgetResult(conn);
+        if (i == n && !res) break;
+        if (i == n || PQresultStatus(res) != want[i]) {
+            pgutil_capture(conn, res, side, err);
+            if (!err->message[0])
+                snprintf(err->message, sizeof err->message,
+                         "unexpected result %s",
+                         PQresStatus(PQresultStatus(res)));
+            PQclear(res);
+            return COPY_FAILED;
         }
-        return NULL;
+        if (want[i] == PGRES_TUPLES_OK && rows_out)
+            *rows_out = res;
+        else
+            PQclear(res);
     }
-    PGresult *res = PQgetResult(c->dst);
-    for (PGresult *more; (more = PQgetResult(c->dst));)
-        PQclear(more);
-    if (PQresultStatus(res) == want) return res;
-    pgutil_capture(c->dst, res, PROTO_SIDE_TARGET, err);
-    PQclear(res);
-    return NULL;
+    return COPY_OK;
 }
 
-/* In the target transaction: lock the chunk's ledger row and tell whether
- * an earlier attempt already committed it (with how many rows, and rows
- * rejected). */
-static bool s_ledger_check(copy_conns_t *c, const copy_job_t *job, void *arg,
-                           bool *done_out, int64_t *rows_out,
-                           int64_t *rejected_out, pgutil_error_t *err)
+/* The ledger's statements for job's chunk as one simple query, values as
+ * literals: with mark_done the update and COMMIT; else BEGIN and the row
+ * locked and read (waiting at most COPY_LEDGER_LOCK_WAIT for a stale
+ * attempt that holds it: then 55P03, which is retried). malloc'd, or NULL
+ * with *err set. */
+static char *s_ledger_sql(PGconn *dst, const copy_job_t *job, bool mark_done,
+                          int64_t rows, int64_t rejected, pgutil_error_t *err)
 {
-    /* Another attempt of this chunk (a stale worker) may hold the row:
-     * wait a little, then fail with 55P03, which is retried. */
-    if (!pgutil_exec(c->dst,
-                     "SET LOCAL lock_timeout = '" COPY_LEDGER_LOCK_WAIT "'",
-                     PROTO_SIDE_TARGET, err))
-        return false;
-    PGresult *res = s_ledger(c, job, false, 0, 0, arg, err);
-    if (!res) return false;
-    if (!pgutil_exec(c->dst, "SET LOCAL lock_timeout = 0", PROTO_SIDE_TARGET,
-                     err)) {
-        PQclear(res);
-        return false;
+    char *qs = pgutil_quote_ident(dst, job->state_schema);
+    char *id = PQescapeLiteral(dst, job->job_id, strlen(job->job_id));
+    size_t n = (qs ? strlen(qs) : 0) + (id ? strlen(id) : 0) + 512;
+    char *sql = qs && id ? malloc(n) : NULL;
+    if (sql && mark_done)
+        snprintf(sql, n,
+                 "UPDATE %s.chunks SET state = 'done', rows = %" PRId64
+                 ", attempts = %d, rejected = %" PRId64 ", last_error = NULL, "
+                 "updated_at = now() WHERE job_id = %s AND chunk_id = %" PRId64
+                 "; COMMIT",
+                 qs, rows, job->attempt, rejected, id, job->chunk_id);
+    else if (sql)
+        snprintf(sql, n,
+                 "BEGIN; SET LOCAL lock_timeout = '" COPY_LEDGER_LOCK_WAIT "'; "
+                 "SELECT state = 'done', coalesce(rows, 0), rejected FROM "
+                 "%s.chunks WHERE job_id = %s AND chunk_id = %" PRId64
+                 " FOR UPDATE; SET LOCAL lock_timeout = 0",
+                 qs, id, job->chunk_id);
+    free(qs);
+    PQfreemem(id);
+    if (!sql) {
+        err->side = PROTO_SIDE_TARGET;
+        snprintf(err->message, sizeof err->message, "out of memory");
     }
-    bool ok = PQntuples(res) == 1;
-    if (ok) {
+    return sql;
+}
+
+/* Send sql (one or more statements) on conn; false with *err set. */
+static bool s_send(PGconn *conn, const char *sql, proto_side_t side,
+                   pgutil_error_t *err)
+{
+    if (sql && PQsendQuery(conn, sql)) return true;
+    if (sql) pgutil_capture(conn, NULL, side, err);
+    return false;
+}
+
+/* Open the target's transaction and, with a ledger, lock and read the
+ * chunk's row, in one round trip: *done_out tells an earlier attempt
+ * committed it (with *rows_out rows and *rejected_out set aside). */
+static copy_status_t s_target_begin(copy_conns_t *c, const copy_job_t *job,
+                                    void *arg, bool *done_out,
+                                    int64_t *rows_out, int64_t *rejected_out,
+                                    pgutil_error_t *err)
+{
+    static const ExecStatusType want[] = {PGRES_COMMAND_OK, PGRES_COMMAND_OK,
+                                          PGRES_TUPLES_OK, PGRES_COMMAND_OK};
+    bool ledger = job->job_id[0] != '\0';
+    char *sql = ledger ? s_ledger_sql(c->dst, job, false, 0, 0, err) : NULL;
+    bool sent = s_send(c->dst, ledger ? sql : "BEGIN", PROTO_SIDE_TARGET, err);
+    free(sql);
+    if (!sent) return COPY_FAILED;
+    PGresult *res = NULL;
+    copy_status_t st = s_results(c->dst, PROTO_SIDE_TARGET, want,
+                                 ledger ? 4 : 1, job->wait, arg, &res, err);
+    if (st != COPY_OK || !ledger) return st;
+    if (PQntuples(res) == 1) {
         *done_out = PQgetvalue(res, 0, 0)[0] == 't';
         *rows_out = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
         *rejected_out = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
@@ -149,9 +165,10 @@ static bool s_ledger_check(copy_conns_t *c, const copy_job_t *job, void *arg,
         snprintf(err->message, sizeof err->message,
                  "the ledger has no row for job %s chunk %" PRId64, job->job_id,
                  job->chunk_id);
+        st = COPY_FAILED;
     }
     PQclear(res);
-    return ok;
+    return st;
 }
 
 bool copy_open_source(copy_conns_t *c, pgutil_error_t *err)
@@ -159,45 +176,78 @@ bool copy_open_source(copy_conns_t *c, pgutil_error_t *err)
     return s_open(&c->src, c->source_conninfo, PROTO_SIDE_SOURCE, err);
 }
 
-copy_status_t copy_source_start(copy_conns_t *c, const char *snapshot,
-                                const char *sql, copy_wait_fn wait, void *arg,
-                                bool *binary_out, pgutil_error_t *err)
+/* Source: send BEGIN (repeatable read, read only) and the snapshot's
+ * import, as one query; its results are read by s_source_copy. */
+static bool s_source_begin(copy_conns_t *c, const char *snapshot,
+                           pgutil_error_t *err)
 {
-    if (!s_open(&c->src, c->source_conninfo, PROTO_SIDE_SOURCE, err))
-        return COPY_FAILED;
+    /* The last chunk's read-only transaction ends in the same query. */
+    bool open = c->src && PQstatus(c->src) == CONNECTION_OK &&
+                PQtransactionStatus(c->src) == PQTRANS_INTRANS;
+    if (!open && !s_open(&c->src, c->source_conninfo, PROTO_SIDE_SOURCE, err))
+        return false;
     char *lit = PQescapeLiteral(c->src, snapshot, strlen(snapshot));
-    if (!lit) {
-        pgutil_capture(c->src, NULL, PROTO_SIDE_SOURCE, err);
-        return COPY_FAILED;
-    }
-    size_t n = strlen(lit) + 128;
-    char *begin = malloc(n);
+    size_t n = lit ? strlen(lit) + 128 : 0;
+    char *begin = lit ? malloc(n) : NULL;
     if (begin)
         snprintf(begin, n,
-                 "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "
+                 "%sBEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "
                  "SET TRANSACTION SNAPSHOT %s",
-                 lit);
+                 open ? "COMMIT; " : "", lit);
     PQfreemem(lit);
-    if (!begin) {
-        snprintf(err->message, sizeof err->message, "out of memory");
-        return COPY_FAILED;
-    }
-    bool ok = pgutil_exec(c->src, begin, PROTO_SIDE_SOURCE, err);
+    if (!begin) snprintf(err->message, sizeof err->message, "out of memory");
+    bool ok = s_send(c->src, begin, PROTO_SIDE_SOURCE, err);
     free(begin);
-    if (!ok) return COPY_FAILED;
-    if (!PQsendQueryParams(c->src, sql, 0, NULL, NULL, NULL, NULL, 0)) {
-        pgutil_capture(c->src, NULL, PROTO_SIDE_SOURCE, err);
-        return COPY_FAILED;
+    return ok;
+}
+
+/* Source, after s_source_begin: its results, then send sql (one
+ * statement: the extended protocol takes no more, so the coordinator's SQL
+ * cannot leave the read-only transaction). */
+static copy_status_t s_source_copy(copy_conns_t *c, const char *sql,
+                                   copy_wait_fn wait, void *arg,
+                                   pgutil_error_t *err)
+{
+    PGresult *res;
+    for (;;) { /* [COMMIT,] BEGIN, SET: each must succeed */
+        copy_status_t st =
+            relay_await_result(c->src, PROTO_SIDE_SOURCE, wait, arg, err);
+        if (st != COPY_OK) return st;
+        if (!(res = PQgetResult(c->src))) break;
+        bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+        if (!ok) pgutil_capture(c->src, res, PROTO_SIDE_SOURCE, err);
+        PQclear(res);
+        if (!ok) return COPY_FAILED;
     }
+    if (PQsendQueryParams(c->src, sql, 0, NULL, NULL, NULL, NULL, 0))
+        return COPY_OK;
+    pgutil_capture(c->src, NULL, PROTO_SIDE_SOURCE, err);
+    return COPY_FAILED;
+}
+
+/* Source, after s_source_copy: its COPY has begun. */
+static copy_status_t s_source_copying(copy_conns_t *c, copy_wait_fn wait,
+                                      void *arg, bool *binary_out,
+                                      pgutil_error_t *err)
+{
     copy_status_t st =
         relay_await_result(c->src, PROTO_SIDE_SOURCE, wait, arg, err);
     if (st != COPY_OK) return st;
     PGresult *res = PQgetResult(c->src);
-    ok = PQresultStatus(res) == PGRES_COPY_OUT;
+    bool ok = PQresultStatus(res) == PGRES_COPY_OUT;
     if (!ok) pgutil_capture(c->src, res, PROTO_SIDE_SOURCE, err);
     *binary_out = ok && PQbinaryTuples(res);
     PQclear(res);
     return ok ? COPY_OK : COPY_FAILED;
+}
+
+copy_status_t copy_source_start(copy_conns_t *c, const char *snapshot,
+                                const char *sql, copy_wait_fn wait, void *arg,
+                                bool *binary_out, pgutil_error_t *err)
+{
+    if (!s_source_begin(c, snapshot, err)) return COPY_FAILED;
+    copy_status_t st = s_source_copy(c, sql, wait, arg, err);
+    return st == COPY_OK ? s_source_copying(c, wait, arg, binary_out, err) : st;
 }
 
 /* Append n bytes at p to the buffer *buf (len used, cap allocated). */
@@ -246,27 +296,27 @@ static char *s_target_sql(PGconn *dst, const copy_job_t *job, bool binary,
     return NULL;
 }
 
-/* Target: start COPY FROM STDIN (the transaction is already open). */
+/* Target: send COPY FROM STDIN (the transaction is already open). */
+static bool s_target_copy(copy_conns_t *c, const copy_job_t *job,
+                          pgutil_error_t *err)
+{
+    char *sql = s_target_sql(c->dst, job, job->binary, err);
+    if (!sql) return false;
+    int sent = PQsendQueryParams(c->dst, sql, 0, NULL, NULL, NULL, NULL, 0);
+    free(sql);
+    if (!sent) pgutil_capture(c->dst, NULL, PROTO_SIDE_TARGET, err);
+    return sent;
+}
+
+/* Target: start COPY FROM STDIN and await it (the target may wait for a
+ * lock on its table before it answers). */
 static copy_status_t s_target_start(copy_conns_t *c, const copy_job_t *job,
                                     void *arg, pgutil_error_t *err)
 {
-    char *sql = s_target_sql(c->dst, job, job->binary, err);
-    if (!sql) return COPY_FAILED;
-    int sent = PQsendQueryParams(c->dst, sql, 0, NULL, NULL, NULL, NULL, 0);
-    free(sql);
-    if (!sent) {
-        pgutil_capture(c->dst, NULL, PROTO_SIDE_TARGET, err);
-        return COPY_FAILED;
-    }
-    /* The target may wait for a lock on its table before it answers. */
-    copy_status_t st =
-        relay_await_result(c->dst, PROTO_SIDE_TARGET, job->wait, arg, err);
-    if (st != COPY_OK) return st;
-    PGresult *res = PQgetResult(c->dst);
-    bool ok = PQresultStatus(res) == PGRES_COPY_IN;
-    if (!ok) pgutil_capture(c->dst, res, PROTO_SIDE_TARGET, err);
-    PQclear(res);
-    return ok ? COPY_OK : COPY_FAILED;
+    static const ExecStatusType want[] = {PGRES_COPY_IN};
+    if (!s_target_copy(c, job, err)) return COPY_FAILED;
+    return s_results(c->dst, PROTO_SIDE_TARGET, want, 1, job->wait, arg, NULL,
+                     err);
 }
 
 /* Whether a COPY statement is binary: it ends with the binary option. */
@@ -489,9 +539,8 @@ static copy_status_t s_isolate(copy_conns_t *c, const copy_job_t *job,
     if (!pgutil_exec(c->dst, "ROLLBACK", PROTO_SIDE_TARGET, err) ||
         (!job->data &&
          !s_open(&c->src, c->source_conninfo, PROTO_SIDE_SOURCE, err)) ||
-        !pgutil_exec(c->dst, "BEGIN", PROTO_SIDE_TARGET, err) ||
-        (ledger &&
-         !s_ledger_check(c, job, arg, &done, rows_out, rejected_out, err)))
+        s_target_begin(c, job, arg, &done, rows_out, rejected_out, err) !=
+            COPY_OK)
         return COPY_FAILED;
     if (done) return COPY_ALREADY;
     char *source_sql = job->data ? NULL : s_text_sql(job->source_sql);
@@ -541,36 +590,63 @@ out:
     return st;
 }
 
+/* Start a chunk read from the source: the source's and the target's
+ * set-up overlap, two round trips in all before the first row (BEGIN and
+ * snapshot | BEGIN and ledger row; then the two COPYs). */
+static copy_status_t s_start_both(copy_conns_t *c, const copy_job_t *job,
+                                  void *arg, bool *done_out, int64_t *rows_out,
+                                  int64_t *rejected_out, bool *binary_out,
+                                  pgutil_error_t *err)
+{
+    static const ExecStatusType copy_in[] = {PGRES_COPY_IN};
+    if (!s_source_begin(c, job->snapshot, err) ||
+        !s_open(&c->dst, c->target_conninfo, PROTO_SIDE_TARGET, err))
+        return COPY_FAILED;
+    copy_status_t st =
+        s_target_begin(c, job, arg, done_out, rows_out, rejected_out, err);
+    if (st != COPY_OK || *done_out) return st;
+    st = s_source_copy(c, job->source_sql, job->wait, arg, err);
+    if (st != COPY_OK) return st;
+    if (!s_target_copy(c, job, err)) return COPY_FAILED;
+    st = s_results(c->dst, PROTO_SIDE_TARGET, copy_in, 1, job->wait, arg, NULL,
+                   err);
+    return st == COPY_OK ? s_source_copying(c, job->wait, arg, binary_out, err)
+                         : st;
+}
+
 copy_status_t copy_chunk(copy_conns_t *conns, const copy_job_t *job,
                          copy_tick_fn tick, void *arg, int64_t *rows_out,
                          int64_t *bytes_out, int64_t *rejected_out,
                          pgutil_error_t *err)
 {
+    static const ExecStatusType ended[] = {PGRES_COMMAND_OK, PGRES_COMMAND_OK};
     memset(err, 0, sizeof *err);
     *rows_out = *bytes_out = *rejected_out = 0;
     copy_status_t st = COPY_FAILED;
     bool binary = false, done = false, ledger = job->job_id[0] != '\0';
     int64_t rows = 0, bytes = 0, rejected = 0;
     pgutil_error_t ignored;
-    if ((!job->data && !s_open(&conns->src, conns->source_conninfo,
-                               PROTO_SIDE_SOURCE, err)) ||
-        !s_open(&conns->dst, conns->target_conninfo, PROTO_SIDE_TARGET, err) ||
-        !pgutil_exec(conns->dst, "BEGIN", PROTO_SIDE_TARGET, err) ||
-        (ledger &&
-         !s_ledger_check(conns, job, arg, &done, &rows, &rejected, err)))
-        goto fail;
-    if (done) goto already;
     if (job->data) {
+        if (!s_open(&conns->dst, conns->target_conninfo, PROTO_SIDE_TARGET,
+                    err) ||
+            (st = s_target_begin(conns, job, arg, &done, &rows, &rejected,
+                                 err)) != COPY_OK)
+            goto fail;
+        if (done) goto already;
         st = s_target_start(conns, job, arg, err);
         if (st != COPY_OK) goto fail;
         st = s_write_memory(conns, tick, arg, job, err);
         rows = job->data_rows;
         bytes = (int64_t)job->data_len;
     } else {
-        st = copy_source_start(conns, job->snapshot, job->source_sql, job->wait,
-                               arg, &binary, err);
-        if (st == COPY_OK) st = s_target_start(conns, job, arg, err);
+        st = s_start_both(conns, job, arg, &done, &rows, &rejected, &binary,
+                          err);
         if (st != COPY_OK) goto fail;
+        if (done) {
+            PQfinish(conns->src); /* its read had not begun: just ends */
+            conns->src = NULL;
+            goto already;
+        }
         st = relay_stream(conns, tick, arg, job, binary, &rows, &bytes, err);
     }
     if (st == COPY_FAILED && job->reject_rows && isolate_is_bad_data(err))
@@ -578,20 +654,20 @@ copy_status_t copy_chunk(copy_conns_t *conns, const copy_job_t *job,
     if (st == COPY_ALREADY) goto already;
     if (st != COPY_OK) goto fail;
     st = COPY_FAILED;
-    if (ledger) {
-        PGresult *res = s_ledger(conns, job, true, rows, rejected, arg, err);
-        if (!res) goto fail;
-        PQclear(res);
-    }
     fault_at("before-commit", job->chunk_id, job->attempt);
-    if (!pgutil_exec(conns->dst, "COMMIT", PROTO_SIDE_TARGET, err)) goto fail;
+    /* The ledger row and COMMIT in one round trip. */
+    char *end = ledger
+                    ? s_ledger_sql(conns->dst, job, true, rows, rejected, err)
+                    : NULL;
+    bool sent =
+        s_send(conns->dst, ledger ? end : "COMMIT", PROTO_SIDE_TARGET, err);
+    free(end);
+    if (!sent || s_results(conns->dst, PROTO_SIDE_TARGET, ended, ledger ? 2 : 1,
+                           job->wait, arg, NULL, err) != COPY_OK)
+        goto fail;
     fault_at("after-commit", job->chunk_id, job->attempt);
-    /* The data is committed; the read-only source transaction just ends. */
-    if (!job->data &&
-        !pgutil_exec(conns->src, "COMMIT", PROTO_SIDE_SOURCE, &ignored)) {
-        PQfinish(conns->src);
-        conns->src = NULL;
-    }
+    /* The data is committed. The read-only source transaction ends with
+     * the next chunk's BEGIN, in the same query, or with the session. */
     *rows_out = rows;
     *bytes_out = bytes;
     *rejected_out = rejected;

@@ -25,6 +25,10 @@
 #define WORKER_MAX_PG_FDS 2
 /* While the first connection comes up, READY is retried this often. */
 #define WORKER_CONNECT_POLL_MS 10
+/* Work that may wait while a chunk runs: the coordinator hands a worker
+ * its next chunk before the running one ends (no idle gap between them),
+ * and one more may be in flight while the worker takes the first. */
+#define WORKER_QUEUE 2
 /* A stream chunk's buffer starts this big, and doubles. */
 #define WORKER_FIRST_CHUNK_BYTES (1024 * 1024)
 
@@ -54,14 +58,15 @@ struct worker {
     int64_t chunk_id;     /* chunk being copied */
     int32_t attempt;      /* its attempt */
     int64_t limit;        /* reader: chunks below this may be sent */
-    proto_msg_t next;     /* an ASSIGN or READ not yet started */
-    bool has_next;        /* next holds one */
-    proto_msg_t write;    /* writer: the WRITE whose rows are arriving */
-    bool writing;         /* write holds a WRITE */
-    bool write_ready;     /* its last data frame arrived */
-    char *buf;            /* its rows */
-    size_t len, cap;      /* bytes in buf, allocated */
-    int64_t buf_rows;     /* rows in buf */
+    proto_msg_t next[WORKER_QUEUE]; /* ASSIGNs or READs not yet started,
+                                       in order */
+    int has_next;                   /* how many next holds */
+    proto_msg_t write; /* writer: the WRITE whose rows are arriving */
+    bool writing;      /* write holds a WRITE */
+    bool write_ready;  /* its last data frame arrived */
+    char *buf;         /* its rows */
+    size_t len, cap;   /* bytes in buf, allocated */
+    int64_t buf_rows;  /* rows in buf */
 };
 typedef struct worker s_worker_t;
 
@@ -163,8 +168,8 @@ static void s_refuse(s_worker_t *w, const proto_msg_t *m)
 }
 
 /* Handle every waiting message. Work is never dropped: an ASSIGN or READ
- * waits in w->next (one at a time) even while a chunk runs, a WRITE in
- * w->write until its rows have arrived; work beyond that is refused. */
+ * waits in w->next (WORKER_QUEUE of them) even while a chunk runs, a WRITE
+ * in w->write until its rows have arrived; work beyond that is refused. */
 static void s_drain(s_worker_t *w)
 {
     proto_msg_t msg;
@@ -180,9 +185,8 @@ static void s_drain(s_worker_t *w)
             }
             w->stop = true;
         } else if ((msg.kind == PROTO_ASSIGN || msg.kind == PROTO_READ) &&
-                   !w->has_next) {
-            w->next = msg;
-            w->has_next = true;
+                   w->has_next < WORKER_QUEUE) {
+            w->next[w->has_next++] = msg;
             continue; /* run by the main loop */
         } else if (msg.kind == PROTO_WRITE && !w->writing) {
             w->write = msg;
@@ -460,8 +464,9 @@ int worker_run(worker_t *w)
         }
         s_drain(w);
         if (w->has_next) {
-            proto_msg_t a = w->next; /* ours now; a new next may arrive */
-            w->has_next = false;
+            proto_msg_t a = w->next[0]; /* ours now; a new next may arrive */
+            memmove(&w->next[0], &w->next[1],
+                    sizeof w->next[0] * (size_t)--w->has_next);
             if (a.kind == PROTO_READ) {
                 s_run_read(w, &w->conns, &a);
             } else {
@@ -528,7 +533,8 @@ void worker_destroy(worker_t **self_p)
     copy_conns_close(&w->conns);
     s_write_clear(w);
     free(w->buf);
-    if (w->has_next) proto_msg_clear(&w->next);
+    for (int i = 0; i < w->has_next; i++)
+        proto_msg_clear(&w->next[i]);
     free(w);
     *self_p = NULL;
 }

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -57,11 +58,10 @@ static int s_start(chunks_t *t, size_t ci, int w)
 static chunks_outcome_t s_fail_with(chunks_t *t, size_t ci, proto_side_t side,
                                     const char *sqlstate, chunks_cause_t cause)
 {
-    chunks_chunk_t *c = &t->v[ci];
-    memset(&c->error, 0, sizeof c->error);
-    c->error.side = side;
-    snprintf(c->error.sqlstate, sizeof c->error.sqlstate, "%s", sqlstate);
-    snprintf(c->error.message, sizeof c->error.message, "boom");
+    pgutil_error_t *e = chunks_error(t, ci);
+    e->side = side;
+    snprintf(e->sqlstate, sizeof e->sqlstate, "%s", sqlstate);
+    snprintf(e->message, sizeof e->message, "boom");
     return chunks_attempt_failed(t, ci, cause);
 }
 
@@ -141,12 +141,11 @@ static void test_retry_waits_for_its_time(void **state)
         s_fail_with(&t, 0, PROTO_SIDE_TARGET, "40P01", CHUNKS_REPORTED),
         CHUNKS_RETRY);
     assert_int_equal(t.v[0].state, CHUNKS_PENDING);
-    assert_string_equal(t.v[0].class_name, "deadlock");
+    assert_string_equal(chunks_class(&t, 0), "deadlock");
     assert_true(t.v[0].not_before == 101); /* initial delay 1 s */
     assert_int_equal(chunks_next(&t), -1);
     s_time = 101;
-    assert_int_equal(chunks_next(&t), 0);
-    s_start(&t, 0, 0);
+    s_start(&t, 0, 0); /* due now */
     assert_int_equal(
         s_fail_with(&t, 0, PROTO_SIDE_TARGET, "40P01", CHUNKS_REPORTED),
         CHUNKS_RETRY);
@@ -165,8 +164,8 @@ static void test_permanent_fails_for_good(void **state)
         s_fail_with(&t, 0, PROTO_SIDE_TARGET, "42P01", CHUNKS_REPORTED),
         CHUNKS_GONE);
     assert_int_equal(t.v[0].state, CHUNKS_FAILED);
-    assert_string_equal(t.v[0].class_name, "syntax");
-    assert_string_equal(t.v[0].error.message, "boom");
+    assert_string_equal(chunks_class(&t, 0), "syntax");
+    assert_string_equal(chunks_last_error(&t, 0)->message, "boom");
     assert_int_equal(t.unfinished, 0);
     assert_int_equal(s_nended, 1);
     assert_int_equal(chunks_next(&t), -1);
@@ -182,7 +181,7 @@ static void test_exhausted(void **state)
         assert_int_equal(
             s_fail_with(&t, 0, PROTO_SIDE_NONE, "", CHUNKS_CRASHED),
             CHUNKS_RETRY);
-        assert_string_equal(t.v[0].class_name, "crash");
+        assert_string_equal(chunks_class(&t, 0), "crash");
         s_time += 10;
     }
     s_start(&t, 0, 0);
@@ -200,7 +199,7 @@ static void test_disabled(void **state)
     s_start(&t, 0, 0);
     assert_int_equal(s_fail_with(&t, 0, PROTO_SIDE_NONE, "", CHUNKS_LEASE_LOST),
                      CHUNKS_GONE);
-    assert_string_equal(t.v[0].class_name, "heartbeat");
+    assert_string_equal(chunks_class(&t, 0), "heartbeat");
     chunks_free(&t);
 }
 
@@ -346,10 +345,11 @@ static void test_probe_gives_up(void **state)
                      CHUNKS_GAVE_UP);
     for (size_t i = 0; i <= run; i++) {
         assert_int_equal(t.v[i].state, CHUNKS_FAILED);
-        assert_string_equal(t.v[i].class_name, "outage");
-        assert_true(t.v[i].error.conn_bad);
-        assert_int_equal(t.v[i].error.side, PROTO_SIDE_SOURCE);
-        assert_non_null(strstr(t.v[i].error.message, "unreachable"));
+        assert_string_equal(chunks_class(&t, i), "outage");
+        assert_true(chunks_last_error(&t, i)->conn_bad);
+        assert_int_equal(chunks_last_error(&t, i)->side, PROTO_SIDE_SOURCE);
+        assert_non_null(
+            strstr(chunks_last_error(&t, i)->message, "unreachable"));
     }
     assert_int_equal(t.v[done].state, CHUNKS_DONE);
     assert_int_equal(t.unfinished, 0);
@@ -365,9 +365,9 @@ static void test_fail_running_and_ended(void **state)
     chunks_fail(&t, 0, PROTO_SIDE_TARGET, NULL, "cannot record it");
     assert_int_equal(t.v[0].state, CHUNKS_FAILED);
     assert_int_equal(t.v[0].worker, -1);
-    assert_null(t.v[0].class_name);
-    assert_int_equal(t.v[0].error.side, PROTO_SIDE_TARGET);
-    assert_string_equal(t.v[0].error.message, "cannot record it");
+    assert_null(chunks_class(&t, 0));
+    assert_int_equal(chunks_last_error(&t, 0)->side, PROTO_SIDE_TARGET);
+    assert_string_equal(chunks_last_error(&t, 0)->message, "cannot record it");
     assert_int_equal(t.unfinished, 1);
     chunks_fail(&t, 0, PROTO_SIDE_TARGET, NULL, "again"); /* no-op */
     assert_int_equal(t.unfinished, 1);
@@ -388,7 +388,7 @@ static void test_fail_pending_only(void **state)
     assert_int_equal(t.v[0].state, CHUNKS_RUNNING);
     assert_int_equal(t.v[1].state, CHUNKS_FAILED);
     assert_int_equal(t.v[2].state, CHUNKS_FAILED);
-    assert_string_equal(t.v[2].class_name, "max-rejects");
+    assert_string_equal(chunks_class(&t, 2), "max-rejects");
     assert_int_equal(t.unfinished, 1);
     assert_int_equal(chunks_next(&t), -1);
     chunks_free(&t);
@@ -431,10 +431,229 @@ static void test_retries_first(void **state)
     s_start(&t, 0, 0);
     (void)s_fail_with(&t, 0, PROTO_SIDE_TARGET, "40001", CHUNKS_REPORTED);
     s_time += 10;
-    assert_int_equal(chunks_next(&t), 0);
     s_start(&t, 0, 0);
     assert_int_equal(chunks_next(&t), 1);
     chunks_free(&t);
+}
+
+/* Retries whose time has come start earliest time first, each once; a
+ * chunk failed for good while it waits is not handed out. */
+static void test_retry_queue_order(void **state)
+{
+    (void)state;
+    chunks_t t = s_table(4);
+    s_start(&t, 0, 0);
+    s_start(&t, 1, 1);
+    s_start(&t, 2, 2);
+    (void)s_fail_with(&t, 1, PROTO_SIDE_TARGET, "40001", CHUNKS_REPORTED);
+    s_time += 0.5;
+    (void)s_fail_with(&t, 0, PROTO_SIDE_TARGET, "40001", CHUNKS_REPORTED);
+    (void)s_fail_with(&t, 2, PROTO_SIDE_TARGET, "40001", CHUNKS_REPORTED);
+    assert_int_equal(chunks_running(&t), 0);
+    chunks_fail(&t, 2, PROTO_SIDE_NONE, "max-rejects", "not run");
+    s_time += 10;
+    assert_int_equal(chunks_next(&t), 1); /* due first */
+    assert_int_equal(chunks_next(&t), 0);
+    assert_int_equal(chunks_next(&t), 3); /* 2 failed: fresh ones next */
+    assert_int_equal(chunks_next(&t), -1);
+    chunks_free(&t);
+}
+
+/* A chunk's error is kept only once it failed, and dropped when it
+ * commits after all. */
+static void test_error_kept_only_for_failures(void **state)
+{
+    (void)state;
+    chunks_t t = s_table(2);
+    s_start(&t, 0, 0);
+    s_start(&t, 1, 1);
+    assert_null(chunks_last_error(&t, 0));
+    assert_null(chunks_class(&t, 0));
+    (void)s_fail_with(&t, 0, PROTO_SIDE_TARGET, "40001", CHUNKS_REPORTED);
+    assert_non_null(chunks_last_error(&t, 0));
+    assert_string_equal(chunks_last_error(&t, 0)->sqlstate, "40001");
+    chunks_done(&t, 1, 1, 5, 50, 0);
+    assert_null(chunks_last_error(&t, 1));
+    s_time += 10;
+    s_start(&t, 0, 0);
+    chunks_done(&t, 0, 2, 5, 50, 0);
+    assert_null(chunks_last_error(&t, 0));
+    assert_int_equal(chunks_running(&t), 0);
+    chunks_free(&t);
+}
+
+/* The ready ring keeps its order when it grows, also while wrapped. */
+static void test_ready_ring_grows(void **state)
+{
+    (void)state;
+    enum { N = 200, HALF = N / 2, TAKEN = 10 };
+    chunks_t t = s_table(N);
+    for (size_t i = 0; i < N; i++)
+        s_start(&t, i, 0);
+    for (size_t i = 0; i < HALF; i++)
+        (void)s_fail_with(&t, i, PROTO_SIDE_TARGET, "40001", CHUNKS_REPORTED);
+    s_time += 10;
+    for (size_t i = 0; i < TAKEN; i++)
+        assert_int_equal(chunks_next(&t), (ssize_t)i);
+    for (size_t i = HALF; i < N; i++)
+        (void)s_fail_with(&t, i, PROTO_SIDE_TARGET, "40001", CHUNKS_REPORTED);
+    s_time += 10;
+    for (size_t i = TAKEN; i < N; i++)
+        assert_int_equal(chunks_next(&t), (ssize_t)i);
+    assert_int_equal(chunks_next(&t), -1);
+    chunks_free(&t);
+}
+
+/* A chunk handed out ahead is held (not started) until its worker gets to
+ * it; then it runs with the attempt number it was given. */
+static void test_ahead_runs(void **state)
+{
+    (void)state;
+    chunks_t t = s_table(3);
+    s_start(&t, 0, 0);
+    assert_int_equal(chunks_next_ahead(&t), 1);
+    assert_int_equal(chunks_start_ahead(&t, 1, 0), 1);
+    assert_int_equal(t.v[1].state, CHUNKS_AHEAD);
+    assert_int_equal(chunks_running(&t), 2); /* held: 0 runs, 1 ahead */
+    s_time = 105;
+    chunks_done(&t, 0, 1, 10, 10, 0);
+    chunks_ahead_runs(&t, 1);
+    assert_int_equal(t.v[1].state, CHUNKS_RUNNING);
+    assert_true(t.v[1].first_start == 105); /* when it began, not sent */
+    chunks_done(&t, 1, 1, 10, 10, 0);
+    assert_int_equal(chunks_running(&t), 0);
+    assert_int_equal(t.unfinished, 1);
+    chunks_free(&t);
+}
+
+/* A chunk taken back from a worker that died before its turn is pending
+ * again, first in line, its attempt not counted; from then on it is only
+ * handed out to run at once. */
+static void test_take_back(void **state)
+{
+    (void)state;
+    chunks_t t = s_table(4);
+    s_start(&t, 0, 0);
+    assert_int_equal(chunks_next_ahead(&t), 1);
+    assert_int_equal(chunks_start_ahead(&t, 1, 0), 1);
+    chunks_take_back(&t, 1);
+    assert_int_equal(t.v[1].state, CHUNKS_PENDING);
+    assert_int_equal(t.v[1].attempts, 0);
+    assert_int_equal(t.v[1].worker, -1);
+    assert_int_equal(chunks_running(&t), 1);
+    assert_int_equal(s_nended, 0);
+    assert_int_equal(chunks_next_ahead(&t), -1); /* not ahead again */
+    assert_int_equal(chunks_next(&t), 1);        /* first in line */
+    assert_int_equal(chunks_start(&t, 1, 1), 1); /* its first attempt */
+    assert_int_equal(chunks_next_ahead(&t), 2);
+    chunks_take_back(&t, 0); /* not ahead: nothing happens */
+    assert_int_equal(t.v[0].state, CHUNKS_RUNNING);
+    chunks_free(&t);
+}
+
+/* Giving up on an outage fails the chunks held ahead too. */
+static void test_gave_up_fails_ahead(void **state)
+{
+    (void)state;
+    chunks_t t = s_table(2);
+    s_start(&t, 0, 0);
+    assert_int_equal(chunks_next_ahead(&t), 1);
+    (void)chunks_start_ahead(&t, 1, 0);
+    for (int i = 0; i < 3; i++) {
+        pgutil_error_t *e = chunks_error(&t, 0);
+        e->side = PROTO_SIDE_SOURCE;
+        e->conn_bad = true;
+        if (t.v[0].state == CHUNKS_RUNNING)
+            (void)chunks_attempt_failed(&t, 0, CHUNKS_REPORTED);
+        s_time += 100;
+        if (chunks_next(&t) == 0) (void)chunks_start(&t, 0, 0);
+    }
+    assert_true(chunks_in_outage(&t, PROTO_SIDE_SOURCE));
+    s_time += 100;
+    assert_int_equal(chunks_probed(&t, PROTO_SIDE_SOURCE, false),
+                     CHUNKS_GAVE_UP);
+    assert_int_equal(t.v[1].state, CHUNKS_FAILED);
+    assert_int_equal(t.unfinished, 0);
+    assert_int_equal(chunks_running(&t), 0);
+    chunks_free(&t);
+}
+
+/* The issue's bound: a million planned chunks through the state machine,
+ * with simulated workers (no database): every 50th first attempt fails
+ * with a retryable error and runs again after its delay, every event goes
+ * to a progress tracker too. The whole run costs less than this much CPU
+ * (generous: a busy 2-core CI machine; sanitizers slow it down more). */
+#define PERF_CHUNKS  1000000
+#define PERF_WORKERS 16
+#if defined(__SANITIZE_ADDRESS__)
+#define PERF_MAX_CPU_S 8.0
+#else
+#define PERF_MAX_CPU_S 2.0
+#endif
+
+static double s_cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void test_million_chunks_constant_cost(void **state)
+{
+    (void)state;
+    double cpu0 = s_cpu_seconds();
+    progress_t *p = progress_new(PERF_CHUNKS, NULL, NULL, 1.0);
+    assert_non_null(p);
+    chunks_t t = s_table(PERF_CHUNKS);
+    t.on_end = NULL;
+    t.progress = p;
+    /* each worker runs one chunk and holds the next ahead, as the
+     * dispatcher hands them out */
+    ssize_t run[PERF_WORKERS], ahead[PERF_WORKERS];
+    int attempt[PERF_WORKERS];
+    size_t retried = 0, done = 0;
+    for (int w = 0; w < PERF_WORKERS; w++)
+        run[w] = ahead[w] = -1;
+    while (t.unfinished > 0) {
+        bool busy = false;
+        for (int w = 0; w < PERF_WORKERS; w++) {
+            if (run[w] < 0 && (run[w] = chunks_next(&t)) >= 0)
+                attempt[w] = chunks_start(&t, (size_t)run[w], w);
+            if (run[w] >= 0 && ahead[w] < 0 &&
+                (ahead[w] = chunks_next_ahead(&t)) >= 0)
+                (void)chunks_start_ahead(&t, (size_t)ahead[w], w);
+            if (run[w] < 0) continue;
+            size_t ci = (size_t)run[w];
+            busy = true;
+            if (attempt[w] == 1 && ci % 50 == 0) {
+                assert_int_equal(s_fail_with(&t, ci, PROTO_SIDE_TARGET, "40001",
+                                             CHUNKS_REPORTED),
+                                 CHUNKS_RETRY);
+                retried++;
+            } else {
+                chunks_done(&t, ci, attempt[w], 100, 1000, 0);
+                done++;
+            }
+            run[w] = ahead[w];
+            ahead[w] = -1;
+            if (run[w] >= 0) {
+                chunks_ahead_runs(&t, (size_t)run[w]);
+                attempt[w] = t.v[run[w]].attempts;
+            }
+        }
+        s_time += busy ? 0.001 : 1.0; /* idle: wait for the retries */
+    }
+    double cpu = s_cpu_seconds() - cpu0;
+    assert_int_equal(done, PERF_CHUNKS);
+    assert_int_equal(retried, PERF_CHUNKS / 50);
+    assert_int_equal(chunks_running(&t), 0);
+    for (size_t i = 0; i < t.n; i++)
+        assert_int_equal(t.v[i].state, CHUNKS_DONE);
+    print_message("%d chunks: %.3f s of CPU (bound %.1f s)\n", PERF_CHUNKS, cpu,
+                  PERF_MAX_CPU_S);
+    assert_true(cpu < PERF_MAX_CPU_S);
+    chunks_free(&t);
+    progress_destroy(&p);
 }
 
 int main(void)
@@ -461,6 +680,13 @@ int main(void)
         cmocka_unit_test(test_add_grows),
         cmocka_unit_test(test_resumed_is_skipped),
         cmocka_unit_test(test_retries_first),
+        cmocka_unit_test(test_retry_queue_order),
+        cmocka_unit_test(test_error_kept_only_for_failures),
+        cmocka_unit_test(test_ready_ring_grows),
+        cmocka_unit_test(test_ahead_runs),
+        cmocka_unit_test(test_take_back),
+        cmocka_unit_test(test_gave_up_fails_ahead),
+        cmocka_unit_test(test_million_chunks_constant_cost),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

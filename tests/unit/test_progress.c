@@ -12,7 +12,6 @@
 #include "progress.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -37,16 +36,6 @@ static void count_calls(const mapper_progress_snapshot *snap, void *user)
     calls_t *calls = user;
     calls->calls++;
     calls->last = *snap;
-}
-
-/* The same, for callbacks that may run on several threads at once. */
-static pthread_mutex_t s_calls_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static void count_calls_locked(const mapper_progress_snapshot *snap, void *user)
-{
-    pthread_mutex_lock(&s_calls_lock);
-    count_calls(snap, user);
-    pthread_mutex_unlock(&s_calls_lock);
 }
 
 static progress_t *new_tracker(int64_t total, fake_clock_t *clock,
@@ -473,11 +462,6 @@ static void test_huge_figures_saturate(void **state)
     assert_true(s.total_rows_processed == INT64_MAX);
     assert_true(s.bytes_processed == INT64_MAX);
     assert_true(s.progress_percentage == 100.0);
-    char buf[PROGRESS_LINE_MAX];
-    assert_true(progress_format_json(&s, buf, sizeof buf));
-    assert_true(
-        progress_format_bar(&s, PROGRESS_BAR_MAX_WIDTH, buf, sizeof buf));
-    assert_true(progress_format_log(&s, "x", buf, sizeof buf));
     progress_destroy(&p);
 }
 
@@ -507,269 +491,6 @@ static void test_sparse_chunk_ids(void **state)
     progress_destroy(&p);
 }
 
-/* Several threads update at once; a reader checks monotone snapshots. */
-#define TH_THREADS 8
-#define TH_CHUNKS  400 /* per thread */
-
-typedef struct {
-    progress_t *p;   /* shared tracker */
-    int index;       /* thread number */
-    int64_t rows;    /* rows it committed */
-    int64_t retries; /* retries it reported */
-} th_arg_t;
-
-static void *th_writer(void *arg)
-{
-    th_arg_t *a = arg;
-    for (int64_t i = 0; i < TH_CHUNKS; i++) {
-        int64_t id = (int64_t)a->index * TH_CHUNKS + i;
-        int64_t n = id % 97 + 1;
-        int32_t attempt = 1;
-        progress_chunk_started(a->p, id, attempt);
-        progress_chunk_rows(a->p, id, attempt, n / 2, n);
-        if (id % 5 == 0) {
-            progress_chunk_attempt_failed(a->p, id, attempt, true);
-            a->retries++;
-            progress_chunk_started(a->p, id, ++attempt);
-        }
-        progress_chunk_rows(a->p, id, attempt, n - 1, n);
-        progress_chunk_committed(a->p, id, attempt, n, n * 10);
-        a->rows += n;
-        if (i % 50 == 0) progress_tick(a->p);
-    }
-    return NULL;
-}
-
-static volatile int s_writers_done;
-
-static void *th_reader(void *arg)
-{
-    progress_t *p = arg;
-    mapper_progress_snapshot prev = progress_snapshot(p);
-    int bad = 0;
-    while (!__atomic_load_n(&s_writers_done, __ATOMIC_ACQUIRE)) {
-        mapper_progress_snapshot s = progress_snapshot(p);
-        if (s.total_rows_successful < prev.total_rows_successful ||
-            s.completed_chunks < prev.completed_chunks ||
-            s.bytes_processed < prev.bytes_processed || s.rows_in_flight < 0)
-            bad++;
-        prev = s;
-    }
-    return bad ? (void *)p : NULL;
-}
-
-static void test_threads_exact_totals(void **state)
-{
-    (void)state;
-    calls_t calls = {0};
-    progress_t *p = progress_new(TH_THREADS * TH_CHUNKS, count_calls_locked,
-                                 &calls, 1e-6); /* real clock, tiny interval */
-    assert_non_null(p);
-    progress_set_workers(p, TH_THREADS);
-    th_arg_t args[TH_THREADS];
-    pthread_t writers[TH_THREADS], reader;
-    __atomic_store_n(&s_writers_done, 0, __ATOMIC_RELEASE);
-    assert_int_equal(pthread_create(&reader, NULL, th_reader, p), 0);
-    for (int i = 0; i < TH_THREADS; i++) {
-        args[i] = (th_arg_t){.p = p, .index = i};
-        assert_int_equal(pthread_create(&writers[i], NULL, th_writer, &args[i]),
-                         0);
-    }
-    int64_t rows = 0, retries = 0;
-    for (int i = 0; i < TH_THREADS; i++) {
-        assert_int_equal(pthread_join(writers[i], NULL), 0);
-        rows += args[i].rows;
-        retries += args[i].retries;
-    }
-    __atomic_store_n(&s_writers_done, 1, __ATOMIC_RELEASE);
-    void *reader_bad = NULL;
-    assert_int_equal(pthread_join(reader, &reader_bad), 0);
-    assert_null(reader_bad);
-
-    mapper_progress_snapshot s = progress_snapshot(p);
-    assert_int_equal(s.completed_chunks, TH_THREADS * TH_CHUNKS);
-    assert_int_equal(s.total_rows_successful, rows);
-    assert_int_equal(s.total_rows_processed, rows);
-    assert_int_equal(s.bytes_processed, rows * 10);
-    assert_int_equal(s.retries, retries);
-    assert_int_equal(s.rows_in_flight, 0);
-    assert_int_equal(s.chunks_in_progress, 0);
-    assert_true(s.progress_percentage == 100.0);
-    progress_finish(p);
-    assert_true(calls.calls >= 1);
-    assert_int_equal(calls.last.total_rows_successful, rows);
-    progress_destroy(&p);
-}
-
-/* A snapshot with every field set, for the formatters. */
-static mapper_progress_snapshot sample_snapshot(void)
-{
-    return (mapper_progress_snapshot){
-        .total_chunks = 10,
-        .completed_chunks = 3,
-        .failed_chunks = 0,
-        .chunks_in_progress = 4,
-        .total_rows_processed = 1150000,
-        .total_rows_successful = 1150000,
-        .total_rows_failed = 0,
-        .elapsed_time = 83.0,
-        .estimated_remaining_time = PROGRESS_ETA_UNKNOWN,
-        .eta_known = false,
-        .progress_percentage = 42.0,
-        .rows_total_estimate = 2900000,
-        .rows_in_flight = 68000,
-        .bytes_processed = 123456789,
-        .rows_per_second = 350000.0,
-        .bytes_per_second = 12300000.0,
-        .retries = 0,
-        .workers = 4,
-        .workers_busy = 4,
-    };
-}
-
-/* The deferred index rebuild shows as a phase, only while there is one. */
-static void test_format_indexes(void **state)
-{
-    (void)state;
-    mapper_progress_snapshot s = sample_snapshot();
-    char buf[PROGRESS_LINE_MAX];
-    assert_true(progress_format_log(&s, "j", buf, sizeof buf));
-    assert_null(strstr(buf, "indexes"));
-    assert_true(progress_format_bar(&s, 10, buf, sizeof buf));
-    assert_null(strstr(buf, "indexes"));
-    s.indexes_total = 5;
-    s.indexes_built = 2;
-    assert_true(progress_format_log(&s, "j", buf, sizeof buf));
-    assert_non_null(strstr(buf, " indexes=2/5"));
-    assert_true(progress_format_bar(&s, 10, buf, sizeof buf));
-    assert_non_null(strstr(buf, " indexes 2/5"));
-    assert_true(progress_format_json(&s, buf, sizeof buf));
-    assert_non_null(strstr(buf, "\"indexes_total\":5,\"indexes_built\":2}"));
-}
-
-static void test_format_json(void **state)
-{
-    (void)state;
-    mapper_progress_snapshot s = sample_snapshot();
-    char buf[PROGRESS_LINE_MAX];
-    assert_true(progress_format_json(&s, buf, sizeof buf));
-    size_t len = strlen(buf);
-    assert_true(len > 2);
-    assert_int_equal(buf[0], '{');
-    assert_int_equal(buf[len - 1], '}');
-    assert_null(strchr(buf, '\n'));
-    static const char *const keys[] = {
-        "\"total_chunks\":10,",
-        "\"completed_chunks\":3,",
-        "\"failed_chunks\":0,",
-        "\"chunks_in_progress\":4,",
-        "\"total_rows_processed\":1150000,",
-        "\"total_rows_successful\":1150000,",
-        "\"total_rows_failed\":0,",
-        "\"elapsed_time\":83.000,",
-        "\"estimated_remaining_time\":null,",
-        "\"eta_known\":false,",
-        "\"progress_percentage\":42.000,",
-        "\"rows_total_estimate\":2900000,",
-        "\"rows_in_flight\":68000,",
-        "\"bytes_processed\":123456789,",
-        "\"rows_per_second\":350000.000,",
-        "\"bytes_per_second\":12300000.000,",
-        "\"retries\":0,",
-        "\"workers\":4,",
-        "\"workers_busy\":4,",
-        "\"indexes_total\":0,",
-        "\"indexes_built\":0}",
-    };
-    size_t nkeys = sizeof keys / sizeof keys[0];
-    for (size_t i = 0; i < nkeys; i++)
-        if (!strstr(buf, keys[i])) fail_msg("missing %s in %s", keys[i], buf);
-    /* Exactly these keys: one colon per key. */
-    size_t colons = 0;
-    for (const char *c = buf; *c; c++)
-        colons += *c == ':';
-    assert_int_equal(colons, nkeys);
-
-    s.eta_known = true;
-    s.estimated_remaining_time = 130.5;
-    assert_true(progress_format_json(&s, buf, sizeof buf));
-    assert_non_null(strstr(buf, "\"estimated_remaining_time\":130.500,"));
-    assert_non_null(strstr(buf, "\"eta_known\":true,"));
-
-    char small[16];
-    assert_false(progress_format_json(&s, small, sizeof small));
-    assert_int_equal(strlen(small), sizeof small - 1);
-    assert_false(progress_format_json(&s, NULL, 0));
-}
-
-static void test_format_log(void **state)
-{
-    (void)state;
-    mapper_progress_snapshot s = sample_snapshot();
-    char buf[PROGRESS_LINE_MAX];
-    assert_true(progress_format_log(&s, "My Job", buf, sizeof buf));
-    assert_non_null(strstr(buf, "job=\"My Job\" pct=42.0 chunks=3/10 "));
-    assert_non_null(strstr(buf, " rows=1150000 "));
-    assert_non_null(strstr(buf, " rows_in_flight=68000 "));
-    assert_non_null(strstr(buf, " rows_per_s=350000 "));
-    assert_non_null(strstr(buf, " elapsed_s=83.0 "));
-    assert_non_null(strstr(buf, " eta_s=unknown "));
-    assert_non_null(strstr(buf, " workers=4/4"));
-    assert_null(strchr(buf, '\n'));
-
-    s.eta_known = true;
-    s.estimated_remaining_time = 12.25;
-    assert_true(progress_format_log(&s, "events", buf, sizeof buf));
-    assert_non_null(strstr(buf, "job=\"events\" pct="));
-    assert_non_null(strstr(buf, " eta_s=12.2"));
-    assert_true(progress_format_log(&s, "a\"b\\c\nd", buf, sizeof buf));
-    assert_non_null(strstr(buf, "job=\"a\\\"b\\\\c?d\" "));
-    assert_true(progress_format_log(&s, NULL, buf, sizeof buf));
-    assert_non_null(strstr(buf, "job=\"job\" "));
-
-    /* The ready-made callback logs one line per call. */
-    progress_log_job_t job = {.name = "My Job"};
-    log_set_level(LOG_INFO);
-    progress_log_callback(&s, &job);
-    log_set_level(LOG_WARN);
-}
-
-static void test_format_bar(void **state)
-{
-    (void)state;
-    mapper_progress_snapshot s = sample_snapshot();
-    char buf[PROGRESS_LINE_MAX];
-    assert_true(progress_format_bar(&s, 10, buf, sizeof buf));
-    assert_non_null(strstr(buf, "[####------]  42.0% "));
-    assert_non_null(strstr(buf, " 1.2M/2.9M rows "));
-    assert_non_null(strstr(buf, " 350k rows/s "));
-    assert_non_null(strstr(buf, " 12.3 MB/s "));
-    assert_non_null(strstr(buf, " 01:23 eta --:-- "));
-    assert_non_null(strstr(buf, " chunks 3/10 busy 4/4"));
-    assert_null(strstr(buf, "retries"));
-    assert_null(strstr(buf, "failed"));
-    assert_null(strchr(buf, '\n'));
-
-    s.retries = 2;
-    s.failed_chunks = 1;
-    s.eta_known = true;
-    s.estimated_remaining_time = 3725.0;
-    s.progress_percentage = 100.0;
-    assert_true(progress_format_bar(&s, 0, buf, sizeof buf));
-    char full[PROGRESS_BAR_DEFAULT_WIDTH + 3];
-    full[0] = '[';
-    memset(full + 1, PROGRESS_BAR_FILL, PROGRESS_BAR_DEFAULT_WIDTH);
-    full[PROGRESS_BAR_DEFAULT_WIDTH + 1] = ']';
-    full[PROGRESS_BAR_DEFAULT_WIDTH + 2] = '\0';
-    assert_non_null(strstr(buf, full));
-    assert_non_null(strstr(buf, "100.0%"));
-    assert_non_null(strstr(buf, " eta 1:02:05 "));
-    assert_non_null(strstr(buf, " retries 2 failed 1"));
-
-    char small[8];
-    assert_false(progress_format_bar(&s, 10, small, sizeof small));
-}
-
 int main(void)
 {
     log_init("test", LOG_WARN);
@@ -785,11 +506,6 @@ int main(void)
         cmocka_unit_test(test_counters_monotone),
         cmocka_unit_test(test_huge_figures_saturate),
         cmocka_unit_test(test_sparse_chunk_ids),
-        cmocka_unit_test(test_threads_exact_totals),
-        cmocka_unit_test(test_format_json),
-        cmocka_unit_test(test_format_indexes),
-        cmocka_unit_test(test_format_log),
-        cmocka_unit_test(test_format_bar),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

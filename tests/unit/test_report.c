@@ -1,11 +1,13 @@
 /* tests/unit/test_report.c - unit tests for coordinator/report.c: the
  * spec's progress_callback behind the tracker (injected clock, no
  * sleeping): at most once per progress_interval, once more at the end,
- * whatever the progress mode. */
+ * whatever the progress mode; and the formatters of its lines. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -116,9 +118,191 @@ static void test_short_job_one_final_call(void **state)
     assert_true(seen.last.progress_percentage == 100.0);
 }
 
+/* A snapshot with every field set, for the formatters. */
+static mapper_progress_snapshot sample_snapshot(void)
+{
+    return (mapper_progress_snapshot){
+        .total_chunks = 10,
+        .completed_chunks = 3,
+        .failed_chunks = 0,
+        .chunks_in_progress = 4,
+        .total_rows_processed = 1150000,
+        .total_rows_successful = 1150000,
+        .total_rows_failed = 0,
+        .elapsed_time = 83.0,
+        .estimated_remaining_time = PROGRESS_ETA_UNKNOWN,
+        .eta_known = false,
+        .progress_percentage = 42.0,
+        .rows_total_estimate = 2900000,
+        .rows_in_flight = 68000,
+        .bytes_processed = 123456789,
+        .rows_per_second = 350000.0,
+        .bytes_per_second = 12300000.0,
+        .retries = 0,
+        .workers = 4,
+        .workers_busy = 4,
+    };
+}
+
+static void test_format_json(void **state)
+{
+    (void)state;
+    mapper_progress_snapshot s = sample_snapshot();
+    char buf[PROGRESS_LINE_MAX];
+    assert_true(report_format_json(&s, buf, sizeof buf));
+    size_t len = strlen(buf);
+    assert_true(len > 2);
+    assert_int_equal(buf[0], '{');
+    assert_int_equal(buf[len - 1], '}');
+    assert_null(strchr(buf, '\n'));
+    static const char *const keys[] = {
+        "\"total_chunks\":10,",
+        "\"completed_chunks\":3,",
+        "\"failed_chunks\":0,",
+        "\"chunks_in_progress\":4,",
+        "\"total_rows_processed\":1150000,",
+        "\"total_rows_successful\":1150000,",
+        "\"total_rows_failed\":0,",
+        "\"elapsed_time\":83.000,",
+        "\"estimated_remaining_time\":null,",
+        "\"eta_known\":false,",
+        "\"progress_percentage\":42.000,",
+        "\"rows_total_estimate\":2900000,",
+        "\"rows_in_flight\":68000,",
+        "\"bytes_processed\":123456789,",
+        "\"rows_per_second\":350000.000,",
+        "\"bytes_per_second\":12300000.000,",
+        "\"retries\":0,",
+        "\"workers\":4,",
+        "\"workers_busy\":4,",
+        "\"indexes_total\":0,",
+        "\"indexes_built\":0}",
+    };
+    size_t nkeys = sizeof keys / sizeof keys[0];
+    for (size_t i = 0; i < nkeys; i++)
+        if (!strstr(buf, keys[i])) fail_msg("missing %s in %s", keys[i], buf);
+    /* Exactly these keys: one colon per key. */
+    size_t colons = 0;
+    for (const char *c = buf; *c; c++)
+        colons += *c == ':';
+    assert_int_equal(colons, nkeys);
+
+    s.eta_known = true;
+    s.estimated_remaining_time = 130.5;
+    assert_true(report_format_json(&s, buf, sizeof buf));
+    assert_non_null(strstr(buf, "\"estimated_remaining_time\":130.500,"));
+    assert_non_null(strstr(buf, "\"eta_known\":true,"));
+
+    char small[16];
+    assert_false(report_format_json(&s, small, sizeof small));
+    assert_int_equal(strlen(small), sizeof small - 1);
+    assert_false(report_format_json(&s, NULL, 0));
+}
+
+static void test_format_log(void **state)
+{
+    (void)state;
+    mapper_progress_snapshot s = sample_snapshot();
+    char buf[PROGRESS_LINE_MAX];
+    assert_true(report_format_log(&s, "My Job", buf, sizeof buf));
+    assert_non_null(strstr(buf, "job=\"My Job\" pct=42.0 chunks=3/10 "));
+    assert_non_null(strstr(buf, " rows=1150000 "));
+    assert_non_null(strstr(buf, " rows_in_flight=68000 "));
+    assert_non_null(strstr(buf, " rows_per_s=350000 "));
+    assert_non_null(strstr(buf, " elapsed_s=83.0 "));
+    assert_non_null(strstr(buf, " eta_s=unknown "));
+    assert_non_null(strstr(buf, " workers=4/4"));
+    assert_null(strchr(buf, '\n'));
+
+    s.eta_known = true;
+    s.estimated_remaining_time = 12.25;
+    assert_true(report_format_log(&s, "events", buf, sizeof buf));
+    assert_non_null(strstr(buf, "job=\"events\" pct="));
+    assert_non_null(strstr(buf, " eta_s=12.2"));
+    assert_true(report_format_log(&s, "a\"b\\c\nd", buf, sizeof buf));
+    assert_non_null(strstr(buf, "job=\"a\\\"b\\\\c?d\" "));
+    assert_true(report_format_log(&s, NULL, buf, sizeof buf));
+    assert_non_null(strstr(buf, "job=\"job\" "));
+}
+
+static void test_format_bar(void **state)
+{
+    (void)state;
+    mapper_progress_snapshot s = sample_snapshot();
+    char buf[PROGRESS_LINE_MAX];
+    assert_true(report_format_bar(&s, 10, buf, sizeof buf));
+    assert_non_null(strstr(buf, "[####------]  42.0% "));
+    assert_non_null(strstr(buf, " 1.2M/2.9M rows "));
+    assert_non_null(strstr(buf, " 350k rows/s "));
+    assert_non_null(strstr(buf, " 12.3 MB/s "));
+    assert_non_null(strstr(buf, " 01:23 eta --:-- "));
+    assert_non_null(strstr(buf, " chunks 3/10 busy 4/4"));
+    assert_null(strstr(buf, "retries"));
+    assert_null(strstr(buf, "failed"));
+    assert_null(strchr(buf, '\n'));
+
+    s.retries = 2;
+    s.failed_chunks = 1;
+    s.eta_known = true;
+    s.estimated_remaining_time = 3725.0;
+    s.progress_percentage = 100.0;
+    assert_true(report_format_bar(&s, 0, buf, sizeof buf));
+    char full[PROGRESS_BAR_DEFAULT_WIDTH + 3];
+    full[0] = '[';
+    memset(full + 1, PROGRESS_BAR_FILL, PROGRESS_BAR_DEFAULT_WIDTH);
+    full[PROGRESS_BAR_DEFAULT_WIDTH + 1] = ']';
+    full[PROGRESS_BAR_DEFAULT_WIDTH + 2] = '\0';
+    assert_non_null(strstr(buf, full));
+    assert_non_null(strstr(buf, "100.0%"));
+    assert_non_null(strstr(buf, " eta 1:02:05 "));
+    assert_non_null(strstr(buf, " retries 2 failed 1"));
+
+    char small[8];
+    assert_false(report_format_bar(&s, 10, small, sizeof small));
+}
+
+/* Saturated figures (INT64_MAX everywhere) still fit a line. */
+static void test_format_huge(void **state)
+{
+    (void)state;
+    mapper_progress_snapshot s = sample_snapshot();
+    s.total_rows_processed = s.total_rows_successful = INT64_MAX;
+    s.bytes_processed = s.rows_total_estimate = INT64_MAX;
+    s.progress_percentage = 100.0;
+    char buf[PROGRESS_LINE_MAX];
+    assert_true(report_format_json(&s, buf, sizeof buf));
+    assert_true(report_format_bar(&s, PROGRESS_BAR_MAX_WIDTH, buf, sizeof buf));
+    assert_true(report_format_log(&s, "x", buf, sizeof buf));
+}
+
+/* The deferred index rebuild shows as a phase, only while there is one. */
+static void test_format_indexes(void **state)
+{
+    (void)state;
+    mapper_progress_snapshot s = sample_snapshot();
+    char buf[PROGRESS_LINE_MAX];
+    assert_true(report_format_log(&s, "j", buf, sizeof buf));
+    assert_null(strstr(buf, "indexes"));
+    assert_true(report_format_bar(&s, 10, buf, sizeof buf));
+    assert_null(strstr(buf, "indexes"));
+    s.indexes_total = 5;
+    s.indexes_built = 2;
+    assert_true(report_format_log(&s, "j", buf, sizeof buf));
+    assert_non_null(strstr(buf, " indexes=2/5"));
+    assert_true(report_format_bar(&s, 10, buf, sizeof buf));
+    assert_non_null(strstr(buf, " indexes 2/5"));
+    assert_true(report_format_json(&s, buf, sizeof buf));
+    assert_non_null(strstr(buf, "\"indexes_total\":5,\"indexes_built\":2}"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_format_json),
+        cmocka_unit_test(test_format_log),
+        cmocka_unit_test(test_format_bar),
+        cmocka_unit_test(test_format_huge),
+        cmocka_unit_test(test_format_indexes),
         cmocka_unit_test(test_callback_without_output),
         cmocka_unit_test(test_callback_throttled_under_the_bar),
         cmocka_unit_test(test_short_job_one_final_call),

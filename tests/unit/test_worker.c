@@ -1,6 +1,7 @@
 /* tests/unit/test_worker.c - the worker's loop (worker/worker.c) against a
  * ROUTER over inproc://, its databases mocked (test_worker.wrap): a chunk
- * whose copy waits in libpq keeps sending heartbeats and hears a STOP. */
+ * whose copy waits in libpq keeps sending heartbeats and hears a STOP; a
+ * chunk handed out ahead waits its turn. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -149,10 +150,10 @@ static void s_start(s_fixture_t *f, const char *endpoint)
     proto_msg_clear(&m);
 }
 
-static void s_assign(s_fixture_t *f)
+static void s_assign_chunk(s_fixture_t *f, int64_t chunk_id)
 {
     static const char cols[] = "id\0v";
-    proto_msg_t a = {.kind = PROTO_ASSIGN, .chunk_id = 3, .attempt = 1};
+    proto_msg_t a = {.kind = PROTO_ASSIGN, .chunk_id = chunk_id, .attempt = 1};
     snprintf(a.snapshot, sizeof a.snapshot, "00000003-0000001B-1");
     a.source_sql = strdup("COPY (SELECT id, v FROM t) TO STDOUT");
     snprintf(a.target_schema, sizeof a.target_schema, "public");
@@ -163,6 +164,11 @@ static void s_assign(s_fixture_t *f)
     snprintf(a.state_schema, sizeof a.state_schema, "mapper");
     assert_true(proto_send(f->router, f->peer, f->peer_len, &a));
     proto_msg_clear(&a);
+}
+
+static void s_assign(s_fixture_t *f)
+{
+    s_assign_chunk(f, 3);
 }
 
 static void s_stop_worker(s_fixture_t *f)
@@ -237,11 +243,44 @@ static void test_stop_heard_while_copy_waits(void **state)
     s_finish(&f);
 }
 
+/* The coordinator hands a worker its next chunk before the running one
+ * ends, and that ASSIGN may arrive together with the running one's: while
+ * a chunk runs, two more wait their turn, run in order, none refused. */
+static void test_next_chunks_wait_their_turn(void **state)
+{
+    (void)state;
+    s_fixture_t f;
+    s_release = false;
+    s_waits = 0;
+    s_start(&f, "inproc://worker-ahead");
+    s_assign_chunk(&f, 3);
+    while (s_waits == 0) { /* chunk 3's copy is in its wait */
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    s_assign_chunk(&f, 4);
+    s_assign_chunk(&f, 5);
+    s_release = true;
+    proto_msg_t m;
+    for (int64_t want = 3; want <= 5; want++) {
+        do {
+            s_recv(&f, &m);
+            if (m.kind == PROTO_HEARTBEAT) proto_msg_clear(&m);
+        } while (m.kind == PROTO_HEARTBEAT);
+        assert_int_equal(m.kind, PROTO_DONE);
+        assert_int_equal(m.chunk_id, want);
+        proto_msg_clear(&m);
+    }
+    s_stop_worker(&f);
+    s_finish(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_heartbeats_while_copy_waits),
         cmocka_unit_test(test_stop_heard_while_copy_waits),
+        cmocka_unit_test(test_next_chunks_wait_their_turn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
