@@ -111,6 +111,7 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(BUILD)/libmapper.a $(WORKER_OBJ)
 check: deps
 	@$(MAKE) --no-print-directory all $(UNIT_BIN)
 	@$(MAKE) --no-print-directory format-check
+	@scripts/deps-check.sh "$(BUILD)"
 	@$(MAKE) --no-print-directory fuzz-smoke >$(BUILD)/fuzz-smoke.log 2>&1 && \
 	    echo "fuzz-smoke: ok ($$(grep -o 'stat::number_of_executed_units: *[0-9]*' $(BUILD)/fuzz-smoke.log | grep -o '[0-9]*$$') inputs, no crash)" || \
 	    { tail -30 $(BUILD)/fuzz-smoke.log; echo "fuzz-smoke: FAILED"; exit 1; }

@@ -778,10 +778,7 @@ bool dispatch_run(const dispatch_config_t *cfg, mapper_result *out)
     bool ok = true;
     while ((l.chunks.unfinished > 0 || dispatch_stream_open(&l)) &&
            !s_stopped(&l)) {
-        if (!s_top_up(&l)) {
-            ok = false;
-            break;
-        }
+        if (!(ok = s_top_up(&l))) break;
         s_assign_idle(&l);
         s_poll(&l, MAPPER_LOOP_TICK_MS);
         s_flush_sends(&l);

@@ -46,19 +46,6 @@ static int s_fail(mapper_result *out, int code, const char *fmt, ...)
     return code;
 }
 
-void mapper_job_spec_init(mapper_job_spec *spec)
-{
-    memset(spec, 0, sizeof *spec);
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    spec->workers = cpus > 0 ? (int)cpus : 1;
-    spec->chunk_size = MAPPER_DEFAULT_CHUNK_SIZE;
-    retry_config_defaults(&spec->retry);
-    spec->outage_timeout = MAPPER_OUTAGE_TIMEOUT_S;
-    spec->grace = MAPPER_GRACE_S;
-    spec->worker_timeout = MAPPER_WORKER_TIMEOUT_S;
-    spec->max_rejects = MAPPER_UNLIMITED_REJECTS;
-}
-
 /* True when a bound endpoint (ZMQ_LAST_ENDPOINT: tcp://ADDR:PORT with a
  * numeric address) is on loopback only. */
 static bool s_loopback(const char *bound)
@@ -313,6 +300,28 @@ static int s_lock_check(s_job_t *j, const char *job_id, const ledger_spec_t *ls,
 
 /* Plan afresh, or load the plan of the job being resumed; record a fresh
  * plan in the ledger (with --truncate in the same transaction). */
+/* --resume is refused for a stream and for ctid ranges (exit 2, out says
+ * why); else MAPPER_EXIT_OK. */
+static int s_check_resumable(const s_job_t *j, mapper_result *out)
+{
+    if (j->stream)
+        return s_fail(out, MAPPER_EXIT_USAGE,
+                      "--resume: a query without --split-by is read as one "
+                      "stream, which cannot be picked up where it stopped; "
+                      "run it again with --restart --truncate, or use "
+                      "--split-by");
+    /* A row updated between the runs may move to another page: from an
+     * unfinished range into a finished one (lost) or back (copied twice). */
+    if (!j->schema.qsplit)
+        return s_fail(out, MAPPER_EXIT_USAGE,
+                      "--resume: %s has no integer key, so it was cut into "
+                      "ctid page ranges, and rows may move between pages "
+                      "under a new snapshot (lost or copied twice); run it "
+                      "again with --restart --truncate, or give --split-by",
+                      j->schema.qsource);
+    return MAPPER_EXIT_OK;
+}
+
 static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
                       const char *target, mapper_result *out)
 {
@@ -328,21 +337,8 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
                         j->schema.qcolumns,
                         spec->query ? spec->query : ""};
     bool exists = false;
-    if (j->stream && spec->resume)
-        return s_fail(out, MAPPER_EXIT_USAGE,
-                      "--resume: a query without --split-by is read as one "
-                      "stream, which cannot be picked up where it stopped; "
-                      "run it again with --restart --truncate, or use "
-                      "--split-by");
-    /* A row updated between the runs may move to another page: from an
-     * unfinished range into a finished one (lost) or back (copied twice). */
-    if (!j->stream && !j->schema.qsplit && spec->resume)
-        return s_fail(out, MAPPER_EXIT_USAGE,
-                      "--resume: %s has no integer key, so it was cut into "
-                      "ctid page ranges, and rows may move between pages "
-                      "under a new snapshot (lost or copied twice); run it "
-                      "again with --restart --truncate, or give --split-by",
-                      j->schema.qsource);
+    int refused = spec->resume ? s_check_resumable(j, out) : MAPPER_EXIT_OK;
+    if (refused != MAPPER_EXIT_OK) return refused;
     ledger_mode_t mode = spec->resume        ? LEDGER_RESUME
                          : spec->restart     ? LEDGER_RESTART
                          : spec->resume_auto ? LEDGER_AUTO

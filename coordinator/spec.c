@@ -1,12 +1,28 @@
-/* coordinator/spec.c - mapper_job_spec_env: the seed's MAPPER_PARALLEL_*
- * variables laid over a job spec (mapper.h). */
+/* coordinator/spec.c - a job spec's defaults (mapper_job_spec_init) and
+ * mapper_job_spec_env: the seed's MAPPER_PARALLEL_* variables laid over a
+ * job spec (mapper.h). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "defaults.h"
 #include "mapper.h"
 #include "retry.h"
+
+void mapper_job_spec_init(mapper_job_spec *spec)
+{
+    memset(spec, 0, sizeof *spec);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    spec->workers = cpus > 0 ? (int)cpus : 1;
+    spec->chunk_size = MAPPER_DEFAULT_CHUNK_SIZE;
+    retry_config_defaults(&spec->retry);
+    spec->outage_timeout = MAPPER_OUTAGE_TIMEOUT_S;
+    spec->grace = MAPPER_GRACE_S;
+    spec->worker_timeout = MAPPER_WORKER_TIMEOUT_S;
+    spec->max_rejects = MAPPER_UNLIMITED_REJECTS;
+}
 
 /* MAPPER_PARALLEL_PROGRESS_ENABLED: true/false/1/0/yes/no (any case);
  * false turns progress output off, true leaves it as it is. */
