@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "defaults.h"
+#include "growbuf.h"
 #include "log.h"
 
 bool chunks_init(chunks_t *t, size_t n, const mapper_retry_config *retry,
@@ -59,30 +60,13 @@ static void s_set_state(chunks_t *t, chunks_chunk_t *c, chunks_state_t s)
     c->state = (uint8_t)s;
 }
 
-/* Grow an array of *cap entries of size sz to hold one more; false
- * (logged) when out of memory. */
-static bool s_room(void **v, size_t *cap, size_t used, size_t sz,
-                   const char *what)
-{
-    if (used < *cap) return true;
-    size_t ncap = *cap ? *cap * 2 : 64;
-    void *nv = realloc(*v, ncap * sz);
-    if (!nv) {
-        log_error("out of memory for %zu %s", ncap, what);
-        return false;
-    }
-    *v = nv;
-    *cap = ncap;
-    return true;
-}
-
 /* Append ci to the ready ring. */
 static bool s_ready_push(chunks_t *t, size_t ci)
 {
     if (t->ready_len == t->ready_cap) {
         size_t old = t->ready_cap;
-        if (!s_room((void **)&t->ready, &t->ready_cap, t->ready_len,
-                    sizeof *t->ready, "ready chunks"))
+        if (!growbuf_room((void **)&t->ready, &t->ready_cap, t->ready_len,
+                          sizeof *t->ready, 64, "ready chunks"))
             return false;
         /* it was full: the entries before the head move past the old
          * end, so the ring reads on from head without a wrap */
@@ -121,8 +105,8 @@ static bool s_before(const chunks_timer_t *a, const chunks_timer_t *b)
 
 static bool s_timer_push(chunks_t *t, double at, size_t ci)
 {
-    if (!s_room((void **)&t->timers, &t->cap_timers, t->ntimers,
-                sizeof *t->timers, "retry timers"))
+    if (!growbuf_room((void **)&t->timers, &t->cap_timers, t->ntimers,
+                      sizeof *t->timers, 64, "retry timers"))
         return false;
     chunks_timer_t x = {.at = at, .ci = ci};
     size_t i = t->ntimers++;
@@ -164,16 +148,9 @@ static void s_enqueue(chunks_t *t, size_t ci, double at, double now)
 
 chunks_chunk_t *chunks_add(chunks_t *t, int64_t est_rows)
 {
-    if (t->n == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 64;
-        chunks_chunk_t *v = realloc(t->v, cap * sizeof *v);
-        if (!v) {
-            log_error("out of memory for %zu chunks", cap);
-            return NULL;
-        }
-        t->v = v;
-        t->cap = cap;
-    }
+    if (!growbuf_room((void **)&t->v, &t->cap, t->n, sizeof *t->v, 64,
+                      "chunks"))
+        return NULL;
     chunks_chunk_t *c = &t->v[t->n++];
     memset(c, 0, sizeof *c);
     c->state = CHUNKS_PENDING;

@@ -14,6 +14,7 @@
 #include <zmq.h>
 
 #include "defaults.h"
+#include "growbuf.h"
 #include "inflight.h"
 #include "log.h"
 #include "pgutil.h"
@@ -25,17 +26,8 @@
 
 static bool s_grow_workers(dispatch_loop_t *l)
 {
-    if (l->nworkers == l->cap_workers) {
-        size_t cap = l->cap_workers ? l->cap_workers * 2 : 16;
-        dispatch_worker_t *w = realloc(l->workers, cap * sizeof *w);
-        if (!w) {
-            log_error("out of memory for %zu workers", cap);
-            return false;
-        }
-        l->workers = w;
-        l->cap_workers = cap;
-    }
-    return true;
+    return growbuf_room((void **)&l->workers, &l->cap_workers, l->nworkers,
+                        sizeof *l->workers, 16, "workers");
 }
 
 static bool s_spawn(dispatch_loop_t *l)

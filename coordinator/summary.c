@@ -33,6 +33,15 @@ static void s_json_string(FILE *out, const char *s)
     fputc('"', out);
 }
 
+/* s as a JSON string, or null when it is empty. */
+static void s_json_string_or_null(FILE *out, const char *s)
+{
+    if (*s)
+        s_json_string(out, s);
+    else
+        fputs("null", out);
+}
+
 static bool s_same_group(const mapper_chunk_error *a,
                          const mapper_chunk_error *b)
 {
@@ -145,10 +154,7 @@ bool mapper_result_write_json(const mapper_result *r, FILE *out)
             r->bytes, r->interrupted ? "true" : "false",
             r->resumed ? "true" : "false", r->already_done ? "true" : "false",
             r->ledger ? "true" : "false", r->exit_code);
-    if (r->error[0])
-        s_json_string(out, s_clean(r->error).s);
-    else
-        fputs("null", out);
+    s_json_string_or_null(out, s_clean(r->error).s);
     fprintf(out,
             ", \"planning_s\": %.3f, \"coord_max_rss_kb\": %" PRId64
             ", \"worker_max_rss_kb\": %" PRId64
@@ -157,10 +163,7 @@ bool mapper_result_write_json(const mapper_result *r, FILE *out)
             r->coord_cpu_s, r->workers_cpu_s);
     s_json_indexes(r, out);
     fputs(", \"job_id\": ", out);
-    if (r->job_id[0])
-        s_json_string(out, r->job_id);
-    else
-        fputs("null", out);
+    s_json_string_or_null(out, r->job_id);
     fputs(", \"chunk_errors\": [", out);
     for (size_t i = 0; i < r->n_chunk_errors; i++) {
         const mapper_chunk_error *e = &r->chunk_errors[i];
@@ -168,10 +171,7 @@ bool mapper_result_write_json(const mapper_result *r, FILE *out)
                 e->chunk_id);
         s_json_string(out, s_clean(e->error).s);
         fputs(", \"sqlstate\": ", out);
-        if (e->sqlstate[0])
-            s_json_string(out, e->sqlstate);
-        else
-            fputs("null", out);
+        s_json_string_or_null(out, e->sqlstate);
         fputs(", \"side\": ", out);
         s_json_string(out, e->side);
         fputs(", \"classification\": ", out);
@@ -187,10 +187,7 @@ bool mapper_result_write_json(const mapper_result *r, FILE *out)
         first = false;
         s_json_string(out, e->side);
         fputs(", \"sqlstate\": ", out);
-        if (e->sqlstate[0])
-            s_json_string(out, e->sqlstate);
-        else
-            fputs("null", out);
+        s_json_string_or_null(out, e->sqlstate);
         fprintf(out, ", \"count\": %zu}", s_group_count(r, i));
     }
     fputs("]}\n", out);
