@@ -2,7 +2,7 @@
  * running, waiting for a retry, paused by an outage, done, failed for good.
  * No sockets and no database calls: the dispatcher (dispatch.c) does the
  * talking and tells this module what happened; retries and outages are
- * decided here, through common/retry, by an injectable clock. */
+ * decided here, through coordinator/retry, by an injectable clock. */
 #ifndef MAPPER_CHUNKS_H
 #define MAPPER_CHUNKS_H
 

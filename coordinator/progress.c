@@ -1,4 +1,4 @@
-/* common/progress.c - progress tracking for the coordinator: each chunk's
+/* coordinator/progress.c - progress tracking for the coordinator: each chunk's
  * attempt state in a small hash table, committed counters, a ring of
  * throughput samples for the rate and ETA. O(1) per event (amortized: the
  * table doubles). Single-threaded, like the coordinator's loop; the lines

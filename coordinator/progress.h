@@ -1,4 +1,4 @@
-/* common/progress.h - the coordinator's progress tracker: chunk and row
+/* coordinator/progress.h - the coordinator's progress tracker: chunk and row
  * counters, throughput, percentage and ETA, and a throttled callback.
  * Single-threaded: the coordinator's loop is its only user (its lines are
  * coordinator/report.c's). */

@@ -1,4 +1,4 @@
-/* tests/unit/test_progress.c - unit tests for common/progress.c: counting,
+/* tests/unit/test_progress.c - unit tests for coordinator/progress.c: counting,
  * callback throttling, rate and ETA on a simulated job (injected clock, no
  * sleeping), thread safety and the formatters. */
 #include <setjmp.h>
