@@ -12,7 +12,8 @@
 #   --only LIST         run only these contenders (comma separated):
 #                       psql1, psqlpar, pgcopydb, pgloader, mapper, chunks,
 #                       stream (mapper-coord --query without --split-by),
-#                       onechunk (mapper-coord --workers 1, the table as one chunk),
+#                       onechunk (mapper-coord --workers 1, the table as one chunk,
+#                       with its indexes deferred and with --defer-indexes off),
 #                       indexes (psql and mapper-coord into a target with the key
 #                       and 3 secondary indexes, and mapper-coord --defer-indexes off
 #                       into both targets)
@@ -263,9 +264,9 @@ describe_mapperix() {
 run_mapperix() { "$bin/mapper-coord" --source "$SRC" --target "$DST" --table events \
     --target-table events_ix --workers "$1" --summary-json "$work/summary.json" -q "${@:3}"; }
 describe_mapperoff() {
-    echo "mapper-coord --source \$SRC --target \$DST --table events --workers $1 --defer-indexes off --summary-json FILE -q"
+    echo "mapper-coord --source \$SRC --target \$DST --table events --workers $1${2:+ --chunk-size $2} --defer-indexes off --summary-json FILE -q"
 }
-run_mapperoff() { run_mapper "$1" "" --defer-indexes off; }
+run_mapperoff() { run_mapper "$1" "$2" --defer-indexes off; }
 describe_mapperoffix() {
     echo "mapper-coord --source \$SRC --target \$DST --table events --target-table events_ix --workers $1 --defer-indexes off --summary-json FILE -q"
 }
@@ -287,6 +288,7 @@ contenders=()
 add() { contenders+=("$1|$2|$3|$4|$5"); }
 want psql1 && add psql1 psql1 1 - "psql COPY binary, 1 stream"
 want onechunk && add mapper-one mapper 1 "$rows" "mapper-coord --workers 1, one chunk"
+want onechunk && add mapper-one-off mapperoff 1 "$rows" "mapper-coord one chunk, defer off"
 want indexes && add psql1ix psql1ix 1 - "psql COPY binary, key + 3 indexes"
 for w in "${workers_arr[@]}"; do
     want psqlpar && add "psqlpar-$w" psqlpar "$w" - "psql COPY binary, $w id range$( ((w > 1)) && echo s)"
