@@ -21,6 +21,7 @@
 #include "ledger.h"
 #include "log.h"
 #include "mapper.h"
+#include "modes.h"
 #include "pgutil.h"
 #include "plan.h"
 #include "progress.h"
@@ -417,7 +418,7 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
     char truncate[600];
     snprintf(truncate, sizeof truncate, "TRUNCATE %s", j->schema.qtarget);
     if (j->has_ledger) {
-        indexes_request_t ir = {spec->defer_indexes,
+        indexes_request_t ir = {modes_defer_indexes(spec),
                                 j->schema.qtarget,
                                 j->schema.is_query ? NULL : j->schema.qsource,
                                 j->schema.columns,
@@ -515,13 +516,17 @@ static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
         .create_target =
             spec->if_target_missing == MAPPER_TARGET_CREATE && !spec->resume,
         .rows_as_text = spec->on_bad_rows == MAPPER_BAD_ROWS_REJECT};
-    if (!schema_load(j->src, j->dst, &req, &j->schema, &usage, err, sizeof err))
+    if (!schema_load(j->src, j->dst, &req, &j->schema, &usage, err,
+                     sizeof err) ||
+        !modes_prepare(spec, j->dst, &j->schema, &usage, err, sizeof err))
         return s_fail(out, usage ? MAPPER_EXIT_USAGE : MAPPER_EXIT_CANNOT_RUN,
                       "%s", err);
     j->stream = out->stream = s_stream_mode(&j->schema);
     out->restart_only = j->stream || !j->schema.qsplit;
     int rc = s_plan_job(spec, j, target, out);
     if (rc != MAPPER_EXIT_OK || out->already_done) return rc;
+    if (j->has_ledger && !modes_ledger(&j->ledger, spec, err, sizeof err))
+        return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "%s", err);
 
     char perr[512];
     char *bin = spawn_find_worker(spec->worker_bin, perr, sizeof perr);
@@ -758,6 +763,7 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
             rc = indexes_after_load(&j.ledger, target ? target : "",
                                     spec->workers, progress, sig.fds[0], rc,
                                     out);
+        modes_counts(j.has_ledger ? &j.ledger : NULL, spec, out);
         report_last(report);
         progress_finish(progress);
         if (out->rows_rejected > 0 && rejects)

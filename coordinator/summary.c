@@ -72,6 +72,12 @@ void mapper_result_print(const mapper_result *r, FILE *out)
             r->total_rows_processed, r->total_rows_successful,
             r->total_rows_failed, r->rows_rejected, r->chunks_total,
             r->chunks_succeeded, r->chunks_failed, r->elapsed_s, r->rows_per_s);
+    if (r->mode == MAPPER_MODE_UPSERT)
+        fprintf(out,
+                "  mode                   upsert\n"
+                "  rows_inserted          %" PRId64 "\n"
+                "  rows_updated           %" PRId64 "\n",
+                r->rows_inserted, r->rows_updated);
     if (r->deferred_indexes[0])
         fprintf(out, "  index_build_s          %.2f (deferred: %s)\n",
                 r->index_build_s, s_clean(r->deferred_indexes).s);
@@ -156,6 +162,11 @@ bool mapper_result_write_json(const mapper_result *r, FILE *out)
             r->planning_s, r->coord_max_rss_kb, r->worker_max_rss_kb,
             r->coord_cpu_s, r->workers_cpu_s);
     s_json_indexes(r, out);
+    fprintf(out,
+            ", \"mode\": \"%s\", \"rows_inserted\": %" PRId64
+            ", \"rows_updated\": %" PRId64,
+            r->mode == MAPPER_MODE_UPSERT ? "upsert" : "append",
+            r->rows_inserted, r->rows_updated);
     fputs(", \"job_id\": ", out);
     if (r->job_id[0])
         s_json_string(out, r->job_id);

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# tests/integration/t_modes.sh - write modes (--mode): an upsert of a source
+# with changed and new rows leaves the target equal to the source on its
+# keys and every other row untouched, and a rerun changes nothing; a key
+# without a unique index is refused before any chunk (exit 3); an upsert
+# keeps the key's index under --defer-indexes; stream mode upserts too.
+. "$(dirname "$0")/lib.sh"
+
+fresh_dbs modes
+q "$SRC" "CREATE TABLE ev(id int PRIMARY KEY, v text, n int);
+          INSERT INTO ev SELECT g, 'v' || g, g % 7 FROM generate_series(1, 20000) g"
+# make_target: ids 1..15000 of which every tenth has other values, and
+# 100 rows the source does not have.
+make_target() {
+    q "$DST" "DROP TABLE IF EXISTS ev;
+              CREATE TABLE ev(id int PRIMARY KEY, v text, n int);
+              INSERT INTO ev SELECT g, CASE WHEN g % 10 = 0 THEN 'old' ELSE 'v' || g END,
+                                    CASE WHEN g % 20 = 0 THEN NULL ELSE g % 7 END
+              FROM generate_series(1, 15000) g;
+              INSERT INTO ev SELECT g, 'mine', 0 FROM generate_series(30001, 30100) g"
+}
+make_target
+others_before=$(checksum "$DST" "(SELECT * FROM ev WHERE id > 20000)")
+
+run_coord --table ev --mode upsert --key id --workers 2 --chunk-size 3000 \
+    --job-id up --summary-json "$T_OUT/up.json"
+check "upsert: exit 0 ($ERR)" 0 "$RC"
+check "upsert: the target equals the source on its keys" \
+    "$(checksum "$SRC" ev)" "$(checksum "$DST" "(SELECT * FROM ev WHERE id <= 20000)")"
+check "upsert: rows the source lacks are untouched" \
+    "$others_before" "$(checksum "$DST" "(SELECT * FROM ev WHERE id > 20000)")"
+check "upsert: summary JSON counts the rows inserted" 5000 "$(json_field "$T_OUT/up.json" rows_inserted)"
+check "upsert: summary JSON counts the rows updated" 1500 "$(json_field "$T_OUT/up.json" rows_updated)"
+check "upsert: summary JSON names the mode" upsert "$(json_field "$T_OUT/up.json" mode)"
+check_match "upsert: the summary table counts them" \
+    "rows_inserted +5000.*rows_updated +1500" "$(echo $OUT)"
+
+# A rerun (the job started afresh) finds nothing to change.
+run_coord --table ev --mode upsert --key id --workers 2 --chunk-size 3000 \
+    --job-id up --restart --summary-json "$T_OUT/up2.json"
+check "upsert rerun: exit 0 ($ERR)" 0 "$RC"
+check "upsert rerun: nothing inserted" 0 "$(json_field "$T_OUT/up2.json" rows_inserted)"
+check "upsert rerun: nothing updated" 0 "$(json_field "$T_OUT/up2.json" rows_updated)"
+check "upsert rerun: the target is the same" \
+    "$(checksum "$SRC" ev)" "$(checksum "$DST" "(SELECT * FROM ev WHERE id <= 20000)")"
+
+# A source row changed since: only it is updated.
+q "$SRC" "UPDATE ev SET v = 'new' WHERE id IN (7, 19999)"
+run_coord --table ev --mode upsert --key id --workers 2 --chunk-size 3000 \
+    --job-id up --restart --summary-json "$T_OUT/up3.json"
+check "upsert of two changed rows: 2 updated" 2 "$(json_field "$T_OUT/up3.json" rows_updated)"
+check "upsert of two changed rows: they changed" "new|new" \
+    "$(q "$DST" "SELECT string_agg(v, '|' ORDER BY id) FROM ev WHERE id IN (7, 19999)")"
+
+# No unique index on the key: refused before any chunk, naming key and table.
+q "$DST" "CREATE TABLE loose(id int, v text, n int); CREATE INDEX ON loose(id);
+          CREATE TABLE two(id int, v text, n int, UNIQUE (id, n))"
+run_coord --table ev --target-table loose --mode upsert --key id --job-id loose
+check "no unique index on the key: exit 3" 3 "$RC"
+check_match "no unique index on the key: the message names key and table" \
+    "--key id: public.loose has no unique index" "$ERR"
+check "no unique index on the key: no row written" 0 "$(q "$DST" "SELECT count(*) FROM loose")"
+run_coord --table ev --target-table two --mode upsert --key id --job-id two
+check "a unique index on more columns than the key: exit 3" 3 "$RC"
+run_coord --table ev --target-table two --mode upsert --key n,id --job-id two \
+    --summary-json "$T_OUT/two.json"
+check "a two-column key (given in another order): exit 0 ($ERR)" 0 "$RC"
+check "a two-column key: every row inserted" 20000 "$(json_field "$T_OUT/two.json" rows_inserted)"
+
+# Usage errors.
+run_coord --table ev --key id --job-id u1
+check "--key without --mode upsert: exit 2" 2 "$RC"
+run_coord --table ev --mode upsert --job-id u2
+check "--mode upsert without --key: exit 2" 2 "$RC"
+run_coord --table ev --mode upsert --key nope --job-id u3
+check "--key naming a column not copied: exit 2" 2 "$RC"
+run_coord --table ev --mode merge --job-id u4
+check "--mode merge: exit 2" 2 "$RC"
+
+# Deferred indexes: an upsert into an empty target keeps the key's index,
+# which ON CONFLICT needs, whatever --defer-indexes says.
+for defer in auto on; do
+    q "$DST" "TRUNCATE ev"
+    run_coord --table ev --mode upsert --key id --workers 2 --chunk-size 3000 \
+        --job-id "defer-$defer" --defer-indexes "$defer" --summary-json "$T_OUT/d.json"
+    check "upsert, --defer-indexes $defer: exit 0 ($ERR)" 0 "$RC"
+    check "upsert, --defer-indexes $defer: every row inserted" 20000 "$(json_field "$T_OUT/d.json" rows_inserted)"
+    check "upsert, --defer-indexes $defer: the key's index stayed" "ev_pkey" \
+        "$(q "$DST" "SELECT string_agg(indexrelid::regclass::text, ',') FROM pg_index WHERE indrelid = 'ev'::regclass")"
+done
+
+# Stream mode (a query without --split-by): the writers merge too.
+make_target
+run_coord --query "SELECT id, v, n FROM ev" --target-table ev --mode upsert --key id \
+    --workers 2 --chunk-size 3000 --job-id stream --summary-json "$T_OUT/s.json"
+check "stream upsert: exit 0 ($ERR)" 0 "$RC"
+check "stream upsert: the target equals the source on its keys" \
+    "$(checksum "$SRC" ev)" "$(checksum "$DST" "(SELECT * FROM ev WHERE id <= 20000)")"
+check "stream upsert: rows inserted" 5000 "$(json_field "$T_OUT/s.json" rows_inserted)"
+check "stream upsert: others untouched" \
+    "$others_before" "$(checksum "$DST" "(SELECT * FROM ev WHERE id > 20000)")"
+
+finish
