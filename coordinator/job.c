@@ -284,16 +284,18 @@ typedef struct {
     char *read_sql;         /* stream mode: the reader's COPY */
 } s_job_t;
 
-/* Lock the job (whatever the mode: one coordinator per job), then check
- * it against mode; --resume=auto becomes a fresh start or a resume here,
- * or finds the job done (out->already_done). */
-static int s_lock_check(s_job_t *j, const char *job_id, const ledger_spec_t *ls,
+/* Lock the job (one coordinator per job), pick its run and check it against
+ * mode; --resume=auto starts, resumes or finds it done (already_done). */
+static int s_lock_check(const mapper_job_spec *spec, s_job_t *j,
+                        const char *job_id, const ledger_spec_t *ls,
                         ledger_mode_t *mode, bool *exists, mapper_result *out)
 {
     char err[1024];
     if (!ledger_lock(&j->ledger, job_id, err, sizeof err))
         return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "%s", err);
-    if (!ledger_check(&j->ledger, job_id, ls, *mode, exists, err, sizeof err))
+    if (!modes_start(&j->ledger, spec, job_id, mode, &out->run, err,
+                     sizeof err) ||
+        !ledger_check(&j->ledger, job_id, ls, *mode, exists, err, sizeof err))
         return s_fail(out, MAPPER_EXIT_USAGE, "%s", err);
     if (*mode != LEDGER_AUTO) return MAPPER_EXIT_OK;
     *mode = *exists ? LEDGER_RESUME : LEDGER_FRESH;
@@ -361,11 +363,10 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
                           "ledger: cannot derive the job id");
         if (mode == LEDGER_FRESH)
             indexes_warn_pending(&j->ledger, spec->job_id ? spec->job_id : id);
-        int rc = s_lock_check(j, spec->job_id ? spec->job_id : id, &ls, &mode,
-                              &exists, out);
+        int rc = s_lock_check(spec, j, spec->job_id ? spec->job_id : id, &ls,
+                              &mode, &exists, out);
         if (rc != MAPPER_EXIT_OK || out->already_done) return rc;
-        if (exists && spec->truncate && !out->restart_only &&
-            ledger_done_count(&j->ledger) != 0)
+        if (exists && spec->truncate && modes_truncate_refused(&j->ledger, out))
             return s_fail(out, MAPPER_EXIT_USAGE,
                           "--truncate refused: job %s has committed chunks "
                           "(--restart alone keeps the target's rows)",
@@ -525,8 +526,7 @@ static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
     out->restart_only = j->stream || !j->schema.qsplit;
     int rc = s_plan_job(spec, j, target, out);
     if (rc != MAPPER_EXIT_OK || out->already_done) return rc;
-    if (j->has_ledger && !modes_ledger(&j->ledger, spec, err, sizeof err))
-        return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "%s", err);
+    if (j->has_ledger) modes_run(&j->ledger, out->run);
 
     char perr[512];
     char *bin = spawn_find_worker(spec->worker_bin, perr, sizeof perr);

@@ -201,6 +201,9 @@ typedef struct {
     mapper_write_mode mode;           /* the job's --mode */
     int64_t rows_inserted;            /* upsert: rows with a new key */
     int64_t rows_updated;             /* upsert: existing rows changed */
+    int64_t run;                      /* the job's run this was (1, 2, ...:
+                                         an upsert of a finished job, or
+                                         --restart, starts the next) */
 } mapper_result;
 
 /* Defaults: workers = CPUs, chunk_size 50000, retries on (3), progress

@@ -2,6 +2,7 @@
  * (modes.h). */
 #include "modes.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,31 +102,92 @@ mapper_defer_indexes modes_defer_indexes(const mapper_job_spec *spec)
                                             : spec->defer_indexes;
 }
 
-bool modes_ledger(ledger_t *l, const mapper_job_spec *spec, char *err,
-                  size_t errlen)
+/* Add the columns the modes use to the ledger where missing. */
+static bool s_columns(ledger_t *l, char *err, size_t errlen)
 {
-    if (spec->mode != MAPPER_MODE_UPSERT) return true;
-    char qtable[PROTO_MAX_ID * 2 + 16], sql[512];
-    snprintf(qtable, sizeof qtable, "%s.chunks", l->qschema);
-    const char *params[] = {qtable};
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pg_attribute WHERE (attrelid, attname) IN "
+             "(('%s.chunks'::regclass, 'inserted'), ('%s.chunks'::regclass, "
+             "'updated'), ('%s.jobs'::regclass, 'run')) AND NOT attisdropped",
+             l->qschema, l->qschema, l->qschema);
     pgutil_error_t e;
-    PGresult *res = pgutil_query(
-        l->conn,
-        "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass($1) "
-        "AND attname IN ('inserted', 'updated') AND NOT attisdropped",
-        1, params, PROTO_SIDE_TARGET, &e);
+    PGresult *res = pgutil_query(l->conn, sql, 0, NULL, PROTO_SIDE_TARGET, &e);
     if (!res)
         return pgutil_reason(err, errlen, "ledger: cannot read its tables", &e);
-    bool has = !strcmp(PQgetvalue(res, 0, 0), "2");
+    bool has = !strcmp(PQgetvalue(res, 0, 0), "3");
     PQclear(res);
     snprintf(sql, sizeof sql,
-             "ALTER TABLE %s ADD COLUMN IF NOT EXISTS inserted bigint NOT "
-             "NULL DEFAULT 0, ADD COLUMN IF NOT EXISTS updated bigint NOT "
-             "NULL DEFAULT 0",
-             qtable);
+             "ALTER TABLE %s.chunks ADD COLUMN IF NOT EXISTS inserted bigint "
+             "NOT NULL DEFAULT 0, ADD COLUMN IF NOT EXISTS updated bigint NOT "
+             "NULL DEFAULT 0; ALTER TABLE %s.jobs ADD COLUMN IF NOT EXISTS run "
+             "bigint NOT NULL DEFAULT 1",
+             l->qschema, l->qschema);
     if (!has && !pgutil_exec(l->conn, sql, PROTO_SIDE_TARGET, &e))
         return pgutil_reason(err, errlen, "ledger: cannot add a column", &e);
     return true;
+}
+
+bool modes_start(ledger_t *l, const mapper_job_spec *spec, const char *job_id,
+                 ledger_mode_t *mode, int64_t *run_out, char *err,
+                 size_t errlen)
+{
+    *run_out = 1;
+    if (!s_columns(l, err, errlen)) return false;
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT status = 'done', run FROM %s.jobs WHERE job_id = $1",
+             l->qschema);
+    const char *params[] = {job_id};
+    pgutil_error_t e;
+    PGresult *res =
+        pgutil_query(l->conn, sql, 1, params, PROTO_SIDE_TARGET, &e);
+    if (!res)
+        return pgutil_reason(err, errlen, "ledger: cannot read the jobs table",
+                             &e);
+    bool exists = PQntuples(res) == 1;
+    bool done = exists && PQgetvalue(res, 0, 0)[0] == 't';
+    int64_t run = exists ? strtoll(PQgetvalue(res, 0, 1), NULL, 10) : 0;
+    PQclear(res);
+    bool again = *mode == LEDGER_FRESH || *mode == LEDGER_AUTO;
+    if (done && again && spec->mode == MAPPER_MODE_UPSERT) {
+        *mode = LEDGER_RESTART;
+        log_info("job %s is done: an upsert starts its run %" PRId64, job_id,
+                 run + 1);
+    } else if (done && *mode == LEDGER_FRESH) {
+        snprintf(err, errlen,
+                 "job %s already exists in the ledger and is done: --resume "
+                 "finds nothing to do, and running it again would append its "
+                 "rows a second time; use --mode upsert to merge them again, "
+                 "or --restart --truncate to empty the target and copy afresh",
+                 job_id);
+        return false;
+    }
+    *run_out = !exists ? 1 : *mode == LEDGER_RESTART ? run + 1 : run;
+    return true;
+}
+
+void modes_run(ledger_t *l, int64_t run)
+{
+    char sql[256], text[24];
+    snprintf(sql, sizeof sql, "UPDATE %s.jobs SET run = $2 WHERE job_id = $1",
+             l->qschema);
+    snprintf(text, sizeof text, "%" PRId64, run);
+    const char *params[] = {l->job_id, text};
+    PGresult *res = PQexecParams(l->conn, sql, 2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        pgutil_error_t e;
+        pgutil_capture(l->conn, res, PROTO_SIDE_TARGET, &e);
+        log_warn("ledger: cannot record run %" PRId64 " of job %s: %s", run,
+                 l->job_id, e.message);
+    }
+    PQclear(res);
+}
+
+bool modes_truncate_refused(ledger_t *l, const mapper_result *out)
+{
+    return !out->restart_only && strcmp(l->status, "done") != 0 &&
+           ledger_done_count(l) != 0;
 }
 
 void modes_counts(ledger_t *l, const mapper_job_spec *spec, mapper_result *out)

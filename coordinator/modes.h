@@ -25,11 +25,25 @@ bool modes_prepare(const mapper_job_spec *spec, PGconn *dst, schema_t *s,
  * before the load). */
 mapper_defer_indexes modes_defer_indexes(const mapper_job_spec *spec);
 
-/* Give the ledger's chunks the columns an upsert counts into (added once:
- * ALTER TABLE waits for every running job's chunk transactions). Nothing
- * for append. */
-bool modes_ledger(ledger_t *l, const mapper_job_spec *spec, char *err,
-                  size_t errlen) __attribute__((warn_unused_result));
+/* With job_id locked, before the ledger checks it: give the ledger the
+ * columns the modes use (added once: ALTER TABLE waits for every running
+ * job's chunk transactions), and decide the run. A finished job run again
+ * (without --resume or --restart) starts its next run under upsert (*mode
+ * becomes LEDGER_RESTART), and is refused under append with a message
+ * naming what to do instead. *run_out is the run this one is: 1 for a new
+ * job, the same on --resume, the next after a restart. */
+bool modes_start(ledger_t *l, const mapper_job_spec *spec, const char *job_id,
+                 ledger_mode_t *mode, int64_t *run_out, char *err,
+                 size_t errlen) __attribute__((warn_unused_result));
+
+/* Record run as the job's run in the ledger (after ledger_create); a
+ * failure is logged: the run's number is only reported. */
+void modes_run(ledger_t *l, int64_t run);
+
+/* Whether --truncate of the existing job l would discard chunks it has
+ * committed that --resume could still use: an unfinished job that can be
+ * resumed (a finished one is copied afresh, as asked). */
+bool modes_truncate_refused(ledger_t *l, const mapper_result *out);
 
 /* Fill out's mode and, for an upsert, the rows inserted and updated as
  * the job's committed chunks recorded them (logged when unreadable). */

@@ -100,8 +100,8 @@ void mapper_result_print(const mapper_result *r, FILE *out)
         }
     }
     if (r->job_id[0])
-        fprintf(out, "  job_id                 %s%s\n", r->job_id,
-                r->resumed ? " (resumed)" : "");
+        fprintf(out, "  job_id                 %s (run %" PRId64 ")%s\n",
+                r->job_id, r->run, r->resumed ? " (resumed)" : "");
     if (r->resumed)
         fprintf(out, "\nresumed: chunks copied in this run read a new snapshot "
                      "of the source, not the first run's\n");
@@ -164,9 +164,9 @@ bool mapper_result_write_json(const mapper_result *r, FILE *out)
     s_json_indexes(r, out);
     fprintf(out,
             ", \"mode\": \"%s\", \"rows_inserted\": %" PRId64
-            ", \"rows_updated\": %" PRId64,
+            ", \"rows_updated\": %" PRId64 ", \"run\": %" PRId64,
             r->mode == MAPPER_MODE_UPSERT ? "upsert" : "append",
-            r->rows_inserted, r->rows_updated);
+            r->rows_inserted, r->rows_updated, r->run);
     fputs(", \"job_id\": ", out);
     if (r->job_id[0])
         s_json_string(out, r->job_id);

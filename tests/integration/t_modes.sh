@@ -35,22 +35,53 @@ check "upsert: summary JSON names the mode" upsert "$(json_field "$T_OUT/up.json
 check_match "upsert: the summary table counts them" \
     "rows_inserted +5000.*rows_updated +1500" "$(echo $OUT)"
 
-# A rerun (the job started afresh) finds nothing to change.
+check "upsert: the first run of the job" 1 "$(json_field "$T_OUT/up.json" run)"
+
+# The same command again: a finished upsert starts its next run, which
+# finds nothing to change.
 run_coord --table ev --mode upsert --key id --workers 2 --chunk-size 3000 \
-    --job-id up --restart --summary-json "$T_OUT/up2.json"
+    --job-id up --summary-json "$T_OUT/up2.json"
 check "upsert rerun: exit 0 ($ERR)" 0 "$RC"
 check "upsert rerun: nothing inserted" 0 "$(json_field "$T_OUT/up2.json" rows_inserted)"
 check "upsert rerun: nothing updated" 0 "$(json_field "$T_OUT/up2.json" rows_updated)"
+check "upsert rerun: the summary JSON says run 2" 2 "$(json_field "$T_OUT/up2.json" run)"
+check_match "upsert rerun: the summary table says run 2" "job_id +up \(run 2\)" "$OUT"
+check "upsert rerun: the ledger numbers it" "2|done" "$(q "$DST" "SELECT run || '|' || status FROM mapper.jobs WHERE job_id = 'up'")"
+check "upsert rerun: every chunk committed" 0 \
+    "$(q "$DST" "SELECT count(*) FROM mapper.chunks WHERE job_id = 'up' AND state <> 'done'")"
 check "upsert rerun: the target is the same" \
     "$(checksum "$SRC" ev)" "$(checksum "$DST" "(SELECT * FROM ev WHERE id <= 20000)")"
 
-# A source row changed since: only it is updated.
+# A source row changed since: only it is updated (--resume=auto, as a
+# supervisor runs it, also starts the next run of a finished upsert).
 q "$SRC" "UPDATE ev SET v = 'new' WHERE id IN (7, 19999)"
 run_coord --table ev --mode upsert --key id --workers 2 --chunk-size 3000 \
-    --job-id up --restart --summary-json "$T_OUT/up3.json"
+    --job-id up --resume=auto --summary-json "$T_OUT/up3.json"
+check "upsert --resume=auto of a finished job: run 3" 3 "$(json_field "$T_OUT/up3.json" run)"
 check "upsert of two changed rows: 2 updated" 2 "$(json_field "$T_OUT/up3.json" rows_updated)"
 check "upsert of two changed rows: they changed" "new|new" \
     "$(q "$DST" "SELECT string_agg(v, '|' ORDER BY id) FROM ev WHERE id IN (7, 19999)")"
+
+# --restart also starts the next run.
+run_coord --table ev --mode upsert --key id --job-id up --restart --summary-json "$T_OUT/up4.json"
+check "upsert --restart: exit 0 ($ERR)" 0 "$RC"
+check "upsert --restart: run 4" 4 "$(json_field "$T_OUT/up4.json" run)"
+
+# Append: a finished job is still refused, with what to do instead.
+q "$DST" "CREATE TABLE app(id int, v text, n int)"
+run_coord --table ev --target-table app --job-id app --workers 2 --chunk-size 5000
+check "append: exit 0 ($ERR)" 0 "$RC"
+run_coord --table ev --target-table app --job-id app --workers 2 --chunk-size 5000
+check "append of a finished job again: exit 2" 2 "$RC"
+check_match "append again: the message names --mode upsert" "--mode upsert" "$ERR"
+check_match "append again: the message names --restart --truncate" "--restart --truncate" "$ERR"
+check "append again: no row added" 20000 "$(q "$DST" "SELECT count(*) FROM app")"
+run_coord --table ev --target-table app --job-id app --workers 2 --chunk-size 5000 --resume=auto --summary-json "$T_OUT/app.json"
+check "append --resume=auto of a finished job: nothing to do" "0 true" \
+    "$RC $(json_field "$T_OUT/app.json" already_done)"
+run_coord --table ev --target-table app --job-id app --workers 2 --chunk-size 5000 --restart --truncate --summary-json "$T_OUT/app2.json"
+check "append --restart --truncate: exit 0, run 2" "0 2" "$RC $(json_field "$T_OUT/app2.json" run)"
+check "append --restart --truncate: the rows once" 20000 "$(q "$DST" "SELECT count(*) FROM app")"
 
 # No unique index on the key: refused before any chunk, naming key and table.
 q "$DST" "CREATE TABLE loose(id int, v text, n int); CREATE INDEX ON loose(id);
