@@ -526,7 +526,7 @@ static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
     out->restart_only = j->stream || !j->schema.qsplit;
     int rc = s_plan_job(spec, j, target, out);
     if (rc != MAPPER_EXIT_OK || out->already_done) return rc;
-    if (j->has_ledger) modes_run(&j->ledger, out->run);
+    if (!modes_run(&j->ledger, spec, &j->schema, out)) return out->exit_code;
 
     char perr[512];
     char *bin = spawn_find_worker(spec->worker_bin, perr, sizeof perr);
@@ -763,7 +763,7 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
             rc = indexes_after_load(&j.ledger, target ? target : "",
                                     spec->workers, progress, sig.fds[0], rc,
                                     out);
-        modes_counts(j.has_ledger ? &j.ledger : NULL, spec, out);
+        rc = modes_finish(&j.ledger, spec, &j.schema, rc, out);
         report_last(report);
         progress_finish(progress);
         if (out->rows_rejected > 0 && rejects)

@@ -113,7 +113,9 @@ static void s_help(FILE *out)
         "                         on: every one that can be dropped; off:\n"
         "                         keep them all\n"
         "  --mode MODE            append: add the rows (default; a finished\n"
-        "                         job is not run again); upsert: merge each\n"
+        "                         job is not run again); replace: load a new\n"
+        "                         table beside the target, swap it in at the\n"
+        "                         end; upsert: merge each\n"
         "                         chunk on --key, inserting new keys and\n"
         "                         updating changed rows (target rows absent\n"
         "                         from the source are kept)\n"
@@ -668,11 +670,14 @@ static int s_option(int o, s_cli_t *c, char **argv)
             return MAPPER_EXIT_USAGE;
         break;
     case OPT_MODE:
-        if (!strcmp(optarg, "append") || !strcmp(optarg, "upsert")) {
-            c->spec.mode =
-                optarg[0] == 'a' ? MAPPER_MODE_APPEND : MAPPER_MODE_UPSERT;
+        if (!strcmp(optarg, "append") || !strcmp(optarg, "upsert") ||
+            !strcmp(optarg, "replace")) {
+            c->spec.mode = optarg[0] == 'a'   ? MAPPER_MODE_APPEND
+                           : optarg[0] == 'u' ? MAPPER_MODE_UPSERT
+                                              : MAPPER_MODE_REPLACE;
         } else {
-            log_error("--mode: expected append or upsert, got '%s'", optarg);
+            log_error("--mode: expected append, replace or upsert, got '%s'",
+                      optarg);
             return MAPPER_EXIT_USAGE;
         }
         break;

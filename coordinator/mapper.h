@@ -89,6 +89,8 @@ typedef enum {
     MAPPER_MODE_APPEND = 0, /* add the rows (a finished job is not rerun) */
     MAPPER_MODE_UPSERT,     /* merge each chunk on key: insert new keys,
                                update changed rows; safe to repeat */
+    MAPPER_MODE_REPLACE,    /* load a new table beside the target and swap
+                               it in at the end; safe to repeat */
 } mapper_write_mode;
 
 /* What to copy, and how. Fill with mapper_job_spec_init() first. */
@@ -201,6 +203,8 @@ typedef struct {
     mapper_write_mode mode;           /* the job's --mode */
     int64_t rows_inserted;            /* upsert: rows with a new key */
     int64_t rows_updated;             /* upsert: existing rows changed */
+    bool swapped;                     /* replace: the new table took the
+                                         target's place */
     int64_t run;                      /* the job's run this was (1, 2, ...:
                                          an upsert of a finished job, or
                                          --restart, starts the next) */

@@ -7,8 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "defaults.h"
 #include "log.h"
 #include "pgutil.h"
+#include "replace.h"
 
 /* Whether name is one of the NUL-ended names at list (len bytes). */
 static bool s_has(const char *list, size_t len, const char *name)
@@ -63,11 +65,19 @@ bool modes_prepare(const mapper_job_spec *spec, PGconn *dst, schema_t *s,
                    bool *usage_out, char *err, size_t errlen)
 {
     *usage_out = true;
-    if (spec->mode != MAPPER_MODE_UPSERT) {
-        if (!spec->key) return true;
-        snprintf(err, errlen, "--key is for --mode upsert");
-        return false;
+    if (spec->mode != MAPPER_MODE_UPSERT && spec->key)
+        return log_reason(err, errlen, "--key is for --mode upsert");
+    if (spec->mode == MAPPER_MODE_REPLACE &&
+        (spec->truncate || spec->no_ledger))
+        return log_reason(err, errlen,
+                          "--mode replace: not with %s (the target is left "
+                          "as it is until the swap, which needs the ledger)",
+                          spec->truncate ? "--truncate" : "--no-ledger");
+    if (spec->mode == MAPPER_MODE_REPLACE) {
+        *usage_out = false;
+        return replace_check(dst, s, err, errlen);
     }
+    if (spec->mode != MAPPER_MODE_UPSERT) return true;
     if (!spec->key || !*spec->key) {
         snprintf(err, errlen, "--mode upsert needs --key (the key columns)");
         return false;
@@ -98,21 +108,24 @@ bool modes_prepare(const mapper_job_spec *spec, PGconn *dst, schema_t *s,
 
 mapper_defer_indexes modes_defer_indexes(const mapper_job_spec *spec)
 {
-    return spec->mode == MAPPER_MODE_UPSERT ? MAPPER_DEFER_OFF
+    return spec->mode != MAPPER_MODE_APPEND ? MAPPER_DEFER_OFF
                                             : spec->defer_indexes;
 }
 
 /* Add the columns the modes use to the ledger where missing. */
 static bool s_columns(ledger_t *l, char *err, size_t errlen)
 {
-    char sql[512];
-    snprintf(sql, sizeof sql,
-             "SELECT count(*) FROM pg_attribute WHERE (attrelid, attname) IN "
-             "(('%s.chunks'::regclass, 'inserted'), ('%s.chunks'::regclass, "
-             "'updated'), ('%s.jobs'::regclass, 'run')) AND NOT attisdropped",
-             l->qschema, l->qschema, l->qschema);
+    char sql[512], chunks[PROTO_MAX_ID * 2 + 16], jobs[PROTO_MAX_ID * 2 + 16];
+    snprintf(chunks, sizeof chunks, "%s.chunks", l->qschema);
+    snprintf(jobs, sizeof jobs, "%s.jobs", l->qschema);
+    const char *params[] = {chunks, jobs};
     pgutil_error_t e;
-    PGresult *res = pgutil_query(l->conn, sql, 0, NULL, PROTO_SIDE_TARGET, &e);
+    PGresult *res = pgutil_query(
+        l->conn,
+        "SELECT count(*) FROM pg_attribute WHERE (attrelid, attname) IN "
+        "((to_regclass($1), 'inserted'), (to_regclass($1), 'updated'), "
+        "(to_regclass($2), 'run')) AND NOT attisdropped",
+        2, params, PROTO_SIDE_TARGET, &e);
     if (!res)
         return pgutil_reason(err, errlen, "ledger: cannot read its tables", &e);
     bool has = !strcmp(PQgetvalue(res, 0, 0), "3");
@@ -150,16 +163,19 @@ bool modes_start(ledger_t *l, const mapper_job_spec *spec, const char *job_id,
     int64_t run = exists ? strtoll(PQgetvalue(res, 0, 1), NULL, 10) : 0;
     PQclear(res);
     bool again = *mode == LEDGER_FRESH || *mode == LEDGER_AUTO;
-    if (done && again && spec->mode == MAPPER_MODE_UPSERT) {
+    if (done && again && spec->mode != MAPPER_MODE_APPEND) {
         *mode = LEDGER_RESTART;
-        log_info("job %s is done: an upsert starts its run %" PRId64, job_id,
+        log_info("job %s is done: %s starts its run %" PRId64, job_id,
+                 spec->mode == MAPPER_MODE_UPSERT ? "an upsert" : "a replace",
                  run + 1);
     } else if (done && *mode == LEDGER_FRESH) {
         snprintf(err, errlen,
                  "job %s already exists in the ledger and is done: --resume "
                  "finds nothing to do, and running it again would append its "
-                 "rows a second time; use --mode upsert to merge them again, "
-                 "or --restart --truncate to empty the target and copy afresh",
+                 "rows a second time; use --mode replace to copy it afresh "
+                 "beside the target and swap, --mode upsert to merge the rows "
+                 "again, or --restart --truncate to empty the target and copy "
+                 "afresh",
                  job_id);
         return false;
     }
@@ -167,21 +183,30 @@ bool modes_start(ledger_t *l, const mapper_job_spec *spec, const char *job_id,
     return true;
 }
 
-void modes_run(ledger_t *l, int64_t run)
+bool modes_run(ledger_t *l, const mapper_job_spec *spec, const schema_t *s,
+               mapper_result *out)
 {
+    if (!l->conn) return true; /* no ledger */
     char sql[256], text[24];
     snprintf(sql, sizeof sql, "UPDATE %s.jobs SET run = $2 WHERE job_id = $1",
              l->qschema);
-    snprintf(text, sizeof text, "%" PRId64, run);
+    snprintf(text, sizeof text, "%" PRId64, out->run);
     const char *params[] = {l->job_id, text};
     PGresult *res = PQexecParams(l->conn, sql, 2, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         pgutil_error_t e;
         pgutil_capture(l->conn, res, PROTO_SIDE_TARGET, &e);
-        log_warn("ledger: cannot record run %" PRId64 " of job %s: %s", run,
-                 l->job_id, e.message);
+        log_warn("ledger: cannot record run %" PRId64 " of job %s: %s",
+                 out->run, l->job_id, e.message);
     }
     PQclear(res);
+    if (spec->mode != MAPPER_MODE_REPLACE ||
+        replace_begin(l->conn, s, out->resumed,
+                      out->resumed ? ledger_done_count(l) : 0, out->error,
+                      sizeof out->error))
+        return true;
+    out->exit_code = MAPPER_EXIT_CANNOT_RUN;
+    return false;
 }
 
 bool modes_truncate_refused(ledger_t *l, const mapper_result *out)
@@ -190,10 +215,16 @@ bool modes_truncate_refused(ledger_t *l, const mapper_result *out)
            ledger_done_count(l) != 0;
 }
 
-void modes_counts(ledger_t *l, const mapper_job_spec *spec, mapper_result *out)
+int modes_finish(ledger_t *l, const mapper_job_spec *spec, const schema_t *s,
+                 int rc, mapper_result *out)
 {
     out->mode = spec->mode;
-    if (spec->mode != MAPPER_MODE_UPSERT || !l) return;
+    if (spec->mode == MAPPER_MODE_REPLACE && l->conn && rc == MAPPER_EXIT_OK) {
+        if (!replace_swap(l->conn, s, out->error, sizeof out->error))
+            return MAPPER_EXIT_CANNOT_RUN;
+        out->swapped = true;
+    }
+    if (spec->mode != MAPPER_MODE_UPSERT || !l->conn) return rc;
     char sql[256];
     snprintf(sql, sizeof sql,
              "SELECT coalesce(sum(inserted), 0), coalesce(sum(updated), 0) "
@@ -206,9 +237,10 @@ void modes_counts(ledger_t *l, const mapper_job_spec *spec, mapper_result *out)
     if (!res) {
         log_warn("ledger: cannot read the rows inserted and updated: %s",
                  e.message);
-        return;
+        return rc;
     }
     out->rows_inserted = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
     out->rows_updated = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
     PQclear(res);
+    return rc;
 }

@@ -36,17 +36,26 @@ bool modes_start(ledger_t *l, const mapper_job_spec *spec, const char *job_id,
                  ledger_mode_t *mode, int64_t *run_out, char *err,
                  size_t errlen) __attribute__((warn_unused_result));
 
-/* Record run as the job's run in the ledger (after ledger_create); a
- * failure is logged: the run's number is only reported. */
-void modes_run(ledger_t *l, int64_t run);
+/* After the job's plan is recorded (l's conn is NULL without a ledger):
+ * record
+ * out->run as the job's run (a failure is only logged: the number is only
+ * reported), and for a replace make the new table (a fresh run). False
+ * with out->error and out->exit_code set when that fails. */
+bool modes_run(ledger_t *l, const mapper_job_spec *spec, const schema_t *s,
+               mapper_result *out) __attribute__((warn_unused_result));
 
 /* Whether --truncate of the existing job l would discard chunks it has
  * committed that --resume could still use: an unfinished job that can be
  * resumed (a finished one is copied afresh, as asked). */
 bool modes_truncate_refused(ledger_t *l, const mapper_result *out);
 
-/* Fill out's mode and, for an upsert, the rows inserted and updated as
- * the job's committed chunks recorded them (logged when unreadable). */
-void modes_counts(ledger_t *l, const mapper_job_spec *spec, mapper_result *out);
+/* After the chunks (rc is the job's exit status so far): set out's mode;
+ * for a replace that succeeded, build the new table's indexes and swap it
+ * in (out->swapped; MAPPER_EXIT_CANNOT_RUN with out->error when that
+ * fails, and --resume tries again); for an upsert, read the rows inserted
+ * and updated as the committed chunks recorded them (logged when
+ * unreadable). Returns the exit status. */
+int modes_finish(ledger_t *l, const mapper_job_spec *spec, const schema_t *s,
+                 int rc, mapper_result *out);
 
 #endif

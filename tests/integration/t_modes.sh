@@ -74,6 +74,7 @@ check "append: exit 0 ($ERR)" 0 "$RC"
 run_coord --table ev --target-table app --job-id app --workers 2 --chunk-size 5000
 check "append of a finished job again: exit 2" 2 "$RC"
 check_match "append again: the message names --mode upsert" "--mode upsert" "$ERR"
+check_match "append again: the message names --mode replace" "--mode replace" "$ERR"
 check_match "append again: the message names --restart --truncate" "--restart --truncate" "$ERR"
 check "append again: no row added" 20000 "$(q "$DST" "SELECT count(*) FROM app")"
 run_coord --table ev --target-table app --job-id app --workers 2 --chunk-size 5000 --resume=auto --summary-json "$T_OUT/app.json"
