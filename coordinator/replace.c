@@ -237,7 +237,8 @@ bool replace_swap(PGconn *dst, const schema_t *s, char *err, size_t errlen)
     const char *params[] = {s->qtarget, qname, NULL};
     ok = ok &&
          (build = s_value(dst, REPLACE_BUILD_SQL, 2, params, 0, err, errlen));
-    log_info("replace: building the indexes and constraints of %s", qname);
+    if (ok)
+        log_info("replace: building the indexes and constraints of %s", qname);
     ok = ok && s_txn(dst, NULL, build, "--mode replace: building the indexes",
                      err, errlen);
     /* The target's unquoted name: what the new table is renamed to. */

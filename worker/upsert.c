@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "defaults.h"
 #include "growbuf.h"
 #include "relay.h"
 
@@ -112,7 +113,8 @@ static PGresult *s_run(s_sql_t *b, const copy_job_t *job, void *arg,
             PQclear(res);
             res = NULL;
         }
-    } else if (!err->message[0]) {
+    } else if (!err->message[0]) { /* a stop: retried elsewhere */
+        memcpy(err->sqlstate, MAPPER_SQLSTATE_SHUTDOWN, sizeof err->sqlstate);
         snprintf(err->message, sizeof err->message,
                  "asked to stop while merging the chunk");
     }
@@ -128,7 +130,7 @@ bool upsert_stage(PGconn *dst, const copy_job_t *job, void *arg,
     s_add(&b, "CREATE TEMP TABLE " UPSERT_STAGE_TABLE " (LIKE ");
     s_name(&b, "", job->target_schema);
     s_name(&b, ".", job->target_table);
-    s_add(&b, " INCLUDING DEFAULTS) ON COMMIT DROP");
+    s_add(&b, " INCLUDING DEFAULTS INCLUDING CONSTRAINTS) ON COMMIT DROP");
     PGresult *res = s_run(&b, job, arg, 0, NULL, PGRES_COMMAND_OK, err);
     PQclear(res);
     return res != NULL;

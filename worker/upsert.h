@@ -19,7 +19,9 @@
 bool upsert_is_on(const copy_job_t *job);
 
 /* In the open target transaction: create the staging table, with the
- * target's columns and defaults, dropped at COMMIT or ROLLBACK. */
+ * target's columns, defaults and check constraints (so that a row the
+ * target refuses is refused by the COPY, where bad rows can be set
+ * aside), dropped at COMMIT or ROLLBACK. */
 bool upsert_stage(PGconn *dst, const copy_job_t *job, void *arg,
                   pgutil_error_t *err) __attribute__((warn_unused_result));
 

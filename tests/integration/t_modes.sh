@@ -132,4 +132,19 @@ check "stream upsert: rows inserted" 5000 "$(json_field "$T_OUT/s.json" rows_ins
 check "stream upsert: others untouched" \
     "$others_before" "$(checksum "$DST" "(SELECT * FROM ev WHERE id > 20000)")"
 
+# Bad rows set aside (--on-bad-rows reject): a row the target's CHECK
+# refuses is refused by the staging COPY and set aside; the rest merge.
+q "$DST" "CREATE TABLE chk(id int PRIMARY KEY, v text, n int CHECK (n < 6));
+          INSERT INTO chk VALUES (1, 'old', 0)"
+run_coord --table ev --target-table chk --mode upsert --key id --workers 2 --chunk-size 3000 \
+    --job-id chk --on-bad-rows reject --reject-file "$T_OUT/rej" --summary-json "$T_OUT/chk.json"
+check "upsert with bad rows: exit 1 (rows rejected) ($ERR)" 1 "$RC"
+check "upsert with bad rows: the n = 6 rows set aside" \
+    "$(q "$SRC" "SELECT count(*) FROM ev WHERE n >= 6")" "$(json_field "$T_OUT/chk.json" rows_rejected)"
+check "upsert with bad rows: the others merged" \
+    "$(checksum "$SRC" "(SELECT * FROM ev WHERE n < 6)")" "$(checksum "$DST" chk)"
+check "upsert with bad rows: one updated, the rest inserted" \
+    "1 $(q "$SRC" "SELECT count(*) - 1 FROM ev WHERE n < 6")" \
+    "$(json_field "$T_OUT/chk.json" rows_updated) $(json_field "$T_OUT/chk.json" rows_inserted)"
+
 finish

@@ -95,6 +95,15 @@ check "replace again: run 2" 2 "$(json_field "$T_OUT/r2.json" run)"
 check "replace again: the target is the source as it is now" "$(checksum "$SRC" ev)" "$(checksum "$DST" ev)"
 check "replace again: definitions unchanged" "$before" "$(defs)"
 
+# Stream mode (a query without --split-by): the writers fill the new table.
+run_coord --query "SELECT id, cat, name, ref FROM ev WHERE id <= 1000" --target-table ev \
+    --mode replace --workers 2 --chunk-size 300 --job-id rq --summary-json "$T_OUT/rq.json"
+check "stream replace: exit 0 ($ERR)" 0 "$RC"
+check "stream replace: the target is the query's rows" \
+    "$(checksum "$SRC" "(SELECT * FROM ev WHERE id <= 1000)")" "$(checksum "$DST" ev)"
+check "stream replace: swapped, definitions unchanged" "true" "$(json_field "$T_OUT/rq.json" swapped)"
+check "stream replace: definitions unchanged" "$before" "$(defs)"
+
 # What the swap cannot carry over is refused before anything is loaded.
 q "$DST" "CREATE VIEW ev_view AS SELECT id FROM ev"
 run_coord --table ev --mode replace --job-id r3
