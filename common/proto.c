@@ -45,6 +45,7 @@ typedef enum {
     S_F_ROW_INDEX,
     S_F_ROW,
     S_F_REJECTED,
+    S_F_KEY,
     S_F_COUNT
 } s_field_t;
 
@@ -74,6 +75,7 @@ typedef enum {
     S_AT_HEAP,  /* char *, malloc'd */
     S_AT_BLOB,  /* the data field: char *data and size_t data_len */
     S_AT_NAMES, /* the columns field: char *columns, size_t columns_len */
+    S_AT_KEY,   /* the key field: char *key, size_t key_len */
 } s_store_t;
 
 /* A field's name, type, limits (integers: min..max; strings: lengths) and
@@ -148,6 +150,8 @@ static const s_spec_t s_specs[S_F_COUNT] = {
                  S_AT(row)},
     [S_F_REJECTED] = {PROTO_F_REJECTED, S_T_INT, 0, PROTO_MAX_COUNT, S_C_TEXT,
                       S_AT_I64, S_AT(rejected)},
+    [S_F_KEY] = {PROTO_F_KEY, S_T_BIN, 0, PROTO_MAX_COLUMNS_SIZE, S_C_NAMES,
+                 S_AT_KEY, S_AT(key)},
 };
 
 #define S_HEADER       (S_BIT(S_F_TYPE) | S_BIT(S_F_VERSION))
@@ -156,7 +160,7 @@ static const s_spec_t s_specs[S_F_COUNT] = {
 /* Where a chunk's rows go, as names the worker quotes itself. */
 #define S_TARGET_FIELDS                                                        \
     (S_BIT(S_F_TARGET_SCHEMA) | S_BIT(S_F_TARGET_TABLE) | S_BIT(S_F_COLUMNS) | \
-     S_BIT(S_F_BINARY))
+     S_BIT(S_F_BINARY) | S_BIT(S_F_KEY))
 
 /* Each kind's wire name and fields (all required, no others allowed). */
 static const struct {
@@ -278,7 +282,7 @@ static bool s_check_names(const s_spec_t *spec, const s_value_t *v, char *err,
                               spec->name, PROTO_MAX_COLUMNS);
         at += n + 1;
     }
-    if (count == 0)
+    if (count == 0 && spec->min > 0)
         return log_reason(err, errlen, "field '%s' has no name", spec->name);
     return true;
 }
@@ -370,6 +374,10 @@ static s_value_t s_get(const proto_msg_t *msg, s_field_t f)
         v.s = msg->columns;
         v.len = msg->columns ? msg->columns_len : 0;
         break;
+    case S_AT_KEY: /* no key is an empty field, not a missing one */
+        v.s = msg->key ? msg->key : "";
+        v.len = msg->key ? msg->key_len : 0;
+        break;
     case S_AT_NONE:
         break;
     }
@@ -407,6 +415,12 @@ static bool s_set(proto_msg_t *msg, s_field_t f, const s_value_t *v, char *err,
         if (!msg->columns) return log_reason(err, errlen, "out of memory");
         memcpy(msg->columns, v->s, v->len);
         msg->columns_len = v->len;
+        return true;
+    case S_AT_KEY:
+        msg->key = malloc(v->len ? v->len : 1);
+        if (!msg->key) return log_reason(err, errlen, "out of memory");
+        if (v->len) memcpy(msg->key, v->s, v->len);
+        msg->key_len = v->len;
         return true;
     case S_AT_HEAP:
         copy = *(char **)at = malloc(v->len + 1);
@@ -480,7 +494,8 @@ bool proto_encode(const proto_msg_t *msg, char **buf_out, size_t *len_out)
     msgpack_sbuffer_init(&sbuf);
     /* Room for the whole frame at once: a 1 MiB data field would otherwise
      * be copied again at every doubling of the buffer. */
-    size_t bound = S_ENCODE_SLACK + msg->data_len + msg->columns_len;
+    size_t bound =
+        S_ENCODE_SLACK + msg->data_len + msg->columns_len + msg->key_len;
     for (s_field_t f = 0; f < S_F_COUNT; f++)
         if ((fields & S_BIT(f)) && s_specs[f].store == S_AT_HEAP)
             bound += s_get(msg, f).len;
@@ -676,6 +691,7 @@ void proto_msg_clear(proto_msg_t *msg)
     if (!msg) return;
     free(msg->source_sql);
     free(msg->columns);
+    free(msg->key);
     free(msg->message);
     free(msg->data);
     free(msg->row);

@@ -70,13 +70,16 @@
 #define PROTO_F_TARGET_TABLE  "target_table"
 #define PROTO_F_COLUMNS       "columns"
 #define PROTO_F_BINARY        "binary"
+/* Upsert (--mode upsert): the key columns the merge matches on, names as
+ * columns; empty (no name) for the other modes. */
+#define PROTO_F_KEY "key"
 
 /* Message kinds; the wire carries the name ("ready", "assign", ...). */
 typedef enum {
     PROTO_READY = 1, /* worker -> coord: worker, pid, source_id */
     PROTO_ASSIGN,    /* coord -> worker: chunk_id, attempt, snapshot,
                         job_id, state_schema, source_sql, target_schema,
-                        target_table, columns, binary, reject_rows */
+                        target_table, columns, binary, key, reject_rows */
     PROTO_PROGRESS,  /* worker -> coord: chunk_id, attempt, rows, bytes */
     PROTO_DONE,      /* worker -> coord: chunk_id, attempt, rows, bytes,
                         already, rejected */
@@ -96,7 +99,8 @@ typedef enum {
     PROTO_END,    /* reader -> coord: attempt, chunk_id (chunks in all),
                      rows, bytes (in all) */
     PROTO_WRITE,  /* coord -> writer: chunk_id, attempt, target_schema,
-                     target_table, columns, binary, job_id, reject_rows,
+                     target_table, columns, binary, key, job_id,
+                     reject_rows,
                      state_schema; its DATA frames follow */
     PROTO_REJECT, /* worker -> coord: chunk_id, attempt, row_index,
                      sqlstate, message, row; one per rejected row,
@@ -128,6 +132,9 @@ typedef struct {
                            NUL (heap, owned) */
     size_t columns_len; /* bytes at columns, with the NULs */
     bool binary;        /* assign, write: binary COPY */
+    char *key;          /* assign, write: upsert key names as columns
+                           (heap, owned), or NULL/none for other modes */
+    size_t key_len;     /* bytes at key, 0 when none */
     int64_t rows;       /* progress/done: rows (>= 0) */
     int64_t bytes;      /* progress/done: bytes (>= 0) */
     proto_side_t side;  /* failed: which database */
@@ -162,7 +169,8 @@ const char *proto_kind_name(proto_kind_t kind);
  * without NUL; source_sql 1..PROTO_MAX_SQL bytes without NUL;
  * target_schema and target_table 1..PROTO_MAX_NAME bytes without NUL;
  * columns 1..PROTO_MAX_COLUMNS names of 1..PROTO_MAX_NAME bytes without
- * NUL, each followed by one NUL;
+ * NUL, each followed by one NUL; key likewise but 0..PROTO_MAX_COLUMNS
+ * names (empty: not an upsert);
  * message (failed, reject, and stop, where "" means the job is over)
  * 0..PROTO_MAX_MESSAGE bytes without NUL, never NULL; sqlstate "" or 5 of
  * [0-9A-Z]; row 1..PROTO_MAX_ROW bytes, exactly one line: ends with its

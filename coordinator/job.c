@@ -21,6 +21,7 @@
 #include "ledger.h"
 #include "log.h"
 #include "mapper.h"
+#include "modes.h"
 #include "pgutil.h"
 #include "plan.h"
 #include "progress.h"
@@ -270,16 +271,18 @@ typedef struct {
     char *read_sql;         /* stream mode: the reader's COPY */
 } s_job_t;
 
-/* Lock the job (whatever the mode: one coordinator per job), then check
- * it against mode; --resume=auto becomes a fresh start or a resume here,
- * or finds the job done (out->already_done). */
-static int s_lock_check(s_job_t *j, const char *job_id, const ledger_spec_t *ls,
+/* Lock the job (one coordinator per job), pick its run and check it against
+ * mode; --resume=auto starts, resumes or finds it done (already_done). */
+static int s_lock_check(const mapper_job_spec *spec, s_job_t *j,
+                        const char *job_id, const ledger_spec_t *ls,
                         ledger_mode_t *mode, bool *exists, mapper_result *out)
 {
     char err[1024];
     if (!ledger_lock(&j->ledger, job_id, err, sizeof err))
         return s_fail(out, MAPPER_EXIT_CANNOT_RUN, "%s", err);
-    if (!ledger_check(&j->ledger, job_id, ls, *mode, exists, err, sizeof err))
+    if (!modes_start(&j->ledger, spec, job_id, mode, &out->run, err,
+                     sizeof err) ||
+        !ledger_check(&j->ledger, job_id, ls, *mode, exists, err, sizeof err))
         return s_fail(out, MAPPER_EXIT_USAGE, "%s", err);
     if (*mode != LEDGER_AUTO) return MAPPER_EXIT_OK;
     *mode = *exists ? LEDGER_RESUME : LEDGER_FRESH;
@@ -356,11 +359,10 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
                           "ledger: cannot derive the job id");
         if (mode == LEDGER_FRESH)
             indexes_warn_pending(&j->ledger, spec->job_id ? spec->job_id : id);
-        int rc = s_lock_check(j, spec->job_id ? spec->job_id : id, &ls, &mode,
-                              &exists, out);
+        int rc = s_lock_check(spec, j, spec->job_id ? spec->job_id : id, &ls,
+                              &mode, &exists, out);
         if (rc != MAPPER_EXIT_OK || out->already_done) return rc;
-        if (exists && spec->truncate && !out->restart_only &&
-            ledger_done_count(&j->ledger) != 0)
+        if (exists && spec->truncate && modes_truncate_refused(&j->ledger, out))
             return s_fail(out, MAPPER_EXIT_USAGE,
                           "--truncate refused: job %s has committed chunks "
                           "(--restart alone keeps the target's rows)",
@@ -413,7 +415,7 @@ static int s_plan_job(const mapper_job_spec *spec, s_job_t *j,
     char truncate[600];
     snprintf(truncate, sizeof truncate, "TRUNCATE %s", j->schema.qtarget);
     if (j->has_ledger) {
-        indexes_request_t ir = {spec->defer_indexes,
+        indexes_request_t ir = {modes_defer_indexes(spec),
                                 j->schema.qtarget,
                                 j->schema.is_query ? NULL : j->schema.qsource,
                                 j->schema.columns,
@@ -511,13 +513,16 @@ static int s_prepare(const mapper_job_spec *spec, s_job_t *j,
         .create_target =
             spec->if_target_missing == MAPPER_TARGET_CREATE && !spec->resume,
         .rows_as_text = spec->on_bad_rows == MAPPER_BAD_ROWS_REJECT};
-    if (!schema_load(j->src, j->dst, &req, &j->schema, &usage, err, sizeof err))
+    if (!schema_load(j->src, j->dst, &req, &j->schema, &usage, err,
+                     sizeof err) ||
+        !modes_prepare(spec, j->dst, &j->schema, &usage, err, sizeof err))
         return s_fail(out, usage ? MAPPER_EXIT_USAGE : MAPPER_EXIT_CANNOT_RUN,
                       "%s", err);
     j->stream = out->stream = s_stream_mode(&j->schema);
     out->restart_only = j->stream || !j->schema.qsplit;
     int rc = s_plan_job(spec, j, target, out);
     if (rc != MAPPER_EXIT_OK || out->already_done) return rc;
+    if (!modes_run(&j->ledger, spec, &j->schema, out)) return out->exit_code;
 
     char perr[512];
     char *bin = spawn_find_worker(spec->worker_bin, perr, sizeof perr);
@@ -754,6 +759,7 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
             rc = indexes_after_load(&j.ledger, target ? target : "",
                                     spec->workers, progress, sig.fds[0], rc,
                                     out);
+        rc = modes_finish(&j.ledger, spec, &j.schema, rc, out);
         report_last(report);
         progress_finish(progress);
         if (out->rows_rejected > 0 && rejects)

@@ -112,6 +112,15 @@ static void s_help(FILE *out)
         "                         rebuild them after the load (default);\n"
         "                         on: every one that can be dropped; off:\n"
         "                         keep them all\n"
+        "  --mode MODE            append: add the rows (default; a finished\n"
+        "                         job is not run again); replace: load a new\n"
+        "                         table beside the target, swap it in at the\n"
+        "                         end; upsert: merge each\n"
+        "                         chunk on --key, inserting new keys and\n"
+        "                         updating changed rows (target rows absent\n"
+        "                         from the source are kept)\n"
+        "  --key A,B              upsert: the key columns; the target needs a\n"
+        "                         unique index or constraint on exactly them\n"
         "\n"
         "Bad rows (a row the target refuses for its data, SQLSTATE class 22\n"
         "or 23, e.g. a CHECK violation or a value of the wrong type):\n"
@@ -390,6 +399,8 @@ enum {
     OPT_REJECT_FILE,
     OPT_MAX_REJECTS,
     OPT_DEFER_INDEXES,
+    OPT_MODE,
+    OPT_KEY,
 };
 
 /* --defer-indexes auto|on|off. */
@@ -450,6 +461,8 @@ static const struct option s_opts[] = {
     {"restart", no_argument, 0, OPT_RESTART},
     {"truncate", no_argument, 0, OPT_TRUNCATE},
     {"defer-indexes", required_argument, 0, OPT_DEFER_INDEXES},
+    {"mode", required_argument, 0, OPT_MODE},
+    {"key", required_argument, 0, OPT_KEY},
     {"no-ledger", no_argument, 0, OPT_NO_LEDGER},
     {"grace", required_argument, 0, OPT_GRACE},
     {"listen", required_argument, 0, OPT_LISTEN},
@@ -655,6 +668,21 @@ static int s_option(int o, s_cli_t *c, char **argv)
     case OPT_DEFER_INDEXES:
         if (!s_parse_defer(optarg, &c->spec.defer_indexes))
             return MAPPER_EXIT_USAGE;
+        break;
+    case OPT_MODE:
+        if (!strcmp(optarg, "append") || !strcmp(optarg, "upsert") ||
+            !strcmp(optarg, "replace")) {
+            c->spec.mode = optarg[0] == 'a'   ? MAPPER_MODE_APPEND
+                           : optarg[0] == 'u' ? MAPPER_MODE_UPSERT
+                                              : MAPPER_MODE_REPLACE;
+        } else {
+            log_error("--mode: expected append, replace or upsert, got '%s'",
+                      optarg);
+            return MAPPER_EXIT_USAGE;
+        }
+        break;
+    case OPT_KEY:
+        c->spec.key = optarg;
         break;
     case 'v':
         log_set_level(LOG_DEBUG);

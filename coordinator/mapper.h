@@ -84,6 +84,15 @@ typedef enum {
     MAPPER_DEFER_OFF,      /* maintain every index row by row */
 } mapper_defer_indexes;
 
+/* How the rows are written into the target (--mode). */
+typedef enum {
+    MAPPER_MODE_APPEND = 0, /* add the rows (a finished job is not rerun) */
+    MAPPER_MODE_UPSERT,     /* merge each chunk on key: insert new keys,
+                               update changed rows; safe to repeat */
+    MAPPER_MODE_REPLACE,    /* load a new table beside the target and swap
+                               it in at the end; safe to repeat */
+} mapper_write_mode;
+
 /* What to copy, and how. Fill with mapper_job_spec_init() first. */
 typedef struct {
     const char *source;       /* libpq conninfo/URI; NULL: $MAPPER_SOURCE_URL,
@@ -143,6 +152,9 @@ typedef struct {
     int64_t max_rejects;     /* reject: the job fails once more rows than
                                 this are rejected; < 0 unlimited (default) */
     mapper_defer_indexes defer_indexes; /* build indexes after the load */
+    mapper_write_mode mode;             /* append (default) or upsert */
+    const char *key; /* upsert: comma-separated key columns (names as
+                        stored) with a unique index on the target */
 } mapper_job_spec;
 
 /* One chunk that failed for good. */
@@ -188,6 +200,14 @@ typedef struct {
     char error[1024];                 /* why the job could not run, or "" */
     double index_build_s;             /* time spent rebuilding indexes */
     char deferred_indexes[1024];      /* their names, comma-separated */
+    mapper_write_mode mode;           /* the job's --mode */
+    int64_t rows_inserted;            /* upsert: rows with a new key */
+    int64_t rows_updated;             /* upsert: existing rows changed */
+    bool swapped;                     /* replace: the new table took the
+                                         target's place */
+    int64_t run;                      /* the job's run this was (1, 2, ...:
+                                         an upsert of a finished job, or
+                                         --restart, starts the next) */
 } mapper_result;
 
 /* Defaults: workers = CPUs, chunk_size 50000, retries on (3), progress

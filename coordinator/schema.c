@@ -762,12 +762,15 @@ bool schema_chunk_sql(const schema_t *s, const plan_chunk_t *c,
 bool schema_target_fields(const schema_t *s, proto_msg_t *m)
 {
     m->columns = malloc(s->columns_len);
-    if (!m->columns) {
+    m->key = s->key_len ? malloc(s->key_len) : NULL;
+    if (!m->columns || (s->key_len && !m->key)) {
         log_error("out of memory for a chunk's column names");
         return false;
     }
     memcpy(m->columns, s->columns, s->columns_len);
     m->columns_len = s->columns_len;
+    if (s->key_len) memcpy(m->key, s->key, s->key_len);
+    m->key_len = s->key_len;
     snprintf(m->target_schema, sizeof m->target_schema, "%s", s->target_schema);
     snprintf(m->target_table, sizeof m->target_table, "%s", s->target_name);
     m->binary = s->binary;
@@ -783,6 +786,7 @@ void schema_free(schema_t *s)
     free(s->target_schema);
     free(s->target_name);
     free(s->columns);
+    free(s->key);
     free(s->qsplit);
     memset(s, 0, sizeof *s);
 }

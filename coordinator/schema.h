@@ -23,6 +23,8 @@ typedef struct {
     char *columns;       /* the column names, each ended by a NUL */
     size_t columns_len;  /* bytes at columns */
     int ncolumns;        /* columns copied */
+    char *key;           /* upsert: key names, each ended by a NUL, or NULL */
+    size_t key_len;      /* bytes at key, 0 when not an upsert */
     bool binary;         /* every column's type matches and has a binary
                             form on both sides: binary COPY */
     char relkind;        /* source relkind: 'r' table, 'p' partitioned, ... */
@@ -59,7 +61,8 @@ bool schema_chunk_sql(const schema_t *s, const plan_chunk_t *c,
                       char **source_sql_out)
     __attribute__((warn_unused_result));
 
-/* Fill m's target fields (target_schema, target_table, columns, binary):
+/* Fill m's target fields (target_schema, target_table, columns, binary,
+ * key):
  * where a chunk's rows go, as names the worker quotes itself. */
 bool schema_target_fields(const schema_t *s, proto_msg_t *m)
     __attribute__((warn_unused_result));

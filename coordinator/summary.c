@@ -81,6 +81,16 @@ void mapper_result_print(const mapper_result *r, FILE *out)
             r->total_rows_processed, r->total_rows_successful,
             r->total_rows_failed, r->rows_rejected, r->chunks_total,
             r->chunks_succeeded, r->chunks_failed, r->elapsed_s, r->rows_per_s);
+    if (r->mode == MAPPER_MODE_REPLACE)
+        fprintf(out, "  mode                   replace (%s)\n",
+                r->swapped ? "swapped in"
+                           : "not swapped: the target is as it was");
+    if (r->mode == MAPPER_MODE_UPSERT)
+        fprintf(out,
+                "  mode                   upsert\n"
+                "  rows_inserted          %" PRId64 "\n"
+                "  rows_updated           %" PRId64 "\n",
+                r->rows_inserted, r->rows_updated);
     if (r->deferred_indexes[0])
         fprintf(out, "  index_build_s          %.2f (deferred: %s)\n",
                 r->index_build_s, s_clean(r->deferred_indexes).s);
@@ -103,8 +113,8 @@ void mapper_result_print(const mapper_result *r, FILE *out)
         }
     }
     if (r->job_id[0])
-        fprintf(out, "  job_id                 %s%s\n", r->job_id,
-                r->resumed ? " (resumed)" : "");
+        fprintf(out, "  job_id                 %s (run %" PRId64 ")%s\n",
+                r->job_id, r->run, r->resumed ? " (resumed)" : "");
     if (r->resumed)
         fprintf(out, "\nresumed: chunks copied in this run read a new snapshot "
                      "of the source, not the first run's\n");
@@ -162,6 +172,14 @@ bool mapper_result_write_json(const mapper_result *r, FILE *out)
             r->planning_s, r->coord_max_rss_kb, r->worker_max_rss_kb,
             r->coord_cpu_s, r->workers_cpu_s);
     s_json_indexes(r, out);
+    fprintf(out, ", \"swapped\": %s", r->swapped ? "true" : "false");
+    fprintf(out,
+            ", \"mode\": \"%s\", \"rows_inserted\": %" PRId64
+            ", \"rows_updated\": %" PRId64 ", \"run\": %" PRId64,
+            r->mode == MAPPER_MODE_UPSERT    ? "upsert"
+            : r->mode == MAPPER_MODE_REPLACE ? "replace"
+                                             : "append",
+            r->rows_inserted, r->rows_updated, r->run);
     fputs(", \"job_id\": ", out);
     s_json_string_or_null(out, r->job_id);
     fputs(", \"chunk_errors\": [", out);

@@ -16,6 +16,7 @@
 #include "isolate.h"
 #include "log.h"
 #include "relay.h"
+#include "upsert.h"
 
 /* Rows are gathered into one CopyData message of about this size: fewer
  * messages and system calls than one message per row. */
@@ -518,6 +519,18 @@ static bool s_report_rejects(const copy_job_t *job, void *arg,
     return true;
 }
 
+/* Upsert: create the staging table in the open transaction, and make *to
+ * job with its rows going there; otherwise *to is job. */
+static bool s_stage(PGconn *dst, const copy_job_t *job, void *arg,
+                    copy_job_t *to, pgutil_error_t *err)
+{
+    *to = *job;
+    if (!upsert_is_on(job)) return true;
+    to->target_schema = UPSERT_STAGE_SCHEMA;
+    to->target_table = UPSERT_STAGE_TABLE;
+    return upsert_stage(dst, job, arg, err);
+}
+
 /* After the target refused the chunk's COPY for a row's data: start over
  * in a new target transaction (the ledger row locked again), read the
  * chunk as text into memory, load all but the bad rows and report those.
@@ -543,8 +556,10 @@ static copy_status_t s_isolate(copy_conns_t *c, const copy_job_t *job,
             COPY_OK)
         return COPY_FAILED;
     if (done) return COPY_ALREADY;
+    copy_job_t to;
+    if (!s_stage(c->dst, job, arg, &to, err)) return COPY_FAILED;
     char *source_sql = job->data ? NULL : s_text_sql(job->source_sql);
-    char *target_sql = s_target_sql(c->dst, job, false, err);
+    char *target_sql = s_target_sql(c->dst, &to, false, err);
     s_held_t held = {0};
     isolate_rejects_t rej = {0};
     s_ticker_t ticker = {tick, arg};
@@ -594,9 +609,9 @@ out:
  * set-up overlap, two round trips in all before the first row (BEGIN and
  * snapshot | BEGIN and ledger row; then the two COPYs). */
 static copy_status_t s_start_both(copy_conns_t *c, const copy_job_t *job,
-                                  void *arg, bool *done_out, int64_t *rows_out,
-                                  int64_t *rejected_out, bool *binary_out,
-                                  pgutil_error_t *err)
+                                  void *arg, copy_job_t *to, bool *done_out,
+                                  int64_t *rows_out, int64_t *rejected_out,
+                                  bool *binary_out, pgutil_error_t *err)
 {
     static const ExecStatusType copy_in[] = {PGRES_COPY_IN};
     if (!s_source_begin(c, job->snapshot, err) ||
@@ -605,9 +620,10 @@ static copy_status_t s_start_both(copy_conns_t *c, const copy_job_t *job,
     copy_status_t st =
         s_target_begin(c, job, arg, done_out, rows_out, rejected_out, err);
     if (st != COPY_OK || *done_out) return st;
+    if (!s_stage(c->dst, job, arg, to, err)) return COPY_FAILED;
     st = s_source_copy(c, job->source_sql, job->wait, arg, err);
     if (st != COPY_OK) return st;
-    if (!s_target_copy(c, job, err)) return COPY_FAILED;
+    if (!s_target_copy(c, to, err)) return COPY_FAILED;
     st = s_results(c->dst, PROTO_SIDE_TARGET, copy_in, 1, job->wait, arg, NULL,
                    err);
     return st == COPY_OK ? s_source_copying(c, job->wait, arg, binary_out, err)
@@ -624,8 +640,9 @@ copy_status_t copy_chunk(copy_conns_t *conns, const copy_job_t *job,
     *rows_out = *bytes_out = *rejected_out = 0;
     copy_status_t st = COPY_FAILED;
     bool binary = false, done = false, ledger = job->job_id[0] != '\0';
-    int64_t rows = 0, bytes = 0, rejected = 0;
+    int64_t rows = 0, bytes = 0, rejected = 0, inserted = 0, updated = 0;
     pgutil_error_t ignored;
+    copy_job_t to = *job; /* where the rows go: the target, or staging */
     if (job->data) {
         if (!s_open(&conns->dst, conns->target_conninfo, PROTO_SIDE_TARGET,
                     err) ||
@@ -633,27 +650,31 @@ copy_status_t copy_chunk(copy_conns_t *conns, const copy_job_t *job,
                                  err)) != COPY_OK)
             goto fail;
         if (done) goto already;
-        st = s_target_start(conns, job, arg, err);
+        if (!s_stage(conns->dst, job, arg, &to, err)) goto fail;
+        st = s_target_start(conns, &to, arg, err);
         if (st != COPY_OK) goto fail;
-        st = s_write_memory(conns, tick, arg, job, err);
+        st = s_write_memory(conns, tick, arg, &to, err);
         rows = job->data_rows;
         bytes = (int64_t)job->data_len;
     } else {
-        st = s_start_both(conns, job, arg, &done, &rows, &rejected, &binary,
-                          err);
+        st = s_start_both(conns, job, arg, &to, &done, &rows, &rejected,
+                          &binary, err);
         if (st != COPY_OK) goto fail;
         if (done) {
             PQfinish(conns->src); /* its read had not begun: just ends */
             conns->src = NULL;
             goto already;
         }
-        st = relay_stream(conns, tick, arg, job, binary, &rows, &bytes, err);
+        st = relay_stream(conns, tick, arg, &to, binary, &rows, &bytes, err);
     }
     if (st == COPY_FAILED && job->reject_rows && isolate_is_bad_data(err))
         st = s_isolate(conns, job, tick, arg, &rows, &bytes, &rejected, err);
     if (st == COPY_ALREADY) goto already;
     if (st != COPY_OK) goto fail;
     st = COPY_FAILED;
+    if (upsert_is_on(job) &&
+        !upsert_merge(conns->dst, job, arg, &inserted, &updated, err))
+        goto fail;
     fault_at("before-commit", job->chunk_id, job->attempt);
     /* The ledger row and COMMIT in one round trip. */
     char *end = ledger

@@ -58,6 +58,8 @@ typedef struct {
     const char *columns;       /* column names, each ended by a NUL */
     size_t columns_len;        /* bytes at columns */
     bool binary;               /* binary COPY on both sides */
+    const char *key;           /* upsert: key names, each ended by a NUL */
+    size_t key_len;            /* bytes at key; 0: append, no merge */
     const char *job_id;        /* ledger job id; "" = no ledger */
     const char *state_schema;  /* ledger schema (unquoted) */
     const char *data;          /* stream mode: the chunk's rows in memory

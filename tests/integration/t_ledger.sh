@@ -97,6 +97,9 @@ release
 wait $pid
 check "SIGTERM: exit 75" 75 "$?"
 check_match "SIGTERM: prints the resume command" "resume with:.*--table h .*--resume --job-id term" "$(tr '\n' ' ' <"$T_OUT/t.err")"
+run_coord --table h --chunk-size 10000 --job-id term --restart --truncate
+check "--restart --truncate of an unfinished job with committed chunks: exit 2" 2 "$RC"
+check_match "--restart --truncate: says why" "--truncate refused: job term has committed chunks" "$ERR"
 run_coord --table h --workers 2 --chunk-size 10000 --job-id term --resume
 check "resume after SIGTERM: exit 0" 0 "$RC"
 exact "resume after SIGTERM" h
@@ -116,9 +119,10 @@ check "--resume of an unknown job: exit 2" 2 "$RC"
 run_coord --table h --job-id term --resume --truncate
 check "--resume --truncate: exit 2" 2 "$RC"
 
-run_coord --table h --chunk-size 10000 --job-id term --restart --truncate
-check "--restart --truncate of a job with committed chunks: exit 2" 2 "$RC"
-check_match "--restart --truncate: says why" "--truncate refused: job term has committed chunks" "$ERR"
+# A finished job: --restart --truncate copies it afresh.
+run_coord --table h --workers 2 --chunk-size 10000 --job-id term --restart --truncate
+check "--restart --truncate of a finished job: exit 0" 0 "$RC"
+exact "--restart --truncate of a finished job" h
 
 # --truncate empties the target before a fresh job.
 run_coord --table h --workers 2 --chunk-size 50000 --job-id tr --truncate

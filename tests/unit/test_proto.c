@@ -64,6 +64,10 @@ static proto_msg_t s_sample(proto_kind_t kind)
         m.source_sql = strdup("COPY (SELECT * FROM t WHERE ctid >= '(0,0)' "
                               "AND ctid < '(100,0)') TO STDOUT");
         s_set_target(&m, "Public", "t;\"drop\"", s_cols, sizeof s_cols);
+        m.key = malloc(sizeof "id\0Some Name");
+        assert_non_null(m.key);
+        memcpy(m.key, "id\0Some Name", sizeof "id\0Some Name");
+        m.key_len = sizeof "id\0Some Name";
         strcpy(m.job_id, "job-20240501-1a2b");
         strcpy(m.state_schema, "mapper_state");
         m.reject_rows = true; /* not the zero default */
@@ -161,6 +165,8 @@ static void s_assert_msg_equal(const proto_msg_t *a, const proto_msg_t *b)
     assert_int_equal(a->columns_len, b->columns_len);
     if (a->columns_len)
         assert_memory_equal(a->columns, b->columns, a->columns_len);
+    assert_int_equal(a->key_len, b->key_len);
+    if (a->key_len) assert_memory_equal(a->key, b->key, a->key_len);
     assert_int_equal(a->binary, b->binary);
     assert_int_equal(a->rows, b->rows);
     assert_int_equal(a->bytes, b->bytes);
@@ -248,6 +254,7 @@ static s_fields_t s_valid_fields(proto_kind_t kind)
         f.kv[f.n++] =
             (s_kv_t){.key = "columns", .t = V_BIN, .s = "a\0b\0", .n = 4};
         f.kv[f.n++] = (s_kv_t)KV_BOOL("binary", 0);
+        f.kv[f.n++] = (s_kv_t){.key = "key", .t = V_BIN, .s = "a\0", .n = 2};
         f.kv[f.n++] = (s_kv_t)KV_STR("job_id", "job-7");
         f.kv[f.n++] = (s_kv_t)KV_STR("state_schema", "Mapper State");
         f.kv[f.n++] = (s_kv_t)KV_BOOL("reject_rows", 1);
@@ -311,6 +318,7 @@ static s_fields_t s_valid_fields(proto_kind_t kind)
         f.kv[f.n++] =
             (s_kv_t){.key = "columns", .t = V_BIN, .s = "a\0", .n = 2};
         f.kv[f.n++] = (s_kv_t)KV_BOOL("binary", 1);
+        f.kv[f.n++] = (s_kv_t){.key = "key", .t = V_BIN, .s = "", .n = 0};
         f.kv[f.n++] = (s_kv_t)KV_STR("job_id", "job-7");
         f.kv[f.n++] = (s_kv_t)KV_STR("state_schema", "mapper");
         f.kv[f.n++] = (s_kv_t)KV_BOOL("reject_rows", 0);
@@ -453,9 +461,11 @@ static const char *const *s_kind_keys(proto_kind_t kind)
 {
     static const char *const ready[] = {"worker", "pid", "source_id", NULL};
     static const char *const assign[] = {
-        "chunk_id",      "attempt",      "snapshot",    "source_sql",
-        "target_schema", "target_table", "columns",     "binary",
-        "job_id",        "state_schema", "reject_rows", NULL};
+        "chunk_id",   "attempt",       "snapshot",
+        "source_sql", "target_schema", "target_table",
+        "columns",    "binary",        "key",
+        "job_id",     "state_schema",  "reject_rows",
+        NULL};
     static const char *const progress[] = {"chunk_id", "attempt", "rows",
                                            "bytes", NULL};
     static const char *const done[] = {"chunk_id", "attempt",  "rows", "bytes",
@@ -474,7 +484,8 @@ static const char *const *s_kind_keys(proto_kind_t kind)
                                       NULL};
     static const char *const write[] = {
         "chunk_id", "attempt", "target_schema", "target_table", "columns",
-        "binary",   "job_id",  "state_schema",  "reject_rows",  NULL};
+        "binary",   "key",     "job_id",        "state_schema", "reject_rows",
+        NULL};
     static const char *const none[] = {NULL};
     switch (kind) {
     case PROTO_READY:
@@ -559,7 +570,8 @@ static void s_check_wire(const char *buf, size_t len, proto_kind_t kind)
         if (!strcmp(name, "conn_bad") || !strcmp(name, "already") ||
             !strcmp(name, "last") || !strcmp(name, "reject_rows"))
             assert_int_equal(v->type, MSGPACK_OBJECT_BOOLEAN);
-        if (!strcmp(name, "data") || !strcmp(name, "columns"))
+        if (!strcmp(name, "data") || !strcmp(name, "columns") ||
+            !strcmp(name, "key"))
             assert_int_equal(v->type, MSGPACK_OBJECT_BIN);
         if (!strcmp(name, "sqlstate") || !strcmp(name, "message") ||
             !strcmp(name, "worker") || !strcmp(name, "snapshot") ||
@@ -858,6 +870,41 @@ static void s_expect_encode_fails(const proto_msg_t *m)
     assert_false(proto_encode(m, &buf, &len));
     assert_null(buf);
     assert_int_equal(len, 0);
+}
+
+/* The upsert key: names like columns, but none at all is allowed (not an
+ * upsert); a malformed list is refused on encode and on decode. */
+static void test_key_field(void **state)
+{
+    (void)state;
+    proto_msg_t m = s_sample(PROTO_ASSIGN);
+    s_round_trip(&m); /* two names */
+    size_t saved_len = m.key_len;
+    m.key_len = 0; /* none: not an upsert */
+    s_round_trip(&m);
+    static const struct {
+        const char *bytes;
+        size_t n;
+    } bad[] = {{"a", 1}, {"a\0b", 3}, {"\0", 1}, {"a\0\0", 3}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        memcpy(m.key, bad[i].bytes, bad[i].n);
+        m.key_len = bad[i].n;
+        s_expect_encode_fails(&m);
+    }
+    m.key_len = saved_len;
+    proto_msg_clear(&m);
+    /* on decode: a key whose name is not ended by a NUL */
+    s_fields_t f =
+        s_with(PROTO_WRITE, "key", (s_kv_t){.t = V_BIN, .s = "id", .n = 2});
+    s_expect_reject_fields(&f, "key");
+    f = s_with(PROTO_ASSIGN, "key", (s_kv_t){.t = V_BIN, .s = "\0", .n = 1});
+    s_expect_reject_fields(&f, "key");
+    proto_msg_t out;
+    f = s_valid_fields(PROTO_ASSIGN);
+    s_expect_accept_fields(&f, &out);
+    assert_int_equal(out.key_len, 2);
+    assert_memory_equal(out.key, "a\0", 2);
+    proto_msg_clear(&out);
 }
 
 static void test_encode_rejects(void **state)
@@ -2530,6 +2577,7 @@ int main(void)
         cmocka_unit_test(test_round_trip_limits),
         cmocka_unit_test(test_data_limits),
         cmocka_unit_test(test_encode_only_kind_fields),
+        cmocka_unit_test(test_key_field),
         cmocka_unit_test(test_encode_rejects),
         cmocka_unit_test(test_reject_rows),
         cmocka_unit_test(test_decode_hand_built),

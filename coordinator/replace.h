@@ -1,0 +1,38 @@
+/* coordinator/replace.h - --mode replace: the rows are loaded into a new
+ * table beside the target, which takes the target's place in one short
+ * transaction once every chunk has committed. */
+#ifndef MAPPER_REPLACE_H
+#define MAPPER_REPLACE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "schema.h"
+
+/* Before the job: refuse (false, one line naming it in err) a target whose
+ * dependents or properties the swap cannot carry over: views or rules over
+ * it, foreign keys into it, triggers, publications, row-level security,
+ * grants, another owner, partitions or inheritance, sequences owned by its
+ * columns, exclusion or deferrable constraints. On success the chunks'
+ * rows go to the new table (s->target_name is its name). */
+bool replace_check(PGconn *dst, schema_t *s, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* A fresh run: (re)create the new table with the target's columns,
+ * defaults, check and not-null constraints, storage, statistics and
+ * comments, and no index. A resumed run keeps it, and makes it only when
+ * it is missing and none of the job's chunks (done_chunks) is done. */
+bool replace_begin(PGconn *dst, const schema_t *s, bool resumed,
+                   int64_t done_chunks, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* After every chunk committed: build the target's indexes, constraints
+ * and foreign keys on the new table (one transaction, repeatable), then in
+ * one short transaction drop the target and give the new table, its
+ * indexes and constraints their names. When the new table is gone already
+ * (a run killed after its swap), there is nothing to do. */
+bool replace_swap(PGconn *dst, const schema_t *s, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+#endif

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# tests/integration/t_replace.sh - --mode replace: the rows load into a new
+# table beside the target, which takes its place at the end with the
+# target's indexes, constraints, foreign keys and comments; readers see the
+# old rows or the new, never a mix and never an empty table; kill -9 of
+# the coordinator leaves the old table serving and --resume swaps; a
+# finished replace run again starts its next run; what cannot be carried
+# over is refused (exit 3) naming it.
+. "$(dirname "$0")/lib.sh"
+
+fresh_dbs repl
+q "$SRC" "CREATE TABLE ev(id bigint PRIMARY KEY, cat int, name text, ref int);
+          INSERT INTO ev SELECT g, g % 10, 'n' || g, 1 + g % 5 FROM generate_series(1, 200000) g"
+q "$DST" "CREATE TABLE parent(id int PRIMARY KEY); INSERT INTO parent SELECT generate_series(1, 5);
+          CREATE TABLE ev(id bigint NOT NULL, cat int DEFAULT 7 CHECK (cat >= 0), name text, ref int);
+          ALTER TABLE ev ADD CONSTRAINT ev_pkey PRIMARY KEY (id);
+          ALTER TABLE ev ADD CONSTRAINT ev_name_key UNIQUE (name);
+          CREATE INDEX ev_cat_part ON ev(cat) WHERE cat > 5;
+          CREATE INDEX ev_lower_name ON ev(lower(name));
+          ALTER TABLE ev ADD CONSTRAINT ev_ref_fkey FOREIGN KEY (ref) REFERENCES parent(id);
+          COMMENT ON TABLE ev IS 'events';
+          INSERT INTO ev SELECT g, 1, 'old' || g, 1 FROM generate_series(1, 1000) g"
+
+# defs: the target's columns, indexes and constraints, one a line, sorted.
+defs() {
+    q "$DST" "SELECT string_agg(x, E'\n' ORDER BY x) FROM (
+                SELECT 'index ' || pg_get_indexdef(indexrelid) AS x FROM pg_index WHERE indrelid = 'ev'::regclass
+                UNION ALL SELECT 'constraint ' || conname || ' ' || pg_get_constraintdef(oid)
+                FROM pg_constraint WHERE conrelid = 'ev'::regclass
+                UNION ALL SELECT 'column ' || attname || ' ' || format_type(atttypid, atttypmod) || ' '
+                       || attnotnull || ' ' || coalesce(pg_get_expr(adbin, adrelid), '')
+                FROM pg_attribute LEFT JOIN pg_attrdef ON adrelid = attrelid AND adnum = attnum
+                WHERE attrelid = 'ev'::regclass AND attnum > 0 AND NOT attisdropped
+                UNION ALL SELECT 'comment ' || obj_description('ev'::regclass, 'pg_class')) s"
+}
+# tables: the tables of the target's schema.
+tables() { q "$DST" "SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace"; }
+before=$(defs)
+old=$(checksum "$DST" ev)
+new=$(checksum "$SRC" ev)
+
+# A reader that reads the target's count and checksum in a loop, one line
+# each, until told to stop; its last read starts after it was told.
+reader() {
+    local last=""
+    while [ -z "$last" ]; do
+        [ -e "$T_OUT/stop" ] && last=1
+        checksum "$DST" ev >>"$T_OUT/seen" 2>>"$T_OUT/reader.err" || echo "error" >>"$T_OUT/seen"
+    done
+}
+rm -f "$T_OUT/stop" "$T_OUT/seen"
+reader &
+reader_pid=$!
+wait_for "$T_OUT/seen" "^$old\$"
+
+# Held mid-copy: the target is untouched while the new table fills; then
+# kill -9 of the coordinator leaves it so.
+hold
+MAPPER_FAULT=pause-mid-copy:10 "$COORD" --table ev --mode replace --workers 2 --chunk-size 10000 \
+    --job-id r1 >"$T_OUT/k.out" 2>"$T_OUT/k.err" &
+pid=$!
+held "$T_OUT/k.err" 10
+check "replace while loading: the target still has its old rows" "$old" "$(checksum "$DST" ev)"
+check "replace while loading: the new table is beside it" "ev,ev_mapper_new,parent" "$(tables)"
+kill -9 $pid
+wait $pid 2>/dev/null
+release
+check "replace killed: no worker left" 0 "$(no_workers_left && echo 0 || echo 1)"
+check "replace killed: the target still has its old rows" "$old" "$(checksum "$DST" ev)"
+check "replace killed: its indexes and constraints are as they were" "$before" "$(defs)"
+
+run_coord --table ev --mode replace --workers 2 --chunk-size 10000 --job-id r1 --resume \
+    --summary-json "$T_OUT/r1.json"
+check "replace --resume: exit 0 ($ERR)" 0 "$RC"; echo "$ERR" | tail -5
+touch "$T_OUT/stop"
+wait $reader_pid
+check "replace --resume: the target has exactly the source's rows" "$new" "$(checksum "$DST" ev)"
+check "replace --resume: indexes, constraints, defaults and comment carried over" "$before" "$(defs)"
+check "replace --resume: the new table took the target's place" "ev,parent" "$(tables)"
+check "replace --resume: summary JSON says swapped" "replace true" \
+    "$(json_field "$T_OUT/r1.json" mode) $(json_field "$T_OUT/r1.json" swapped)"
+check_match "replace --resume: the summary says so" "mode +replace \(swapped in\)" "$OUT"
+bad=$(grep -v -x -e "$old" -e "$new" "$T_OUT/seen" | sort | uniq -c)
+check "a reader saw only the old rows or the new ($(wc -l <"$T_OUT/seen") reads)" "" "$bad"
+check "the reader saw the old rows" 1 "$(grep -c -m1 -x -e "$old" "$T_OUT/seen")"
+check "the reader saw the new rows" 1 "$(grep -c -m1 -x -e "$new" "$T_OUT/seen")"
+check "the foreign key checks the new table" 23503 \
+    "$(psql -X -qAt -d "$DST" -c "INSERT INTO ev VALUES (0, 1, 'x', 99)" 2>&1 | grep -c 'violates foreign key' | sed 's/^1$/23503/')"
+
+# The same command again: a finished replace starts its next run.
+q "$SRC" "DELETE FROM ev WHERE id > 150000; UPDATE ev SET name = 'changed' WHERE id = 1"
+run_coord --table ev --mode replace --workers 2 --chunk-size 10000 --job-id r1 --summary-json "$T_OUT/r2.json"
+check "replace again: exit 0 ($ERR)" 0 "$RC"
+check "replace again: run 2" 2 "$(json_field "$T_OUT/r2.json" run)"
+check "replace again: the target is the source as it is now" "$(checksum "$SRC" ev)" "$(checksum "$DST" ev)"
+check "replace again: definitions unchanged" "$before" "$(defs)"
+
+# Stream mode (a query without --split-by): the writers fill the new table.
+run_coord --query "SELECT id, cat, name, ref FROM ev WHERE id <= 1000" --target-table ev \
+    --mode replace --workers 2 --chunk-size 300 --job-id rq --summary-json "$T_OUT/rq.json"
+check "stream replace: exit 0 ($ERR)" 0 "$RC"
+check "stream replace: the target is the query's rows" \
+    "$(checksum "$SRC" "(SELECT * FROM ev WHERE id <= 1000)")" "$(checksum "$DST" ev)"
+check "stream replace: swapped, definitions unchanged" "true" "$(json_field "$T_OUT/rq.json" swapped)"
+check "stream replace: definitions unchanged" "$before" "$(defs)"
+
+# What the swap cannot carry over is refused before anything is loaded.
+q "$DST" "CREATE VIEW ev_view AS SELECT id FROM ev"
+run_coord --table ev --mode replace --job-id r3
+check "replace of a table with a view over it: exit 3" 3 "$RC"
+check_match "replace of a table with a view over it: names the view" "cannot be replaced safely: view or rule ev_view depends on it" "$ERR"
+check "replace refused: nothing beside the target" "ev,parent" "$(tables)"
+q "$DST" "DROP VIEW ev_view; CREATE TABLE child(ev_id bigint REFERENCES ev(id))"
+run_coord --table ev --mode replace --job-id r3
+check_match "replace of a table another table's foreign key points to: exit 3, names it" \
+    "^3 .*foreign key child_ev_id_fkey of child points to it" "$RC $ERR"
+q "$DST" "DROP TABLE child"
+run_coord --table ev --mode replace --truncate --job-id r4
+check "replace with --truncate: exit 2" 2 "$RC"
+run_coord --table ev --mode replace --key id --job-id r4
+check "replace with --key: exit 2" 2 "$RC"
+
+finish
