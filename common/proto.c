@@ -689,11 +689,9 @@ bool proto_decode(const void *buf, size_t len, proto_msg_t *out, char *err,
 void proto_msg_clear(proto_msg_t *msg)
 {
     if (!msg) return;
-    free(msg->source_sql);
-    free(msg->columns);
-    free(msg->key);
-    free(msg->message);
-    free(msg->data);
-    free(msg->row);
+    void *owned[] = {msg->source_sql, msg->columns, msg->key,
+                     msg->message,    msg->data,    msg->row};
+    for (size_t i = 0; i < sizeof owned / sizeof *owned; i++)
+        free(owned[i]);
     memset(msg, 0, sizeof *msg);
 }

@@ -47,11 +47,10 @@ static void s_table_free(s_table_t *t)
         free(t->cols[i].type);
         free(t->cols[i].typmod);
     }
+    char *owned[] = {t->qname, t->nspname, t->relname, t->pk};
+    for (size_t i = 0; i < sizeof owned / sizeof *owned; i++)
+        free(owned[i]);
     free(t->cols);
-    free(t->qname);
-    free(t->nspname);
-    free(t->relname);
-    free(t->pk);
     memset(t, 0, sizeof *t);
 }
 
@@ -780,13 +779,9 @@ bool schema_target_fields(const schema_t *s, proto_msg_t *m)
 void schema_free(schema_t *s)
 {
     if (!s) return;
-    free(s->qsource);
-    free(s->qtarget);
-    free(s->qcolumns);
-    free(s->target_schema);
-    free(s->target_name);
-    free(s->columns);
-    free(s->key);
-    free(s->qsplit);
+    char *owned[] = {s->qsource,     s->qtarget, s->qcolumns, s->target_schema,
+                     s->target_name, s->columns, s->key,      s->qsplit};
+    for (size_t i = 0; i < sizeof owned / sizeof *owned; i++)
+        free(owned[i]);
     memset(s, 0, sizeof *s);
 }
