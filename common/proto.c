@@ -384,6 +384,18 @@ static s_value_t s_get(const proto_msg_t *msg, s_field_t f)
     return v;
 }
 
+/* A copy of v's bytes in *dst (malloc'd, never NULL on success) and their
+ * count in *len. */
+static bool s_set_bytes(char **dst, size_t *len, const s_value_t *v, char *err,
+                        size_t errlen)
+{
+    *dst = malloc(v->len ? v->len : 1);
+    if (!*dst) return log_reason(err, errlen, "out of memory");
+    if (v->len) memcpy(*dst, v->s, v->len);
+    *len = v->len;
+    return true;
+}
+
 /* Store a checked value of field f into msg (strings are copied). */
 static bool s_set(proto_msg_t *msg, s_field_t f, const s_value_t *v, char *err,
                   size_t errlen)
@@ -405,23 +417,11 @@ static bool s_set(proto_msg_t *msg, s_field_t f, const s_value_t *v, char *err,
         *(bool *)at = v->b;
         return true;
     case S_AT_BLOB:
-        msg->data = malloc(v->len ? v->len : 1);
-        if (!msg->data) return log_reason(err, errlen, "out of memory");
-        if (v->len) memcpy(msg->data, v->s, v->len);
-        msg->data_len = v->len;
-        return true;
+        return s_set_bytes(&msg->data, &msg->data_len, v, err, errlen);
     case S_AT_NAMES:
-        msg->columns = malloc(v->len);
-        if (!msg->columns) return log_reason(err, errlen, "out of memory");
-        memcpy(msg->columns, v->s, v->len);
-        msg->columns_len = v->len;
-        return true;
+        return s_set_bytes(&msg->columns, &msg->columns_len, v, err, errlen);
     case S_AT_KEY:
-        msg->key = malloc(v->len ? v->len : 1);
-        if (!msg->key) return log_reason(err, errlen, "out of memory");
-        if (v->len) memcpy(msg->key, v->s, v->len);
-        msg->key_len = v->len;
-        return true;
+        return s_set_bytes(&msg->key, &msg->key_len, v, err, errlen);
     case S_AT_HEAP:
         copy = *(char **)at = malloc(v->len + 1);
         if (!copy) return log_reason(err, errlen, "out of memory");
