@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "pgutil.h"
+#include "replace_deps.h"
 
 /* The new table's and the new indexes' names: the target's (or index's)
  * name cut to leave room, and this suffix. */
@@ -29,10 +30,7 @@
     "current_user) UNION ALL SELECT 4, 'it has grants' FROM t WHERE relacl "   \
     "IS NOT NULL UNION ALL SELECT 5, 'it has row-level security' FROM t "      \
     "WHERE relrowsecurity OR EXISTS (SELECT FROM pg_policy WHERE polrelid = "  \
-    "t.id) UNION ALL SELECT 6, 'view or rule ' || r.ev_class::regclass || "    \
-    "' depends on it' FROM t JOIN pg_depend d ON d.refobjid = t.id AND "       \
-    "d.classid = 'pg_rewrite'::regclass JOIN pg_rewrite r ON r.oid = "         \
-    "d.objid AND r.ev_class <> t.id UNION ALL SELECT 7, 'foreign key ' || "    \
+    "t.id) UNION ALL SELECT 7, 'foreign key ' || "                             \
     "conname || ' of ' || conrelid::regclass || ' points to it' FROM t JOIN "  \
     "pg_constraint ON confrelid = t.id AND conrelid <> t.id UNION ALL SELECT " \
     "8, 'trigger ' || tgname || ' is on it' FROM t JOIN pg_trigger ON "        \
@@ -107,6 +105,14 @@
 /* How long the swap may wait for readers to let go of the target. */
 #define REPLACE_LOCK_WAIT "'10s'"
 
+/* End a failed transaction (what failed is logged already). */
+static void s_rollback(PGconn *dst)
+{
+    pgutil_error_t ignored;
+    if (!pgutil_exec(dst, "ROLLBACK", PROTO_SIDE_TARGET, &ignored))
+        log_debug("replace: ROLLBACK: %s", ignored.message);
+}
+
 /* One text value from a query with params; malloc'd, or NULL (logged into
  * err) on error or when there is no row and !may_be_empty (then "" is
  * returned when empty). */
@@ -158,6 +164,7 @@ bool replace_check(PGconn *dst, schema_t *s, char *err, size_t errlen)
                  "--mode replace: %s cannot be replaced safely: %s", s->qtarget,
                  why);
     free(why);
+    if (ok) ok = replace_deps_check(dst, s->qtarget, err, errlen);
     char *name = NULL, *qname = NULL;
     bool exists = false;
     if (ok && !(ok = s_names(dst, s, &name, &qname, &exists, err, errlen)))
@@ -214,10 +221,33 @@ static bool s_txn(PGconn *dst, const char *first, const char *sql,
         pgutil_exec(dst, "COMMIT", PROTO_SIDE_TARGET, &e))
         return true;
     pgutil_reason(err, errlen, what, &e);
-    pgutil_error_t ignored;
-    if (!pgutil_exec(dst, "ROLLBACK", PROTO_SIDE_TARGET, &ignored))
-        log_debug("replace: ROLLBACK: %s", ignored.message);
+    s_rollback(dst);
     return false;
+}
+
+/* The swap's transaction: lock the target and its views, drop the views,
+ * swap (sql), make the views again over the new table; all or nothing. */
+static bool s_swap_txn(PGconn *dst, const char *qtarget, const char *sql,
+                       char *err, size_t errlen)
+{
+    const char *what = "--mode replace: the swap";
+    char *drop = NULL, *create = NULL;
+    pgutil_error_t e;
+    bool ok = pgutil_exec(dst,
+                          "BEGIN; SET LOCAL lock_timeout = " REPLACE_LOCK_WAIT
+                          "; SET LOCAL search_path = pg_catalog",
+                          PROTO_SIDE_TARGET, &e) ||
+              pgutil_reason(err, errlen, what, &e);
+    ok = ok &&
+         replace_deps_lock_views(dst, qtarget, &drop, &create, err, errlen);
+    const char *steps[] = {drop, sql, create, "COMMIT"};
+    for (size_t i = 0; ok && i < sizeof steps / sizeof *steps; i++)
+        ok = !*steps[i] || pgutil_exec(dst, steps[i], PROTO_SIDE_TARGET, &e) ||
+             pgutil_reason(err, errlen, what, &e);
+    if (!ok) s_rollback(dst);
+    free(drop);
+    free(create);
+    return ok;
 }
 
 bool replace_swap(PGconn *dst, const schema_t *s, char *err, size_t errlen)
@@ -229,11 +259,6 @@ bool replace_swap(PGconn *dst, const schema_t *s, char *err, size_t errlen)
         log_info("replace: %s is gone: the swap was done", qname);
         goto out;
     }
-    char lock[1024];
-    snprintf(lock, sizeof lock,
-             "SET LOCAL lock_timeout = " REPLACE_LOCK_WAIT
-             "; LOCK TABLE %s IN ACCESS EXCLUSIVE MODE",
-             s->qtarget);
     const char *params[] = {s->qtarget, qname, NULL};
     ok = ok &&
          (build = s_value(dst, REPLACE_BUILD_SQL, 2, params, 0, err, errlen));
@@ -250,7 +275,7 @@ bool replace_swap(PGconn *dst, const schema_t *s, char *err, size_t errlen)
     params[2] = target_name;
     ok = ok && target_name &&
          (swap = s_value(dst, REPLACE_SWAP_SQL, 3, params, 0, err, errlen)) &&
-         s_txn(dst, lock, swap, "--mode replace: the swap", err, errlen);
+         s_swap_txn(dst, s->qtarget, swap, err, errlen);
     if (ok) log_info("replace: %s now holds the new rows", s->qtarget);
     free(target_name);
 out:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # tests/integration/t_replace.sh - --mode replace: the rows load into a new
 # table beside the target, which takes its place at the end with the
-# target's indexes, constraints, foreign keys and comments; readers see the
-# old rows or the new, never a mix and never an empty table; kill -9 of
+# target's indexes, constraints, foreign keys and comments, and the views
+# over it made again over it (options, owners, grants, comments), still
+# answering; readers see the old rows or the new, never a mix and never an empty table; kill -9 of
 # the coordinator leaves the old table serving and --resume swaps; a
 # finished replace run again starts its next run; what cannot be carried
 # over is refused (exit 3) naming it.
@@ -20,6 +21,45 @@ q "$DST" "CREATE TABLE parent(id int PRIMARY KEY); INSERT INTO parent SELECT gen
           ALTER TABLE ev ADD CONSTRAINT ev_ref_fkey FOREIGN KEY (ref) REFERENCES parent(id);
           COMMENT ON TABLE ev IS 'events';
           INSERT INTO ev SELECT g, 1, 'old' || g, 1 FROM generate_series(1, 1000) g"
+
+# Views over the target, and over those, with options, owners, grants and
+# comments, in another schema too: the swap makes them again over the new
+# table.
+q "$DST" "DO \$\$ BEGIN CREATE ROLE mapper_repl_owner; EXCEPTION WHEN duplicate_object THEN NULL; END \$\$;
+          DO \$\$ BEGIN CREATE ROLE mapper_repl_reader; EXCEPTION WHEN duplicate_object THEN NULL; END \$\$;
+          CREATE SCHEMA \"rep ort\";
+          GRANT USAGE ON SCHEMA \"rep ort\" TO mapper_repl_owner, mapper_repl_reader;
+          CREATE VIEW ev_named AS SELECT id, cat, name FROM ev WHERE cat < 9 WITH CASCADED CHECK OPTION;
+          CREATE VIEW \"rep ort\".\"ev cat\" WITH (security_barrier) AS SELECT cat, count(*) AS n FROM ev GROUP BY cat;
+          GRANT SELECT ON ev_named, \"rep ort\".\"ev cat\" TO mapper_repl_owner;
+          GRANT SELECT (name) ON ev_named TO mapper_repl_reader;
+          COMMENT ON VIEW \"rep ort\".\"ev cat\" IS 'rows per cat';
+          COMMENT ON COLUMN \"rep ort\".\"ev cat\".n IS 'how many';
+          CREATE VIEW \"rep ort\".ev_top AS SELECT e.id, e.name, c.n FROM ev_named e
+                 JOIN \"rep ort\".\"ev cat\" c ON c.cat = e.id % 10;
+          ALTER VIEW \"rep ort\".ev_top OWNER TO mapper_repl_owner;
+          GRANT SELECT ON \"rep ort\".ev_top TO mapper_repl_reader"
+# vdefs: the views of the target database: definition, options, owner,
+# grants, comments, one a line, sorted.
+vdefs() {
+    q "$DST" "SELECT string_agg(x, E'\n' ORDER BY x) FROM (
+                SELECT format('%s %s %s %s %s %s', c.oid::regclass, pg_get_viewdef(c.oid), c.reloptions,
+                       pg_get_userbyid(c.relowner), c.relacl, obj_description(c.oid, 'pg_class')) AS x
+                FROM pg_class c WHERE c.relkind = 'v' AND c.relnamespace::regnamespace::text NOT IN ('pg_catalog', 'information_schema')
+                UNION ALL SELECT format('column %s.%s %s %s', a.attrelid::regclass, a.attname, a.attacl,
+                       col_description(a.attrelid, a.attnum))
+                FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid AND c.relkind = 'v'
+                WHERE (a.attacl IS NOT NULL OR col_description(a.attrelid, a.attnum) IS NOT NULL)) s"
+}
+# top_as_reader: what the outermost view answers to a role granted it.
+top_as_reader() {
+    psql -X -qAt -d "$DST" -c "SET ROLE mapper_repl_reader" \
+        -c "SELECT count(*) || ':' || sum(n) FROM \"rep ort\".ev_top" 2>&1
+}
+vbefore=$(vdefs)
+vold=$(checksum "$DST" ev_named)
+vnew=$(checksum "$SRC" "(SELECT id, cat, name FROM ev WHERE cat < 9)")
+top_old=$(top_as_reader)
 
 # defs: the target's columns, indexes and constraints, one a line, sorted.
 defs() {
@@ -62,12 +102,15 @@ pid=$!
 held "$T_OUT/k.err" 10
 check "replace while loading: the target still has its old rows" "$old" "$(checksum "$DST" ev)"
 check "replace while loading: the new table is beside it" "ev,ev_mapper_new,parent" "$(tables)"
+check "replace while loading: the view answers the old rows" "$vold" "$(checksum "$DST" ev_named)"
 kill -9 $pid
 wait $pid 2>/dev/null
 release
 check "replace killed: no worker left" 0 "$(no_workers_left && echo 0 || echo 1)"
 check "replace killed: the target still has its old rows" "$old" "$(checksum "$DST" ev)"
 check "replace killed: its indexes and constraints are as they were" "$before" "$(defs)"
+check "replace killed: the view still answers the old rows" "$vold" "$(checksum "$DST" ev_named)"
+check "replace killed: the view over views answers as before" "$top_old" "$(top_as_reader)"
 
 run_coord --table ev --mode replace --workers 2 --chunk-size 10000 --job-id r1 --resume \
     --summary-json "$T_OUT/r1.json"
@@ -77,6 +120,13 @@ wait $reader_pid
 check "replace --resume: the target has exactly the source's rows" "$new" "$(checksum "$DST" ev)"
 check "replace --resume: indexes, constraints, defaults and comment carried over" "$before" "$(defs)"
 check "replace --resume: the new table took the target's place" "ev,parent" "$(tables)"
+check "replace --resume: the view answers the new rows" "$vnew" "$(checksum "$DST" ev_named)"
+check "replace --resume: the views' definitions, options, owners, grants and comments carried over" \
+    "$vbefore" "$(vdefs)"
+check "replace --resume: the view over views answers the new rows to a role granted it" \
+    "180000:3600000000" "$(top_as_reader)"
+check "replace --resume: the view's check option holds" 1 \
+    "$(psql -X -qAt -d "$DST" -c "INSERT INTO ev_named VALUES (-1, 9, 'x')" 2>&1 | grep -c 'violates check option')"
 check "replace --resume: summary JSON says swapped" "replace true" \
     "$(json_field "$T_OUT/r1.json" mode) $(json_field "$T_OUT/r1.json" swapped)"
 check_match "replace --resume: the summary says so" "mode +replace \(swapped in\)" "$OUT"
@@ -94,6 +144,7 @@ check "replace again: exit 0 ($ERR)" 0 "$RC"
 check "replace again: run 2" 2 "$(json_field "$T_OUT/r2.json" run)"
 check "replace again: the target is the source as it is now" "$(checksum "$SRC" ev)" "$(checksum "$DST" ev)"
 check "replace again: definitions unchanged" "$before" "$(defs)"
+check "replace again: views unchanged" "$vbefore" "$(vdefs)"
 
 # Stream mode (a query without --split-by): the writers fill the new table.
 run_coord --query "SELECT id, cat, name, ref FROM ev WHERE id <= 1000" --target-table ev \
@@ -103,14 +154,24 @@ check "stream replace: the target is the query's rows" \
     "$(checksum "$SRC" "(SELECT * FROM ev WHERE id <= 1000)")" "$(checksum "$DST" ev)"
 check "stream replace: swapped, definitions unchanged" "true" "$(json_field "$T_OUT/rq.json" swapped)"
 check "stream replace: definitions unchanged" "$before" "$(defs)"
+check "stream replace: views unchanged" "$vbefore" "$(vdefs)"
 
 # What the swap cannot carry over is refused before anything is loaded.
-q "$DST" "CREATE VIEW ev_view AS SELECT id FROM ev"
+q "$DST" "CREATE MATERIALIZED VIEW ev_mv AS SELECT id FROM ev_named"
 run_coord --table ev --mode replace --job-id r3
-check "replace of a table with a view over it: exit 3" 3 "$RC"
-check_match "replace of a table with a view over it: names the view" "cannot be replaced safely: view or rule ev_view depends on it" "$ERR"
+check "replace of a table with a materialized view over its view: exit 3" 3 "$RC"
+check_match "replace of a table with a materialized view over its view: names it" \
+    "cannot be replaced safely: materialized view ev_mv depends on it" "$ERR"
 check "replace refused: nothing beside the target" "ev,parent" "$(tables)"
-q "$DST" "DROP VIEW ev_view; CREATE TABLE child(ev_id bigint REFERENCES ev(id))"
+q "$DST" "DROP MATERIALIZED VIEW ev_mv;
+          CREATE FUNCTION top_n() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT count(*) FROM \"rep ort\".ev_top; END"
+run_coord --table ev --mode replace --job-id r3
+check_match "replace of a table whose view a function's body reads: exit 3, names it" \
+    '^3 .*function top_n\(\) depends on view "rep ort".ev_top' "$RC $ERR"
+q "$DST" "DROP FUNCTION top_n(); CREATE RULE ev_log AS ON DELETE TO ev DO INSTEAD NOTHING"
+run_coord --table ev --mode replace --job-id r3
+check_match "replace of a table with a rule on it: exit 3, names it" "^3 .*rule ev_log is on it" "$RC $ERR"
+q "$DST" "DROP RULE ev_log ON ev; CREATE TABLE child(ev_id bigint REFERENCES ev(id))"
 run_coord --table ev --mode replace --job-id r3
 check_match "replace of a table another table's foreign key points to: exit 3, names it" \
     "^3 .*foreign key child_ev_id_fkey of child points to it" "$RC $ERR"
