@@ -25,12 +25,7 @@
     "w FROM t WHERE relkind <> 'r' OR relispartition UNION ALL SELECT 2, "     \
     "'it has inheritance children or parents' FROM t WHERE EXISTS (SELECT "    \
     "FROM pg_inherits WHERE inhrelid = t.id OR inhparent = t.id) UNION ALL "   \
-    "SELECT 3, 'it is owned by ' || pg_get_userbyid(relowner) || ', not you' " \
-    "FROM t WHERE relowner <> (SELECT oid FROM pg_roles WHERE rolname = "      \
-    "current_user) UNION ALL SELECT 4, 'it has grants' FROM t WHERE relacl "   \
-    "IS NOT NULL UNION ALL SELECT 5, 'it has row-level security' FROM t "      \
-    "WHERE relrowsecurity OR EXISTS (SELECT FROM pg_policy WHERE polrelid = "  \
-    "t.id) UNION ALL SELECT 7, 'foreign key ' || "                             \
+    "SELECT 7, 'foreign key ' || "                                             \
     "conname || ' of ' || conrelid::regclass || ' points to it' FROM t JOIN "  \
     "pg_constraint ON confrelid = t.id AND conrelid <> t.id UNION ALL SELECT " \
     "8, 'trigger ' || tgname || ' is on it' FROM t JOIN pg_trigger ON "        \
@@ -58,8 +53,7 @@
 
 /* $1 the target, $2 the new table: the statements that give the new table
  * the target's indexes (under new names), the constraints they back, its
- * foreign keys (each dropped first so that they can run again) and its
- * comment. */
+ * foreign keys (each dropped first so that they can run again). */
 #define REPLACE_BUILD_SQL                                                      \
     "WITH ix AS (SELECT c.relname AS name, left(c.relname, " REPLACE_NAME_KEEP \
     ") || '" REPLACE_SUFFIX "' AS tmp, "                                       \
@@ -82,10 +76,7 @@
     "format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I; ALTER TABLE %s "     \
     "ADD CONSTRAINT %I %s', $2::text, conname, $2::text, conname, "            \
     "pg_get_constraintdef(oid)) FROM pg_constraint WHERE conrelid = "          \
-    "to_regclass($1::text) AND contype = 'f' UNION ALL SELECT 5, "             \
-    "format('COMMENT ON TABLE %s IS %L', "                                     \
-    "$2::text, d) FROM obj_description(to_regclass($1), 'pg_class') d WHERE "  \
-    "d IS NOT NULL) q"
+    "to_regclass($1::text) AND contype = 'f') q"
 
 /* $1::text the target, $2::text the new table, $3::text the target's name
  * (unquoted): the swap's statements after the lock: drop the target, name the

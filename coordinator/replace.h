@@ -11,11 +11,10 @@
 #include "schema.h"
 
 /* Before the job: refuse (false, one line naming it in err) a target whose
- * dependents or properties the swap cannot carry over (what depends on
- * it: replace_deps_check), foreign keys into it, triggers, publications,
- * row-level security,
- * grants, another owner, partitions or inheritance, sequences owned by its
- * columns, exclusion or deferrable constraints. On success the chunks'
+ * dependents or properties the swap cannot carry over (its owner, grants
+ * and what depends on it: replace_deps_check), foreign keys into it,
+ * triggers, publications, partitions or inheritance, sequences owned by
+ * its columns, exclusion or deferrable constraints. On success the chunks'
  * rows go to the new table (s->target_name is its name). */
 bool replace_check(PGconn *dst, schema_t *s, char *err, size_t errlen)
     __attribute__((warn_unused_result));
@@ -31,8 +30,9 @@ bool replace_begin(PGconn *dst, const schema_t *s, bool resumed,
 /* After every chunk committed: build the target's indexes, constraints
  * and foreign keys on the new table (one transaction, repeatable), then in
  * one short transaction drop the target and its views, give the new
- * table, its indexes and constraints their names, and make the views again
- * over it (replace_deps_lock_views). When the new table is gone already
+ * table, its indexes and constraints their names, the target's owner,
+ * grants, comments and policies, and make the views again over it
+ * (replace_deps_lock_views). When the new table is gone already
  * (a run killed after its swap), there is nothing to do. */
 bool replace_swap(PGconn *dst, const schema_t *s, char *err, size_t errlen)
     __attribute__((warn_unused_result));

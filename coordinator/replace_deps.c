@@ -78,11 +78,11 @@
     "= v.id UNION ALL SELECT 5, format('view %s has a default on its column "  \
     "%I', v.name, a.attname) FROM v JOIN pg_attrdef ad ON ad.adrelid = v.id "  \
     "JOIN pg_attribute a ON a.attrelid = v.id AND a.attnum = ad.adnum UNION "  \
-    "ALL SELECT 6, format('view %s is owned by %s, a role you are not a "      \
-    "member of', v.name, pg_get_userbyid(c.relowner)) FROM v JOIN pg_class c " \
-    "ON c.oid = v.id WHERE NOT pg_has_role(c.relowner, 'MEMBER') UNION ALL "   \
-    "SELECT 7, format('view %s has a grant by %s, not its owner', v.name, "    \
-    "pg_get_userbyid(a.grantor)) FROM v JOIN pg_class c ON c.oid = v.id, "     \
+    "ALL SELECT 6, format('%s is owned by %s, a role you are not a member "    \
+    "of', o.what, pg_get_userbyid(c.relowner)) FROM o JOIN pg_class c ON "     \
+    "c.oid = o.id WHERE NOT pg_has_role(c.relowner, 'MEMBER') UNION ALL "      \
+    "SELECT 7, format('%s has a grant by %s, not its owner', o.what, "         \
+    "pg_get_userbyid(a.grantor)) FROM o JOIN pg_class c ON c.oid = o.id, "     \
     "LATERAL (SELECT * FROM aclexplode(c.relacl) UNION ALL SELECT x.* FROM "   \
     "pg_attribute att, aclexplode(att.attacl) x WHERE att.attrelid = c.oid) "  \
     "a WHERE a.grantor <> c.relowner UNION ALL SELECT 8, format('%s depends "  \
@@ -91,6 +91,8 @@
     "'n' AND ((d.refclassid = 'pg_class'::regclass AND d.refobjid = o.id) OR " \
     "(d.refclassid = 'pg_type'::regclass AND d.refobjid = c.reltype)) AND "    \
     "d.classid NOT IN ('pg_rewrite'::regclass, 'pg_constraint'::regclass) "    \
+    "AND NOT EXISTS (SELECT FROM pg_policy pol WHERE d.classid = "             \
+    "'pg_policy'::regclass AND pol.oid = d.objid AND pol.polrelid = o.id) "    \
     "ORDER BY 1, 2 LIMIT 1) q"
 
 /* $1 the target: the statements that lock the views over it, outermost
@@ -105,20 +107,42 @@
     "v.id) FROM v JOIN pg_class c ON c.oid = v.id), '') || 'LOCK TABLE ' || "  \
     "$1::text || ' IN ACCESS EXCLUSIVE MODE'"
 
-/* $1 the target: the statement that drops its views, and those that make
- * them again (definition, options, then REPLACE_DEPS_PROPS), innermost
- * first. */
+/* A table's row-level security and policies, over p and c (REPLACE_DEPS_
+ * VIEWS_SQL): statements each after "; ", or "". The expressions are
+ * deparsed against the table and read again against p.dst. */
+#define REPLACE_DEPS_RLS                                                       \
+    "CASE WHEN c.relrowsecurity THEN format('; ALTER TABLE %s ENABLE ROW "     \
+    "LEVEL SECURITY', p.dst) ELSE '' END || CASE WHEN c.relforcerowsecurity "  \
+    "THEN format('; ALTER TABLE %s FORCE ROW LEVEL SECURITY', p.dst) ELSE '' " \
+    "END || coalesce((SELECT string_agg(format('; CREATE POLICY %I ON %s AS "  \
+    "%s FOR %s TO %s', pol.polname, p.dst, CASE WHEN pol.polpermissive THEN "  \
+    "'PERMISSIVE' ELSE 'RESTRICTIVE' END, CASE pol.polcmd WHEN 'r' THEN "      \
+    "'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE' WHEN 'd' THEN "    \
+    "'DELETE' ELSE 'ALL' END, (SELECT string_agg(CASE r WHEN 0 THEN 'PUBLIC' " \
+    "ELSE quote_ident(pg_get_userbyid(r)) END, ', ' ORDER BY r) FROM "         \
+    "unnest(pol.polroles) r)) || coalesce(' USING (' || "                      \
+    "pg_get_expr(pol.polqual, pol.polrelid) || ')', '') || coalesce(' WITH "   \
+    "CHECK (' || pg_get_expr(pol.polwithcheck, pol.polrelid) || ')', ''), '' " \
+    "ORDER BY pol.polname) FROM pg_policy pol WHERE pol.polrelid = p.src), "   \
+    "'')"
+
+/* $1 the target: the statement that drops its views, and those that give
+ * the table then named $1 the target's properties (REPLACE_DEPS_PROPS,
+ * REPLACE_DEPS_RLS) and make the views again (definition, options,
+ * properties), innermost first. */
 #define REPLACE_DEPS_VIEWS_SQL                                                 \
     REPLACE_DEPS_VIEWS_CTE                                                     \
-    ", p AS (SELECT id AS src, name AS dst, 'VIEW' AS kind FROM v), pr AS "    \
+    ", p AS (SELECT t.id AS src, $1::text AS dst, 'TABLE' AS kind, 0 AS "      \
+    "depth FROM t UNION ALL SELECT id, name, 'VIEW', depth FROM v), pr AS "    \
     "(" REPLACE_DEPS_PROPS                                                     \
     ") SELECT coalesce('DROP VIEW ' || (SELECT string_agg(name, ', ') FROM "   \
-    "v), ''), coalesce((SELECT string_agg(format('CREATE VIEW %s%s AS %s; "    \
-    "%s', v.name, (SELECT ' WITH (' || string_agg(format('%I = %L', "          \
-    "split_part(o, '=', 1), substr(o, strpos(o, '=') + 1)), ', ') || ')' "     \
-    "FROM unnest(c.reloptions) o), rtrim(pg_get_viewdef(v.id), ';'), pr.s), "  \
-    "'; ' ORDER BY v.depth, v.id) FROM v JOIN pg_class c ON c.oid = v.id "     \
-    "JOIN pr ON pr.src = v.id), '')"
+    "v), ''), (SELECT string_agg(CASE p.kind WHEN 'VIEW' THEN "                \
+    "format('CREATE VIEW %s%s AS %s; ', p.dst, (SELECT ' WITH (' || "          \
+    "string_agg(format('%I = %L', split_part(o, '=', 1), substr(o, strpos(o, " \
+    "'=') + 1)), ', ') || ')' FROM unnest(c.reloptions) o), "                  \
+    "rtrim(pg_get_viewdef(p.src), ';')) ELSE '' END || pr.s || "               \
+    "" REPLACE_DEPS_RLS ", '; ' ORDER BY p.depth, p.src) FROM p JOIN "         \
+    "pg_class c ON c.oid = p.src JOIN pr ON pr.src = p.src)"
 
 /* Run sql with $1 = qtarget; its first row's columns into out[0..n). */
 static bool s_row(PGconn *dst, const char *sql, const char *qtarget, int n,

@@ -1,6 +1,7 @@
 /* coordinator/replace_deps.h - what depends on the target of --mode
- * replace, carried over to the new table by the swap: the views over it
- * (and over those), with their options, owners, grants and comments. */
+ * replace, carried over to the new table by the swap: its owner, grants,
+ * comments, row-level security and policies, and the views over it (and
+ * over those), with their options, owners, grants and comments. */
 #ifndef MAPPER_REPLACE_DEPS_H
 #define MAPPER_REPLACE_DEPS_H
 
@@ -11,20 +12,22 @@
 /* Before the job: refuse (false, one line naming it in err) a dependent of
  * the target qtarget (quoted, qualified) that the swap cannot carry over:
  * a materialized view or another table's rule over it, a rule on it, a
- * view over it with rules, triggers or column defaults of its own, owned
- * by a role the running user is not a member of, or with a grant by
- * another role than its owner, and anything else that depends on it or on
- * such a view (a function's body, a policy, a column of its row type). */
+ * view over it with rules, triggers or column defaults of its own; the
+ * target or such a view owned by a role the running user is not a member
+ * of, or with a grant by another role than its owner; anything else that
+ * depends on it or on such a view (a function's body, another table's
+ * policy, a column of its row type). */
 bool replace_deps_check(PGconn *dst, const char *qtarget, char *err,
                         size_t errlen) __attribute__((warn_unused_result));
 
 /* Inside the swap's transaction, with search_path pg_catalog: lock the
  * views over qtarget, outermost first (the order a reader of a view locks
  * them, so that the two cannot deadlock), then qtarget; then, captured
- * under those locks, the statements that drop the views (*drop_out) and
- * that create them again over the table then named qtarget, in dependency
- * order, with their options, owners, grants and comments (*create_out).
- * Both malloc'd, "" when there is no view. */
+ * under those locks, the statements that drop the views (*drop_out, ""
+ * when there is none) and those (*create_out) that give the table then
+ * named qtarget the target's owner, grants, comments, row-level security
+ * and policies, and create the views again over it, in dependency order,
+ * with their options, owners, grants and comments. Both malloc'd. */
 bool replace_deps_lock_views(PGconn *dst, const char *qtarget, char **drop_out,
                              char **create_out, char *err, size_t errlen)
     __attribute__((warn_unused_result));

@@ -61,6 +61,20 @@ vold=$(checksum "$DST" ev_named)
 vnew=$(checksum "$SRC" "(SELECT id, cat, name FROM ev WHERE cat < 9)")
 top_old=$(top_as_reader)
 
+# The target's owner, grants (column grants too), comments, row-level
+# security and policies: the new table gets them.
+q "$DST" "ALTER TABLE ev OWNER TO mapper_repl_owner;
+          GRANT SELECT ON ev TO mapper_repl_reader; GRANT UPDATE (name) ON ev TO mapper_repl_reader;
+          GRANT SELECT ON ev TO PUBLIC;
+          COMMENT ON COLUMN ev.name IS 'its name';
+          ALTER TABLE ev ENABLE ROW LEVEL SECURITY;
+          CREATE POLICY ev_read ON ev FOR SELECT TO mapper_repl_reader USING (cat < 5);
+          CREATE POLICY \"ev not 3\" ON ev AS RESTRICTIVE TO mapper_repl_reader, PUBLIC USING (cat <> 3)
+                 WITH CHECK (name IS NOT NULL)"
+# ev_as_reader: the target's rows a role with a policy sees.
+ev_as_reader() {
+    psql -X -qAt -d "$DST" -c "SET ROLE mapper_repl_reader" -c "SELECT count(*) FROM ev" 2>&1
+}
 # defs: the target's columns, indexes and constraints, one a line, sorted.
 defs() {
     q "$DST" "SELECT string_agg(x, E'\n' ORDER BY x) FROM (
@@ -71,7 +85,15 @@ defs() {
                        || attnotnull || ' ' || coalesce(pg_get_expr(adbin, adrelid), '')
                 FROM pg_attribute LEFT JOIN pg_attrdef ON adrelid = attrelid AND adnum = attnum
                 WHERE attrelid = 'ev'::regclass AND attnum > 0 AND NOT attisdropped
-                UNION ALL SELECT 'comment ' || obj_description('ev'::regclass, 'pg_class')) s"
+                UNION ALL SELECT 'comment ' || obj_description('ev'::regclass, 'pg_class')
+                UNION ALL SELECT format('owner %s rls %s %s', pg_get_userbyid(relowner), relrowsecurity,
+                       relforcerowsecurity) FROM pg_class WHERE oid = 'ev'::regclass
+                UNION ALL SELECT format('grant %s', a) FROM pg_class, aclexplode(relacl) a WHERE oid = 'ev'::regclass
+                UNION ALL SELECT format('column %s grant %s comment %s', attname, a,
+                       col_description(attrelid, attnum))
+                FROM pg_attribute LEFT JOIN aclexplode(attacl) a ON true
+                WHERE attrelid = 'ev'::regclass AND (attacl IS NOT NULL OR col_description(attrelid, attnum) IS NOT NULL)
+                UNION ALL SELECT format('policy %s', p) FROM pg_policies p WHERE tablename = 'ev') s"
 }
 # tables: the tables of the target's schema.
 tables() { q "$DST" "SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace"; }
@@ -111,6 +133,7 @@ check "replace killed: the target still has its old rows" "$old" "$(checksum "$D
 check "replace killed: its indexes and constraints are as they were" "$before" "$(defs)"
 check "replace killed: the view still answers the old rows" "$vold" "$(checksum "$DST" ev_named)"
 check "replace killed: the view over views answers as before" "$top_old" "$(top_as_reader)"
+check "replace killed: a role with a policy sees the old rows" 1000 "$(ev_as_reader)"
 
 run_coord --table ev --mode replace --workers 2 --chunk-size 10000 --job-id r1 --resume \
     --summary-json "$T_OUT/r1.json"
@@ -118,7 +141,9 @@ check "replace --resume: exit 0 ($ERR)" 0 "$RC"; echo "$ERR" | tail -5
 touch "$T_OUT/stop"
 wait $reader_pid
 check "replace --resume: the target has exactly the source's rows" "$new" "$(checksum "$DST" ev)"
-check "replace --resume: indexes, constraints, defaults and comment carried over" "$before" "$(defs)"
+check "replace --resume: indexes, constraints, defaults, comments, owner, grants, policies carried over" \
+    "$before" "$(defs)"
+check "replace --resume: the policies hold (cat < 5, not 3)" 80000 "$(ev_as_reader)"
 check "replace --resume: the new table took the target's place" "ev,parent" "$(tables)"
 check "replace --resume: the view answers the new rows" "$vnew" "$(checksum "$DST" ev_named)"
 check "replace --resume: the views' definitions, options, owners, grants and comments carried over" \
@@ -171,7 +196,13 @@ check_match "replace of a table whose view a function's body reads: exit 3, name
 q "$DST" "DROP FUNCTION top_n(); CREATE RULE ev_log AS ON DELETE TO ev DO INSTEAD NOTHING"
 run_coord --table ev --mode replace --job-id r3
 check_match "replace of a table with a rule on it: exit 3, names it" "^3 .*rule ev_log is on it" "$RC $ERR"
-q "$DST" "DROP RULE ev_log ON ev; CREATE TABLE child(ev_id bigint REFERENCES ev(id))"
+q "$DST" "DROP RULE ev_log ON ev; GRANT SELECT ON ev TO mapper_repl_reader WITH GRANT OPTION;
+          SET ROLE mapper_repl_reader; GRANT SELECT ON ev TO PUBLIC"
+run_coord --table ev --mode replace --job-id r3
+check_match "replace of a table with a grant its owner did not make: exit 3, names the grantor" \
+    "^3 .*it has a grant by mapper_repl_reader, not its owner" "$RC $ERR"
+q "$DST" "REVOKE GRANT OPTION FOR SELECT ON ev FROM mapper_repl_reader CASCADE;
+          CREATE TABLE child(ev_id bigint REFERENCES ev(id))"
 run_coord --table ev --mode replace --job-id r3
 check_match "replace of a table another table's foreign key points to: exit 3, names it" \
     "^3 .*foreign key child_ev_id_fkey of child points to it" "$RC $ERR"
