@@ -28,15 +28,7 @@
     "SELECT 7, 'foreign key ' || "                                             \
     "conname || ' of ' || conrelid::regclass || ' points to it' FROM t JOIN "  \
     "pg_constraint ON confrelid = t.id AND conrelid <> t.id UNION ALL SELECT " \
-    "8, 'trigger ' || tgname || ' is on it' FROM t JOIN pg_trigger ON "        \
-    "tgrelid = t.id AND NOT tgisinternal UNION ALL SELECT 9, 'publication ' "  \
-    "|| p.pubname || ' names it' FROM t JOIN pg_publication_rel pr ON "        \
-    "pr.prrelid = t.id JOIN pg_publication p ON p.oid = pr.prpubid UNION ALL " \
-    "SELECT 10, 'sequence ' || d.objid::regclass || ' is owned by its "        \
-    "column ' || a.attname FROM t JOIN pg_depend d ON d.refobjid = t.id AND "  \
-    "d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') JOIN "       \
-    "pg_class s ON s.oid = d.objid AND s.relkind = 'S' JOIN pg_attribute a "   \
-    "ON a.attrelid = t.id AND a.attnum = d.refobjsubid UNION ALL SELECT 11, "  \
+    "11, "                                                                     \
     "'constraint ' || conname || ' is an exclusion or deferrable one' FROM "   \
     "t JOIN pg_constraint ON conrelid = t.id AND (contype = 'x' OR "           \
     "condeferrable) ORDER BY 1 LIMIT 1) p"
@@ -186,7 +178,8 @@ bool replace_begin(PGconn *dst, const schema_t *s, bool resumed,
         snprintf(sql, n,
                  "DROP TABLE IF EXISTS %s; CREATE TABLE %s (LIKE %s INCLUDING "
                  "DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED "
-                 "INCLUDING STORAGE INCLUDING COMMENTS INCLUDING COMPRESSION "
+                 "INCLUDING IDENTITY INCLUDING STORAGE INCLUDING COMMENTS "
+                 "INCLUDING COMPRESSION "
                  "INCLUDING STATISTICS)",
                  qname, qname, s->qtarget);
         pgutil_error_t e;
@@ -217,12 +210,14 @@ static bool s_txn(PGconn *dst, const char *first, const char *sql,
 }
 
 /* The swap's transaction: lock the target and its views, drop the views,
- * swap (sql), make the views again over the new table; all or nothing. */
-static bool s_swap_txn(PGconn *dst, const char *qtarget, const char *sql,
-                       char *err, size_t errlen)
+ * hand the sequences to the new table (qnew), swap (sql), give the new
+ * table the target's properties, triggers and publications, make the
+ * views again over it; all or nothing. */
+static bool s_swap_txn(PGconn *dst, const char *qtarget, const char *qnew,
+                       const char *sql, char *err, size_t errlen)
 {
     const char *what = "--mode replace: the swap";
-    char *drop = NULL, *create = NULL;
+    char *before = NULL, *after = NULL;
     pgutil_error_t e;
     bool ok = pgutil_exec(dst,
                           "BEGIN; SET LOCAL lock_timeout = " REPLACE_LOCK_WAIT
@@ -230,14 +225,14 @@ static bool s_swap_txn(PGconn *dst, const char *qtarget, const char *sql,
                           PROTO_SIDE_TARGET, &e) ||
               pgutil_reason(err, errlen, what, &e);
     ok = ok &&
-         replace_deps_lock_views(dst, qtarget, &drop, &create, err, errlen);
-    const char *steps[] = {drop, sql, create, "COMMIT"};
+         replace_deps_lock(dst, qtarget, qnew, &before, &after, err, errlen);
+    const char *steps[] = {before, sql, after, "COMMIT"};
     for (size_t i = 0; ok && i < sizeof steps / sizeof *steps; i++)
         ok = !*steps[i] || pgutil_exec(dst, steps[i], PROTO_SIDE_TARGET, &e) ||
              pgutil_reason(err, errlen, what, &e);
     if (!ok) s_rollback(dst);
-    free(drop);
-    free(create);
+    free(before);
+    free(after);
     return ok;
 }
 
@@ -266,7 +261,7 @@ bool replace_swap(PGconn *dst, const schema_t *s, char *err, size_t errlen)
     params[2] = target_name;
     ok = ok && target_name &&
          (swap = s_value(dst, REPLACE_SWAP_SQL, 3, params, 0, err, errlen)) &&
-         s_swap_txn(dst, s->qtarget, swap, err, errlen);
+         s_swap_txn(dst, s->qtarget, qname, swap, err, errlen);
     if (ok) log_info("replace: %s now holds the new rows", s->qtarget);
     free(target_name);
 out:

@@ -13,14 +13,13 @@
 /* Before the job: refuse (false, one line naming it in err) a target whose
  * dependents or properties the swap cannot carry over (its owner, grants
  * and what depends on it: replace_deps_check), foreign keys into it,
- * triggers, publications, partitions or inheritance, sequences owned by
- * its columns, exclusion or deferrable constraints. On success the chunks'
- * rows go to the new table (s->target_name is its name). */
+ * partitions or inheritance, exclusion or deferrable constraints. On success
+ * the chunks' rows go to the new table (s->target_name is its name). */
 bool replace_check(PGconn *dst, schema_t *s, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
 /* A fresh run: (re)create the new table with the target's columns,
- * defaults, check and not-null constraints, storage, statistics and
+ * defaults, identity, check and not-null constraints, storage, statistics and
  * comments, and no index. A resumed run keeps it, and makes it only when
  * it is missing and none of the job's chunks (done_chunks) is done. */
 bool replace_begin(PGconn *dst, const schema_t *s, bool resumed,
@@ -31,9 +30,9 @@ bool replace_begin(PGconn *dst, const schema_t *s, bool resumed,
  * and foreign keys on the new table (one transaction, repeatable), then in
  * one short transaction drop the target and its views, give the new
  * table, its indexes and constraints their names, the target's owner,
- * grants, comments and policies, and make the views again over it
- * (replace_deps_lock_views). When the new table is gone already
- * (a run killed after its swap), there is nothing to do. */
+ * grants, comments, policies, triggers, sequences and publications, and
+ * make the views again over it (replace_deps_lock). When the new table is gone
+ * already (a run killed after its swap), there is nothing to do. */
 bool replace_swap(PGconn *dst, const schema_t *s, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 

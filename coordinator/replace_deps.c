@@ -85,7 +85,12 @@
     "pg_get_userbyid(a.grantor)) FROM o JOIN pg_class c ON c.oid = o.id, "     \
     "LATERAL (SELECT * FROM aclexplode(c.relacl) UNION ALL SELECT x.* FROM "   \
     "pg_attribute att, aclexplode(att.attacl) x WHERE att.attrelid = c.oid) "  \
-    "a WHERE a.grantor <> c.relowner UNION ALL SELECT 8, format('%s depends "  \
+    "a WHERE a.grantor <> c.relowner UNION ALL SELECT 7, format('publication " \
+    "%I names it and is owned by %s, a role you are not a member of', "        \
+    "pub.pubname, pg_get_userbyid(pub.pubowner)) FROM t JOIN "                 \
+    "pg_publication_rel pr ON pr.prrelid = t.id JOIN pg_publication pub ON "   \
+    "pub.oid = pr.prpubid WHERE NOT pg_has_role(pub.pubowner, 'MEMBER') "      \
+    "UNION ALL SELECT 8, format('%s depends "                                  \
     "on %s', pg_describe_object(d.classid, d.objid, d.objsubid), o.what) "     \
     "FROM o JOIN pg_class c ON c.oid = o.id JOIN pg_depend d ON d.deptype = "  \
     "'n' AND ((d.refclassid = 'pg_class'::regclass AND d.refobjid = o.id) OR " \
@@ -93,6 +98,11 @@
     "d.classid NOT IN ('pg_rewrite'::regclass, 'pg_constraint'::regclass) "    \
     "AND NOT EXISTS (SELECT FROM pg_policy pol WHERE d.classid = "             \
     "'pg_policy'::regclass AND pol.oid = d.objid AND pol.polrelid = o.id) "    \
+    "AND NOT EXISTS (SELECT FROM pg_trigger tg WHERE d.classid = "             \
+    "'pg_trigger'::regclass AND tg.oid = d.objid AND tg.tgrelid = o.id) "      \
+    "AND NOT EXISTS (SELECT FROM pg_publication_rel pr WHERE d.classid = "     \
+    "'pg_publication_rel'::regclass AND pr.oid = d.objid AND pr.prrelid = "    \
+    "o.id) "                                                                   \
     "ORDER BY 1, 2 LIMIT 1) q"
 
 /* $1 the target: the statements that lock the views over it, outermost
@@ -144,13 +154,59 @@
     "" REPLACE_DEPS_RLS ", '; ' ORDER BY p.depth, p.src) FROM p JOIN "         \
     "pg_class c ON c.oid = p.src JOIN pr ON pr.src = p.src)"
 
-/* Run sql with $1 = qtarget; its first row's columns into out[0..n). */
-static bool s_row(PGconn *dst, const char *sql, const char *qtarget, int n,
-                  char **out, const char *what, char *err, size_t errlen)
+/* $1 the target, $2 the new table: the statements to run before the
+ * target is dropped (the new table gets its owner, and its sequences'
+ * state: a
+ * sequence owned by a column becomes the new column's, an identity's last
+ * value goes to the new identity), and after the new table took its name
+ * (the identity sequences get the old ones' names; the triggers, enabled
+ * or not as they were, with their comments; the target's publications). */
+#define REPLACE_DEPS_TABLE_SQL                                                 \
+    "WITH t AS (SELECT to_regclass($1::text) AS id), sq AS (SELECT s.oid, "    \
+    "s.relname, d.deptype, a.attname, q.seqstart, "                            \
+    "pg_sequence_last_value(s.oid) AS last, pg_get_serial_sequence($2::text, " \
+    "a.attname) AS newseq FROM t JOIN pg_depend d ON d.refobjid = t.id AND "   \
+    "d.refclassid = 'pg_class'::regclass AND d.classid = "                     \
+    "'pg_class'::regclass AND d.deptype IN ('a', 'i') JOIN pg_class s ON "     \
+    "s.oid = d.objid AND s.relkind = 'S' JOIN pg_sequence q ON q.seqrelid = "  \
+    "s.oid JOIN pg_attribute a ON a.attrelid = t.id AND a.attnum = "           \
+    "d.refobjsubid) SELECT (SELECT format('ALTER TABLE %s OWNER TO %I; ', "    \
+    "$2::text, pg_get_userbyid(relowner)) FROM pg_class WHERE oid = "          \
+    "to_regclass($1::text)) || coalesce((SELECT string_agg(CASE deptype WHEN " \
+    "'a' "                                                                     \
+    "THEN format('ALTER SEQUENCE %s OWNED BY %s.%I', oid::regclass, "          \
+    "$2::text, attname) ELSE format('SELECT setval(%L, %s, %s)', newseq, "     \
+    "coalesce(last, seqstart), (last IS NOT NULL)::text) END, '; ' ORDER BY "  \
+    "oid) FROM sq), ''), concat_ws('; ', (SELECT string_agg(format('ALTER "    \
+    "SEQUENCE %s RENAME TO %I', newseq, relname), '; ' ORDER BY oid) FROM sq " \
+    "WHERE deptype = 'i'), (SELECT string_agg(pg_get_triggerdef(tg.oid) || "   \
+    "CASE tg.tgenabled WHEN 'D' THEN format('; ALTER TABLE %s DISABLE "        \
+    "TRIGGER %I', $1::text, tg.tgname) WHEN 'R' THEN format('; ALTER TABLE "   \
+    "%s ENABLE REPLICA TRIGGER %I', $1::text, tg.tgname) WHEN 'A' THEN "       \
+    "format('; ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', $1::text, "           \
+    "tg.tgname) ELSE '' END || coalesce(format('; COMMENT ON TRIGGER %I ON "   \
+    "%s IS ', tg.tgname, $1::text) || quote_literal(obj_description(tg.oid, "  \
+    "'pg_trigger')), ''), '; ' ORDER BY tg.tgname) FROM t JOIN pg_trigger tg " \
+    "ON tg.tgrelid = t.id AND NOT tg.tgisinternal), (SELECT "                  \
+    "string_agg(format('ALTER PUBLICATION %I ADD TABLE %s', pub.pubname, "     \
+    "$1::text) || coalesce(' (' || (SELECT "                                   \
+    "string_agg(quote_ident(a.attname), "                                      \
+    "', ' ORDER BY k.o) FROM unnest(pr.prattrs) WITH ORDINALITY k(n, o) JOIN " \
+    "pg_attribute a ON a.attrelid = t.id AND a.attnum = k.n) || ')', '') || "  \
+    "coalesce(' WHERE (' || pg_get_expr(pr.prqual, pr.prrelid) || ')', ''), "  \
+    "'; ' ORDER BY pub.pubname) FROM t JOIN pg_publication_rel pr ON "         \
+    "pr.prrelid = t.id JOIN pg_publication pub ON pub.oid = pr.prpubid))"
+
+/* Run sql with $1 = qtarget (and $2 = qnew, when not NULL); its first
+ * row's columns into out[0..n). */
+static bool s_row(PGconn *dst, const char *sql, const char *qtarget,
+                  const char *qnew, int n, char **out, const char *what,
+                  char *err, size_t errlen)
 {
-    const char *params[] = {qtarget};
+    const char *params[] = {qtarget, qnew};
     pgutil_error_t e;
-    PGresult *res = pgutil_query(dst, sql, 1, params, PROTO_SIDE_TARGET, &e);
+    PGresult *res =
+        pgutil_query(dst, sql, qnew ? 2 : 1, params, PROTO_SIDE_TARGET, &e);
     if (!res) return pgutil_reason(err, errlen, what, &e);
     bool ok = true;
     for (int i = 0; i < n; i++) {
@@ -166,7 +222,7 @@ bool replace_deps_check(PGconn *dst, const char *qtarget, char *err,
                         size_t errlen)
 {
     char *why = NULL;
-    if (!s_row(dst, REPLACE_DEPS_CHECK_SQL, qtarget, 1, &why,
+    if (!s_row(dst, REPLACE_DEPS_CHECK_SQL, qtarget, NULL, 1, &why,
                "--mode replace: reading what depends on the target", err,
                errlen)) {
         free(why);
@@ -181,25 +237,49 @@ bool replace_deps_check(PGconn *dst, const char *qtarget, char *err,
     return ok;
 }
 
-bool replace_deps_lock_views(PGconn *dst, const char *qtarget, char **drop_out,
-                             char **create_out, char *err, size_t errlen)
+/* "a; b", "a" or "b" (a and b freed), or NULL when out of memory. */
+static char *s_join(char *a, char *b)
 {
-    char *lock = NULL, *sql[2] = {NULL, NULL};
+    char *j = NULL;
+    if (a && b && asprintf(&j, "%s%s%s", a, *a && *b ? "; " : "", b) < 0)
+        j = NULL;
+    free(a);
+    free(b);
+    return j;
+}
+
+bool replace_deps_lock(PGconn *dst, const char *qtarget, const char *qnew,
+                       char **before_out, char **after_out, char *err,
+                       size_t errlen)
+{
+    const char *what = "--mode replace: what depends on the target";
+    char *lock = NULL, *views[2] = {NULL, NULL}, *table[2] = {NULL, NULL};
     pgutil_error_t e;
     bool ok =
-        s_row(dst, REPLACE_DEPS_LOCK_SQL, qtarget, 1, &lock,
-              "--mode replace: the swap's lock", err, errlen) &&
+        s_row(dst, REPLACE_DEPS_LOCK_SQL, qtarget, NULL, 1, &lock, what, err,
+              errlen) &&
         (pgutil_exec(dst, lock, PROTO_SIDE_TARGET, &e) ||
          pgutil_reason(err, errlen, "--mode replace: the swap's lock", &e)) &&
-        s_row(dst, REPLACE_DEPS_VIEWS_SQL, qtarget, 2, sql,
-              "--mode replace: the views over the target", err, errlen);
+        s_row(dst, REPLACE_DEPS_VIEWS_SQL, qtarget, NULL, 2, views, what, err,
+              errlen) &&
+        s_row(dst, REPLACE_DEPS_TABLE_SQL, qtarget, qnew, 2, table, what, err,
+              errlen);
     free(lock);
-    if (!ok) {
-        free(sql[0]);
-        free(sql[1]);
-        sql[0] = sql[1] = NULL;
+    /* Before the drop: the views go, the sequences change hands. After the
+     * rename: the table's properties and the views, then the identity
+     * sequences' names, the triggers and the publications. */
+    char *before = s_join(views[0], table[0]);
+    char *after = s_join(views[1], table[1]);
+    if (ok && (!before || !after)) {
+        snprintf(err, errlen, "out of memory");
+        ok = false;
     }
-    *drop_out = sql[0];
-    *create_out = sql[1];
+    if (!ok) {
+        free(before);
+        free(after);
+        before = after = NULL;
+    }
+    *before_out = before;
+    *after_out = after;
     return ok;
 }

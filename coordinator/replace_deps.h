@@ -1,7 +1,8 @@
 /* coordinator/replace_deps.h - what depends on the target of --mode
  * replace, carried over to the new table by the swap: its owner, grants,
- * comments, row-level security and policies, and the views over it (and
- * over those), with their options, owners, grants and comments. */
+ * comments, row-level security, policies, triggers, publications and
+ * sequences, and the views over it (and over those), with their options,
+ * owners, grants and comments. */
 #ifndef MAPPER_REPLACE_DEPS_H
 #define MAPPER_REPLACE_DEPS_H
 
@@ -23,13 +24,17 @@ bool replace_deps_check(PGconn *dst, const char *qtarget, char *err,
 /* Inside the swap's transaction, with search_path pg_catalog: lock the
  * views over qtarget, outermost first (the order a reader of a view locks
  * them, so that the two cannot deadlock), then qtarget; then, captured
- * under those locks, the statements that drop the views (*drop_out, ""
- * when there is none) and those (*create_out) that give the table then
- * named qtarget the target's owner, grants, comments, row-level security
- * and policies, and create the views again over it, in dependency order,
- * with their options, owners, grants and comments. Both malloc'd. */
-bool replace_deps_lock_views(PGconn *dst, const char *qtarget, char **drop_out,
-                             char **create_out, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
+ * under those locks, the statements to run before qtarget is dropped
+ * (*before_out: drop the views; make the sequences owned by its columns
+ * the new table's (qnew), give its identity sequences' last values to the
+ * new ones) and after qnew took its name (*after_out: give it the target's
+ * owner, grants, comments, row-level security and policies; create the
+ * views again over it, in dependency order, with their options, owners,
+ * grants and comments; give the identity sequences the old names; create
+ * the triggers, enabled or not as they were; add it to the target's
+ * publications). Both malloc'd, maybe "". */
+bool replace_deps_lock(PGconn *dst, const char *qtarget, const char *qnew,
+                       char **before_out, char **after_out, char *err,
+                       size_t errlen) __attribute__((warn_unused_result));
 
 #endif

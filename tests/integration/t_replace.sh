@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # tests/integration/t_replace.sh - --mode replace: the rows load into a new
 # table beside the target, which takes its place at the end with the
-# target's indexes, constraints, foreign keys and comments, and the views
-# over it made again over it (options, owners, grants, comments), still
-# answering; readers see the old rows or the new, never a mix and never an empty table; kill -9 of
+# target's indexes, constraints, foreign keys, comments, owner, grants,
+# policies, triggers, sequences and publications, and the views over it
+# made again over it (options, owners, grants, comments), all still
+# working; readers see the old rows or the new, never a mix and never an empty table; kill -9 of
 # the coordinator leaves the old table serving and --resume swaps; a
 # finished replace run again starts its next run; what cannot be carried
 # over is refused (exit 3) naming it.
@@ -61,6 +62,21 @@ vold=$(checksum "$DST" ev_named)
 vnew=$(checksum "$SRC" "(SELECT id, cat, name FROM ev WHERE cat < 9)")
 top_old=$(top_as_reader)
 
+# Its triggers (one disabled, one with a condition), a sequence owned by
+# its key column that gives the key's default, a publication with a
+# column list and a row filter: carried over too.
+q "$DST" "CREATE TABLE \"rep ort\".ev_log(id bigint);
+          CREATE FUNCTION \"rep ort\".ev_logged() RETURNS trigger LANGUAGE plpgsql AS
+              \$\$ BEGIN INSERT INTO \"rep ort\".ev_log VALUES (NEW.id); RETURN NEW; END \$\$;
+          CREATE TRIGGER ev_count AFTER INSERT ON ev FOR EACH ROW WHEN (NEW.cat >= 0)
+              EXECUTE FUNCTION \"rep ort\".ev_logged();
+          COMMENT ON TRIGGER ev_count ON ev IS 'logs inserts';
+          CREATE TRIGGER \"ev off\" BEFORE UPDATE ON ev FOR EACH ROW EXECUTE FUNCTION \"rep ort\".ev_logged();
+          ALTER TABLE ev DISABLE TRIGGER \"ev off\";
+          CREATE SEQUENCE ev_id_seq OWNED BY ev.id; ALTER TABLE ev ALTER id SET DEFAULT nextval('ev_id_seq');
+          SELECT setval('ev_id_seq', 500000);
+          CREATE PUBLICATION ev_pub FOR TABLE ev (id, cat, name) WHERE (cat > 2) WITH (publish = 'insert')" \
+    >/dev/null
 # The target's owner, grants (column grants too), comments, row-level
 # security and policies: the new table gets them.
 q "$DST" "ALTER TABLE ev OWNER TO mapper_repl_owner;
@@ -69,7 +85,7 @@ q "$DST" "ALTER TABLE ev OWNER TO mapper_repl_owner;
           COMMENT ON COLUMN ev.name IS 'its name';
           ALTER TABLE ev ENABLE ROW LEVEL SECURITY;
           CREATE POLICY ev_read ON ev FOR SELECT TO mapper_repl_reader USING (cat < 5);
-          CREATE POLICY \"ev not 3\" ON ev AS RESTRICTIVE TO mapper_repl_reader, PUBLIC USING (cat <> 3)
+          CREATE POLICY \"ev not 3\" ON ev AS RESTRICTIVE TO PUBLIC USING (cat <> 3)
                  WITH CHECK (name IS NOT NULL)"
 # ev_as_reader: the target's rows a role with a policy sees.
 ev_as_reader() {
@@ -93,7 +109,11 @@ defs() {
                        col_description(attrelid, attnum))
                 FROM pg_attribute LEFT JOIN aclexplode(attacl) a ON true
                 WHERE attrelid = 'ev'::regclass AND (attacl IS NOT NULL OR col_description(attrelid, attnum) IS NOT NULL)
-                UNION ALL SELECT format('policy %s', p) FROM pg_policies p WHERE tablename = 'ev') s"
+                UNION ALL SELECT format('policy %s', p) FROM pg_policies p WHERE tablename = 'ev'
+                UNION ALL SELECT format('trigger %s %s %s', pg_get_triggerdef(oid), tgenabled,
+                       obj_description(oid, 'pg_trigger')) FROM pg_trigger WHERE tgrelid = 'ev'::regclass AND NOT tgisinternal
+                UNION ALL SELECT format('publication %s', p) FROM pg_publication_tables p WHERE tablename = 'ev'
+                UNION ALL SELECT 'sequence ' || pg_get_serial_sequence('ev', 'id')) s"
 }
 # tables: the tables of the target's schema.
 tables() { q "$DST" "SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace"; }
@@ -161,6 +181,12 @@ check "the reader saw the old rows" 1 "$(grep -c -m1 -x -e "$old" "$T_OUT/seen")
 check "the reader saw the new rows" 1 "$(grep -c -m1 -x -e "$new" "$T_OUT/seen")"
 check "the foreign key checks the new table" 23503 \
     "$(psql -X -qAt -d "$DST" -c "INSERT INTO ev VALUES (0, 1, 'x', 99)" 2>&1 | grep -c 'violates foreign key' | sed 's/^1$/23503/')"
+check "the triggers did not fire while the new table was loaded" 0 "$(q "$DST" "SELECT count(*) FROM \"rep ort\".ev_log")"
+check "the key's default takes the next value of the sequence it had" 500001 \
+    "$(q "$DST" "INSERT INTO ev(cat, name, ref) VALUES (1, 'fresh', 1) RETURNING id")"
+check "the trigger fires on the new table" 500001 "$(q "$DST" "SELECT string_agg(id::text, ',') FROM \"rep ort\".ev_log")"
+check "the disabled trigger stays disabled" 500001 \
+    "$(q "$DST" "UPDATE ev SET name = 'fresher' WHERE id = 500001; SELECT string_agg(id::text, ',') FROM \"rep ort\".ev_log")"
 
 # The same command again: a finished replace starts its next run.
 q "$SRC" "DELETE FROM ev WHERE id > 150000; UPDATE ev SET name = 'changed' WHERE id = 1"
@@ -207,6 +233,19 @@ run_coord --table ev --mode replace --job-id r3
 check_match "replace of a table another table's foreign key points to: exit 3, names it" \
     "^3 .*foreign key child_ev_id_fkey of child points to it" "$RC $ERR"
 q "$DST" "DROP TABLE child"
+# An identity column: the new table's identity goes on from the old one's
+# last value, under its sequence's name.
+q "$SRC" "CREATE TABLE idt(id bigint, x int); INSERT INTO idt SELECT g, g FROM generate_series(1001, 1050) g"
+q "$DST" "CREATE TABLE idt(id bigint GENERATED ALWAYS AS IDENTITY (INCREMENT 2) PRIMARY KEY, x int);
+          INSERT INTO idt(x) VALUES (1), (2), (3)"
+run_coord --table idt --mode replace --job-id ri
+check "replace of a table with an identity column: exit 0 ($ERR)" 0 "$RC"
+check "replace of a table with an identity column: the source's rows" "$(checksum "$SRC" idt)" "$(checksum "$DST" idt)"
+check "replace of a table with an identity column: it goes on from the old last value, same sequence name" \
+    "7 public.idt_id_seq" \
+    "$(q "$DST" "INSERT INTO idt(x) VALUES (0) RETURNING id") $(q "$DST" "SELECT pg_get_serial_sequence('idt', 'id')")"
+check "replace of a table with an identity column: no sequence left behind" "idt_id_seq" \
+    "$(q "$DST" "SELECT string_agg(relname, ',') FROM pg_class WHERE relkind = 'S' AND relname LIKE 'idt%'")"
 run_coord --table ev --mode replace --truncate --job-id r4
 check "replace with --truncate: exit 2" 2 "$RC"
 run_coord --table ev --mode replace --key id --job-id r4
