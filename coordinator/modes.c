@@ -220,9 +220,11 @@ int modes_finish(ledger_t *l, const mapper_job_spec *spec, const schema_t *s,
 {
     out->mode = spec->mode;
     if (spec->mode == MAPPER_MODE_REPLACE && l->conn && rc == MAPPER_EXIT_OK) {
-        if (!replace_swap(l->conn, s, out->error, sizeof out->error))
-            return MAPPER_EXIT_CANNOT_RUN;
-        out->swapped = true;
+        bool swapped = false;
+        bool ok =
+            replace_swap(l->conn, s, &swapped, out->error, sizeof out->error);
+        out->swapped = swapped;
+        if (!ok) return swapped ? MAPPER_EXIT_FAILED : MAPPER_EXIT_CANNOT_RUN;
     }
     if (spec->mode != MAPPER_MODE_UPSERT || !l->conn) return rc;
     char sql[256];

@@ -25,10 +25,7 @@
     "w FROM t WHERE relkind <> 'r' OR relispartition UNION ALL SELECT 2, "     \
     "'it has inheritance children or parents' FROM t WHERE EXISTS (SELECT "    \
     "FROM pg_inherits WHERE inhrelid = t.id OR inhparent = t.id) UNION ALL "   \
-    "SELECT 7, 'foreign key ' || "                                             \
-    "conname || ' of ' || conrelid::regclass || ' points to it' FROM t JOIN "  \
-    "pg_constraint ON confrelid = t.id AND conrelid <> t.id UNION ALL SELECT " \
-    "11, "                                                                     \
+    "SELECT 11, "                                                              \
     "'constraint ' || conname || ' is an exclusion or deferrable one' FROM "   \
     "t JOIN pg_constraint ON conrelid = t.id AND (contype = 'x' OR "           \
     "condeferrable) ORDER BY 1 LIMIT 1) p"
@@ -209,12 +206,15 @@ static bool s_txn(PGconn *dst, const char *first, const char *sql,
     return false;
 }
 
-/* The swap's transaction: lock the target and its views, drop the views,
+/* The swap's transaction: lock the target, its views and the tables
+ * whose foreign keys point to it, drop the views and those foreign keys,
  * hand the sequences to the new table (qnew), swap (sql), give the new
  * table the target's properties, triggers and publications, make the
- * views again over it; all or nothing. */
+ * views and the foreign keys (NOT VALID) again over it; all or nothing.
+ * *validate_out (malloc'd, maybe "") validates those foreign keys. */
 static bool s_swap_txn(PGconn *dst, const char *qtarget, const char *qnew,
-                       const char *sql, char *err, size_t errlen)
+                       const char *sql, char **validate_out, char *err,
+                       size_t errlen)
 {
     const char *what = "--mode replace: the swap";
     char *before = NULL, *after = NULL;
@@ -224,8 +224,8 @@ static bool s_swap_txn(PGconn *dst, const char *qtarget, const char *qnew,
                           "; SET LOCAL search_path = pg_catalog",
                           PROTO_SIDE_TARGET, &e) ||
               pgutil_reason(err, errlen, what, &e);
-    ok = ok &&
-         replace_deps_lock(dst, qtarget, qnew, &before, &after, err, errlen);
+    ok = ok && replace_deps_lock(dst, qtarget, qnew, &before, &after,
+                                 validate_out, err, errlen);
     const char *steps[] = {before, sql, after, "COMMIT"};
     for (size_t i = 0; ok && i < sizeof steps / sizeof *steps; i++)
         ok = !*steps[i] || pgutil_exec(dst, steps[i], PROTO_SIDE_TARGET, &e) ||
@@ -236,13 +236,17 @@ static bool s_swap_txn(PGconn *dst, const char *qtarget, const char *qnew,
     return ok;
 }
 
-bool replace_swap(PGconn *dst, const schema_t *s, char *err, size_t errlen)
+bool replace_swap(PGconn *dst, const schema_t *s, bool *swapped_out, char *err,
+                  size_t errlen)
 {
-    char *name = NULL, *qname = NULL, *build = NULL, *swap = NULL;
+    char *name = NULL, *qname = NULL, *build = NULL, *swap = NULL,
+         *validate = NULL;
+    *swapped_out = false;
     bool exists = false;
     bool ok = s_names(dst, s, &name, &qname, &exists, err, errlen);
     if (ok && !exists) {
         log_info("replace: %s is gone: the swap was done", qname);
+        *swapped_out = true;
         goto out;
     }
     const char *params[] = {s->qtarget, qname, NULL};
@@ -261,10 +265,20 @@ bool replace_swap(PGconn *dst, const schema_t *s, char *err, size_t errlen)
     params[2] = target_name;
     ok = ok && target_name &&
          (swap = s_value(dst, REPLACE_SWAP_SQL, 3, params, 0, err, errlen)) &&
-         s_swap_txn(dst, s->qtarget, qname, swap, err, errlen);
+         s_swap_txn(dst, s->qtarget, qname, swap, &validate, err, errlen);
     if (ok) log_info("replace: %s now holds the new rows", s->qtarget);
+    *swapped_out = ok;
+    if (ok && *validate) {
+        log_info("replace: validating the foreign keys into %s", s->qtarget);
+        ok = s_txn(dst, NULL, validate,
+                   "--mode replace: the swap is done, but a foreign key into "
+                   "the target stays NOT VALID (enforced for new rows; fix "
+                   "the rows and VALIDATE CONSTRAINT it)",
+                   err, errlen);
+    }
     free(target_name);
 out:
+    free(validate);
     free(build);
     free(swap);
     free(name);

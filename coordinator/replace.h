@@ -12,8 +12,8 @@
 
 /* Before the job: refuse (false, one line naming it in err) a target whose
  * dependents or properties the swap cannot carry over (its owner, grants
- * and what depends on it: replace_deps_check), foreign keys into it,
- * partitions or inheritance, exclusion or deferrable constraints. On success
+ * and what depends on it: replace_deps_check), partitions or
+ * inheritance, exclusion or deferrable constraints. On success
  * the chunks' rows go to the new table (s->target_name is its name). */
 bool replace_check(PGconn *dst, schema_t *s, char *err, size_t errlen)
     __attribute__((warn_unused_result));
@@ -31,9 +31,13 @@ bool replace_begin(PGconn *dst, const schema_t *s, bool resumed,
  * one short transaction drop the target and its views, give the new
  * table, its indexes and constraints their names, the target's owner,
  * grants, comments, policies, triggers, sequences and publications, and
- * make the views again over it (replace_deps_lock). When the new table is gone
- * already (a run killed after its swap), there is nothing to do. */
-bool replace_swap(PGconn *dst, const schema_t *s, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
+ * the foreign keys into it, and make the views again over it
+ * (replace_deps_lock); after it, validate those foreign keys in a
+ * transaction of their own. *swapped_out: the swap committed (also when
+ * false is returned: a foreign key could not be validated and stays NOT
+ * VALID). When the new table is gone already (a run killed after its
+ * swap), there is nothing to do. */
+bool replace_swap(PGconn *dst, const schema_t *s, bool *swapped_out, char *err,
+                  size_t errlen) __attribute__((warn_unused_result));
 
 #endif

@@ -90,7 +90,18 @@
     "pub.pubname, pg_get_userbyid(pub.pubowner)) FROM t JOIN "                 \
     "pg_publication_rel pr ON pr.prrelid = t.id JOIN pg_publication pub ON "   \
     "pub.oid = pr.prpubid WHERE NOT pg_has_role(pub.pubowner, 'MEMBER') "      \
-    "UNION ALL SELECT 8, format('%s depends "                                  \
+    "UNION ALL SELECT 7, format('foreign key %I of %s points to it from a "    \
+    "partitioned table', con.conname, con.conrelid::regclass) FROM t JOIN "    \
+    "pg_constraint con ON con.confrelid = t.id AND con.conrelid <> t.id AND "  \
+    "con.contype = 'f' JOIN pg_class c ON c.oid = con.conrelid WHERE "         \
+    "c.relkind = 'p' OR c.relispartition UNION ALL SELECT 7, "                 \
+    "format('foreign key %I of %s points to it, and %s is owned by %s, a "     \
+    "role you are not a member of', con.conname, con.conrelid::regclass, "     \
+    "con.conrelid::regclass, pg_get_userbyid(c.relowner)) FROM t JOIN "        \
+    "pg_constraint con ON con.confrelid = t.id AND con.conrelid <> t.id AND "  \
+    "con.contype = 'f' JOIN pg_class c ON c.oid = con.conrelid WHERE NOT "     \
+    "pg_has_role(c.relowner, 'MEMBER') UNION ALL SELECT 8, format('%s "        \
+    "depends "                                                                 \
     "on %s', pg_describe_object(d.classid, d.objid, d.objsubid), o.what) "     \
     "FROM o JOIN pg_class c ON c.oid = o.id JOIN pg_depend d ON d.deptype = "  \
     "'n' AND ((d.refclassid = 'pg_class'::regclass AND d.refobjid = o.id) OR " \
@@ -106,16 +117,18 @@
     "ORDER BY 1, 2 LIMIT 1) q"
 
 /* $1 the target: the statements that lock the views over it, outermost
- * first, then it. A view is locked by giving it its own owner (a no-op
- * under ACCESS EXCLUSIVE) rather than by LOCK TABLE, which would also lock
- * the view's tables and check its owner's right to (which a view's owner
- * may well not have). */
+ * first, then the tables whose foreign keys point to it, then it. A view is
+ * locked by giving it its own owner (a no-op under ACCESS EXCLUSIVE) rather
+ * than by LOCK TABLE, which would also lock the view's tables and check its
+ * owner's right to (which a view's owner may well not have). */
 #define REPLACE_DEPS_LOCK_SQL                                                  \
     REPLACE_DEPS_VIEWS_CTE                                                     \
     "SELECT coalesce((SELECT string_agg(format('ALTER VIEW %s OWNER TO %I; "   \
     "', v.name, pg_get_userbyid(c.relowner)), '' ORDER BY v.depth DESC, "      \
     "v.id) FROM v JOIN pg_class c ON c.oid = v.id), '') || 'LOCK TABLE ' || "  \
-    "$1::text || ' IN ACCESS EXCLUSIVE MODE'"
+    "coalesce((SELECT string_agg(DISTINCT conrelid::regclass::text, ', ') "    \
+    "FROM pg_constraint, t WHERE confrelid = t.id AND conrelid <> t.id AND "   \
+    "contype = 'f') || ', ', '') || $1::text || ' IN ACCESS EXCLUSIVE MODE'"
 
 /* A table's row-level security and policies, over p and c (REPLACE_DEPS_
  * VIEWS_SQL): statements each after "; ", or "". The expressions are
@@ -197,6 +210,25 @@
     "'; ' ORDER BY pub.pubname) FROM t JOIN pg_publication_rel pr ON "         \
     "pr.prrelid = t.id JOIN pg_publication pub ON pub.oid = pr.prpubid))"
 
+/* $1 the target: the foreign keys of other tables into it: the
+ * statements that drop them before it is dropped, add them again (NOT
+ * VALID, with their comments) after the new table took its name, and
+ * validate after the swap those that were valid. */
+#define REPLACE_DEPS_FKEYS_SQL                                                 \
+    "WITH fk AS (SELECT con.oid, con.conrelid::regclass::text AS tab, "        \
+    "con.conname, con.convalidated FROM pg_constraint con WHERE "              \
+    "con.confrelid = to_regclass($1::text) AND con.conrelid <> con.confrelid " \
+    "AND con.contype = 'f') SELECT coalesce((SELECT "                          \
+    "string_agg(format('ALTER TABLE %s DROP CONSTRAINT %I', tab, conname), "   \
+    "'; ' ORDER BY oid) FROM fk), ''), coalesce((SELECT "                      \
+    "string_agg(format('ALTER TABLE %s ADD CONSTRAINT %I %s%s', tab, "         \
+    "conname, pg_get_constraintdef(oid), CASE WHEN convalidated THEN ' NOT "   \
+    "VALID' ELSE '' END) || coalesce(format('; COMMENT ON CONSTRAINT %I ON "   \
+    "%s IS ', conname, tab) || quote_literal(obj_description(oid, "            \
+    "'pg_constraint')), ''), '; ' ORDER BY oid) FROM fk), ''), "               \
+    "coalesce((SELECT string_agg(format('ALTER TABLE %s VALIDATE CONSTRAINT "  \
+    "%I', tab, conname), '; ' ORDER BY oid) FROM fk WHERE convalidated), '')"
+
 /* Run sql with $1 = qtarget (and $2 = qnew, when not NULL); its first
  * row's columns into out[0..n). */
 static bool s_row(PGconn *dst, const char *sql, const char *qtarget,
@@ -249,11 +281,12 @@ static char *s_join(char *a, char *b)
 }
 
 bool replace_deps_lock(PGconn *dst, const char *qtarget, const char *qnew,
-                       char **before_out, char **after_out, char *err,
-                       size_t errlen)
+                       char **before_out, char **after_out, char **validate_out,
+                       char *err, size_t errlen)
 {
     const char *what = "--mode replace: what depends on the target";
-    char *lock = NULL, *views[2] = {NULL, NULL}, *table[2] = {NULL, NULL};
+    char *lock = NULL, *views[2] = {NULL, NULL}, *table[2] = {NULL, NULL},
+         *fkeys[3] = {NULL, NULL, NULL};
     pgutil_error_t e;
     bool ok =
         s_row(dst, REPLACE_DEPS_LOCK_SQL, qtarget, NULL, 1, &lock, what, err,
@@ -263,23 +296,28 @@ bool replace_deps_lock(PGconn *dst, const char *qtarget, const char *qnew,
         s_row(dst, REPLACE_DEPS_VIEWS_SQL, qtarget, NULL, 2, views, what, err,
               errlen) &&
         s_row(dst, REPLACE_DEPS_TABLE_SQL, qtarget, qnew, 2, table, what, err,
+              errlen) &&
+        s_row(dst, REPLACE_DEPS_FKEYS_SQL, qtarget, NULL, 3, fkeys, what, err,
               errlen);
     free(lock);
-    /* Before the drop: the views go, the sequences change hands. After the
-     * rename: the table's properties and the views, then the identity
-     * sequences' names, the triggers and the publications. */
-    char *before = s_join(views[0], table[0]);
-    char *after = s_join(views[1], table[1]);
-    if (ok && (!before || !after)) {
+    /* Before the drop: the views and the foreign keys into it go, the
+     * sequences change hands. After the rename: the table's properties and
+     * the views, then the identity sequences' names, the triggers, the
+     * publications and the foreign keys. */
+    char *before = s_join(views[0], s_join(fkeys[0], table[0]));
+    char *after = s_join(views[1], s_join(table[1], fkeys[1]));
+    if (ok && (!before || !after || !fkeys[2])) {
         snprintf(err, errlen, "out of memory");
         ok = false;
     }
     if (!ok) {
         free(before);
         free(after);
-        before = after = NULL;
+        free(fkeys[2]);
+        before = after = fkeys[2] = NULL;
     }
     *before_out = before;
     *after_out = after;
+    *validate_out = fkeys[2];
     return ok;
 }

@@ -2,9 +2,9 @@
 # tests/integration/t_replace.sh - --mode replace: the rows load into a new
 # table beside the target, which takes its place at the end with the
 # target's indexes, constraints, foreign keys, comments, owner, grants,
-# policies, triggers, sequences and publications, and the views over it
-# made again over it (options, owners, grants, comments), all still
-# working; readers see the old rows or the new, never a mix and never an empty table; kill -9 of
+# policies, triggers, sequences, publications and other tables' foreign
+# keys into it, and the views over it made again over it (options,
+# owners, grants, comments), all still working; readers see the old rows or the new, never a mix and never an empty table; kill -9 of
 # the coordinator leaves the old table serving and --resume swaps; a
 # finished replace run again starts its next run; what cannot be carried
 # over is refused (exit 3) naming it.
@@ -64,7 +64,8 @@ top_old=$(top_as_reader)
 
 # Its triggers (one disabled, one with a condition), a sequence owned by
 # its key column that gives the key's default, a publication with a
-# column list and a row filter: carried over too.
+# column list and a row filter, another table's foreign key into it:
+# carried over too.
 q "$DST" "CREATE TABLE \"rep ort\".ev_log(id bigint);
           CREATE FUNCTION \"rep ort\".ev_logged() RETURNS trigger LANGUAGE plpgsql AS
               \$\$ BEGIN INSERT INTO \"rep ort\".ev_log VALUES (NEW.id); RETURN NEW; END \$\$;
@@ -75,7 +76,10 @@ q "$DST" "CREATE TABLE \"rep ort\".ev_log(id bigint);
           ALTER TABLE ev DISABLE TRIGGER \"ev off\";
           CREATE SEQUENCE ev_id_seq OWNED BY ev.id; ALTER TABLE ev ALTER id SET DEFAULT nextval('ev_id_seq');
           SELECT setval('ev_id_seq', 500000);
-          CREATE PUBLICATION ev_pub FOR TABLE ev (id, cat, name) WHERE (cat > 2) WITH (publish = 'insert')" \
+          CREATE PUBLICATION ev_pub FOR TABLE ev (id, cat, name) WHERE (cat > 2) WITH (publish = 'insert');
+          CREATE TABLE \"rep ort\".child(ev_id bigint CONSTRAINT \"child ev\" REFERENCES ev(id) ON DELETE CASCADE);
+          COMMENT ON CONSTRAINT \"child ev\" ON \"rep ort\".child IS 'each child has its ev';
+          INSERT INTO \"rep ort\".child SELECT g FROM generate_series(1, 1000, 7) g" \
     >/dev/null
 # The target's owner, grants (column grants too), comments, row-level
 # security and policies: the new table gets them.
@@ -113,7 +117,10 @@ defs() {
                 UNION ALL SELECT format('trigger %s %s %s', pg_get_triggerdef(oid), tgenabled,
                        obj_description(oid, 'pg_trigger')) FROM pg_trigger WHERE tgrelid = 'ev'::regclass AND NOT tgisinternal
                 UNION ALL SELECT format('publication %s', p) FROM pg_publication_tables p WHERE tablename = 'ev'
-                UNION ALL SELECT 'sequence ' || pg_get_serial_sequence('ev', 'id')) s"
+                UNION ALL SELECT 'sequence ' || pg_get_serial_sequence('ev', 'id')
+                UNION ALL SELECT format('foreign key into it %s %s %s %s %s', conrelid::regclass, conname,
+                       pg_get_constraintdef(oid), convalidated, obj_description(oid, 'pg_constraint'))
+                FROM pg_constraint WHERE confrelid = 'ev'::regclass AND conrelid <> confrelid) s"
 }
 # tables: the tables of the target's schema.
 tables() { q "$DST" "SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace"; }
@@ -181,6 +188,8 @@ check "the reader saw the old rows" 1 "$(grep -c -m1 -x -e "$old" "$T_OUT/seen")
 check "the reader saw the new rows" 1 "$(grep -c -m1 -x -e "$new" "$T_OUT/seen")"
 check "the foreign key checks the new table" 23503 \
     "$(psql -X -qAt -d "$DST" -c "INSERT INTO ev VALUES (0, 1, 'x', 99)" 2>&1 | grep -c 'violates foreign key' | sed 's/^1$/23503/')"
+check "another table's foreign key checks the new table" 1 \
+    "$(psql -X -qAt -d "$DST" -c "INSERT INTO \"rep ort\".child VALUES (999999)" 2>&1 | grep -c 'violates foreign key constraint "child ev"')"
 check "the triggers did not fire while the new table was loaded" 0 "$(q "$DST" "SELECT count(*) FROM \"rep ort\".ev_log")"
 check "the key's default takes the next value of the sequence it had" 500001 \
     "$(q "$DST" "INSERT INTO ev(cat, name, ref) VALUES (1, 'fresh', 1) RETURNING id")"
@@ -228,11 +237,27 @@ run_coord --table ev --mode replace --job-id r3
 check_match "replace of a table with a grant its owner did not make: exit 3, names the grantor" \
     "^3 .*it has a grant by mapper_repl_reader, not its owner" "$RC $ERR"
 q "$DST" "REVOKE GRANT OPTION FOR SELECT ON ev FROM mapper_repl_reader CASCADE;
-          CREATE TABLE child(ev_id bigint REFERENCES ev(id))"
+          CREATE TABLE part(ev_id bigint REFERENCES ev(id)) PARTITION BY RANGE (ev_id)"
 run_coord --table ev --mode replace --job-id r3
-check_match "replace of a table another table's foreign key points to: exit 3, names it" \
-    "^3 .*foreign key child_ev_id_fkey of child points to it" "$RC $ERR"
-q "$DST" "DROP TABLE child"
+check_match "replace of a table a partitioned table's foreign key points to: exit 3, names it" \
+    "^3 .*foreign key part_ev_id_fkey of part points to it from a partitioned table" "$RC $ERR"
+q "$DST" "DROP TABLE part"
+# A replace whose rows lack a key another table's rows point to: the swap
+# is done, the foreign key is left NOT VALID (still checked for new rows),
+# exit 1 naming it.
+q "$DST" "INSERT INTO \"rep ort\".child VALUES (600)"
+run_coord --query "SELECT id, cat, name, ref FROM ev WHERE id <= 500" --target-table ev \
+    --mode replace --job-id rfk --summary-json "$T_OUT/rfk.json"
+check_match "replace that breaks a foreign key into the target: exit 1, names it" \
+    '^1 .*foreign key constraint "child ev"' "$RC $ERR"
+check "replace that breaks a foreign key into the target: swapped, the new rows in" "true 500" \
+    "$(json_field "$T_OUT/rfk.json" swapped) $(q "$DST" "SELECT count(*) FROM ev")"
+check "replace that breaks a foreign key into the target: it is NOT VALID" "f" \
+    "$(q "$DST" "SELECT convalidated FROM pg_constraint WHERE conname = 'child ev'")"
+check "replace that breaks a foreign key into the target: still checked for new rows" 1 \
+    "$(psql -X -qAt -d "$DST" -c "INSERT INTO \"rep ort\".child VALUES (999999)" 2>&1 | grep -c 'violates foreign key')"
+q "$DST" "DELETE FROM \"rep ort\".child WHERE ev_id > 500; ALTER TABLE \"rep ort\".child VALIDATE CONSTRAINT \"child ev\""
+
 # An identity column: the new table's identity goes on from the old one's
 # last value, under its sequence's name.
 q "$SRC" "CREATE TABLE idt(id bigint, x int); INSERT INTO idt SELECT g, g FROM generate_series(1001, 1050) g"
