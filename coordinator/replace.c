@@ -42,7 +42,8 @@
 
 /* $1 the target, $2 the new table: the statements that give the new table
  * the target's indexes (under new names), the constraints they back, its
- * foreign keys (each dropped first so that they can run again). */
+ * foreign keys into other tables (each dropped first so that they can run
+ * again; one into itself is added by the swap, replace_deps_lock). */
 #define REPLACE_BUILD_SQL                                                      \
     "WITH ix AS (SELECT c.relname AS name, left(c.relname, " REPLACE_NAME_KEEP \
     ") || '" REPLACE_SUFFIX "' AS tmp, "                                       \
@@ -65,7 +66,7 @@
     "format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I; ALTER TABLE %s "     \
     "ADD CONSTRAINT %I %s', $2::text, conname, $2::text, conname, "            \
     "pg_get_constraintdef(oid)) FROM pg_constraint WHERE conrelid = "          \
-    "to_regclass($1::text) AND contype = 'f') q"
+    "to_regclass($1::text) AND contype = 'f' AND confrelid <> conrelid) q"
 
 /* $1::text the target, $2::text the new table, $3::text the target's name
  * (unquoted): the swap's statements after the lock: drop the target, name the

@@ -210,17 +210,18 @@
     "'; ' ORDER BY pub.pubname) FROM t JOIN pg_publication_rel pr ON "         \
     "pr.prrelid = t.id JOIN pg_publication pub ON pub.oid = pr.prpubid))"
 
-/* $1 the target: the foreign keys of other tables into it: the
- * statements that drop them before it is dropped, add them again (NOT
- * VALID, with their comments) after the new table took its name, and
- * validate after the swap those that were valid. */
+/* $1 the target: the foreign keys into it, of other tables and its own:
+ * the statements that drop the others' before it is dropped (its own go
+ * with it), add them all again (NOT VALID, with their comments) after the
+ * new table took its name, and validate after the swap those that were
+ * valid. */
 #define REPLACE_DEPS_FKEYS_SQL                                                 \
     "WITH fk AS (SELECT con.oid, con.conrelid::regclass::text AS tab, "        \
-    "con.conname, con.convalidated FROM pg_constraint con WHERE "              \
-    "con.confrelid = to_regclass($1::text) AND con.conrelid <> con.confrelid " \
-    "AND con.contype = 'f') SELECT coalesce((SELECT "                          \
+    "con.conname, con.convalidated, con.conrelid = con.confrelid AS own FROM " \
+    "pg_constraint con WHERE con.confrelid = to_regclass($1::text) AND "       \
+    "con.contype = 'f') SELECT coalesce((SELECT "                              \
     "string_agg(format('ALTER TABLE %s DROP CONSTRAINT %I', tab, conname), "   \
-    "'; ' ORDER BY oid) FROM fk), ''), coalesce((SELECT "                      \
+    "'; ' ORDER BY oid) FROM fk WHERE NOT own), ''), coalesce((SELECT "        \
     "string_agg(format('ALTER TABLE %s ADD CONSTRAINT %I %s%s', tab, "         \
     "conname, pg_get_constraintdef(oid), CASE WHEN convalidated THEN ' NOT "   \
     "VALID' ELSE '' END) || coalesce(format('; COMMENT ON CONSTRAINT %I ON "   \

@@ -21,7 +21,8 @@ q "$DST" "CREATE TABLE parent(id int PRIMARY KEY); INSERT INTO parent SELECT gen
           CREATE INDEX ev_lower_name ON ev(lower(name));
           ALTER TABLE ev ADD CONSTRAINT ev_ref_fkey FOREIGN KEY (ref) REFERENCES parent(id);
           COMMENT ON TABLE ev IS 'events';
-          INSERT INTO ev SELECT g, 1, 'old' || g, 1 FROM generate_series(1, 1000) g"
+          INSERT INTO ev SELECT g, 1, 'old' || g, 1 FROM generate_series(1, 1000) g;
+          ALTER TABLE ev ADD CONSTRAINT ev_ref_self FOREIGN KEY (ref) REFERENCES ev(id)"
 
 # Views over the target, and over those, with options, owners, grants and
 # comments, in another schema too: the swap makes them again over the new
@@ -188,6 +189,8 @@ check "the reader saw the old rows" 1 "$(grep -c -m1 -x -e "$old" "$T_OUT/seen")
 check "the reader saw the new rows" 1 "$(grep -c -m1 -x -e "$new" "$T_OUT/seen")"
 check "the foreign key checks the new table" 23503 \
     "$(psql -X -qAt -d "$DST" -c "INSERT INTO ev VALUES (0, 1, 'x', 99)" 2>&1 | grep -c 'violates foreign key' | sed 's/^1$/23503/')"
+check "its foreign key into itself checks the new table" 1 \
+    "$(psql -X -qAt -d "$DST" -c "INSERT INTO ev VALUES (-7, 1, 'x', -7), (-8, 1, 'y', -9)" 2>&1 | grep -c 'violates foreign key constraint "ev_ref_self"')"
 check "another table's foreign key checks the new table" 1 \
     "$(psql -X -qAt -d "$DST" -c "INSERT INTO \"rep ort\".child VALUES (999999)" 2>&1 | grep -c 'violates foreign key constraint "child ev"')"
 check "the triggers did not fire while the new table was loaded" 0 "$(q "$DST" "SELECT count(*) FROM \"rep ort\".ev_log")"
