@@ -25,7 +25,7 @@
     "w FROM t WHERE relkind <> 'r' OR relispartition UNION ALL SELECT 2, "     \
     "'it has inheritance children or parents' FROM t WHERE EXISTS (SELECT "    \
     "FROM pg_inherits WHERE inhrelid = t.id OR inhparent = t.id) UNION ALL "   \
-    "SELECT 11, "                                                              \
+    "SELECT 3, "                                                               \
     "'constraint ' || conname || ' is an exclusion or deferrable one' FROM "   \
     "t JOIN pg_constraint ON conrelid = t.id AND (contype = 'x' OR "           \
     "condeferrable) ORDER BY 1 LIMIT 1) p"
@@ -192,13 +192,12 @@ bool replace_begin(PGconn *dst, const schema_t *s, bool resumed,
     return ok;
 }
 
-/* Run sql (several statements) in one transaction, after first. */
-static bool s_txn(PGconn *dst, const char *first, const char *sql,
-                  const char *what, char *err, size_t errlen)
+/* Run sql (several statements) in one transaction. */
+static bool s_txn(PGconn *dst, const char *sql, const char *what, char *err,
+                  size_t errlen)
 {
     pgutil_error_t e;
     if (pgutil_exec(dst, "BEGIN", PROTO_SIDE_TARGET, &e) &&
-        (!first || pgutil_exec(dst, first, PROTO_SIDE_TARGET, &e)) &&
         (!*sql || pgutil_exec(dst, sql, PROTO_SIDE_TARGET, &e)) &&
         pgutil_exec(dst, "COMMIT", PROTO_SIDE_TARGET, &e))
         return true;
@@ -255,8 +254,8 @@ bool replace_swap(PGconn *dst, const schema_t *s, bool *swapped_out, char *err,
          (build = s_value(dst, REPLACE_BUILD_SQL, 2, params, 0, err, errlen));
     if (ok)
         log_info("replace: building the indexes and constraints of %s", qname);
-    ok = ok && s_txn(dst, NULL, build, "--mode replace: building the indexes",
-                     err, errlen);
+    ok = ok &&
+         s_txn(dst, build, "--mode replace: building the indexes", err, errlen);
     /* The target's unquoted name: what the new table is renamed to. */
     char *target_name = ok ? s_value(dst,
                                      "SELECT relname FROM pg_class WHERE oid "
@@ -271,7 +270,7 @@ bool replace_swap(PGconn *dst, const schema_t *s, bool *swapped_out, char *err,
     *swapped_out = ok;
     if (ok && *validate) {
         log_info("replace: validating the foreign keys into %s", s->qtarget);
-        ok = s_txn(dst, NULL, validate,
+        ok = s_txn(dst, validate,
                    "--mode replace: the swap is done, but a foreign key into "
                    "the target stays NOT VALID (enforced for new rows; fix "
                    "the rows and VALIDATE CONSTRAINT it)",
