@@ -205,6 +205,9 @@ typedef struct {
     int64_t rows_updated;             /* upsert: existing rows changed */
     bool swapped;                     /* replace: the new table took the
                                          target's place */
+    double swap_s;                    /* replace: seconds the swap's
+                                         transaction took, its wait for
+                                         the target's lock included */
     int64_t run;                      /* the job's run this was (1, 2, ...:
                                          an upsert of a finished job, or
                                          --restart, starts the next) */

@@ -220,7 +220,8 @@ int modes_finish(ledger_t *l, const mapper_job_spec *spec, const schema_t *s,
 {
     out->mode = spec->mode;
     if (spec->mode == MAPPER_MODE_REPLACE && l->conn && rc == MAPPER_EXIT_OK) {
-        if (!replace_swap(l->conn, s, out->error, sizeof out->error))
+        if (!replace_swap(l->conn, s, &out->swap_s, out->error,
+                          sizeof out->error))
             return MAPPER_EXIT_CANNOT_RUN;
         out->swapped = true;
     }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "log.h"
 #include "pgutil.h"
 
@@ -220,8 +221,10 @@ static bool s_txn(PGconn *dst, const char *first, const char *sql,
     return false;
 }
 
-bool replace_swap(PGconn *dst, const schema_t *s, char *err, size_t errlen)
+bool replace_swap(PGconn *dst, const schema_t *s, double *swap_s_out, char *err,
+                  size_t errlen)
 {
+    *swap_s_out = 0;
     char *name = NULL, *qname = NULL, *build = NULL, *swap = NULL;
     bool exists = false;
     bool ok = s_names(dst, s, &name, &qname, &exists, err, errlen);
@@ -249,9 +252,14 @@ bool replace_swap(PGconn *dst, const schema_t *s, char *err, size_t errlen)
                            : NULL;
     params[2] = target_name;
     ok = ok && target_name &&
-         (swap = s_value(dst, REPLACE_SWAP_SQL, 3, params, 0, err, errlen)) &&
-         s_txn(dst, lock, swap, "--mode replace: the swap", err, errlen);
-    if (ok) log_info("replace: %s now holds the new rows", s->qtarget);
+         (swap = s_value(dst, REPLACE_SWAP_SQL, 3, params, 0, err, errlen));
+    double t0 = clock_now();
+    ok = ok && s_txn(dst, lock, swap, "--mode replace: the swap", err, errlen);
+    if (ok) *swap_s_out = clock_now() - t0;
+    if (ok)
+        log_info("replace: swapped in %.3f s (lock wait included): %s now "
+                 "holds the new rows",
+                 *swap_s_out, s->qtarget);
     free(target_name);
 out:
     free(build);

@@ -31,8 +31,11 @@ bool replace_begin(PGconn *dst, const schema_t *s, bool resumed,
  * and foreign keys on the new table (one transaction, repeatable), then in
  * one short transaction drop the target and give the new table, its
  * indexes and constraints their names. When the new table is gone already
- * (a run killed after its swap), there is nothing to do. */
-bool replace_swap(PGconn *dst, const schema_t *s, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
+ * (a run killed after its swap), there is nothing to do. *swap_s_out is
+ * how long the swap's transaction took, from before its BEGIN to after
+ * its COMMIT (its wait for the target's lock included): readers of the
+ * target wait for no longer; 0 when there was none. */
+bool replace_swap(PGconn *dst, const schema_t *s, double *swap_s_out, char *err,
+                  size_t errlen) __attribute__((warn_unused_result));
 
 #endif
