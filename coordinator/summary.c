@@ -81,6 +81,8 @@ void mapper_result_print(const mapper_result *r, FILE *out)
             r->total_rows_processed, r->total_rows_successful,
             r->total_rows_failed, r->rows_rejected, r->chunks_total,
             r->chunks_succeeded, r->chunks_failed, r->elapsed_s, r->rows_per_s);
+    if (r->mode == MAPPER_MODE_APPEND)
+        fprintf(out, "  mode                   append\n");
     if (r->mode == MAPPER_MODE_REPLACE && r->swapped)
         fprintf(out,
                 "  mode                   replace (swapped in)\n"
