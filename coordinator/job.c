@@ -760,12 +760,7 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
             rc = indexes_after_load(&j.ledger, target ? target : "",
                                     spec->workers, progress, sig.fds[0], rc,
                                     out);
-        if (spec->mode == MAPPER_MODE_REPLACE && rc == MAPPER_EXIT_OK) {
-            progress_set_phase(progress, MAPPER_PHASE_SWAP);
-            progress_tick(progress);
-        }
-        rc = modes_finish(&j.ledger, spec, &j.schema, rc, out);
-        progress_set_swap(progress, out->swap_s);
+        rc = modes_finish(&j.ledger, spec, &j.schema, rc, progress, out);
         report_last(report);
         progress_finish(progress);
         if (out->rows_rejected > 0 && rejects)

@@ -216,13 +216,16 @@ bool modes_truncate_refused(ledger_t *l, const mapper_result *out)
 }
 
 int modes_finish(ledger_t *l, const mapper_job_spec *spec, const schema_t *s,
-                 int rc, mapper_result *out)
+                 int rc, progress_t *progress, mapper_result *out)
 {
     out->mode = spec->mode;
     if (spec->mode == MAPPER_MODE_REPLACE && l->conn && rc == MAPPER_EXIT_OK) {
+        progress_set_phase(progress, MAPPER_PHASE_SWAP);
+        progress_tick(progress);
         if (!replace_swap(l->conn, s, &out->swap_s, out->error,
                           sizeof out->error))
             return MAPPER_EXIT_CANNOT_RUN;
+        progress_set_swap(progress, out->swap_s);
         out->swapped = true;
     }
     if (spec->mode != MAPPER_MODE_UPSERT || !l->conn) return rc;
