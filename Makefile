@@ -119,6 +119,10 @@ check: deps
 	    --json $(BUILD)/bench-smoke.json >$(BUILD)/bench-smoke.log 2>&1 && \
 	    echo "bench-smoke: ok (scripts/bench.sh --rows 20000 --runs 1)" || \
 	    { tail -30 $(BUILD)/bench-smoke.log; echo "bench-smoke: FAILED"; exit 1; }
+	@scripts/bench.sh --bin "$(BIN)" --rows 20000 --runs 1 --no-install --only modes \
+	    --json $(BUILD)/bench-smoke-modes.json >$(BUILD)/bench-smoke-modes.log 2>&1 && \
+	    echo "bench-smoke: ok (scripts/bench.sh --rows 20000 --runs 1 --only modes)" || \
+	    { tail -30 $(BUILD)/bench-smoke-modes.log; echo "bench-smoke: FAILED"; exit 1; }
 	@tests/run-all.sh "$(BUILD)" "$(BIN)"
 
 unit: all $(UNIT_BIN)
@@ -143,6 +147,7 @@ demo: deps all
 
 bench: deps all
 	@scripts/bench.sh --bin "$(BIN)"
+	@scripts/bench.sh --bin "$(BIN)" --rows 2000000 --only modes --json $(BUILD)/bench-modes.json
 
 # mapper.pc: the shared library needs nothing more; a static link
 # (pkg-config --static) adds libpq, libzmq, msgpack and libm.

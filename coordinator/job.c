@@ -722,6 +722,7 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
     if (rc == MAPPER_EXIT_OK && !out->already_done) {
         progress_set_rows_total_estimate(progress, j.plan.est_rows);
         progress_set_workers(progress, spec->workers);
+        progress_set_mode(progress, spec->mode, out->run);
         dispatch_config_t cfg = {
             .schema = &j.schema,
             .plan = &j.plan,
@@ -759,7 +760,7 @@ int mapper_job_run(const mapper_job_spec *spec, mapper_result *out)
             rc = indexes_after_load(&j.ledger, target ? target : "",
                                     spec->workers, progress, sig.fds[0], rc,
                                     out);
-        rc = modes_finish(&j.ledger, spec, &j.schema, rc, out);
+        rc = modes_finish(&j.ledger, spec, &j.schema, rc, progress, out);
         report_last(report);
         progress_finish(progress);
         if (out->rows_rejected > 0 && rejects)

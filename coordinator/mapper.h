@@ -25,6 +25,22 @@ typedef struct {
     double deadline; /* seconds from a chunk's first start; 0 = no deadline */
 } mapper_retry_config;
 
+/* How the rows are written into the target (--mode). */
+typedef enum {
+    MAPPER_MODE_APPEND = 0, /* add the rows (a finished job is not rerun) */
+    MAPPER_MODE_UPSERT,     /* merge each chunk on key: insert new keys,
+                               update changed rows; safe to repeat */
+    MAPPER_MODE_REPLACE,    /* load a new table beside the target and swap
+                               it in at the end; safe to repeat */
+} mapper_write_mode;
+
+/* What a job is doing (the phases follow one another). */
+typedef enum {
+    MAPPER_PHASE_COPY = 0, /* copying chunks */
+    MAPPER_PHASE_INDEXES,  /* rebuilding deferred indexes */
+    MAPPER_PHASE_SWAP,     /* replace: indexing the new table, swapping it in */
+} mapper_phase;
+
 /* Where a job stands, at one instant; the first ten fields are the seed's
  * ProgressSnapshot. Row and byte counters of committed work (successful,
  * failed, processed, bytes, completed) never decrease. */
@@ -50,6 +66,10 @@ typedef struct {
     int workers_busy;                /* workers copying a chunk now */
     int indexes_total;               /* deferred indexes to rebuild (0: none) */
     int indexes_built;               /* of them, rebuilt */
+    mapper_write_mode mode;          /* the job's --mode */
+    int64_t run;                     /* the job's run (0: no ledger) */
+    mapper_phase phase;              /* what the job is doing */
+    double swap_s; /* replace: the swap's seconds, once done */
 } mapper_progress_snapshot;
 
 /* A progress callback: snap is valid during the call only; user is the
@@ -83,15 +103,6 @@ typedef enum {
     MAPPER_DEFER_ON,       /* defer whatever can be dropped */
     MAPPER_DEFER_OFF,      /* maintain every index row by row */
 } mapper_defer_indexes;
-
-/* How the rows are written into the target (--mode). */
-typedef enum {
-    MAPPER_MODE_APPEND = 0, /* add the rows (a finished job is not rerun) */
-    MAPPER_MODE_UPSERT,     /* merge each chunk on key: insert new keys,
-                               update changed rows; safe to repeat */
-    MAPPER_MODE_REPLACE,    /* load a new table beside the target and swap
-                               it in at the end; safe to repeat */
-} mapper_write_mode;
 
 /* What to copy, and how. Fill with mapper_job_spec_init() first. */
 typedef struct {
@@ -205,6 +216,9 @@ typedef struct {
     int64_t rows_updated;             /* upsert: existing rows changed */
     bool swapped;                     /* replace: the new table took the
                                          target's place */
+    double swap_s;                    /* replace: seconds the swap's
+                                         transaction took, its wait for
+                                         the target's lock included */
     int64_t run;                      /* the job's run this was (1, 2, ...:
                                          an upsert of a finished job, or
                                          --restart, starts the next) */

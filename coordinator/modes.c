@@ -216,14 +216,17 @@ bool modes_truncate_refused(ledger_t *l, const mapper_result *out)
 }
 
 int modes_finish(ledger_t *l, const mapper_job_spec *spec, const schema_t *s,
-                 int rc, mapper_result *out)
+                 int rc, progress_t *progress, mapper_result *out)
 {
     out->mode = spec->mode;
     if (spec->mode == MAPPER_MODE_REPLACE && l->conn && rc == MAPPER_EXIT_OK) {
+        progress_set_phase(progress, MAPPER_PHASE_SWAP);
+        progress_tick(progress);
         bool swapped = false;
-        bool ok =
-            replace_swap(l->conn, s, &swapped, out->error, sizeof out->error);
+        bool ok = replace_swap(l->conn, s, &swapped, &out->swap_s, out->error,
+                               sizeof out->error);
         out->swapped = swapped;
+        if (swapped) progress_set_swap(progress, out->swap_s);
         if (!ok) return swapped ? MAPPER_EXIT_FAILED : MAPPER_EXIT_CANNOT_RUN;
     }
     if (spec->mode != MAPPER_MODE_UPSERT || !l->conn) return rc;

@@ -8,6 +8,7 @@
 
 #include "ledger.h"
 #include "mapper.h"
+#include "progress.h"
 #include "schema.h"
 
 /* Check spec's mode and key against the loaded schema: with upsert, every
@@ -50,12 +51,13 @@ bool modes_run(ledger_t *l, const mapper_job_spec *spec, const schema_t *s,
 bool modes_truncate_refused(ledger_t *l, const mapper_result *out);
 
 /* After the chunks (rc is the job's exit status so far): set out's mode;
- * for a replace that succeeded, build the new table's indexes and swap it
- * in (out->swapped; MAPPER_EXIT_CANNOT_RUN with out->error when that
- * fails, and --resume tries again); for an upsert, read the rows inserted
- * and updated as the committed chunks recorded them (logged when
- * unreadable). Returns the exit status. */
+ * for a replace that succeeded, enter progress's swap phase, build the new
+ * table's indexes and swap it in (out->swapped and out->swap_s, also given
+ * to progress; MAPPER_EXIT_CANNOT_RUN with out->error when that fails, and
+ * --resume tries again); for an upsert, read the rows inserted and updated
+ * as the committed chunks recorded them (logged when unreadable). Returns
+ * the exit status. */
 int modes_finish(ledger_t *l, const mapper_job_spec *spec, const schema_t *s,
-                 int rc, mapper_result *out);
+                 int rc, progress_t *progress, mapper_result *out);
 
 #endif

@@ -79,6 +79,11 @@ struct progress_t {
     int workers;                   /* workers configured (0 = unknown) */
     int indexes_total;             /* deferred indexes to rebuild */
     int indexes_built;             /* of them, rebuilt */
+    mapper_write_mode mode;        /* the job's --mode */
+    int64_t run;                   /* the job's run (0: no ledger) */
+    mapper_phase phase;            /* what the job is doing */
+    bool phase_changed;            /* the next tick calls back */
+    double swap_s;                 /* replace: the swap's seconds */
     s_chunk_t *table;              /* chunks by id, open addressing */
     size_t capacity;               /* slots in table (power of two or 0) */
     unsigned bits;                 /* log2(capacity) */
@@ -476,6 +481,10 @@ static mapper_progress_snapshot s_compute(const progress_t *self, double now)
         .workers_busy = self->running < INT_MAX ? (int)self->running : INT_MAX,
         .indexes_total = self->indexes_total,
         .indexes_built = self->indexes_built,
+        .mode = self->mode,
+        .run = self->run,
+        .phase = self->phase,
+        .swap_s = self->swap_s,
     };
     s_rate_t rate = {0};
     bool have_rate = s_rate(self, now, &rate);
@@ -562,6 +571,28 @@ void progress_set_indexes(progress_t *self, int built, int total)
     assert(self);
     self->indexes_built = built > 0 ? built : 0;
     self->indexes_total = total > 0 ? total : 0;
+    if (total > 0 && self->phase != MAPPER_PHASE_INDEXES)
+        progress_set_phase(self, MAPPER_PHASE_INDEXES);
+}
+
+void progress_set_mode(progress_t *self, mapper_write_mode mode, int64_t run)
+{
+    assert(self);
+    self->mode = mode;
+    self->run = run > 0 ? run : 0;
+}
+
+void progress_set_phase(progress_t *self, mapper_phase phase)
+{
+    assert(self);
+    self->phase = phase;
+    self->phase_changed = true;
+}
+
+void progress_set_swap(progress_t *self, double seconds)
+{
+    assert(self);
+    self->swap_s = seconds > 0 ? seconds : 0;
 }
 
 void progress_chunk_started(progress_t *self, int64_t chunk_id, int32_t attempt)
@@ -610,8 +641,9 @@ static void s_tick(progress_t *self, bool finish)
         s_sample(self, now);
         self->finished = finish;
         self->t_finish = now;
-        fire =
-            self->callback && (finish || now - self->t_fired >= self->interval);
+        fire = self->callback && (finish || self->phase_changed ||
+                                  now - self->t_fired >= self->interval);
+        self->phase_changed = false;
         if (fire) {
             self->t_fired = now;
             snap = s_compute(self, now);

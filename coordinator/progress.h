@@ -86,8 +86,16 @@ void progress_set_clock(progress_t *self, progress_clock_fn clock, void *user);
 void progress_set_total_chunks(progress_t *self, int64_t total_chunks);
 void progress_set_rows_total_estimate(progress_t *self, int64_t rows);
 void progress_set_workers(progress_t *self, int workers);
-/* The deferred index rebuild: built of total done (total 0: none). */
+/* The deferred index rebuild: built of total done (total 0: none); with
+ * total > 0 the phase is MAPPER_PHASE_INDEXES. */
 void progress_set_indexes(progress_t *self, int built, int total);
+/* The job's --mode and run (0: no ledger). */
+void progress_set_mode(progress_t *self, mapper_write_mode mode, int64_t run);
+/* The job entered phase: the next progress_tick calls back, whatever the
+ * interval, so that the change is shown. */
+void progress_set_phase(progress_t *self, mapper_phase phase);
+/* The swap of a replace took seconds. */
+void progress_set_swap(progress_t *self, double seconds);
 
 /* Chunk events. Chunk ids may be any int64. An event
  * that does not fit the chunk's state (a stale attempt, a chunk already

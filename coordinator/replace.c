@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "log.h"
 #include "pgutil.h"
 #include "replace_deps.h"
@@ -236,12 +237,13 @@ static bool s_swap_txn(PGconn *dst, const char *qtarget, const char *qnew,
     return ok;
 }
 
-bool replace_swap(PGconn *dst, const schema_t *s, bool *swapped_out, char *err,
-                  size_t errlen)
+bool replace_swap(PGconn *dst, const schema_t *s, bool *swapped_out,
+                  double *swap_s_out, char *err, size_t errlen)
 {
     char *name = NULL, *qname = NULL, *build = NULL, *swap = NULL,
          *validate = NULL;
     *swapped_out = false;
+    *swap_s_out = 0;
     bool exists = false;
     bool ok = s_names(dst, s, &name, &qname, &exists, err, errlen);
     if (ok && !exists) {
@@ -264,9 +266,14 @@ bool replace_swap(PGconn *dst, const schema_t *s, bool *swapped_out, char *err,
                            : NULL;
     params[2] = target_name;
     ok = ok && target_name &&
-         (swap = s_value(dst, REPLACE_SWAP_SQL, 3, params, 0, err, errlen)) &&
-         s_swap_txn(dst, s->qtarget, qname, swap, &validate, err, errlen);
-    if (ok) log_info("replace: %s now holds the new rows", s->qtarget);
+         (swap = s_value(dst, REPLACE_SWAP_SQL, 3, params, 0, err, errlen));
+    double t0 = clock_now();
+    ok = ok && s_swap_txn(dst, s->qtarget, qname, swap, &validate, err, errlen);
+    if (ok) *swap_s_out = clock_now() - t0;
+    if (ok)
+        log_info("replace: swapped in %.3f s (lock wait included): %s now "
+                 "holds the new rows",
+                 *swap_s_out, s->qtarget);
     *swapped_out = ok;
     if (ok && *validate) {
         log_info("replace: validating the foreign keys into %s", s->qtarget);

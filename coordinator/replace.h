@@ -36,8 +36,12 @@ bool replace_begin(PGconn *dst, const schema_t *s, bool resumed,
  * transaction of their own. *swapped_out: the swap committed (also when
  * false is returned: a foreign key could not be validated and stays NOT
  * VALID). When the new table is gone already (a run killed after its
- * swap), there is nothing to do. */
-bool replace_swap(PGconn *dst, const schema_t *s, bool *swapped_out, char *err,
-                  size_t errlen) __attribute__((warn_unused_result));
+ * swap), there is nothing to do. *swap_s_out is how long the swap's
+ * transaction took, from before its BEGIN to after its COMMIT (its wait
+ * for the locks included): readers of the target wait for no longer; 0
+ * when there was none. */
+bool replace_swap(PGconn *dst, const schema_t *s, bool *swapped_out,
+                  double *swap_s_out, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 #endif

@@ -115,6 +115,21 @@ static void s_duration(double seconds, bool known, char *dst, size_t n)
         snprintf(dst, n, "%02lld:%02lld", m, sec);
 }
 
+/* The names of a write mode and of a phase, as the lines show them. */
+static const char *s_mode_name(mapper_write_mode mode)
+{
+    return mode == MAPPER_MODE_UPSERT    ? "upsert"
+           : mode == MAPPER_MODE_REPLACE ? "replace"
+                                         : "append";
+}
+
+static const char *s_phase_name(mapper_phase phase)
+{
+    return phase == MAPPER_PHASE_INDEXES ? "indexes"
+           : phase == MAPPER_PHASE_SWAP  ? "swap"
+                                         : "copy";
+}
+
 /* The job name as a quoted logfmt value: cut to PROGRESS_JOB_NAME_MAX,
  * \" and \\ escaped, control characters shown as '?'. */
 static void s_put_job(s_line_t *line, const char *job)
@@ -160,6 +175,10 @@ bool report_format_log(const mapper_progress_snapshot *snap, const char *job,
     if (snap->indexes_total > 0)
         s_put(&line, " indexes=%d/%d", snap->indexes_built,
               snap->indexes_total);
+    s_put(&line, " mode=%s", s_mode_name(snap->mode));
+    if (snap->run > 0) s_put(&line, " run=%" PRId64, snap->run);
+    s_put(&line, " phase=%s", s_phase_name(snap->phase));
+    if (snap->swap_s > 0) s_put(&line, " swap_s=%.3f", s_finite(snap->swap_s));
     return line.fits;
 }
 
@@ -189,13 +208,16 @@ bool report_format_json(const mapper_progress_snapshot *snap, char *buf,
           ",\"bytes_processed\":%" PRId64
           ",\"rows_per_second\":%.3f,\"bytes_per_second\":%.3f"
           ",\"retries\":%" PRId64 ",\"workers\":%d,\"workers_busy\":%d"
-          ",\"indexes_total\":%d,\"indexes_built\":%d}",
+          ",\"indexes_total\":%d,\"indexes_built\":%d"
+          ",\"mode\":\"%s\",\"run\":%" PRId64
+          ",\"phase\":\"%s\",\"swap_s\":%.3f}",
           snap->eta_known ? "true" : "false",
           s_finite(snap->progress_percentage), snap->rows_total_estimate,
           snap->rows_in_flight, snap->bytes_processed,
           s_finite(snap->rows_per_second), s_finite(snap->bytes_per_second),
           snap->retries, snap->workers, snap->workers_busy, snap->indexes_total,
-          snap->indexes_built);
+          snap->indexes_built, s_mode_name(snap->mode), snap->run,
+          s_phase_name(snap->phase), s_finite(snap->swap_s));
     return line.fits;
 }
 
@@ -244,6 +266,10 @@ bool report_format_bar(const mapper_progress_snapshot *snap, int width,
     if (snap->indexes_total > 0)
         s_put(&line, " indexes %d/%d", snap->indexes_built,
               snap->indexes_total);
+    s_put(&line, " %s", s_mode_name(snap->mode));
+    if (snap->run > 0) s_put(&line, " run %" PRId64, snap->run);
+    if (snap->phase == MAPPER_PHASE_SWAP) s_put(&line, " swap");
+    if (snap->swap_s > 0) s_put(&line, " %.2fs", s_finite(snap->swap_s));
     return line.fits;
 }
 

@@ -81,10 +81,16 @@ void mapper_result_print(const mapper_result *r, FILE *out)
             r->total_rows_processed, r->total_rows_successful,
             r->total_rows_failed, r->rows_rejected, r->chunks_total,
             r->chunks_succeeded, r->chunks_failed, r->elapsed_s, r->rows_per_s);
-    if (r->mode == MAPPER_MODE_REPLACE)
-        fprintf(out, "  mode                   replace (%s)\n",
-                r->swapped ? "swapped in"
-                           : "not swapped: the target is as it was");
+    if (r->mode == MAPPER_MODE_APPEND)
+        fprintf(out, "  mode                   append\n");
+    if (r->mode == MAPPER_MODE_REPLACE && r->swapped)
+        fprintf(out,
+                "  mode                   replace (swapped in)\n"
+                "  swap_s                 %.3f\n",
+                r->swap_s);
+    else if (r->mode == MAPPER_MODE_REPLACE)
+        fprintf(out, "  mode                   replace (not swapped: the "
+                     "target is as it was)\n");
     if (r->mode == MAPPER_MODE_UPSERT)
         fprintf(out,
                 "  mode                   upsert\n"
@@ -172,7 +178,8 @@ bool mapper_result_write_json(const mapper_result *r, FILE *out)
             r->planning_s, r->coord_max_rss_kb, r->worker_max_rss_kb,
             r->coord_cpu_s, r->workers_cpu_s);
     s_json_indexes(r, out);
-    fprintf(out, ", \"swapped\": %s", r->swapped ? "true" : "false");
+    fprintf(out, ", \"swapped\": %s, \"swap_s\": %.3f",
+            r->swapped ? "true" : "false", r->swap_s);
     fprintf(out,
             ", \"mode\": \"%s\", \"rows_inserted\": %" PRId64
             ", \"rows_updated\": %" PRId64 ", \"run\": %" PRId64,

@@ -19,6 +19,10 @@
 #                       into both targets)
 #                       sweep (mapper-coord at --chunk-size 200, 1000, 5000, 50000,
 #                       500000 and 100: wall, coordinator CPU and peak RSS per chunk)
+#                       modes (only when named: the write modes against append:
+#                       append into the empty table, replace of the filled table,
+#                       upsert of a table missing 10% of the rows and with 10%
+#                       changed, the same upsert again with nothing to change)
 #   --no-install        do not apt-get install missing pgcopydb / pgloader (skip them)
 #
 # Set-up (outside the database): installs pgcopydb and pgloader with apt-get when
@@ -41,7 +45,7 @@ die() {
     exit 1
 }
 usage() {
-    sed -n '4,17p' "$self" | sed 's/^# \{0,1\}//'
+    sed -n '4,26p' "$self" | sed 's/^# \{0,1\}//'
     exit "${1:-2}"
 }
 
@@ -271,6 +275,28 @@ describe_mapperoffix() {
     echo "mapper-coord --source \$SRC --target \$DST --table events --target-table events_ix --workers $1 --defer-indexes off --summary-json FILE -q"
 }
 run_mapperoffix() { run_mapperix "$1" "" --defer-indexes off; }
+
+# The write modes (--only modes). prep_<kind>, when there is one, fills the
+# target after it was emptied and before the clock starts.
+fill_target() { # fill_target [WHERE]: the source's rows (those matching) into the target
+    psql_pipe "(SELECT * FROM events ${1:-})" >/dev/null &&
+        q "$DST" "VACUUM ANALYZE events" >/dev/null && q "$DST" "CHECKPOINT" >/dev/null
+}
+describe_mapperreplace() { echo "$(describe_mapper "$1" "$2") --mode replace (target filled with the source's rows)"; }
+prep_mapperreplace() { fill_target; }
+run_mapperreplace() { run_mapper "$1" "$2" --mode replace; }
+describe_mapperupsert() {
+    echo "$(describe_mapper "$1" "$2") --mode upsert --key id (target missing the last 10% of the ids, note changed on every tenth id)"
+}
+prep_mapperupsert() {
+    psql_pipe "(SELECT * FROM events WHERE id <= $((id_max - rows / 10)))" >/dev/null &&
+        q "$DST" "UPDATE events SET note = 'changed' WHERE id % 10 = 0" >/dev/null &&
+        q "$DST" "VACUUM ANALYZE events" >/dev/null && q "$DST" "CHECKPOINT" >/dev/null
+}
+run_mapperupsert() { run_mapper "$1" "$2" --mode upsert --key id; }
+describe_mapperupsert0() { echo "$(describe_mapper "$1" "$2") --mode upsert --key id (target equal to the source)"; }
+prep_mapperupsert0() { fill_target; }
+run_mapperupsert0() { run_mapperupsert "$@"; }
 describe_mapperq() {
     echo "mapper-coord --source \$SRC --target \$DST --query 'SELECT * FROM events' --target-table events --workers $1 --summary-json FILE -q"
 }
@@ -304,6 +330,12 @@ for w in "${workers_arr[@]}"; do
     if want chunks; then
         add "mapper-c5000-$w" mapper "$w" 5000 "mapper-coord --chunk-size 5000"
         add "mapper-c100000-$w" mapper "$w" 100000 "mapper-coord --chunk-size 100000"
+    fi
+    if [[ ",$only," == *",modes,"* ]]; then
+        add "mode-append-$w" mapper "$w" - "append, empty target"
+        add "mode-replace-$w" mapperreplace "$w" - "replace, full target"
+        add "mode-upsert-$w" mapperupsert "$w" - "upsert, 10% changed + 10% new"
+        add "mode-upsert0-$w" mapperupsert0 "$w" - "upsert again, nothing changed"
     fi
     if want sweep; then
         for c in $sweep_sizes; do
@@ -345,6 +377,10 @@ timed_run() {
     [ "$chunk" = - ] && chunk=""
     log=$work/$key.$2.log
     reset_target
+    if declare -F "prep_$kind" >/dev/null && ! "prep_$kind" >"$log" 2>&1; then
+        failed "$key" "preparing the target failed: $(why_failed "$log")"
+        return 0
+    fi
     rm -rf "$work/pgcopydb" "$work/summary.json"
     say "round $2/$runs: $label (W=$w)"
     t0=$EPOCHREALTIME
@@ -475,6 +511,10 @@ def r3: if . == null then null else (. * 1000 | round) / 1000 end;
          elif (.kind | endswith("ix")) then (first($all[] | select(.kind == "psql1ix") | .median_s) // null) as $b
              | if $b == null then null else .median_s / $b end
          else base(.workers) as $b | if $b == null then null else .median_s / $b end end)})) as $all
+| ($all | map(. as $k | if (.key | startswith("mode-")) then
+        (first($all[] | select(.key == "mode-append-\($k.workers)") | .median_s) // null) as $b
+        | . + {ratio_to_append: (if $b == null or .median_s == null then null else .median_s / $b end)}
+      else . end)) as $all
 | (first($all[] | select(.kind == "psql1" and .median_s != null)) // null) as $p1
 | (find("mapper"; 1; $rows)) as $one
 | {date: $date, rows: $rows, runs: $runs, cpus: $cpus, workers_list: $ws,
@@ -540,7 +580,8 @@ mv "$json.tmp" "$json"
         (.ratio_to_best_psql // "")] | map(tostring) | join("\u001f")' "$json" |
         while IFS=$'\x1f' read -r label w st why med mn mx rps ratio; do
             if [ "$st" = ok ]; then
-                printf '%-34s %4s %9.3f %9.3f %9.3f %11d %8.2fx\n' \
+                if [ -z "$ratio" ] || [ "$ratio" = null ]; then ratio=-; else ratio=$(printf '%.2fx' "$ratio"); fi
+                printf '%-34s %4s %9.3f %9.3f %9.3f %11d %9s\n' \
                     "$label" "$w" "$med" "$mn" "$mx" "$rps" "$ratio"
             else
                 printf '%-34s %4s %s: %s\n' "$label" "$w" "${st^^}" "$why"
@@ -578,6 +619,19 @@ mv "$json.tmp" "$json"
                     "$size" "$w" "$chunks" "$med" "$us" "$mb" "$per"
             done
         echo "(the chunk-size sweep: coordinator CPU per chunk (median run) and its peak RSS per chunk)"
+    fi
+    if jq -e '[.contenders[] | select(.ratio_to_append)] | length > 0' "$json" >/dev/null; then
+        echo
+        printf '%-34s %4s %9s %9s %12s %12s\n' "write modes" W "median s" "vs append" "inserted" "updated"
+        jq -r '.contenders[] | select(.ratio_to_append) | [.label, .workers, .median_s,
+            .ratio_to_append, (.runs[0].summary.rows_inserted // 0),
+            (.runs[0].summary.rows_updated // 0)] | map(tostring) | join("\u001f")' "$json" |
+            while IFS=$'\x1f' read -r label w med ratio ins upd; do
+                printf '%-34s %4s %9.3f %8.2fx %12s %12s\n' "$label" "$w" "$med" "$ratio" "$ins" "$upd"
+            done
+        echo "(vs append: median / the median of mapper-coord appending the same rows into the empty table;"
+        echo " replace and upsert start from a filled target, prepared before the clock starts;"
+        echo " inserted, updated: the upserts' counts, first run)"
     fi
     echo
     echo "targets (reported, not enforced):"

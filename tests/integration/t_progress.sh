@@ -25,7 +25,7 @@ run_coord --restart --table p --workers 2 --chunk-size 8000 --progress json --pr
 check "json progress: exit 0" 0 "$RC"
 check_json "$T_OUT/p.jsonl" "json progress"
 check "json fields are the snapshot's" \
-    "bytes_processed,chunks_in_progress,completed_chunks,elapsed_time,estimated_remaining_time,eta_known,failed_chunks,indexes_built,indexes_total,progress_percentage,retries,rows_in_flight,rows_per_second,rows_total_estimate,total_chunks,total_rows_failed,total_rows_processed,total_rows_successful" \
+    "bytes_processed,chunks_in_progress,completed_chunks,elapsed_time,estimated_remaining_time,eta_known,failed_chunks,indexes_built,indexes_total,mode,phase,progress_percentage,retries,rows_in_flight,rows_per_second,rows_total_estimate,run,swap_s,total_chunks,total_rows_failed,total_rows_processed,total_rows_successful" \
     "$(head -1 "$T_OUT/p.jsonl" | jq -r 'keys - ["bytes_per_second", "workers", "workers_busy"] | join(",")')"
 
 q "$DST" "TRUNCATE p"
@@ -39,6 +39,41 @@ q "$DST" "TRUNCATE p"
 run_coord --restart --table p --workers 2 --chunk-size 8000 --progress log --progress-interval 0.05
 check "log progress: exit 0" 0 "$RC"
 check_match "log progress: key=value line" 'progress job="p" pct=100\.0 chunks=15/15 .*rows=120000 ' "$ERR"
+check_match "log progress: names the mode, the run and the phase (the key's deferred index rebuilt last)" \
+    'progress job="p" pct=100\.0 .* mode=append run=[0-9]+ phase=indexes' "$ERR"
+check_match "log progress: the summary names the mode" "mode +append" "$OUT"
+
+# A replace: its lines name the mode and the run; the copy (held while a
+# line is written) then the swap, which the last line times as the
+# summary does.
+hold
+MAPPER_FAULT=pause-mid-copy:3 "$COORD" --table p --mode replace --job-id prep --workers 2 --chunk-size 8000 \
+    --progress json --progress-interval 0.05 --progress-file "$T_OUT/r.jsonl" \
+    --summary-json "$T_OUT/r.json" >"$T_OUT/r.out" 2>"$T_OUT/r.err" &
+pid=$!
+held "$T_OUT/r.err" 3
+wait_for "$T_OUT/r.jsonl" '"phase":"copy"'
+release
+wait $pid
+check "replace progress: exit 0" 0 "$?"
+check "replace progress: every line names the mode and the run" "replace 1" \
+    "$(jq -r '"\(.mode) \(.run)"' "$T_OUT/r.jsonl" | sort -u)"
+check "replace progress: the copy, then the swap" "copy swap" \
+    "$(jq -r .phase "$T_OUT/r.jsonl" | uniq | paste -sd' ')"
+check "replace progress: the last line has the swap's seconds, as the summary" \
+    "$(jq .swap_s "$T_OUT/r.json")" "$(tail -1 "$T_OUT/r.jsonl" | jq .swap_s)"
+check "replace progress: a swap took some time" true "$(jq '.swap_s > 0' "$T_OUT/r.json")"
+check_match "replace progress: the summary table has the swap" "mode +replace \(swapped in\)
+  swap_s +[0-9]+\.[0-9]{3}" "$(cat "$T_OUT/r.out")"
+
+# An upsert run again: its second run.
+for _ in 1 2; do
+    run_coord --table p --mode upsert --key id --job-id pup --workers 2 --chunk-size 8000 \
+        --progress log --progress-interval 0.05
+done
+check "upsert again: exit 0" 0 "$RC"
+check_match "upsert again: the progress names the mode and run 2" \
+    'progress job="p" pct=100\.0 .* mode=upsert run=2 phase=copy' "$ERR"
 MAPPER_PARALLEL_PROGRESS_ENABLED=false run_coord --table p
 check "MAPPER_PARALLEL_PROGRESS_ENABLED=false: no progress lines" 0 "$(printf '%s' "$ERR" | grep -c 'progress job=')"
 MAPPER_PARALLEL_PROGRESS_ENABLED=perhaps run_coord --table p

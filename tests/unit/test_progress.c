@@ -491,6 +491,56 @@ static void test_sparse_chunk_ids(void **state)
     progress_destroy(&p);
 }
 
+/* The mode and run are shown as set; a phase change (the index rebuild,
+ * the swap) is shown at the next tick, whatever the interval; the swap's
+ * seconds reach the final call. */
+static void test_mode_and_phase(void **state)
+{
+    (void)state;
+    fake_clock_t clock = {1.0};
+    calls_t calls = {0};
+    progress_t *p = new_tracker(1, &clock, count_calls, &calls, 10.0);
+    mapper_progress_snapshot s = progress_snapshot(p);
+    assert_int_equal(s.mode, MAPPER_MODE_APPEND);
+    assert_int_equal(s.run, 0);
+    assert_int_equal(s.phase, MAPPER_PHASE_COPY);
+    progress_set_mode(p, MAPPER_MODE_REPLACE, 3);
+    progress_chunk_started(p, 0, 1);
+    progress_chunk_committed(p, 0, 1, 5, 5);
+    clock.now = 1.5;
+    progress_tick(p);
+    assert_int_equal(calls.calls, 0);
+
+    progress_set_phase(p, MAPPER_PHASE_SWAP);
+    progress_tick(p);
+    assert_int_equal(calls.calls, 1);
+    assert_int_equal(calls.last.mode, MAPPER_MODE_REPLACE);
+    assert_int_equal(calls.last.run, 3);
+    assert_int_equal(calls.last.phase, MAPPER_PHASE_SWAP);
+    assert_true(calls.last.swap_s == 0.0);
+    progress_tick(p); /* shown once: the interval applies again */
+    assert_int_equal(calls.calls, 1);
+
+    progress_set_swap(p, 0.25);
+    progress_finish(p);
+    assert_int_equal(calls.calls, 2);
+    assert_true(fabs(calls.last.swap_s - 0.25) < 1e-9);
+    assert_int_equal(calls.last.phase, MAPPER_PHASE_SWAP);
+    progress_destroy(&p);
+
+    p = new_tracker(1, &clock, count_calls, &calls, 10.0);
+    progress_set_mode(p, MAPPER_MODE_UPSERT, -2);
+    progress_set_indexes(p, 0, 4);
+    progress_tick(p);
+    assert_int_equal(calls.calls, 3);
+    assert_int_equal(calls.last.phase, MAPPER_PHASE_INDEXES);
+    assert_int_equal(calls.last.run, 0);
+    progress_set_indexes(p, 1, 4); /* the same phase: not shown at once */
+    progress_tick(p);
+    assert_int_equal(calls.calls, 3);
+    progress_destroy(&p);
+}
+
 int main(void)
 {
     log_init("test", LOG_WARN);
@@ -506,6 +556,7 @@ int main(void)
         cmocka_unit_test(test_counters_monotone),
         cmocka_unit_test(test_huge_figures_saturate),
         cmocka_unit_test(test_sparse_chunk_ids),
+        cmocka_unit_test(test_mode_and_phase),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

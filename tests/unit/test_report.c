@@ -176,7 +176,11 @@ static void test_format_json(void **state)
         "\"workers\":4,",
         "\"workers_busy\":4,",
         "\"indexes_total\":0,",
-        "\"indexes_built\":0}",
+        "\"indexes_built\":0,",
+        "\"mode\":\"append\",",
+        "\"run\":0,",
+        "\"phase\":\"copy\",",
+        "\"swap_s\":0.000}",
     };
     size_t nkeys = sizeof keys / sizeof keys[0];
     for (size_t i = 0; i < nkeys; i++)
@@ -292,7 +296,49 @@ static void test_format_indexes(void **state)
     assert_true(report_format_bar(&s, 10, buf, sizeof buf));
     assert_non_null(strstr(buf, " indexes 2/5"));
     assert_true(report_format_json(&s, buf, sizeof buf));
-    assert_non_null(strstr(buf, "\"indexes_total\":5,\"indexes_built\":2}"));
+    assert_non_null(strstr(buf, "\"indexes_total\":5,\"indexes_built\":2,"));
+}
+
+/* Every line names the mode, the run where there is one, and the phase;
+ * a replace's swap shows as a phase, then with its seconds. */
+static void test_format_mode_phase(void **state)
+{
+    (void)state;
+    mapper_progress_snapshot s = sample_snapshot();
+    char buf[PROGRESS_LINE_MAX];
+    assert_true(report_format_log(&s, "j", buf, sizeof buf));
+    assert_non_null(strstr(buf, " mode=append phase=copy"));
+    assert_null(strstr(buf, "run="));
+    assert_null(strstr(buf, "swap"));
+    assert_true(report_format_bar(&s, 10, buf, sizeof buf));
+    assert_non_null(strstr(buf, "busy 4/4 append"));
+    assert_null(strstr(buf, " run "));
+
+    s.mode = MAPPER_MODE_UPSERT;
+    s.run = 2;
+    s.phase = MAPPER_PHASE_INDEXES;
+    assert_true(report_format_log(&s, "j", buf, sizeof buf));
+    assert_non_null(strstr(buf, " mode=upsert run=2 phase=indexes"));
+    assert_true(report_format_bar(&s, 10, buf, sizeof buf));
+    assert_non_null(strstr(buf, " upsert run 2"));
+    assert_true(report_format_json(&s, buf, sizeof buf));
+    assert_non_null(
+        strstr(buf, "\"mode\":\"upsert\",\"run\":2,\"phase\":\"indexes\""));
+
+    s.mode = MAPPER_MODE_REPLACE;
+    s.phase = MAPPER_PHASE_SWAP;
+    assert_true(report_format_log(&s, "j", buf, sizeof buf));
+    assert_non_null(strstr(buf, " mode=replace run=2 phase=swap"));
+    assert_null(strstr(buf, "swap_s"));
+    assert_true(report_format_bar(&s, 10, buf, sizeof buf));
+    assert_non_null(strstr(buf, " replace run 2 swap"));
+    s.swap_s = 0.0421;
+    assert_true(report_format_log(&s, "j", buf, sizeof buf));
+    assert_non_null(strstr(buf, " phase=swap swap_s=0.042"));
+    assert_true(report_format_bar(&s, 10, buf, sizeof buf));
+    assert_non_null(strstr(buf, " replace run 2 swap 0.04s"));
+    assert_true(report_format_json(&s, buf, sizeof buf));
+    assert_non_null(strstr(buf, "\"phase\":\"swap\",\"swap_s\":0.042}"));
 }
 
 int main(void)
@@ -303,6 +349,7 @@ int main(void)
         cmocka_unit_test(test_format_bar),
         cmocka_unit_test(test_format_huge),
         cmocka_unit_test(test_format_indexes),
+        cmocka_unit_test(test_format_mode_phase),
         cmocka_unit_test(test_callback_without_output),
         cmocka_unit_test(test_callback_throttled_under_the_bar),
         cmocka_unit_test(test_short_job_one_final_call),
