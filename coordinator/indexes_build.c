@@ -11,6 +11,7 @@
 
 #include "clock.h"
 #include "defaults.h"
+#include "hold.h"
 #include "indexes.h"
 #include "log.h"
 #include "pgutil.h"
@@ -124,22 +125,6 @@ static void s_progress(s_ctx_t *x)
     progress_tick(x->progress);
 }
 
-/* Test-only: hold after the k-th build of this run finished while
- * $MAPPER_FAULT is "pause-index-build:k", until the release file exists. */
-static void s_fault(int k)
-{
-    const char *f = getenv(MAPPER_ENV_FAULT);
-    const char *rel = getenv(MAPPER_ENV_FAULT_RELEASE);
-    const char *point = "pause-index-build:";
-    if (!f || strncmp(f, point, strlen(point)) || !rel ||
-        atoi(f + strlen(point)) != k || access(rel, F_OK) == 0)
-        return;
-    log_warn("index build %d: fault injection at index-build: pausing", k);
-    for (int i = 0; i < MAPPER_FAULT_HOLD_POLLS && access(rel, F_OK); i++)
-        nanosleep(&(struct timespec){0, MAPPER_FAULT_POLL_NS}, NULL);
-    log_warn("index build %d: fault injection at index-build: going on", k);
-}
-
 /* Drain stop_fd: a byte other than 'C' (SIGCHLD) means stop. */
 static void s_check_stop(s_ctx_t *x)
 {
@@ -199,7 +184,8 @@ static void s_collect(s_ctx_t *x, s_slot_t *s, int *finished)
                 x->built +=
                     s->item->step < s->item->last && s->item->last <= x->k;
                 s->item->step = x->k;
-                if (x->k == INDEXES_STEP_BUILT) s_fault(++*finished);
+                if (x->k == INDEXES_STEP_BUILT)
+                    hold_at("index-build", ++*finished);
             }
             s->item = NULL, s->bad = false;
             s_progress(x);

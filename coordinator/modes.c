@@ -201,7 +201,7 @@ bool modes_run(ledger_t *l, const mapper_job_spec *spec, const schema_t *s,
     }
     PQclear(res);
     if (spec->mode != MAPPER_MODE_REPLACE ||
-        replace_begin(l->conn, s, out->resumed,
+        replace_begin(l, s, out->resumed,
                       out->resumed ? ledger_done_count(l) : 0, out->error,
                       sizeof out->error))
         return true;
@@ -223,7 +223,7 @@ int modes_finish(ledger_t *l, const mapper_job_spec *spec, const schema_t *s,
         progress_set_phase(progress, MAPPER_PHASE_SWAP);
         progress_tick(progress);
         bool swapped = false;
-        bool ok = replace_swap(l->conn, s, &swapped, &out->swap_s, out->error,
+        bool ok = replace_swap(l, s, &swapped, &out->swap_s, out->error,
                                sizeof out->error);
         out->swapped = swapped;
         if (swapped) progress_set_swap(progress, out->swap_s);

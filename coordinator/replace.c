@@ -9,9 +9,11 @@
 #include <string.h>
 
 #include "clock.h"
+#include "hold.h"
 #include "log.h"
 #include "pgutil.h"
 #include "replace_deps.h"
+#include "replace_validate.h"
 
 /* The new table's and the new indexes' names: the target's (or index's)
  * name cut to leave room, and this suffix. */
@@ -159,12 +161,14 @@ bool replace_check(PGconn *dst, schema_t *s, char *err, size_t errlen)
     return ok;
 }
 
-bool replace_begin(PGconn *dst, const schema_t *s, bool resumed,
+bool replace_begin(ledger_t *l, const schema_t *s, bool resumed,
                    int64_t done_chunks, char *err, size_t errlen)
 {
+    PGconn *dst = l->conn;
     char *name = NULL, *qname = NULL, *sql = NULL;
     bool exists = false;
-    bool ok = s_names(dst, s, &name, &qname, &exists, err, errlen);
+    bool ok = replace_validate_table(l, err, errlen) &&
+              s_names(dst, s, &name, &qname, &exists, err, errlen);
     /* Resumed: the new table holds committed chunks (or, all done and
      * gone, was swapped in already): made only if no chunk is done. */
     bool make = ok && !(resumed && (exists || done_chunks != 0));
@@ -208,16 +212,16 @@ static bool s_txn(PGconn *dst, const char *sql, const char *what, char *err,
 }
 
 /* The swap's transaction: lock the target, its views and the tables
- * whose foreign keys point to it, drop the views and those foreign keys,
- * hand the sequences to the new table (qnew), swap (sql), give the new
- * table the target's properties, triggers and publications, make the
- * views and the foreign keys (NOT VALID) again over it; all or nothing.
- * *validate_out (malloc'd, maybe "") validates those foreign keys. */
-static bool s_swap_txn(PGconn *dst, const char *qtarget, const char *qnew,
-                       const char *sql, char **validate_out, char *err,
-                       size_t errlen)
+ * whose foreign keys point to it, remember the valid ones of those
+ * (replace_validate_record), drop the views and those foreign keys, hand
+ * the sequences to the new table (qnew), swap (sql), give the new table
+ * the target's properties, triggers and publications, make the views and
+ * the foreign keys (NOT VALID) again over it; all or nothing. */
+static bool s_swap_txn(ledger_t *l, const char *qtarget, const char *qnew,
+                       const char *sql, char *err, size_t errlen)
 {
     const char *what = "--mode replace: the swap";
+    PGconn *dst = l->conn;
     char *before = NULL, *after = NULL;
     pgutil_error_t e;
     bool ok = pgutil_exec(dst,
@@ -225,8 +229,9 @@ static bool s_swap_txn(PGconn *dst, const char *qtarget, const char *qnew,
                           "; SET LOCAL search_path = pg_catalog",
                           PROTO_SIDE_TARGET, &e) ||
               pgutil_reason(err, errlen, what, &e);
-    ok = ok && replace_deps_lock(dst, qtarget, qnew, &before, &after,
-                                 validate_out, err, errlen);
+    ok = ok &&
+         replace_deps_lock(dst, qtarget, qnew, &before, &after, err, errlen) &&
+         replace_validate_record(l, qtarget, err, errlen);
     const char *steps[] = {before, sql, after, "COMMIT"};
     for (size_t i = 0; ok && i < sizeof steps / sizeof *steps; i++)
         ok = !*steps[i] || pgutil_exec(dst, steps[i], PROTO_SIDE_TARGET, &e) ||
@@ -237,11 +242,11 @@ static bool s_swap_txn(PGconn *dst, const char *qtarget, const char *qnew,
     return ok;
 }
 
-bool replace_swap(PGconn *dst, const schema_t *s, bool *swapped_out,
+bool replace_swap(ledger_t *l, const schema_t *s, bool *swapped_out,
                   double *swap_s_out, char *err, size_t errlen)
 {
-    char *name = NULL, *qname = NULL, *build = NULL, *swap = NULL,
-         *validate = NULL;
+    PGconn *dst = l->conn;
+    char *name = NULL, *qname = NULL, *build = NULL, *swap = NULL;
     *swapped_out = false;
     *swap_s_out = 0;
     bool exists = false;
@@ -249,6 +254,7 @@ bool replace_swap(PGconn *dst, const schema_t *s, bool *swapped_out,
     if (ok && !exists) {
         log_info("replace: %s is gone: the swap was done", qname);
         *swapped_out = true;
+        ok = replace_validate_run(l, err, errlen);
         goto out;
     }
     const char *params[] = {s->qtarget, qname, NULL};
@@ -268,24 +274,17 @@ bool replace_swap(PGconn *dst, const schema_t *s, bool *swapped_out,
     ok = ok && target_name &&
          (swap = s_value(dst, REPLACE_SWAP_SQL, 3, params, 0, err, errlen));
     double t0 = clock_now();
-    ok = ok && s_swap_txn(dst, s->qtarget, qname, swap, &validate, err, errlen);
+    ok = ok && s_swap_txn(l, s->qtarget, qname, swap, err, errlen);
     if (ok) *swap_s_out = clock_now() - t0;
     if (ok)
         log_info("replace: swapped in %.3f s (lock wait included): %s now "
                  "holds the new rows",
                  *swap_s_out, s->qtarget);
     *swapped_out = ok;
-    if (ok && *validate) {
-        log_info("replace: validating the foreign keys into %s", s->qtarget);
-        ok = s_txn(dst, validate,
-                   "--mode replace: the swap is done, but a foreign key into "
-                   "the target stays NOT VALID (enforced for new rows; fix "
-                   "the rows and VALIDATE CONSTRAINT it)",
-                   err, errlen);
-    }
+    if (ok) hold_at("after-swap", 1);
+    ok = ok && replace_validate_run(l, err, errlen);
     free(target_name);
 out:
-    free(validate);
     free(build);
     free(swap);
     free(name);

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ledger.h"
 #include "schema.h"
 
 /* Before the job: refuse (false, one line naming it in err) a target whose
@@ -22,7 +23,7 @@ bool replace_check(PGconn *dst, schema_t *s, char *err, size_t errlen)
  * defaults, identity, check and not-null constraints, storage, statistics and
  * comments, and no index. A resumed run keeps it, and makes it only when
  * it is missing and none of the job's chunks (done_chunks) is done. */
-bool replace_begin(PGconn *dst, const schema_t *s, bool resumed,
+bool replace_begin(ledger_t *l, const schema_t *s, bool resumed,
                    int64_t done_chunks, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
@@ -32,15 +33,16 @@ bool replace_begin(PGconn *dst, const schema_t *s, bool resumed,
  * table, its indexes and constraints their names, the target's owner,
  * grants, comments, policies, triggers, sequences and publications, and
  * the foreign keys into it, and make the views again over it
- * (replace_deps_lock); after it, validate those foreign keys in a
- * transaction of their own. *swapped_out: the swap committed (also when
- * false is returned: a foreign key could not be validated and stays NOT
- * VALID). When the new table is gone already (a run killed after its
- * swap), there is nothing to do. *swap_s_out is how long the swap's
+ * (replace_deps_lock); after it, validate those foreign keys, each in a
+ * transaction of its own (replace_validate_run). *swapped_out: the swap
+ * committed (also when false is returned: a foreign key could not be
+ * validated and stays NOT VALID). When the new table is gone already (a
+ * run killed after its swap), only the validations left are done.
+ * *swap_s_out is how long the swap's
  * transaction took, from before its BEGIN to after its COMMIT (its wait
  * for the locks included): readers of the target wait for no longer; 0
  * when there was none. */
-bool replace_swap(PGconn *dst, const schema_t *s, bool *swapped_out,
+bool replace_swap(ledger_t *l, const schema_t *s, bool *swapped_out,
                   double *swap_s_out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 

@@ -214,8 +214,8 @@
 /* $1 the target: the foreign keys into it, of other tables and its own:
  * the statements that drop the others' before it is dropped (its own go
  * with it), add them all again (NOT VALID, with their comments) after the
- * new table took its name, and validate after the swap those that were
- * valid. */
+ * new table took its name (replace_validate validates them after the
+ * swap). */
 #define REPLACE_DEPS_FKEYS_SQL                                                 \
     "WITH fk AS (SELECT con.oid, con.conrelid::regclass::text AS tab, "        \
     "con.conname, con.convalidated, con.conrelid = con.confrelid AS own FROM " \
@@ -227,9 +227,7 @@
     "conname, pg_get_constraintdef(oid), CASE WHEN convalidated THEN ' NOT "   \
     "VALID' ELSE '' END) || coalesce(format('; COMMENT ON CONSTRAINT %I ON "   \
     "%s IS ', conname, tab) || quote_literal(obj_description(oid, "            \
-    "'pg_constraint')), ''), '; ' ORDER BY oid) FROM fk), ''), "               \
-    "coalesce((SELECT string_agg(format('ALTER TABLE %s VALIDATE CONSTRAINT "  \
-    "%I', tab, conname), '; ' ORDER BY oid) FROM fk WHERE convalidated), '')"
+    "'pg_constraint')), ''), '; ' ORDER BY oid) FROM fk), '')"
 
 /* Run sql with $1 = qtarget (and $2 = qnew, when not NULL); its first
  * row's columns into out[0..n). */
@@ -283,12 +281,12 @@ static char *s_join(char *a, char *b)
 }
 
 bool replace_deps_lock(PGconn *dst, const char *qtarget, const char *qnew,
-                       char **before_out, char **after_out, char **validate_out,
-                       char *err, size_t errlen)
+                       char **before_out, char **after_out, char *err,
+                       size_t errlen)
 {
     const char *what = "--mode replace: what depends on the target";
     char *lock = NULL, *views[2] = {NULL, NULL}, *table[2] = {NULL, NULL},
-         *fkeys[3] = {NULL, NULL, NULL};
+         *fkeys[2] = {NULL, NULL};
     pgutil_error_t e;
     bool ok =
         s_row(dst, REPLACE_DEPS_LOCK_SQL, qtarget, NULL, 1, &lock, what, err,
@@ -299,7 +297,7 @@ bool replace_deps_lock(PGconn *dst, const char *qtarget, const char *qnew,
               errlen) &&
         s_row(dst, REPLACE_DEPS_TABLE_SQL, qtarget, qnew, 2, table, what, err,
               errlen) &&
-        s_row(dst, REPLACE_DEPS_FKEYS_SQL, qtarget, NULL, 3, fkeys, what, err,
+        s_row(dst, REPLACE_DEPS_FKEYS_SQL, qtarget, NULL, 2, fkeys, what, err,
               errlen);
     free(lock);
     /* Before the drop: the views and the foreign keys into it go, the
@@ -308,18 +306,16 @@ bool replace_deps_lock(PGconn *dst, const char *qtarget, const char *qnew,
      * publications and the foreign keys. */
     char *before = s_join(views[0], s_join(fkeys[0], table[0]));
     char *after = s_join(views[1], s_join(table[1], fkeys[1]));
-    if (ok && (!before || !after || !fkeys[2])) {
+    if (ok && (!before || !after)) {
         snprintf(err, errlen, "out of memory");
         ok = false;
     }
     if (!ok) {
         free(before);
         free(after);
-        free(fkeys[2]);
-        before = after = fkeys[2] = NULL;
+        before = after = NULL;
     }
     *before_out = before;
     *after_out = after;
-    *validate_out = fkeys[2];
     return ok;
 }

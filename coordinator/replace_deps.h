@@ -36,12 +36,11 @@ bool replace_deps_check(PGconn *dst, const char *qtarget, char *err,
  * grants and comments; give the identity sequences the old names; create
  * the triggers, enabled or not as they were; add it to the target's
  * publications; add the foreign keys of other tables into it again, NOT
- * VALID) and, in a transaction of its own once the swap committed
- * (*validate_out), validate those that were valid. All malloc'd, maybe "".
+ * VALID; replace_validate validates them once the swap committed). Both
+ * malloc'd, maybe "".
  * The tables those foreign keys are on are locked before the target. */
 bool replace_deps_lock(PGconn *dst, const char *qtarget, const char *qnew,
-                       char **before_out, char **after_out, char **validate_out,
-                       char *err, size_t errlen)
-    __attribute__((warn_unused_result));
+                       char **before_out, char **after_out, char *err,
+                       size_t errlen) __attribute__((warn_unused_result));
 
 #endif

@@ -142,7 +142,7 @@ hold
 MAPPER_FAULT=pause-index-build:2 "$COORD" --table ev --workers 2 --chunk-size 10000 --job-id k2 \
     >"$T_OUT/k2.out" 2>"$T_OUT/k2.err" &
 pid=$!
-wait_for "$T_OUT/k2.err" "index build 2: fault injection at index-build: pausing"
+wait_for "$T_OUT/k2.err" "fault injection at index-build 2: pausing"
 check "kill during rebuild: held after the second build" 0 "$?"
 kill -9 $pid
 wait $pid 2>/dev/null
@@ -163,7 +163,7 @@ hold
 MAPPER_FAULT=pause-index-build:1 "$COORD" --table ev --workers 2 --chunk-size 10000 --job-id t1 \
     >"$T_OUT/t1.out" 2>"$T_OUT/t1.err" &
 pid=$!
-wait_for "$T_OUT/t1.err" "index build 1: fault injection at index-build: pausing"
+wait_for "$T_OUT/t1.err" "fault injection at index-build 1: pausing"
 check "SIGTERM during rebuild: held after the first build" 0 "$?"
 kill -TERM $pid
 release

@@ -250,7 +250,7 @@ q "$DST" "DROP TABLE part"
 # exit 1 naming it.
 q "$DST" "INSERT INTO \"rep ort\".child VALUES (600)"
 run_coord --query "SELECT id, cat, name, ref FROM ev WHERE id <= 500" --target-table ev \
-    --mode replace --job-id rfk --summary-json "$T_OUT/rfk.json"
+    --split-by id --mode replace --job-id rfk --summary-json "$T_OUT/rfk.json"
 check_match "replace that breaks a foreign key into the target: exit 1, names it" \
     '^1 .*foreign key constraint "child ev"' "$RC $ERR"
 check "replace that breaks a foreign key into the target: swapped, the new rows in" "true 500" \
@@ -259,7 +259,31 @@ check "replace that breaks a foreign key into the target: it is NOT VALID" "f" \
     "$(q "$DST" "SELECT convalidated FROM pg_constraint WHERE conname = 'child ev'")"
 check "replace that breaks a foreign key into the target: still checked for new rows" 1 \
     "$(psql -X -qAt -d "$DST" -c "INSERT INTO \"rep ort\".child VALUES (999999)" 2>&1 | grep -c 'violates foreign key')"
-q "$DST" "DELETE FROM \"rep ort\".child WHERE ev_id > 500; ALTER TABLE \"rep ort\".child VALIDATE CONSTRAINT \"child ev\""
+# Once the rows are fixed, --resume validates it (the ledger kept it).
+q "$DST" "DELETE FROM \"rep ort\".child WHERE ev_id > 500"
+run_coord --query "SELECT id, cat, name, ref FROM ev WHERE id <= 500" --target-table ev \
+    --split-by id --mode replace --job-id rfk --resume
+check "replace that broke a foreign key, the rows fixed, --resume: exit 0 ($ERR)" 0 "$RC"
+check "replace that broke a foreign key, the rows fixed, --resume: it is valid again" "t" \
+    "$(q "$DST" "SELECT convalidated FROM pg_constraint WHERE conname = 'child ev'")"
+# kill -9 between the swap's commit and the validation: the foreign key is
+# NOT VALID, and --resume validates it.
+q "$DST" "DELETE FROM \"rep ort\".child WHERE ev_id > 400"
+hold
+MAPPER_FAULT=pause-after-swap:1 "$COORD" --query "SELECT id, cat, name, ref FROM ev WHERE id <= 400" \
+    --target-table ev --split-by id --mode replace --job-id rkv >"$T_OUT/kv.out" 2>"$T_OUT/kv.err" &
+pid=$!
+wait_for "$T_OUT/kv.err" "fault injection at after-swap 1: pausing"
+check "replace held after its swap: the foreign key into it is NOT VALID" "f 400" \
+    "$(q "$DST" "SELECT convalidated FROM pg_constraint WHERE conname = 'child ev'") $(q "$DST" "SELECT count(*) FROM ev")"
+kill -9 $pid
+wait $pid 2>/dev/null
+release
+run_coord --query "SELECT id, cat, name, ref FROM ev WHERE id <= 400" --target-table ev \
+    --split-by id --mode replace --job-id rkv --resume
+check "replace killed after its swap, --resume: exit 0 ($ERR)" 0 "$RC"
+check "replace killed after its swap, --resume: the foreign key is valid again" "t" \
+    "$(q "$DST" "SELECT convalidated FROM pg_constraint WHERE conname = 'child ev'")"
 
 # An identity column: the new table's identity goes on from the old one's
 # last value, under its sequence's name.

@@ -1,0 +1,11 @@
+/* coordinator/hold.h - test-only: hold the coordinator at a named point, so
+ * that a test can act (kill -9, look) there without racing it. */
+#ifndef MAPPER_HOLD_H
+#define MAPPER_HOLD_H
+
+/* When $MAPPER_FAULT is "pause-POINT:k" and $MAPPER_FAULT_RELEASE names a
+ * file that does not exist yet: log that it holds, and hold until the
+ * file exists (or a few minutes passed). Inert otherwise. */
+void hold_at(const char *point, int k);
+
+#endif
