@@ -28,9 +28,10 @@ bool replace_validate_table(ledger_t *l, char *err, size_t errlen)
     char sql[VALIDATE_SQL_MAX];
     snprintf(sql, sizeof sql,
              "CREATE TABLE IF NOT EXISTS %s.validations (job_id text NOT "
-             "NULL, table_name text NOT NULL, conname name NOT NULL, "
-             "PRIMARY KEY (job_id, table_name, conname))",
-             l->qschema);
+             "NULL REFERENCES %s.jobs ON DELETE CASCADE, table_name text NOT "
+             "NULL, conname name NOT NULL, PRIMARY KEY (job_id, table_name, "
+             "conname))",
+             l->qschema, l->qschema);
     pgutil_error_t e;
     return pgutil_exec(l->conn, sql, PROTO_SIDE_TARGET, &e) ||
            pgutil_reason(err, errlen, "--mode replace: the ledger", &e);
