@@ -47,6 +47,11 @@
 
 /* Coordinator event loop tick (ms): upper bound on timer lateness. */
 #define MAPPER_LOOP_TICK_MS 200
+/* The coordinator checks the DONE reports it hears against the ledger in
+ * one query for at most this many, this long (ms) after the first: a
+ * chunk is counted that much later, its worker goes on at once. */
+#define MAPPER_DONE_BATCH    64
+#define MAPPER_DONE_BATCH_MS 10
 /* How long shutdown waits for workers before SIGKILL (ms). */
 #define MAPPER_SHUTDOWN_WAIT_MS 5000
 /* How long the coordinator's socket may keep unsent messages (the final
