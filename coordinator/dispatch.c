@@ -503,16 +503,13 @@ static void s_drain_router(dispatch_loop_t *l)
     char peer[256];
     size_t peer_len = 0;
     proto_msg_t m;
-    for (;;) {
-        int more_ready = 0;
-        size_t sz = sizeof more_ready;
-        if (zmq_getsockopt(l->cfg->router, ZMQ_EVENTS, &more_ready, &sz) ||
-            !(more_ready & ZMQ_POLLIN))
-            break;
+    for (;;) { /* until nothing waits: no ZMQ_EVENTS check per message */
         char user[CURVE_KEY_LEN + 1];
         if (!proto_recv_user(l->cfg->router, peer, sizeof peer, &peer_len, user,
-                             sizeof user, &m))
-            continue; /* malformed and dropped (logged) */
+                             sizeof user, &m)) {
+            if (errno == EPROTO) continue; /* malformed, dropped (logged) */
+            break;                         /* EAGAIN: drained */
+        }
         s_on_message(l, peer, peer_len, user, &m);
         proto_msg_clear(&m);
     }
