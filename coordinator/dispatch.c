@@ -322,7 +322,7 @@ static void s_went_free(dispatch_loop_t *l, dispatch_worker_t *w)
 }
 
 /* w's chunk ended: a DONE is kept to be checked against the ledger with
- * the others of the next MAPPER_DONE_BATCH_MS (at once with --max-rejects,
+ * others heard about the same time (defaults.h; at once with --max-rejects,
  * whose count must be known before the next chunk starts), while w goes on
  * at once; a FAILED (or, without a ledger, a DONE) is settled now. */
 static void s_outcome(dispatch_loop_t *l, dispatch_worker_t *w,
@@ -513,7 +513,10 @@ static void s_drain_router(dispatch_loop_t *l)
         s_on_message(l, peer, peer_len, user, &m);
         proto_msg_clear(&m);
     }
-    if (l->ndone && (l->stream || clock_now() >= l->done_due))
+    /* Checked when due, or at once when nothing else is left to wait for
+     * (or the rows of stream chunks wait for them). */
+    if (l->ndone && (l->stream || l->chunks.unfinished == l->ndone ||
+                     clock_now() >= l->done_due))
         dispatch_done_flush(l);
 }
 
@@ -572,11 +575,12 @@ static void s_poll(dispatch_loop_t *l, long timeout_ms)
 }
 
 /* How long the loop may wait for an event (ms): a tick, or less when kept
- * DONEs are due to be checked sooner. */
+ * DONEs must be checked sooner (MAPPER_DONE_WAIT_MS after the first). */
 static long s_timeout(const dispatch_loop_t *l)
 {
     if (!l->ndone) return MAPPER_LOOP_TICK_MS;
-    long ms = (long)((l->done_due - clock_now()) * 1000.0) + 1;
+    double wait = (MAPPER_DONE_WAIT_MS - MAPPER_DONE_BATCH_MS) / 1000.0;
+    long ms = (long)((l->done_due + wait - clock_now()) * 1000.0) + 1;
     return ms < 0 ? 0 : ms < MAPPER_LOOP_TICK_MS ? ms : MAPPER_LOOP_TICK_MS;
 }
 

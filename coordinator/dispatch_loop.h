@@ -114,8 +114,8 @@ bool dispatch_random_id(char *dst, size_t n)
     __attribute__((warn_unused_result));
 
 /* (dispatch_trust.c) Keep w's DONE m (for a chunk it held) to be checked
- * with the others heard before l->done_due (MAPPER_DONE_BATCH_MS after the
- * first). Room must be left (ndone < MAPPER_DONE_BATCH). */
+ * with others (from l->done_due, MAPPER_DONE_BATCH_MS after the first).
+ * Room must be left (ndone < MAPPER_DONE_BATCH). */
 void dispatch_done_defer(dispatch_loop_t *l, dispatch_worker_t *w,
                          const proto_msg_t *m);
 
