@@ -47,6 +47,14 @@
 
 /* Coordinator event loop tick (ms): upper bound on timer lateness. */
 #define MAPPER_LOOP_TICK_MS 200
+/* The coordinator checks the DONE reports it hears against the ledger in
+ * one query for at most this many: at the first turn of its loop at least
+ * MAPPER_DONE_BATCH_MS (ms) after the first DONE, woken by another event,
+ * or by a timer of its own at MAPPER_DONE_WAIT_MS. A chunk is counted that
+ * much later; its worker goes on at once. */
+#define MAPPER_DONE_BATCH    64
+#define MAPPER_DONE_BATCH_MS 10
+#define MAPPER_DONE_WAIT_MS  40
 /* How long shutdown waits for workers before SIGKILL (ms). */
 #define MAPPER_SHUTDOWN_WAIT_MS 5000
 /* How long the coordinator's socket may keep unsent messages (the final

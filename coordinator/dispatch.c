@@ -57,129 +57,6 @@ static dispatch_worker_t *s_worker_by_id(dispatch_loop_t *l, const char *id,
     return NULL;
 }
 
-/* Past --max-rejects the job stops handing out chunks. */
-static void s_check_max_rejects(dispatch_loop_t *l)
-{
-    if (l->cfg->max_rejects < 0 || l->rejected <= l->cfg->max_rejects ||
-        l->over_max_rejects)
-        return;
-    l->over_max_rejects = true;
-    log_error("%" PRId64 " rows rejected, more than --max-rejects %" PRId64
-              ": no more chunks start",
-              l->rejected, l->cfg->max_rejects);
-    snprintf(l->out->error, sizeof l->out->error,
-             "more than %" PRId64 " rows rejected (--max-rejects %" PRId64
-             "): the job stopped",
-             l->cfg->max_rejects, l->cfg->max_rejects);
-}
-
-/* A committed attempt's rejected rows go to the reject file: with the
- * ledger, those committed with the chunk; without, those reported. */
-static void s_rejects_committed(dispatch_loop_t *l, size_t ci, int64_t rejected)
-{
-    chunks_chunk_t *c = &l->chunks.v[ci];
-    c->rejected = rejected;
-    dispatch_add(&l->rejected, rejected);
-    if (!l->cfg->rejects) return;
-    bool ok = true;
-    if (l->cfg->ledger) {
-        reject_buf_clear(&c->rejects);
-        ok = rejected == 0 ||
-             reject_write_committed(l->cfg->rejects, l->cfg->ledger,
-                                    (int64_t)ci, rejected, NULL);
-    } else {
-        if ((int64_t)c->rejects.n != rejected)
-            log_error("chunk %zu: %" PRId64 " rows were set aside but %zu "
-                      "reached the coordinator: the reject file lacks %" PRId64,
-                      ci, rejected, c->rejects.n,
-                      rejected - (int64_t)c->rejects.n);
-        ok = !c->rejects.n ||
-             reject_write(l->cfg->rejects, (int64_t)ci, &c->rejects);
-    }
-    if (!ok && !l->out->error[0])
-        snprintf(l->out->error, sizeof l->out->error,
-                 "the reject file could not be written (see the log)");
-    s_check_max_rejects(l);
-}
-
-/* Past --max-rejects: the chunks waiting to start fail, and so does the
- * rest of a stream that is not read. */
-static void s_fail_waiting(dispatch_loop_t *l)
-{
-    if (dispatch_stream_open(l)) {
-        l->read_failed = true;
-        l->reader = -1;
-        if (!chunks_add(&l->chunks, 0) && !l->out->error[0]) /* logged */
-            snprintf(l->out->error, sizeof l->out->error,
-                     "out of memory: the rest of the query is not copied");
-    }
-    char why[PROTO_MAX_MESSAGE];
-    snprintf(why, sizeof why,
-             "not run: more than %" PRId64 " rows rejected "
-             "(--max-rejects %" PRId64 ")",
-             l->cfg->max_rejects, l->cfg->max_rejects);
-    chunks_fail_pending(&l->chunks, "max-rejects", why);
-}
-
-/* Chunk ci's attempt committed (or the ledger says an earlier one did),
- * setting `rejected` rows aside. */
-static void s_chunk_done(dispatch_loop_t *l, size_t ci, int attempt,
-                         int64_t rows, int64_t bytes, int64_t rejected)
-{
-    s_rejects_committed(l, ci, rejected);
-    chunks_done(&l->chunks, ci, attempt, rows, bytes, rejected);
-}
-
-/* An attempt whose outcome is unknown (its worker died, or the target
- * connection broke, maybe during COMMIT) is settled by the ledger. */
-static bool s_settled_by_ledger(dispatch_loop_t *l, size_t ci,
-                                chunks_cause_t cause)
-{
-    chunks_chunk_t *c = &l->chunks.v[ci];
-    const pgutil_error_t *e = chunks_last_error(&l->chunks, ci);
-    int64_t rows = 0, rejected = 0;
-    if (!l->cfg->ledger || chunks_in_outage(&l->chunks, PROTO_SIDE_TARGET))
-        return false;
-    if (cause == CHUNKS_REPORTED &&
-        !(e && e->conn_bad && e->side == PROTO_SIDE_TARGET))
-        return false;
-    if (!ledger_chunk_done(l->cfg->ledger, (int64_t)ci, &rows, &rejected))
-        return false;
-    log_info("chunk %zu attempt %d: outcome unknown, the ledger says it "
-             "committed",
-             ci, c->attempts);
-    s_chunk_done(l, ci, c->attempts, rows, 0, rejected);
-    return true;
-}
-
-/* A chunk's attempt failed (its error is set): the ledger may know it
- * committed; else the state machine retries, pauses or fails it. */
-static void s_attempt_failed(dispatch_loop_t *l, size_t ci,
-                             chunks_cause_t cause)
-{
-    if (s_settled_by_ledger(l, ci, cause)) return;
-    (void)chunks_attempt_failed(&l->chunks, ci, cause);
-}
-
-/* w's attempt at the chunk it runs is lost (cause; the rest says why,
- * printf-style, as the chunk's error): w holds nothing any more (its chunk
- * ahead is taken back), and the chunk is retried, paused or failed. */
-__attribute__((format(printf, 4, 5))) static void
-s_attempt_lost(dispatch_loop_t *l, dispatch_worker_t *w, chunks_cause_t cause,
-               const char *fmt, ...)
-{
-    dispatch_take_back(l, w);
-    if (w->chunk < 0) return;
-    size_t ci = (size_t)w->chunk;
-    pgutil_error_t *e = chunks_error(&l->chunks, ci);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->message, sizeof e->message, fmt, ap);
-    va_end(ap);
-    w->chunk = -1;
-    s_attempt_failed(l, ci, cause);
-}
-
 /* Probe databases in an outage, without blocking the loop: a probe
  * starts when one is due and is polled every tick. End the outage when the
  * database answers, or end the job (every undone chunk failed) when it
@@ -223,7 +100,7 @@ static bool s_room_ahead(dispatch_loop_t *l)
 static void s_assign(dispatch_loop_t *l, dispatch_worker_t *w)
 {
     bool ahead = w->chunk >= 0;
-    if (l->over_max_rejects) s_fail_waiting(l);
+    if (l->over_max_rejects) dispatch_fail_waiting(l);
     if (dispatch_stream_open(l) && l->reader < 0 &&
         clock_now() >= l->read_not_before) {
         dispatch_stream_start_reader(l, w);
@@ -292,10 +169,10 @@ static void s_went_on(dispatch_loop_t *l, dispatch_worker_t *w)
 {
     int64_t next = w->ahead;
     w->ahead = -1; /* not taken back: it runs */
-    s_attempt_lost(l, w, CHUNKS_LEASE_LOST,
-                   "worker %s went on to chunk %" PRId64
-                   " without reporting this one",
-                   w->id, next);
+    dispatch_attempt_lost(l, w, CHUNKS_LEASE_LOST,
+                          "worker %s went on to chunk %" PRId64
+                          " without reporting this one",
+                          w->id, next);
     w->chunk = next;
     chunks_ahead_runs(&l->chunks, (size_t)next);
 }
@@ -369,9 +246,9 @@ static dispatch_worker_t *s_register(dispatch_loop_t *l, const char *peer,
 static void s_on_ready(dispatch_loop_t *l, dispatch_worker_t *w,
                        const proto_msg_t *m)
 {
-    s_attempt_lost(l, w, CHUNKS_LEASE_LOST,
-                   "worker %s gave the chunk up (it lost the coordinator)",
-                   w->id);
+    dispatch_attempt_lost(
+        l, w, CHUNKS_LEASE_LOST,
+        "worker %s gave the chunk up (it lost the coordinator)", w->id);
     if (l->reader == (int)(w - l->workers))
         dispatch_stream_reader_lost(
             l, CHUNKS_LEASE_LOST,
@@ -417,9 +294,10 @@ static void s_leases(dispatch_loop_t *l)
             log_warn("worker %s silent for %.0f s: its lease is lost", w->id,
                      now - w->last_heard);
             w->alive = false;
-            s_attempt_lost(l, w, CHUNKS_LEASE_LOST,
-                           "worker %s lost its lease (silent for %.0f s)",
-                           w->id, now - w->last_heard);
+            dispatch_attempt_lost(
+                l, w, CHUNKS_LEASE_LOST,
+                "worker %s lost its lease (silent for %.0f s)", w->id,
+                now - w->last_heard);
             if (l->reader == (int)i)
                 dispatch_stream_reader_lost(l, CHUNKS_LEASE_LOST,
                                             "the reader lost its lease");
@@ -428,6 +306,46 @@ static void s_leases(dispatch_loop_t *l)
         if (beat && !dispatch_send(l, w, &hb)) { /* logged */
         }
     }
+}
+
+/* w is done with the chunk it ran: the one it holds ahead runs, and it is
+ * kept busy. */
+static void s_went_free(dispatch_loop_t *l, dispatch_worker_t *w)
+{
+    if (w->ahead >= 0) { /* the worker went on to it at once */
+        w->chunk = w->ahead;
+        w->ahead = -1;
+        chunks_ahead_runs(&l->chunks, (size_t)w->chunk);
+    }
+    if (!l->stopping && !chunks_in_outage(&l->chunks, PROTO_SIDE_NONE))
+        s_fill(l, w);
+}
+
+/* w's chunk ended: a DONE is kept to be checked against the ledger with
+ * others heard about the same time (defaults.h; at once with --max-rejects,
+ * whose count must be known before the next chunk starts), while w goes on
+ * at once; a FAILED (or, without a ledger, a DONE) is settled now. */
+static void s_outcome(dispatch_loop_t *l, dispatch_worker_t *w,
+                      const proto_msg_t *m)
+{
+    size_t ci = (size_t)m->chunk_id;
+    w->chunk = -1;
+    if (m->kind == PROTO_DONE && l->cfg->ledger) {
+        dispatch_done_defer(l, w, m);
+        if (l->ndone == MAPPER_DONE_BATCH || l->cfg->max_rejects >= 0)
+            dispatch_done_flush(l);
+    } else if (m->kind == PROTO_DONE) {
+        dispatch_done_settle(l, w, m, NULL);
+    } else {
+        pgutil_error_t *e = chunks_error(&l->chunks, ci);
+        e->side = m->side;
+        memcpy(e->sqlstate, m->sqlstate, sizeof e->sqlstate);
+        e->conn_bad = m->conn_bad;
+        snprintf(e->message, sizeof e->message, "%s",
+                 m->message ? m->message : "");
+        dispatch_attempt_failed(l, ci, CHUNKS_REPORTED);
+    }
+    if (w->ready) s_went_free(l, w); /* else sent away */
 }
 
 static void s_on_message(dispatch_loop_t *l, const char *peer, size_t peer_len,
@@ -495,34 +413,7 @@ static void s_on_message(dispatch_loop_t *l, const char *peer, size_t peer_len,
         }
         return;
     }
-    w->chunk = -1;
-    int64_t rows = m->rows, rejected = m->rejected;
-    if (m->kind == PROTO_DONE &&
-        !dispatch_done_checked(l, w, ci, m, &rows, &rejected)) {
-        s_attempt_failed(l, ci, CHUNKS_DISBELIEVED);
-        if (!w->ready) return; /* sent away */
-    } else if (m->kind == PROTO_DONE) {
-        if (m->already)
-            log_info("chunk %zu attempt %d: already committed by an earlier "
-                     "attempt (ledger)",
-                     ci, m->attempt);
-        s_chunk_done(l, ci, m->attempt, rows, m->bytes, rejected);
-    } else {
-        pgutil_error_t *e = chunks_error(&l->chunks, ci);
-        e->side = m->side;
-        memcpy(e->sqlstate, m->sqlstate, sizeof e->sqlstate);
-        e->conn_bad = m->conn_bad;
-        snprintf(e->message, sizeof e->message, "%s",
-                 m->message ? m->message : "");
-        s_attempt_failed(l, ci, CHUNKS_REPORTED);
-    }
-    if (w->ahead >= 0) { /* the worker went on to it at once */
-        w->chunk = w->ahead;
-        w->ahead = -1;
-        chunks_ahead_runs(&l->chunks, (size_t)w->chunk);
-    }
-    if (!l->stopping && !chunks_in_outage(&l->chunks, PROTO_SIDE_NONE))
-        s_fill(l, w);
+    s_outcome(l, w, m);
 }
 
 /* Reap the workers that exited: only our own children, by pid, so that a
@@ -547,7 +438,7 @@ static void s_reap(dispatch_loop_t *l)
                          (long)pid, WEXITSTATUS(status));
         }
         if (!w->ready) l->early_deaths++;
-        s_attempt_lost(
+        dispatch_attempt_lost(
             l, w, CHUNKS_CRASHED, "worker %s died (%s %d) during the chunk",
             w->id, WIFSIGNALED(status) ? "signal" : "exit status",
             WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
@@ -577,9 +468,9 @@ static void s_flush_sends(dispatch_loop_t *l)
             continue;
         }
         if (dispatch_stream_flush(l, w)) continue;
-        s_attempt_lost(l, w, CHUNKS_LEASE_LOST,
-                       "the chunk's rows could not be sent to worker %s",
-                       w->id);
+        dispatch_attempt_lost(l, w, CHUNKS_LEASE_LOST,
+                              "the chunk's rows could not be sent to worker %s",
+                              w->id);
         if (w->pid > 0)
             kill(w->pid, SIGTERM); /* SIGCHLD reaps and replaces it */
         else
@@ -612,19 +503,21 @@ static void s_drain_router(dispatch_loop_t *l)
     char peer[256];
     size_t peer_len = 0;
     proto_msg_t m;
-    for (;;) {
-        int more_ready = 0;
-        size_t sz = sizeof more_ready;
-        if (zmq_getsockopt(l->cfg->router, ZMQ_EVENTS, &more_ready, &sz) ||
-            !(more_ready & ZMQ_POLLIN))
-            return;
+    for (;;) { /* until nothing waits: no ZMQ_EVENTS check per message */
         char user[CURVE_KEY_LEN + 1];
         if (!proto_recv_user(l->cfg->router, peer, sizeof peer, &peer_len, user,
-                             sizeof user, &m))
-            continue; /* malformed and dropped (logged) */
+                             sizeof user, &m)) {
+            if (errno == EPROTO) continue; /* malformed, dropped (logged) */
+            break;                         /* EAGAIN: drained */
+        }
         s_on_message(l, peer, peer_len, user, &m);
         proto_msg_clear(&m);
     }
+    /* Checked when due, or at once when nothing else is left to wait for
+     * (or the rows of stream chunks wait for them). */
+    if (l->ndone && (l->stream || l->chunks.unfinished == l->ndone ||
+                     clock_now() >= l->done_due))
+        dispatch_done_flush(l);
 }
 
 /* Keep min(workers, unfinished chunks) workers alive. */
@@ -656,7 +549,7 @@ static bool s_top_up(dispatch_loop_t *l)
  * ahead to busy ones. */
 static void s_assign_idle(dispatch_loop_t *l)
 {
-    if (l->over_max_rejects) s_fail_waiting(l);
+    if (l->over_max_rejects) dispatch_fail_waiting(l);
     if (chunks_in_outage(&l->chunks, PROTO_SIDE_NONE)) return;
     for (size_t i = 0; i < l->nworkers && !l->stopping; i++) {
         dispatch_worker_t *w = &l->workers[i];
@@ -679,6 +572,16 @@ static void s_poll(dispatch_loop_t *l, long timeout_ms)
      * chunk it reported done is not lost with it. */
     s_drain_router(l);
     if (items[1].revents & ZMQ_POLLIN) s_on_signals(l);
+}
+
+/* How long the loop may wait for an event (ms): a tick, or less when kept
+ * DONEs must be checked sooner (MAPPER_DONE_WAIT_MS after the first). */
+static long s_timeout(const dispatch_loop_t *l)
+{
+    if (!l->ndone) return MAPPER_LOOP_TICK_MS;
+    double wait = (MAPPER_DONE_WAIT_MS - MAPPER_DONE_BATCH_MS) / 1000.0;
+    long ms = (long)((l->done_due + wait - clock_now()) * 1000.0) + 1;
+    return ms < 0 ? 0 : ms < MAPPER_LOOP_TICK_MS ? ms : MAPPER_LOOP_TICK_MS;
 }
 
 /* After a stop signal, the loop goes on until the running chunks end or
@@ -766,20 +669,22 @@ bool dispatch_run(const dispatch_config_t *cfg, mapper_result *out)
         chunks_resumed(&l.chunks, i, cfg->done_rows[i], rejected);
         l.rejected += rejected;
     }
-    s_check_max_rejects(&l); /* a resumed job may be past it already */
+    dispatch_check_max_rejects(&l); /* a resumed job may be past it already */
     bool ok = true;
     while ((l.chunks.unfinished > 0 || dispatch_stream_open(&l)) &&
            !s_stopped(&l)) {
         if (!(ok = s_top_up(&l))) break;
         s_assign_idle(&l);
-        s_poll(&l, MAPPER_LOOP_TICK_MS);
+        s_poll(&l, s_timeout(&l));
         s_flush_sends(&l);
         s_probe(&l);
         if (cfg->ledger) ledger_reconnect(cfg->ledger);
         s_leases(&l);
         progress_tick(cfg->progress);
     }
+    dispatch_done_flush(&l);
     s_shutdown(&l);
+    dispatch_done_flush(&l); /* DONEs heard while the workers stopped */
     dispatch_fill_result(&l);
     for (int side = 0; side < 3; side++)
         pgutil_probe_cancel(&l.probe[side]);

@@ -1,10 +1,10 @@
 /* coordinator/dispatch_loop.h - the dispatcher's state, shared by its
  * layers: dispatch.c (the event loop: poll, signals, reaping, timers) on
- * top of dispatch_result.c (the job's result), dispatch_stream.c (stream mode:
- * the reader and the chunks it cuts), on top of dispatch_trust.c (sending to a
- * worker, what is believed of it), on top of chunks.c (the chunk state
- * machine). Nothing below calls up. Private to those files; the public face is
- * dispatch.h. */
+ * top of dispatch_outcome.c (what becomes of an attempt), dispatch_result.c
+ * (the job's result), dispatch_stream.c (stream mode: the reader and the
+ * chunks it cuts), on top of dispatch_trust.c (sending to a worker, what is
+ * believed of it), on top of chunks.c (the chunk state machine). Nothing
+ * below calls up. Private to those files; the public face is dispatch.h. */
 #ifndef MAPPER_DISPATCH_LOOP_H
 #define MAPPER_DISPATCH_LOOP_H
 
@@ -16,6 +16,7 @@
 #include "chunks.h"
 #include "clock.h"
 #include "curve.h"
+#include "defaults.h"
 #include "dispatch.h"
 #include "inflight.h"
 #include "pgutil.h"
@@ -49,6 +50,19 @@ typedef struct {
     double sent_last; /* monotonic time a frame last went out */
 } dispatch_worker_t;
 
+/* A DONE heard, waiting to be checked against the ledger with the others
+ * heard about the same time (dispatch_done_read). */
+typedef struct {
+    int worker;              /* index of the worker that sent it */
+    int64_t chunk_id;        /* what it said: the chunk, */
+    int attempt;             /* the attempt, */
+    int64_t rows, bytes;     /* its rows and bytes, */
+    int64_t rejected;        /* rows set aside, */
+    bool already;            /* an earlier attempt committed it */
+    bool read;               /* the ledger was read for it, into st */
+    ledger_chunk_state_t st; /* the chunk's ledger row */
+} dispatch_done_t;
+
 typedef struct {
     const dispatch_config_t *cfg; /* what to run */
     chunks_t chunks;            /* one per plan chunk, or stream chunks known */
@@ -64,6 +78,9 @@ typedef struct {
     int64_t rejected;           /* rows set aside in committed chunks */
     bool over_max_rejects;      /* past --max-rejects: no chunk starts */
     mapper_result *out;         /* result being filled */
+    dispatch_done_t done[MAPPER_DONE_BATCH]; /* DONEs not yet checked */
+    size_t ndone;                            /* entries used */
+    double done_due;                         /* when they are checked */
     /* Stream mode. */
     bool stream;             /* the chunks come from one reader */
     inflight_t held;         /* their rows, until committed */
@@ -96,16 +113,59 @@ void dispatch_take_back(dispatch_loop_t *l, dispatch_worker_t *w);
 bool dispatch_random_id(char *dst, size_t n)
     __attribute__((warn_unused_result));
 
+/* (dispatch_trust.c) Keep w's DONE m (for a chunk it held) to be checked
+ * with others (from l->done_due, MAPPER_DONE_BATCH_MS after the first).
+ * Room must be left (ndone < MAPPER_DONE_BATCH). */
+void dispatch_done_defer(dispatch_loop_t *l, dispatch_worker_t *w,
+                         const proto_msg_t *m);
+
+/* (dispatch_trust.c) Read the ledger rows of every kept DONE's chunk in one
+ * query (each entry's read and st); a ledger that cannot be read leaves
+ * read false (logged). */
+void dispatch_done_read(dispatch_loop_t *l);
+
 /* (dispatch_trust.c) A DONE is believed only when the chunk's ledger row,
- * committed in the same transaction as its rows, says done: the rows loaded and
- * set aside are then the ledger's (*rows_out, *rejected_out). Without a ledger
- * only forked workers run (--no-ledger refuses --listen) and their word is
- * taken. False fails the attempt (c->error says why); a DONE the ledger
- * contradicts also sends its worker away. One indexed lookup. */
+ * committed in the same transaction as its rows and read after the DONE
+ * arrived (st, or NULL when it could not be read), says done: the rows
+ * loaded and set aside are then the ledger's (*rows_out, *rejected_out).
+ * Without a ledger only forked workers run (--no-ledger refuses --listen)
+ * and their word is taken. False fails the attempt (c->error says why); a
+ * DONE the ledger contradicts also sends its worker away. */
 bool dispatch_done_checked(dispatch_loop_t *l, dispatch_worker_t *w, size_t ci,
-                           const proto_msg_t *m, int64_t *rows_out,
-                           int64_t *rejected_out)
+                           const proto_msg_t *m, const ledger_chunk_state_t *st,
+                           int64_t *rows_out, int64_t *rejected_out)
     __attribute__((warn_unused_result));
+
+/* (dispatch_outcome.c) Past --max-rejects the job stops handing out chunks. */
+void dispatch_check_max_rejects(dispatch_loop_t *l);
+
+/* (dispatch_outcome.c) Past --max-rejects: the chunks waiting to start fail,
+ * and so does the rest of a stream that is not read. */
+void dispatch_fail_waiting(dispatch_loop_t *l);
+
+/* (dispatch_outcome.c) A chunk's attempt failed (its error is set): the ledger
+ * may know it committed; else the state machine retries, pauses or fails it. */
+void dispatch_attempt_failed(dispatch_loop_t *l, size_t ci,
+                             chunks_cause_t cause);
+
+/* (dispatch_outcome.c) w's attempt at the chunk it runs is lost (cause; the
+ * rest says why, printf-style, as the chunk's error): w holds nothing any more
+ * (its chunk ahead is taken back), and the chunk is retried, paused or failed.
+ */
+void dispatch_attempt_lost(dispatch_loop_t *l, dispatch_worker_t *w,
+                           chunks_cause_t cause, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* (dispatch_outcome.c) w's DONE m (st: the chunk's ledger row read after it
+ * came, or NULL) is counted, or the attempt fails; a worker sent away for it
+ * loses what it went on to. */
+void dispatch_done_settle(dispatch_loop_t *l, dispatch_worker_t *w,
+                          const proto_msg_t *m, const ledger_chunk_state_t *st);
+
+/* (dispatch_outcome.c) Settle the DONEs kept (dispatch_done_defer) after one
+ * query of their chunks' ledger rows, in the order they came; a chunk that
+ * ended otherwise meanwhile (an outage given up) is left as it is. */
+void dispatch_done_flush(dispatch_loop_t *l);
 
 /* (dispatch_result.c) *sum += v, saturating (logged) instead of
  * overflowing. */

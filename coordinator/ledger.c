@@ -645,31 +645,33 @@ static bool s_run_command(ledger_t *l, PGconn *conn, const char *tmpl,
     return res != NULL;
 }
 
-bool ledger_chunk_state(ledger_t *l, int64_t chunk_id, bool *done_out,
-                        int64_t *rows_out, int64_t *rejected_out)
+bool ledger_chunk_states(ledger_t *l, const int64_t *ids, size_t n,
+                         ledger_chunk_state_t *out)
 {
-    *done_out = false;
-    PGresult *res =
-        s_run(l, s_conn(l),
-              "SELECT coalesce(rows, 0), rejected FROM @S.chunks WHERE job_id "
-              "= $1 AND chunk_id = $2 AND state = 'done'",
-              chunk_id, 0, NULL, "reading a chunk's state");
-    if (!res) return false;
-    *done_out = PQntuples(res) == 1;
-    if (*done_out) {
-        *rows_out = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-        *rejected_out = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+    char list[MAPPER_DONE_BATCH * 24 + 2];
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        out[i] = (ledger_chunk_state_t){0};
+        at += (size_t)snprintf(list + at, sizeof list - at, "%c%" PRId64,
+                               i ? ',' : '{', ids[i]);
     }
+    snprintf(list + at, sizeof list - at, "}");
+    const char *more[] = {list};
+    PGresult *res = s_run(l, s_conn(l),
+                          "SELECT chunk_id, coalesce(rows, 0), rejected FROM "
+                          "@S.chunks WHERE job_id = $1 AND chunk_id = "
+                          "ANY ($2::bigint[]) AND state = 'done'",
+                          -1, 1, more, "reading chunks' states");
+    if (!res) return false;
+    for (int r = 0; r < PQntuples(res); r++)
+        for (size_t i = 0; i < n; i++)
+            if (ids[i] == strtoll(PQgetvalue(res, r, 0), NULL, 10))
+                out[i] = (ledger_chunk_state_t){
+                    .done = true,
+                    .rows = strtoll(PQgetvalue(res, r, 1), NULL, 10),
+                    .rejected = strtoll(PQgetvalue(res, r, 2), NULL, 10)};
     PQclear(res);
     return true;
-}
-
-bool ledger_chunk_done(ledger_t *l, int64_t chunk_id, int64_t *rows_out,
-                       int64_t *rejected_out)
-{
-    bool done = false;
-    return ledger_chunk_state(l, chunk_id, &done, rows_out, rejected_out) &&
-           done;
 }
 
 int64_t ledger_done_count(ledger_t *l)

@@ -91,17 +91,20 @@ bool ledger_load(ledger_t *l, plan_t *plan, bool **done_out, int64_t **rows_out,
                  int64_t **rejected_out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
-/* Read chunk_id's ledger row: *done_out tells whether it is marked done,
- * with its rows and rows set aside. False (logged) when the ledger cannot
- * be read. One indexed lookup. Reconnects if needed. */
-bool ledger_chunk_state(ledger_t *l, int64_t chunk_id, bool *done_out,
-                        int64_t *rows_out, int64_t *rejected_out)
-    __attribute__((warn_unused_result));
+/* A chunk's ledger row as ledger_chunk_states reads it. */
+typedef struct {
+    bool done;        /* marked done (committed with its rows) */
+    int64_t rows;     /* rows it loaded, when done */
+    int64_t rejected; /* rows it set aside, when done */
+} ledger_chunk_state_t;
 
-/* Whether chunk_id is marked done (settles an attempt whose outcome is
- * unknown), with its rows and rows set aside. Reconnects if needed. */
-bool ledger_chunk_done(ledger_t *l, int64_t chunk_id, int64_t *rows_out,
-                       int64_t *rejected_out);
+/* Read the ledger rows of the n (<= MAPPER_DONE_BATCH) chunks ids into
+ * out[i]: one query for all, so that the DONEs heard in one turn of the
+ * loop cost one round trip. False (logged) when the ledger cannot be
+ * read. Reconnects if needed. */
+bool ledger_chunk_states(ledger_t *l, const int64_t *ids, size_t n,
+                         ledger_chunk_state_t *out)
+    __attribute__((warn_unused_result));
 
 /* How many chunks of the job are committed (-1 when it cannot tell). */
 int64_t ledger_done_count(ledger_t *l);

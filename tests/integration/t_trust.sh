@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # tests/integration/t_trust.sh - attacks by peers on the network: a worker
-# that lies "done" without copying, a peer taking over a connected worker's
-# routing id, a refusal that would tell the job's source identity, plain
-# TCP without --insecure (loopback, and an address list hiding 0.0.0.0), a
-# worker pointed at a non-loopback plain address, a coordinator naming a
-# target with SQL in it, --no-ledger with --listen, a stream reader that
-# sends beyond its credit, and a worker id of 64 bytes.
+# that lies "done" without copying (alone, and beside an honest worker), a
+# peer taking over a connected worker's routing id, a refusal that would
+# tell the job's source identity, plain TCP without --insecure (loopback,
+# and an address list hiding 0.0.0.0), a worker pointed at a non-loopback
+# plain address, a coordinator naming a target with SQL in it, --no-ledger
+# with --listen, a stream reader that sends beyond its credit, and a worker
+# id of 64 bytes.
 . "$(dirname "$0")/lib.sh"
 WORKER="$MAPPER_BIN/mapper-worker"
 PEER="${MAPPER_BUILD:?MAPPER_BUILD not set}/tests/peer"
@@ -40,6 +41,39 @@ check "job with a liar: exit 0" 0 "$?"
 check_match "the coordinator names the liar" "done for chunk [0-9]+ attempt 1 from liar-[0-9]+ contradicts the ledger" "$(cat "$T_OUT/lie.err")"
 exact "job with a liar"
 check "job with a liar: every row counted" 30000 "$(json_field "$T_OUT/lie.json" total_rows_successful)"
+
+# 1. A liar beside an honest worker that holds a committed chunk (paused
+# before its DONE): the coordinator checks the DONEs it hears about the
+# same time in one ledger query, and the liar's (every one of them) are
+# still not counted: it is sent away with what it went on to, the honest
+# worker copies the rest, and the job is exact.
+q "$DST" "TRUNCATE ev"
+port=$(free_port)
+"$COORD" --table ev --workers 0 --listen "tcp://127.0.0.1:$port" --insecure --chunk-size 1000 \
+    --job-id liar-beside --initial-delay 0.1 --summary-json "$T_OUT/beside.json" \
+    >"$T_OUT/beside.out" 2>"$T_OUT/beside.err" &
+pid=$!
+hold
+MAPPER_FAULT=pause-after-commit:0 timeout 120 "$WORKER" --connect "tcp://127.0.0.1:$port" \
+    --insecure --id honest-beside 2>"$T_OUT/beside-honest.err" &
+honest=$!
+wait_for "$T_OUT/beside-honest.err" "chunk 0: fault injection at after-commit: pausing"
+timeout 60 "$PEER" lie "tcp://127.0.0.1:$port" "$SID" >"$T_OUT/beside-liar.out" 2>&1
+check "liar beside an honest worker: sent away (exit 3)" 3 "$?"
+check_match "liar beside an honest worker: told why" "stop: .*contradicts the ledger" \
+    "$(cat "$T_OUT/beside-liar.out")"
+release
+wait_job $honest
+check "the honest worker beside the liar: exit 0" 0 "$?"
+wait_job $pid
+check "job with a liar beside an honest worker: exit 0" 0 "$?"
+check_match "the coordinator names the liar beside the honest worker" \
+    "done for chunk [0-9]+ attempt 1 from liar-[0-9]+ contradicts the ledger" "$(cat "$T_OUT/beside.err")"
+exact "job with a liar beside an honest worker"
+check "job with a liar beside an honest worker: every row counted" 30000 \
+    "$(json_field "$T_OUT/beside.json" total_rows_successful)"
+check "job with a liar beside an honest worker: every chunk done" 30 \
+    "$(json_field "$T_OUT/beside.json" chunks_succeeded)"
 
 # 1. A refusal does not tell the peer the job's source identity.
 q "$DST" "TRUNCATE ev"
