@@ -640,7 +640,7 @@ copy_status_t copy_chunk(copy_conns_t *conns, const copy_job_t *job,
     *rows_out = *bytes_out = *rejected_out = 0;
     copy_status_t st = COPY_FAILED;
     bool binary = false, done = false, ledger = job->job_id[0] != '\0';
-    int64_t rows = 0, bytes = 0, rejected = 0, inserted = 0, updated = 0;
+    int64_t rows = 0, bytes = 0, rejected = 0;
     pgutil_error_t ignored;
     copy_job_t to = *job; /* where the rows go: the target, or staging */
     if (job->data) {
@@ -672,8 +672,7 @@ copy_status_t copy_chunk(copy_conns_t *conns, const copy_job_t *job,
     if (st == COPY_ALREADY) goto already;
     if (st != COPY_OK) goto fail;
     st = COPY_FAILED;
-    if (upsert_is_on(job) &&
-        !upsert_merge(conns->dst, job, arg, &inserted, &updated, err))
+    if (upsert_is_on(job) && !upsert_merge(conns->dst, job, arg, err))
         goto fail;
     fault_at("before-commit", job->chunk_id, job->attempt);
     /* The ledger row and COMMIT in one round trip. */

@@ -180,7 +180,6 @@ static void s_merge_sql(s_sql_t *b, const copy_job_t *job, const char *qledger)
 }
 
 bool upsert_merge(PGconn *dst, const copy_job_t *job, void *arg,
-                  int64_t *inserted_out, int64_t *updated_out,
                   pgutil_error_t *err)
 {
     bool ledger = job->job_id[0] != '\0';
@@ -194,11 +193,8 @@ bool upsert_merge(PGconn *dst, const copy_job_t *job, void *arg,
     PGresult *res = s_run(&b, job, arg, ledger ? 2 : 0, ledger ? params : NULL,
                           PGRES_TUPLES_OK, err);
     if (!res) return false;
-    bool ok = PQntuples(res) == 1;
-    if (ok) {
-        *inserted_out = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-        *updated_out = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
-    } else {
+    bool ok = PQntuples(res) == 1; /* the counts went to the ledger row */
+    if (!ok) {
         err->side = PROTO_SIDE_TARGET;
         snprintf(err->message, sizeof err->message,
                  "the ledger has no row for job %s chunk %" PRId64, job->job_id,

@@ -29,9 +29,8 @@ bool upsert_stage(PGconn *dst, const copy_job_t *job, void *arg,
  * inserted, rows whose key exists update the copied non-key columns when
  * a value differs (an unchanged row is not rewritten and not counted).
  * With a ledger, the counts go into the chunk's ledger row, in the same
- * transaction. *inserted_out and *updated_out say how many. */
+ * transaction (the coordinator reads them there). */
 bool upsert_merge(PGconn *dst, const copy_job_t *job, void *arg,
-                  int64_t *inserted_out, int64_t *updated_out,
                   pgutil_error_t *err) __attribute__((warn_unused_result));
 
 #endif

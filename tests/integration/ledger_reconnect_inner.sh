@@ -33,11 +33,8 @@ touch "$near_release"
 wait_for "$T_OUT/r.err" "target database unreachable.*pausing"
 check "the coordinator paused for the outage" 0 $?
 # Connections to the target's port are accepted and never answered.
-perl -MIO::Socket::INET -e '
-    my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => $ARGV[0],
-        Listen => 64, ReuseAddr => 1) or die "listen: $!";
-    sleep 20' "$MAPPER_PG_PORT" &
-lpid=$!
+silent_listener "$MAPPER_PG_PORT" 20
+lpid=$SILENT_PID
 up=1
 for _ in $(seq 200); do
     (exec 3<>"/dev/tcp/127.0.0.1/$MAPPER_PG_PORT") 2>/dev/null && up=0 && break

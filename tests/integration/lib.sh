@@ -105,3 +105,13 @@ export MAPPER_FAULT_RELEASE="$T_OUT/release"
 hold() { rm -f "$MAPPER_FAULT_RELEASE"; }
 release() { touch "$MAPPER_FAULT_RELEASE"; }
 held() { wait_for "$1" "chunk $2: fault injection at [a-z-]+: pausing"; }
+
+# silent_listener PORT SECS: accept connections on 127.0.0.1:PORT and never
+# answer them, for SECS seconds, in the background (its pid: $SILENT_PID).
+silent_listener() {
+    perl -MIO::Socket::INET -e '
+        my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => $ARGV[0],
+            Listen => 64, ReuseAddr => 1) or die "listen: $!";
+        sleep $ARGV[1]' "$1" "$2" &
+    SILENT_PID=$!
+}

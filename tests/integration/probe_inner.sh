@@ -24,11 +24,8 @@ release
 wait_for "$T_OUT/p.err" "target database unreachable.*pausing"
 check "the coordinator paused for the outage" 0 $?
 # Connections to the target's port are accepted and never answered.
-perl -MIO::Socket::INET -e '
-    my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => $ARGV[0],
-        Listen => 64, ReuseAddr => 1) or die "listen: $!";
-    sleep 20' "$MAPPER_PG_PORT" &
-lpid=$!
+silent_listener "$MAPPER_PG_PORT" 20
+lpid=$SILENT_PID
 wait $lpid
 $MAPPER_PG_CTL start -w >/dev/null
 wait $cpid
