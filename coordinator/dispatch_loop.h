@@ -54,11 +54,7 @@ typedef struct {
  * heard about the same time (dispatch_done_read). */
 typedef struct {
     int worker;              /* index of the worker that sent it */
-    int64_t chunk_id;        /* what it said: the chunk, */
-    int attempt;             /* the attempt, */
-    int64_t rows, bytes;     /* its rows and bytes, */
-    int64_t rejected;        /* rows set aside, */
-    bool already;            /* an earlier attempt committed it */
+    proto_msg_t m;           /* what it said (its counts; no owned fields) */
     bool read;               /* the ledger was read for it, into st */
     ledger_chunk_state_t st; /* the chunk's ledger row */
 } dispatch_done_t;

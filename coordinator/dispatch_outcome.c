@@ -152,16 +152,9 @@ void dispatch_done_flush(dispatch_loop_t *l)
     l->ndone = 0;
     for (size_t i = 0; i < n; i++) {
         const dispatch_done_t *d = &l->done[i];
-        const chunks_chunk_t *c = &l->chunks.v[d->chunk_id];
-        if (c->state != CHUNKS_RUNNING || c->attempts != d->attempt) continue;
-        proto_msg_t m = {.kind = PROTO_DONE,
-                         .chunk_id = d->chunk_id,
-                         .attempt = d->attempt,
-                         .rows = d->rows,
-                         .bytes = d->bytes,
-                         .rejected = d->rejected,
-                         .already = d->already};
-        dispatch_done_settle(l, &l->workers[d->worker], &m,
+        const chunks_chunk_t *c = &l->chunks.v[d->m.chunk_id];
+        if (c->state != CHUNKS_RUNNING || c->attempts != d->m.attempt) continue;
+        dispatch_done_settle(l, &l->workers[d->worker], &d->m,
                              d->read ? &d->st : NULL);
     }
 }

@@ -63,12 +63,13 @@ void dispatch_done_defer(dispatch_loop_t *l, dispatch_worker_t *w,
 {
     if (!l->ndone) l->done_due = clock_now() + MAPPER_DONE_BATCH_MS / 1000.0;
     l->done[l->ndone++] = (dispatch_done_t){.worker = (int)(w - l->workers),
-                                            .chunk_id = m->chunk_id,
-                                            .attempt = m->attempt,
-                                            .rows = m->rows,
-                                            .bytes = m->bytes,
-                                            .rejected = m->rejected,
-                                            .already = m->already};
+                                            .m = {.kind = PROTO_DONE,
+                                                  .chunk_id = m->chunk_id,
+                                                  .attempt = m->attempt,
+                                                  .rows = m->rows,
+                                                  .bytes = m->bytes,
+                                                  .rejected = m->rejected,
+                                                  .already = m->already}};
 }
 
 void dispatch_done_read(dispatch_loop_t *l)
@@ -76,7 +77,7 @@ void dispatch_done_read(dispatch_loop_t *l)
     int64_t ids[MAPPER_DONE_BATCH];
     ledger_chunk_state_t st[MAPPER_DONE_BATCH];
     for (size_t i = 0; i < l->ndone; i++)
-        ids[i] = l->done[i].chunk_id;
+        ids[i] = l->done[i].m.chunk_id;
     bool read =
         l->ndone > 0 && ledger_chunk_states(l->cfg->ledger, ids, l->ndone, st);
     for (size_t i = 0; i < l->ndone; i++) {
