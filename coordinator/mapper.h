@@ -250,6 +250,9 @@ void mapper_result_free(mapper_result *result);
 void mapper_result_print(const mapper_result *result, FILE *out);
 bool mapper_result_write_json(const mapper_result *result, FILE *out);
 
+/* A write mode's name, as --mode spells it: "append", "replace", "upsert". */
+const char *mapper_mode_name(mapper_write_mode mode);
+
 #ifdef __cplusplus
 }
 #endif

@@ -115,14 +115,7 @@ static void s_duration(double seconds, bool known, char *dst, size_t n)
         snprintf(dst, n, "%02lld:%02lld", m, sec);
 }
 
-/* The names of a write mode and of a phase, as the lines show them. */
-static const char *s_mode_name(mapper_write_mode mode)
-{
-    return mode == MAPPER_MODE_UPSERT    ? "upsert"
-           : mode == MAPPER_MODE_REPLACE ? "replace"
-                                         : "append";
-}
-
+/* A phase's name, as the lines show it. */
 static const char *s_phase_name(mapper_phase phase)
 {
     return phase == MAPPER_PHASE_INDEXES ? "indexes"
@@ -175,7 +168,7 @@ bool report_format_log(const mapper_progress_snapshot *snap, const char *job,
     if (snap->indexes_total > 0)
         s_put(&line, " indexes=%d/%d", snap->indexes_built,
               snap->indexes_total);
-    s_put(&line, " mode=%s", s_mode_name(snap->mode));
+    s_put(&line, " mode=%s", mapper_mode_name(snap->mode));
     if (snap->run > 0) s_put(&line, " run=%" PRId64, snap->run);
     s_put(&line, " phase=%s", s_phase_name(snap->phase));
     if (snap->swap_s > 0) s_put(&line, " swap_s=%.3f", s_finite(snap->swap_s));
@@ -216,7 +209,7 @@ bool report_format_json(const mapper_progress_snapshot *snap, char *buf,
           snap->rows_in_flight, snap->bytes_processed,
           s_finite(snap->rows_per_second), s_finite(snap->bytes_per_second),
           snap->retries, snap->workers, snap->workers_busy, snap->indexes_total,
-          snap->indexes_built, s_mode_name(snap->mode), snap->run,
+          snap->indexes_built, mapper_mode_name(snap->mode), snap->run,
           s_phase_name(snap->phase), s_finite(snap->swap_s));
     return line.fits;
 }
@@ -266,7 +259,7 @@ bool report_format_bar(const mapper_progress_snapshot *snap, int width,
     if (snap->indexes_total > 0)
         s_put(&line, " indexes %d/%d", snap->indexes_built,
               snap->indexes_total);
-    s_put(&line, " %s", s_mode_name(snap->mode));
+    s_put(&line, " %s", mapper_mode_name(snap->mode));
     if (snap->run > 0) s_put(&line, " run %" PRId64, snap->run);
     if (snap->phase == MAPPER_PHASE_SWAP) s_put(&line, " swap");
     if (snap->swap_s > 0) s_put(&line, " %.2fs", s_finite(snap->swap_s));

@@ -65,6 +65,13 @@ static size_t s_group_count(const mapper_result *r, size_t i)
     return n;
 }
 
+const char *mapper_mode_name(mapper_write_mode mode)
+{
+    return mode == MAPPER_MODE_UPSERT    ? "upsert"
+           : mode == MAPPER_MODE_REPLACE ? "replace"
+                                         : "append";
+}
+
 void mapper_result_print(const mapper_result *r, FILE *out)
 {
     fprintf(out,
@@ -183,10 +190,8 @@ bool mapper_result_write_json(const mapper_result *r, FILE *out)
     fprintf(out,
             ", \"mode\": \"%s\", \"rows_inserted\": %" PRId64
             ", \"rows_updated\": %" PRId64 ", \"run\": %" PRId64,
-            r->mode == MAPPER_MODE_UPSERT    ? "upsert"
-            : r->mode == MAPPER_MODE_REPLACE ? "replace"
-                                             : "append",
-            r->rows_inserted, r->rows_updated, r->run);
+            mapper_mode_name(r->mode), r->rows_inserted, r->rows_updated,
+            r->run);
     fputs(", \"job_id\": ", out);
     s_json_string_or_null(out, r->job_id);
     fputs(", \"chunk_errors\": [", out);
