@@ -174,6 +174,13 @@ bool pgutil_exec(PGconn *conn, const char *sql, proto_side_t side,
     return ok;
 }
 
+void pgutil_rollback(PGconn *conn, proto_side_t side, const char *context)
+{
+    pgutil_error_t e;
+    if (!pgutil_exec(conn, "ROLLBACK", side, &e))
+        log_debug("%s: ROLLBACK: %s", context, e.message);
+}
+
 PGresult *pgutil_query(PGconn *conn, const char *sql, int nparams,
                        const char *const *params, proto_side_t side,
                        pgutil_error_t *err)

@@ -38,6 +38,11 @@ void pgutil_capture(PGconn *conn, const PGresult *res, proto_side_t side,
 bool pgutil_exec(PGconn *conn, const char *sql, proto_side_t side,
                  pgutil_error_t *err) __attribute__((warn_unused_result));
 
+/* End a failed transaction; a ROLLBACK that fails too (the session is
+ * broken, which the caller finds out on its next statement) is logged at
+ * debug level, under context. */
+void pgutil_rollback(PGconn *conn, proto_side_t side, const char *context);
+
 /* Run a query with text parameters; returns its PGRES_TUPLES_OK result
  * (caller PQclear()s) or NULL with *err filled. */
 PGresult *pgutil_query(PGconn *conn, const char *sql, int nparams,

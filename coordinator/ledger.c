@@ -516,9 +516,7 @@ bool ledger_create(ledger_t *l, const ledger_spec_t *spec, const plan_t *plan,
     if (ok) ok = pgutil_exec(c, "COMMIT", PROTO_SIDE_TARGET, &e);
     if (!ok) {
         pgutil_reason(err, errlen, "ledger: cannot record the job", &e);
-        pgutil_error_t rb;
-        if (!pgutil_exec(c, "ROLLBACK", PROTO_SIDE_TARGET, &rb))
-            log_debug("ledger: ROLLBACK: %s", rb.message);
+        pgutil_rollback(c, PROTO_SIDE_TARGET, "ledger");
     }
 out:
     for (int a = 0; a < NARR; a++)

@@ -89,14 +89,6 @@
 /* How long the swap may wait for readers to let go of the target. */
 #define REPLACE_LOCK_WAIT "'10s'"
 
-/* End a failed transaction (what failed is logged already). */
-static void s_rollback(PGconn *dst)
-{
-    pgutil_error_t ignored;
-    if (!pgutil_exec(dst, "ROLLBACK", PROTO_SIDE_TARGET, &ignored))
-        log_debug("replace: ROLLBACK: %s", ignored.message);
-}
-
 /* One text value from a query with params; malloc'd, or NULL (logged into
  * err) on error or when there is no row and !may_be_empty (then "" is
  * returned when empty). */
@@ -207,7 +199,7 @@ static bool s_txn(PGconn *dst, const char *sql, const char *what, char *err,
         pgutil_exec(dst, "COMMIT", PROTO_SIDE_TARGET, &e))
         return true;
     pgutil_reason(err, errlen, what, &e);
-    s_rollback(dst);
+    pgutil_rollback(dst, PROTO_SIDE_TARGET, "replace");
     return false;
 }
 
@@ -236,7 +228,7 @@ static bool s_swap_txn(ledger_t *l, const char *qtarget, const char *qnew,
     for (size_t i = 0; ok && i < sizeof steps / sizeof *steps; i++)
         ok = !*steps[i] || pgutil_exec(dst, steps[i], PROTO_SIDE_TARGET, &e) ||
              pgutil_reason(err, errlen, what, &e);
-    if (!ok) s_rollback(dst);
+    if (!ok) pgutil_rollback(dst, PROTO_SIDE_TARGET, "replace");
     free(before);
     free(after);
     return ok;

@@ -83,8 +83,7 @@ static bool s_one(ledger_t *l, const char *stmt, const char *table,
              (pgutil_exec(l->conn, "COMMIT", PROTO_SIDE_TARGET, &e) ||
               pgutil_reason(err, errlen, "--mode replace", &e)))
         return true;
-    if (!pgutil_exec(l->conn, "ROLLBACK", PROTO_SIDE_TARGET, &e))
-        log_debug("replace: ROLLBACK: %s", e.message);
+    pgutil_rollback(l->conn, PROTO_SIDE_TARGET, "replace");
     return false;
 }
 
