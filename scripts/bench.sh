@@ -17,6 +17,8 @@
 #                       indexes (psql and mapper-coord into a target with the key
 #                       and 3 secondary indexes, and mapper-coord --defer-indexes off
 #                       into both targets)
+#                       nokey (psql, W id ranges, into the same table without its
+#                       key: what a load costs before any index; not a baseline)
 #                       sweep (mapper-coord at --chunk-size 200, 1000, 5000, 50000,
 #                       500000 and 100: wall, coordinator CPU and peak RSS per chunk)
 #                       modes (only when named: the write modes against append:
@@ -45,7 +47,7 @@ die() {
     exit 1
 }
 usage() {
-    sed -n '4,26p' "$self" | sed 's/^# \{0,1\}//'
+    sed -n '4,28p' "$self" | sed 's/^# \{0,1\}//'
     exit "${1:-2}"
 }
 
@@ -150,9 +152,18 @@ ddl_ix="${ddl/events(/events_ix(};
         CREATE INDEX events_ix_account ON events_ix(account_id);
         CREATE INDEX events_ix_created ON events_ix(created_at);
         CREATE INDEX events_ix_status ON events_ix(status, amount)"
+# events_nokey: the same table without its key (the nokey contender).
+ddl_nokey="${ddl/events(/events_nokey(}"
+ddl_nokey="${ddl_nokey/ PRIMARY KEY/ NOT NULL}"
 checksum_sql="SELECT count(*) || ':' || coalesce(sum(hashtext(e::text)), 0) FROM events e"
 # target_of KIND: the table a contender loads.
-target_of() { [[ $1 == *ix ]] && echo events_ix || echo events; }
+target_of() {
+    case $1 in
+    *ix) echo events_ix ;;
+    *nokey) echo events_nokey ;;
+    *) echo events ;;
+    esac
+}
 
 create_dataset() {
     say "creating $rows rows in mapper_src.events"
@@ -165,7 +176,7 @@ create_dataset() {
                md5(g::text)
         FROM generate_series(1, $rows) g" -c "VACUUM ANALYZE events" >/dev/null
     q "$DST" "$ddl" >/dev/null
-    psql -X -q -v ON_ERROR_STOP=1 -d "$DST" -c "$ddl_ix" >/dev/null
+    psql -X -q -v ON_ERROR_STOP=1 -d "$DST" -c "$ddl_ix" -c "$ddl_nokey" >/dev/null
     src_sum=$(q "$SRC" "$checksum_sql")
     read -r id_min id_max < <(q "$SRC" "SELECT min(id), max(id) FROM events" | tr '|' ' ')
     table_bytes=$(q "$SRC" "SELECT pg_table_size('events')")
@@ -174,7 +185,7 @@ create_dataset() {
 
 # reset_target: empty the target table (and mapper's ledger), flush dirty buffers.
 reset_target() {
-    q "$DST" "TRUNCATE events, events_ix" >/dev/null
+    q "$DST" "TRUNCATE events, events_ix, events_nokey" >/dev/null
     q "$DST" "DROP SCHEMA IF EXISTS mapper CASCADE" >/dev/null 2>&1
     q "$DST" "CHECKPOINT" >/dev/null
 }
@@ -201,18 +212,20 @@ run_psql1() { psql_pipe events; }
 describe_psqlpar() {
     echo "$1 concurrent: psql -c 'COPY (SELECT * FROM events WHERE id >= LO AND id < HI) TO STDOUT (FORMAT binary)' | psql -c 'COPY events FROM STDIN (FORMAT binary)'"
 }
-run_psqlpar() {
+run_psqlpar() { # run_psqlpar W [-] [TARGET]
     local w=$1 i lo hi step pids=() rc=0
     step=$(((id_max - id_min + w) / w))
     for ((i = 0; i < w; i++)); do
         lo=$((id_min + i * step)) hi=$((id_min + (i + 1) * step))
         ((i == w - 1)) && hi=$((id_max + 1))
-        psql_pipe "(SELECT * FROM events WHERE id >= $lo AND id < $hi)" &
+        psql_pipe "(SELECT * FROM events WHERE id >= $lo AND id < $hi)" "${3:-events}" &
         pids+=($!)
     done
     for p in "${pids[@]}"; do wait "$p" || rc=1; done
     return "$rc"
 }
+describe_psqlparnokey() { describe_psqlpar "$1" | sed 's/COPY events FROM/COPY events_nokey FROM/'; }
+run_psqlparnokey() { run_psqlpar "$1" - events_nokey; }
 
 pgcopydb_split_size() { # pgcopydb_split_size W: a threshold that cuts the table in W parts
     local w=$1
@@ -318,6 +331,7 @@ want onechunk && add mapper-one-off mapperoff 1 "$rows" "mapper-coord one chunk,
 want indexes && add psql1ix psql1ix 1 - "psql COPY binary, key + 3 indexes"
 for w in "${workers_arr[@]}"; do
     want psqlpar && add "psqlpar-$w" psqlpar "$w" - "psql COPY binary, $w id range$( ((w > 1)) && echo s)"
+    want nokey && add "psqlparnokey-$w" psqlparnokey "$w" - "psql, $w range$( ((w > 1)) && echo s), table without key"
     want pgcopydb && add "pgcopydb-$w" pgcopydb "$w" - "pgcopydb copy table-data"
     want pgloader && add "pgloader-$w" pgloader "$w" - "pgloader (data only)"
     want mapper && add "mapper-$w" mapper "$w" - "mapper-coord"
@@ -498,6 +512,7 @@ def r3: if . == null then null else (. * 1000 | round) / 1000 end;
             coord_cpu_share: ($m | map(.coord_cpu_s / ([.coord_cpu_s + .workers_cpu_s, 1e-9] | max)) | median),
             planning_s: ($m | map(.planning_s) | median | r3),
             elapsed_s: ($m | map(.elapsed_s) | median | r3),
+            index_build_s: ($m | map(.index_build_s // 0) | median | r3),
             planning_share: ($m | map(.planning_s / ([.elapsed_s, 1e-9] | max)) | median)}}
       else . end)) as $all
 | ($all | map(select(.kind == "psql1" or .kind == "psqlpar") | select(.median_s != null))) as $psql
@@ -588,23 +603,24 @@ mv "$json.tmp" "$json"
             fi
         done
     echo "(vs psql: median / the best psql baseline median at the same W, 1 stream or W ranges;"
-    echo " key + 3 indexes: median / psql's into that table)"
+    echo " key + 3 indexes: median / psql's into that table; the table without key is compared, never a baseline)"
     jq -r 'if .one_chunk_vs_psql1 == null then empty else
         "mapper-coord --workers 1, one chunk vs psql COPY binary, 1 stream: \(.one_chunk_vs_psql1 * 1000 | round / 1000)x (target <= 0.97)" end' "$json"
     if jq -e '[.contenders[] | select(.mapper)] | length > 0' "$json" >/dev/null; then
         echo
-        printf '%-34s %4s %10s %10s %9s %9s %7s %9s %7s\n' "mapper resources" W \
-            "coord MB" "worker MB" "coord s" "workers s" "coord%" "plan s" "plan%"
+        printf '%-34s %4s %10s %10s %9s %9s %7s %9s %7s %9s\n' "mapper resources" W \
+            "coord MB" "worker MB" "coord s" "workers s" "coord%" "plan s" "plan%" "rebuild s"
         jq -r '.contenders[] | select(.mapper) | [.label, .workers,
             .mapper.coord_max_rss_kb / 1024, .mapper.worker_max_rss_kb / 1024,
             .mapper.coord_cpu_s, .mapper.workers_cpu_s, .mapper.coord_cpu_share * 100,
-            .mapper.planning_s, .mapper.planning_share * 100] | map(tostring) | join("\u001f")' "$json" |
-            while IFS=$'\x1f' read -r label w crss wrss ccpu wcpu cshare plan pshare; do
-                printf '%-34s %4s %10.1f %10.1f %9.3f %9.3f %6.2f%% %9.3f %6.2f%%\n' \
-                    "$label" "$w" "$crss" "$wrss" "$ccpu" "$wcpu" "$cshare" "$plan" "$pshare"
+            .mapper.planning_s, .mapper.planning_share * 100,
+            .mapper.index_build_s] | map(tostring) | join("\u001f")' "$json" |
+            while IFS=$'\x1f' read -r label w crss wrss ccpu wcpu cshare plan pshare built; do
+                printf '%-34s %4s %10.1f %10.1f %9.3f %9.3f %6.2f%% %9.3f %6.2f%% %9.3f\n' \
+                    "$label" "$w" "$crss" "$wrss" "$ccpu" "$wcpu" "$cshare" "$plan" "$pshare" "$built"
             done
-        echo "(MB: peak RSS, the largest over the runs; CPU and planning: medians; coord%: coordinator CPU / job CPU;"
-        echo " plan%: planning / mapper-coord's own elapsed time)"
+        echo "(MB: peak RSS, the largest over the runs; CPU, planning and rebuild: medians; coord%: coordinator CPU / job CPU;"
+        echo " plan%: planning / mapper-coord's own elapsed time; rebuild: the deferred indexes' index_build_s)"
     fi
     if jq -e '[.contenders[] | select(.key | startswith("mapper-s")) | select(.mapper)] | length > 0' "$json" >/dev/null; then
         echo
