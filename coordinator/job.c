@@ -142,7 +142,8 @@ static int s_validate(const mapper_job_spec *spec, mapper_result *out)
     if (!(spec->grace >= 0))
         return s_fail(out, MAPPER_EXIT_USAGE, "grace must be >= 0 seconds");
     char err[RETRY_ERR_MAX];
-    if (!retry_config_validate(&spec->retry, err, sizeof err))
+    if (!retry_config_validate(&spec->retry, err, sizeof err) ||
+        !modes_validate(spec, err, sizeof err))
         return s_fail(out, MAPPER_EXIT_USAGE, "%s", err);
     if (!(spec->outage_timeout > 0))
         return s_fail(out, MAPPER_EXIT_USAGE,

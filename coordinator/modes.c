@@ -61,10 +61,8 @@ static bool s_parse_key(const char *key, schema_t *s, char *err, size_t errlen)
     "AND a.attnum = k.n WHERE k.o <= i.indnkeyatts) = (SELECT array_agg(x "    \
     "ORDER BY x) FROM unnest(string_to_array($2, ',')) x)"
 
-bool modes_prepare(const mapper_job_spec *spec, PGconn *dst, schema_t *s,
-                   bool *usage_out, char *err, size_t errlen)
+bool modes_validate(const mapper_job_spec *spec, char *err, size_t errlen)
 {
-    *usage_out = true;
     if (spec->mode != MAPPER_MODE_UPSERT && spec->key)
         return log_reason(err, errlen, "--key is for --mode upsert");
     if (spec->mode == MAPPER_MODE_REPLACE &&
@@ -73,21 +71,25 @@ bool modes_prepare(const mapper_job_spec *spec, PGconn *dst, schema_t *s,
                           "--mode replace: not with %s (the target is left "
                           "as it is until the swap, which needs the ledger)",
                           spec->truncate ? "--truncate" : "--no-ledger");
+    if (spec->mode == MAPPER_MODE_UPSERT && (!spec->key || !*spec->key))
+        return log_reason(err, errlen,
+                          "--mode upsert needs --key (the key columns)");
+    if (spec->mode == MAPPER_MODE_UPSERT && spec->no_ledger)
+        return log_reason(err, errlen,
+                          "--mode upsert needs the ledger (its counts "
+                          "and its runs are kept there): drop --no-ledger");
+    return true;
+}
+
+bool modes_prepare(const mapper_job_spec *spec, PGconn *dst, schema_t *s,
+                   bool *usage_out, char *err, size_t errlen)
+{
+    *usage_out = true;
     if (spec->mode == MAPPER_MODE_REPLACE) {
         *usage_out = false;
         return replace_check(dst, s, err, errlen);
     }
     if (spec->mode != MAPPER_MODE_UPSERT) return true;
-    if (!spec->key || !*spec->key) {
-        snprintf(err, errlen, "--mode upsert needs --key (the key columns)");
-        return false;
-    }
-    if (spec->no_ledger) {
-        snprintf(err, errlen,
-                 "--mode upsert needs the ledger (its counts "
-                 "and its runs are kept there): drop --no-ledger");
-        return false;
-    }
     if (!s_parse_key(spec->key, s, err, errlen)) return false;
     *usage_out = false;
     const char *params[] = {s->qtarget, spec->key};

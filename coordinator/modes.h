@@ -11,7 +11,15 @@
 #include "progress.h"
 #include "schema.h"
 
-/* Check spec's mode and key against the loaded schema: with upsert, every
+/* The write-mode flags that cannot go together (--key without upsert,
+ * upsert without --key or with --no-ledger, replace with --truncate or
+ * --no-ledger), before anything is connected: false with one line in err
+ * (a usage error). */
+bool modes_validate(const mapper_job_spec *spec, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* After modes_validate, check spec's mode and key against the loaded schema:
+ * with upsert, every
  * --key column is copied and the target has a valid, immediate unique
  * index (or constraint) on exactly those columns; the key then goes into
  * s->key for the assignments. On failure writes one line naming the key

@@ -108,6 +108,17 @@ run_coord --table ev --mode upsert --key nope --job-id u3
 check "--key naming a column not copied: exit 2" 2 "$RC"
 run_coord --table ev --mode merge --job-id u4
 check "--mode merge: exit 2" 2 "$RC"
+# Flags that cannot go together are refused before any connection: with
+# both servers unreachable the line names the flags, not the connection.
+nowhere=postgresql://127.0.0.1:1/nowhere
+for bad in "--key id" "--mode upsert" "--mode upsert --key id --no-ledger" \
+    "--mode replace --truncate" "--mode replace --no-ledger"; do
+    # shellcheck disable=SC2086 # the flags split on purpose
+    run_coord --source "$nowhere" --target "$nowhere" --table ev $bad
+    check "$bad, servers unreachable: exit 2" 2 "$RC"
+    check "$bad, servers unreachable: the flags are named, not the connection" \
+        "yes" "$(grep -q -- '--' <<<"$ERR" && ! grep -q unreachable <<<"$ERR" && echo yes)"
+done
 
 # Deferred indexes: an upsert into an empty target keeps the key's index,
 # which ON CONFLICT needs, whatever --defer-indexes says.
