@@ -19,6 +19,9 @@ for t in "$dir"/t_*.sh; do
         echo "FAIL - $name exited $rc without reporting a failure; its output:"
         echo "$out" | tail -20
         f=1
+    elif [ "$f" -gt 0 ]; then # what else it said (a psql error, say) helps
+        echo "# $name said, besides its checks (last 20 lines):"
+        echo "$out" | grep -v -E '^(ok|FAIL) ' | tail -20 | sed 's/^/#   /'
     fi
     passed=$((passed + p)) failed=$((failed + f))
 done
