@@ -16,6 +16,7 @@
 #include "defaults.h"
 #include "log.h"
 #include "mapper.h"
+#include "summary_file.h"
 
 static void s_help(FILE *out)
 {
@@ -275,29 +276,6 @@ static void s_print_resume(int argc, char **argv, const char *job_id,
     }
     fprintf(stderr, " %s --job-id %s\n",
             restart_only ? "--restart --truncate" : "--resume", job_id);
-}
-
-/* Write the result to path whole or not at all: a new file beside it
- * (mkstemp: never a name planted in advance, mode 0600), fsynced, then
- * renamed over path. A symbolic link at path is replaced, not followed. */
-static bool s_write_json(const char *path, const mapper_result *r)
-{
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.XXXXXX", path) >= (int)sizeof tmp) {
-        log_error("--summary-json %s: name too long", path);
-        return false;
-    }
-    int fd = mkostemp(tmp, O_CLOEXEC);
-    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
-    bool ok = f && mapper_result_write_json(r, f) && fsync(fd) == 0;
-    if (f && fclose(f)) ok = false;
-    if (!f && fd >= 0) close(fd);
-    if (ok && rename(tmp, path)) ok = false;
-    if (!ok) {
-        log_error("--summary-json %s: %s", path, strerror(errno));
-        if (fd >= 0) unlink(tmp);
-    }
-    return ok;
 }
 
 /* The whole of path (malloc'd, NUL-terminated), or NULL with one line
@@ -733,6 +711,7 @@ static int s_parse_args(int argc, char **argv, s_cli_t *c)
         log_error("--table or --query is required (see --help)");
         return MAPPER_EXIT_USAGE;
     }
+    if (c->json && !summary_file_check(c->json)) return MAPPER_EXIT_USAGE;
     c->spec.source = c->source;
     c->spec.target = c->target;
     return S_OPTION_NEXT;
@@ -774,7 +753,7 @@ int main(int argc, char **argv)
         s_print_resume(argc, argv, r.job_id, r.stream, r.restart_only);
     else if (rc == MAPPER_EXIT_INTERRUPTED && r.job_id[0])
         fprintf(stderr, "interrupted: run the same command again to resume\n");
-    if (json && !s_write_json(json, &r) && rc == MAPPER_EXIT_OK)
+    if (json && !summary_file_write(json, &r) && rc == MAPPER_EXIT_OK)
         rc = MAPPER_EXIT_FAILED;
     mapper_result_free(&r);
     free(cli.source);

@@ -25,6 +25,11 @@ expect_exit "missing --table" 2 "--table or --query is required" --workers 2
 expect_exit "missing source table" 3 "source table nope does not exist" --table nope
 expect_exit "missing target table" 3 "target table nope2 does not exist" --table t --target-table nope2 --if-target-missing=fail
 expect_exit "split-by not integer" 2 "column \"v\" is not an integer" --table t --split-by v
+expect_exit "--summary-json in a missing directory" 2 \
+    "--summary-json $T_OUT/nodir/s.json: No such file or directory" \
+    --table t --target-table t_json --summary-json "$T_OUT/nodir/s.json"
+check "--summary-json in a missing directory: checked before the copy" "" \
+    "$(q "$DST" "SELECT to_regclass('t_json')")"
 q "$DST" "CREATE TABLE t2(id int PRIMARY KEY)"
 expect_exit "column missing on target" 3 "target table.*t2 has no column \"v\"" --table t --target-table t2
 expect_exit "unreachable server" 3 "source database unreachable.*host=127.0.0.1 port=1 " \
