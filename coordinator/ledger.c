@@ -219,24 +219,9 @@ static bool s_check_tables(ledger_t *l, char *err, size_t errlen)
     return ok;
 }
 
-bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
-                 const char *schema, char *err, size_t errlen)
+/* ledger_open's tables, once checked: made where missing, columns added. */
+static bool s_create(ledger_t *l, char *err, size_t errlen)
 {
-    memset(l, 0, sizeof *l);
-    l->conn = conn;
-    l->conninfo = conninfo;
-    if (strlen(schema) > PROTO_MAX_ID / 2 || !*schema) {
-        snprintf(err, errlen, "--state-schema '%s': expected 1 to %d bytes",
-                 schema, PROTO_MAX_ID / 2);
-        return false;
-    }
-    snprintf(l->schema, sizeof l->schema, "%s", schema);
-    l->qschema = pgutil_quote_ident(conn, schema);
-    if (!l->qschema) {
-        snprintf(err, errlen, "ledger: bad schema name '%s'", schema);
-        return false;
-    }
-    if (!s_check_tables(l, err, errlen)) return false;
     char sql[LEDGER_SQL_MAX];
     s_sql(l, sql, sizeof sql,
           "CREATE SCHEMA IF NOT EXISTS @S;"
@@ -274,7 +259,7 @@ bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
           " attach_sql text, validate_sql text, tablespace text,"
           " step int NOT NULL DEFAULT 0, PRIMARY KEY (job_id, item_id))");
     pgutil_error_t e;
-    if (!pgutil_exec(conn, sql, PROTO_SIDE_TARGET, &e))
+    if (!pgutil_exec(l->conn, sql, PROTO_SIDE_TARGET, &e))
         return pgutil_reason(err, errlen, "ledger: cannot create its tables",
                              &e);
     /* Columns that older ledgers lack: rows set aside (--on-bad-rows
@@ -286,6 +271,24 @@ bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
            s_add_column(l, "chunks", "rejects_at", "bigint[]", err, errlen) &&
            s_add_column(l, "jobs", "query", "text NOT NULL DEFAULT ''", err,
                         errlen);
+}
+
+bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
+                 const char *schema, char *err, size_t errlen)
+{
+    memset(l, 0, sizeof *l);
+    l->conn = conn;
+    l->conninfo = conninfo;
+    snprintf(l->schema, sizeof l->schema, "%s", schema);
+    if (strlen(schema) > PROTO_MAX_ID / 2 || !*schema)
+        snprintf(err, errlen, "--state-schema '%s': expected 1 to %d bytes",
+                 schema, PROTO_MAX_ID / 2);
+    else if (!(l->qschema = pgutil_quote_ident(conn, schema)))
+        snprintf(err, errlen, "ledger: bad schema name '%s'", schema);
+    else if (s_check_tables(l, err, errlen) && s_create(l, err, errlen))
+        return true;
+    ledger_close(l); /* a failed open leaves nothing to close */
+    return false;
 }
 
 /* The spec as text (malloc'd, or NULL): what the fingerprint hashes. A

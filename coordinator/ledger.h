@@ -48,7 +48,7 @@ typedef enum {
 
 /* Create the schema and tables if missing. Tables of those names that are
  * not this role's own or not shaped as the ledger's are refused, left
- * untouched. On failure, err says why. */
+ * untouched. On failure, err says why, and there is nothing to close. */
 bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
                  const char *schema, char *err, size_t errlen)
     __attribute__((warn_unused_result));
