@@ -31,6 +31,7 @@
 #include "schema.h"
 #include "signals.h"
 #include "spawn.h"
+#include "spec.h"
 
 #define JOB_SOCKET_NAME "coord.sock"
 
@@ -55,117 +56,14 @@ static bool s_loopback(const char *bound)
     return !strncmp(host, "127.", 4) || !strncmp(host, "[::1]:", 6);
 }
 
-static bool s_valid_id(const char *id)
-{
-    size_t n = strlen(id);
-    if (n == 0 || n > PROTO_MAX_ID) return false;
-    for (size_t i = 0; i < n; i++)
-        if (id[i] <= ' ' || id[i] > '~') return false;
-    return true;
-}
-
+/* The flags, before anything connects: a usage error at the first that
+ * is wrong. */
 static int s_validate(const mapper_job_spec *spec, mapper_result *out)
 {
-    if (spec->table && spec->query)
-        return s_fail(out, MAPPER_EXIT_USAGE,
-                      "--table and --query exclude each other: give one");
-    if (spec->query && (!spec->target_table || !*spec->target_table))
-        return s_fail(out, MAPPER_EXIT_USAGE,
-                      "--query needs --target-table (where its rows go)");
-    if (!spec->query && (!spec->table || !*spec->table))
-        return s_fail(out, MAPPER_EXIT_USAGE,
-                      "no table or query given (--table or --query)");
-    /* Half the limit leaves room for the column list and WHERE around it. */
-    if (spec->query && strlen(spec->query) > PROTO_MAX_SQL / 2)
-        return s_fail(out, MAPPER_EXIT_USAGE, "--query: longer than %d bytes",
-                      PROTO_MAX_SQL / 2);
-    if (spec->columns && !*spec->columns)
-        return s_fail(out, MAPPER_EXIT_USAGE, "--columns: no column given");
-    if (spec->if_target_missing != MAPPER_TARGET_CREATE &&
-        spec->if_target_missing != MAPPER_TARGET_FAIL)
-        return s_fail(out, MAPPER_EXIT_USAGE,
-                      "if_target_missing: expected create or fail");
-    if (spec->workers < (spec->listen ? 0 : 1) ||
-        spec->workers > MAPPER_MAX_WORKERS)
-        return s_fail(out, MAPPER_EXIT_USAGE,
-                      "workers must be between %d and %d, not %d%s",
-                      spec->listen ? 0 : 1, MAPPER_MAX_WORKERS, spec->workers,
-                      spec->listen ? "" : " (0 needs --listen)");
-    if (spec->listen && strncmp(spec->listen, "tcp://", 6))
-        return s_fail(out, MAPPER_EXIT_USAGE,
-                      "--listen: expected tcp://ADDR:PORT, got '%s'",
-                      spec->listen);
-    /* Any process that reaches a plain port can say ready, loopback
-     * included: plain TCP is the user's explicit choice. */
-    if (spec->listen && !spec->curve_secret_key && !spec->insecure)
-        return s_fail(out, MAPPER_EXIT_USAGE,
-                      "--listen %s: plain TCP lets any process that reaches "
-                      "the port take chunks: use CURVE (--curve-secret-key, "
-                      "--curve-allow) or say --insecure",
-                      spec->listen);
-    if (spec->listen && spec->no_ledger)
-        return s_fail(out, MAPPER_EXIT_USAGE,
-                      "--no-ledger with --listen: a remote worker's done "
-                      "cannot be checked without the ledger; drop one");
-    if (spec->curve_allow && !spec->curve_secret_key)
-        return s_fail(out, MAPPER_EXIT_USAGE,
-                      "--curve-allow needs --curve-secret-key");
-    if (!(spec->worker_timeout > 0))
-        return s_fail(out, MAPPER_EXIT_USAGE, "worker timeout must be > 0");
-    if (spec->max_inflight_chunks < 0 ||
-        spec->max_inflight_chunks > MAPPER_MAX_INFLIGHT)
-        return s_fail(out, MAPPER_EXIT_USAGE,
-                      "max inflight chunks must be between 1 and %d (0: the "
-                      "default), not %" PRId64,
-                      MAPPER_MAX_INFLIGHT, spec->max_inflight_chunks);
-    if (spec->chunk_size < 1)
-        return s_fail(out, MAPPER_EXIT_USAGE,
-                      "chunk size must be at least 1, not %" PRId64,
-                      spec->chunk_size);
-    if (spec->resume && (spec->restart || spec->truncate || spec->no_ledger))
-        return s_fail(out, MAPPER_EXIT_USAGE,
-                      "--resume cannot be combined with --restart, "
-                      "--truncate or --no-ledger");
-    if (spec->resume_auto &&
-        (spec->resume || spec->restart || spec->truncate || spec->no_ledger))
-        return s_fail(out, MAPPER_EXIT_USAGE,
-                      "--resume=auto cannot be combined with --resume, "
-                      "--restart, --truncate or --no-ledger");
-    if ((spec->resume || spec->restart) && spec->no_ledger)
-        return s_fail(out, MAPPER_EXIT_USAGE,
-                      "--restart needs the ledger (not --no-ledger)");
-    if (spec->job_id && !s_valid_id(spec->job_id))
-        return s_fail(out, MAPPER_EXIT_USAGE,
-                      "--job-id: expected 1 to %d printable characters "
-                      "without spaces",
-                      PROTO_MAX_ID);
-    if (!(spec->grace >= 0))
-        return s_fail(out, MAPPER_EXIT_USAGE, "grace must be >= 0 seconds");
-    char err[RETRY_ERR_MAX];
-    if (!retry_config_validate(&spec->retry, err, sizeof err) ||
-        !modes_validate(spec, err, sizeof err))
-        return s_fail(out, MAPPER_EXIT_USAGE, "%s", err);
-    if (!(spec->outage_timeout > 0))
-        return s_fail(out, MAPPER_EXIT_USAGE,
-                      "outage timeout must be a positive number of seconds");
-    if (spec->defer_indexes < MAPPER_DEFER_AUTO ||
-        spec->defer_indexes > MAPPER_DEFER_OFF)
-        return s_fail(out, MAPPER_EXIT_USAGE, "unknown defer_indexes mode %d",
-                      (int)spec->defer_indexes);
-    bool reject = spec->on_bad_rows == MAPPER_BAD_ROWS_REJECT;
-    if (spec->on_bad_rows != MAPPER_BAD_ROWS_FAIL && !reject)
-        return s_fail(out, MAPPER_EXIT_USAGE, "unknown on_bad_rows mode %d",
-                      (int)spec->on_bad_rows);
-    if (reject && (!spec->reject_file || !*spec->reject_file))
-        return s_fail(out, MAPPER_EXIT_USAGE,
-                      "--on-bad-rows=reject needs --reject-file FILE");
-    if (!reject && spec->reject_file)
-        return s_fail(out, MAPPER_EXIT_USAGE,
-                      "--reject-file needs --on-bad-rows=reject");
-    if (!reject && spec->max_rejects >= 0)
-        return s_fail(out, MAPPER_EXIT_USAGE,
-                      "--max-rejects needs --on-bad-rows=reject");
-    return MAPPER_EXIT_OK;
+    char err[512];
+    return spec_check(spec, err, sizeof err)
+               ? MAPPER_EXIT_OK
+               : s_fail(out, MAPPER_EXIT_USAGE, "%s", err);
 }
 
 /* Connect one side; on failure fill out and return NULL. */

@@ -25,6 +25,9 @@ expect_exit "missing --table" 2 "--table or --query is required" --workers 2
 expect_exit "missing source table" 3 "source table nope does not exist" --table nope
 expect_exit "missing target table" 3 "target table nope2 does not exist" --table t --target-table nope2 --if-target-missing=fail
 expect_exit "split-by not integer" 2 "column \"v\" is not an integer" --table t --split-by v
+expect_exit "--state-schema too long" 2 \
+    "--state-schema '$(printf 's%.0s' {1..40})': expected 1 to 32 bytes" \
+    --source "postgresql://postgres@127.0.0.1:1/x" --table t --state-schema "$(printf 's%.0s' {1..40})"
 expect_exit "--summary-json in a missing directory" 2 \
     "--summary-json $T_OUT/nodir/s.json: No such file or directory" \
     --table t --target-table t_json --summary-json "$T_OUT/nodir/s.json"
