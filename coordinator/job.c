@@ -27,7 +27,6 @@
 #include "progress.h"
 #include "reject.h"
 #include "report.h"
-#include "retry.h"
 #include "schema.h"
 #include "signals.h"
 #include "spawn.h"

@@ -1,7 +1,6 @@
 /* coordinator/main.c - mapper-coord: the command line around
  * mapper_job_run(). */
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <malloc.h>
