@@ -280,10 +280,7 @@ bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
     l->conn = conn;
     l->conninfo = conninfo;
     snprintf(l->schema, sizeof l->schema, "%s", schema);
-    if (strlen(schema) > PROTO_MAX_ID / 2 || !*schema)
-        snprintf(err, errlen, "--state-schema '%s': expected 1 to %d bytes",
-                 schema, PROTO_MAX_ID / 2);
-    else if (!(l->qschema = pgutil_quote_ident(conn, schema)))
+    if (!(l->qschema = pgutil_quote_ident(conn, schema)))
         snprintf(err, errlen, "ledger: bad schema name '%s'", schema);
     else if (s_check_tables(l, err, errlen) && s_create(l, err, errlen))
         return true;

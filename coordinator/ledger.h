@@ -46,7 +46,8 @@ typedef enum {
     LEDGER_AUTO,    /* as LEDGER_RESUME if the id exists, else fresh */
 } ledger_mode_t;
 
-/* Create the schema and tables if missing. Tables of those names that are
+/* Create the schema (1 to PROTO_MAX_ID / 2 bytes, as spec_check makes
+ * sure) and tables if missing. Tables of those names that are
  * not this role's own or not shaped as the ledger's are refused, left
  * untouched. On failure, err says why, and there is nothing to close. */
 bool ledger_open(ledger_t *l, PGconn *conn, const char *conninfo,
