@@ -38,6 +38,12 @@ copy_status_t relay_await_result(PGconn *conn, proto_side_t side,
 bool relay_result(PGconn *conn, ExecStatusType want, proto_side_t side,
                   pgutil_error_t *err) __attribute__((warn_unused_result));
 
+/* Whether the relay, having read the source, naps before reading it
+ * again (reading in gulps, see relay.c): chunk_bytes moved so far in
+ * the chunk, queued bytes still waiting in the source's socket (-1:
+ * unknown). */
+bool relay_nap_due(int64_t chunk_bytes, int queued);
+
 /* Stream the rows of the COPY TO STDOUT running on c->src into the COPY
  * FROM STDIN running on c->dst until the source's ends, then end the
  * target's and check both results. Reads the source while the target is

@@ -19,6 +19,14 @@ check "summary chunks_failed" 0 "$(json_field "$T_OUT/s.json" chunks_failed)"
 check_match "summary table printed" "total_rows_successful +159999" "$OUT"
 check_match "binary COPY chosen for identical types" "binary COPY" "$ERR"
 
+# One chunk of 10 MB: past its first MiB the relay reads the source in
+# gulps (it naps when it has read all that came), and loses no row.
+q "$DST" "TRUNCATE events; DROP SCHEMA mapper CASCADE"
+run_coord --table events --workers 1 --chunk-size 200000 -v
+check "one 10 MB chunk exits 0" 0 "$RC"
+check "one 10 MB chunk: same rows and content" "$(checksum "$SRC" events)" "$(checksum "$DST" events)"
+check_match "one 10 MB chunk: the relay read in gulps" "chunk 0 attempt 1: [0-9]+ bytes relayed, [1-9][0-9]* naps" "$ERR"
+
 fresh_dbs empty
 q "$SRC" "CREATE TABLE e(id int PRIMARY KEY, v text)"
 q "$DST" "CREATE TABLE e(id int PRIMARY KEY, v text)"
