@@ -23,7 +23,8 @@
 #define WORKER_POLL_MS 200
 /* The relay waits for at most this many libpq sockets (source, target). */
 #define WORKER_MAX_PG_FDS 2
-/* While the first connection comes up, READY is retried this often. */
+/* While the first connection comes up, the worker waits for it (the
+ * socket turns writable) and says READY at once; this often at least. */
 #define WORKER_CONNECT_POLL_MS 10
 /* Work that may wait while a chunk runs: the coordinator hands a worker
  * its next chunk before the running one ends (no idle gap between them),
@@ -450,11 +451,13 @@ int worker_run(worker_t *w)
     w->started = s_now();
     s_send_ready(w);
     while (!s_stopping(w)) {
-        zmq_pollitem_t item = {w->sock, 0, ZMQ_POLLIN, 0};
         /* Just started and the connection not up yet: say ready as soon
          * as it is (a job of one small chunk should not wait a second). */
         bool connecting = w->ready_unsent && !w->heard &&
                           s_now() - w->started < MAPPER_HEARTBEAT_S;
+        zmq_pollitem_t item = {
+            w->sock, 0, (short)(ZMQ_POLLIN | (connecting ? ZMQ_POLLOUT : 0)),
+            0};
         long wait = w->has_next || w->write_ready ? 0
                     : connecting                  ? WORKER_CONNECT_POLL_MS
                                                   : WORKER_POLL_MS;
