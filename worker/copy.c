@@ -416,16 +416,18 @@ copy_status_t copy_each_row(PGconn *src, copy_row_fn fn, void *arg,
                             copy_wait_fn wait, void *wait_arg,
                             pgutil_error_t *err)
 {
+    int64_t bytes = 0, naps = 0;
     for (;;) {
         char *row = NULL;
         int n = PQgetCopyData(src, &row, 1);
         if (n == -1) break;
         if (n == 0) {
             copy_status_t st =
-                relay_read_more(src, PROTO_SIDE_SOURCE, wait, wait_arg, err);
+                relay_read_source(src, bytes, &naps, wait, wait_arg, err);
             if (st != COPY_OK) return st;
             continue;
         }
+        bytes += n;
         if (n < 0) {
             pgutil_capture(src, NULL, PROTO_SIDE_SOURCE, err);
             return COPY_FAILED;
@@ -434,6 +436,7 @@ copy_status_t copy_each_row(PGconn *src, copy_row_fn fn, void *arg,
         PQfreemem(row);
         if (!ok) return COPY_FAILED;
     }
+    log_debug("source read: %" PRId64 " bytes, %" PRId64 " naps", bytes, naps);
     copy_status_t st =
         relay_await_result(src, PROTO_SIDE_SOURCE, wait, wait_arg, err);
     if (st != COPY_OK) return st;

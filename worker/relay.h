@@ -25,6 +25,13 @@ copy_status_t relay_read_more(PGconn *conn, proto_side_t side,
                               copy_wait_fn wait, void *arg, pgutil_error_t *err)
     __attribute__((warn_unused_result));
 
+/* relay_read_more for a source whose COPY has moved bytes so far: it
+ * reads in gulps (see relay.c; naps counted in *naps). */
+copy_status_t relay_read_source(PGconn *src, int64_t bytes, int64_t *naps,
+                                copy_wait_fn wait, void *arg,
+                                pgutil_error_t *err)
+    __attribute__((warn_unused_result));
+
 /* Wait through wait until conn has a whole result, so that PQgetResult
  * does not block. COPY_ABORTED when wait said stop, COPY_FAILED (*err)
  * when the connection failed. */

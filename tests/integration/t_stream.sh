@@ -23,9 +23,10 @@ want_rows=$(q "$SRC" "SELECT count(*) FROM ($QUERY) q")
 want=$(checksum_query "$SRC" "$QUERY")
 
 run_coord --query "$QUERY" --target-table report --workers 4 --chunk-size 25000 \
-    --summary-json "$T_OUT/s.json" --progress none
+    --summary-json "$T_OUT/s.json" --progress none -v
 check "stream join exits 0" 0 "$RC"
 check "stream join: target equals the query's result" "$want" "$(checksum "$DST" report)"
+check_match "stream join: the reader read its source in gulps" "source read: [0-9]+ bytes, [1-9][0-9]* naps" "$ERR"
 check "stream join: rows reported" "$want_rows" "$(json_field "$T_OUT/s.json" total_rows_successful)"
 check_match "stream mode announced" "stream mode: one reader" "$ERR"
 chunks=$(json_field "$T_OUT/s.json" chunks_total)
