@@ -20,7 +20,10 @@
 #                       nokey (psql, W id ranges, into the same table without its
 #                       key: what a load costs before any index; not a baseline)
 #                       sweep (mapper-coord at --chunk-size 200, 1000, 5000, 50000,
-#                       500000 and 100: wall, coordinator CPU and peak RSS per chunk)
+#                       500000 and 100: wall, coordinator CPU and peak RSS per chunk;
+#                       and PostgreSQL alone at 1000, 5000 and 50000: W sessions
+#                       loading the chunks from files on the server, one binary
+#                       COPY FROM each, what a chunk costs the target by itself)
 #                       modes (only when named: the write modes against append:
 #                       append into the empty table, replace of the filled table,
 #                       upsert of a table missing 10% of the rows and with 10%
@@ -227,6 +230,39 @@ run_psqlpar() { # run_psqlpar W [-] [TARGET]
 describe_psqlparnokey() { describe_psqlpar "$1" | sed 's/COPY events FROM/COPY events_nokey FROM/'; }
 run_psqlparnokey() { run_psqlpar "$1" - events_nokey; }
 
+# PostgreSQL alone (the sweep): the rows of each chunk in a file on the
+# server, written by the source before the clock starts (once per chunk
+# size); W sessions then load their share of the files, one binary COPY
+# FROM (one transaction) each. No source, relay or ledger: what loading a
+# chunk costs the target by itself.
+pgfiles_dir() { echo "$work/pgfiles-$1"; }
+pgfiles_count() { echo $(((id_max - id_min + $1) / $1)); }
+prep_pgfiles() { # prep_pgfiles W CHUNK
+    local dir k n lo
+    dir=$(pgfiles_dir "$2") n=$(pgfiles_count "$2")
+    [ -f "$dir/ready" ] && return 0
+    mkdir -p "$dir" && chmod 0777 "$dir" && chmod o+x "$work" || return 1
+    for ((k = 0; k < n; k++)); do
+        lo=$((id_min + k * $2))
+        echo "COPY (SELECT * FROM events WHERE id >= $lo AND id < $((lo + $2))) TO '$dir/$k' (FORMAT binary);"
+    done | psql -X -q -v ON_ERROR_STOP=1 -d "$SRC" && touch "$dir/ready"
+}
+describe_pgfiles() {
+    echo "$1 concurrent: psql -c \"COPY events FROM 'FILE' (FORMAT binary)\" for each of its share of $(pgfiles_count "$2") files of $2 rows (written by COPY (SELECT * FROM events WHERE id >= LO AND id < HI) TO 'FILE' (FORMAT binary) before the clock starts), one statement and transaction each"
+}
+run_pgfiles() { # run_pgfiles W CHUNK
+    local w=$1 dir n i k pids=() rc=0
+    dir=$(pgfiles_dir "$2") n=$(pgfiles_count "$2")
+    for ((i = 0; i < w; i++)); do
+        for ((k = i * n / w; k < (i + 1) * n / w; k++)); do
+            echo "COPY events FROM '$dir/$k' (FORMAT binary);"
+        done | psql -X -q -v ON_ERROR_STOP=1 -d "$DST" &
+        pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p" || rc=1; done
+    return "$rc"
+}
+
 pgcopydb_split_size() { # pgcopydb_split_size W: a threshold that cuts the table in W parts
     local w=$1
     echo $(((table_bytes + w * 1024 - 1) / (w * 1024)))kB
@@ -320,6 +356,7 @@ run_mapperq() { # stream mode: one reader, W writers
 
 # The chunk-size sweep (--only sweep): what a chunk costs the coordinator.
 sweep_sizes="200 1000 5000 50000 500000 100"
+sweep_alone_sizes="1000 5000 50000"
 
 # ------------------------------------------------- the contender list
 # One line per contender: KEY KIND W CHUNK LABEL ("-" = none).
@@ -354,6 +391,9 @@ for w in "${workers_arr[@]}"; do
     if want sweep; then
         for c in $sweep_sizes; do
             add "mapper-s$c-$w" mapper "$w" "$c" "mapper-coord --chunk-size $c"
+        done
+        for c in $sweep_alone_sizes; do
+            add "pgfiles-$c-$w" pgfiles "$w" "$c" "PostgreSQL alone, $c-row COPYs"
         done
     fi
 done
@@ -391,7 +431,7 @@ timed_run() {
     [ "$chunk" = - ] && chunk=""
     log=$work/$key.$2.log
     reset_target
-    if declare -F "prep_$kind" >/dev/null && ! "prep_$kind" >"$log" 2>&1; then
+    if declare -F "prep_$kind" >/dev/null && ! "prep_$kind" "$w" "$chunk" >"$log" 2>&1; then
         failed "$key" "preparing the target failed: $(why_failed "$log")"
         return 0
     fi
@@ -544,6 +584,7 @@ def r3: if . == null then null else (. * 1000 | round) / 1000 end;
      | find("mapper"; $w; 5000) as $c5 | find("mapper"; $w; 100000) as $c100
      | find("mapper"; $w; 1000) as $s1k | find("mapper"; $w; 50000) as $s50k
      | find("mapper"; $w; 100) as $s100
+     | find("pgfiles"; $w; 1000) as $a1k | find("pgfiles"; $w; 50000) as $a50k
      | def t($name; $value; $limit; $detail):
          {workers: $w, name: $name, value: $value, limit: $limit,
           met: (if $value == null then null else $value <= $limit end), detail: $detail};
@@ -575,6 +616,12 @@ def r3: if . == null then null else (. * 1000 | round) / 1000 end;
          "\($c5.median_s // "-") s vs \($c100.median_s // "-") s"),
        t("chunk-size 1000 vs 50000 (x)"; ratio($s1k; $s50k.median_s); 1.15;
          "\($s1k.median_s // "-") s vs \($s50k.median_s // "-") s"),
+       t("PostgreSQL alone, 1000 vs 50000 (x)"; ratio($a1k; $a50k.median_s); 1.15;
+         "\($a1k.median_s // "-") s vs \($a50k.median_s // "-") s"),
+       t("1000 vs 50000 over PostgreSQL alone (x)";
+         (if $s1k == null or $s50k == null or $a1k == null or $a50k == null then null
+          else ($s1k.median_s / $s50k.median_s) / ($a1k.median_s / $a50k.median_s) end); 1.15;
+         "mapper-coord ratio over the ratio of the same loads by PostgreSQL alone"),
        t("coord CPU per chunk at 100 (us)";
          ($s100.mapper // null | if . == null then null else .coord_cpu_s / .chunks * 1e6 end); 50;
          "\($s100.mapper.coord_cpu_s // "-") s over \($s100.mapper.chunks // "-") chunks"),
@@ -635,6 +682,21 @@ mv "$json.tmp" "$json"
                     "$size" "$w" "$chunks" "$med" "$us" "$mb" "$per"
             done
         echo "(the chunk-size sweep: coordinator CPU per chunk (median run) and its peak RSS per chunk)"
+    fi
+    if jq -e '[.contenders[] | select(.kind == "pgfiles" and .median_s)] | length > 0' "$json" >/dev/null; then
+        echo
+        printf '%-12s %4s %9s %9s %12s %12s\n' "alone" W chunks "median s" "mapper s" "mapper/alone"
+        jq -r '.contenders as $c | $c[] | select(.kind == "pgfiles" and .median_s) | . as $a |
+            (first($c[] | select(.key == "mapper-s\($a.chunk_size)-\($a.workers)") | .median_s) // null) as $m |
+            [.chunk_size, .workers, .median_s, ($m // "-"),
+             (if $m then $m / .median_s else "-" end)] | map(tostring) | join("\u001f")' "$json" |
+            while IFS=$'\x1f' read -r size w med m ratio; do
+                [ "$m" = - ] || m=$(printf '%.3f' "$m")
+                [ "$ratio" = - ] || ratio=$(printf '%.2fx' "$ratio")
+                printf '%-12s %4s %9s %9.3f %12s %12s\n' "$size" "$w" "$(((rows + size - 1) / size))" "$med" "$m" "$ratio"
+            done
+        echo "(PostgreSQL alone: W sessions loading the same chunks from files on the server, one binary COPY"
+        echo " FROM and transaction per chunk, no source, relay or ledger; mapper s: mapper-coord at that chunk size)"
     fi
     if jq -e '[.contenders[] | select(.ratio_to_append)] | length > 0' "$json" >/dev/null; then
         echo
