@@ -18,7 +18,9 @@
 #                       and 3 secondary indexes, and mapper-coord --defer-indexes off
 #                       into both targets)
 #                       nokey (psql, W id ranges, into the same table without its
-#                       key: what a load costs before any index; not a baseline)
+#                       key: what a load costs before any index; and the same, then
+#                       ALTER TABLE ADD PRIMARY KEY: deferring the key by hand;
+#                       neither is a baseline)
 #                       sweep (mapper-coord at --chunk-size 200, 1000, 5000, 50000,
 #                       500000 and 100: wall, coordinator CPU and peak RSS per chunk;
 #                       and PostgreSQL alone at 1000, 5000 and 50000: W sessions
@@ -158,12 +160,15 @@ ddl_ix="${ddl/events(/events_ix(};
 # events_nokey: the same table without its key (the nokey contender).
 ddl_nokey="${ddl/events(/events_nokey(}"
 ddl_nokey="${ddl_nokey/ PRIMARY KEY/ NOT NULL}"
+# events_byhand: likewise; the byhand contender adds the key after its load.
+ddl_byhand="${ddl_nokey/events_nokey(/events_byhand(}"
 checksum_sql="SELECT count(*) || ':' || coalesce(sum(hashtext(e::text)), 0) FROM events e"
 # target_of KIND: the table a contender loads.
 target_of() {
     case $1 in
     *ix) echo events_ix ;;
     *nokey) echo events_nokey ;;
+    *byhand) echo events_byhand ;;
     *) echo events ;;
     esac
 }
@@ -179,7 +184,7 @@ create_dataset() {
                md5(g::text)
         FROM generate_series(1, $rows) g" -c "VACUUM ANALYZE events" >/dev/null
     q "$DST" "$ddl" >/dev/null
-    psql -X -q -v ON_ERROR_STOP=1 -d "$DST" -c "$ddl_ix" -c "$ddl_nokey" >/dev/null
+    psql -X -q -v ON_ERROR_STOP=1 -d "$DST" -c "$ddl_ix" -c "$ddl_nokey" -c "$ddl_byhand" >/dev/null
     src_sum=$(q "$SRC" "$checksum_sql")
     read -r id_min id_max < <(q "$SRC" "SELECT min(id), max(id) FROM events" | tr '|' ' ')
     table_bytes=$(q "$SRC" "SELECT pg_table_size('events')")
@@ -188,7 +193,8 @@ create_dataset() {
 
 # reset_target: empty the target table (and mapper's ledger), flush dirty buffers.
 reset_target() {
-    q "$DST" "TRUNCATE events, events_ix, events_nokey" >/dev/null
+    q "$DST" "TRUNCATE events, events_ix, events_nokey, events_byhand" >/dev/null
+    q "$DST" "ALTER TABLE events_byhand DROP CONSTRAINT IF EXISTS events_byhand_pkey" >/dev/null
     q "$DST" "DROP SCHEMA IF EXISTS mapper CASCADE" >/dev/null 2>&1
     q "$DST" "CHECKPOINT" >/dev/null
 }
@@ -229,6 +235,10 @@ run_psqlpar() { # run_psqlpar W [-] [TARGET]
 }
 describe_psqlparnokey() { describe_psqlpar "$1" | sed 's/COPY events FROM/COPY events_nokey FROM/'; }
 run_psqlparnokey() { run_psqlpar "$1" - events_nokey; }
+describe_psqlbyhand() {
+    echo "$(describe_psqlpar "$1" | sed 's/COPY events FROM/COPY events_byhand FROM/'); then psql -c 'ALTER TABLE events_byhand ADD PRIMARY KEY (id)'"
+}
+run_psqlbyhand() { run_psqlpar "$1" - events_byhand && q "$DST" "ALTER TABLE events_byhand ADD PRIMARY KEY (id)"; }
 
 # PostgreSQL alone (the sweep): the rows of each chunk in a file on the
 # server, written by the source before the clock starts (once per chunk
@@ -369,6 +379,7 @@ want indexes && add psql1ix psql1ix 1 - "psql COPY binary, key + 3 indexes"
 for w in "${workers_arr[@]}"; do
     want psqlpar && add "psqlpar-$w" psqlpar "$w" - "psql COPY binary, $w id range$( ((w > 1)) && echo s)"
     want nokey && add "psqlparnokey-$w" psqlparnokey "$w" - "psql, $w range$( ((w > 1)) && echo s), table without key"
+    want nokey && add "psqlbyhand-$w" psqlbyhand "$w" - "psql, $w range$( ((w > 1)) && echo s), then add the key"
     want pgcopydb && add "pgcopydb-$w" pgcopydb "$w" - "pgcopydb copy table-data"
     want pgloader && add "pgloader-$w" pgloader "$w" - "pgloader (data only)"
     want mapper && add "mapper-$w" mapper "$w" - "mapper-coord"
@@ -650,7 +661,7 @@ mv "$json.tmp" "$json"
             fi
         done
     echo "(vs psql: median / the best psql baseline median at the same W, 1 stream or W ranges;"
-    echo " key + 3 indexes: median / psql's into that table; the table without key is compared, never a baseline)"
+    echo " key + 3 indexes: median / psql's into that table; the table without key and ADD PRIMARY KEY after it are compared, never baselines)"
     jq -r 'if .one_chunk_vs_psql1 == null then empty else
         "mapper-coord --workers 1, one chunk vs psql COPY binary, 1 stream: \(.one_chunk_vs_psql1 * 1000 | round / 1000)x (target <= 0.97)" end' "$json"
     if jq -e '[.contenders[] | select(.mapper)] | length > 0' "$json" >/dev/null; then
