@@ -8,4 +8,12 @@
  * file exists (or a few minutes passed). Inert otherwise. */
 void hold_at(const char *point, int k);
 
+/* The same hold in two halves, for a point where nothing but
+ * async-signal-safe calls may run (a child between fork and exec):
+ * hold_armed, called before, gives the release file when the hold at
+ * (point, k) is armed, else NULL; hold_until(release) then holds without
+ * a word (at once when release is NULL). */
+const char *hold_armed(const char *point, int k);
+void hold_until(const char *release);
+
 #endif

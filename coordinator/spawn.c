@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include "defaults.h"
+#include "hold.h"
 #include "log.h"
 
 extern char **environ;
@@ -114,22 +116,40 @@ pid_t spawn_worker(const spawn_t *s, const char *id)
         s->bin,     "--connect", s->endpoint, "--id",
         (char *)id, "--parent",  parent,      s->verbose ? "-v" : NULL,
         NULL};
+    const char *hold = hold_armed("spawn", 1); /* tests: before exec */
     fflush(stdout);
     fflush(stderr);
+    /* Until its exec the child runs the coordinator's signal handlers,
+     * which write to the coordinator's self-pipe: a SIGTERM for a worker
+     * that has not started (a job ending, a lost lease) told the
+     * coordinator it was interrupted itself. So the stop signals are
+     * blocked across the fork, and the child puts back their defaults
+     * before it takes them. */
+    sigset_t stops, old;
+    sigemptyset(&stops);
+    sigaddset(&stops, SIGINT);
+    sigaddset(&stops, SIGTERM);
+    sigaddset(&stops, SIGCHLD);
+    pthread_sigmask(SIG_BLOCK, &stops, &old);
     pid_t pid = fork();
-    if (pid < 0) {
-        log_error("fork: %s", strerror(errno));
-        return -1;
-    }
     if (pid == 0) {
         /* Child: only async-signal-safe calls until exec. */
+        struct sigaction dfl = {.sa_handler = SIG_DFL};
+        sigemptyset(&dfl.sa_mask);
+        sigaction(SIGINT, &dfl, NULL);
+        sigaction(SIGTERM, &dfl, NULL);
+        sigaction(SIGCHLD, &dfl, NULL);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         prctl(PR_SET_PDEATHSIG, SIGKILL);
+        hold_until(hold);
         execve(s->bin, argv, s->envp);
         _exit(127);
     }
+    int fork_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (pid < 0) log_error("fork: %s", strerror(fork_errno));
     return pid;
 }
 
