@@ -427,11 +427,11 @@ copy_status_t copy_each_row(PGconn *src, copy_row_fn fn, void *arg,
             if (st != COPY_OK) return st;
             continue;
         }
-        bytes += n;
         if (n < 0) {
             pgutil_capture(src, NULL, PROTO_SIDE_SOURCE, err);
             return COPY_FAILED;
         }
+        bytes += n;
         bool ok = fn(arg, row, (size_t)n, err);
         PQfreemem(row);
         if (!ok) return COPY_FAILED;
