@@ -103,9 +103,15 @@ check "a user's indexes table: no ledger table beside it" "" "$(q "$DST" "SELECT
 
 # A role that does not own the target may load it, not drop its indexes:
 # nothing is deferred, and the job runs.
-setup=$(q "$DST" "CREATE ROLE t_indexes_loader LOGIN PASSWORD 'loader-pw'; GRANT ALL ON SCHEMA public TO t_indexes_loader;
-          GRANT INSERT, SELECT ON ev TO t_indexes_loader; TRUNCATE ev CASCADE" 2>&1 &&
-    q "$DST" "GRANT CREATE ON DATABASE idx_dst TO t_indexes_loader" 2>&1) && rc=0 || rc=$?
+# One transaction each. In one, a loaded make check saw "deadlock
+# detected": the TRUNCATE waited for a lock on ev held by another process
+# (by all signs an autovacuum of ev after the DELETE above), which waited
+# for the transaction itself (the GRANT on ev rewrote ev's pg_class row).
+setup=$(psql -X -v ON_ERROR_STOP=1 -qAt -d "$DST" \
+    -c "CREATE ROLE t_indexes_loader LOGIN PASSWORD 'loader-pw'" \
+    -c "GRANT ALL ON SCHEMA public TO t_indexes_loader" \
+    -c "GRANT INSERT, SELECT ON ev TO t_indexes_loader" -c "TRUNCATE ev CASCADE" \
+    -c "GRANT CREATE ON DATABASE idx_dst TO t_indexes_loader" 2>&1) && rc=0 || rc=$?
 check "not the owner: the role is set up (psql said: ${setup:-nothing})" 0 "$rc"
 run_coord --table ev --target "postgresql://t_indexes_loader:loader-pw@127.0.0.1:$MAPPER_PG_PORT/idx_dst" \
     --state-schema loader_ledger --workers 2 --chunk-size 10000 --job-id notmine
