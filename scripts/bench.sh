@@ -704,7 +704,7 @@ mv "$json.tmp" "$json"
             while IFS=$'\x1f' read -r size w med m ratio; do
                 [ "$m" = - ] || m=$(printf '%.3f' "$m")
                 [ "$ratio" = - ] || ratio=$(printf '%.2fx' "$ratio")
-                printf '%-12s %4s %9s %9.3f %12s %12s\n' "$size" "$w" "$(((rows + size - 1) / size))" "$med" "$m" "$ratio"
+                printf '%-12s %4s %9s %9.3f %12s %12s\n' "$size" "$w" "$(pgfiles_count "$size")" "$med" "$m" "$ratio"
             done
         echo "(PostgreSQL alone: W sessions loading the same chunks from files on the server, one binary COPY"
         echo " FROM and transaction per chunk, no source, relay or ledger; mapper s: mapper-coord at that chunk size)"
