@@ -55,6 +55,20 @@
 #define MAPPER_DONE_BATCH    64
 #define MAPPER_DONE_BATCH_MS 10
 #define MAPPER_DONE_WAIT_MS  40
+/* A busy worker holds its next chunk ahead (its ASSIGN waits at the
+ * worker, so no idle gap between chunks); one whose chunks end close
+ * together holds about MAPPER_AHEAD_MS (ms) of them, at most
+ * MAPPER_AHEAD_MAX. While every busy worker holds MAPPER_REST_SLACK_MS of
+ * chunks ahead and MAPPER_REST_DONES chunks or more end in MAPPER_REST_MS,
+ * the coordinator rests that long between turns, so that one turn hears
+ * several DONEs and sends several ASSIGNs: fewer wake-ups a chunk. A
+ * worker keeps MAPPER_AHEAD_MAX + 1 ASSIGNs waiting (one more for a
+ * READY's race). */
+#define MAPPER_AHEAD_MAX     8
+#define MAPPER_AHEAD_MS      5
+#define MAPPER_REST_SLACK_MS 3
+#define MAPPER_REST_MS       1
+#define MAPPER_REST_DONES    2
 /* How long shutdown waits for workers before SIGKILL (ms). */
 #define MAPPER_SHUTDOWN_WAIT_MS 5000
 /* How long the coordinator's socket may keep unsent messages (the final

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -35,7 +36,7 @@ static bool s_spawn(dispatch_loop_t *l)
     if (!s_grow_workers(l)) return false;
     dispatch_worker_t *w = &l->workers[l->nworkers];
     memset(w, 0, sizeof *w);
-    w->chunk = w->ahead = -1;
+    w->chunk = -1;
     if (!dispatch_random_id(w->id, sizeof w->id)) return false;
     w->pid = spawn_worker(l->cfg->spawn, w->id);
     if (w->pid < 0) return false;
@@ -76,30 +77,21 @@ static void s_probe(dispatch_loop_t *l)
             chunks_probed(&l->chunks, (proto_side_t)side,
                           st == PGUTIL_PROBE_UP) != CHUNKS_GAVE_UP)
             continue;
-        for (size_t i = 0; i < l->nworkers; i++)
-            l->workers[i].chunk = l->workers[i].ahead = -1;
+        for (size_t i = 0; i < l->nworkers; i++) {
+            l->workers[i].chunk = -1;
+            l->workers[i].nahead = 0;
+        }
         return;
     }
 }
 
-/* Chunks waiting to start outnumber the workers that hold none: a busy
- * worker may take one ahead without starving an idle one. */
-static bool s_room_ahead(dispatch_loop_t *l)
-{
-    size_t idle = 0;
-    for (size_t i = 0; i < l->nworkers; i++) {
-        const dispatch_worker_t *x = &l->workers[i];
-        if (x->alive && x->chunk < 0 && (int)i != l->reader) idle++;
-    }
-    return l->chunks.unfinished - chunks_running(&l->chunks) > idle;
-}
-
 /* Give w the next chunk that may start (or the read, in stream mode) - or,
- * when w runs one already, the chunk it runs after that; a worker with
- * nothing left to do is told to stop. */
+ * when w runs one already, one more it runs after those it holds; a worker
+ * with nothing left to do is told to stop. */
 static void s_assign(dispatch_loop_t *l, dispatch_worker_t *w)
 {
     bool ahead = w->chunk >= 0;
+    if (ahead && w->nahead >= MAPPER_AHEAD_MAX) return;
     if (l->over_max_rejects) dispatch_fail_waiting(l);
     if (dispatch_stream_open(l) && l->reader < 0 &&
         clock_now() >= l->read_not_before) {
@@ -138,63 +130,36 @@ static void s_assign(dispatch_loop_t *l, dispatch_worker_t *w)
     int wi = (int)(w - l->workers);
     m.attempt = ahead ? chunks_start_ahead(&l->chunks, (size_t)ci, wi)
                       : chunks_start(&l->chunks, (size_t)ci, wi);
-    *(ahead ? &w->ahead : &w->chunk) = ci;
+    if (ahead)
+        w->ahead[w->nahead++] = ci;
+    else
+        w->chunk = ci;
     if (!dispatch_send(l, w, &m) ||
         (l->stream &&
          !dispatch_stream_send_rows(l, w, (size_t)ci, m.attempt))) {
         /* The worker is going away; its SIGCHLD puts the chunk back. */
         log_warn("chunk %zd: could not assign to %s", ci, w->id);
     }
-    log_debug("chunk %zd attempt %d -> %s%s", ci, m.attempt, w->id,
-              ahead ? " (ahead)" : "");
+    if (ahead)
+        log_debug("chunk %zd attempt %d -> %s (ahead, %d held)", ci, m.attempt,
+                  w->id, w->nahead);
+    else
+        log_debug("chunk %zd attempt %d -> %s", ci, m.attempt, w->id);
     proto_msg_clear(&m);
 }
 
 /* Keep w busy: a chunk to run and, in range mode when there are chunks to
- * spare, the next one ahead, so that it never waits for an ASSIGN. Not
- * with --max-rejects: past it no chunk may start, and a worker goes on to
- * its chunk ahead without asking. */
+ * spare, the next ones ahead (dispatch_ahead_wanted), so that it never
+ * waits for an ASSIGN. Not with --max-rejects: past it no chunk may start,
+ * and a worker goes on to its chunks ahead without asking. */
 static void s_fill(dispatch_loop_t *l, dispatch_worker_t *w)
 {
     if (w->chunk < 0) s_assign(l, w);
-    if (w->chunk >= 0 && w->ahead < 0 && !l->stream && w->alive && w->ready &&
-        l->cfg->max_rejects < 0 && s_room_ahead(l))
+    while (dispatch_ahead_wanted(l, w)) {
+        int held = w->nahead;
         s_assign(l, w);
-}
-
-/* w reports on the chunk it holds ahead: it went on without a word about
- * the chunk it ran (that outcome was lost on the way), so that one is
- * settled as lost, and the one ahead runs. */
-static void s_went_on(dispatch_loop_t *l, dispatch_worker_t *w)
-{
-    int64_t next = w->ahead;
-    w->ahead = -1; /* not taken back: it runs */
-    dispatch_attempt_lost(l, w, CHUNKS_LEASE_LOST,
-                          "worker %s went on to chunk %" PRId64
-                          " without reporting this one",
-                          w->id, next);
-    w->chunk = next;
-    chunks_ahead_runs(&l->chunks, (size_t)next);
-}
-
-/* The chunk a result is about, if the sender really holds that attempt. */
-static chunks_chunk_t *s_held(dispatch_loop_t *l, dispatch_worker_t *w,
-                              const proto_msg_t *m)
-{
-    if (m->chunk_id < 0 || (size_t)m->chunk_id >= l->chunks.n ||
-        (w->chunk != m->chunk_id && w->ahead != m->chunk_id))
-        return NULL;
-    chunks_chunk_t *c = &l->chunks.v[m->chunk_id];
-    if (c->attempts != m->attempt) return NULL;
-    if (w->ahead == m->chunk_id && c->state == CHUNKS_AHEAD) {
-        if (m->kind == PROTO_FAILED) { /* refused: it had no room for it */
-            dispatch_take_back(l, w);
-            return NULL;
-        }
-        s_went_on(l, w);
-        return c;
+        if (w->nahead == held) return; /* none may start now */
     }
-    return c->state == CHUNKS_RUNNING ? c : NULL;
 }
 
 /* A READY from a peer we hold no lease for: a remote worker (only with
@@ -219,7 +184,7 @@ static dispatch_worker_t *s_register(dispatch_loop_t *l, const char *peer,
         if (x->remote && !strcmp(x->id, m->worker))
             w = x; /* back after losing its lease; its key stays bound */
         else if (x->remote && !x->alive && !x->banned && x->chunk < 0 &&
-                 x->ahead < 0 && l->reader != (int)i && !dead)
+                 x->nahead == 0 && l->reader != (int)i && !dead)
             dead = x; /* an entry of a remote worker that left: reused */
     }
     if (w && w->banned) {
@@ -235,7 +200,8 @@ static dispatch_worker_t *s_register(dispatch_loop_t *l, const char *peer,
     }
     w->alive = true;
     w->ready = false;
-    w->chunk = w->ahead = -1;
+    w->chunk = -1;
+    w->nahead = 0;
     log_info("remote worker %s (pid %" PRId64 ") connected", w->id, m->pid);
     return w;
 }
@@ -308,15 +274,11 @@ static void s_leases(dispatch_loop_t *l)
     }
 }
 
-/* w is done with the chunk it ran: the one it holds ahead runs, and it is
- * kept busy. */
+/* w is done with the chunk it ran: the first one it holds ahead runs
+ * (the worker went on to it at once), and it is kept busy. */
 static void s_went_free(dispatch_loop_t *l, dispatch_worker_t *w)
 {
-    if (w->ahead >= 0) { /* the worker went on to it at once */
-        w->chunk = w->ahead;
-        w->ahead = -1;
-        chunks_ahead_runs(&l->chunks, (size_t)w->chunk);
-    }
+    dispatch_ahead_runs(l, w);
     if (!l->stopping && !chunks_in_outage(&l->chunks, PROTO_SIDE_NONE))
         s_fill(l, w);
 }
@@ -330,6 +292,7 @@ static void s_outcome(dispatch_loop_t *l, dispatch_worker_t *w,
 {
     size_t ci = (size_t)m->chunk_id;
     w->chunk = -1;
+    dispatch_ahead_ended(w, clock_now());
     if (m->kind == PROTO_DONE && l->cfg->ledger) {
         dispatch_done_defer(l, w, m);
         if (l->ndone == MAPPER_DONE_BATCH || l->cfg->max_rejects >= 0)
@@ -388,7 +351,7 @@ static void s_on_message(dispatch_loop_t *l, const char *peer, size_t peer_len,
                  w->id);
         return;
     }
-    chunks_chunk_t *c = s_held(l, w, m);
+    chunks_chunk_t *c = dispatch_held(l, w, m);
     if (!c) {
         log_debug("stale %s for chunk %" PRId64 " attempt %d from %s ignored",
                   proto_kind_name(m->kind), m->chunk_id, m->attempt, w->id);
@@ -546,15 +509,15 @@ static bool s_top_up(dispatch_loop_t *l)
 }
 
 /* Hand chunks whose retry time has come to idle workers, and chunks
- * ahead to busy ones. */
+ * ahead to busy ones that want them. */
 static void s_assign_idle(dispatch_loop_t *l)
 {
     if (l->over_max_rejects) dispatch_fail_waiting(l);
     if (chunks_in_outage(&l->chunks, PROTO_SIDE_NONE)) return;
     for (size_t i = 0; i < l->nworkers && !l->stopping; i++) {
         dispatch_worker_t *w = &l->workers[i];
-        if (w->alive && w->ready && (w->chunk < 0 || w->ahead < 0) &&
-            (int)i != l->reader)
+        if (w->alive && w->ready && (int)i != l->reader &&
+            (w->chunk < 0 || dispatch_ahead_wanted(l, w)))
             s_fill(l, w);
     }
 }
@@ -572,6 +535,15 @@ static void s_poll(dispatch_loop_t *l, long timeout_ms)
      * chunk it reported done is not lost with it. */
     s_drain_router(l);
     if (items[1].revents & ZMQ_POLLIN) s_on_signals(l);
+}
+
+/* Rest a moment (dispatch_may_rest): what the workers say meanwhile waits
+ * for the next turn; only a signal cuts the rest short. */
+static void s_rest(dispatch_loop_t *l)
+{
+    struct pollfd p = {.fd = l->cfg->signal_fd, .events = POLLIN};
+    if (poll(&p, 1, MAPPER_REST_MS) < 0 && errno != EINTR)
+        log_error("poll: %s", strerror(errno));
 }
 
 /* How long the loop may wait for an event (ms): a tick, or less when kept
@@ -671,10 +643,16 @@ bool dispatch_run(const dispatch_config_t *cfg, mapper_result *out)
     }
     dispatch_check_max_rejects(&l); /* a resumed job may be past it already */
     bool ok = true;
+    long turns = 0, rests = 0;
     while ((l.chunks.unfinished > 0 || dispatch_stream_open(&l)) &&
            !s_stopped(&l)) {
         if (!(ok = s_top_up(&l))) break;
         s_assign_idle(&l);
+        turns++;
+        if (dispatch_may_rest(&l)) {
+            s_rest(&l);
+            rests++;
+        }
         s_poll(&l, s_timeout(&l));
         s_flush_sends(&l);
         s_probe(&l);
@@ -682,6 +660,7 @@ bool dispatch_run(const dispatch_config_t *cfg, mapper_result *out)
         s_leases(&l);
         progress_tick(cfg->progress);
     }
+    log_debug("%ld turns of the loop, %ld after a rest", turns, rests);
     dispatch_done_flush(&l);
     s_shutdown(&l);
     dispatch_done_flush(&l); /* DONEs heard while the workers stopped */

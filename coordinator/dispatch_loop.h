@@ -41,8 +41,12 @@ typedef struct {
     bool ready;                   /* said ready */
     bool banned;                  /* sent away: its id is not taken back */
     int64_t chunk;                /* chunk it runs, or -1 */
-    int64_t ahead; /* chunk it runs next (range mode; its ASSIGN is queued
-                      at the worker, so no idle gap between chunks), or -1 */
+    /* Chunks it runs next, in order (range mode; their ASSIGNs wait at
+     * the worker, so no idle gap between chunks): dispatch_ahead.c. */
+    int64_t ahead[MAPPER_AHEAD_MAX];
+    int nahead;      /* entries of ahead used */
+    double last_end; /* monotonic time its last chunk ended, or 0 */
+    double period;   /* time between its chunk ends (a moving average), or 0 */
     /* Stream mode: rows of its chunk not yet sent (its queue was full). */
     bool sending;     /* some are left */
     size_t sent;      /* bytes of the chunk sent */
@@ -95,13 +99,42 @@ bool dispatch_send(dispatch_loop_t *l, dispatch_worker_t *w,
 
 /* Tell w it is refused (why: one line, sent to it) and forget it: a
  * local one exits (SIGCHLD reaps it), a remote one loses its lease and
- * is not taken back under its id. Its chunk ahead is taken back. */
+ * is not taken back under its id. Its chunks ahead are taken back. */
 void dispatch_send_away(dispatch_loop_t *l, dispatch_worker_t *w,
                         const char *why);
 
-/* The chunk w holds ahead, if any, goes back to the queue (chunks_take_back):
- * w died, lost its lease, gave its work up or was sent away. */
-void dispatch_take_back(dispatch_loop_t *l, dispatch_worker_t *w);
+/* The chunks a worker holds ahead (dispatch_ahead.c). */
+
+/* w may take one more chunk ahead now: it runs one, holds fewer ahead than
+ * its depth (one; MAPPER_AHEAD_MAX when its chunks are short), and enough
+ * chunks wait to start that no other worker goes without (range mode, no
+ * --max-rejects). */
+bool dispatch_ahead_wanted(const dispatch_loop_t *l,
+                           const dispatch_worker_t *w);
+
+/* w went on to the first chunk it holds ahead: it runs now. */
+void dispatch_ahead_runs(dispatch_loop_t *l, dispatch_worker_t *w);
+
+/* The chunk a PROGRESS, REJECT, DONE or FAILED m from w is about, if w
+ * really holds that attempt, else NULL. About a chunk w holds ahead: w went
+ * on to it without a word about those before it (their outcomes lost on
+ * the way: settled as lost) and it runs now - or, a FAILED, w refused it
+ * (no room): it and those after it are taken back. */
+chunks_chunk_t *dispatch_held(dispatch_loop_t *l, dispatch_worker_t *w,
+                              const proto_msg_t *m);
+
+/* w's chunk ended now: its period (time between chunk ends) is updated. */
+void dispatch_ahead_ended(dispatch_worker_t *w, double now);
+
+/* The loop may rest before its next turn (MAPPER_REST_MS): every worker
+ * that runs a chunk holds at least MAPPER_REST_AHEAD ahead, so none can
+ * run dry meanwhile, and a DONE heard then waits with others. */
+bool dispatch_may_rest(const dispatch_loop_t *l);
+
+/* The chunks w holds ahead from its from-th on (0: all) go back to the
+ * queue, in their order (chunks_take_back): w died, lost its lease, gave
+ * its work up, was sent away, or refused the from-th. */
+void dispatch_take_back(dispatch_loop_t *l, dispatch_worker_t *w, int from);
 
 /* A forked worker's routing id into dst (size n): "w" and
  * DISPATCH_RANDOM_ID_BYTES random bytes in hex, so that no peer can guess
@@ -146,10 +179,16 @@ void dispatch_attempt_failed(dispatch_loop_t *l, size_t ci,
 
 /* (dispatch_outcome.c) w's attempt at the chunk it runs is lost (cause; the
  * rest says why, printf-style, as the chunk's error): w holds nothing any more
- * (its chunk ahead is taken back), and the chunk is retried, paused or failed.
- */
+ * (its chunks ahead are taken back), and the chunk is retried, paused or
+ * failed. */
 void dispatch_attempt_lost(dispatch_loop_t *l, dispatch_worker_t *w,
                            chunks_cause_t cause, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* (dispatch_outcome.c) Likewise, but only the chunk w runs: what it holds
+ * ahead stays its own (it went on to those). */
+void dispatch_run_lost(dispatch_loop_t *l, dispatch_worker_t *w,
+                       chunks_cause_t cause, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 /* (dispatch_outcome.c) w's DONE m (st: the chunk's ledger row read after it

@@ -111,19 +111,34 @@ void dispatch_attempt_failed(dispatch_loop_t *l, size_t ci,
     (void)chunks_attempt_failed(&l->chunks, ci, cause);
 }
 
-void dispatch_attempt_lost(dispatch_loop_t *l, dispatch_worker_t *w,
-                           chunks_cause_t cause, const char *fmt, ...)
+static void s_run_lost(dispatch_loop_t *l, dispatch_worker_t *w,
+                       chunks_cause_t cause, const char *fmt, va_list ap)
 {
-    dispatch_take_back(l, w);
     if (w->chunk < 0) return;
     size_t ci = (size_t)w->chunk;
     pgutil_error_t *e = chunks_error(&l->chunks, ci);
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(e->message, sizeof e->message, fmt, ap);
-    va_end(ap);
     w->chunk = -1;
     dispatch_attempt_failed(l, ci, cause);
+}
+
+void dispatch_attempt_lost(dispatch_loop_t *l, dispatch_worker_t *w,
+                           chunks_cause_t cause, const char *fmt, ...)
+{
+    dispatch_take_back(l, w, 0);
+    va_list ap;
+    va_start(ap, fmt);
+    s_run_lost(l, w, cause, fmt, ap);
+    va_end(ap);
+}
+
+void dispatch_run_lost(dispatch_loop_t *l, dispatch_worker_t *w,
+                       chunks_cause_t cause, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    s_run_lost(l, w, cause, fmt, ap);
+    va_end(ap);
 }
 
 void dispatch_done_settle(dispatch_loop_t *l, dispatch_worker_t *w,

@@ -38,14 +38,7 @@ void dispatch_send_away(dispatch_loop_t *l, dispatch_worker_t *w,
     w->ready = false;
     w->banned = true;
     w->alive = w->pid > 0;
-    dispatch_take_back(l, w);
-}
-
-void dispatch_take_back(dispatch_loop_t *l, dispatch_worker_t *w)
-{
-    if (w->ahead < 0) return;
-    chunks_take_back(&l->chunks, (size_t)w->ahead);
-    w->ahead = -1;
+    dispatch_take_back(l, w, 0);
 }
 
 /* The most rows (loaded plus set aside) chunk ci can hold: a stream

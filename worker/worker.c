@@ -27,9 +27,9 @@
  * socket turns writable) and says READY at once; this often at least. */
 #define WORKER_CONNECT_POLL_MS 10
 /* Work that may wait while a chunk runs: the coordinator hands a worker
- * its next chunk before the running one ends (no idle gap between them),
+ * its next chunks before the running one ends (no idle gap between them),
  * and one more may be in flight while the worker takes the first. */
-#define WORKER_QUEUE 2
+#define WORKER_QUEUE (MAPPER_AHEAD_MAX + 1)
 /* A stream chunk's buffer starts this big, and doubles. */
 #define WORKER_FIRST_CHUNK_BYTES (1024 * 1024)
 

@@ -15,9 +15,9 @@ MAPPER_FAULT=pause-mid-copy:3 "$COORD" -v --table la --workers 1 --chunk-size 20
     --summary-json "$T_OUT/la.json" >"$T_OUT/la.out" 2>"$T_OUT/la.err" &
 pid=$!
 held "$T_OUT/la.err" 3
-wait_for "$T_OUT/la.err" "chunk 4 attempt 1 -> w[0-9a-f]+ \\(ahead\\)"
+wait_for "$T_OUT/la.err" "chunk 4 attempt 1 -> w[0-9a-f]+ \\(ahead, 1 held\\)"
 check_match "while chunk 3 runs, chunk 4 is handed out ahead" \
-    "chunk 4 attempt 1 -> w[0-9a-f]+ \\(ahead\\)" "$(cat "$T_OUT/la.err")"
+    "chunk 4 attempt 1 -> w[0-9a-f]+ \\(ahead, 1 held\\)" "$(cat "$T_OUT/la.err")"
 victim=$(sed -n 's/.* worker\[\([0-9]*\)\] .*chunk 3: fault injection at mid-copy: pausing.*/\1/p' "$T_OUT/la.err")
 kill -9 "$victim"
 release
@@ -34,6 +34,19 @@ check "the chunk it held ahead cost none" 1 "$(q "$DST" "SELECT attempts FROM ma
 q "$DST" "TRUNCATE la"
 run_coord -v --restart --table la --workers 2 --chunk-size 20000
 check "two chunks, two workers: exit 0" 0 "$RC"
-check "two chunks, two workers: nothing held ahead" 0 "$(printf '%s\n' "$ERR" | grep -c '(ahead)')"
+check "two chunks, two workers: nothing held ahead" 0 "$(printf '%s\n' "$ERR" | grep -c '(ahead')"
 check "two chunks, two workers: exact content" "$(checksum "$SRC" la)" "$(checksum "$DST" la)"
+
+# Short chunks: a worker holds several ahead (about MAPPER_AHEAD_MS of
+# them), and the loop rests between turns so that one turn hears several
+# DONEs.
+q "$DST" "TRUNCATE la"
+run_coord -v --restart --table la --workers 2 --chunk-size 20 --summary-json "$T_OUT/short.json"
+check "short chunks: exit 0" 0 "$RC"
+check "short chunks: exact content" "$(checksum "$SRC" la)" "$(checksum "$DST" la)"
+check_match "short chunks: a worker holds more than one ahead" \
+    "\\(ahead, [2-9] held\\)" "$ERR"
+rests=$(printf '%s\n' "$ERR" | sed -n 's/.* turns of the loop, \([0-9]*\) after a rest.*/\1/p')
+check "short chunks: the loop rested (turns after a rest > 0)" 1 "$([ "${rests:-0}" -gt 0 ] && echo 1 || echo 0)"
+check "short chunks: every chunk done once" 2000 "$(json_field "$T_OUT/short.json" chunks_succeeded)"
 finish

@@ -89,7 +89,7 @@ static int s_setup(void **state)
         dispatch_worker_t *w = &f->w[i];
         snprintf(w->id, sizeof w->id, "%s", s_ids[i]);
         w->alive = w->ready = true;
-        w->chunk = w->ahead = -1;
+        w->chunk = -1;
     }
     retry_config_defaults(&f->retry);
     f->retry.jitter = false;
