@@ -10,13 +10,14 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
 #include "dispatch_loop.h"
 #include "log.h"
 
-#define S_WORKERS 3
+#define S_WORKERS 16
 
 typedef struct {
     mapper_retry_config retry;
@@ -303,6 +304,69 @@ static void test_rest_only_with_slack_and_many_ends(void **state)
     s_free(f);
 }
 
+/* A million chunks through the dispatcher's hands with 16 simulated
+ * workers on short chunks (each holds several ahead): every report is
+ * checked by dispatch_held, every worker refilled by
+ * dispatch_ahead_wanted. Constant cost a chunk: well under this much CPU
+ * (generous: a busy 2-core CI machine; sanitizers slow it down more). */
+#define PERF_CHUNKS  1000000
+#define PERF_WORKERS S_WORKERS
+#if defined(__SANITIZE_ADDRESS__)
+#define PERF_MAX_CPU_S 8.0
+#else
+#define PERF_MAX_CPU_S 2.0
+#endif
+
+static double s_cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void test_million_chunks_through_the_hands(void **state)
+{
+    (void)state;
+    double cpu0 = s_cpu_seconds();
+    s_fixture *f = s_new(PERF_CHUNKS);
+    f->l.nworkers = PERF_WORKERS;
+    size_t done = 0, most = 0;
+    double now = 1.0;
+    while (f->l.chunks.unfinished > 0) {
+        for (int i = 0; i < PERF_WORKERS; i++) {
+            dispatch_worker_t *w = &f->w[i];
+            ssize_t ci;
+            if (w->chunk < 0 && (ci = chunks_next(&f->l.chunks)) >= 0) {
+                chunks_start(&f->l.chunks, (size_t)ci, i);
+                w->chunk = ci;
+            }
+            while (dispatch_ahead_wanted(&f->l, w))
+                s_ahead(f, i);
+            if ((size_t)w->nahead > most) most = (size_t)w->nahead;
+            if (w->chunk < 0) continue;
+            proto_msg_t m =
+                s_msg(PROTO_DONE, w->chunk, f->l.chunks.v[w->chunk].attempts);
+            assert_non_null(dispatch_held(&f->l, w, &m));
+            chunks_done(&f->l.chunks, (size_t)w->chunk, m.attempt, 100, 1000,
+                        0);
+            done++;
+            w->chunk = -1;
+            now += 0.0001;
+            dispatch_ahead_ended(w, now);
+            dispatch_ahead_runs(&f->l, w);
+        }
+    }
+    double cpu = s_cpu_seconds() - cpu0;
+    assert_int_equal(done, PERF_CHUNKS);
+    assert_true(most > 1); /* short chunks: several held ahead */
+    for (size_t i = 0; i < f->l.chunks.n; i++)
+        assert_int_equal(f->l.chunks.v[i].state, CHUNKS_DONE);
+    print_message("%d chunks: %.3f s of CPU (bound %.1f s)\n", PERF_CHUNKS, cpu,
+                  PERF_MAX_CPU_S);
+    assert_true(cpu < PERF_MAX_CPU_S);
+    s_free(f);
+}
+
 int main(void)
 {
     log_init("test", LOG_ERROR);
@@ -317,6 +381,7 @@ int main(void)
         cmocka_unit_test(test_stale_reports_change_nothing),
         cmocka_unit_test(test_period_is_a_moving_average),
         cmocka_unit_test(test_rest_only_with_slack_and_many_ends),
+        cmocka_unit_test(test_million_chunks_through_the_hands),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
