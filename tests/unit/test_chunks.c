@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "chunks.h"
+#include "cpu_clock.h"
 #include "log.h"
 
 static double s_time;
@@ -581,27 +582,16 @@ static void test_gave_up_fails_ahead(void **state)
 /* The issue's bound: a million planned chunks through the state machine,
  * with simulated workers (no database): every 50th first attempt fails
  * with a retryable error and runs again after its delay, every event goes
- * to a progress tracker too. The whole run costs less than this much CPU
- * (generous: a busy 2-core CI machine; sanitizers slow it down more). */
-#define PERF_CHUNKS  1000000
-#define PERF_WORKERS 16
-#if defined(__SANITIZE_ADDRESS__)
-#define PERF_MAX_CPU_S 8.0
-#else
-#define PERF_MAX_CPU_S 2.0
-#endif
-
-static double s_cpu_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+ * to a progress tracker too. The whole run costs less than
+ * CPU_CLOCK_MILLION_MAX_S of CPU. */
+#define PERF_CHUNKS    1000000
+#define PERF_WORKERS   16
+#define PERF_MAX_CPU_S CPU_CLOCK_MILLION_MAX_S
 
 static void test_million_chunks_constant_cost(void **state)
 {
     (void)state;
-    double cpu0 = s_cpu_seconds();
+    double cpu0 = cpu_clock_s();
     progress_t *p = progress_new(PERF_CHUNKS, NULL, NULL, 1.0);
     assert_non_null(p);
     chunks_t t = s_table(PERF_CHUNKS);
@@ -643,7 +633,7 @@ static void test_million_chunks_constant_cost(void **state)
         }
         s_time += busy ? 0.001 : 1.0; /* idle: wait for the retries */
     }
-    double cpu = s_cpu_seconds() - cpu0;
+    double cpu = cpu_clock_s() - cpu0;
     assert_int_equal(done, PERF_CHUNKS);
     assert_int_equal(retried, PERF_CHUNKS / 50);
     assert_int_equal(chunks_running(&t), 0);

@@ -10,10 +10,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cmocka.h>
 
+#include "cpu_clock.h"
 #include "dispatch_loop.h"
 #include "log.h"
 
@@ -307,27 +307,15 @@ static void test_rest_only_with_slack_and_many_ends(void **state)
 /* A million chunks through the dispatcher's hands with 16 simulated
  * workers on short chunks (each holds several ahead): every report is
  * checked by dispatch_held, every worker refilled by
- * dispatch_ahead_wanted. Constant cost a chunk: well under this much CPU
- * (generous: a busy 2-core CI machine; sanitizers slow it down more). */
-#define PERF_CHUNKS  1000000
-#define PERF_WORKERS S_WORKERS
-#if defined(__SANITIZE_ADDRESS__)
-#define PERF_MAX_CPU_S 8.0
-#else
-#define PERF_MAX_CPU_S 2.0
-#endif
-
-static double s_cpu_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+ * dispatch_ahead_wanted. Constant cost a chunk (cpu_clock.h). */
+#define PERF_CHUNKS    1000000
+#define PERF_WORKERS   S_WORKERS
+#define PERF_MAX_CPU_S CPU_CLOCK_MILLION_MAX_S
 
 static void test_million_chunks_through_the_hands(void **state)
 {
     (void)state;
-    double cpu0 = s_cpu_seconds();
+    double cpu0 = cpu_clock_s();
     s_fixture *f = s_new(PERF_CHUNKS);
     f->l.nworkers = PERF_WORKERS;
     size_t done = 0, most = 0;
@@ -356,7 +344,7 @@ static void test_million_chunks_through_the_hands(void **state)
             dispatch_ahead_runs(&f->l, w);
         }
     }
-    double cpu = s_cpu_seconds() - cpu0;
+    double cpu = cpu_clock_s() - cpu0;
     assert_int_equal(done, PERF_CHUNKS);
     assert_true(most > 1); /* short chunks: several held ahead */
     for (size_t i = 0; i < f->l.chunks.n; i++)
