@@ -7,7 +7,7 @@
 #include <string.h>
 
 /* How many chunks w may hold ahead: about MAPPER_AHEAD_MS of its chunks
- * (by the time between its last two chunk ends), at least one. */
+ * (by its period, dispatch_ahead_ended), at least one. */
 static int s_depth(const dispatch_worker_t *w)
 {
     if (w->period <= 0) return 1;
