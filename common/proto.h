@@ -8,7 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PROTO_VERSION 2
+/* 3: a coordinator may hand a worker up to MAPPER_AHEAD_MAX chunks ahead,
+ * and the worker keeps them all waiting; a worker of version 2 kept one. */
+#define PROTO_VERSION 3
 
 /* Size limits. A frame larger than PROTO_MAX_FRAME is refused by ZeroMQ
  * itself (ZMQ_MAXMSGSIZE) and by proto_decode. */
