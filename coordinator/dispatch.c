@@ -509,16 +509,14 @@ static bool s_top_up(dispatch_loop_t *l)
 }
 
 /* Hand chunks whose retry time has come to idle workers, and chunks
- * ahead to busy ones that want them. */
+ * ahead to busy ones that want them (s_fill decides). */
 static void s_assign_idle(dispatch_loop_t *l)
 {
     if (l->over_max_rejects) dispatch_fail_waiting(l);
     if (chunks_in_outage(&l->chunks, PROTO_SIDE_NONE)) return;
     for (size_t i = 0; i < l->nworkers && !l->stopping; i++) {
         dispatch_worker_t *w = &l->workers[i];
-        if (w->alive && w->ready && (int)i != l->reader &&
-            (w->chunk < 0 || dispatch_ahead_wanted(l, w)))
-            s_fill(l, w);
+        if (w->alive && w->ready && (int)i != l->reader) s_fill(l, w);
     }
 }
 
