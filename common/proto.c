@@ -185,7 +185,7 @@ static const struct {
     [PROTO_READ] = {"read", S_BIT(S_F_ATTEMPT) | S_BIT(S_F_SNAPSHOT) |
                                 S_BIT(S_F_SOURCE_SQL) | S_BIT(S_F_ROWS) |
                                 S_BIT(S_F_LIMIT)},
-    [PROTO_CREDIT] = {"credit", S_BIT(S_F_LIMIT)},
+    [PROTO_CREDIT] = {"credit", S_BIT(S_F_ATTEMPT) | S_BIT(S_F_LIMIT)},
     [PROTO_DATA] = {"data", S_CHUNK_FIELDS | S_BIT(S_F_ROWS) | S_BIT(S_F_LAST) |
                                 S_BIT(S_F_DATA)},
     [PROTO_END] = {"end", S_COUNT_FIELDS},

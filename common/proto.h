@@ -9,8 +9,9 @@
 #include <stdint.h>
 
 /* 3: a coordinator may hand a worker up to MAPPER_AHEAD_MAX chunks ahead,
- * and the worker keeps them all waiting; a worker of version 2 kept one. */
-#define PROTO_VERSION 3
+ * and the worker keeps them all waiting; a worker of version 2 kept one.
+ * 4: a CREDIT names the read attempt it belongs to. */
+#define PROTO_VERSION 4
 
 /* Size limits. A frame larger than PROTO_MAX_FRAME is refused by ZeroMQ
  * itself (ZMQ_MAXMSGSIZE) and by proto_decode. */
@@ -94,7 +95,7 @@ typedef enum {
      * rows in chunks; the others write chunks they are handed. */
     PROTO_READ,   /* coord -> reader: attempt, snapshot, source_sql, rows
                      (rows per chunk), limit (chunks below it may be sent) */
-    PROTO_CREDIT, /* coord -> reader: limit, raised as chunks commit */
+    PROTO_CREDIT, /* coord -> reader: attempt, limit, raised as chunks commit */
     PROTO_DATA,   /* reader -> coord -> writer: chunk_id, attempt, rows (in
                      this frame), last (the chunk's final frame), data (rows
                      as COPY sends them, without a binary header/trailer) */

@@ -35,7 +35,9 @@ static void s_send_credit(dispatch_loop_t *l)
 {
     if (l->reader < 0) return;
     dispatch_worker_t *w = &l->workers[l->reader];
-    proto_msg_t m = {.kind = PROTO_CREDIT, .limit = inflight_limit(&l->held)};
+    proto_msg_t m = {.kind = PROTO_CREDIT,
+                     .attempt = l->read_attempts,
+                     .limit = inflight_limit(&l->held)};
     dispatch_send(l, w, &m); /* a failure is logged; the lease tells */
 }
 

@@ -46,19 +46,20 @@ struct worker {
     char id[PROTO_MAX_ID + 1];               /* routing id */
     char source_id[PROTO_MAX_SOURCE_ID + 1]; /* this worker's source */
     bool remote;                             /* not forked by the coordinator */
-    double coord_timeout; /* remote: give up after this much silence */
-    double last_heard;    /* when the coordinator last spoke */
-    double last_sent;     /* when we last sent anything */
-    double last_ready;    /* when we last said ready */
-    double started;       /* when the loop started */
-    bool ready_unsent;    /* the last READY found no coordinator connected */
-    bool heard;           /* the coordinator ever answered */
-    bool lost;            /* silence past the liveness limit */
-    bool refused;         /* the coordinator refused us */
-    bool stop;            /* told to stop (STOP, lost, out of memory) */
-    int64_t chunk_id;     /* chunk being copied */
-    int32_t attempt;      /* its attempt */
-    int64_t limit;        /* reader: chunks below this may be sent */
+    double coord_timeout;  /* remote: give up after this much silence */
+    double last_heard;     /* when the coordinator last spoke */
+    double last_sent;      /* when we last sent anything */
+    double last_ready;     /* when we last said ready */
+    double started;        /* when the loop started */
+    bool ready_unsent;     /* the last READY found no coordinator connected */
+    bool heard;            /* the coordinator ever answered */
+    bool lost;             /* silence past the liveness limit */
+    bool refused;          /* the coordinator refused us */
+    bool stop;             /* told to stop (STOP, lost, out of memory) */
+    int64_t chunk_id;      /* chunk being copied */
+    int32_t attempt;       /* its attempt */
+    int64_t limit;         /* reader: chunks below this may be sent */
+    int32_t limit_attempt; /* the read attempt limit belongs to */
     proto_msg_t next[WORKER_QUEUE]; /* ASSIGNs or READs not yet started,
                                        in order */
     int has_next;                   /* how many next holds */
@@ -168,6 +169,19 @@ static void s_refuse(s_worker_t *w, const proto_msg_t *m)
     s_send(w, &r);
 }
 
+/* Credit belongs to one read attempt: a later attempt's replaces it, the
+ * same attempt's only raises it. A CREDIT may arrive, and be handled, before
+ * its READ has started; the READ's own limit must not undo it. */
+static void s_credit_raise(s_worker_t *w, int32_t attempt, int64_t limit)
+{
+    if (attempt > w->limit_attempt) {
+        w->limit_attempt = attempt;
+        w->limit = limit;
+    } else if (attempt == w->limit_attempt && limit > w->limit) {
+        w->limit = limit;
+    }
+}
+
 /* Handle every waiting message. Work is never dropped: an ASSIGN or READ
  * waits in w->next (WORKER_QUEUE of them) even while a chunk runs, a WRITE
  * in w->write until its rows have arrived; work beyond that is refused. */
@@ -199,7 +213,7 @@ static void s_drain(s_worker_t *w)
         } else if (msg.kind == PROTO_DATA) {
             s_on_data(w, &msg);
         } else if (msg.kind == PROTO_CREDIT) {
-            if (msg.limit > w->limit) w->limit = msg.limit;
+            s_credit_raise(w, msg.attempt, msg.limit);
         } else if (msg.kind != PROTO_HEARTBEAT) {
             log_warn("ignoring unexpected %s", proto_kind_name(msg.kind));
         }
@@ -384,7 +398,7 @@ static bool s_credit(void *arg, int64_t chunk)
 {
     s_worker_t *w = arg;
     if (fault_hit("ignore-credit", chunk, w->attempt)) return true;
-    while (chunk >= w->limit) {
+    while (w->limit_attempt != w->attempt || chunk >= w->limit) {
         if (!s_wait(w, ZMQ_POLLIN)) return false;
         if (s_now() - w->last_sent > MAPPER_HEARTBEAT_S) {
             proto_msg_t hb = {.kind = PROTO_HEARTBEAT};
@@ -397,7 +411,7 @@ static bool s_credit(void *arg, int64_t chunk)
 /* Stream mode: read the whole query and send it in chunks. */
 static void s_run_read(s_worker_t *w, copy_conns_t *conns, const proto_msg_t *a)
 {
-    w->limit = a->limit;
+    s_credit_raise(w, a->attempt, a->limit);
     w->attempt = a->attempt;
     stream_read_t r = {a->attempt, a->snapshot, a->source_sql, a->rows};
     stream_io_t io = {s_send_wait, s_credit, s_wait_pg, w};

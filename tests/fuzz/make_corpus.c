@@ -247,7 +247,7 @@ int main(int argc, char **argv)
     m.source_sql = strdup("COPY (SELECT * FROM (\nSELECT 1\n) AS q) TO STDOUT");
     s_emit("read", &m);
 
-    m = (proto_msg_t){.kind = PROTO_CREDIT, .limit = 9};
+    m = (proto_msg_t){.kind = PROTO_CREDIT, .attempt = 1, .limit = 9};
     s_emit("credit", &m);
 
     static const char rows[] = "1\tx\n2\t\\N\n\0\xff";

@@ -111,6 +111,7 @@ static proto_msg_t s_sample(proto_kind_t kind)
         m.limit = 8;
         break;
     case PROTO_CREDIT:
+        m.attempt = 2;
         m.limit = INT64_C(1) << 33;
         break;
     case PROTO_DATA: /* rows are bytes: NULs and all */
@@ -295,6 +296,7 @@ static s_fields_t s_valid_fields(proto_kind_t kind)
         f.kv[f.n++] = (s_kv_t)KV_INT("limit", 4);
         break;
     case PROTO_CREDIT:
+        f.kv[f.n++] = (s_kv_t)KV_INT("attempt", 1);
         f.kv[f.n++] = (s_kv_t)KV_INT("limit", 5);
         break;
     case PROTO_DATA:
@@ -477,7 +479,7 @@ static const char *const *s_kind_keys(proto_kind_t kind)
     static const char *const stop[] = {"message", NULL};
     static const char *const read[] = {"attempt", "snapshot", "source_sql",
                                        "rows",    "limit",    NULL};
-    static const char *const credit[] = {"limit", NULL};
+    static const char *const credit[] = {"attempt", "limit", NULL};
     static const char *const data[] = {"chunk_id", "attempt", "rows",
                                        "last",     "data",    NULL};
     static const char *const end[] = {"chunk_id", "attempt", "rows", "bytes",

@@ -1,7 +1,8 @@
 /* tests/unit/test_worker.c - the worker's loop (worker/worker.c) against a
  * ROUTER over inproc://, its databases mocked (test_worker.wrap): a chunk
  * whose copy waits in libpq keeps sending heartbeats and hears a STOP; a
- * chunk handed out ahead waits its turn. */
+ * chunk handed out ahead waits its turn; a reader's credit that arrives
+ * before its READ has started is kept, one of an earlier read is not. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,6 +21,7 @@
 #include "defaults.h"
 #include "pgutil.h"
 #include "proto.h"
+#include "stream.h"
 #include "worker.h"
 
 /* The fake copy waits in job->wait (a source that has not answered yet)
@@ -92,6 +94,34 @@ copy_status_t __wrap_copy_chunk(copy_conns_t *conns, const copy_job_t *job,
     }
     *rows_out = 7;
     return s_release ? COPY_OK : COPY_FAILED;
+}
+
+/* Chunks the fake read sends. */
+#define S_READ_CHUNKS 3
+
+/* A read of S_READ_CHUNKS chunks of one row each, every chunk sent only
+ * once the coordinator's credit allows it, as stream_read does. */
+copy_status_t __wrap_stream_read(copy_conns_t *conns, const stream_read_t *r,
+                                 const stream_io_t *io, int64_t *chunks_out,
+                                 int64_t *rows_out, int64_t *bytes_out,
+                                 pgutil_error_t *err)
+{
+    (void)conns;
+    memset(err, 0, sizeof *err);
+    *chunks_out = *rows_out = *bytes_out = 0;
+    for (int64_t k = 0; k < S_READ_CHUNKS; k++) {
+        if (!io->credit(io->arg, k)) return COPY_ABORTED;
+        proto_msg_t d = {.kind = PROTO_DATA,
+                         .chunk_id = k,
+                         .attempt = r->attempt,
+                         .rows = 1,
+                         .last = true,
+                         .data = "x",
+                         .data_len = 1};
+        if (!io->send(io->arg, &d)) return COPY_ABORTED;
+        (*chunks_out)++, (*rows_out)++, (*bytes_out)++;
+    }
+    return COPY_OK;
 }
 
 /* ---- a coordinator ---- */
@@ -275,12 +305,135 @@ static void test_next_chunks_wait_their_turn(void **state)
     s_finish(&f);
 }
 
+static void s_send_read(s_fixture_t *f, int32_t attempt, int64_t limit)
+{
+    proto_msg_t m = {.kind = PROTO_READ,
+                     .attempt = attempt,
+                     .rows = 1,
+                     .limit = limit,
+                     .source_sql = strdup("COPY (SELECT 1) TO STDOUT")};
+    snprintf(m.snapshot, sizeof m.snapshot, "00000003-0000001B-1");
+    assert_true(proto_send(f->router, f->peer, f->peer_len, &m));
+    proto_msg_clear(&m);
+}
+
+static void s_send_credit(s_fixture_t *f, int32_t attempt, int64_t limit)
+{
+    proto_msg_t m = {.kind = PROTO_CREDIT, .attempt = attempt, .limit = limit};
+    assert_true(proto_send(f->router, f->peer, f->peer_len, &m));
+}
+
+/* The next message other than a heartbeat; fails the test when only
+ * heartbeats come for S_RECV_MS (a reader waiting for credit it has). */
+static void s_recv_work(s_fixture_t *f, proto_msg_t *m)
+{
+    for (double end = s_now() + S_RECV_MS / 1000.0; s_now() < end;) {
+        s_recv(f, m);
+        if (m->kind != PROTO_HEARTBEAT) return;
+        proto_msg_clear(m);
+    }
+    fail_msg("only heartbeats from the worker");
+}
+
+/* Whether the worker sends only heartbeats for `beats` of them. */
+static void s_only_heartbeats(s_fixture_t *f, int beats)
+{
+    proto_msg_t m;
+    for (int i = 0; i < beats; i++) {
+        s_recv(f, &m);
+        assert_int_equal(m.kind, PROTO_HEARTBEAT);
+    }
+}
+
+/* Read chunks first..S_READ_CHUNKS-1 of attempt, then its END. */
+static void s_expect_read(s_fixture_t *f, int32_t attempt, int64_t first)
+{
+    proto_msg_t m;
+    for (int64_t k = first; k < S_READ_CHUNKS; k++) {
+        s_recv_work(f, &m);
+        assert_int_equal(m.kind, PROTO_DATA);
+        assert_int_equal(m.chunk_id, k);
+        assert_int_equal(m.attempt, attempt);
+        proto_msg_clear(&m);
+    }
+    s_recv_work(f, &m);
+    assert_int_equal(m.kind, PROTO_END);
+    assert_int_equal(m.chunk_id, S_READ_CHUNKS);
+    proto_msg_clear(&m);
+}
+
+/* Finish chunk 3, held in its copy while READ and CREDIT were queued. */
+static void s_release_chunk(s_fixture_t *f)
+{
+    s_release = true;
+    proto_msg_t m;
+    s_recv_work(f, &m);
+    assert_int_equal(m.kind, PROTO_DONE);
+    assert_int_equal(m.chunk_id, 3);
+    proto_msg_clear(&m);
+}
+
+/* The coordinator raises a reader's credit as soon as a chunk commits,
+ * which may be before the worker has started the READ: both wait in its
+ * queue, and the READ's own, lower limit must not undo the CREDIT (the
+ * reader would wait for credit it was given, and the job forever). */
+static void test_credit_before_its_read_started(void **state)
+{
+    (void)state;
+    s_fixture_t f;
+    s_release = false;
+    s_waits = 0;
+    s_start(&f, "inproc://worker-credit");
+    s_assign_chunk(&f, 3);
+    while (s_waits == 0) { /* chunk 3's copy is in its wait */
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    s_send_read(&f, 2, 1);
+    s_send_credit(&f, 2, S_READ_CHUNKS);
+    s_release_chunk(&f);
+    s_expect_read(&f, 2, 0);
+    s_stop_worker(&f);
+    s_finish(&f);
+}
+
+/* Credit belongs to one read: what an earlier attempt was allowed does
+ * not let the next read past its own limit. */
+static void test_credit_of_an_earlier_read_ignored(void **state)
+{
+    (void)state;
+    s_fixture_t f;
+    s_release = false;
+    s_waits = 0;
+    s_start(&f, "inproc://worker-stale-credit");
+    s_assign_chunk(&f, 3);
+    while (s_waits == 0) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    s_send_credit(&f, 1, S_READ_CHUNKS);
+    s_send_read(&f, 2, 1);
+    s_release_chunk(&f);
+    proto_msg_t m;
+    s_recv_work(&f, &m);
+    assert_int_equal(m.kind, PROTO_DATA);
+    assert_int_equal(m.chunk_id, 0);
+    proto_msg_clear(&m);
+    s_only_heartbeats(&f, 2); /* chunk 1 waits for attempt 2's credit */
+    s_send_credit(&f, 2, S_READ_CHUNKS);
+    s_expect_read(&f, 2, 1);
+    s_stop_worker(&f);
+    s_finish(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_heartbeats_while_copy_waits),
         cmocka_unit_test(test_stop_heard_while_copy_waits),
         cmocka_unit_test(test_next_chunks_wait_their_turn),
+        cmocka_unit_test(test_credit_before_its_read_started),
+        cmocka_unit_test(test_credit_of_an_earlier_read_ignored),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
