@@ -602,6 +602,11 @@ def r3: if . == null then null else (. * 1000 | round) / 1000 end;
        def ratio($a; $b): if $a == null or $b == null then null else $a.median_s / $b end;
        t("mapper vs best psql baseline (x)"; ratio($m; $b); 0.85;
          "\($m.median_s // "-") s vs \($b // "-") s"),
+       (find("psqlbyhand"; $w; null) as $h
+        | t("mapper vs the key deferred by hand (x)"; ratio($m; $h.median_s); 1.0;
+            "\($m.median_s // "-") s vs \($h.median_s // "-") s"),
+          t("key deferred by hand vs best psql (x)"; ratio($h; $b); 0.85;
+            "the same PostgreSQL work as mapper-coord, driven by psql")),
        (find("mapperix"; $w; null) as $mx | find("psql1ix"; 1; null) as $px
         | t("mapper vs psql, key + 3 indexes (x)"; ratio($mx; $px.median_s); 0.85;
             "\($mx.median_s // "-") s vs \($px.median_s // "-") s")),
