@@ -170,8 +170,9 @@ static void s_refuse(s_worker_t *w, const proto_msg_t *m)
 }
 
 /* Credit belongs to one read attempt: a later attempt's replaces it, the
- * same attempt's only raises it. A CREDIT may arrive, and be handled, before
- * its READ has started; the READ's own limit must not undo it. */
+ * same attempt's only raises it. A READ brings its attempt's first credit
+ * as it arrives, and a CREDIT may come before that READ has started: the
+ * READ's own limit must not undo it. */
 static void s_credit_raise(s_worker_t *w, int32_t attempt, int64_t limit)
 {
     if (attempt > w->limit_attempt) {
@@ -201,6 +202,8 @@ static void s_drain(s_worker_t *w)
             w->stop = true;
         } else if ((msg.kind == PROTO_ASSIGN || msg.kind == PROTO_READ) &&
                    w->has_next < WORKER_QUEUE) {
+            if (msg.kind == PROTO_READ)
+                s_credit_raise(w, msg.attempt, msg.limit);
             w->next[w->has_next++] = msg;
             continue; /* run by the main loop */
         } else if (msg.kind == PROTO_WRITE && !w->writing) {
@@ -393,12 +396,20 @@ static bool s_send_wait(void *arg, const proto_msg_t *m)
     return s_send_surely(arg, m);
 }
 
-/* Wait until the coordinator lets the reader send chunk. */
+/* Wait until the coordinator lets the reader send chunk. Credit for a
+ * later read attempt ends this one: the coordinator gave it up, and the
+ * later READ waits behind it. */
 static bool s_credit(void *arg, int64_t chunk)
 {
     s_worker_t *w = arg;
     if (fault_hit("ignore-credit", chunk, w->attempt)) return true;
     while (w->limit_attempt != w->attempt || chunk >= w->limit) {
+        if (w->limit_attempt != w->attempt) {
+            log_warn("read attempt %d given up: the coordinator started "
+                     "attempt %d",
+                     w->attempt, w->limit_attempt);
+            return false;
+        }
         if (!s_wait(w, ZMQ_POLLIN)) return false;
         if (s_now() - w->last_sent > MAPPER_HEARTBEAT_S) {
             proto_msg_t hb = {.kind = PROTO_HEARTBEAT};
@@ -411,8 +422,7 @@ static bool s_credit(void *arg, int64_t chunk)
 /* Stream mode: read the whole query and send it in chunks. */
 static void s_run_read(s_worker_t *w, copy_conns_t *conns, const proto_msg_t *a)
 {
-    s_credit_raise(w, a->attempt, a->limit);
-    w->attempt = a->attempt;
+    w->attempt = a->attempt; /* its credit: s_credit_raise, as it came */
     stream_read_t r = {a->attempt, a->snapshot, a->source_sql, a->rows};
     stream_io_t io = {s_send_wait, s_credit, s_wait_pg, w};
     int64_t chunks = 0, rows = 0, bytes = 0;

@@ -426,6 +426,34 @@ static void test_credit_of_an_earlier_read_ignored(void **state)
     s_finish(&f);
 }
 
+/* A READ of a later attempt while this read waits for credit (the
+ * coordinator gave this one up and came back to the same worker): this
+ * read ends, reported failed, and the later one runs with its own credit;
+ * waiting on, the worker would never start it. No CREDIT comes: the READ
+ * carries its limit. */
+static void test_credit_of_a_later_read_ends_this_one(void **state)
+{
+    (void)state;
+    s_fixture_t f;
+    s_start(&f, "inproc://worker-later-read");
+    s_send_read(&f, 1, 1);
+    proto_msg_t m;
+    s_recv_work(&f, &m);
+    assert_int_equal(m.kind, PROTO_DATA);
+    assert_int_equal(m.chunk_id, 0);
+    assert_int_equal(m.attempt, 1);
+    proto_msg_clear(&m);
+    s_only_heartbeats(&f, 1); /* chunk 1 of attempt 1 waits for credit */
+    s_send_read(&f, 2, S_READ_CHUNKS);
+    s_recv_work(&f, &m);
+    assert_int_equal(m.kind, PROTO_FAILED);
+    assert_int_equal(m.attempt, 1);
+    proto_msg_clear(&m);
+    s_expect_read(&f, 2, 0);
+    s_stop_worker(&f);
+    s_finish(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -434,6 +462,7 @@ int main(void)
         cmocka_unit_test(test_next_chunks_wait_their_turn),
         cmocka_unit_test(test_credit_before_its_read_started),
         cmocka_unit_test(test_credit_of_an_earlier_read_ignored),
+        cmocka_unit_test(test_credit_of_a_later_read_ends_this_one),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
