@@ -201,6 +201,20 @@ static void s_assign(s_fixture_t *f)
     s_assign_chunk(f, 3);
 }
 
+/* Start the worker and give it chunk 3, whose copy then waits until the
+ * test sets s_release: whatever is sent meanwhile waits in its queue. */
+static void s_start_holding(s_fixture_t *f, const char *endpoint)
+{
+    s_release = false;
+    s_waits = 0;
+    s_start(f, endpoint);
+    s_assign_chunk(f, 3);
+    while (s_waits == 0) { /* chunk 3's copy is in its wait */
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static void s_stop_worker(s_fixture_t *f)
 {
     proto_msg_t stop = {.kind = PROTO_STOP, .message = ""};
@@ -280,14 +294,7 @@ static void test_next_chunks_wait_their_turn(void **state)
 {
     (void)state;
     s_fixture_t f;
-    s_release = false;
-    s_waits = 0;
-    s_start(&f, "inproc://worker-ahead");
-    s_assign_chunk(&f, 3);
-    while (s_waits == 0) { /* chunk 3's copy is in its wait */
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
+    s_start_holding(&f, "inproc://worker-ahead");
     s_assign_chunk(&f, 4);
     s_assign_chunk(&f, 5);
     s_release = true;
@@ -345,17 +352,23 @@ static void s_only_heartbeats(s_fixture_t *f, int beats)
     }
 }
 
+/* The next message is chunk's data, of the read attempt. */
+static void s_expect_data(s_fixture_t *f, int64_t chunk, int32_t attempt)
+{
+    proto_msg_t m;
+    s_recv_work(f, &m);
+    assert_int_equal(m.kind, PROTO_DATA);
+    assert_int_equal(m.chunk_id, chunk);
+    assert_int_equal(m.attempt, attempt);
+    proto_msg_clear(&m);
+}
+
 /* Read chunks first..S_READ_CHUNKS-1 of attempt, then its END. */
 static void s_expect_read(s_fixture_t *f, int32_t attempt, int64_t first)
 {
+    for (int64_t k = first; k < S_READ_CHUNKS; k++)
+        s_expect_data(f, k, attempt);
     proto_msg_t m;
-    for (int64_t k = first; k < S_READ_CHUNKS; k++) {
-        s_recv_work(f, &m);
-        assert_int_equal(m.kind, PROTO_DATA);
-        assert_int_equal(m.chunk_id, k);
-        assert_int_equal(m.attempt, attempt);
-        proto_msg_clear(&m);
-    }
     s_recv_work(f, &m);
     assert_int_equal(m.kind, PROTO_END);
     assert_int_equal(m.chunk_id, S_READ_CHUNKS);
@@ -381,14 +394,7 @@ static void test_credit_before_its_read_started(void **state)
 {
     (void)state;
     s_fixture_t f;
-    s_release = false;
-    s_waits = 0;
-    s_start(&f, "inproc://worker-credit");
-    s_assign_chunk(&f, 3);
-    while (s_waits == 0) { /* chunk 3's copy is in its wait */
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
+    s_start_holding(&f, "inproc://worker-credit");
     s_send_read(&f, 2, 1);
     s_send_credit(&f, 2, S_READ_CHUNKS);
     s_release_chunk(&f);
@@ -403,22 +409,11 @@ static void test_credit_of_an_earlier_read_ignored(void **state)
 {
     (void)state;
     s_fixture_t f;
-    s_release = false;
-    s_waits = 0;
-    s_start(&f, "inproc://worker-stale-credit");
-    s_assign_chunk(&f, 3);
-    while (s_waits == 0) {
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
+    s_start_holding(&f, "inproc://worker-stale-credit");
     s_send_credit(&f, 1, S_READ_CHUNKS);
     s_send_read(&f, 2, 1);
     s_release_chunk(&f);
-    proto_msg_t m;
-    s_recv_work(&f, &m);
-    assert_int_equal(m.kind, PROTO_DATA);
-    assert_int_equal(m.chunk_id, 0);
-    proto_msg_clear(&m);
+    s_expect_data(&f, 0, 2);
     s_only_heartbeats(&f, 2); /* chunk 1 waits for attempt 2's credit */
     s_send_credit(&f, 2, S_READ_CHUNKS);
     s_expect_read(&f, 2, 1);
@@ -437,14 +432,10 @@ static void test_credit_of_a_later_read_ends_this_one(void **state)
     s_fixture_t f;
     s_start(&f, "inproc://worker-later-read");
     s_send_read(&f, 1, 1);
-    proto_msg_t m;
-    s_recv_work(&f, &m);
-    assert_int_equal(m.kind, PROTO_DATA);
-    assert_int_equal(m.chunk_id, 0);
-    assert_int_equal(m.attempt, 1);
-    proto_msg_clear(&m);
+    s_expect_data(&f, 0, 1);
     s_only_heartbeats(&f, 1); /* chunk 1 of attempt 1 waits for credit */
     s_send_read(&f, 2, S_READ_CHUNKS);
+    proto_msg_t m;
     s_recv_work(&f, &m);
     assert_int_equal(m.kind, PROTO_FAILED);
     assert_int_equal(m.attempt, 1);
