@@ -49,9 +49,15 @@ check_match() {
 }
 
 # run_coord ARGS...: run mapper-coord, capturing stdout, stderr, status.
+# One that runs past $MAPPER_TEST_COORD_TIMEOUT seconds (default 600) is
+# stopped (SIGTERM, then SIGKILL), and its status is timeout's 124 or 137:
+# a hang fails its test instead of holding the whole run until CI's limit.
 run_coord() {
-    "$COORD" "$@" >"$T_OUT/stdout" 2>"$T_OUT/stderr"
+    timeout -k 10 "${MAPPER_TEST_COORD_TIMEOUT:-600}" "$COORD" "$@" >"$T_OUT/stdout" 2>"$T_OUT/stderr"
     RC=$?
+    if [ "$RC" = 124 ] || [ "$RC" = 137 ]; then
+        echo "# run_coord: mapper-coord ran past ${MAPPER_TEST_COORD_TIMEOUT:-600} s and was stopped: $*" >&2
+    fi
     OUT=$(cat "$T_OUT/stdout")
     ERR=$(cat "$T_OUT/stderr")
 }
