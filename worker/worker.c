@@ -403,13 +403,14 @@ static bool s_credit(void *arg, int64_t chunk)
 {
     s_worker_t *w = arg;
     if (fault_hit("ignore-credit", chunk, w->attempt)) return true;
-    while (w->limit_attempt != w->attempt || chunk >= w->limit) {
+    for (;;) {
         if (w->limit_attempt != w->attempt) {
             log_warn("read attempt %d given up: the coordinator started "
                      "attempt %d",
                      w->attempt, w->limit_attempt);
             return false;
         }
+        if (chunk < w->limit) break;
         if (!s_wait(w, ZMQ_POLLIN)) return false;
         if (s_now() - w->last_sent > MAPPER_HEARTBEAT_S) {
             proto_msg_t hb = {.kind = PROTO_HEARTBEAT};

@@ -266,14 +266,7 @@ static void test_stop_heard_while_copy_waits(void **state)
 {
     (void)state;
     s_fixture_t f;
-    s_release = false;
-    s_waits = 0;
-    s_start(&f, "inproc://worker-stop");
-    s_assign(&f);
-    while (s_waits == 0) { /* the copy is in its wait */
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
+    s_start_holding(&f, "inproc://worker-stop");
     s_stop_worker(&f);
     proto_msg_t m;
     do {
@@ -342,7 +335,7 @@ static void s_recv_work(s_fixture_t *f, proto_msg_t *m)
     fail_msg("only heartbeats from the worker");
 }
 
-/* Whether the worker sends only heartbeats for `beats` of them. */
+/* The worker's next `beats` messages are heartbeats, nothing else. */
 static void s_only_heartbeats(s_fixture_t *f, int beats)
 {
     proto_msg_t m;
