@@ -173,35 +173,35 @@ static bool s_feed(PGconn *dst, char *buf, size_t *used, bool *busy,
 
 /* The relay's state: rows read from the source wait in buf (at most
  * RELAY_BYTES) until the target's libpq has sent the previous batch;
- * a row that does not fit waits in pending. */
+ * the part of a row that does not fit waits in pending. */
 typedef struct {
-    char *buf;        /* rows read, not yet handed to the target */
-    size_t used;      /* bytes in buf */
-    char *pending;    /* a row that did not fit in buf (libpq's), or NULL */
-    size_t pending_n; /* its bytes */
-    bool src_done;    /* the source's COPY ended */
-    bool src_dry;     /* the source has no whole row buffered */
-    bool dst_busy;    /* the target's libpq still holds unsent data */
+    char *buf;         /* rows read, not yet handed to the target */
+    size_t used;       /* bytes in buf */
+    char *pending;     /* a row not all in buf yet (libpq's), or NULL */
+    size_t pending_n;  /* its bytes */
+    size_t pending_at; /* how many of them are in buf already */
+    bool src_done;     /* the source's COPY ended */
+    bool src_dry;      /* the source has no whole row buffered */
+    bool dst_busy;     /* the target's libpq still holds unsent data */
 } s_relay_t;
 
-/* Move the pending row into the buffer, or (bigger than the buffer) hand
- * it to the target's libpq alone once that has room. */
-static bool s_relay_pending(PGconn *dst, s_relay_t *r, pgutil_error_t *err)
+/* Move what fits of the pending row into the buffer, and free the row
+ * once all of it is there. A row longer than the buffer goes in slices
+ * (COPY data may be cut anywhere), so the target's libpq never holds more
+ * than one buffer: a 2 MB row handed to it whole grew its buffer to 4 MB,
+ * and the worker past its 32 MB. */
+static void s_relay_pending(s_relay_t *r)
 {
-    if (!r->pending) return true;
-    if (r->pending_n <= RELAY_BYTES - r->used) {
-        memcpy(r->buf + r->used, r->pending, r->pending_n);
-        r->used += r->pending_n;
-    } else if (r->pending_n > RELAY_BYTES && r->used == 0 && !r->dst_busy) {
-        if (!s_put(dst, r->pending, r->pending_n, err) ||
-            !s_flush(dst, false, &r->dst_busy, err))
-            return false;
-    } else {
-        return true; /* later: the buffer or libpq empties first */
-    }
+    if (!r->pending) return;
+    size_t n = r->pending_n - r->pending_at;
+    if (n > RELAY_BYTES - r->used) n = RELAY_BYTES - r->used;
+    memcpy(r->buf + r->used, r->pending + r->pending_at, n);
+    r->used += n;
+    r->pending_at += n;
+    if (r->pending_at < r->pending_n) return;
     PQfreemem(r->pending);
     r->pending = NULL;
-    return true;
+    r->pending_at = 0;
 }
 
 /* Read every whole row the source sent while there is room (rows and
@@ -228,7 +228,7 @@ static bool s_relay_read(copy_conns_t *c, s_relay_t *r, const copy_job_t *job,
         *bytes += n;
         r->pending = row;
         r->pending_n = (size_t)n;
-        if (!s_relay_pending(c->dst, r, err)) return false;
+        s_relay_pending(r);
         if (*rows == 2 && getenv(MAPPER_ENV_FAULT)) {
             /* after a hold, hear the coordinator at once (without a
              * fault, no extra message for every chunk) */
@@ -297,10 +297,9 @@ copy_status_t relay_stream(copy_conns_t *c, copy_tick_fn tick, void *arg,
     for (;;) {
         if (!s_relay_read(c, &r, job, &rows, &bytes, &next_tick_ms, err))
             goto out;
-        if (!s_feed(c->dst, r.buf, &r.used, &r.dst_busy, err) ||
-            !s_relay_pending(c->dst, &r, err) ||
-            !s_feed(c->dst, r.buf, &r.used, &r.dst_busy, err))
-            goto out;
+        if (!s_feed(c->dst, r.buf, &r.used, &r.dst_busy, err)) goto out;
+        s_relay_pending(&r);
+        if (!s_feed(c->dst, r.buf, &r.used, &r.dst_busy, err)) goto out;
         if (r.src_done && !r.pending && r.used == 0 && !r.dst_busy) break;
         if (rows >= next_tick_rows || s_now_ms() >= next_tick_ms) {
             if (!tick(arg, rows, bytes)) {
